@@ -1,0 +1,37 @@
+//! Storage backends: a small synchronous trait over named objects. Names are `/`-separated
+//! paths such as `data/ab/<id>`; `put` is atomic (a reader sees the whole object or nothing)
+//! and `put_if_absent` never replaces, which is what makes snapshot commits exclusive.
+
+pub mod faulty;
+pub mod local;
+
+use crate::error::Result;
+use std::ops::Range;
+
+/// A stored object's name and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full name, e.g. `index/<id>`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Where a repository's objects live.
+pub trait Backend: Send + Sync {
+    /// Reads a whole object, or the given byte range of it. A range past the end is an error,
+    /// never a short read.
+    fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>>;
+    /// Stores an object atomically and durably, replacing any old one.
+    fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+    /// Stores an object only if none has the name; `Ok(false)` if one had.
+    fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool>;
+    /// Every object whose name starts with `prefix` (a directory such as `snapshots/`).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Removes an object; removing a missing one is not an error.
+    fn delete(&self, name: &str) -> Result<()>;
+    /// The size of an object; [`crate::Error::NotFound`] if absent.
+    fn stat(&self, name: &str) -> Result<u64>;
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+}

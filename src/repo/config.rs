@@ -1,0 +1,155 @@
+//! The repository config: plaintext JSON holding the format version, the repository id and the
+//! parameters fixed at `init` (chunk sizes, pack size, compression level). It carries an HMAC
+//! under `mac`, checked on open, so nobody without the key can change how data is chunked.
+
+use crate::error::{Error, Result};
+use crate::repo::crypto::MasterKey;
+use serde::{Deserialize, Serialize};
+
+/// The repository format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Parameters fixed for the life of a repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Smallest chunk (fastcdc `min_size`); smaller files are one blob.
+    pub chunk_min: u32,
+    /// Average chunk.
+    pub chunk_avg: u32,
+    /// Largest chunk.
+    pub chunk_max: u32,
+    /// Target size of data packs.
+    pub pack_size: u32,
+    /// Target size of tree packs (small, so they can be cached whole).
+    pub tree_pack_size: u32,
+    /// zstd level.
+    pub compression: i32,
+    /// Directories whose tree blob would exceed this are split into pieces.
+    pub tree_split_size: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            chunk_min: 512 << 10,
+            chunk_avg: 1 << 20,
+            chunk_max: 8 << 20,
+            pack_size: 16 << 20,
+            tree_pack_size: 4 << 20,
+            compression: 3,
+            tree_split_size: 4 << 20,
+        }
+    }
+}
+
+impl Params {
+    /// Rejects parameters the chunker or pack format cannot honour.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let even = |v: u32| v % 2 == 0;
+        let chunks_ok = (64..=1 << 20).contains(&self.chunk_min)
+            && (256..=4 << 20).contains(&self.chunk_avg)
+            && (1024..=16 << 20).contains(&self.chunk_max)
+            && self.chunk_min <= self.chunk_avg
+            && self.chunk_avg <= self.chunk_max
+            && even(self.chunk_min)
+            && even(self.chunk_avg)
+            && even(self.chunk_max);
+        if !chunks_ok {
+            return Err(format!(
+                "chunk sizes {}/{}/{} must be even, ordered, and within fastcdc's bounds",
+                self.chunk_min, self.chunk_avg, self.chunk_max
+            ));
+        }
+        if !(64 << 10..=1 << 30).contains(&self.pack_size) || !(64 << 10..=1 << 30).contains(&self.tree_pack_size) {
+            return Err("pack sizes must be between 64 KiB and 1 GiB".into());
+        }
+        if !(1..=22).contains(&self.compression) {
+            return Err(format!("compression level {} is outside zstd's 1..=22", self.compression));
+        }
+        if !(4096..=16 << 20).contains(&self.tree_split_size) {
+            return Err("tree split size must be between 4 KiB and 16 MiB".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    version: u32,
+    id: String,
+    created: String,
+    #[serde(flatten)]
+    params: Params,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    body: Body,
+    mac: String,
+}
+
+/// A parsed, authenticated config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Random repository id, 64 hex digits.
+    pub id: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Parameters fixed at init.
+    pub params: Params,
+}
+
+impl Config {
+    /// A new config with a random id.
+    pub fn new(params: Params) -> Config {
+        let mut id = [0u8; 32];
+        crate::repo::crypto::fill_random(&mut id);
+        Config { id: hex::encode(id), created: chrono::Local::now().to_rfc3339(), params }
+    }
+
+    /// The JSON file with its MAC.
+    pub fn to_json(&self, key: &MasterKey) -> Vec<u8> {
+        let body = self.body();
+        let mac = hex::encode(key.mac_of(&serde_json::to_vec(&body).expect("config serializes")));
+        serde_json::to_vec_pretty(&Stored { body, mac }).expect("config serializes")
+    }
+
+    /// Parses and authenticates the stored config.
+    pub fn from_json(key: &MasterKey, bytes: &[u8]) -> Result<Config> {
+        let stored: Stored = serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
+        let expected = hex::encode(key.mac_of(&serde_json::to_vec(&stored.body).expect("config serializes")));
+        if expected != stored.mac {
+            return Err(Error::corrupt("config", "MAC does not match (altered, or from another repository)"));
+        }
+        if stored.body.version != FORMAT_VERSION {
+            return Err(Error::corrupt("config", format!("unsupported format version {}", stored.body.version)));
+        }
+        stored.body.params.validate().map_err(|e| Error::corrupt("config", e))?;
+        let Body { id, created, params, .. } = stored.body;
+        Ok(Config { id, created, params })
+    }
+
+    fn body(&self) -> Body {
+        Body { version: FORMAT_VERSION, id: self.id.clone(), created: self.created.clone(), params: self.params.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::crypto::MasterSecrets;
+
+    #[test]
+    fn config_round_trips_and_detects_tampering() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let config = Config::new(Params::default());
+        let json = config.to_json(&key);
+        assert_eq!(Config::from_json(&key, &json).unwrap(), config);
+        let tampered = String::from_utf8(json).unwrap().replace("\"compression\": 3", "\"compression\": 4");
+        assert!(Config::from_json(&key, tampered.as_bytes()).is_err());
+        let other = MasterKey::new(MasterSecrets::generate());
+        assert!(Config::from_json(&other, &config.to_json(&key)).is_err());
+        assert!(Config::from_json(&key, b"{not json").is_err());
+    }
+}

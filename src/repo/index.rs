@@ -1,0 +1,209 @@
+//! The index: which pack holds each blob, and where. On disk it is a set of sealed segments, each
+//! listing packs and their blobs; writers add a segment every few packs and at the end, so an
+//! interrupted job's packs are found and re-used. In memory it is one sorted array of 48-byte
+//! slots with pack ids interned, searched by binary search.
+
+use crate::error::Result;
+use crate::repo::crypto::MasterKey;
+use crate::repo::ids::{BlobId, BlobKind, PackId};
+use crate::repo::pack::PackEntry;
+use crate::repo::serial;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+const SEGMENT_AAD: &[u8] = b"cairn index segment";
+
+/// One sealed index file: packs and the blobs each holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Packs described by this segment.
+    pub packs: Vec<SegmentPack>,
+}
+
+/// One pack in a segment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentPack {
+    /// The pack's id.
+    pub pack: PackId,
+    /// Its blobs, as its header lists them.
+    pub blobs: Vec<PackEntry>,
+}
+
+impl Segment {
+    /// Seals the segment for storage.
+    pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
+        key.seal(&serial::encode(self), SEGMENT_AAD)
+    }
+
+    /// Opens and parses a stored segment; `name` is used in errors.
+    pub fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<Segment> {
+        let plain = key.open(sealed, SEGMENT_AAD).map_err(|e| crate::Error::corrupt(name, e))?;
+        serial::decode(&plain, name)
+    }
+}
+
+/// Where a blob is: its pack and its header entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack that holds it.
+    pub pack: PackId,
+    /// Its entry in that pack's header.
+    pub entry: PackEntry,
+}
+
+const FLAG_TREE: u32 = 1 << 31;
+const FLAG_COMPRESSED: u32 = 1 << 30;
+const LEN_MASK: u32 = FLAG_COMPRESSED - 1;
+
+/// A blob's location in 48 bytes: id, interned pack, offset, sealed length with the kind and
+/// compression folded into its two high bits (blobs are far below 1 GiB), raw length.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot {
+    id: [u8; 32],
+    pack: u32,
+    offset: u32,
+    sealed_len_and_flags: u32,
+    raw_len: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 48);
+
+/// The in-memory index of every blob in the repository.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<PackId>,
+    slots: Vec<Slot>,
+    duplicates: usize,
+}
+
+impl Index {
+    /// Builds the index from segments; a blob listed twice keeps its first location.
+    pub fn from_segments(segments: Vec<Segment>) -> Index {
+        let mut interned: HashMap<PackId, u32> = HashMap::new();
+        let mut packs = Vec::new();
+        let mut slots = Vec::new();
+        for segment in segments {
+            for sp in segment.packs {
+                let pack = *interned.entry(sp.pack).or_insert_with(|| {
+                    packs.push(sp.pack);
+                    u32::try_from(packs.len() - 1).expect("fewer than 4 billion packs")
+                });
+                slots.extend(sp.blobs.iter().map(|e| Slot {
+                    id: e.id.0,
+                    pack,
+                    offset: e.offset,
+                    sealed_len_and_flags: (e.sealed_len & LEN_MASK)
+                        | if e.kind == BlobKind::Tree { FLAG_TREE } else { 0 }
+                        | if e.compressed { FLAG_COMPRESSED } else { 0 },
+                    raw_len: e.raw_len,
+                }));
+            }
+        }
+        slots.par_sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let before = slots.len();
+        slots.dedup_by(|a, b| a.id == b.id);
+        Index { packs, duplicates: before - slots.len(), slots }
+    }
+
+    /// Where `id` is stored, if anywhere.
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        let at = self.slots.binary_search_by(|s| s.id.cmp(&id.0)).ok()?;
+        Some(self.location(&self.slots[at]))
+    }
+
+    /// Whether `id` is stored.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.slots.binary_search_by(|s| s.id.cmp(&id.0)).is_ok()
+    }
+
+    /// Number of distinct blobs.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the index lists no blob.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Entries listed more than once across segments (harmless; `repair index` folds them).
+    pub fn duplicates(&self) -> usize {
+        self.duplicates
+    }
+
+    /// Every pack the index knows.
+    pub fn packs(&self) -> &[PackId] {
+        &self.packs
+    }
+
+    /// Every blob location, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
+        self.slots.iter().map(|s| self.location(s))
+    }
+
+    fn location(&self, slot: &Slot) -> BlobLocation {
+        let flags = slot.sealed_len_and_flags;
+        BlobLocation {
+            pack: self.packs[slot.pack as usize],
+            entry: PackEntry {
+                id: BlobId(slot.id),
+                kind: if flags & FLAG_TREE != 0 { BlobKind::Tree } else { BlobKind::Data },
+                offset: slot.offset,
+                sealed_len: flags & LEN_MASK,
+                raw_len: slot.raw_len,
+                compressed: flags & FLAG_COMPRESSED != 0,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::crypto::MasterSecrets;
+    use proptest::prelude::*;
+
+    fn entry(id: u8, kind: BlobKind, compressed: bool) -> PackEntry {
+        PackEntry { id: BlobId([id; 32]), kind, offset: id as u32 * 10, sealed_len: 99, raw_len: 77, compressed }
+    }
+
+    #[test]
+    fn lookup_returns_exact_location_and_flags() {
+        let segment = Segment {
+            packs: vec![
+                SegmentPack { pack: PackId([1; 32]), blobs: vec![entry(5, BlobKind::Data, true)] },
+                SegmentPack { pack: PackId([2; 32]), blobs: vec![entry(3, BlobKind::Tree, false)] },
+            ],
+        };
+        let index = Index::from_segments(vec![segment.clone(), segment]);
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.duplicates(), 2);
+        let at = index.get(&BlobId([3; 32])).unwrap();
+        assert_eq!(at.pack, PackId([2; 32]));
+        assert_eq!(at.entry, entry(3, BlobKind::Tree, false));
+        assert_eq!(index.get(&BlobId([5; 32])).unwrap().entry, entry(5, BlobKind::Data, true));
+        assert!(index.get(&BlobId([4; 32])).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn segment_seal_open_round_trips(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
+            let key = MasterKey::new(MasterSecrets::generate());
+            let blobs = ids.iter().enumerate().map(|(i, id)| PackEntry {
+                id: BlobId(*id), kind: BlobKind::Data, offset: i as u32, sealed_len: 40, raw_len: 12, compressed: i % 2 == 0,
+            }).collect();
+            let segment = Segment { packs: vec![SegmentPack { pack: PackId([7; 32]), blobs }] };
+            let sealed = segment.seal(&key);
+            prop_assert_eq!(Segment::open(&key, "index/x", &sealed).unwrap(), segment);
+        }
+
+        #[test]
+        fn segment_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let key = MasterKey::new(MasterSecrets::generate());
+            let _ = Segment::open(&key, "index/x", &bytes);
+            let _ = serial::decode::<Segment>(&bytes, "index/x");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Packs: sealed blobs back to back, then a sealed header listing them, then the header's length
+//! (u32 LE) and an 8-byte magic. A pack's name is the SHA-256 of its bytes.
+//!
+//! [`verify_pack`] re-reads a finished pack from its final bytes — header decrypted, every blob
+//! opened, decompressed and re-hashed — so corruption between hashing and storing is caught
+//! before upload, not days later by a check.
+
+use crate::error::{Error, Result};
+use crate::repo::blob::{BlobMeta, SealedBlob, open_blob};
+use crate::repo::crypto::MasterKey;
+use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
+use crate::repo::serial;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Last 8 bytes of every pack.
+pub const MAGIC: &[u8; 8] = b"CAIRNPK1";
+/// Length of the fixed tail: header length (4) + magic (8).
+pub const TRAILER_LEN: usize = 12;
+/// Bounds the header a damaged trailer may claim (about 350,000 blobs).
+pub const MAX_HEADER_LEN: u32 = 32 << 20;
+const HEADER_AAD: &[u8] = b"cairn pack header";
+
+/// One blob as the pack header lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    /// The blob's id.
+    pub id: BlobId,
+    /// Data or tree; a pack holds one kind.
+    pub kind: BlobKind,
+    /// Byte offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub sealed_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Whether the payload is zstd-compressed.
+    pub compressed: bool,
+}
+
+impl PackEntry {
+    /// What the blob claims to be, for opening it.
+    pub fn meta(&self) -> BlobMeta {
+        BlobMeta { id: self.id, kind: self.kind, raw_len: self.raw_len, compressed: self.compressed }
+    }
+}
+
+/// Collects sealed blobs of one kind until the pack is big enough to store.
+pub struct PackBuilder {
+    kind: BlobKind,
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack: its bytes, its name, and what it holds.
+pub struct FinishedPack {
+    /// SHA-256 of `bytes`.
+    pub id: PackId,
+    /// The whole file.
+    pub bytes: Vec<u8>,
+    /// The blobs, in file order.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    /// An empty pack for blobs of `kind`, with room reserved for `capacity` bytes.
+    pub fn new(kind: BlobKind, capacity: usize) -> Self {
+        PackBuilder { kind, bytes: Vec::with_capacity(capacity), entries: Vec::new() }
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, blob: &SealedBlob) {
+        assert_eq!(blob.kind, self.kind, "a pack holds one kind of blob");
+        let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
+        let sealed_len = u32::try_from(blob.bytes.len()).expect("blobs stay below 4 GiB");
+        self.bytes.extend_from_slice(&blob.bytes);
+        self.entries.push(PackEntry {
+            id: blob.id,
+            kind: blob.kind,
+            offset,
+            sealed_len,
+            raw_len: blob.raw_len,
+            compressed: blob.compressed,
+        });
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the sealed header and trailer and names the pack.
+    pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
+        let header = key.seal(&serial::encode(&self.entries), HEADER_AAD);
+        let header_len = u32::try_from(header.len()).expect("headers stay below 4 GiB");
+        self.bytes.extend_from_slice(&header);
+        self.bytes.extend_from_slice(&header_len.to_le_bytes());
+        self.bytes.extend_from_slice(MAGIC);
+        FinishedPack { id: PackId(sha256(&self.bytes)), bytes: self.bytes, entries: self.entries }
+    }
+}
+
+/// Reads the header length from a pack's last [`TRAILER_LEN`] bytes.
+pub fn header_len_from_trailer(pack: &PackId, trailer: &[u8]) -> Result<u32> {
+    let name = pack_name(pack);
+    if trailer.len() != TRAILER_LEN || &trailer[4..] != MAGIC {
+        return Err(Error::corrupt(name, "no pack trailer (truncated or not a pack)"));
+    }
+    let len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    if len > MAX_HEADER_LEN {
+        return Err(Error::corrupt(name, format!("header length {len} exceeds the limit")));
+    }
+    Ok(len)
+}
+
+/// Decrypts and parses a sealed pack header, checking every entry lies inside `data_len`.
+pub fn parse_header(key: &MasterKey, pack: &PackId, sealed: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
+    let name = pack_name(pack);
+    let plain = key.open(sealed, HEADER_AAD).map_err(|e| Error::corrupt(&name, format!("header: {e}")))?;
+    let entries: Vec<PackEntry> = serial::decode(&plain, &name)?;
+    for entry in &entries {
+        if u64::from(entry.offset) + u64::from(entry.sealed_len) > data_len {
+            return Err(Error::corrupt(&name, format!("blob {} lies outside the pack", entry.id)));
+        }
+    }
+    Ok(entries)
+}
+
+/// Parses the header of a whole pack held in memory.
+pub fn read_header(key: &MasterKey, pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    let name = pack_name(pack);
+    if bytes.len() < TRAILER_LEN {
+        return Err(Error::corrupt(name, "shorter than a pack trailer"));
+    }
+    let header_len = header_len_from_trailer(pack, &bytes[bytes.len() - TRAILER_LEN..])? as usize;
+    let header_end = bytes.len() - TRAILER_LEN;
+    let header_start = header_end
+        .checked_sub(header_len)
+        .ok_or_else(|| Error::corrupt(&name, "header longer than the pack"))?;
+    parse_header(key, pack, &bytes[header_start..header_end], header_start as u64)
+}
+
+/// Proves a finished pack is right from its final bytes: the name is its hash, the header
+/// parses and equals what was added, and every blob opens to the plaintext of its id.
+pub fn verify_pack(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
+    let fail = |blob: BlobId, reason: String| Error::PackVerify { blob, reason };
+    if PackId(sha256(&pack.bytes)) != pack.id {
+        return Err(fail(BlobId::default(), "pack bytes changed after naming".into()));
+    }
+    let header = read_header(key, &pack.id, &pack.bytes)?;
+    if header != pack.entries {
+        return Err(fail(BlobId::default(), "pack header differs from the blobs added".into()));
+    }
+    header.par_iter().try_for_each(|entry| {
+        let start = entry.offset as usize;
+        let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
+        open_blob(key, &entry.meta(), sealed).map(drop).map_err(|reason| fail(entry.id, reason))
+    })
+}
+
+/// The backend name of a pack: `data/<first two hex digits>/<id>`.
+pub fn pack_name(pack: &PackId) -> String {
+    let hex = pack.to_hex();
+    format!("data/{}/{}", &hex[..2], hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::blob::seal_blob;
+    use crate::repo::crypto::MasterSecrets;
+
+    fn pack_of(key: &MasterKey, blobs: &[&[u8]]) -> FinishedPack {
+        let mut builder = PackBuilder::new(BlobKind::Data, 0);
+        for data in blobs {
+            builder.add(&seal_blob(key, key.blob_id(data), BlobKind::Data, data, 3));
+        }
+        builder.finish(key)
+    }
+
+    #[test]
+    fn finished_pack_verifies_and_header_reads_back() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let pack = pack_of(&key, &[b"one", b"two", &[9u8; 5000]]);
+        verify_pack(&key, &pack).unwrap();
+        let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
+        assert_eq!(header.len(), 3);
+        assert_eq!(header[1].id, key.blob_id(b"two"));
+    }
+
+    #[test]
+    fn corruption_after_naming_is_caught_before_upload() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut pack = pack_of(&key, &[b"one", b"two"]);
+        pack.bytes[20] ^= 0x10;
+        pack.id = PackId(sha256(&pack.bytes));
+        let err = verify_pack(&key, &pack).unwrap_err();
+        assert!(matches!(err, Error::PackVerify { blob, .. } if blob == key.blob_id(b"one")), "{err}");
+    }
+
+    #[test]
+    fn truncated_pack_is_an_error_not_a_panic() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let pack = pack_of(&key, &[b"one"]);
+        for cut in [0, 5, pack.bytes.len() / 2, pack.bytes.len() - 1] {
+            assert!(read_header(&key, &pack.id, &pack.bytes[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Tree blobs: one directory each, its nodes sorted by name bytes (names are bytes, not UTF-8).
+//! Identical directories serialize to identical bytes and so dedupe. A directory too large for
+//! one blob is stored as sorted pieces under a small root listing each piece's first name, so no
+//! single blob grows with the directory.
+
+use crate::error::Result;
+use crate::repo::ids::BlobId;
+use crate::repo::serial;
+use serde::{Deserialize, Serialize};
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// A regular file; its content is a list of data blobs.
+    File,
+    /// A directory; its entries are a subtree blob.
+    Dir,
+    /// A symbolic link; its target is in `target`.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket (recorded, restored as nothing: sockets cannot be re-created empty).
+    Socket,
+    /// A character device; its number is in `rdev`.
+    CharDevice,
+    /// A block device; its number is in `rdev`.
+    BlockDevice,
+}
+
+/// One extended attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Attribute name, e.g. `user.comment`.
+    pub name: Vec<u8>,
+    /// Attribute value.
+    pub value: Vec<u8>,
+}
+
+/// One directory entry with everything needed to restore it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// File name bytes.
+    pub name: Vec<u8>,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Permission bits including setuid, setgid and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Owner name at backup time, if known.
+    pub user: String,
+    /// Group name at backup time, if known.
+    pub group: String,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime: i64,
+    /// Status change time, nanoseconds since the Unix epoch.
+    pub ctime: i64,
+    /// Access time, nanoseconds since the Unix epoch.
+    pub atime: i64,
+    /// Size in bytes (files: content length; symlinks: target length).
+    pub size: u64,
+    /// Inode number at backup time: detects unchanged files and joins hard links.
+    pub inode: u64,
+    /// Device of the file system it lived on.
+    pub device: u64,
+    /// Hard link count.
+    pub links: u64,
+    /// Device number of a device node.
+    pub rdev: u64,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<Xattr>,
+    /// Symlink target bytes; empty otherwise.
+    pub target: Vec<u8>,
+    /// Data blobs of a file, in order.
+    pub content: Vec<BlobId>,
+    /// Tree blob of a directory.
+    pub subtree: Option<BlobId>,
+}
+
+/// One piece of a split directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// Name of the first node in the piece.
+    pub first_name: Vec<u8>,
+    /// Tree blob holding the piece's nodes.
+    pub tree: BlobId,
+}
+
+/// The content of a tree blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tree {
+    /// A whole directory (or one piece of a split one).
+    Nodes(Vec<Node>),
+    /// A split directory: its pieces in name order.
+    Pieces(Vec<Piece>),
+}
+
+impl Tree {
+    /// Serializes the tree.
+    pub fn encode(&self) -> Vec<u8> {
+        serial::encode(self)
+    }
+
+    /// Parses a tree blob's plaintext; `id` names it in errors.
+    pub fn decode(bytes: &[u8], id: &BlobId) -> Result<Tree> {
+        let tree: Tree = serial::decode(bytes, &format!("tree {id}"))?;
+        if let Tree::Nodes(nodes) = &tree {
+            if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
+                return Err(crate::Error::corrupt(format!("tree {id}"), "names not sorted and unique"));
+            }
+        }
+        Ok(tree)
+    }
+}
+
+/// Splits sorted `nodes` into consecutive runs whose encoding stays under `limit` bytes (a
+/// single node larger than the limit gets a run of its own).
+pub fn split_nodes(nodes: Vec<Node>, limit: usize) -> Vec<Vec<Node>> {
+    let mut pieces = vec![Vec::new()];
+    let mut size = 0;
+    for node in nodes {
+        let node_size = postcard::experimental::serialized_size(&node).unwrap_or(limit);
+        let current = pieces.last_mut().expect("never empty");
+        if size + node_size > limit && !current.is_empty() {
+            pieces.push(Vec::new());
+            size = 0;
+        }
+        size += node_size;
+        pieces.last_mut().expect("never empty").push(node);
+    }
+    pieces
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn node(name: &[u8]) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            user: "u".into(),
+            group: "g".into(),
+            mtime: 1,
+            ctime: 2,
+            atime: 3,
+            size: 4,
+            inode: 5,
+            device: 6,
+            links: 1,
+            rdev: 0,
+            xattrs: vec![Xattr { name: b"user.a".to_vec(), value: vec![0xff, 0] }],
+            target: Vec::new(),
+            content: vec![BlobId([9; 32])],
+            subtree: None,
+        }
+    }
+
+    #[test]
+    fn split_keeps_order_and_bounds_size() {
+        let nodes: Vec<Node> = (0..1000u32).map(|i| node(format!("{i:05}").as_bytes())).collect();
+        let pieces = split_nodes(nodes.clone(), 4096);
+        assert!(pieces.len() > 10);
+        for piece in &pieces {
+            assert!(Tree::Nodes(piece.clone()).encode().len() <= 4096 + 16);
+        }
+        assert_eq!(pieces.concat(), nodes);
+    }
+
+    #[test]
+    fn unsorted_tree_is_rejected() {
+        let bytes = Tree::Nodes(vec![node(b"b"), node(b"a")]).encode();
+        assert!(Tree::decode(&bytes, &BlobId::default()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn tree_round_trips(names in proptest::collection::btree_set(proptest::collection::vec(any::<u8>(), 1..20), 0..20),
+                            mtime in any::<i64>(), size in any::<u64>()) {
+            let nodes: Vec<Node> = names.iter().map(|n| Node { mtime, size, ..node(n) }).collect();
+            let tree = Tree::Nodes(nodes);
+            prop_assert_eq!(Tree::decode(&tree.encode(), &BlobId::default()).unwrap(), tree);
+        }
+
+        #[test]
+        fn tree_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Tree::decode(&bytes, &BlobId::default());
+        }
+    }
+}
