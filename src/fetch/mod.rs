@@ -1,0 +1,6 @@
+//! Fetch: getting verified plaintext out of packs. [`packs`] streams the wanted blobs of one
+//! pack with as few reads as possible — the whole pack when most of it is wanted and it fits the
+//! read window (its SHA-256 then checked against its name), merged byte ranges otherwise — so a
+//! pack larger than any buffer still restores, one bounded window at a time.
+
+pub mod packs;

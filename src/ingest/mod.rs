@@ -1,0 +1,29 @@
+//! Ingest: turning local files into stored blobs and trees. The chunker cuts content, the packer
+//! dedupes, seals, packs, verifies and stores blobs, the walker reads file-system metadata, and
+//! the archiver drives them over a tree in parallel to make a snapshot.
+
+pub mod archiver;
+pub mod chunker;
+pub mod patterns;
+pub mod packer;
+pub mod progress;
+pub mod walker;
+
+/// The bounds of an ingest job; each is a named limit, none a buried literal.
+#[derive(Clone, Debug)]
+pub struct IngestLimits {
+    /// Packs finished but not yet stored; past this, producers wait (bounds memory).
+    pub queued_packs: usize,
+    /// Packs stored at once.
+    pub parallel_uploads: usize,
+    /// An index segment is written after this many packs, so an interrupted job's packs are found.
+    pub index_flush_packs: usize,
+    /// Bytes of one file read at a time before its chunks are processed in parallel.
+    pub read_batch: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits { queued_packs: 2, parallel_uploads: 2, index_flush_packs: 64, read_batch: 16 << 20 }
+    }
+}

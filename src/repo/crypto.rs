@@ -122,8 +122,9 @@ fn seal_with(cipher: &Aes256Gcm, out: &mut Vec<u8>, plaintext: &[u8], aad: &[u8]
     out.extend_from_slice(&nonce);
     let start = out.len();
     out.extend_from_slice(plaintext);
+    let buffer: &mut [u8] = &mut out[start..];
     let tag = cipher
-        .encrypt_inout_detached(&Nonce::from(nonce), aad, out[start..].as_mut().into())
+        .encrypt_inout_detached(&Nonce::from(nonce), aad, buffer.into())
         .expect("AES-GCM encrypts any message below 64 GiB");
     out.extend_from_slice(&tag);
 }

@@ -19,7 +19,7 @@ pub struct IdParseError(pub String);
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
         pub struct $name(pub [u8; 32]);
 
         impl $name {
@@ -38,6 +38,24 @@ macro_rules! id_type {
                 let mut bytes = [0u8; 32];
                 hex::decode_to_slice(text, &mut bytes).map_err(|_| IdParseError(text.to_string()))?;
                 Ok(Self(bytes))
+            }
+        }
+
+        // Raw bytes in the binary repository format, hex in JSON meant for people and scripts.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() { s.serialize_str(&self.to_hex()) } else { self.0.serialize(s) }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = String::deserialize(d)?;
+                    Self::from_hex(&text).map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 32]>::deserialize(d).map(Self)
+                }
             }
         }
 
@@ -114,5 +132,7 @@ mod tests {
         assert_eq!(BlobId::from_hex(&id.to_hex()).unwrap(), id);
         assert_eq!(id.short(), "abababab");
         assert!(BlobId::from_hex("abc").is_err());
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", id.to_hex()));
+        assert_eq!(postcard::to_allocvec(&id).unwrap(), [0xab; 32]);
     }
 }

@@ -1,0 +1,367 @@
+//! Backup: walks the given paths in parallel (rayon, one task per directory entry), re-uses the
+//! content of files unchanged since the parent snapshot (same size, mtime, ctime and inode)
+//! without reading them, chunks and stores the rest, writes one tree blob per directory, and
+//! commits the snapshot last — only after the packer reports every blob durably stored.
+//!
+//! A file that cannot be read, or changes or vanishes while read, is a warning: the snapshot
+//! still commits (with what was read) and the caller exits 3. A repository error is fatal: no
+//! snapshot is written.
+
+use crate::error::{Error, Result};
+use crate::ingest::IngestLimits;
+use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
+use crate::ingest::patterns::Patterns;
+use crate::ingest::packer::{CorruptHook, Packer};
+use crate::ingest::progress::Progress;
+use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, BlobKind, SnapshotId};
+use crate::repo::index::Index;
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::{Node, NodeKind, Piece, Tree, split_nodes};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Which snapshot an incremental backup compares against.
+#[derive(Clone, Debug)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    Latest,
+    /// None: read every file.
+    Nothing,
+    /// This one.
+    Id(SnapshotId),
+}
+
+/// What to back up and how.
+#[derive(Clone)]
+pub struct BackupOptions {
+    /// Paths to back up; each becomes one entry of the root tree, named by its last component.
+    pub paths: Vec<PathBuf>,
+    /// Entries to skip.
+    pub excludes: Patterns,
+    /// Do not descend into other file systems.
+    pub one_file_system: bool,
+    /// Labels for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name recorded (and used to pick the parent).
+    pub hostname: String,
+    /// Parent snapshot for incremental backup.
+    pub parent: ParentChoice,
+    /// Read and chunk everything but store nothing.
+    pub dry_run: bool,
+    /// Pipeline bounds.
+    pub limits: IngestLimits,
+}
+
+/// What a backup produced.
+pub struct BackupOutcome {
+    /// The committed snapshot (none on a dry run).
+    pub id: Option<SnapshotId>,
+    /// Its manifest.
+    pub snapshot: Snapshot,
+    /// One line per file that could not be backed up completely.
+    pub warnings: Vec<String>,
+}
+
+/// Runs a backup into `repo`. `hook` is the test hook that corrupts plaintext before sealing.
+pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress, hook: Option<CorruptHook>) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let paths = absolute_paths(&opts.paths)?;
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let index = Arc::new(repo.load_index()?);
+    let parent = find_parent(&repo, opts, &path_strings)?;
+    let parent_roots = match &parent {
+        Some((_, snap)) => repo.read_tree(&index, &snap.tree)?,
+        None => Vec::new(),
+    };
+    let mut packer = Packer::new(repo.clone(), index.clone(), opts.limits.clone(), opts.dry_run);
+    if let Some(hook) = hook {
+        packer.set_corrupt_hook(hook);
+    }
+    let archiver = Archiver {
+        repo: &repo,
+        index: &index,
+        packer,
+        chunker: ChunkerConfig::new(&repo.config().params, repo.key().gear_seed()),
+        opts,
+        owners: OwnerNames::default(),
+        progress,
+        warnings: Mutex::new(Vec::new()),
+        dirs: AtomicU64::new(0),
+    };
+    let mut roots = Vec::new();
+    for path in &paths {
+        let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let name = path.file_name().map(OsString::from).unwrap_or_else(|| OsString::from("root"));
+        let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
+        let node = archiver.entry_node(path, &name, meta, parent_node, meta_dev(path)?)?;
+        if roots.iter().any(|n: &Node| n.name == node.name) {
+            return Err(Error::Invalid(format!("two paths end in the same name {:?}", name)));
+        }
+        roots.push(node);
+    }
+    roots.sort_by(|a, b| a.name.cmp(&b.name));
+    let tree = archiver.store_tree(roots)?;
+    let Archiver { packer, warnings, dirs, .. } = archiver;
+    let totals = packer.finish()?;
+    let warnings = warnings.into_inner();
+    let snapshot = Snapshot {
+        time,
+        hostname: opts.hostname.clone(),
+        username: crate::repo::identity::username(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        tree,
+        program_version: concat!("cairn ", env!("CARGO_PKG_VERSION")).to_string(),
+        summary: Summary {
+            files: progress.files.load(Ordering::Relaxed),
+            dirs: dirs.into_inner(),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            files_read: progress.files_read.load(Ordering::Relaxed),
+            new_blobs: totals.new_blobs,
+            new_bytes: totals.new_bytes,
+            stored_bytes: totals.stored_bytes,
+            duration_ms: start.elapsed().as_millis() as u64,
+            warnings: warnings.len() as u64,
+        },
+    };
+    let id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    Ok(BackupOutcome { id, snapshot, warnings })
+}
+
+fn meta_dev(path: &Path) -> Result<u64> {
+    fs::symlink_metadata(path).map(|m| m.dev()).map_err(|e| Error::io(path, e))
+}
+
+fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+            fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
+            Ok(abs.components().collect())
+        })
+        .collect()
+}
+
+fn find_parent(repo: &Repository, opts: &BackupOptions, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match &opts.parent {
+        ParentChoice::Nothing => Ok(None),
+        ParentChoice::Id(id) => Ok(Some((*id, repo.snapshot(*id)?))),
+        ParentChoice::Latest => {
+            let mut wanted = paths.to_vec();
+            wanted.sort();
+            Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+                let mut have = s.paths.clone();
+                have.sort();
+                s.hostname == opts.hostname && have == wanted
+            }))
+        }
+    }
+}
+
+/// Why one file's content could not be stored.
+enum FileError {
+    /// The local file: a warning, the backup goes on.
+    Local(io::Error),
+    /// The repository: fatal.
+    Repo(Error),
+}
+
+impl From<io::Error> for FileError {
+    fn from(e: io::Error) -> Self {
+        FileError::Local(e)
+    }
+}
+
+struct Archiver<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    packer: Packer,
+    chunker: ChunkerConfig,
+    opts: &'a BackupOptions,
+    owners: OwnerNames,
+    progress: &'a Progress,
+    warnings: Mutex<Vec<String>>,
+    dirs: AtomicU64,
+}
+
+impl Archiver<'_> {
+    fn warn(&self, path: &Path, what: impl std::fmt::Display) {
+        let line = format!("{}: {what}", path.display());
+        tracing::warn!("{line}");
+        self.warnings.lock().push(line);
+    }
+
+    /// Builds the node for one entry, storing its content or subtree.
+    fn entry_node(&self, path: &Path, name: &OsString, meta: Metadata, parent: Option<&Node>, root_dev: u64) -> Result<Node> {
+        let mut node = node_from_metadata(name, &meta, &self.owners);
+        match node.kind {
+            NodeKind::File => self.file_content(path, &meta, parent, &mut node)?,
+            NodeKind::Dir => {
+                self.dirs.fetch_add(1, Ordering::Relaxed);
+                node.xattrs = self.xattrs_of(path);
+                let parent_tree = parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                node.subtree = Some(if self.opts.one_file_system && meta.dev() != root_dev {
+                    self.store_tree(Vec::new())?
+                } else {
+                    self.dir_tree(path, parent_tree, root_dev)?
+                });
+            }
+            NodeKind::Symlink => {
+                node.xattrs = self.xattrs_of(path);
+                match fs::read_link(path) {
+                    Ok(target) => node.target = target.as_os_str().as_bytes().to_vec(),
+                    Err(e) => self.warn(path, format!("cannot read link: {e}")),
+                }
+            }
+            _ => node.xattrs = self.xattrs_of(path),
+        }
+        Ok(node)
+    }
+
+    fn xattrs_of(&self, path: &Path) -> Vec<crate::repo::tree::Xattr> {
+        read_xattrs(path).unwrap_or_else(|e| {
+            self.warn(path, format!("cannot read extended attributes: {e}"));
+            Vec::new()
+        })
+    }
+
+    /// Fills a file node's content: re-used from the parent when unchanged, read otherwise.
+    fn file_content(&self, path: &Path, meta: &Metadata, parent: Option<&Node>, node: &mut Node) -> Result<()> {
+        let unchanged = parent.filter(|p| {
+            p.kind == NodeKind::File
+                && p.size == node.size
+                && p.mtime == node.mtime
+                && p.ctime == node.ctime
+                && p.inode == node.inode
+                && p.content.iter().all(|id| self.packer.is_known(id))
+        });
+        if let Some(p) = unchanged {
+            // ctime unchanged means the xattrs are unchanged too: no need to list them.
+            node.content = p.content.clone();
+            node.xattrs = p.xattrs.clone();
+            self.progress.file_done(node.size, 0);
+            return Ok(());
+        }
+        node.xattrs = self.xattrs_of(path);
+        match self.read_content(path, meta) {
+            Ok((content, read)) => {
+                node.content = content;
+                if read != node.size {
+                    self.warn(path, format!("size changed while reading ({} bytes expected, {read} read)", node.size));
+                    node.size = read;
+                }
+                self.progress.file_done(read, read);
+                Ok(())
+            }
+            Err(FileError::Local(e)) => {
+                self.warn(path, format!("cannot read: {e}"));
+                node.size = 0;
+                node.content.clear();
+                Ok(())
+            }
+            Err(FileError::Repo(e)) => Err(e),
+        }
+    }
+
+    /// Chunks and stores one file's content in bounded batches, chunks of a batch in parallel.
+    fn read_content(&self, path: &Path, meta: &Metadata) -> Result<(Vec<BlobId>, u64), FileError> {
+        let file = File::open(path)?;
+        let mut content = Vec::new();
+        let read = for_each_batch::<_, FileError>(&self.chunker, &file, meta.size(), self.opts.limits.read_batch, |chunks| {
+            let ids = if chunks.len() == 1 {
+                vec![self.packer.add(BlobKind::Data, chunks[0]).map_err(FileError::Repo)?]
+            } else {
+                chunks
+                    .par_iter()
+                    .map(|c| self.packer.add(BlobKind::Data, c))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(FileError::Repo)?
+            };
+            content.extend(ids);
+            Ok(())
+        })?;
+        let after = file.metadata()?;
+        if after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() || after.size() != read {
+            self.warn(path, "changed while being read; stored what was read");
+        }
+        Ok((content, read))
+    }
+
+    /// Stores a directory's tree, visiting its entries in parallel.
+    fn dir_tree(&self, path: &Path, parent_tree: Option<BlobId>, root_dev: u64) -> Result<BlobId> {
+        let mut names: Vec<OsString> = match fs::read_dir(path) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) => {
+                self.warn(path, format!("cannot list directory: {e}"));
+                return self.store_tree(Vec::new());
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let parent_nodes = match parent_tree {
+            Some(id) => self.repo.read_tree(self.index, &id).unwrap_or_else(|e| {
+                self.warn(path, format!("parent tree unreadable, reading every file: {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let nodes = names
+            .par_iter()
+            .map(|name| {
+                let child = path.join(name);
+                if self.opts.excludes.matches(&child, name) {
+                    return Ok(None);
+                }
+                let meta = match fs::symlink_metadata(&child) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        self.warn(&child, format!("vanished or unreadable: {e}"));
+                        return Ok(None);
+                    }
+                };
+                let parent = parent_nodes
+                    .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+                    .ok()
+                    .map(|i| &parent_nodes[i]);
+                self.entry_node(&child, name, meta, parent, root_dev).map(Some)
+            })
+            .collect::<Result<Vec<Option<Node>>>>()?;
+        self.store_tree(nodes.into_iter().flatten().collect())
+    }
+
+    /// Stores a directory's nodes as one tree blob, or as pieces under a small root when large.
+    fn store_tree(&self, nodes: Vec<Node>) -> Result<BlobId> {
+        let limit = self.repo.config().params.tree_split_size as usize;
+        let tree = Tree::Nodes(nodes);
+        let bytes = tree.encode();
+        if bytes.len() <= limit {
+            return self.packer.add(BlobKind::Tree, &bytes);
+        }
+        let Tree::Nodes(nodes) = tree else { unreachable!("built as nodes above") };
+        let pieces = split_nodes(nodes, limit)
+            .into_iter()
+            .map(|piece| {
+                let first_name = piece[0].name.clone();
+                let tree = self.packer.add(BlobKind::Tree, &Tree::Nodes(piece).encode())?;
+                Ok(Piece { first_name, tree })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.packer.add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
+    }
+}
