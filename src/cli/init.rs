@@ -1,0 +1,63 @@
+//! `cairn init`: create a repository with one password.
+
+use crate::cli::{Globals, parse_size};
+use anyhow::Result;
+use cairn::backend::Backend;
+use cairn::repo::Repository;
+use cairn::repo::config::Params;
+use cairn::repo::keys::KdfParams;
+use std::time::Duration;
+
+/// Options of `init`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// argon2id memory in MiB.
+    #[arg(long, default_value_t = 64)]
+    kdf_memory: u32,
+    /// Target time of one key derivation in milliseconds (the passes are calibrated to it).
+    #[arg(long, default_value_t = 500)]
+    kdf_time: u64,
+    /// Target size of data packs.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pack_size: u64,
+    /// zstd compression level (1-22).
+    #[arg(long, default_value_t = 3)]
+    compression: i32,
+    /// Smallest chunk; files below it are one blob.
+    #[arg(long, default_value = "512KiB", value_parser = parse_size)]
+    chunk_min: u64,
+    /// Average chunk.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    chunk_avg: u64,
+    /// Largest chunk.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    chunk_max: u64,
+}
+
+fn to_u32(value: u64, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| anyhow::anyhow!("{what} {value} is too large"))
+}
+
+/// Runs `init`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    let backend = globals.backend()?;
+    let params = Params {
+        pack_size: to_u32(args.pack_size, "pack size")?,
+        compression: args.compression,
+        chunk_min: to_u32(args.chunk_min, "chunk size")?,
+        chunk_avg: to_u32(args.chunk_avg, "chunk size")?,
+        chunk_max: to_u32(args.chunk_max, "chunk size")?,
+        ..Params::default()
+    };
+    params.validate().map_err(anyhow::Error::msg)?;
+    let password = globals.password(true)?;
+    let kdf = KdfParams::calibrate(args.kdf_memory, Duration::from_millis(args.kdf_time))?;
+    let location = backend.location();
+    let repo = Repository::init(backend, &password, kdf, params)?;
+    if globals.json {
+        println!("{}", serde_json::json!({ "id": repo.config().id, "repository": location }));
+    } else if !globals.quiet {
+        println!("created repository {} at {location}", &repo.config().id[..8]);
+    }
+    Ok(0)
+}

@@ -1,0 +1,86 @@
+//! `cairn ls SNAP[:PATH]`: list the nodes of a snapshot.
+
+use crate::cli::{Globals, split_snapshot_path};
+use anyhow::Result;
+use cairn::ops::walk::{resolve, walk};
+use cairn::repo::tree::{Node, NodeKind};
+use std::io::Write;
+use std::path::Path;
+
+/// Options of `ls`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot (id prefix, `latest`, `latest~N`), optionally with `:PATH` inside it.
+    snapshot: String,
+    /// Long listing: mode, owner, size, time.
+    #[arg(short, long)]
+    long: bool,
+}
+
+fn mode_string(node: &Node) -> String {
+    let kind = match node.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::File => '-',
+    };
+    let mut out = String::from(kind);
+    for shift in [6, 3, 0] {
+        let bits = (node.mode >> shift) & 7;
+        out.push(if bits & 4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 2 != 0 { 'w' } else { '-' });
+        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    out
+}
+
+/// Runs `ls`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    let repo = globals.open()?;
+    let (spec, path) = split_snapshot_path(&args.snapshot);
+    let (_, snapshot) = repo.find_snapshot(spec)?;
+    let index = repo.load_index()?;
+    let start = resolve(&repo, &index, &snapshot, Path::new(path))?;
+    let base = Path::new("/").join(path.trim_start_matches('/'));
+    let base = if start.node.as_ref().is_some_and(|n| n.kind != NodeKind::Dir) {
+        base.parent().unwrap_or(Path::new("/")).to_path_buf()
+    } else {
+        base
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    walk(&repo, &index, &start.nodes, &base, &mut |p, node| {
+        let line = if globals.json {
+            serde_json::json!({
+                "path": p.to_string_lossy(), "type": format!("{:?}", node.kind).to_lowercase(),
+                "mode": node.mode, "uid": node.uid, "gid": node.gid, "size": node.size,
+                "mtime": node.mtime, "target": String::from_utf8_lossy(&node.target),
+            })
+            .to_string()
+        } else if args.long {
+            let time = chrono::DateTime::from_timestamp_nanos(node.mtime).with_timezone(&chrono::Local);
+            let target = if node.kind == NodeKind::Symlink {
+                format!(" -> {}", String::from_utf8_lossy(&node.target))
+            } else {
+                String::new()
+            };
+            format!(
+                "{} {:>8} {:>8} {:>12} {} {}{target}",
+                mode_string(node),
+                if node.user.is_empty() { node.uid.to_string() } else { node.user.clone() },
+                if node.group.is_empty() { node.gid.to_string() } else { node.group.clone() },
+                node.size,
+                time.format("%Y-%m-%d %H:%M:%S"),
+                p.display()
+            )
+        } else {
+            p.display().to_string()
+        };
+        writeln!(out, "{line}").map_err(|e| cairn::Error::io("stdout", e))
+    })?;
+    out.flush()?;
+    Ok(0)
+}

@@ -1,0 +1,220 @@
+//! Command-line parsing and the glue every command shares: opening the repository, reading the
+//! password, progress bars, sizes, error lines and exit codes. Each command lives in its own
+//! file and only turns arguments into a library call and its result into output.
+
+mod backup;
+mod cat;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+mod stats;
+
+use anyhow::{Context, Result, bail};
+use cairn::backend::Backend;
+use cairn::backend::local::LocalBackend;
+use cairn::repo::Repository;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit code of a backup that committed but could not read every file.
+pub const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Deduplicating, encrypting backups you can mount")]
+struct Cli {
+    /// Repository location (a local directory).
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (else CAIRN_PASSWORD, else a prompt on a terminal).
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Machine-readable JSON output; no progress bars.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or summaries, errors only.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(init::Args),
+    /// Back up files and directories into a new snapshot.
+    Backup(backup::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// List the files in a snapshot.
+    Ls(ls::Args),
+    /// Restore a snapshot, or a path in it, into a directory.
+    Restore(restore::Args),
+    /// Print a repository object as JSON (config, snapshot, tree, blob, index).
+    Cat(cat::Args),
+    /// Show repository statistics.
+    Stats(stats::Args),
+    /// Manage the passwords that open the repository.
+    Key(key::Args),
+}
+
+/// Global options every command sees.
+pub struct Globals {
+    repo: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    /// JSON output requested.
+    pub json: bool,
+    /// Quiet output requested.
+    pub quiet: bool,
+}
+
+impl Globals {
+    fn backend(&self) -> Result<Arc<LocalBackend>> {
+        match &self.repo {
+            Some(path) => Ok(Arc::new(LocalBackend::new(path))),
+            None => bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"),
+        }
+    }
+
+    /// Opens the repository with the user's password.
+    pub fn open(&self) -> Result<Arc<Repository>> {
+        let backend = self.backend()?;
+        // Checked before asking for a password, so a wrong path is not a password prompt.
+        if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
+            return Err(cairn::Error::NoRepository(backend.location()).into());
+        }
+        let password = self.password(false)?;
+        Ok(Arc::new(Repository::open(backend, &password)?))
+    }
+
+    /// The password: from the file, the environment, or a prompt (twice when `confirm`).
+    pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
+        if let Some(file) = &self.password_file {
+            let text = std::fs::read(file).with_context(|| format!("reading password file {}", file.display()))?;
+            let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            return Ok(line.to_vec());
+        }
+        if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
+            return Ok(std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec());
+        }
+        prompt_password("password: ", confirm)
+    }
+
+    /// Whether progress bars may be drawn.
+    pub fn show_progress(&self) -> bool {
+        !self.json && !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    /// A progress bar on stderr, hidden unless progress may be drawn.
+    pub fn progress_bar(&self, len: Option<u64>, template: &str) -> ProgressBar {
+        let bar = match len {
+            Some(len) => ProgressBar::new(len),
+            None => ProgressBar::new_spinner(),
+        };
+        if !self.show_progress() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}
+
+/// Runs `work` while a thread refreshes `bar` with `message()` every 200 ms.
+pub fn with_ticker<T>(bar: &ProgressBar, message: impl Fn() -> String + Sync, work: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                bar.set_message(message());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let result = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    });
+    bar.finish_and_clear();
+    result
+}
+
+/// Asks for a password on the terminal; refuses when there is none to ask on.
+pub fn prompt_password(prompt: &str, confirm: bool) -> Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file");
+    }
+    let first = rpassword::prompt_password(prompt).context("reading password")?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ").context("reading password")?;
+        if again != first {
+            bail!("the passwords differ");
+        }
+    }
+    Ok(first.into_bytes())
+}
+
+/// Parses a size such as `4M`, `64MiB`, `1G` or `4096`.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {text:?}"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("unknown size unit in {text:?}")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// Splits `SNAP[:PATH]`.
+pub fn split_snapshot_path(spec: &str) -> (&str, &str) {
+    spec.split_once(':').unwrap_or((spec, ""))
+}
+
+/// Runs the command line; returns the exit code.
+pub fn run() -> Result<u8> {
+    let cli = Cli::parse();
+    let level = std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(level).unwrap_or_default())
+        .with_target(false)
+        .without_time()
+        .init();
+    let globals = Globals { repo: cli.repo, password_file: cli.password_file, json: cli.json, quiet: cli.quiet };
+    match cli.command {
+        Command::Init(args) => init::run(&globals, args),
+        Command::Backup(args) => backup::run(&globals, args),
+        Command::Snapshots(args) => snapshots::run(&globals, args),
+        Command::Ls(args) => ls::run(&globals, args),
+        Command::Restore(args) => restore::run(&globals, args),
+        Command::Cat(args) => cat::run(&globals, args),
+        Command::Stats(args) => stats::run(&globals, args),
+        Command::Key(args) => key::run(&globals, args),
+    }
+}
+
+/// The error as one line: its chain joined with `: `.
+pub fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}").replace('\n', " ")
+}
+
+/// restic's exit codes for the library errors that have one.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<cairn::Error>() {
+        Some(cairn::Error::NoRepository(_)) => 10,
+        Some(cairn::Error::WrongPassword) => 12,
+        _ => 1,
+    }
+}

@@ -1,0 +1,81 @@
+//! `cairn restore SNAP[:PATH] --target DIR`: write a snapshot back to disk.
+
+use crate::cli::{Globals, parse_size, split_snapshot_path, with_ticker};
+use anyhow::{Result, bail};
+use cairn::ingest::patterns::Patterns;
+use cairn::ops::restore::{DEFAULT_READ_WINDOW, RestoreOptions, RestoreProgress, restore};
+use indicatif::HumanBytes;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+/// Options of `restore`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot (id prefix, `latest`, `latest~N`), optionally with `:PATH` inside it.
+    snapshot: String,
+    /// Directory to restore into.
+    #[arg(short, long)]
+    target: PathBuf,
+    /// Restore only paths matching this pattern (and what is below them).
+    #[arg(short, long)]
+    include: Vec<String>,
+    /// Skip paths matching this pattern (and what is below them).
+    #[arg(short, long)]
+    exclude: Vec<String>,
+    /// Re-read every restored file and compare it with the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Most bytes read from a pack at once; larger packs are read in ranges of this size.
+    #[arg(long, default_value_t = DEFAULT_READ_WINDOW as u64, value_parser = parse_size)]
+    cache_size: u64,
+}
+
+/// Runs `restore`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    let repo = globals.open()?;
+    let (spec, path) = split_snapshot_path(&args.snapshot);
+    let (id, snapshot) = repo.find_snapshot(spec)?;
+    let index = repo.load_index()?;
+    let opts = RestoreOptions {
+        target: args.target,
+        include: Patterns::new(&args.include)?,
+        exclude: Patterns::new(&args.exclude)?,
+        verify: args.verify,
+        read_window: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+    };
+    let progress = RestoreProgress::default();
+    let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");
+    let message = || {
+        let done = HumanBytes(progress.bytes.load(Ordering::Relaxed));
+        format!("{done} of {}", HumanBytes(progress.total.load(Ordering::Relaxed)))
+    };
+    let outcome = with_ticker(&bar, message, || restore(&repo, &index, &snapshot, Path::new(path), &opts, &progress))?;
+    for error in &outcome.errors {
+        eprintln!("error: {error}");
+    }
+    if globals.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot": id.to_hex(), "files": outcome.files, "dirs": outcome.dirs, "others": outcome.others,
+                "bytes": outcome.bytes, "verified": outcome.verified, "errors": outcome.errors,
+            })
+        );
+    } else if !globals.quiet {
+        println!(
+            "restored {} files, {} dirs, {} other nodes, {} from snapshot {}",
+            outcome.files,
+            outcome.dirs,
+            outcome.others,
+            HumanBytes(outcome.bytes),
+            id.short()
+        );
+        if opts.verify {
+            println!("verified {} files", outcome.verified);
+        }
+    }
+    if !outcome.errors.is_empty() {
+        bail!("{} errors while restoring; first: {}", outcome.errors.len(), outcome.errors[0]);
+    }
+    Ok(0)
+}

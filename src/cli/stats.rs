@@ -1,0 +1,49 @@
+//! `cairn stats`: what the repository holds and how well it dedupes and compresses.
+
+use crate::cli::Globals;
+use anyhow::Result;
+use cairn::repo::ids::BlobKind;
+use indicatif::HumanBytes;
+
+/// Options of `stats`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Runs `stats`.
+pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
+    let repo = globals.open()?;
+    let index = repo.load_index()?;
+    let snapshots = repo.snapshots()?;
+    let packs = repo.backend().list("data/")?;
+    let pack_bytes: u64 = packs.iter().map(|p| p.size).sum();
+    let (mut data_blobs, mut tree_blobs, mut raw, mut sealed) = (0u64, 0u64, 0u64, 0u64);
+    for at in index.iter() {
+        match at.entry.kind {
+            BlobKind::Data => data_blobs += 1,
+            BlobKind::Tree => tree_blobs += 1,
+        }
+        raw += u64::from(at.entry.raw_len);
+        sealed += u64::from(at.entry.sealed_len);
+    }
+    let logical: u64 = snapshots.iter().map(|(_, s)| s.summary.bytes).sum();
+    if globals.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshots": snapshots.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
+                "data_blobs": data_blobs, "tree_blobs": tree_blobs, "raw_bytes": raw, "sealed_bytes": sealed,
+                "snapshot_bytes": logical,
+            })
+        );
+        return Ok(0);
+    }
+    println!("snapshots:        {}", snapshots.len());
+    println!("packs:            {} ({})", packs.len(), HumanBytes(pack_bytes));
+    println!("blobs:            {data_blobs} data, {tree_blobs} tree");
+    println!("unique content:   {} (stored as {})", HumanBytes(raw), HumanBytes(sealed));
+    println!("all snapshots:    {}", HumanBytes(logical));
+    if pack_bytes > 0 {
+        println!("space saving:     {:.1}x", logical as f64 / pack_bytes as f64);
+    }
+    Ok(0)
+}
