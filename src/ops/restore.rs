@@ -172,11 +172,13 @@ pub fn restore(
                     return Ok(());
                 }
             };
-            let sparse = data.iter().all(|&b| b == 0);
+            let runs = non_zero_runs(&data);
             for &(i, offset) in uses {
                 let path = &files[i as usize].path;
-                if !sparse {
-                    let written = OpenOptions::new().write(true).open(path).and_then(|f| f.write_all_at(&data, offset));
+                if !runs.is_empty() {
+                    let written = OpenOptions::new().write(true).open(path).and_then(|f| {
+                        runs.iter().try_for_each(|r| f.write_all_at(&data[r.clone()], offset + r.start as u64))
+                    });
                     if let Err(e) = written {
                         fail(format!("{}: {e}", path.display()));
                     }
@@ -239,6 +241,26 @@ pub fn restore(
     Ok(outcome)
 }
 
+/// Zero blocks smaller than this are written anyway: a hole costs a block either way.
+const HOLE_BLOCK: usize = 4096;
+
+/// The ranges of `data` to write: everything but whole zero blocks, which the file's final
+/// size already reads as zeros, so runs of zeros become holes.
+fn non_zero_runs(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
+        if block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let range = i * HOLE_BLOCK..i * HOLE_BLOCK + block.len();
+        match runs.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            _ => runs.push(range),
+        }
+    }
+    runs
+}
+
 fn create_special(dest: &Path, node: &Node) -> io::Result<()> {
     use nix::sys::stat::{Mode, SFlag, mknod};
     let _ = fs::remove_file(dest);
@@ -286,4 +308,19 @@ fn verify_file(repo: &Repository, index: &Index, file: &PlannedFile) -> Result<(
         return Err(Error::Invalid("file is longer than in the snapshot".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_are_skipped_and_neighbours_joined() {
+        let mut data = vec![0u8; HOLE_BLOCK * 5 + 10];
+        data[5] = 1;
+        data[HOLE_BLOCK + 1] = 1;
+        data[HOLE_BLOCK * 5 + 3] = 1;
+        assert_eq!(non_zero_runs(&data), vec![0..HOLE_BLOCK * 2, HOLE_BLOCK * 5..HOLE_BLOCK * 5 + 10]);
+        assert!(non_zero_runs(&[0u8; 100]).is_empty());
+    }
 }
