@@ -130,6 +130,13 @@ impl Globals {
 
 /// Runs `work` while a thread refreshes `bar` with `message()` every 200 ms.
 pub fn with_ticker<T>(bar: &ProgressBar, message: impl Fn() -> String + Sync, work: impl FnOnce() -> T) -> T {
+    /// Stops the ticker when dropped, so a panicking `work` unwinds instead of waiting forever.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let done = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -138,9 +145,8 @@ pub fn with_ticker<T>(bar: &ProgressBar, message: impl Fn() -> String + Sync, wo
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        let result = work();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        result
+        let _stop = StopOnDrop(&done);
+        work()
     });
     bar.finish_and_clear();
     result

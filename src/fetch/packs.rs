@@ -38,7 +38,11 @@ pub fn for_each_blob(
         }
         // When the run spans (almost) the whole pack and the pack fits the window, read it whole
         // and check its name: that also proves the header and padding intact.
-        let whole = i == 0 && j == wanted.len() && pack_size <= window && pack_size - (end - start) <= MERGE_GAP * 4;
+        let whole = i == 0
+            && j == wanted.len()
+            && end <= pack_size
+            && pack_size <= window
+            && pack_size - (end - start) <= MERGE_GAP * 4;
         let (bytes, base) = if whole {
             let bytes = repo.backend().get(&name, None)?;
             if sha256(&bytes) != pack.0 {
