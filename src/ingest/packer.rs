@@ -250,11 +250,13 @@ impl Packer {
                 self.shared.fail(Error::Invalid("an uploader thread panicked".into()));
             }
         }
-        result?;
-        if let Some(e) = self.shared.error.lock().take() {
+        let segment = std::mem::take(&mut *self.shared.pending.lock()).0;
+        let failed = result.err().or_else(|| self.shared.error.lock().take());
+        if let Some(e) = failed {
+            // Best effort: index the packs that did get stored, so a re-run re-uses them.
+            let _ = self.shared.write_segment(&segment);
             return Err(e);
         }
-        let segment = std::mem::take(&mut *self.shared.pending.lock()).0;
         self.shared.write_segment(&segment)?;
         let stats = &self.shared.stats;
         Ok(PackerTotals {
