@@ -256,7 +256,7 @@ impl Archiver<'_> {
             // ctime unchanged means the xattrs are unchanged too: no need to list them.
             node.content = p.content.clone();
             node.xattrs = p.xattrs.clone();
-            self.progress.file_done(node.size, 0);
+            self.progress.file_reused(node.size);
             return Ok(());
         }
         node.xattrs = self.xattrs_of(path);
@@ -267,13 +267,14 @@ impl Archiver<'_> {
                     self.warn(path, format!("size changed while reading ({} bytes expected, {read} read)", node.size));
                     node.size = read;
                 }
-                self.progress.file_done(read, read);
+                self.progress.file_read(read);
                 Ok(())
             }
             Err(FileError::Local(e)) => {
                 self.warn(path, format!("cannot read: {e}"));
                 node.size = 0;
                 node.content.clear();
+                self.progress.file_read(0);
                 Ok(())
             }
             Err(FileError::Repo(e)) => Err(e),

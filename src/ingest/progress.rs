@@ -17,13 +17,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Counts one finished file of `size` bytes, `read` of which were read.
-    pub fn file_done(&self, size: u64, read: u64) {
+    /// Counts one file of `size` bytes whose content was re-used from the parent.
+    pub fn file_reused(&self, size: u64) {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// Counts one file whose content was read: `read` bytes.
+    pub fn file_read(&self, read: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.files_read.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(read, Ordering::Relaxed);
         self.bytes_read.fetch_add(read, Ordering::Relaxed);
-        if read > 0 {
-            self.files_read.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }

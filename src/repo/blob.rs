@@ -50,7 +50,20 @@ fn aad(id: &BlobId, kind: BlobKind) -> [u8; 33] {
 }
 
 thread_local! {
+    // zstd contexts are reused per thread: creating one per blob costs more than decompressing
+    // a small blob.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("set above").decompress(payload, raw_len)
+    })
 }
 
 fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
@@ -82,7 +95,7 @@ pub fn open_blob(key: &MasterKey, meta: &BlobMeta, sealed: &[u8]) -> Result<Vec<
     }
     let payload = key.open(sealed, &aad(&meta.id, meta.kind)).map_err(|e| e.to_string())?;
     let plaintext = if meta.compressed {
-        zstd::bulk::decompress(&payload, meta.raw_len as usize).map_err(|e| format!("decompression failed: {e}"))?
+        decompress(&payload, meta.raw_len as usize).map_err(|e| format!("decompression failed: {e}"))?
     } else {
         payload
     };
