@@ -21,13 +21,20 @@ pub enum Error {
     NotFound(String),
     /// The store failed to read or write an object.
     #[error("storage error on {name}: {source}")]
-    Storage { name: String, source: std::io::Error },
+    Storage {
+        name: String,
+        source: std::io::Error,
+    },
     /// A repository file that does not parse or does not authenticate.
     #[error("{file} is damaged: {reason}")]
     Corrupt { file: String, reason: String },
     /// A blob whose tag or content id does not check.
     #[error("blob {blob} in pack {pack} is damaged: {reason}")]
-    BadBlob { pack: PackId, blob: BlobId, reason: String },
+    BadBlob {
+        pack: PackId,
+        blob: BlobId,
+        reason: String,
+    },
     /// A blob a tree or snapshot references that no index lists.
     #[error("blob {0} is not in the index")]
     MissingBlob(BlobId),
@@ -37,7 +44,10 @@ pub enum Error {
     PackVerify { blob: BlobId, reason: String },
     /// A local file or directory the job was asked to read or write.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A snapshot selector that matches nothing, or more than one thing.
     #[error("{0}")]
     Selector(String),
@@ -49,11 +59,17 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the local path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A repository file that failed to parse or authenticate.
     pub fn corrupt(file: impl Into<String>, reason: impl ToString) -> Self {
-        Error::Corrupt { file: file.into(), reason: reason.to_string() }
+        Error::Corrupt {
+            file: file.into(),
+            reason: reason.to_string(),
+        }
     }
 }

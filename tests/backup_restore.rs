@@ -20,7 +20,13 @@ fn round_trip_of_every_node_kind_is_exact_in_bytes_and_metadata() {
     let out = env.json(&["backup", src.to_str().unwrap()]);
     assert_eq!(out["warnings"].as_array().unwrap().len(), 0);
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--verify"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
     assert_same_tree(&src, &target.join("src"));
 }
 
@@ -34,7 +40,11 @@ fn sparse_file_is_restored_with_holes() {
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let meta = fs::metadata(target.join("src/sparse")).unwrap();
     assert_eq!(meta.len(), 8 << 20);
-    assert!(meta.blocks() * 512 < 4 << 20, "8 MiB of zeros took {} blocks", meta.blocks());
+    assert!(
+        meta.blocks() * 512 < 4 << 20,
+        "8 MiB of zeros took {} blocks",
+        meta.blocks()
+    );
 }
 
 #[test]
@@ -48,14 +58,20 @@ fn unchanged_rebackup_reads_no_file_and_stores_no_data() {
     assert_eq!(summary(&second)["files_read"], 0);
     assert_eq!(summary(&second)["files"], summary(&first)["files"]);
     let data_new = summary(&second)["new_bytes"].as_u64().unwrap();
-    assert!(data_new < 64 << 10, "only trees may change (atime), stored {data_new} bytes");
+    assert!(
+        data_new < 64 << 10,
+        "only trees may change (atime), stored {data_new} bytes"
+    );
 
     fs::write(src.join("dir/many-042"), b"changed content\n").unwrap();
     let third = env.json(&["backup", src.to_str().unwrap()]);
     assert_eq!(summary(&third)["files_read"], 1);
     let target = env.path("restored");
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_eq!(fs::read(target.join("src/dir/many-042")).unwrap(), b"changed content\n");
+    assert_eq!(
+        fs::read(target.join("src/dir/many-042")).unwrap(),
+        b"changed content\n"
+    );
 }
 
 #[test]
@@ -70,7 +86,10 @@ fn edited_large_file_stores_only_the_changed_chunks() {
     fs::write(src.join("big"), &data).unwrap();
     let second = env.json(&["backup", src.to_str().unwrap()]);
     let new_bytes = summary(&second)["new_bytes"].as_u64().unwrap();
-    assert!(new_bytes < 4 << 20, "a one-byte edit stored {new_bytes} bytes");
+    assert!(
+        new_bytes < 4 << 20,
+        "a one-byte edit stored {new_bytes} bytes"
+    );
 }
 
 #[test]
@@ -81,10 +100,26 @@ fn repository_with_64mib_packs_restores_with_a_4mib_cache() {
     fs::write(src.join("a"), pseudo_random(3, 90 << 20)).unwrap();
     fs::write(src.join("b"), pseudo_random(4, 3 << 20)).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let biggest = env.repo_files("data").iter().map(|p| fs::metadata(p).unwrap().len()).max().unwrap();
-    assert!(biggest >= 64 << 20, "a pack of {biggest} bytes is not larger than the cache");
+    let biggest = env
+        .repo_files("data")
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        biggest >= 64 << 20,
+        "a pack of {biggest} bytes is not larger than the cache"
+    );
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--cache-size", "4MiB", "--verify"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--cache-size",
+        "4MiB",
+        "--verify",
+    ]);
     assert_same_tree(&src, &target.join("src"));
 }
 
@@ -95,12 +130,26 @@ fn restore_of_a_subpath_with_include_and_exclude() {
     make_tree(&src);
     env.ok(&["backup", src.to_str().unwrap()]);
     let target = env.path("part");
-    env.ok(&["restore", "latest:src/dir", "--target", target.to_str().unwrap(), "--exclude", "many-*"]);
+    env.ok(&[
+        "restore",
+        "latest:src/dir",
+        "--target",
+        target.to_str().unwrap(),
+        "--exclude",
+        "many-*",
+    ]);
     assert!(target.join("big.bin").exists());
     assert!(target.join("deeper/text.txt").exists());
     assert!(!target.join("many-001").exists());
     let only = env.path("only");
-    env.ok(&["restore", "latest", "--target", only.to_str().unwrap(), "--include", "*.txt"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        only.to_str().unwrap(),
+        "--include",
+        "*.txt",
+    ]);
     assert!(only.join("src/small.txt").exists());
     assert!(only.join("src/dir/deeper/text.txt").exists());
     assert!(!only.join("src/dir/big.bin").exists());
@@ -111,14 +160,34 @@ fn snapshot_selectors_filters_and_ls() {
     let env = Env::with_repo(&[]);
     let src = env.path("src");
     make_tree(&src);
-    env.ok(&["backup", "--tag", "first", "--host", "alpha", src.to_str().unwrap()]);
+    env.ok(&[
+        "backup",
+        "--tag",
+        "first",
+        "--host",
+        "alpha",
+        src.to_str().unwrap(),
+    ]);
     fs::write(src.join("new-file"), b"x").unwrap();
-    env.ok(&["backup", "--tag", "second", "--host", "beta", src.to_str().unwrap()]);
+    env.ok(&[
+        "backup",
+        "--tag",
+        "second",
+        "--host",
+        "beta",
+        src.to_str().unwrap(),
+    ]);
     let all = env.json(&["snapshots"]);
     assert_eq!(all.as_array().unwrap().len(), 2);
     let tagged = env.json(&["snapshots", "--tag", "first"]);
     assert_eq!(tagged[0]["hostname"], "alpha");
-    assert_eq!(env.json(&["snapshots", "--host", "beta"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        env.json(&["snapshots", "--host", "beta"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let first_id = tagged[0]["short_id"].as_str().unwrap().to_string();
 
     let latest = env.ok(&["ls", "latest"]);
@@ -127,9 +196,15 @@ fn snapshot_selectors_filters_and_ls() {
     assert!(!previous.lines().any(|l| l == "/src/new-file"));
     assert_eq!(env.ok(&["ls", &first_id]), previous);
     let sub = env.ok(&["ls", "latest:src/dir/deeper"]);
-    assert_eq!(sub.lines().collect::<Vec<_>>(), ["/src/dir/deeper/text.txt"]);
+    assert_eq!(
+        sub.lines().collect::<Vec<_>>(),
+        ["/src/dir/deeper/text.txt"]
+    );
     let long = env.ok(&["ls", "-l", "latest:src/link"]);
-    assert!(long.starts_with("lrwxrwxrwx") && long.trim_end().ends_with("/src/link -> small.txt"), "{long}");
+    assert!(
+        long.starts_with("lrwxrwxrwx") && long.trim_end().ends_with("/src/link -> small.txt"),
+        "{long}"
+    );
 }
 
 #[test]
@@ -144,7 +219,14 @@ fn excludes_and_dry_run() {
     assert!(env.repo_files("snapshots").is_empty());
     assert!(env.repo_files("data").is_empty());
     let pattern = format!("{}/dir/deeper", src.display());
-    env.ok(&["backup", "--exclude-file", exclude_file.to_str().unwrap(), "--exclude", &pattern, src.to_str().unwrap()]);
+    env.ok(&[
+        "backup",
+        "--exclude-file",
+        exclude_file.to_str().unwrap(),
+        "--exclude",
+        &pattern,
+        src.to_str().unwrap(),
+    ]);
     let listing = env.ok(&["ls", "latest"]);
     assert!(!listing.contains("big.bin"));
     assert!(!listing.contains("deeper"));
@@ -162,7 +244,10 @@ fn identical_files_are_stored_once() {
     }
     let out = env.json(&["backup", src.to_str().unwrap()]);
     let new_bytes = summary(&out)["new_bytes"].as_u64().unwrap();
-    assert!(new_bytes < (3 << 20) + (64 << 10), "four copies stored {new_bytes} bytes");
+    assert!(
+        new_bytes < (3 << 20) + (64 << 10),
+        "four copies stored {new_bytes} bytes"
+    );
 }
 
 #[test]
@@ -173,21 +258,49 @@ fn key_add_list_remove_and_passwd() {
         .env("CAIRN_NEW_PASSWORD", "second")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    let other = env.command(&["snapshots"]).env("CAIRN_PASSWORD", "second").output().unwrap();
+    let other = env
+        .command(&["snapshots"])
+        .env("CAIRN_PASSWORD", "second")
+        .output()
+        .unwrap();
     assert!(other.status.success());
-    let current = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
-    assert_eq!(env.run(&["key", "remove", &current[..8]]).status.code(), Some(1), "the key in use stays");
+    let current = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.run(&["key", "remove", &current[..8]]).status.code(),
+        Some(1),
+        "the key in use stays"
+    );
     let passwd = env
         .command(&["key", "passwd", "--kdf-time", "1", "--kdf-memory", "1"])
         .env("CAIRN_NEW_PASSWORD", "third")
         .output()
         .unwrap();
     assert!(passwd.status.success());
-    assert_eq!(env.run(&["snapshots"]).status.code(), Some(12), "old password no longer opens");
-    let third = env.command(&["snapshots"]).env("CAIRN_PASSWORD", "third").output().unwrap();
+    assert_eq!(
+        env.run(&["snapshots"]).status.code(),
+        Some(12),
+        "old password no longer opens"
+    );
+    let third = env
+        .command(&["snapshots"])
+        .env("CAIRN_PASSWORD", "third")
+        .output()
+        .unwrap();
     assert!(third.status.success());
 }
 
@@ -196,6 +309,16 @@ fn password_file_is_read() {
     let env = Env::with_repo(&[]);
     let file = env.path("pw");
     fs::write(&file, "correct horse\n").unwrap();
-    let out = env.command(&["snapshots"]).env_remove("CAIRN_PASSWORD").arg("--password-file").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .command(&["snapshots"])
+        .env_remove("CAIRN_PASSWORD")
+        .arg("--password-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -17,7 +17,11 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
     let lines: Vec<_> = err.lines().filter(|l| l.starts_with("cairn:")).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].contains(needle), "{needle:?} not in {:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{needle:?} not in {:?}",
+        lines[0]
+    );
 }
 
 fn backed_up() -> Env {
@@ -31,7 +35,11 @@ fn backed_up() -> Env {
 #[test]
 fn wrong_password_exits_12() {
     let env = Env::with_repo(&[]);
-    let out = env.command(&["snapshots"]).env("CAIRN_PASSWORD", "wrong").output().unwrap();
+    let out = env
+        .command(&["snapshots"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .output()
+        .unwrap();
     assert_one_line_error(&out, 12, "wrong password");
 }
 
@@ -44,7 +52,11 @@ fn missing_repository_exits_10() {
 #[test]
 fn init_over_an_existing_repository_is_refused() {
     let env = Env::with_repo(&[]);
-    assert_one_line_error(&env.run(&["init", "--kdf-time", "1", "--kdf-memory", "1"]), 1, "already exists");
+    assert_one_line_error(
+        &env.run(&["init", "--kdf-time", "1", "--kdf-memory", "1"]),
+        1,
+        "already exists",
+    );
 }
 
 #[test]
@@ -67,7 +79,11 @@ fn key_file_that_is_not_json_is_named() {
 fn path_that_does_not_exist_fails_without_a_snapshot() {
     let env = Env::with_repo(&[]);
     let missing = env.path("not-there");
-    assert_one_line_error(&env.run(&["backup", missing.to_str().unwrap()]), 1, "not-there");
+    assert_one_line_error(
+        &env.run(&["backup", missing.to_str().unwrap()]),
+        1,
+        "not-there",
+    );
     assert!(env.repo_files("snapshots").is_empty());
 }
 
@@ -81,7 +97,10 @@ fn bit_flipped_pack_names_pack_blob_and_file_and_restores_the_rest() {
     fs::write(src.join("bystander"), b"intact").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
     let packs = env.repo_files("data");
-    let victim_pack = packs.iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let victim_pack = packs
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = fs::read(victim_pack).unwrap();
     bytes[1000] ^= 0x20;
     fs::write(victim_pack, bytes).unwrap();
@@ -98,9 +117,17 @@ fn bit_flipped_pack_names_pack_blob_and_file_and_restores_the_rest() {
 fn truncated_pack_is_reported_by_name() {
     let env = backed_up();
     let packs = env.repo_files("data");
-    let pack = packs.iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let pack = packs
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
     let len = fs::metadata(pack).unwrap().len();
-    fs::OpenOptions::new().write(true).open(pack).unwrap().set_len(len / 2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let target = env.path("restored");
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_one_line_error(&out, 1, pack.file_name().unwrap().to_str().unwrap());
@@ -134,7 +161,9 @@ fn damaged_and_truncated_snapshot_files_are_named() {
 fn tampered_config_is_refused() {
     let env = Env::with_repo(&[]);
     let config = env.repo().join("config");
-    let text = fs::read_to_string(&config).unwrap().replace("\"compression\": 3", "\"compression\": 9");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"compression\": 3", "\"compression\": 9");
     fs::write(&config, text).unwrap();
     assert_one_line_error(&env.run(&["snapshots"]), 1, "config");
 }
@@ -142,7 +171,9 @@ fn tampered_config_is_refused() {
 #[test]
 fn full_disk_fails_cleanly_and_leaves_no_snapshot() {
     if !is_root() {
-        eprintln!("needs root to mount a small tmpfs; the faulty-backend test covers ENOSPC without it");
+        eprintln!(
+            "needs root to mount a small tmpfs; the faulty-backend test covers ENOSPC without it"
+        );
         return;
     }
     let env = Env::new();
@@ -163,6 +194,9 @@ fn full_disk_fails_cleanly_and_leaves_no_snapshot() {
         assert_one_line_error(&out, 1, "No space left on device");
         assert!(env.repo_files("snapshots").is_empty());
     });
-    std::process::Command::new("umount").arg(&repo).status().unwrap();
+    std::process::Command::new("umount")
+        .arg(&repo)
+        .status()
+        .unwrap();
     result.unwrap();
 }

@@ -22,10 +22,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-const FAST_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
 
 fn small_packs() -> Params {
-    Params { pack_size: 1 << 20, chunk_min: 64 << 10, chunk_avg: 128 << 10, chunk_max: 512 << 10, ..Params::default() }
+    Params {
+        pack_size: 1 << 20,
+        chunk_min: 64 << 10,
+        chunk_avg: 128 << 10,
+        chunk_max: 512 << 10,
+        ..Params::default()
+    }
 }
 
 fn options(paths: Vec<PathBuf>) -> BackupOptions {
@@ -37,7 +47,10 @@ fn options(paths: Vec<PathBuf>) -> BackupOptions {
         hostname: "test".into(),
         parent: ParentChoice::Latest,
         dry_run: false,
-        limits: IngestLimits { index_flush_packs: 2, ..IngestLimits::default() },
+        limits: IngestLimits {
+            index_flush_packs: 2,
+            ..IngestLimits::default()
+        },
     }
 }
 
@@ -52,7 +65,10 @@ fn source(dir: &Path) -> PathBuf {
 
 fn setup(plan: FaultPlan) -> (tempfile::TempDir, Arc<FaultyBackend>, Arc<Repository>) {
     let dir = tempfile::tempdir().unwrap();
-    let faulty = Arc::new(FaultyBackend::new(Arc::new(LocalBackend::new(dir.path().join("repo"))), FaultPlan::default()));
+    let faulty = Arc::new(FaultyBackend::new(
+        Arc::new(LocalBackend::new(dir.path().join("repo"))),
+        FaultPlan::default(),
+    ));
     let repo = Arc::new(Repository::init(faulty.clone(), b"pw", FAST_KDF, small_packs()).unwrap());
     faulty.set_plan(plan);
     (dir, faulty, repo)
@@ -70,13 +86,29 @@ fn corruption_between_hashing_and_sealing_stops_the_backup_before_upload() {
             data[500] ^= 0x01;
         }
     });
-    let err = backup(repo.clone(), &options(vec![src.clone()]), &Progress::default(), Some(hook)).err().expect("must fail");
+    let err = backup(
+        repo.clone(),
+        &options(vec![src.clone()]),
+        &Progress::default(),
+        Some(hook),
+    )
+    .err()
+    .expect("must fail");
     assert!(flipped.load(Ordering::SeqCst));
     assert!(matches!(err, Error::PackVerify { .. }), "{err}");
-    assert!(err.to_string().contains("content does not match its id"), "{err}");
+    assert!(
+        err.to_string().contains("content does not match its id"),
+        "{err}"
+    );
     assert!(faulty.list("snapshots/").unwrap().is_empty());
     // Whatever was stored is intact: a clean run afterwards restores byte for byte.
-    let outcome = backup(repo.clone(), &options(vec![src.clone()]), &Progress::default(), None).unwrap();
+    let outcome = backup(
+        repo.clone(),
+        &options(vec![src.clone()]),
+        &Progress::default(),
+        None,
+    )
+    .unwrap();
     let target = dir.path().join("restored");
     restore_all(&repo, &outcome.snapshot, &target).unwrap();
     assert_same_tree(&src, &target.join("src"));
@@ -84,10 +116,20 @@ fn corruption_between_hashing_and_sealing_stops_the_backup_before_upload() {
 
 /// The name of the largest pack: a data pack (tree packs are small).
 fn largest_pack(backend: &dyn Backend) -> String {
-    backend.list("data/").unwrap().into_iter().max_by_key(|o| o.size).unwrap().name
+    backend
+        .list("data/")
+        .unwrap()
+        .into_iter()
+        .max_by_key(|o| o.size)
+        .unwrap()
+        .name
 }
 
-fn restore_all(repo: &Repository, snapshot: &cairn::repo::snapshot::Snapshot, target: &Path) -> cairn::Result<Vec<String>> {
+fn restore_all(
+    repo: &Repository,
+    snapshot: &cairn::repo::snapshot::Snapshot,
+    target: &Path,
+) -> cairn::Result<Vec<String>> {
     let index = repo.load_index()?;
     let opts = RestoreOptions {
         target: target.to_path_buf(),
@@ -96,23 +138,61 @@ fn restore_all(repo: &Repository, snapshot: &cairn::repo::snapshot::Snapshot, ta
         verify: true,
         read_window: 1 << 20,
     };
-    Ok(restore(repo, &index, snapshot, Path::new(""), &opts, &RestoreProgress::default())?.errors)
+    Ok(restore(
+        repo,
+        &index,
+        snapshot,
+        Path::new(""),
+        &opts,
+        &RestoreProgress::default(),
+    )?
+    .errors)
 }
 
 #[test]
 fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
-    let (dir, faulty, repo) = setup(FaultPlan { fail_puts_after: Some(6), ..FaultPlan::default() });
+    let (dir, faulty, repo) = setup(FaultPlan {
+        fail_puts_after: Some(6),
+        ..FaultPlan::default()
+    });
     let src = source(dir.path());
-    let err = backup(repo.clone(), &options(vec![src.clone()]), &Progress::default(), None).err().expect("must fail");
+    let err = backup(
+        repo.clone(),
+        &options(vec![src.clone()]),
+        &Progress::default(),
+        None,
+    )
+    .err()
+    .expect("must fail");
     assert!(err.to_string().contains("No space left on device"), "{err}");
-    assert!(faulty.list("snapshots/").unwrap().is_empty(), "no snapshot after a failed backup");
-    assert!(!faulty.list("index/").unwrap().is_empty(), "the first packs' index was flushed");
+    assert!(
+        faulty.list("snapshots/").unwrap().is_empty(),
+        "no snapshot after a failed backup"
+    );
+    assert!(
+        !faulty.list("index/").unwrap().is_empty(),
+        "the first packs' index was flushed"
+    );
 
     faulty.set_plan(FaultPlan::default());
     let repo = Arc::new(Repository::open(faulty.clone(), b"pw").unwrap());
-    let indexed: u64 = repo.load_index().unwrap().iter().map(|at| u64::from(at.entry.raw_len)).sum();
-    assert!(indexed >= 2 << 20, "two packs' worth of data was indexed before the failure, got {indexed}");
-    let outcome = backup(repo.clone(), &options(vec![src.clone()]), &Progress::default(), None).unwrap();
+    let indexed: u64 = repo
+        .load_index()
+        .unwrap()
+        .iter()
+        .map(|at| u64::from(at.entry.raw_len))
+        .sum();
+    assert!(
+        indexed >= 2 << 20,
+        "two packs' worth of data was indexed before the failure, got {indexed}"
+    );
+    let outcome = backup(
+        repo.clone(),
+        &options(vec![src.clone()]),
+        &Progress::default(),
+        None,
+    )
+    .unwrap();
     let total = 6 << 20;
     assert!(
         outcome.snapshot.summary.new_bytes + indexed <= total + (64 << 10),
@@ -121,7 +201,11 @@ fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
         indexed
     );
     let target = dir.path().join("restored");
-    assert!(restore_all(&repo, &outcome.snapshot, &target).unwrap().is_empty());
+    assert!(
+        restore_all(&repo, &outcome.snapshot, &target)
+            .unwrap()
+            .is_empty()
+    );
     assert_same_tree(&src, &target.join("src"));
 }
 
@@ -129,20 +213,37 @@ fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
 fn flipped_bits_on_read_are_errors_naming_pack_and_blob_never_wrong_bytes() {
     let (dir, faulty, repo) = setup(FaultPlan::default());
     let src = source(dir.path());
-    let outcome = backup(repo.clone(), &options(vec![src.clone()]), &Progress::default(), None).unwrap();
+    let outcome = backup(
+        repo.clone(),
+        &options(vec![src.clone()]),
+        &Progress::default(),
+        None,
+    )
+    .unwrap();
     let victim = largest_pack(faulty.as_ref());
-    faulty.set_plan(FaultPlan { flip_bit_in: Some(victim.clone()), ..FaultPlan::default() });
+    faulty.set_plan(FaultPlan {
+        flip_bit_in: Some(victim.clone()),
+        ..FaultPlan::default()
+    });
     let target = dir.path().join("restored");
     let errors = restore_all(&repo, &outcome.snapshot, &target).unwrap();
     assert!(!errors.is_empty());
     let victim_id = victim.rsplit('/').next().unwrap();
-    assert!(errors.iter().any(|e| e.contains(&format!("in pack {victim_id}")) && e.contains("blob ")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(&format!("in pack {victim_id}")) && e.contains("blob ")),
+        "{errors:?}"
+    );
     // No file that was reported fine differs from the source.
     for i in 0..6 {
         let name = format!("file{i}");
         let restored = fs::read(target.join("src").join(&name)).unwrap();
         let named = errors.iter().any(|e| e.contains(&name));
-        assert!(named || restored == fs::read(src.join(&name)).unwrap(), "{name} is wrong but not reported");
+        assert!(
+            named || restored == fs::read(src.join(&name)).unwrap(),
+            "{name} is wrong but not reported"
+        );
     }
 }
 
@@ -150,9 +251,18 @@ fn flipped_bits_on_read_are_errors_naming_pack_and_blob_never_wrong_bytes() {
 fn short_reads_are_errors_not_wrong_bytes() {
     let (dir, faulty, repo) = setup(FaultPlan::default());
     let src = source(dir.path());
-    let outcome = backup(repo.clone(), &options(vec![src]), &Progress::default(), None).unwrap();
+    let outcome = backup(
+        repo.clone(),
+        &options(vec![src]),
+        &Progress::default(),
+        None,
+    )
+    .unwrap();
     let victim = largest_pack(faulty.as_ref());
-    faulty.set_plan(FaultPlan { short_read_in: Some(victim), ..FaultPlan::default() });
+    faulty.set_plan(FaultPlan {
+        short_read_in: Some(victim),
+        ..FaultPlan::default()
+    });
     let errors = restore_all(&repo, &outcome.snapshot, &dir.path().join("restored")).unwrap();
     assert!(!errors.is_empty());
 }

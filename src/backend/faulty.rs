@@ -31,7 +31,12 @@ pub struct FaultyBackend {
 impl FaultyBackend {
     /// Wraps `inner` with `plan`.
     pub fn new(inner: Arc<dyn Backend>, plan: FaultPlan) -> Self {
-        FaultyBackend { inner, plan: Mutex::new(plan), puts: AtomicU64::new(0), gets: AtomicU64::new(0) }
+        FaultyBackend {
+            inner,
+            plan: Mutex::new(plan),
+            puts: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
+        }
     }
 
     /// Replaces the plan (e.g. to heal the backend between runs).

@@ -28,7 +28,10 @@ impl LocalBackend {
         if source.kind() == ErrorKind::NotFound {
             Error::NotFound(name.to_string())
         } else {
-            Error::Storage { name: name.to_string(), source }
+            Error::Storage {
+                name: name.to_string(),
+                source,
+            }
         }
     }
 
@@ -42,7 +45,10 @@ impl LocalBackend {
         crate::repo::crypto::fill_random(&mut suffix);
         let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
         let written = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
             file.write_all(data)?;
             file.sync_all()
         })();
@@ -71,7 +77,10 @@ impl Backend for LocalBackend {
             .map_err(|_| Error::Invalid(format!("range {range:?} of {name} is too large")))?;
         let size = file.metadata().map_err(err)?.len();
         if range.end > size || range.start > range.end {
-            return Err(Error::corrupt(name, format!("bytes {range:?} requested but the object has {size}")));
+            return Err(Error::corrupt(
+                name,
+                format!("bytes {range:?} requested but the object has {size}"),
+            ));
         }
         file.seek(SeekFrom::Start(range.start)).map_err(err)?;
         let mut out = vec![0u8; len];
@@ -82,7 +91,8 @@ impl Backend for LocalBackend {
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         let temp = self.write_temp(name, data)?;
         let target = self.path(name);
-        let done = fs::rename(&temp, &target).and_then(|_| sync_dir(target.parent().expect("has a directory")));
+        let done = fs::rename(&temp, &target)
+            .and_then(|_| sync_dir(target.parent().expect("has a directory")));
         done.map_err(|e| {
             let _ = fs::remove_file(&temp);
             Self::storage_error(name, e)
@@ -96,7 +106,8 @@ impl Backend for LocalBackend {
         let _ = fs::remove_file(&temp);
         match linked {
             Ok(()) => {
-                sync_dir(target.parent().expect("has a directory")).map_err(|e| Self::storage_error(name, e))?;
+                sync_dir(target.parent().expect("has a directory"))
+                    .map_err(|e| Self::storage_error(name, e))?;
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -120,11 +131,16 @@ impl Backend for LocalBackend {
                     continue;
                 }
                 let name = format!("{dir}/{file_name}");
-                let meta = entry.metadata().map_err(|e| Self::storage_error(&name, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Self::storage_error(&name, e))?;
                 if meta.is_dir() {
                     pending.push(name);
                 } else {
-                    out.push(ObjectInfo { name, size: meta.len() });
+                    out.push(ObjectInfo {
+                        name,
+                        size: meta.len(),
+                    });
                 }
             }
         }
@@ -141,7 +157,9 @@ impl Backend for LocalBackend {
     }
 
     fn stat(&self, name: &str) -> Result<u64> {
-        fs::metadata(self.path(name)).map(|m| m.len()).map_err(|e| Self::storage_error(name, e))
+        fs::metadata(self.path(name))
+            .map(|m| m.len())
+            .map_err(|e| Self::storage_error(name, e))
     }
 
     fn location(&self) -> String {
@@ -161,11 +179,19 @@ mod tests {
         backend.put("index/one", b"x").unwrap();
         assert_eq!(backend.get("data/ab/abc", Some(2..5)).unwrap(), b"234");
         assert!(backend.get("data/ab/abc", Some(5..11)).is_err());
-        let names: Vec<_> = backend.list("data/").unwrap().into_iter().map(|o| o.name).collect();
+        let names: Vec<_> = backend
+            .list("data/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
         assert_eq!(names, ["data/ab/abc"]);
         assert_eq!(backend.stat("data/ab/abc").unwrap(), 10);
         backend.delete("data/ab/abc").unwrap();
-        assert!(matches!(backend.get("data/ab/abc", None), Err(Error::NotFound(_))));
+        assert!(matches!(
+            backend.get("data/ab/abc", None),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]
@@ -175,6 +201,10 @@ mod tests {
         assert!(backend.put_if_absent("snapshots/s", b"first").unwrap());
         assert!(!backend.put_if_absent("snapshots/s", b"second").unwrap());
         assert_eq!(backend.get("snapshots/s", None).unwrap(), b"first");
-        assert_eq!(fs::read_dir(dir.path().join("snapshots")).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

@@ -47,7 +47,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = globals.open()?;
     let mut patterns = args.exclude.clone();
     for file in &args.exclude_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading exclude file {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading exclude file {}", file.display()))?;
         patterns.extend(text.lines().map(str::to_string));
     }
     let parent = match (&args.parent, args.force) {
@@ -75,7 +76,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             HumanBytes(progress.bytes_read.load(Ordering::Relaxed)),
         )
     };
-    let outcome = with_ticker(&bar, message, || backup(repo.clone(), &opts, &progress, None))?;
+    let outcome = with_ticker(&bar, message, || {
+        backup(repo.clone(), &opts, &progress, None)
+    })?;
     let s = &outcome.snapshot.summary;
     let id = outcome.id.map(|id| id.to_hex());
     if globals.json {
@@ -84,7 +87,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         });
         println!("{json}");
     } else if !globals.quiet {
-        println!("files: {} ({} read, {} unchanged), dirs: {}", s.files, s.files_read, s.files - s.files_read, s.dirs);
+        println!(
+            "files: {} ({} read, {} unchanged), dirs: {}",
+            s.files,
+            s.files_read,
+            s.files - s.files_read,
+            s.dirs
+        );
         println!(
             "content {}, new {} in {} blobs, stored {} in {:.1}s",
             HumanBytes(s.bytes),
@@ -99,7 +108,10 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         }
     }
     if !outcome.warnings.is_empty() {
-        eprintln!("warning: {} files could not be backed up completely (see above)", outcome.warnings.len());
+        eprintln!(
+            "warning: {} files could not be backed up completely (see above)",
+            outcome.warnings.len()
+        );
         return Ok(EXIT_PARTIAL);
     }
     Ok(0)

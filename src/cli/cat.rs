@@ -31,7 +31,11 @@ fn node_json(node: &cairn::repo::tree::Node) -> serde_json::Value {
 /// Runs `cat`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = globals.open()?;
-    let id = || args.id.clone().ok_or_else(|| anyhow!("cat {} needs an id", args.kind));
+    let id = || {
+        args.id
+            .clone()
+            .ok_or_else(|| anyhow!("cat {} needs an id", args.kind))
+    };
     let value = match args.kind.as_str() {
         "config" => serde_json::from_slice(&repo.backend().get("config", None)?)?,
         "snapshot" => serde_json::to_value(repo.find_snapshot(&id()?)?.1)?,
@@ -40,9 +44,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             let index = repo.load_index()?;
             let at = index.get(&blob).ok_or(cairn::Error::MissingBlob(blob))?;
             match Tree::decode(&repo.read_blob(&at)?, &blob)? {
-                Tree::Nodes(nodes) => serde_json::json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() }),
-                Tree::Pieces(pieces) => serde_json::json!({ "pieces": pieces.iter().map(|p| serde_json::json!({
-                    "first_name": String::from_utf8_lossy(&p.first_name), "tree": p.tree })).collect::<Vec<_>>() }),
+                Tree::Nodes(nodes) => {
+                    serde_json::json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() })
+                }
+                Tree::Pieces(pieces) => {
+                    serde_json::json!({ "pieces": pieces.iter().map(|p| serde_json::json!({
+                    "first_name": String::from_utf8_lossy(&p.first_name), "tree": p.tree })).collect::<Vec<_>>() })
+                }
             }
         }
         "blob" => {
@@ -55,7 +63,11 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         "index" => {
             let index_id = IndexId::from_hex(&id()?)?;
             let name = format!("index/{index_id}");
-            serde_json::to_value(Segment::open(repo.key(), &name, &repo.backend().get(&name, None)?)?)?
+            serde_json::to_value(Segment::open(
+                repo.key(),
+                &name,
+                &repo.backend().get(&name, None)?,
+            )?)?
         }
         _ => unreachable!("clap restricts the kinds"),
     };

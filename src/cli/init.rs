@@ -55,9 +55,15 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let location = backend.location();
     let repo = Repository::init(backend, &password, kdf, params)?;
     if globals.json {
-        println!("{}", serde_json::json!({ "id": repo.config().id, "repository": location }));
+        println!(
+            "{}",
+            serde_json::json!({ "id": repo.config().id, "repository": location })
+        );
     } else if !globals.quiet {
-        println!("created repository {} at {location}", &repo.config().id[..8]);
+        println!(
+            "created repository {} at {location}",
+            &repo.config().id[..8]
+        );
     }
     Ok(0)
 }

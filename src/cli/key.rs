@@ -43,7 +43,11 @@ struct NewKey {
 fn new_password(args: &NewKey) -> Result<Vec<u8>> {
     if let Some(file) = &args.new_password_file {
         let text = std::fs::read(file)?;
-        return Ok(text.split(|&b| b == b'\n').next().unwrap_or_default().to_vec());
+        return Ok(text
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default()
+            .to_vec());
     }
     if let Some(pw) = std::env::var_os("CAIRN_NEW_PASSWORD") {
         return Ok(std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec());
@@ -70,7 +74,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                 println!(" {:<8}  {:<12}  {:<12}  created", "id", "user", "host");
                 for (id, k) in keys {
                     let mark = if id == repo.key_id() { '*' } else { ' ' };
-                    println!("{mark}{:<8}  {:<12}  {:<12}  {}", id.short(), k.username, k.hostname, k.created);
+                    println!(
+                        "{mark}{:<8}  {:<12}  {:<12}  {}",
+                        id.short(),
+                        k.username,
+                        k.hostname,
+                        k.created
+                    );
                 }
             }
         }
@@ -80,7 +90,11 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             println!("added key {}", id.short());
         }
         Action::Remove { id } => {
-            let matches: Vec<_> = repo.keys()?.into_iter().filter(|(k, _)| k.to_hex().starts_with(&id)).collect();
+            let matches: Vec<_> = repo
+                .keys()?
+                .into_iter()
+                .filter(|(k, _)| k.to_hex().starts_with(&id))
+                .collect();
             match matches.as_slice() {
                 [(key, _)] => {
                     repo.remove_key(*key)?;
@@ -95,7 +109,11 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             let added = repo.add_key(&new_password(&new)?, kdf)?;
             let old = repo.key_id();
             repo.backend().delete(&format!("keys/{old}"))?;
-            println!("password changed: key {} replaces {}", added.short(), old.short());
+            println!(
+                "password changed: key {} replaces {}",
+                added.short(),
+                old.short()
+            );
         }
     }
     Ok(0)

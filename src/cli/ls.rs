@@ -61,7 +61,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             })
             .to_string()
         } else if args.long {
-            let time = chrono::DateTime::from_timestamp_nanos(node.mtime).with_timezone(&chrono::Local);
+            let time =
+                chrono::DateTime::from_timestamp_nanos(node.mtime).with_timezone(&chrono::Local);
             let target = if node.kind == NodeKind::Symlink {
                 format!(" -> {}", String::from_utf8_lossy(&node.target))
             } else {
@@ -70,8 +71,16 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             format!(
                 "{} {:>8} {:>8} {:>12} {} {}{target}",
                 mode_string(node),
-                if node.user.is_empty() { node.uid.to_string() } else { node.user.clone() },
-                if node.group.is_empty() { node.gid.to_string() } else { node.group.clone() },
+                if node.user.is_empty() {
+                    node.uid.to_string()
+                } else {
+                    node.user.clone()
+                },
+                if node.group.is_empty() {
+                    node.gid.to_string()
+                } else {
+                    node.group.clone()
+                },
                 node.size,
                 time.format("%Y-%m-%d %H:%M:%S"),
                 p.display()

@@ -26,7 +26,11 @@ use std::time::Duration;
 pub const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Deduplicating, encrypting backups you can mount")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Deduplicating, encrypting backups you can mount"
+)]
 struct Cli {
     /// Repository location (a local directory).
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
@@ -96,7 +100,8 @@ impl Globals {
     /// The password: from the file, the environment, or a prompt (twice when `confirm`).
     pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
         if let Some(file) = &self.password_file {
-            let text = std::fs::read(file).with_context(|| format!("reading password file {}", file.display()))?;
+            let text = std::fs::read(file)
+                .with_context(|| format!("reading password file {}", file.display()))?;
             let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
             return Ok(line.to_vec());
         }
@@ -129,7 +134,11 @@ impl Globals {
 }
 
 /// Runs `work` while a thread refreshes `bar` with `message()` every 200 ms.
-pub fn with_ticker<T>(bar: &ProgressBar, message: impl Fn() -> String + Sync, work: impl FnOnce() -> T) -> T {
+pub fn with_ticker<T>(
+    bar: &ProgressBar,
+    message: impl Fn() -> String + Sync,
+    work: impl FnOnce() -> T,
+) -> T {
     /// Stops the ticker when dropped, so a panicking `work` unwinds instead of waiting forever.
     struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
     impl Drop for StopOnDrop<'_> {
@@ -155,7 +164,9 @@ pub fn with_ticker<T>(bar: &ProgressBar, message: impl Fn() -> String + Sync, wo
 /// Asks for a password on the terminal; refuses when there is none to ask on.
 pub fn prompt_password(prompt: &str, confirm: bool) -> Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() {
-        bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file");
+        bail!(
+            "no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file"
+        );
     }
     let first = rpassword::prompt_password(prompt).context("reading password")?;
     if confirm {
@@ -170,9 +181,13 @@ pub fn prompt_password(prompt: &str, confirm: bool) -> Result<Vec<u8>> {
 /// Parses a size such as `4M`, `64MiB`, `1G` or `4096`.
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("not a size: {text:?}"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -180,7 +195,8 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         "g" | "gb" | "gib" => 30,
         _ => return Err(format!("unknown size unit in {text:?}")),
     };
-    n.checked_mul(1 << shift).ok_or_else(|| format!("size {text:?} is too large"))
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// Splits `SNAP[:PATH]`.
@@ -198,7 +214,12 @@ pub fn run() -> Result<u8> {
         .with_target(false)
         .without_time()
         .init();
-    let globals = Globals { repo: cli.repo, password_file: cli.password_file, json: cli.json, quiet: cli.quiet };
+    let globals = Globals {
+        repo: cli.repo,
+        password_file: cli.password_file,
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     match cli.command {
         Command::Init(args) => init::run(&globals, args),
         Command::Backup(args) => backup::run(&globals, args),

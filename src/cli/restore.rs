@@ -47,9 +47,14 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");
     let message = || {
         let done = HumanBytes(progress.bytes.load(Ordering::Relaxed));
-        format!("{done} of {}", HumanBytes(progress.total.load(Ordering::Relaxed)))
+        format!(
+            "{done} of {}",
+            HumanBytes(progress.total.load(Ordering::Relaxed))
+        )
     };
-    let outcome = with_ticker(&bar, message, || restore(&repo, &index, &snapshot, Path::new(path), &opts, &progress))?;
+    let outcome = with_ticker(&bar, message, || {
+        restore(&repo, &index, &snapshot, Path::new(path), &opts, &progress)
+    })?;
     for error in &outcome.errors {
         eprintln!("error: {error}");
     }
@@ -75,7 +80,11 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         }
     }
     if !outcome.errors.is_empty() {
-        bail!("{} errors while restoring; first: {}", outcome.errors.len(), outcome.errors[0]);
+        bail!(
+            "{} errors while restoring; first: {}",
+            outcome.errors.len(),
+            outcome.errors[0]
+        );
     }
     Ok(0)
 }

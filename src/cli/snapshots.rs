@@ -42,7 +42,10 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         println!("{}", serde_json::Value::Array(list));
         return Ok(0);
     }
-    println!("{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  paths", "id", "time", "host", "tags", "size");
+    println!(
+        "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  paths",
+        "id", "time", "host", "tags", "size"
+    );
     for (id, s) in &snaps {
         println!(
             "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {}",

@@ -38,12 +38,23 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
         return Ok(0);
     }
     println!("snapshots:        {}", snapshots.len());
-    println!("packs:            {} ({})", packs.len(), HumanBytes(pack_bytes));
+    println!(
+        "packs:            {} ({})",
+        packs.len(),
+        HumanBytes(pack_bytes)
+    );
     println!("blobs:            {data_blobs} data, {tree_blobs} tree");
-    println!("unique content:   {} (stored as {})", HumanBytes(raw), HumanBytes(sealed));
+    println!(
+        "unique content:   {} (stored as {})",
+        HumanBytes(raw),
+        HumanBytes(sealed)
+    );
     println!("all snapshots:    {}", HumanBytes(logical));
     if pack_bytes > 0 {
-        println!("space saving:     {:.1}x", logical as f64 / pack_bytes as f64);
+        println!(
+            "space saving:     {:.1}x",
+            logical as f64 / pack_bytes as f64
+        );
     }
     Ok(0)
 }

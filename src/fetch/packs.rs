@@ -23,7 +23,11 @@ pub fn for_each_blob(
     let name = pack_name(pack);
     let window = window as u64;
     let mut i = 0;
-    let pack_size = if wanted.is_empty() { 0 } else { repo.backend().stat(&name)? };
+    let pack_size = if wanted.is_empty() {
+        0
+    } else {
+        repo.backend().stat(&name)?
+    };
     while i < wanted.len() {
         let start = u64::from(wanted[i].offset);
         let mut end = start + u64::from(wanted[i].sealed_len);
@@ -61,7 +65,10 @@ pub fn for_each_blob(
                 Ok(plain) => Ok(plain),
                 // A failed blob is fetched once more on its own: a transient read fault is then
                 // not reported as damage at rest.
-                Err(_) => repo.read_blob(&crate::repo::index::BlobLocation { pack: *pack, entry: *entry }),
+                Err(_) => repo.read_blob(&crate::repo::index::BlobLocation {
+                    pack: *pack,
+                    entry: *entry,
+                }),
             };
             on_blob(entry, plain)?;
         }
@@ -79,7 +86,10 @@ fn read_one_by_one(
     on_blob: &mut impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
 ) -> Result<()> {
     for entry in wanted {
-        let plain = repo.read_blob(&crate::repo::index::BlobLocation { pack: *pack, entry: *entry });
+        let plain = repo.read_blob(&crate::repo::index::BlobLocation {
+            pack: *pack,
+            entry: *entry,
+        });
         on_blob(entry, plain)?;
     }
     Ok(())

@@ -10,8 +10,8 @@
 use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
 use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
-use crate::ingest::patterns::Patterns;
 use crate::ingest::packer::{CorruptHook, Packer};
+use crate::ingest::patterns::Patterns;
 use crate::ingest::progress::Progress;
 use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
 use crate::repo::Repository;
@@ -74,18 +74,31 @@ pub struct BackupOutcome {
 }
 
 /// Runs a backup into `repo`. `hook` is the test hook that corrupts plaintext before sealing.
-pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress, hook: Option<CorruptHook>) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: Arc<Repository>,
+    opts: &BackupOptions,
+    progress: &Progress,
+    hook: Option<CorruptHook>,
+) -> Result<BackupOutcome> {
     let start = Instant::now();
     let time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let paths = absolute_paths(&opts.paths)?;
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let index = Arc::new(repo.load_index()?);
     let parent = find_parent(&repo, opts, &path_strings)?;
     let parent_roots = match &parent {
         Some((_, snap)) => repo.read_tree(&index, &snap.tree)?,
         None => Vec::new(),
     };
-    let mut packer = Packer::new(repo.clone(), index.clone(), opts.limits.clone(), opts.dry_run);
+    let mut packer = Packer::new(
+        repo.clone(),
+        index.clone(),
+        opts.limits.clone(),
+        opts.dry_run,
+    );
     if let Some(hook) = hook {
         packer.set_corrupt_hook(hook);
     }
@@ -103,17 +116,28 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress, 
     let mut roots = Vec::new();
     for path in &paths {
         let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-        let name = path.file_name().map(OsString::from).unwrap_or_else(|| OsString::from("root"));
+        let name = path
+            .file_name()
+            .map(OsString::from)
+            .unwrap_or_else(|| OsString::from("root"));
         let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
         let node = archiver.entry_node(path, &name, meta, parent_node, meta_dev(path)?)?;
         if roots.iter().any(|n: &Node| n.name == node.name) {
-            return Err(Error::Invalid(format!("two paths end in the same name {:?}", name)));
+            return Err(Error::Invalid(format!(
+                "two paths end in the same name {:?}",
+                name
+            )));
         }
         roots.push(node);
     }
     roots.sort_by(|a, b| a.name.cmp(&b.name));
     let tree = archiver.store_tree(roots)?;
-    let Archiver { packer, warnings, dirs, .. } = archiver;
+    let Archiver {
+        packer,
+        warnings,
+        dirs,
+        ..
+    } = archiver;
     let totals = packer.finish()?;
     let warnings = warnings.into_inner();
     let snapshot = Snapshot {
@@ -137,17 +161,29 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress, 
             warnings: warnings.len() as u64,
         },
     };
-    let id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
-    Ok(BackupOutcome { id, snapshot, warnings })
+    let id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 fn meta_dev(path: &Path) -> Result<u64> {
-    fs::symlink_metadata(path).map(|m| m.dev()).map_err(|e| Error::io(path, e))
+    fs::symlink_metadata(path)
+        .map(|m| m.dev())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     paths
         .iter()
@@ -159,7 +195,11 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn find_parent(repo: &Repository, opts: &BackupOptions, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
     match &opts.parent {
         ParentChoice::Nothing => Ok(None),
         ParentChoice::Id(id) => Ok(Some((*id, repo.snapshot(*id)?))),
@@ -209,14 +249,23 @@ impl Archiver<'_> {
     }
 
     /// Builds the node for one entry, storing its content or subtree.
-    fn entry_node(&self, path: &Path, name: &OsString, meta: Metadata, parent: Option<&Node>, root_dev: u64) -> Result<Node> {
+    fn entry_node(
+        &self,
+        path: &Path,
+        name: &OsString,
+        meta: Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Node> {
         let mut node = node_from_metadata(name, &meta, &self.owners);
         match node.kind {
             NodeKind::File => self.file_content(path, &meta, parent, &mut node)?,
             NodeKind::Dir => {
                 self.dirs.fetch_add(1, Ordering::Relaxed);
                 node.xattrs = self.xattrs_of(path);
-                let parent_tree = parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                let parent_tree = parent
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
                 node.subtree = Some(if self.opts.one_file_system && meta.dev() != root_dev {
                     self.store_tree(Vec::new())?
                 } else {
@@ -243,7 +292,13 @@ impl Archiver<'_> {
     }
 
     /// Fills a file node's content: re-used from the parent when unchanged, read otherwise.
-    fn file_content(&self, path: &Path, meta: &Metadata, parent: Option<&Node>, node: &mut Node) -> Result<()> {
+    fn file_content(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+        node: &mut Node,
+    ) -> Result<()> {
         let unchanged = parent.filter(|p| {
             p.kind == NodeKind::File
                 && p.size == node.size
@@ -264,7 +319,13 @@ impl Archiver<'_> {
             Ok((content, read)) => {
                 node.content = content;
                 if read != node.size {
-                    self.warn(path, format!("size changed while reading ({} bytes expected, {read} read)", node.size));
+                    self.warn(
+                        path,
+                        format!(
+                            "size changed while reading ({} bytes expected, {read} read)",
+                            node.size
+                        ),
+                    );
                     node.size = read;
                 }
                 self.progress.file_read(read);
@@ -285,21 +346,34 @@ impl Archiver<'_> {
     fn read_content(&self, path: &Path, meta: &Metadata) -> Result<(Vec<BlobId>, u64), FileError> {
         let file = File::open(path)?;
         let mut content = Vec::new();
-        let read = for_each_batch::<_, FileError>(&self.chunker, &file, meta.size(), self.opts.limits.read_batch, |chunks| {
-            let ids = if chunks.len() == 1 {
-                vec![self.packer.add(BlobKind::Data, chunks[0]).map_err(FileError::Repo)?]
-            } else {
-                chunks
-                    .par_iter()
-                    .map(|c| self.packer.add(BlobKind::Data, c))
-                    .collect::<Result<Vec<_>>>()
-                    .map_err(FileError::Repo)?
-            };
-            content.extend(ids);
-            Ok(())
-        })?;
+        let read = for_each_batch::<_, FileError>(
+            &self.chunker,
+            &file,
+            meta.size(),
+            self.opts.limits.read_batch,
+            |chunks| {
+                let ids = if chunks.len() == 1 {
+                    vec![
+                        self.packer
+                            .add(BlobKind::Data, chunks[0])
+                            .map_err(FileError::Repo)?,
+                    ]
+                } else {
+                    chunks
+                        .par_iter()
+                        .map(|c| self.packer.add(BlobKind::Data, c))
+                        .collect::<Result<Vec<_>>>()
+                        .map_err(FileError::Repo)?
+                };
+                content.extend(ids);
+                Ok(())
+            },
+        )?;
         let after = file.metadata()?;
-        if after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() || after.size() != read {
+        if after.mtime() != meta.mtime()
+            || after.mtime_nsec() != meta.mtime_nsec()
+            || after.size() != read
+        {
             self.warn(path, "changed while being read; stored what was read");
         }
         Ok((content, read))
@@ -308,7 +382,9 @@ impl Archiver<'_> {
     /// Stores a directory's tree, visiting its entries in parallel.
     fn dir_tree(&self, path: &Path, parent_tree: Option<BlobId>, root_dev: u64) -> Result<BlobId> {
         let mut names: Vec<OsString> = match fs::read_dir(path) {
-            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect(),
             Err(e) => {
                 self.warn(path, format!("cannot list directory: {e}"));
                 return self.store_tree(Vec::new());
@@ -317,7 +393,10 @@ impl Archiver<'_> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let parent_nodes = match parent_tree {
             Some(id) => self.repo.read_tree(self.index, &id).unwrap_or_else(|e| {
-                self.warn(path, format!("parent tree unreadable, reading every file: {e}"));
+                self.warn(
+                    path,
+                    format!("parent tree unreadable, reading every file: {e}"),
+                );
                 Vec::new()
             }),
             None => Vec::new(),
@@ -340,7 +419,8 @@ impl Archiver<'_> {
                     .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
                     .ok()
                     .map(|i| &parent_nodes[i]);
-                self.entry_node(&child, name, meta, parent, root_dev).map(Some)
+                self.entry_node(&child, name, meta, parent, root_dev)
+                    .map(Some)
             })
             .collect::<Result<Vec<Option<Node>>>>()?;
         self.store_tree(nodes.into_iter().flatten().collect())
@@ -354,15 +434,20 @@ impl Archiver<'_> {
         if bytes.len() <= limit {
             return self.packer.add(BlobKind::Tree, &bytes);
         }
-        let Tree::Nodes(nodes) = tree else { unreachable!("built as nodes above") };
+        let Tree::Nodes(nodes) = tree else {
+            unreachable!("built as nodes above")
+        };
         let pieces = split_nodes(nodes, limit)
             .into_iter()
             .map(|piece| {
                 let first_name = piece[0].name.clone();
-                let tree = self.packer.add(BlobKind::Tree, &Tree::Nodes(piece).encode())?;
+                let tree = self
+                    .packer
+                    .add(BlobKind::Tree, &Tree::Nodes(piece).encode())?;
                 Ok(Piece { first_name, tree })
             })
             .collect::<Result<Vec<_>>>()?;
-        self.packer.add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
+        self.packer
+            .add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
     }
 }

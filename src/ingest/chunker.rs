@@ -19,7 +19,12 @@ pub struct ChunkerConfig {
 impl ChunkerConfig {
     /// The chunker for a repository's parameters and gear seed.
     pub fn new(params: &Params, seed: u64) -> Self {
-        ChunkerConfig { min: params.chunk_min as usize, avg: params.chunk_avg as usize, max: params.chunk_max as usize, seed }
+        ChunkerConfig {
+            min: params.chunk_min as usize,
+            avg: params.chunk_avg as usize,
+            max: params.chunk_max as usize,
+            seed,
+        }
     }
 
     /// The largest chunk.
@@ -39,7 +44,9 @@ pub fn for_each_batch<R: Read, E: From<io::Error>>(
 ) -> Result<u64, E> {
     // A batch must hold a whole maximum chunk, or a cut could fall outside it.
     let capacity = batch.max(2 * config.max);
-    let first = usize::try_from(size_hint.saturating_add(1)).unwrap_or(capacity).min(capacity);
+    let first = usize::try_from(size_hint.saturating_add(1))
+        .unwrap_or(capacity)
+        .min(capacity);
     let mut buf = Vec::with_capacity(first);
     let mut total = 0u64;
     loop {
@@ -62,7 +69,11 @@ pub fn for_each_batch<R: Read, E: From<io::Error>>(
         )
         .map(|c| &buf[c.offset..c.offset + c.length])
         .collect();
-        let carried = if eof { 0 } else { chunks.pop().map_or(0, |c| c.len()) };
+        let carried = if eof {
+            0
+        } else {
+            chunks.pop().map_or(0, |c| c.len())
+        };
         on_batch(chunks)?;
         if eof {
             return Ok(total);
@@ -80,7 +91,12 @@ mod tests {
     use super::*;
 
     fn config() -> ChunkerConfig {
-        let params = Params { chunk_min: 4096, chunk_avg: 16384, chunk_max: 65536, ..Params::default() };
+        let params = Params {
+            chunk_min: 4096,
+            chunk_avg: 16384,
+            chunk_max: 65536,
+            ..Params::default()
+        };
         ChunkerConfig::new(&params, 42)
     }
 

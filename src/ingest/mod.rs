@@ -4,8 +4,8 @@
 
 pub mod archiver;
 pub mod chunker;
-pub mod patterns;
 pub mod packer;
+pub mod patterns;
 pub mod progress;
 pub mod walker;
 
@@ -24,6 +24,11 @@ pub struct IngestLimits {
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        IngestLimits { queued_packs: 2, parallel_uploads: 2, index_flush_packs: 64, read_batch: 16 << 20 }
+        IngestLimits {
+            queued_packs: 2,
+            parallel_uploads: 2,
+            index_flush_packs: 64,
+            read_batch: 16 << 20,
+        }
     }
 }

@@ -69,7 +69,9 @@ impl Shared {
 
     fn check(&self) -> Result<()> {
         match &*self.error.lock() {
-            Some(e) => Err(Error::Invalid(format!("stopped after an earlier error: {e}"))),
+            Some(e) => Err(Error::Invalid(format!(
+                "stopped after an earlier error: {e}"
+            ))),
             None => Ok(()),
         }
     }
@@ -79,13 +81,22 @@ impl Shared {
         if !self.dry_run {
             self.repo.backend().put(&pack_name(&pack.id), &pack.bytes)?;
         }
-        self.stats.stored_bytes.fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
+        self.stats
+            .stored_bytes
+            .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
         let flush = {
             let mut pending = self.pending.lock();
-            pending.0.packs.push(SegmentPack { pack: pack.id, blobs: pack.entries });
+            pending.0.packs.push(SegmentPack {
+                pack: pack.id,
+                blobs: pack.entries,
+            });
             pending.1 += 1;
-            if pending.1 >= self.limits.index_flush_packs { Some(std::mem::take(&mut *pending).0) } else { None }
+            if pending.1 >= self.limits.index_flush_packs {
+                Some(std::mem::take(&mut *pending).0)
+            } else {
+                None
+            }
         };
         match flush {
             Some(segment) => self.write_segment(&segment),
@@ -122,7 +133,12 @@ fn slot(kind: BlobKind) -> usize {
 
 impl Packer {
     /// A packer storing into `repo`, deduplicating against `index`.
-    pub fn new(repo: Arc<Repository>, index: Arc<Index>, limits: IngestLimits, dry_run: bool) -> Packer {
+    pub fn new(
+        repo: Arc<Repository>,
+        index: Arc<Index>,
+        limits: IngestLimits,
+        dry_run: bool,
+    ) -> Packer {
         let params = repo.config().params.clone();
         let (tx, rx): (Sender<FinishedPack>, Receiver<FinishedPack>) = bounded(limits.queued_packs);
         let shared = Arc::new(Shared {
@@ -198,10 +214,19 @@ impl Packer {
                 hook(&mut copy);
                 seal_blob(&self.shared.key, id, kind, &copy, self.params.compression)
             }
-            None => seal_blob(&self.shared.key, id, kind, plaintext, self.params.compression),
+            None => seal_blob(
+                &self.shared.key,
+                id,
+                kind,
+                plaintext,
+                self.params.compression,
+            ),
         };
         self.shared.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.new_bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .new_bytes
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         let target = match kind {
             BlobKind::Data => self.params.pack_size,
             BlobKind::Tree => self.params.tree_pack_size,
@@ -211,7 +236,10 @@ impl Packer {
             builder.add(&sealed);
             if builder.len() >= target {
                 let capacity = if kind == BlobKind::Data { target } else { 0 };
-                Some(std::mem::replace(&mut *builder, PackBuilder::new(kind, capacity)))
+                Some(std::mem::replace(
+                    &mut *builder,
+                    PackBuilder::new(kind, capacity),
+                ))
             } else {
                 None
             }
@@ -230,7 +258,9 @@ impl Packer {
             return Err(e);
         }
         let queue = self.queue.as_ref().expect("queue lives until finish");
-        queue.send(pack).map_err(|_| Error::Invalid("uploader threads stopped".into()))?;
+        queue
+            .send(pack)
+            .map_err(|_| Error::Invalid("uploader threads stopped".into()))?;
         self.shared.check()
     }
 
@@ -239,7 +269,8 @@ impl Packer {
     pub fn finish(mut self) -> Result<PackerTotals> {
         let mut result = Ok(());
         for builder in &self.builders {
-            let builder = std::mem::replace(&mut *builder.lock(), PackBuilder::new(BlobKind::Data, 0));
+            let builder =
+                std::mem::replace(&mut *builder.lock(), PackBuilder::new(BlobKind::Data, 0));
             if !builder.is_empty() && result.is_ok() {
                 result = self.ship(builder);
             }
@@ -247,7 +278,8 @@ impl Packer {
         drop(self.queue.take());
         for handle in self.uploaders.drain(..) {
             if handle.join().is_err() {
-                self.shared.fail(Error::Invalid("an uploader thread panicked".into()));
+                self.shared
+                    .fail(Error::Invalid("an uploader thread panicked".into()));
             }
         }
         let segment = std::mem::take(&mut *self.shared.pending.lock()).0;

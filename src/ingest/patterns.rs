@@ -29,10 +29,20 @@ impl Patterns {
                 .literal_separator(true)
                 .build()
                 .map_err(|e| Error::Invalid(format!("pattern {pattern:?}: {e}")))?;
-            if pattern.contains('/') { paths.add(glob) } else { names.add(glob) };
+            if pattern.contains('/') {
+                paths.add(glob)
+            } else {
+                names.add(glob)
+            };
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("patterns: {e}")));
-        Ok(Patterns { paths: build(paths)?, names: build(names)? })
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::Invalid(format!("patterns: {e}")))
+        };
+        Ok(Patterns {
+            paths: build(paths)?,
+            names: build(names)?,
+        })
     }
 
     /// Whether there are no patterns at all.
@@ -42,7 +52,8 @@ impl Patterns {
 
     /// Whether `path` or any directory above it matches.
     pub fn matches_path_or_parent(&self, path: &Path) -> bool {
-        path.ancestors().any(|p| p.file_name().is_some_and(|name| self.matches(p, name)))
+        path.ancestors()
+            .any(|p| p.file_name().is_some_and(|name| self.matches(p, name)))
     }
 
     /// Matches nothing.

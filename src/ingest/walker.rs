@@ -25,7 +25,11 @@ impl OwnerNames {
             .lock()
             .entry(uid)
             .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_default()
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -35,7 +39,11 @@ impl OwnerNames {
             .lock()
             .entry(gid)
             .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name).unwrap_or_default()
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -102,7 +110,10 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for name in names {
         if let Some(value) = xattr::get(path, &name)? {
-            out.push(Xattr { name: name.as_bytes().to_vec(), value });
+            out.push(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

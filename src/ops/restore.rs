@@ -11,13 +11,13 @@
 use crate::error::{Error, Result};
 use crate::fetch::packs::for_each_blob;
 use crate::ingest::patterns::Patterns;
+use crate::ops::walk::{resolve, walk};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::index::Index;
 use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
-use crate::ops::walk::{resolve, walk};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -98,39 +98,48 @@ pub fn restore(
     let mut others: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: Vec<(PathBuf, usize)> = Vec::new();
     let mut first_link: HashMap<(u64, u64), usize> = HashMap::new();
-    walk(repo, index, &start.nodes, Path::new(""), &mut |rel, node| {
-        if !opts.exclude.is_empty() && opts.exclude.matches_path_or_parent(rel) {
-            return Ok(());
-        }
-        let selected = opts.include.is_empty() || opts.include.matches_path_or_parent(rel);
-        let dest = opts.target.join(rel);
-        if node.kind == NodeKind::Dir {
-            if selected {
-                fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+    walk(
+        repo,
+        index,
+        &start.nodes,
+        Path::new(""),
+        &mut |rel, node| {
+            if !opts.exclude.is_empty() && opts.exclude.matches_path_or_parent(rel) {
+                return Ok(());
             }
-            dirs.push((dest, node.clone()));
-            return Ok(());
-        }
-        if !selected {
-            return Ok(());
-        }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        if node.kind == NodeKind::File {
-            if node.links > 1 {
-                if let Some(&first) = first_link.get(&(node.device, node.inode)) {
-                    links.push((dest, first));
-                    return Ok(());
+            let selected = opts.include.is_empty() || opts.include.matches_path_or_parent(rel);
+            let dest = opts.target.join(rel);
+            if node.kind == NodeKind::Dir {
+                if selected {
+                    fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
                 }
-                first_link.insert((node.device, node.inode), files.len());
+                dirs.push((dest, node.clone()));
+                return Ok(());
             }
-            files.push(PlannedFile { path: dest, node: node.clone() });
-        } else {
-            others.push((dest, node.clone()));
-        }
-        Ok(())
-    })?;
+            if !selected {
+                return Ok(());
+            }
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            if node.kind == NodeKind::File {
+                if node.links > 1 {
+                    if let Some(&first) = first_link.get(&(node.device, node.inode)) {
+                        links.push((dest, first));
+                        return Ok(());
+                    }
+                    first_link.insert((node.device, node.inode), files.len());
+                }
+                files.push(PlannedFile {
+                    path: dest,
+                    node: node.clone(),
+                });
+            } else {
+                others.push((dest, node.clone()));
+            }
+            Ok(())
+        },
+    )?;
 
     // Create the files at their final size (holes where nothing is written) and map blobs.
     let mut targets: HashMap<BlobId, Vec<(u32, u64)>> = HashMap::new();
@@ -145,7 +154,10 @@ pub fn restore(
         let mut offset = 0u64;
         for id in &file.node.content {
             let Some(at) = index.get(id) else {
-                fail(format!("{}: blob {id} is not in the index", file.path.display()));
+                fail(format!(
+                    "{}: blob {id} is not in the index",
+                    file.path.display()
+                ));
                 break;
             };
             let uses = targets.entry(*id).or_default();
@@ -162,31 +174,44 @@ pub fn restore(
     // Fetch: each pack once, its blobs verified and written wherever they belong.
     let packs: Vec<(PackId, Vec<PackEntry>)> = by_pack.into_iter().collect();
     packs.par_iter().try_for_each(|(pack, wanted)| {
-        let result = for_each_blob(repo, pack, wanted.clone(), opts.read_window, |entry, plain| {
-            let uses = &targets[&entry.id];
-            let data = match plain {
-                Ok(data) => data,
-                Err(e) => {
-                    let users: Vec<String> = uses.iter().map(|(i, _)| files[*i as usize].path.display().to_string()).collect();
-                    fail(format!("{e} (needed by {})", users.join(", ")));
-                    return Ok(());
-                }
-            };
-            let runs = non_zero_runs(&data);
-            for &(i, offset) in uses {
-                let path = &files[i as usize].path;
-                if !runs.is_empty() {
-                    let written = OpenOptions::new().write(true).open(path).and_then(|f| {
-                        runs.iter().try_for_each(|r| f.write_all_at(&data[r.clone()], offset + r.start as u64))
-                    });
-                    if let Err(e) = written {
-                        fail(format!("{}: {e}", path.display()));
+        let result = for_each_blob(
+            repo,
+            pack,
+            wanted.clone(),
+            opts.read_window,
+            |entry, plain| {
+                let uses = &targets[&entry.id];
+                let data = match plain {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let users: Vec<String> = uses
+                            .iter()
+                            .map(|(i, _)| files[*i as usize].path.display().to_string())
+                            .collect();
+                        fail(format!("{e} (needed by {})", users.join(", ")));
+                        return Ok(());
                     }
+                };
+                let runs = non_zero_runs(&data);
+                for &(i, offset) in uses {
+                    let path = &files[i as usize].path;
+                    if !runs.is_empty() {
+                        let written = OpenOptions::new().write(true).open(path).and_then(|f| {
+                            runs.iter().try_for_each(|r| {
+                                f.write_all_at(&data[r.clone()], offset + r.start as u64)
+                            })
+                        });
+                        if let Err(e) = written {
+                            fail(format!("{}: {e}", path.display()));
+                        }
+                    }
+                    progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         result.or_else(|e: Error| {
             fail(format!("pack {pack}: {e}"));
             Ok::<(), Error>(())
@@ -226,12 +251,14 @@ pub fn restore(
     }
     if opts.verify {
         let verified = AtomicU64::new(0);
-        files.par_iter().for_each(|f| match verify_file(repo, index, f) {
-            Ok(()) => {
-                verified.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => fail(format!("{}: verification failed: {e}", f.path.display())),
-        });
+        files
+            .par_iter()
+            .for_each(|f| match verify_file(repo, index, f) {
+                Ok(()) => {
+                    verified.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => fail(format!("{}: verification failed: {e}", f.path.display())),
+            });
         outcome.verified = verified.into_inner();
     }
     outcome.files = files.len() as u64;
@@ -268,8 +295,12 @@ fn create_special(dest: &Path, node: &Node) -> io::Result<()> {
     match node.kind {
         NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), dest),
         NodeKind::Fifo => nix::unistd::mkfifo(dest, mode).map_err(io::Error::from),
-        NodeKind::CharDevice => mknod(dest, SFlag::S_IFCHR, mode, node.rdev).map_err(io::Error::from),
-        NodeKind::BlockDevice => mknod(dest, SFlag::S_IFBLK, mode, node.rdev).map_err(io::Error::from),
+        NodeKind::CharDevice => {
+            mknod(dest, SFlag::S_IFCHR, mode, node.rdev).map_err(io::Error::from)
+        }
+        NodeKind::BlockDevice => {
+            mknod(dest, SFlag::S_IFBLK, mode, node.rdev).map_err(io::Error::from)
+        }
         // A socket belongs to the process that listened on it; there is nothing to re-create.
         NodeKind::Socket | NodeKind::File | NodeKind::Dir => Ok(()),
     }
@@ -287,7 +318,12 @@ fn apply_metadata(path: &Path, node: &Node, as_root: bool) -> io::Result<()> {
     for xattr in &node.xattrs {
         xattr::set(path, OsStr::from_bytes(&xattr.name), &xattr.value)?;
     }
-    let time = |ns: i64| filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+    let time = |ns: i64| {
+        filetime::FileTime::from_unix_time(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        )
+    };
     filetime::set_symlink_file_times(path, time(node.atime), time(node.mtime))
 }
 
@@ -298,13 +334,19 @@ fn verify_file(repo: &Repository, index: &Index, file: &PlannedFile) -> Result<(
     for id in &file.node.content {
         let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
         buf.resize(at.entry.raw_len as usize, 0);
-        reader.read_exact(&mut buf).map_err(|e| Error::io(&file.path, e))?;
+        reader
+            .read_exact(&mut buf)
+            .map_err(|e| Error::io(&file.path, e))?;
         if repo.key().blob_id(&buf) != *id {
             return Err(Error::Invalid(format!("content differs from blob {id}")));
         }
     }
     let mut extra = [0u8; 1];
-    if reader.read(&mut extra).map_err(|e| Error::io(&file.path, e))? != 0 {
+    if reader
+        .read(&mut extra)
+        .map_err(|e| Error::io(&file.path, e))?
+        != 0
+    {
         return Err(Error::Invalid("file is longer than in the snapshot".into()));
     }
     Ok(())
@@ -320,7 +362,10 @@ mod tests {
         data[5] = 1;
         data[HOLE_BLOCK + 1] = 1;
         data[HOLE_BLOCK * 5 + 3] = 1;
-        assert_eq!(non_zero_runs(&data), vec![0..HOLE_BLOCK * 2, HOLE_BLOCK * 5..HOLE_BLOCK * 5 + 10]);
+        assert_eq!(
+            non_zero_runs(&data),
+            vec![0..HOLE_BLOCK * 2, HOLE_BLOCK * 5..HOLE_BLOCK * 5 + 10]
+        );
         assert!(non_zero_runs(&[0u8; 100]).is_empty());
     }
 }

@@ -19,14 +19,24 @@ pub struct Start {
 }
 
 /// Resolves `path` (relative to the snapshot root; empty for the root) to its node(s).
-pub fn resolve(repo: &Repository, index: &Index, snapshot: &Snapshot, path: &Path) -> Result<Start> {
+pub fn resolve(
+    repo: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    path: &Path,
+) -> Result<Start> {
     let mut nodes = repo.read_tree(index, &snapshot.tree)?;
     let mut node = None;
     for component in path.components() {
         let name = match component {
             Component::Normal(name) => name.as_bytes(),
             Component::RootDir | Component::CurDir => continue,
-            _ => return Err(Error::Invalid(format!("path {} may not contain '..'", path.display()))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "path {} may not contain '..'",
+                    path.display()
+                )));
+            }
         };
         let found = nodes
             .iter()

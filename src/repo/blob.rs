@@ -62,7 +62,9 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
-        slot.as_mut().expect("set above").decompress(payload, raw_len)
+        slot.as_mut()
+            .expect("set above")
+            .decompress(payload, raw_len)
     })
 }
 
@@ -78,29 +80,51 @@ fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
 }
 
 /// Compresses (when it gains at least 3 %) and seals `plaintext`, whose id the caller computed.
-pub fn seal_blob(key: &MasterKey, id: BlobId, kind: BlobKind, plaintext: &[u8], level: i32) -> SealedBlob {
+pub fn seal_blob(
+    key: &MasterKey,
+    id: BlobId,
+    kind: BlobKind,
+    plaintext: &[u8],
+    level: i32,
+) -> SealedBlob {
     let raw_len = u32::try_from(plaintext.len()).expect("blobs are far below 4 GiB");
     let packed = compress(plaintext, level)
         .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT));
     let compressed = packed.is_some();
     let payload = packed.as_deref().unwrap_or(plaintext);
-    SealedBlob { id, kind, bytes: key.seal(payload, &aad(&id, kind)), raw_len, compressed }
+    SealedBlob {
+        id,
+        kind,
+        bytes: key.seal(payload, &aad(&id, kind)),
+        raw_len,
+        compressed,
+    }
 }
 
 /// Opens a sealed blob and proves it is the plaintext of `meta.id`. The error string says which
 /// check failed; callers add the pack and blob to it.
 pub fn open_blob(key: &MasterKey, meta: &BlobMeta, sealed: &[u8]) -> Result<Vec<u8>, String> {
     if meta.raw_len > MAX_BLOB_LEN {
-        return Err(format!("claimed length {} exceeds the {} byte limit", meta.raw_len, MAX_BLOB_LEN));
+        return Err(format!(
+            "claimed length {} exceeds the {} byte limit",
+            meta.raw_len, MAX_BLOB_LEN
+        ));
     }
-    let payload = key.open(sealed, &aad(&meta.id, meta.kind)).map_err(|e| e.to_string())?;
+    let payload = key
+        .open(sealed, &aad(&meta.id, meta.kind))
+        .map_err(|e| e.to_string())?;
     let plaintext = if meta.compressed {
-        decompress(&payload, meta.raw_len as usize).map_err(|e| format!("decompression failed: {e}"))?
+        decompress(&payload, meta.raw_len as usize)
+            .map_err(|e| format!("decompression failed: {e}"))?
     } else {
         payload
     };
     if plaintext.len() != meta.raw_len as usize {
-        return Err(format!("length {} differs from the recorded {}", plaintext.len(), meta.raw_len));
+        return Err(format!(
+            "length {} differs from the recorded {}",
+            plaintext.len(),
+            meta.raw_len
+        ));
     }
     if key.blob_id(&plaintext) != meta.id {
         return Err("content does not match its id".into());
@@ -114,7 +138,12 @@ mod tests {
     use crate::repo::crypto::MasterSecrets;
 
     fn meta_of(blob: &SealedBlob) -> BlobMeta {
-        BlobMeta { id: blob.id, kind: blob.kind, raw_len: blob.raw_len, compressed: blob.compressed }
+        BlobMeta {
+            id: blob.id,
+            kind: blob.kind,
+            raw_len: blob.raw_len,
+            compressed: blob.compressed,
+        }
     }
 
     #[test]

@@ -60,11 +60,16 @@ impl Params {
                 self.chunk_min, self.chunk_avg, self.chunk_max
             ));
         }
-        if !(64 << 10..=1 << 30).contains(&self.pack_size) || !(64 << 10..=1 << 30).contains(&self.tree_pack_size) {
+        if !(64 << 10..=1 << 30).contains(&self.pack_size)
+            || !(64 << 10..=1 << 30).contains(&self.tree_pack_size)
+        {
             return Err("pack sizes must be between 64 KiB and 1 GiB".into());
         }
         if !(1..=22).contains(&self.compression) {
-            return Err(format!("compression level {} is outside zstd's 1..=22", self.compression));
+            return Err(format!(
+                "compression level {} is outside zstd's 1..=22",
+                self.compression
+            ));
         }
         if !(4096..=16 << 20).contains(&self.tree_split_size) {
             return Err("tree split size must be between 4 KiB and 16 MiB".into());
@@ -105,7 +110,11 @@ impl Config {
     pub fn new(params: Params) -> Config {
         let mut id = [0u8; 32];
         crate::repo::crypto::fill_random(&mut id);
-        Config { id: hex::encode(id), created: chrono::Local::now().to_rfc3339(), params }
+        Config {
+            id: hex::encode(id),
+            created: chrono::Local::now().to_rfc3339(),
+            params,
+        }
     }
 
     /// The JSON file with its MAC.
@@ -117,21 +126,47 @@ impl Config {
 
     /// Parses and authenticates the stored config.
     pub fn from_json(key: &MasterKey, bytes: &[u8]) -> Result<Config> {
-        let stored: Stored = serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
-        let expected = hex::encode(key.mac_of(&serde_json::to_vec(&stored.body).expect("config serializes")));
+        let stored: Stored =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
+        let expected =
+            hex::encode(key.mac_of(&serde_json::to_vec(&stored.body).expect("config serializes")));
         if expected != stored.mac {
-            return Err(Error::corrupt("config", "MAC does not match (altered, or from another repository)"));
+            return Err(Error::corrupt(
+                "config",
+                "MAC does not match (altered, or from another repository)",
+            ));
         }
         if stored.body.version != FORMAT_VERSION {
-            return Err(Error::corrupt("config", format!("unsupported format version {}", stored.body.version)));
+            return Err(Error::corrupt(
+                "config",
+                format!("unsupported format version {}", stored.body.version),
+            ));
         }
-        stored.body.params.validate().map_err(|e| Error::corrupt("config", e))?;
-        let Body { id, created, params, .. } = stored.body;
-        Ok(Config { id, created, params })
+        stored
+            .body
+            .params
+            .validate()
+            .map_err(|e| Error::corrupt("config", e))?;
+        let Body {
+            id,
+            created,
+            params,
+            ..
+        } = stored.body;
+        Ok(Config {
+            id,
+            created,
+            params,
+        })
     }
 
     fn body(&self) -> Body {
-        Body { version: FORMAT_VERSION, id: self.id.clone(), created: self.created.clone(), params: self.params.clone() }
+        Body {
+            version: FORMAT_VERSION,
+            id: self.id.clone(),
+            created: self.created.clone(),
+            params: self.params.clone(),
+        }
     }
 }
 
@@ -146,7 +181,9 @@ mod tests {
         let config = Config::new(Params::default());
         let json = config.to_json(&key);
         assert_eq!(Config::from_json(&key, &json).unwrap(), config);
-        let tampered = String::from_utf8(json).unwrap().replace("\"compression\": 3", "\"compression\": 4");
+        let tampered = String::from_utf8(json)
+            .unwrap()
+            .replace("\"compression\": 3", "\"compression\": 4");
         assert!(Config::from_json(&key, tampered.as_bytes()).is_err());
         let other = MasterKey::new(MasterSecrets::generate());
         assert!(Config::from_json(&other, &config.to_json(&key)).is_err());

@@ -41,7 +41,11 @@ impl MasterSecrets {
         fill_random(&mut enc);
         fill_random(&mut mac);
         fill_random(&mut seed);
-        MasterSecrets { enc, mac, gear_seed: u64::from_le_bytes(seed) }
+        MasterSecrets {
+            enc,
+            mac,
+            gear_seed: u64::from_le_bytes(seed),
+        }
     }
 }
 
@@ -56,8 +60,13 @@ impl MasterKey {
     /// Prepares the ciphers for `secrets`.
     pub fn new(secrets: MasterSecrets) -> Self {
         let cipher = Aes256Gcm::new_from_slice(&secrets.enc).expect("32-byte AES key");
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secrets.mac).expect("HMAC takes any key length");
-        MasterKey { secrets, cipher, mac }
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secrets.mac)
+            .expect("HMAC takes any key length");
+        MasterKey {
+            secrets,
+            cipher,
+            mac,
+        }
     }
 
     /// The secrets, for sealing into a key file.

@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(BlobId::from_hex(&id.to_hex()).unwrap(), id);
         assert_eq!(id.short(), "abababab");
         assert!(BlobId::from_hex("abc").is_err());
-        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", id.to_hex()));
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            format!("\"{}\"", id.to_hex())
+        );
         assert_eq!(postcard::to_allocvec(&id).unwrap(), [0xab; 32]);
     }
 }

@@ -38,7 +38,9 @@ impl Segment {
 
     /// Opens and parses a stored segment; `name` is used in errors.
     pub fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<Segment> {
-        let plain = key.open(sealed, SEGMENT_AAD).map_err(|e| crate::Error::corrupt(name, e))?;
+        let plain = key
+            .open(sealed, SEGMENT_AAD)
+            .map_err(|e| crate::Error::corrupt(name, e))?;
         serial::decode(&plain, name)
     }
 }
@@ -95,7 +97,11 @@ impl Index {
                     pack,
                     offset: e.offset,
                     sealed_len_and_flags: (e.sealed_len & LEN_MASK)
-                        | if e.kind == BlobKind::Tree { FLAG_TREE } else { 0 }
+                        | if e.kind == BlobKind::Tree {
+                            FLAG_TREE
+                        } else {
+                            0
+                        }
                         | if e.compressed { FLAG_COMPRESSED } else { 0 },
                     raw_len: e.raw_len,
                 }));
@@ -104,7 +110,11 @@ impl Index {
         slots.par_sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let before = slots.len();
         slots.dedup_by(|a, b| a.id == b.id);
-        Index { packs, duplicates: before - slots.len(), slots }
+        Index {
+            packs,
+            duplicates: before - slots.len(),
+            slots,
+        }
     }
 
     /// Where `id` is stored, if anywhere.
@@ -149,7 +159,11 @@ impl Index {
             pack: self.packs[slot.pack as usize],
             entry: PackEntry {
                 id: BlobId(slot.id),
-                kind: if flags & FLAG_TREE != 0 { BlobKind::Tree } else { BlobKind::Data },
+                kind: if flags & FLAG_TREE != 0 {
+                    BlobKind::Tree
+                } else {
+                    BlobKind::Data
+                },
                 offset: slot.offset,
                 sealed_len: flags & LEN_MASK,
                 raw_len: slot.raw_len,
@@ -166,15 +180,28 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry(id: u8, kind: BlobKind, compressed: bool) -> PackEntry {
-        PackEntry { id: BlobId([id; 32]), kind, offset: id as u32 * 10, sealed_len: 99, raw_len: 77, compressed }
+        PackEntry {
+            id: BlobId([id; 32]),
+            kind,
+            offset: id as u32 * 10,
+            sealed_len: 99,
+            raw_len: 77,
+            compressed,
+        }
     }
 
     #[test]
     fn lookup_returns_exact_location_and_flags() {
         let segment = Segment {
             packs: vec![
-                SegmentPack { pack: PackId([1; 32]), blobs: vec![entry(5, BlobKind::Data, true)] },
-                SegmentPack { pack: PackId([2; 32]), blobs: vec![entry(3, BlobKind::Tree, false)] },
+                SegmentPack {
+                    pack: PackId([1; 32]),
+                    blobs: vec![entry(5, BlobKind::Data, true)],
+                },
+                SegmentPack {
+                    pack: PackId([2; 32]),
+                    blobs: vec![entry(3, BlobKind::Tree, false)],
+                },
             ],
         };
         let index = Index::from_segments(vec![segment.clone(), segment]);
@@ -183,7 +210,10 @@ mod tests {
         let at = index.get(&BlobId([3; 32])).unwrap();
         assert_eq!(at.pack, PackId([2; 32]));
         assert_eq!(at.entry, entry(3, BlobKind::Tree, false));
-        assert_eq!(index.get(&BlobId([5; 32])).unwrap().entry, entry(5, BlobKind::Data, true));
+        assert_eq!(
+            index.get(&BlobId([5; 32])).unwrap().entry,
+            entry(5, BlobKind::Data, true)
+        );
         assert!(index.get(&BlobId([4; 32])).is_none());
     }
 

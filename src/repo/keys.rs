@@ -29,21 +29,40 @@ impl KdfParams {
     /// Picks the number of passes that makes one derivation take about `target` with
     /// `memory_mib` of memory (at least one pass).
     pub fn calibrate(memory_mib: u32, target: Duration) -> Result<KdfParams> {
-        let one_pass = KdfParams { memory_kib: memory_mib.max(1) * 1024, iterations: 1, parallelism: 1 };
+        let one_pass = KdfParams {
+            memory_kib: memory_mib.max(1) * 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
         let start = Instant::now();
         derive(&one_pass, b"calibration", &[0u8; 16])?;
         let per_pass = start.elapsed().max(Duration::from_micros(1));
-        let passes = (target.as_secs_f64() / per_pass.as_secs_f64()).round().clamp(1.0, MAX_KDF_ITERATIONS as f64);
-        Ok(KdfParams { iterations: passes as u32, ..one_pass })
+        let passes = (target.as_secs_f64() / per_pass.as_secs_f64())
+            .round()
+            .clamp(1.0, MAX_KDF_ITERATIONS as f64);
+        Ok(KdfParams {
+            iterations: passes as u32,
+            ..one_pass
+        })
     }
 }
 
 fn derive(params: &KdfParams, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
-    if params.memory_kib > MAX_KDF_MEMORY_KIB || params.iterations > MAX_KDF_ITERATIONS || params.parallelism > 16 {
-        return Err(Error::Invalid(format!("key derivation parameters {params:?} exceed the limits")));
+    if params.memory_kib > MAX_KDF_MEMORY_KIB
+        || params.iterations > MAX_KDF_ITERATIONS
+        || params.parallelism > 16
+    {
+        return Err(Error::Invalid(format!(
+            "key derivation parameters {params:?} exceed the limits"
+        )));
     }
-    let argon_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
-        .map_err(|e| Error::Invalid(format!("key derivation parameters: {e}")))?;
+    let argon_params = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )
+    .map_err(|e| Error::Invalid(format!("key derivation parameters: {e}")))?;
     let mut out = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params)
         .hash_password_into(password, salt, &mut out)
@@ -73,7 +92,13 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Seals `secrets` under `password`.
-    pub fn create(secrets: &MasterSecrets, password: &[u8], params: KdfParams, hostname: &str, username: &str) -> Result<KeyFile> {
+    pub fn create(
+        secrets: &MasterSecrets,
+        password: &[u8],
+        params: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<KeyFile> {
         let mut salt = [0u8; 16];
         fill_random(&mut salt);
         let wrapping = derive(&params, password, &salt)?;
@@ -93,18 +118,26 @@ impl KeyFile {
     pub fn parse(name: &str, bytes: &[u8]) -> Result<KeyFile> {
         let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| Error::corrupt(name, e))?;
         if file.kdf != "argon2id" {
-            return Err(Error::corrupt(name, format!("unknown key derivation {:?}", file.kdf)));
+            return Err(Error::corrupt(
+                name,
+                format!("unknown key derivation {:?}", file.kdf),
+            ));
         }
         Ok(file)
     }
 
     /// The master secrets, if `password` is this key's; `Ok(None)` for a wrong password.
     pub fn unlock(&self, name: &str, password: &[u8]) -> Result<Option<MasterSecrets>> {
-        let salt = hex::decode(&self.salt).map_err(|e| Error::corrupt(name, format!("salt: {e}")))?;
-        let sealed = hex::decode(&self.master).map_err(|e| Error::corrupt(name, format!("master: {e}")))?;
-        let wrapping = derive(&self.params, password, &salt).map_err(|e| Error::corrupt(name, e))?;
+        let salt =
+            hex::decode(&self.salt).map_err(|e| Error::corrupt(name, format!("salt: {e}")))?;
+        let sealed =
+            hex::decode(&self.master).map_err(|e| Error::corrupt(name, format!("master: {e}")))?;
+        let wrapping =
+            derive(&self.params, password, &salt).map_err(|e| Error::corrupt(name, e))?;
         match open_with_key(&wrapping, &sealed, KEY_AAD) {
-            Ok(plain) => serde_json::from_slice(&plain).map(Some).map_err(|e| Error::corrupt(name, e)),
+            Ok(plain) => serde_json::from_slice(&plain)
+                .map(Some)
+                .map_err(|e| Error::corrupt(name, e)),
             Err(_) => Ok(None),
         }
     }
@@ -119,7 +152,11 @@ impl KeyFile {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     #[test]
     fn right_password_unlocks_wrong_one_does_not() {
@@ -132,7 +169,10 @@ mod tests {
 
     #[test]
     fn key_file_that_is_not_json_is_corrupt() {
-        assert!(matches!(KeyFile::parse("keys/x", b"\x00garbage"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            KeyFile::parse("keys/x", b"\x00garbage"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

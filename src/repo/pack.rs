@@ -41,7 +41,12 @@ pub struct PackEntry {
 impl PackEntry {
     /// What the blob claims to be, for opening it.
     pub fn meta(&self) -> BlobMeta {
-        BlobMeta { id: self.id, kind: self.kind, raw_len: self.raw_len, compressed: self.compressed }
+        BlobMeta {
+            id: self.id,
+            kind: self.kind,
+            raw_len: self.raw_len,
+            compressed: self.compressed,
+        }
     }
 }
 
@@ -65,7 +70,11 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack for blobs of `kind`, with room reserved for `capacity` bytes.
     pub fn new(kind: BlobKind, capacity: usize) -> Self {
-        PackBuilder { kind, bytes: Vec::with_capacity(capacity), entries: Vec::new() }
+        PackBuilder {
+            kind,
+            bytes: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
     }
 
     /// Appends a sealed blob.
@@ -101,7 +110,11 @@ impl PackBuilder {
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&header_len.to_le_bytes());
         self.bytes.extend_from_slice(MAGIC);
-        FinishedPack { id: PackId(sha256(&self.bytes)), bytes: self.bytes, entries: self.entries }
+        FinishedPack {
+            id: PackId(sha256(&self.bytes)),
+            bytes: self.bytes,
+            entries: self.entries,
+        }
     }
 }
 
@@ -109,23 +122,39 @@ impl PackBuilder {
 pub fn header_len_from_trailer(pack: &PackId, trailer: &[u8]) -> Result<u32> {
     let name = pack_name(pack);
     if trailer.len() != TRAILER_LEN || &trailer[4..] != MAGIC {
-        return Err(Error::corrupt(name, "no pack trailer (truncated or not a pack)"));
+        return Err(Error::corrupt(
+            name,
+            "no pack trailer (truncated or not a pack)",
+        ));
     }
     let len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     if len > MAX_HEADER_LEN {
-        return Err(Error::corrupt(name, format!("header length {len} exceeds the limit")));
+        return Err(Error::corrupt(
+            name,
+            format!("header length {len} exceeds the limit"),
+        ));
     }
     Ok(len)
 }
 
 /// Decrypts and parses a sealed pack header, checking every entry lies inside `data_len`.
-pub fn parse_header(key: &MasterKey, pack: &PackId, sealed: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
+pub fn parse_header(
+    key: &MasterKey,
+    pack: &PackId,
+    sealed: &[u8],
+    data_len: u64,
+) -> Result<Vec<PackEntry>> {
     let name = pack_name(pack);
-    let plain = key.open(sealed, HEADER_AAD).map_err(|e| Error::corrupt(&name, format!("header: {e}")))?;
+    let plain = key
+        .open(sealed, HEADER_AAD)
+        .map_err(|e| Error::corrupt(&name, format!("header: {e}")))?;
     let entries: Vec<PackEntry> = serial::decode(&plain, &name)?;
     for entry in &entries {
         if u64::from(entry.offset) + u64::from(entry.sealed_len) > data_len {
-            return Err(Error::corrupt(&name, format!("blob {} lies outside the pack", entry.id)));
+            return Err(Error::corrupt(
+                &name,
+                format!("blob {} lies outside the pack", entry.id),
+            ));
         }
     }
     Ok(entries)
@@ -142,7 +171,12 @@ pub fn read_header(key: &MasterKey, pack: &PackId, bytes: &[u8]) -> Result<Vec<P
     let header_start = header_end
         .checked_sub(header_len)
         .ok_or_else(|| Error::corrupt(&name, "header longer than the pack"))?;
-    parse_header(key, pack, &bytes[header_start..header_end], header_start as u64)
+    parse_header(
+        key,
+        pack,
+        &bytes[header_start..header_end],
+        header_start as u64,
+    )
 }
 
 /// Proves a finished pack is right from its final bytes: the name is its hash, the header
@@ -150,16 +184,24 @@ pub fn read_header(key: &MasterKey, pack: &PackId, bytes: &[u8]) -> Result<Vec<P
 pub fn verify_pack(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
     let fail = |blob: BlobId, reason: String| Error::PackVerify { blob, reason };
     if PackId(sha256(&pack.bytes)) != pack.id {
-        return Err(fail(BlobId::default(), "pack bytes changed after naming".into()));
+        return Err(fail(
+            BlobId::default(),
+            "pack bytes changed after naming".into(),
+        ));
     }
     let header = read_header(key, &pack.id, &pack.bytes)?;
     if header != pack.entries {
-        return Err(fail(BlobId::default(), "pack header differs from the blobs added".into()));
+        return Err(fail(
+            BlobId::default(),
+            "pack header differs from the blobs added".into(),
+        ));
     }
     header.par_iter().try_for_each(|entry| {
         let start = entry.offset as usize;
         let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
-        open_blob(key, &entry.meta(), sealed).map(drop).map_err(|reason| fail(entry.id, reason))
+        open_blob(key, &entry.meta(), sealed)
+            .map(drop)
+            .map_err(|reason| fail(entry.id, reason))
     })
 }
 
@@ -200,7 +242,10 @@ mod tests {
         pack.bytes[20] ^= 0x10;
         pack.id = PackId(sha256(&pack.bytes));
         let err = verify_pack(&key, &pack).unwrap_err();
-        assert!(matches!(err, Error::PackVerify { blob, .. } if blob == key.blob_id(b"one")), "{err}");
+        assert!(
+            matches!(err, Error::PackVerify { blob, .. } if blob == key.blob_id(b"one")),
+            "{err}"
+        );
     }
 
     #[test]

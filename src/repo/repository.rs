@@ -35,25 +35,44 @@ fn id_of(name: &str) -> &str {
 fn get_addressed(backend: &dyn Backend, name: &str) -> Result<Vec<u8>> {
     let bytes = backend.get(name, None)?;
     if hex::encode(sha256(&bytes)) != id_of(name) {
-        return Err(Error::corrupt(name, "content does not match its name (damaged or truncated)"));
+        return Err(Error::corrupt(
+            name,
+            "content does not match its name (damaged or truncated)",
+        ));
     }
     Ok(bytes)
 }
 
 impl Repository {
     /// Creates a repository on an empty backend, with one key for `password`.
-    pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams, params: Params) -> Result<Repository> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        params: Params,
+    ) -> Result<Repository> {
         params.validate().map_err(Error::Invalid)?;
         if backend.stat("config").is_ok() {
-            return Err(Error::Invalid(format!("a repository already exists at {}", backend.location())));
+            return Err(Error::Invalid(format!(
+                "a repository already exists at {}",
+                backend.location()
+            )));
         }
         let key = MasterKey::new(MasterSecrets::generate());
         let key_id = store_key(backend.as_ref(), key.secrets(), password, kdf)?;
         let config = Config::new(params);
         if !backend.put_if_absent("config", &config.to_json(&key))? {
-            return Err(Error::Invalid(format!("a repository was created at {} meanwhile", backend.location())));
+            return Err(Error::Invalid(format!(
+                "a repository was created at {} meanwhile",
+                backend.location()
+            )));
         }
-        Ok(Repository { backend, key: Arc::new(key), key_id, config })
+        Ok(Repository {
+            backend,
+            key: Arc::new(key),
+            key_id,
+            config,
+        })
     }
 
     /// Opens a repository with `password`.
@@ -65,14 +84,22 @@ impl Repository {
         let keys = backend.list("keys/")?;
         let mut last_corrupt = None;
         for info in &keys {
-            let parsed = backend.get(&info.name, None).and_then(|b| KeyFile::parse(&info.name, &b));
+            let parsed = backend
+                .get(&info.name, None)
+                .and_then(|b| KeyFile::parse(&info.name, &b));
             let unlocked = parsed.and_then(|file| file.unlock(&info.name, password));
             match unlocked {
                 Ok(Some(secrets)) => {
                     let key = MasterKey::new(secrets);
                     let config = Config::from_json(&key, &config_bytes)?;
-                    let key_id = KeyId::from_hex(id_of(&info.name)).map_err(|e| Error::corrupt(&info.name, e))?;
-                    return Ok(Repository { backend, key: Arc::new(key), key_id, config });
+                    let key_id = KeyId::from_hex(id_of(&info.name))
+                        .map_err(|e| Error::corrupt(&info.name, e))?;
+                    return Ok(Repository {
+                        backend,
+                        key: Arc::new(key),
+                        key_id,
+                        config,
+                    });
                 }
                 Ok(None) => {}
                 Err(e) => last_corrupt = Some(e),
@@ -112,8 +139,12 @@ impl Repository {
     pub fn keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
         let mut out = Vec::new();
         for info in self.backend.list("keys/")? {
-            let id = KeyId::from_hex(id_of(&info.name)).map_err(|e| Error::corrupt(&info.name, e))?;
-            out.push((id, KeyFile::parse(&info.name, &self.backend.get(&info.name, None)?)?));
+            let id =
+                KeyId::from_hex(id_of(&info.name)).map_err(|e| Error::corrupt(&info.name, e))?;
+            out.push((
+                id,
+                KeyFile::parse(&info.name, &self.backend.get(&info.name, None)?)?,
+            ));
         }
         Ok(out)
     }
@@ -122,7 +153,9 @@ impl Repository {
     /// never removes the password they just proved they have and locks themselves out.
     pub fn remove_key(&self, id: KeyId) -> Result<()> {
         if id == self.key_id {
-            return Err(Error::Invalid("refusing to remove the key in use; open with another password".into()));
+            return Err(Error::Invalid(
+                "refusing to remove the key in use; open with another password".into(),
+            ));
         }
         let name = format!("keys/{id}");
         self.backend.stat(&name)?;
@@ -134,7 +167,13 @@ impl Repository {
         let names = self.backend.list("index/")?;
         let segments = names
             .par_iter()
-            .map(|info| Segment::open(&self.key, &info.name, &get_addressed(self.backend.as_ref(), &info.name)?))
+            .map(|info| {
+                Segment::open(
+                    &self.key,
+                    &info.name,
+                    &get_addressed(self.backend.as_ref(), &info.name)?,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Index::from_segments(segments))
     }
@@ -153,7 +192,8 @@ impl Repository {
         let mut snaps = names
             .par_iter()
             .map(|info| {
-                let id = SnapshotId::from_hex(id_of(&info.name)).map_err(|e| Error::corrupt(&info.name, e))?;
+                let id = SnapshotId::from_hex(id_of(&info.name))
+                    .map_err(|e| Error::corrupt(&info.name, e))?;
                 let bytes = get_addressed(self.backend.as_ref(), &info.name)?;
                 Ok((id, Snapshot::open(&self.key, &info.name, &bytes)?))
             })
@@ -165,14 +205,19 @@ impl Repository {
     /// Reads one snapshot by full id.
     pub fn snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
         let name = format!("snapshots/{id}");
-        Snapshot::open(&self.key, &name, &get_addressed(self.backend.as_ref(), &name)?)
+        Snapshot::open(
+            &self.key,
+            &name,
+            &get_addressed(self.backend.as_ref(), &name)?,
+        )
     }
 
     /// Commits a snapshot: create-if-absent, so an existing snapshot is never replaced.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let sealed = snapshot.seal(&self.key);
         let id = SnapshotId(sha256(&sealed));
-        self.backend.put_if_absent(&format!("snapshots/{id}"), &sealed)?;
+        self.backend
+            .put_if_absent(&format!("snapshots/{id}"), &sealed)?;
         Ok(id)
     }
 
@@ -180,11 +225,15 @@ impl Repository {
     /// is reported, so a transient read fault is not mistaken for damage at rest.
     pub fn read_blob(&self, at: &BlobLocation) -> Result<Vec<u8>> {
         let name = pack_name(&at.pack);
-        let range = u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
+        let range =
+            u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
         let attempt = || -> Result<Vec<u8>> {
             let sealed = self.backend.get(&name, Some(range.clone()))?;
-            open_blob(&self.key, &at.entry.meta(), &sealed)
-                .map_err(|reason| Error::BadBlob { pack: at.pack, blob: at.entry.id, reason })
+            open_blob(&self.key, &at.entry.meta(), &sealed).map_err(|reason| Error::BadBlob {
+                pack: at.pack,
+                blob: at.entry.id,
+                reason,
+            })
         };
         attempt().or_else(|_| attempt())
     }
@@ -198,7 +247,12 @@ impl Repository {
                 for piece in pieces {
                     match self.read_tree_blob(index, &piece.tree)? {
                         Tree::Nodes(part) => nodes.extend(part),
-                        Tree::Pieces(_) => return Err(Error::corrupt(format!("tree {id}"), "piece is itself split")),
+                        Tree::Pieces(_) => {
+                            return Err(Error::corrupt(
+                                format!("tree {id}"),
+                                "piece is itself split",
+                            ));
+                        }
                     }
                 }
                 Ok(nodes)
@@ -209,7 +263,10 @@ impl Repository {
     fn read_tree_blob(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
         if at.entry.kind != BlobKind::Tree {
-            return Err(Error::corrupt(format!("tree {id}"), "indexed as a data blob"));
+            return Err(Error::corrupt(
+                format!("tree {id}"),
+                "indexed as a data blob",
+            ));
         }
         Tree::decode(&self.read_blob(&at)?, id)
     }
@@ -219,29 +276,42 @@ impl Repository {
         let mut snaps = self.snapshots()?;
         if let Some(back) = spec.strip_prefix("latest") {
             let n: usize = match back.strip_prefix('~') {
-                Some(n) => n.parse().map_err(|_| Error::Selector(format!("bad snapshot selector {spec:?}")))?,
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| Error::Selector(format!("bad snapshot selector {spec:?}")))?,
                 None if back.is_empty() => 0,
                 None => return Err(Error::Selector(format!("bad snapshot selector {spec:?}"))),
             };
             let count = snaps.len();
-            return snaps
-                .into_iter()
-                .rev()
-                .nth(n)
-                .ok_or_else(|| Error::Selector(format!("{spec}: the repository has {count} snapshots")));
+            return snaps.into_iter().rev().nth(n).ok_or_else(|| {
+                Error::Selector(format!("{spec}: the repository has {count} snapshots"))
+            });
         }
         let wanted = spec.to_ascii_lowercase();
         snaps.retain(|(id, _)| id.to_hex().starts_with(&wanted));
         match snaps.len() {
             1 => Ok(snaps.remove(0)),
             0 => Err(Error::Selector(format!("no snapshot matches {spec:?}"))),
-            n => Err(Error::Selector(format!("{n} snapshots match {spec:?}: give more digits"))),
+            n => Err(Error::Selector(format!(
+                "{n} snapshots match {spec:?}: give more digits"
+            ))),
         }
     }
 }
 
-fn store_key(backend: &dyn Backend, secrets: &MasterSecrets, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
-    let file = KeyFile::create(secrets, password, kdf, &identity::hostname(), &identity::username())?;
+fn store_key(
+    backend: &dyn Backend,
+    secrets: &MasterSecrets,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<KeyId> {
+    let file = KeyFile::create(
+        secrets,
+        password,
+        kdf,
+        &identity::hostname(),
+        &identity::username(),
+    )?;
     let bytes = file.to_json();
     let id = KeyId(sha256(&bytes));
     backend.put(&format!("keys/{id}"), &bytes)?;

@@ -21,13 +21,20 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     match bytes.split_first() {
         Some((&CURRENT_VERSION, body)) => {
-            let (value, rest) = postcard::take_from_bytes(body).map_err(|e| Error::corrupt(what, e))?;
+            let (value, rest) =
+                postcard::take_from_bytes(body).map_err(|e| Error::corrupt(what, e))?;
             if !rest.is_empty() {
-                return Err(Error::corrupt(what, format!("{} trailing bytes", rest.len())));
+                return Err(Error::corrupt(
+                    what,
+                    format!("{} trailing bytes", rest.len()),
+                ));
             }
             Ok(value)
         }
-        Some((version, _)) => Err(Error::corrupt(what, format!("unknown format version {version}"))),
+        Some((version, _)) => Err(Error::corrupt(
+            what,
+            format!("unknown format version {version}"),
+        )),
         None => Err(Error::corrupt(what, "empty")),
     }
 }

@@ -64,7 +64,9 @@ impl Snapshot {
 
     /// Opens and parses a stored snapshot; `name` is used in errors.
     pub fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<Snapshot> {
-        let plain = key.open(sealed, SNAPSHOT_AAD).map_err(|e| crate::Error::corrupt(name, e))?;
+        let plain = key
+            .open(sealed, SNAPSHOT_AAD)
+            .map_err(|e| crate::Error::corrupt(name, e))?;
         serial::decode(&plain, name)
     }
 

@@ -108,7 +108,10 @@ impl Tree {
         let tree: Tree = serial::decode(bytes, &format!("tree {id}"))?;
         if let Tree::Nodes(nodes) = &tree {
             if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
-                return Err(crate::Error::corrupt(format!("tree {id}"), "names not sorted and unique"));
+                return Err(crate::Error::corrupt(
+                    format!("tree {id}"),
+                    "names not sorted and unique",
+                ));
             }
         }
         Ok(tree)
@@ -155,7 +158,10 @@ pub(crate) mod tests {
             device: 6,
             links: 1,
             rdev: 0,
-            xattrs: vec![Xattr { name: b"user.a".to_vec(), value: vec![0xff, 0] }],
+            xattrs: vec![Xattr {
+                name: b"user.a".to_vec(),
+                value: vec![0xff, 0],
+            }],
             target: Vec::new(),
             content: vec![BlobId([9; 32])],
             subtree: None,
@@ -164,7 +170,9 @@ pub(crate) mod tests {
 
     #[test]
     fn split_keeps_order_and_bounds_size() {
-        let nodes: Vec<Node> = (0..1000u32).map(|i| node(format!("{i:05}").as_bytes())).collect();
+        let nodes: Vec<Node> = (0..1000u32)
+            .map(|i| node(format!("{i:05}").as_bytes()))
+            .collect();
         let pieces = split_nodes(nodes.clone(), 4096);
         assert!(pieces.len() > 10);
         for piece in &pieces {

@@ -19,7 +19,9 @@ pub struct Env {
 impl Env {
     /// A fresh scratch area, with no repository yet.
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("temp dir") }
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     /// A scratch area with an initialised repository (cheap key derivation for speed).
@@ -82,7 +84,9 @@ impl Env {
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -129,16 +133,34 @@ pub fn make_tree(root: &Path) {
     std::os::unix::fs::symlink("small.txt", root.join("link")).unwrap();
     std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
     fs::hard_link(root.join("small.txt"), root.join("dir/hardlink")).unwrap();
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap();
-    fs::write(root.join(OsStr::from_bytes(b"caf\xe9-latin1")), b"bytes name").unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(b"caf\xe9-latin1")),
+        b"bytes name",
+    )
+    .unwrap();
     xattr::set(root.join("small.txt"), "user.comment", b"kept").unwrap();
     xattr::set(root.join("dir"), "user.dir", b"\x00\xffbinary").unwrap();
-    fs::set_permissions(root.join("dir/deeper/text.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        root.join("dir/deeper/text.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     fs::set_permissions(root.join("empty"), fs::Permissions::from_mode(0o4755)).unwrap();
     if is_root() {
         use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-        mknod(&root.join("null-device"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(1, 3)).unwrap();
+        mknod(
+            &root.join("null-device"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(1, 3),
+        )
+        .unwrap();
         std::os::unix::fs::lchown(root.join("dir/many-007"), Some(1234), Some(5678)).unwrap();
         std::os::unix::fs::lchown(root.join("link"), Some(4321), Some(8765)).unwrap();
     }
@@ -172,8 +194,16 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     out
 }
 
-fn describe_into(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, inodes: &mut Vec<u64>) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+fn describe_into(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<Vec<u8>, Entry>,
+    inodes: &mut Vec<u64>,
+) {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     for name in names {
         let path = dir.join(&name);
@@ -183,17 +213,30 @@ fn describe_into(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, in
         if ft.is_socket() {
             continue;
         }
-        let kind = format!("{ft:?}").split_whitespace().next().unwrap_or("").to_string();
+        let kind = format!("{ft:?}")
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string();
         let content = if ft.is_file() {
             fs::read(&path).unwrap()
         } else if ft.is_symlink() {
-            fs::read_link(&path).unwrap().as_os_str().as_bytes().to_vec()
+            fs::read_link(&path)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
         } else {
             Vec::new()
         };
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(&path)
             .unwrap()
-            .map(|n| (n.as_bytes().to_vec(), xattr::get(&path, &n).unwrap().unwrap_or_default()))
+            .map(|n| {
+                (
+                    n.as_bytes().to_vec(),
+                    xattr::get(&path, &n).unwrap().unwrap_or_default(),
+                )
+            })
             .collect();
         xattrs.sort();
         let link_group = if ft.is_file() && meta.nlink() > 1 {
@@ -207,7 +250,12 @@ fn describe_into(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, in
         } else {
             0
         };
-        let rel = path.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         out.insert(
             rel,
             Entry {
@@ -233,10 +281,21 @@ fn describe_into(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, in
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
     let want = describe(expected);
     let got = describe(actual);
-    let want_names: Vec<_> = want.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-    let got_names: Vec<_> = got.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let want_names: Vec<_> = want
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let got_names: Vec<_> = got
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     assert_eq!(want_names, got_names, "different paths");
     for (path, entry) in &want {
-        assert_eq!(Some(entry), got.get(path), "difference at {}", String::from_utf8_lossy(path));
+        assert_eq!(
+            Some(entry),
+            got.get(path),
+            "difference at {}",
+            String::from_utf8_lossy(path)
+        );
     }
 }

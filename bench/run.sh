@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Measures cairn against restic, borg and rustic (when installed) on the same data, in one run:
+# first backup of linux/, unchanged re-backup, linux-edit/ as an increment, backup of random.bin,
+# full restore. Wall time, peak RSS and repository size per step. Writes bench/results.md.
+#
+#   bash bench/run.sh            # prepares data and peers if missing (see ../shared/bench)
+#   TOOLS="cairn restic" bash bench/run.sh
+#
+# The data is backed up from a working copy (work/) so that the increment is a real one: the
+# edited tree is rsynced over the copy, changing about 1% of files and leaving the rest (inode,
+# ctime, mtime) untouched, as a user's next backup would see it.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SHARED=${SHARED:-$HERE/../../shared/bench}
+DATA=${BENCH_DATA:-/tmp/cairn-bench-data}
+SCRATCH=${BENCH_SCRATCH:-/tmp/cairn-bench-run}
+PEERS=${PEERS_DIR:-/tmp/cairn-peers}
+export PATH="$PEERS/bin:$PATH"
+
+[ -d "$DATA/linux-edit" ] || BENCH_DATA=$DATA bash "$SHARED/prepare-data.sh"
+command -v restic >/dev/null && command -v borg >/dev/null || bash "$SHARED/install-peers.sh" --no-rustic
+(cd "$HERE/.." && cargo build --release --quiet)
+CAIRN="$HERE/../target/release/cairn"
+
+TOOLS=${TOOLS:-"cairn restic borg rustic"}
+command -v rustic >/dev/null || TOOLS=${TOOLS//rustic/}
+
+export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+
+rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
+RESULTS="$SCRATCH/results.tsv"
+: > "$RESULTS"
+
+# The VMs return freed pages to the host; the first write into a fresh page is slow. Touch and
+# free a few GiB before each timed step so every contender starts alike.
+settle() { python3 -c "b=bytearray(3<<30)" ; sync; }
+
+# timed TOOL STEP CMD...: runs CMD, records wall seconds and peak RSS (MB).
+timed() {
+  local tool=$1 step=$2; shift 2
+  settle
+  local out="$SCRATCH/time.$tool.$step"
+  /usr/bin/time -f "%e %M" -o "$out" "$@" > "$SCRATCH/log.$tool.$step" 2>&1 ||
+    { echo "$tool $step failed:"; tail -5 "$SCRATCH/log.$tool.$step"; return 1; }
+  read -r secs kb < "$out"
+  printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$secs" "$((kb / 1024))" >> "$RESULTS"
+  printf '%-7s %-12s %7.2f s %6d MB\n' "$tool" "$step" "$secs" "$((kb / 1024))"
+}
+
+repo_size() { du -sm "$SCRATCH/repo-$1" | cut -f1; }
+
+WORK="$SCRATCH/work"
+reset_work() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$DATA/linux" "$WORK/linux"; }
+
+for tool in $TOOLS; do
+  R="$SCRATCH/repo-$tool"
+  reset_work
+  case $tool in
+    cairn)
+      "$CAIRN" -r "$R" init -q
+      b()  { "$CAIRN" -q -r "$R" backup "$@"; }
+      rs() { "$CAIRN" -q -r "$R" restore "$1" --target "$2"; }
+      first_id() { "$CAIRN" -r "$R" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
+    restic)
+      restic -r "$R" init -q
+      b()  { restic -r "$R" backup -q "$@"; }
+      rs() { restic -r "$R" restore -q "$1" --target "$2"; }
+      first_id() { restic -r "$R" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
+    borg)
+      borg init -e repokey "$R"
+      n=0
+      b()  { n=$((n + 1)); borg create --compression zstd,3 "$R::s$n" "$@"; }
+      rs() { (mkdir -p "$2" && cd "$2" && borg extract "$R::$1"); }
+      first_id() { echo s1; } ;;
+    rustic)
+      rustic -r "$R" init >/dev/null 2>&1
+      b()  { rustic -r "$R" backup "$@"; }
+      rs() { rustic -r "$R" restore "$1" "$2"; }
+      first_id() { rustic -r "$R" snapshots --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0][1][0]["id"] if isinstance(d[0],list) else d[0]["id"])'; } ;;
+  esac
+  timed "$tool" first-backup b "$WORK/linux"
+  printf '%s\t%s\t%s\t%s\n' "$tool" repo-size-MB "$(repo_size "$tool")" - >> "$RESULTS"
+  timed "$tool" unchanged b "$WORK/linux"
+  rsync -a --delete "$DATA/linux-edit/" "$WORK/linux/"
+  timed "$tool" increment b "$WORK/linux"
+  timed "$tool" random.bin b "$DATA/random.bin"
+  id=$(first_id)
+  rm -rf "$SCRATCH/restore"
+  timed "$tool" restore rs "$id" "$SCRATCH/restore"
+  rm -rf "$SCRATCH/restore"
+done
+rm -rf "$WORK"
+
+python3 - "$RESULTS" "$HERE/results.md" <<'PY'
+import sys, collections, platform, subprocess, datetime
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+tools = list(dict.fromkeys(r[0] for r in rows))
+steps = ["first-backup", "unchanged", "increment", "random.bin", "restore"]
+val = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+out = [f"Measured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
+       f"Linux {platform.release()}; repositories and data on the same disk, page cache warm.", "",
+       "| step | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
+for step in steps:
+    out.append(f"| {step} (s / peak MB) | " + " | ".join(
+        f"{val[(t, step)][0]} / {val[(t, step)][1]}" if (t, step) in val else "–" for t in tools) + " |")
+out.append("| repository after first backup (MB) | " + " | ".join(val.get((t, "repo-size-MB"), ("–",))[0] for t in tools) + " |")
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY
