@@ -157,10 +157,9 @@ impl Packer {
                 std::thread::spawn(move || {
                     for pack in rx {
                         // After a failure keep draining, so producers never block on a dead queue.
-                        if shared.error.lock().is_none() {
-                            if let Err(e) = shared.store(pack) {
-                                shared.fail(e);
-                            }
+                        let healthy = shared.error.lock().is_none();
+                        if healthy && let Err(e) = shared.store(pack) {
+                            shared.fail(e);
                         }
                     }
                 })

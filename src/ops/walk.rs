@@ -49,11 +49,6 @@ pub fn resolve(
         };
         node = Some(found);
     }
-    if let Some(n) = &node {
-        if n.kind != NodeKind::Dir {
-            nodes = vec![n.clone()];
-        }
-    }
     Ok(Start { nodes, node })
 }
 

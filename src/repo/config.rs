@@ -45,7 +45,7 @@ impl Default for Params {
 impl Params {
     /// Rejects parameters the chunker or pack format cannot honour.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let even = |v: u32| v % 2 == 0;
+        let even = |v: u32| v.is_multiple_of(2);
         let chunks_ok = (64..=1 << 20).contains(&self.chunk_min)
             && (256..=4 << 20).contains(&self.chunk_avg)
             && (1024..=16 << 20).contains(&self.chunk_max)

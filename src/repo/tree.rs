@@ -106,13 +106,13 @@ impl Tree {
     /// Parses a tree blob's plaintext; `id` names it in errors.
     pub fn decode(bytes: &[u8], id: &BlobId) -> Result<Tree> {
         let tree: Tree = serial::decode(bytes, &format!("tree {id}"))?;
-        if let Tree::Nodes(nodes) = &tree {
-            if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
-                return Err(crate::Error::corrupt(
-                    format!("tree {id}"),
-                    "names not sorted and unique",
-                ));
-            }
+        if let Tree::Nodes(nodes) = &tree
+            && nodes.windows(2).any(|w| w[0].name >= w[1].name)
+        {
+            return Err(crate::Error::corrupt(
+                format!("tree {id}"),
+                "names not sorted and unique",
+            ));
         }
         Ok(tree)
     }
