@@ -322,3 +322,122 @@ fn password_file_is_read() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn unreadable_file_is_a_warning_the_snapshot_commits_and_exit_is_3() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("readable"), b"fine").unwrap();
+    fs::write(src.join("secret"), b"hidden").unwrap();
+    fs::set_permissions(
+        src.join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let mut cmd = env.command(&["backup", src.to_str().unwrap()]);
+    if common::is_root() {
+        // Root reads everything: run as nobody, with the scratch area opened up for it.
+        for dir in [env.dir.path(), &env.repo(), &src] {
+            fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        }
+        for sub in ["keys", "data", "index", "snapshots"] {
+            let dir = env.repo().join(sub);
+            fs::create_dir_all(&dir).unwrap();
+            fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        }
+        for key in env
+            .repo_files("keys")
+            .iter()
+            .chain([env.repo().join("config")].iter())
+        {
+            fs::set_permissions(key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        }
+        let program = cmd.get_program().to_owned();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut wrapped = std::process::Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .args(args);
+        wrapped
+            .env("CAIRN_REPOSITORY", env.repo())
+            .env("CAIRN_PASSWORD", "correct horse");
+        cmd = wrapped;
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("secret") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "the snapshot committed");
+    assert_eq!(snaps[0]["summary"]["warnings"], 1);
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(fs::read(target.join("src/readable")).unwrap(), b"fine");
+}
+
+#[test]
+fn one_file_system_does_not_descend_into_other_mounts() {
+    if !common::is_root() {
+        eprintln!("needs root to mount a tmpfs inside the source tree");
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let mnt = src.join("other-fs");
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(src.join("here"), b"x").unwrap();
+    assert!(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::write(mnt.join("elsewhere"), b"y").unwrap();
+    let listing = std::panic::catch_unwind(|| {
+        env.ok(&["backup", "--one-file-system", src.to_str().unwrap()]);
+        env.ok(&["ls", "latest"])
+    });
+    std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    let listing = listing.unwrap();
+    assert!(
+        listing.lines().any(|l| l == "/src/other-fs"),
+        "the mount point itself is kept: {listing}"
+    );
+    assert!(!listing.contains("elsewhere"), "{listing}");
+    assert!(listing.contains("/src/here"));
+}
+
+#[test]
+fn cat_and_stats_describe_the_repository() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("file"), b"some content").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let config = env.json(&["cat", "config"]);
+    assert_eq!(config["version"], 1);
+    assert_eq!(config["pack_size"], 16 << 20);
+    let snap = env.json(&["cat", "snapshot", "latest"]);
+    let root = env.json(&["cat", "tree", snap["tree"].as_str().unwrap()]);
+    assert_eq!(root["nodes"][0]["name"], "src");
+    let dir = env.json(&["cat", "tree", root["nodes"][0]["subtree"].as_str().unwrap()]);
+    let blob = dir["nodes"][0]["content"][0].as_str().unwrap().to_string();
+    assert_eq!(env.ok(&["cat", "blob", &blob]), "some content");
+    let index = env.repo_files("index").remove(0);
+    let segment = env.json(&["cat", "index", index.file_name().unwrap().to_str().unwrap()]);
+    assert!(!segment["packs"].as_array().unwrap().is_empty());
+    let stats = env.json(&["stats"]);
+    assert_eq!(stats["snapshots"], 1);
+    assert_eq!(stats["data_blobs"], 1);
+    assert!(stats["raw_bytes"].as_u64().unwrap() >= 12);
+}

@@ -248,6 +248,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_blobs_pack_verify_and_read_back(blobs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3000), 1..12)) {
+            let key = MasterKey::new(MasterSecrets::generate());
+            let slices: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+            let pack = pack_of(&key, &slices);
+            verify_pack(&key, &pack).unwrap();
+            let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
+            for (entry, data) in header.iter().zip(&blobs) {
+                let sealed = &pack.bytes[entry.offset as usize..(entry.offset + entry.sealed_len) as usize];
+                proptest::prop_assert_eq!(&open_blob(&key, &entry.meta(), sealed).unwrap(), data);
+            }
+        }
+
+        #[test]
+        fn pack_parser_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let key = MasterKey::new(MasterSecrets::generate());
+            let _ = read_header(&key, &PackId::default(), &bytes);
+        }
+    }
+
     #[test]
     fn truncated_pack_is_an_error_not_a_panic() {
         let key = MasterKey::new(MasterSecrets::generate());
