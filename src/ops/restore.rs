@@ -141,23 +141,18 @@ pub fn restore(
         },
     )?;
 
-    // Create the files at their final size (holes where nothing is written) and map blobs.
+    // Map blobs to where they go. A file of one blob is created when its blob arrives; others are
+    // created now at their final size (holes wherever nothing is written).
     let mut targets: HashMap<BlobId, Vec<(u32, u64)>> = HashMap::new();
     let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     let mut total = 0u64;
+    let unrestorable = Mutex::new(std::collections::HashSet::new());
     for (i, file) in files.iter().enumerate() {
-        let created = File::create(&file.path).and_then(|f| f.set_len(file.node.size));
-        if let Err(e) = created {
-            fail(format!("{}: {e}", file.path.display()));
-            continue;
-        }
         let mut offset = 0u64;
         for id in &file.node.content {
             let Some(at) = index.get(id) else {
-                fail(format!(
-                    "{}: blob {id} is not in the index",
-                    file.path.display()
-                ));
+                fail(format!("{}: blob {id} is not in the index", file.path.display()));
+                unrestorable.lock().insert(i);
                 break;
             };
             let uses = targets.entry(*id).or_default();
@@ -169,54 +164,45 @@ pub fn restore(
         }
         total += offset;
     }
+    files.par_iter().enumerate().filter(|(_, f)| f.node.content.len() != 1).for_each(|(i, file)| {
+        if let Err(e) = File::create(&file.path).and_then(|f| f.set_len(file.node.size)) {
+            fail(format!("{}: {e}", file.path.display()));
+            unrestorable.lock().insert(i);
+        }
+    });
     progress.total.store(total, Ordering::Relaxed);
 
     // Fetch: each pack once, its blobs verified and written wherever they belong.
     let packs: Vec<(PackId, Vec<PackEntry>)> = by_pack.into_iter().collect();
     packs.par_iter().try_for_each(|(pack, wanted)| {
-        let result = for_each_blob(
-            repo,
-            pack,
-            wanted.clone(),
-            opts.read_window,
-            |entry, plain| {
-                let uses = &targets[&entry.id];
-                let data = match plain {
-                    Ok(data) => data,
-                    Err(e) => {
-                        let users: Vec<String> = uses
-                            .iter()
-                            .map(|(i, _)| files[*i as usize].path.display().to_string())
-                            .collect();
-                        fail(format!("{e} (needed by {})", users.join(", ")));
-                        return Ok(());
-                    }
-                };
-                let runs = non_zero_runs(&data);
-                for &(i, offset) in uses {
-                    let path = &files[i as usize].path;
-                    if !runs.is_empty() {
-                        let written = OpenOptions::new().write(true).open(path).and_then(|f| {
-                            runs.iter().try_for_each(|r| {
-                                f.write_all_at(&data[r.clone()], offset + r.start as u64)
-                            })
-                        });
-                        if let Err(e) = written {
-                            fail(format!("{}: {e}", path.display()));
-                        }
-                    }
-                    progress
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let result = for_each_blob(repo, pack, wanted.clone(), opts.read_window, |entry, plain| {
+            let uses = &targets[&entry.id];
+            let data = match plain {
+                Ok(data) => data,
+                Err(e) => {
+                    let users: Vec<String> = uses.iter().map(|(i, _)| files[*i as usize].path.display().to_string()).collect();
+                    fail(format!("{e} (needed by {})", users.join(", ")));
+                    unrestorable.lock().extend(uses.iter().map(|(i, _)| *i as usize));
+                    return Ok(());
                 }
-                Ok(())
-            },
-        );
+            };
+            let runs = non_zero_runs(&data);
+            for &(i, offset) in uses {
+                let file = &files[i as usize];
+                if let Err(e) = write_blob(file, &data, &runs, offset) {
+                    fail(format!("{}: {e}", file.path.display()));
+                    unrestorable.lock().insert(i as usize);
+                }
+                progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        });
         result.or_else(|e: Error| {
             fail(format!("pack {pack}: {e}"));
             Ok::<(), Error>(())
         })
     })?;
+    let unrestorable = unrestorable.into_inner();
 
     // Everything else, then hard links, then metadata, directories last and deepest first.
     for (dest, node) in &others {
@@ -231,7 +217,7 @@ pub fn restore(
         }
     }
     let as_root = nix::unistd::geteuid().is_root();
-    files.par_iter().for_each(|f| {
+    files.par_iter().enumerate().filter(|(i, _)| !unrestorable.contains(i)).for_each(|(_, f)| {
         if let Err(e) = apply_metadata(&f.path, &f.node, as_root) {
             fail(format!("{}: {e}", f.path.display()));
         }
@@ -266,6 +252,20 @@ pub fn restore(
     outcome.bytes = total;
     outcome.errors = errors.into_inner();
     Ok(outcome)
+}
+
+/// Writes one blob's non-zero `runs` at `offset` of `file`. A file made of this one blob is
+/// created here, in one open; larger files were created at their final size beforehand.
+fn write_blob(file: &PlannedFile, data: &[u8], runs: &[std::ops::Range<usize>], offset: u64) -> io::Result<()> {
+    let whole = file.node.content.len() == 1;
+    let handle = if whole { File::create(&file.path)? } else { OpenOptions::new().write(true).open(&file.path)? };
+    for run in runs {
+        handle.write_all_at(&data[run.clone()], offset + run.start as u64)?;
+    }
+    if whole && runs.last().is_none_or(|r| r.end < data.len()) {
+        handle.set_len(file.node.size)?;
+    }
+    Ok(())
 }
 
 /// Zero blocks smaller than this are written anyway: a hole costs a block either way.
