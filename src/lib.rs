@@ -1,11 +1,12 @@
 //! cairn: a deduplicating, compressing, encrypting backup repository.
 //!
-//! Layers, one direction: `cli → ops → ingest, fetch → repo → backend`. The repository format is
+//! Layers, one direction: `cli → ops, fs → ingest, fetch → repo → backend`. The repository format is
 //! written down in `docs/FORMAT.md`; this crate is the reference implementation of it.
 
 pub mod backend;
 pub mod error;
 pub mod fetch;
+pub mod fs;
 pub mod ingest;
 pub mod ops;
 pub mod repo;

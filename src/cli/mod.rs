@@ -7,6 +7,7 @@ mod cat;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod restore;
 mod snapshots;
 mod stats;
@@ -60,6 +61,8 @@ enum Command {
     Ls(ls::Args),
     /// Restore a snapshot, or a path in it, into a directory.
     Restore(restore::Args),
+    /// Serve snapshots as a read-only file system (FUSE), in the foreground.
+    Mount(mount::Args),
     /// Print a repository object as JSON (config, snapshot, tree, blob, index).
     Cat(cat::Args),
     /// Show repository statistics.
@@ -207,11 +210,13 @@ pub fn split_snapshot_path(spec: &str) -> (&str, &str) {
 /// Runs the command line; returns the exit code.
 pub fn run() -> Result<u8> {
     let cli = Cli::parse();
-    let level = std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into());
+    // fuser warns when its own unmount finds the file system already unmounted by ours.
+    let level = std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn,fuser=error".into());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(level).unwrap_or_default())
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
     let globals = Globals {
@@ -226,6 +231,7 @@ pub fn run() -> Result<u8> {
         Command::Snapshots(args) => snapshots::run(&globals, args),
         Command::Ls(args) => ls::run(&globals, args),
         Command::Restore(args) => restore::run(&globals, args),
+        Command::Mount(args) => mount::run(&globals, args),
         Command::Cat(args) => cat::run(&globals, args),
         Command::Stats(args) => stats::run(&globals, args),
         Command::Key(args) => key::run(&globals, args),

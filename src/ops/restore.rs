@@ -151,7 +151,10 @@ pub fn restore(
         let mut offset = 0u64;
         for id in &file.node.content {
             let Some(at) = index.get(id) else {
-                fail(format!("{}: blob {id} is not in the index", file.path.display()));
+                fail(format!(
+                    "{}: blob {id} is not in the index",
+                    file.path.display()
+                ));
                 unrestorable.lock().insert(i);
                 break;
             };
@@ -164,39 +167,56 @@ pub fn restore(
         }
         total += offset;
     }
-    files.par_iter().enumerate().filter(|(_, f)| f.node.content.len() != 1).for_each(|(i, file)| {
-        if let Err(e) = File::create(&file.path).and_then(|f| f.set_len(file.node.size)) {
-            fail(format!("{}: {e}", file.path.display()));
-            unrestorable.lock().insert(i);
-        }
-    });
+    files
+        .par_iter()
+        .enumerate()
+        .filter(|(_, f)| f.node.content.len() != 1)
+        .for_each(|(i, file)| {
+            if let Err(e) = File::create(&file.path).and_then(|f| f.set_len(file.node.size)) {
+                fail(format!("{}: {e}", file.path.display()));
+                unrestorable.lock().insert(i);
+            }
+        });
     progress.total.store(total, Ordering::Relaxed);
 
     // Fetch: each pack once, its blobs verified and written wherever they belong.
     let packs: Vec<(PackId, Vec<PackEntry>)> = by_pack.into_iter().collect();
     packs.par_iter().try_for_each(|(pack, wanted)| {
-        let result = for_each_blob(repo, pack, wanted.clone(), opts.read_window, |entry, plain| {
-            let uses = &targets[&entry.id];
-            let data = match plain {
-                Ok(data) => data,
-                Err(e) => {
-                    let users: Vec<String> = uses.iter().map(|(i, _)| files[*i as usize].path.display().to_string()).collect();
-                    fail(format!("{e} (needed by {})", users.join(", ")));
-                    unrestorable.lock().extend(uses.iter().map(|(i, _)| *i as usize));
-                    return Ok(());
+        let result = for_each_blob(
+            repo,
+            pack,
+            wanted.clone(),
+            opts.read_window,
+            |entry, plain| {
+                let uses = &targets[&entry.id];
+                let data = match plain {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let users: Vec<String> = uses
+                            .iter()
+                            .map(|(i, _)| files[*i as usize].path.display().to_string())
+                            .collect();
+                        fail(format!("{e} (needed by {})", users.join(", ")));
+                        unrestorable
+                            .lock()
+                            .extend(uses.iter().map(|(i, _)| *i as usize));
+                        return Ok(());
+                    }
+                };
+                let runs = non_zero_runs(&data);
+                for &(i, offset) in uses {
+                    let file = &files[i as usize];
+                    if let Err(e) = write_blob(file, &data, &runs, offset) {
+                        fail(format!("{}: {e}", file.path.display()));
+                        unrestorable.lock().insert(i as usize);
+                    }
+                    progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-            };
-            let runs = non_zero_runs(&data);
-            for &(i, offset) in uses {
-                let file = &files[i as usize];
-                if let Err(e) = write_blob(file, &data, &runs, offset) {
-                    fail(format!("{}: {e}", file.path.display()));
-                    unrestorable.lock().insert(i as usize);
-                }
-                progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         result.or_else(|e: Error| {
             fail(format!("pack {pack}: {e}"));
             Ok::<(), Error>(())
@@ -217,11 +237,15 @@ pub fn restore(
         }
     }
     let as_root = nix::unistd::geteuid().is_root();
-    files.par_iter().enumerate().filter(|(i, _)| !unrestorable.contains(i)).for_each(|(_, f)| {
-        if let Err(e) = apply_metadata(&f.path, &f.node, as_root) {
-            fail(format!("{}: {e}", f.path.display()));
-        }
-    });
+    files
+        .par_iter()
+        .enumerate()
+        .filter(|(i, _)| !unrestorable.contains(i))
+        .for_each(|(_, f)| {
+            if let Err(e) = apply_metadata(&f.path, &f.node, as_root) {
+                fail(format!("{}: {e}", f.path.display()));
+            }
+        });
     for (dest, node) in others.iter().filter(|(_, n)| n.kind != NodeKind::Socket) {
         if let Err(e) = apply_metadata(dest, node, as_root) {
             fail(format!("{}: {e}", dest.display()));
@@ -256,9 +280,18 @@ pub fn restore(
 
 /// Writes one blob's non-zero `runs` at `offset` of `file`. A file made of this one blob is
 /// created here, in one open; larger files were created at their final size beforehand.
-fn write_blob(file: &PlannedFile, data: &[u8], runs: &[std::ops::Range<usize>], offset: u64) -> io::Result<()> {
+fn write_blob(
+    file: &PlannedFile,
+    data: &[u8],
+    runs: &[std::ops::Range<usize>],
+    offset: u64,
+) -> io::Result<()> {
     let whole = file.node.content.len() == 1;
-    let handle = if whole { File::create(&file.path)? } else { OpenOptions::new().write(true).open(&file.path)? };
+    let handle = if whole {
+        File::create(&file.path)?
+    } else {
+        OpenOptions::new().write(true).open(&file.path)?
+    };
     for run in runs {
         handle.write_all_at(&data[run.clone()], offset + run.start as u64)?;
     }

@@ -1,0 +1,449 @@
+//! The read-only view, mounted for real: copies out of it equal the source, random and
+//! concurrent reads are exact, no cache size limits what can be read, damage fails only the
+//! reads that touch it, new snapshots appear, and unmounting leaves nothing behind.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Env, assert_same_tree, make_tree, pseudo_random};
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `cairn mount`.
+struct Mounted {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.to_str().unwrap();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(dir))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Mounted {
+    fn start(env: &Env, args: &[&str]) -> Mounted {
+        let dir = env.path("mnt");
+        fs::create_dir_all(&dir).unwrap();
+        let log = env.path("mount.log");
+        let mut all = vec!["mount", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let child = env
+            .command(&all)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("cairn mount starts");
+        let mut mounted = Mounted {
+            child: Some(child),
+            dir,
+            log,
+        };
+        wait_for("the mount", || {
+            if let Some(status) = mounted.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "cairn mount exited with {status}: {}",
+                    fs::read_to_string(&mounted.log).unwrap_or_default()
+                );
+            }
+            is_mounted(&mounted.dir)
+        });
+        mounted
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and insists the process ends by itself and the mount is gone.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "cairn mount did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "exit status {status}: {}", self.log());
+        assert!(!is_mounted(&self.dir), "mount left behind");
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+fn backed_up_tree() -> (Env, PathBuf) {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    (env, src)
+}
+
+#[test]
+fn cp_a_of_a_snapshot_equals_the_source_in_bytes_and_metadata() {
+    let (env, src) = backed_up_tree();
+    let mnt = Mounted::start(&env, &[]);
+    let out = env.path("copied");
+    fs::create_dir_all(&out).unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(mnt.dir.join("latest/src"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    let cp_err = String::from_utf8_lossy(&cp.stderr);
+    // cp cannot re-create a socket's listener; everything else must copy cleanly.
+    assert!(
+        cp.status.success() || cp_err.lines().all(|l| l.contains("socket")),
+        "{cp_err}"
+    );
+    assert_same_tree(&src, &out.join("src"));
+    // The same snapshot by id, by host, and the hard links share an inode in the mount.
+    let snaps = env.json(&["snapshots"]);
+    let short = snaps[0]["short_id"].as_str().unwrap();
+    assert_eq!(
+        fs::read(mnt.dir.join("ids").join(short).join("src/small.txt")).unwrap(),
+        b"hello, world\n"
+    );
+    let host = snaps[0]["hostname"].as_str().unwrap();
+    assert_eq!(
+        fs::read_dir(mnt.dir.join("hosts").join(host))
+            .unwrap()
+            .count(),
+        1
+    );
+    let a = fs::metadata(mnt.dir.join("latest/src/small.txt")).unwrap();
+    let b = fs::metadata(mnt.dir.join("latest/src/dir/hardlink")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.nlink(), 2);
+    mnt.stop();
+}
+
+#[test]
+fn a_thousand_random_preads_equal_the_source() {
+    let (env, src) = backed_up_tree();
+    let mnt = Mounted::start(&env, &[]);
+    let files = ["dir/big.bin", "dir/deeper/text.txt", "sparse", "small.txt"];
+    let handles: Vec<(fs::File, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            (
+                fs::File::open(mnt.dir.join("latest/src").join(f)).unwrap(),
+                fs::read(src.join(f)).unwrap(),
+            )
+        })
+        .collect();
+    let noise = pseudo_random(99, 1000 * 24);
+    for i in 0..1000 {
+        let word = |k: usize| {
+            u64::from_le_bytes(
+                noise[i * 24 + k * 8..i * 24 + k * 8 + 8]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        let (file, expected) = &handles[(word(0) % handles.len() as u64) as usize];
+        let offset = word(1) % (expected.len() as u64 + 10);
+        let len = (word(2) % (300 << 10)) as usize;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            let n = file.read_at(&mut buf[got..], offset + got as u64).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let start = (offset as usize).min(expected.len());
+        let end = (offset as usize + len).min(expected.len());
+        assert_eq!(
+            &buf[..got],
+            &expected[start..end],
+            "read {i}: offset {offset}, length {len}"
+        );
+    }
+    mnt.stop();
+}
+
+#[test]
+fn eight_threads_reading_same_and_different_files() {
+    let (env, src) = backed_up_tree();
+    let mnt = Mounted::start(&env, &[]);
+    let names = [
+        "dir/big.bin",
+        "dir/deeper/text.txt",
+        "dir/big.bin",
+        "sparse",
+    ];
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (mnt_dir, src) = (&mnt.dir, &src);
+            scope.spawn(move || {
+                let name = names[t % names.len()];
+                for _ in 0..3 {
+                    assert_eq!(
+                        fs::read(mnt_dir.join("latest/src").join(name)).unwrap(),
+                        fs::read(src.join(name)).unwrap()
+                    );
+                }
+            });
+        }
+    });
+    mnt.stop();
+}
+
+#[test]
+fn repository_with_64mib_packs_reads_through_an_8mib_cache() {
+    let env = Env::with_repo(&["--pack-size", "64MiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), pseudo_random(3, 80 << 20)).unwrap();
+    fs::write(src.join("b"), pseudo_random(4, 2 << 20)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, &["--cache-size", "8MiB"]);
+    for name in ["a", "b"] {
+        assert!(
+            fs::read(mnt.dir.join("latest/src").join(name)).unwrap()
+                == fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let rss_kb: u64 = fs::read_to_string(format!("/proc/{}/status", mnt.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+        })
+        .unwrap();
+    assert!(
+        rss_kb < (8 + 64) << 10,
+        "mount peak RSS {rss_kb} kB exceeds cache + 64 MiB"
+    );
+    mnt.stop();
+}
+
+/// The file offsets of `file`'s chunk that lives at `pack_offset` in `pack`.
+fn damaged_range(env: &Env, pack: &str, pack_offset: u64, file: &str) -> (u64, u64) {
+    let snap = env.json(&["cat", "snapshot", "latest"]);
+    let root = env.json(&["cat", "tree", snap["tree"].as_str().unwrap()]);
+    let dir = env.json(&["cat", "tree", root["nodes"][0]["subtree"].as_str().unwrap()]);
+    let node = dir["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == file)
+        .unwrap()
+        .clone();
+    let mut blobs = std::collections::HashMap::new();
+    for index in env.repo_files("index") {
+        let segment = env.json(&["cat", "index", index.file_name().unwrap().to_str().unwrap()]);
+        for p in segment["packs"].as_array().unwrap() {
+            for b in p["blobs"].as_array().unwrap() {
+                blobs.insert(
+                    b["id"].as_str().unwrap().to_string(),
+                    (p["pack"].as_str().unwrap().to_string(), b.clone()),
+                );
+            }
+        }
+    }
+    let mut offset = 0;
+    for id in node["content"].as_array().unwrap() {
+        let (p, b) = &blobs[id.as_str().unwrap()];
+        let raw = b["raw_len"].as_u64().unwrap();
+        let (start, len) = (
+            b["offset"].as_u64().unwrap(),
+            b["sealed_len"].as_u64().unwrap(),
+        );
+        if p == pack && (start..start + len).contains(&pack_offset) {
+            return (offset, offset + raw);
+        }
+        offset += raw;
+    }
+    panic!("no chunk of {file} at {pack}:{pack_offset}");
+}
+
+#[test]
+fn bit_flipped_pack_fails_exactly_the_reads_of_the_damaged_chunk() {
+    let env = Env::with_repo(&[
+        "--chunk-min",
+        "64KiB",
+        "--chunk-avg",
+        "128KiB",
+        "--chunk-max",
+        "256KiB",
+    ]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = pseudo_random(11, 2 << 20);
+    fs::write(src.join("file"), &data).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let pack = env
+        .repo_files("data")
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let pack_id = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let flip_at = fs::metadata(&pack).unwrap().len() / 3;
+    let (bad_start, bad_end) = damaged_range(&env, &pack_id, flip_at, "file");
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[flip_at as usize] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+
+    let mnt = Mounted::start(&env, &[]);
+    // No readahead: each 4 KiB read is one request, so failures show at their true extent.
+    let dev = fs::metadata(&mnt.dir).unwrap().dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    fs::write(&bdi, "0").unwrap();
+    let file = fs::File::open(mnt.dir.join("latest/src/file")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for block in 0..(data.len() / 4096) as u64 {
+        let offset = block * 4096;
+        let touches_damage = offset < bad_end && offset + 4096 > bad_start;
+        match file.read_at(&mut buf, offset) {
+            Ok(n) => {
+                assert!(
+                    !touches_damage,
+                    "block at {offset} inside damaged {bad_start}..{bad_end} was served"
+                );
+                assert_eq!(&buf[..n], &data[offset as usize..offset as usize + n]);
+            }
+            Err(e) => {
+                assert!(
+                    touches_damage,
+                    "block at {offset} outside damaged {bad_start}..{bad_end} failed: {e}"
+                );
+                assert_eq!(e.raw_os_error(), Some(libc::EIO));
+            }
+        }
+    }
+    let log = mnt.log();
+    assert!(
+        log.contains(&pack_id) && log.contains("src/file") && log.contains("blob "),
+        "{log}"
+    );
+    mnt.stop();
+}
+
+#[test]
+fn snapshot_made_while_mounted_appears_without_remounting() {
+    let (env, src) = backed_up_tree();
+    let mnt = Mounted::start(&env, &[]);
+    assert_eq!(fs::read_dir(mnt.dir.join("snapshots")).unwrap().count(), 1);
+    fs::write(src.join("added-later"), b"new").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    wait_for("the new snapshot", || {
+        fs::read_dir(mnt.dir.join("snapshots")).unwrap().count() == 2
+    });
+    wait_for("latest to move", || {
+        fs::read(mnt.dir.join("latest/src/added-later")).is_ok_and(|b| b == b"new")
+    });
+    mnt.stop();
+}
+
+#[test]
+fn one_snapshot_path_mounted_as_the_root() {
+    let (env, src) = backed_up_tree();
+    let mnt = Mounted::start(&env, &["latest:src/dir"]);
+    assert_eq!(
+        fs::read(mnt.dir.join("deeper/text.txt")).unwrap(),
+        fs::read(src.join("dir/deeper/text.txt")).unwrap()
+    );
+    assert!(!mnt.dir.join("snapshots").exists());
+    mnt.stop();
+}
+
+#[test]
+fn directory_of_100000_entries_lists_completely() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let big = src.join("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..100_000 {
+        fs::File::create(big.join(format!("f{i:06}"))).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, &[]);
+    let mut names: Vec<String> = fs::read_dir(mnt.dir.join("latest/src/big"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 100_000);
+    assert_eq!(names[0], "f000000");
+    assert_eq!(names[99_999], "f099999");
+    mnt.stop();
+}
+
+#[test]
+fn fusermount_unmount_ends_the_process() {
+    let (env, _src) = backed_up_tree();
+    let mut mnt = Mounted::start(&env, &[]);
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = mnt.child.take().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "process outlived its mount"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_mounted(&mnt.dir));
+}

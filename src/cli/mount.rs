@@ -1,0 +1,156 @@
+//! `cairn mount DIR [SNAP[:PATH]]`: serve snapshots as a read-only file system, in the
+//! foreground, until Ctrl-C, SIGTERM or `fusermount3 -u DIR`.
+
+use crate::cli::{Globals, parse_size, split_snapshot_path};
+use anyhow::{Context, Result, bail};
+use cairn::fs::view::{Scope, View, ViewOptions, snapshot_root};
+use cairn::ops::walk::resolve;
+use cairn::repo::tree::NodeKind;
+use fuser::{MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Options of `mount`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Empty directory to mount on.
+    dir: PathBuf,
+    /// Mount only this snapshot (id prefix, `latest`, `latest~N`), or a directory in it (`:PATH`).
+    snapshot: Option<String>,
+    /// Memory for verified file chunks; reads larger than this still work.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    cache_size: u64,
+    /// Let other users (and root) see the mount; needs `user_allow_other` for non-root users.
+    #[arg(long)]
+    allow_other: bool,
+}
+
+/// How long a signalled stop waits for the session to end by itself.
+const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Unmounts `dir`, lazily so busy files do not keep the process alive.
+fn unmount(dir: &Path) {
+    if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(dir)
+            .status();
+    }
+}
+
+/// Raises the kernel's readahead for the mount to 1 MiB (its FUSE cap), when permitted, so
+/// sequential reads arrive in large requests rather than 128 KiB ones.
+fn raise_readahead(dir: &Path) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let dev = meta.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    if let Err(e) = std::fs::write(&path, "1024") {
+        tracing::debug!("cannot raise readahead ({path}): {e}");
+    }
+}
+
+/// Runs `mount`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    // Block the stop signals before any thread starts, so every thread inherits the mask and
+    // only the waiter below receives them.
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+
+    if !args.dir.is_dir() {
+        bail!("{} is not a directory", args.dir.display());
+    }
+    let repo = globals.open()?;
+    let scope = match &args.snapshot {
+        None => Scope::All,
+        Some(spec) => {
+            let (spec, path) = split_snapshot_path(spec);
+            let (id, snapshot) = repo.find_snapshot(spec)?;
+            let node = if path.trim_matches('/').is_empty() {
+                snapshot_root(
+                    &id.short(),
+                    &snapshot,
+                    (
+                        nix::unistd::geteuid().as_raw(),
+                        nix::unistd::getegid().as_raw(),
+                    ),
+                )
+            } else {
+                let index = repo.load_index()?;
+                let start = resolve(&repo, &index, &snapshot, Path::new(path))?;
+                match start.node {
+                    Some(node) if node.kind == NodeKind::Dir => node,
+                    _ => bail!("{path} is not a directory in snapshot {}", id.short()),
+                }
+            };
+            Scope::One { snapshot: id, node }
+        }
+    };
+    let opts = ViewOptions {
+        cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+        ..ViewOptions::default()
+    };
+    let view = View::new(repo, scope, opts)?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("cairn".into()),
+        MountOption::Subtype("cairn".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    config.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    let session = fuser::spawn_mount(view, &args.dir, &config).with_context(|| {
+        format!(
+            "mounting on {} (is fuse3 installed and /dev/fuse available?)",
+            args.dir.display()
+        )
+    })?;
+    raise_readahead(&args.dir);
+    if !globals.quiet {
+        eprintln!(
+            "serving on {}; Ctrl-C or `fusermount3 -u {}` to unmount",
+            args.dir.display(),
+            args.dir.display()
+        );
+    }
+    let dir = args.dir.clone();
+    let quiet = globals.quiet;
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            unmount(&dir);
+            // A lazy unmount waits for open files to close before the session ends. Do not
+            // wait for them: when this process exits the kernel aborts the connection, and
+            // those files fail with ENOTCONN instead of keeping a stopped mount alive.
+            std::thread::sleep(UNMOUNT_GRACE);
+            if !quiet {
+                eprintln!(
+                    "unmounted {} (files still open there were closed)",
+                    dir.display()
+                );
+            }
+            std::process::exit(0);
+        }
+    });
+    session.join().context("file system session")?;
+    if !globals.quiet {
+        eprintln!("unmounted {}", args.dir.display());
+    }
+    Ok(0)
+}

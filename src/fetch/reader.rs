@@ -1,0 +1,112 @@
+//! Verified reads at any offset of a file stored as a list of chunks. A read that straddles
+//! chunk boundaries is joined from each chunk; every chunk comes through the shared cache, so
+//! it is verified once and then served from memory. Sequential readers get the next chunks
+//! fetched ahead of them in parallel.
+
+use crate::error::{Error, Result};
+use crate::fetch::cache::{BlobCache, Plain};
+use crate::repo::Repository;
+use crate::repo::ids::BlobId;
+use crate::repo::index::Index;
+use std::sync::Arc;
+
+/// Everything a reader needs to turn a blob id into verified plaintext.
+pub struct Fetcher {
+    /// The repository.
+    pub repo: Arc<Repository>,
+    /// The cache of verified plaintext.
+    pub cache: Arc<BlobCache>,
+}
+
+impl Fetcher {
+    /// The verified plaintext of `id`, from the cache or the repository.
+    pub fn blob(&self, index: &Index, id: &BlobId) -> Result<Plain> {
+        self.cache.get_or_fetch(*id, || {
+            let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
+            self.repo.read_blob(&at)
+        })
+    }
+}
+
+/// One file's chunks and where each starts.
+pub struct FileReader {
+    content: Vec<BlobId>,
+    /// `starts[i]` is the offset of chunk `i`; `starts[len]` is the file size.
+    starts: Vec<u64>,
+}
+
+impl FileReader {
+    /// A reader over `content`, with chunk sizes from the index.
+    pub fn new(index: &Index, content: &[BlobId]) -> Result<FileReader> {
+        let mut starts = Vec::with_capacity(content.len() + 1);
+        let mut offset = 0u64;
+        for id in content {
+            starts.push(offset);
+            offset += u64::from(index.get(id).ok_or(Error::MissingBlob(*id))?.entry.raw_len);
+        }
+        starts.push(offset);
+        Ok(FileReader {
+            content: content.to_vec(),
+            starts,
+        })
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        *self.starts.last().expect("never empty")
+    }
+
+    /// The chunk holding byte `offset`.
+    pub fn chunk_at(&self, offset: u64) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The ids of chunks `from..to` (clamped to the file).
+    pub fn chunks(&self, from: usize, to: usize) -> &[BlobId] {
+        &self.content[from.min(self.content.len())..to.min(self.content.len())]
+    }
+
+    /// Reads up to `size` bytes at `offset`. On a damaged chunk the error says which chunk
+    /// offset failed, so the caller can name it.
+    pub fn read_at(
+        &self,
+        fetcher: &Fetcher,
+        index: &Index,
+        offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, ReadError> {
+        let end = (offset + size as u64).min(self.size());
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        if offset >= end {
+            return Ok(out);
+        }
+        let mut i = self.chunk_at(offset);
+        while i < self.content.len() && self.starts[i] < end {
+            let plain = fetcher
+                .blob(index, &self.content[i])
+                .map_err(|error| ReadError {
+                    chunk_offset: self.starts[i],
+                    blob: self.content[i],
+                    error,
+                })?;
+            let from = offset.max(self.starts[i]) - self.starts[i];
+            let to = end.min(self.starts[i + 1]) - self.starts[i];
+            out.extend_from_slice(&plain[from as usize..to as usize]);
+            i += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// A read that hit a chunk it could not fetch or verify.
+#[derive(Debug)]
+pub struct ReadError {
+    /// Where the chunk starts in the file.
+    pub chunk_offset: u64,
+    /// The chunk.
+    pub blob: BlobId,
+    /// Why (names the pack when the blob is damaged).
+    pub error: Error,
+}

@@ -1,0 +1,125 @@
+//! The view's list of snapshots, with their directory names, and the index that serves them.
+//! Refreshed at most every few seconds when a listing asks, so snapshots made while mounted
+//! appear without remounting; the index is reloaded only when the set of snapshots changed.
+
+use crate::error::Result;
+use crate::repo::Repository;
+use crate::repo::ids::SnapshotId;
+use crate::repo::index::Index;
+use crate::repo::snapshot::Snapshot;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the snapshot list may be re-read.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One snapshot as the view shows it.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// Its id.
+    pub id: SnapshotId,
+    /// Its manifest.
+    pub snapshot: Snapshot,
+    /// Its directory name under `snapshots/`: the local time, `-<shortid>` added on collision.
+    pub name: String,
+}
+
+/// A consistent pair of snapshot list and index.
+pub struct Contents {
+    /// Snapshots, oldest first.
+    pub snapshots: Vec<Listed>,
+    /// An index covering every listed snapshot.
+    pub index: Arc<Index>,
+}
+
+/// The refreshable catalog.
+pub struct Catalog {
+    repo: Arc<Repository>,
+    current: Mutex<(Arc<Contents>, Instant)>,
+}
+
+fn names(snaps: Vec<(SnapshotId, Snapshot)>) -> Vec<Listed> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (_, s) in &snaps {
+        *seen
+            .entry(s.local_time().format("%Y-%m-%dT%H:%M:%S").to_string())
+            .or_default() += 1;
+    }
+    snaps
+        .into_iter()
+        .map(|(id, snapshot)| {
+            let time = snapshot
+                .local_time()
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            let name = if seen[&time] > 1 {
+                format!("{time}-{}", id.short())
+            } else {
+                time
+            };
+            Listed { id, snapshot, name }
+        })
+        .collect()
+}
+
+impl Catalog {
+    /// Loads the snapshots and index.
+    pub fn load(repo: Arc<Repository>) -> Result<Catalog> {
+        let contents = Contents {
+            snapshots: names(repo.snapshots()?),
+            index: Arc::new(repo.load_index()?),
+        };
+        Ok(Catalog {
+            repo,
+            current: Mutex::new((Arc::new(contents), Instant::now())),
+        })
+    }
+
+    /// What is known now, without refreshing.
+    pub fn contents(&self) -> Arc<Contents> {
+        self.current.lock().0.clone()
+    }
+
+    /// What is known now, re-reading the repository first if the last look is old enough.
+    pub fn refreshed(&self) -> Arc<Contents> {
+        let mut current = self.current.lock();
+        if current.1.elapsed() < REFRESH_INTERVAL {
+            return current.0.clone();
+        }
+        current.1 = Instant::now();
+        let listed: Option<Vec<String>> = self
+            .repo
+            .backend()
+            .list("snapshots/")
+            .ok()
+            .map(|l| l.into_iter().map(|o| o.name).collect());
+        let known: Vec<String> = current
+            .0
+            .snapshots
+            .iter()
+            .map(|s| format!("snapshots/{}", s.id))
+            .collect();
+        let mut known_sorted = known.clone();
+        known_sorted.sort();
+        if listed.is_some_and(|l| l != known_sorted) {
+            // Index first: a snapshot is only written after its index, so this order never
+            // shows a snapshot whose blobs the index lacks.
+            let reloaded = self
+                .repo
+                .load_index()
+                .and_then(|index| Ok((index, self.repo.snapshots()?)));
+            match reloaded {
+                Ok((index, snaps)) => {
+                    current.0 = Arc::new(Contents {
+                        snapshots: names(snaps),
+                        index: Arc::new(index),
+                    });
+                }
+                Err(e) => tracing::warn!("refreshing the snapshot list failed: {e}"),
+            }
+        }
+        current.0.clone()
+    }
+}

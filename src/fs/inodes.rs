@@ -1,0 +1,181 @@
+//! Inode numbers and the table of live inodes.
+//!
+//! Numbers are derived, not allocated: a child's number is a hash of its parent's number and its
+//! name, so the same (snapshot, path) gets the same number in every mount; hard-linked files
+//! hash their snapshot, device and original inode instead, so they share one. The table holds
+//! only inodes the kernel has looked up and not yet forgotten, so its size follows what is in
+//! use, not the size of the repository.
+
+use crate::repo::ids::SnapshotId;
+use crate::repo::tree::Node;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The root directory's number, fixed by FUSE.
+pub const ROOT: u64 = 1;
+
+/// A directory made up by the view rather than stored in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum VirtualDir {
+    /// The mount point.
+    Root,
+    /// `snapshots/`: one directory per snapshot, named by its time.
+    Snapshots,
+    /// `ids/`: links by short id.
+    Ids,
+    /// `hosts/`: one directory per host.
+    Hosts,
+    /// `hosts/<host>/`: links to that host's snapshots.
+    Host(String),
+    /// `tags/`: one directory per tag.
+    Tags,
+    /// `tags/<tag>/`: links to snapshots with that tag.
+    Tag(String),
+}
+
+/// What an inode is.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    /// A made-up directory.
+    Virtual(VirtualDir),
+    /// A made-up symlink (`latest`, `ids/<id>`, …) with its target and time.
+    Link {
+        /// Where it points.
+        target: String,
+        /// Its time (the snapshot's), nanoseconds.
+        time: i64,
+    },
+    /// A node of a snapshot's tree (a snapshot's root is a synthesized directory node).
+    Node {
+        /// The snapshot it belongs to.
+        snapshot: SnapshotId,
+        /// The node.
+        node: Arc<Node>,
+        /// Its path from the mount point, for log lines.
+        path: Arc<str>,
+    },
+}
+
+fn hash(parts: &[&[u8]]) -> u64 {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    // Keep clear of the small numbers FUSE and the root use.
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) | (1 << 63)
+}
+
+/// The number of a virtual directory.
+pub fn virtual_ino(dir: &VirtualDir) -> u64 {
+    match dir {
+        VirtualDir::Root => ROOT,
+        VirtualDir::Snapshots => hash(&[b"snapshots"]),
+        VirtualDir::Ids => hash(&[b"ids"]),
+        VirtualDir::Hosts => hash(&[b"hosts"]),
+        VirtualDir::Tags => hash(&[b"tags"]),
+        VirtualDir::Host(h) => hash(&[b"host", h.as_bytes()]),
+        VirtualDir::Tag(t) => hash(&[b"tag", t.as_bytes()]),
+    }
+}
+
+/// The number of the child `name` of `parent`; hard-linked files of one snapshot share theirs.
+pub fn child_ino(
+    parent: u64,
+    name: &[u8],
+    snapshot: Option<&SnapshotId>,
+    node: Option<&Node>,
+) -> u64 {
+    match (snapshot, node) {
+        (Some(snap), Some(n)) if n.links > 1 && n.kind == crate::repo::tree::NodeKind::File => {
+            hash(&[
+                b"hardlink",
+                &snap.0,
+                &n.device.to_le_bytes(),
+                &n.inode.to_le_bytes(),
+            ])
+        }
+        _ => hash(&[b"child", &parent.to_le_bytes(), name]),
+    }
+}
+
+/// Live inodes with the kernel's lookup counts.
+#[derive(Default)]
+pub struct InodeTable {
+    live: Mutex<HashMap<u64, (Arc<Entry>, u64)>>,
+}
+
+impl InodeTable {
+    /// Records that the kernel looked up `ino` once more.
+    pub fn remember(&self, ino: u64, entry: Arc<Entry>) {
+        let mut live = self.live.lock();
+        let slot = live.entry(ino).or_insert((entry, 0));
+        slot.1 += 1;
+    }
+
+    /// Records an inode the kernel never forgets (the root).
+    pub fn pin(&self, ino: u64, entry: Arc<Entry>) {
+        self.live.lock().insert(ino, (entry, u64::MAX / 2));
+    }
+
+    /// The entry of a live inode.
+    pub fn get(&self, ino: u64) -> Option<Arc<Entry>> {
+        self.live.lock().get(&ino).map(|(e, _)| e.clone())
+    }
+
+    /// The kernel forgot `count` lookups of `ino`.
+    pub fn forget(&self, ino: u64, count: u64) {
+        let mut live = self.live.lock();
+        if let Some(slot) = live.get_mut(&ino) {
+            slot.1 = slot.1.saturating_sub(count);
+            if slot.1 == 0 {
+                live.remove(&ino);
+            }
+        }
+    }
+
+    /// How many inodes are live.
+    pub fn len(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stable_and_distinct() {
+        let a = child_ino(ROOT, b"a", None, None);
+        assert_eq!(a, child_ino(ROOT, b"a", None, None));
+        assert_ne!(a, child_ino(ROOT, b"b", None, None));
+        assert_ne!(a, child_ino(a, b"a", None, None));
+        assert_ne!(
+            virtual_ino(&VirtualDir::Host("x".into())),
+            virtual_ino(&VirtualDir::Tag("x".into()))
+        );
+    }
+
+    #[test]
+    fn forgotten_inodes_leave_the_table() {
+        let table = InodeTable::default();
+        let entry = Arc::new(Entry::Link {
+            target: "x".into(),
+            time: 0,
+        });
+        table.remember(5, entry.clone());
+        table.remember(5, entry);
+        table.forget(5, 1);
+        assert!(table.get(5).is_some());
+        table.forget(5, 1);
+        assert!(table.get(5).is_none());
+    }
+}

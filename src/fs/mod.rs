@@ -1,0 +1,8 @@
+//! FUSE faces of the repository. [`view`] serves snapshots read-only; [`inodes`] gives every
+//! (snapshot, path) a stable inode number and keeps only what the kernel still remembers;
+//! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear.
+//! Nothing here knows about packs: bytes come from `fetch`.
+
+pub mod catalog;
+pub mod inodes;
+pub mod view;

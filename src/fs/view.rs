@@ -1,0 +1,719 @@
+//! The read-only view: every snapshot as a directory tree.
+//!
+//! ```text
+//! snapshots/<time>/…   one directory per snapshot
+//! ids/<shortid>        -> ../snapshots/<time>
+//! hosts/<host>/<time>  -> ../../snapshots/<time>
+//! tags/<tag>/<time>    -> ../../snapshots/<time>
+//! latest               -> snapshots/<newest>
+//! ```
+//!
+//! Lookups and listings are answered on the session threads from cached trees; reads are
+//! handed, with their reply, to a worker pool, so the session loop never waits on a fetch.
+//! Every byte served was verified (AEAD tag and content id) by the fetch layer. A damaged
+//! chunk fails only the reads that touch it, with EIO and one log line naming the file, the
+//! offset, the pack and the blob. Snapshots never change, so attributes and entries get long
+//! TTLs and open files keep the kernel's page cache.
+
+use crate::error::{Error, Result};
+use crate::fetch::cache::BlobCache;
+use crate::fetch::reader::{Fetcher, FileReader};
+use crate::fs::catalog::{Catalog, Contents};
+use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::index::Index;
+use crate::repo::tree::{Node, NodeKind};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Snapshot content never changes: the kernel may keep what it learnt this long.
+const NODE_TTL: Duration = Duration::from_secs(3600);
+/// The made-up directories change as snapshots appear.
+const VIRTUAL_TTL: Duration = Duration::from_secs(1);
+
+/// The view's bounds.
+#[derive(Clone, Debug)]
+pub struct ViewOptions {
+    /// Bytes of verified plaintext chunks kept in memory.
+    pub cache_bytes: usize,
+    /// Threads answering reads.
+    pub read_workers: usize,
+    /// Chunks fetched ahead of a sequential reader.
+    pub prefetch_chunks: usize,
+    /// Directory entries kept in parsed trees.
+    pub tree_cache_nodes: usize,
+}
+
+impl Default for ViewOptions {
+    fn default() -> Self {
+        ViewOptions {
+            cache_bytes: 256 << 20,
+            read_workers: 4,
+            prefetch_chunks: 4,
+            tree_cache_nodes: 200_000,
+        }
+    }
+}
+
+/// What the mount shows: every snapshot, or one directory of one snapshot.
+pub enum Scope {
+    /// The layout above.
+    All,
+    /// One snapshot's directory as the root.
+    One {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The directory node shown as the root.
+        node: Node,
+    },
+}
+
+struct OpenFile {
+    reader: FileReader,
+    index: Arc<Index>,
+    path: Arc<str>,
+    next_offset: AtomicU64,
+    prefetched_to: AtomicUsize,
+}
+
+struct TreeCache {
+    trees: LruCache<BlobId, Arc<Vec<Node>>>,
+    nodes: usize,
+}
+
+/// The read-only file system.
+pub struct View {
+    catalog: Arc<Catalog>,
+    fetcher: Arc<Fetcher>,
+    inodes: InodeTable,
+    trees: Mutex<TreeCache>,
+    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_handle: AtomicU64,
+    pool: rayon::ThreadPool,
+    opts: ViewOptions,
+    owner: (u32, u32),
+}
+
+fn system_time(nanos: i64) -> SystemTime {
+    if nanos >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
+    }
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+/// A snapshot's root shown as a directory named `name`.
+pub fn snapshot_root(
+    name: &str,
+    snapshot: &crate::repo::snapshot::Snapshot,
+    owner: (u32, u32),
+) -> Node {
+    Node {
+        name: name.as_bytes().to_vec(),
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        uid: owner.0,
+        gid: owner.1,
+        user: String::new(),
+        group: String::new(),
+        mtime: snapshot.time,
+        ctime: snapshot.time,
+        atime: snapshot.time,
+        size: 0,
+        inode: 0,
+        device: 0,
+        links: 2,
+        rdev: 0,
+        xattrs: Vec::new(),
+        target: Vec::new(),
+        content: Vec::new(),
+        subtree: Some(snapshot.tree),
+    }
+}
+
+impl View {
+    /// A view of `repo` showing `scope`.
+    pub fn new(repo: Arc<Repository>, scope: Scope, opts: ViewOptions) -> Result<View> {
+        let catalog = Arc::new(Catalog::load(repo.clone())?);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.read_workers.max(1))
+            .thread_name(|i| format!("cairn-read-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("starting read workers: {e}")))?;
+        let owner = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let view = View {
+            catalog,
+            fetcher: Arc::new(Fetcher {
+                repo,
+                cache: Arc::new(BlobCache::new(opts.cache_bytes)),
+            }),
+            inodes: InodeTable::default(),
+            trees: Mutex::new(TreeCache {
+                trees: LruCache::unbounded(),
+                nodes: 0,
+            }),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            pool,
+            opts,
+            owner,
+        };
+        let root = match scope {
+            Scope::All => Entry::Virtual(VirtualDir::Root),
+            Scope::One { snapshot, node } => Entry::Node {
+                snapshot,
+                node: Arc::new(node),
+                path: Arc::from(""),
+            },
+        };
+        view.inodes.pin(ROOT, Arc::new(root));
+        Ok(view)
+    }
+
+    /// The entries of a directory node, parsed once and kept in a bounded cache.
+    fn children(&self, index: &Index, node: &Node) -> Result<Arc<Vec<Node>>> {
+        let Some(tree) = node.subtree else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        if let Some(hit) = self.trees.lock().trees.get(&tree) {
+            return Ok(hit.clone());
+        }
+        let nodes = Arc::new(self.fetcher.repo.read_tree(index, &tree)?);
+        let mut cache = self.trees.lock();
+        cache.nodes += nodes.len();
+        if let Some(old) = cache.trees.put(tree, nodes.clone()) {
+            cache.nodes -= old.len();
+        }
+        while cache.nodes > self.opts.tree_cache_nodes && cache.trees.len() > 1 {
+            if let Some((_, evicted)) = cache.trees.pop_lru() {
+                cache.nodes -= evicted.len();
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// The children of a made-up directory, by name.
+    fn virtual_children(&self, dir: &VirtualDir, contents: &Contents) -> Vec<(String, Entry)> {
+        let link = |target: String, time: i64| Entry::Link { target, time };
+        let snaps = &contents.snapshots;
+        match dir {
+            VirtualDir::Root => {
+                let mut out: Vec<(String, Entry)> = [
+                    ("snapshots", VirtualDir::Snapshots),
+                    ("ids", VirtualDir::Ids),
+                    ("hosts", VirtualDir::Hosts),
+                    ("tags", VirtualDir::Tags),
+                ]
+                .into_iter()
+                .map(|(n, d)| (n.to_string(), Entry::Virtual(d)))
+                .collect();
+                if let Some(last) = snaps.last() {
+                    out.push((
+                        "latest".into(),
+                        link(format!("snapshots/{}", last.name), last.snapshot.time),
+                    ));
+                }
+                out
+            }
+            VirtualDir::Snapshots => snaps
+                .iter()
+                .map(|s| {
+                    let node = snapshot_root(&s.name, &s.snapshot, self.owner);
+                    let path = Arc::from(format!("snapshots/{}", s.name));
+                    (
+                        s.name.clone(),
+                        Entry::Node {
+                            snapshot: s.id,
+                            node: Arc::new(node),
+                            path,
+                        },
+                    )
+                })
+                .collect(),
+            VirtualDir::Ids => snaps
+                .iter()
+                .map(|s| {
+                    (
+                        s.id.short(),
+                        link(format!("../snapshots/{}", s.name), s.snapshot.time),
+                    )
+                })
+                .collect(),
+            VirtualDir::Hosts => snaps
+                .iter()
+                .map(|s| s.snapshot.hostname.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|h| (h.clone(), Entry::Virtual(VirtualDir::Host(h))))
+                .collect(),
+            VirtualDir::Tags => snaps
+                .iter()
+                .flat_map(|s| s.snapshot.tags.iter().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|t| (t.clone(), Entry::Virtual(VirtualDir::Tag(t))))
+                .collect(),
+            VirtualDir::Host(h) => snaps
+                .iter()
+                .filter(|s| &s.snapshot.hostname == h)
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        link(format!("../../snapshots/{}", s.name), s.snapshot.time),
+                    )
+                })
+                .collect(),
+            VirtualDir::Tag(t) => snaps
+                .iter()
+                .filter(|s| s.snapshot.tags.contains(t))
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        link(format!("../../snapshots/{}", s.name), s.snapshot.time),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn ino_of(&self, parent: u64, name: &[u8], entry: &Entry) -> u64 {
+        match entry {
+            Entry::Virtual(dir) => virtual_ino(dir),
+            Entry::Link { .. } => child_ino(parent, name, None, None),
+            Entry::Node { snapshot, node, .. } => {
+                child_ino(parent, name, Some(snapshot), Some(node))
+            }
+        }
+    }
+
+    fn attr(&self, ino: u64, entry: &Entry) -> FileAttr {
+        let (kind, perm, size, nlink, uid, gid, rdev, mtime, ctime, atime) = match entry {
+            Entry::Virtual(_) => {
+                let time = self
+                    .catalog
+                    .contents()
+                    .snapshots
+                    .last()
+                    .map_or(0, |s| s.snapshot.time);
+                (
+                    FileType::Directory,
+                    0o555,
+                    0,
+                    2,
+                    self.owner.0,
+                    self.owner.1,
+                    0,
+                    time,
+                    time,
+                    time,
+                )
+            }
+            Entry::Link { target, time } => (
+                FileType::Symlink,
+                0o777,
+                target.len() as u64,
+                1,
+                self.owner.0,
+                self.owner.1,
+                0,
+                *time,
+                *time,
+                *time,
+            ),
+            Entry::Node { node, .. } => (
+                file_type(node.kind),
+                (node.mode & 0o7777) as u16,
+                node.size,
+                node.links.clamp(1, u64::from(u32::MAX)) as u32,
+                node.uid,
+                node.gid,
+                node.rdev as u32,
+                node.mtime,
+                node.ctime,
+                node.atime,
+            ),
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: system_time(atime),
+            mtime: system_time(mtime),
+            ctime: system_time(ctime),
+            crtime: system_time(mtime),
+            kind,
+            perm,
+            nlink,
+            uid,
+            gid,
+            rdev,
+            blksize: 1 << 20,
+            flags: 0,
+        }
+    }
+
+    fn ttl(entry: &Entry) -> Duration {
+        match entry {
+            Entry::Node { .. } => NODE_TTL,
+            _ => VIRTUAL_TTL,
+        }
+    }
+
+    /// Resolves `name` in directory `parent` to an inode number and entry.
+    fn find(&self, parent: u64, name: &[u8]) -> std::result::Result<(u64, Entry), Errno> {
+        let parent_entry = self.inodes.get(parent).ok_or(Errno::ENOENT)?;
+        let found = match &*parent_entry {
+            Entry::Virtual(dir) => {
+                let contents = self.catalog.refreshed();
+                self.virtual_children(dir, &contents)
+                    .into_iter()
+                    .find(|(n, _)| n.as_bytes() == name)
+                    .map(|(_, e)| e)
+            }
+            Entry::Node {
+                snapshot,
+                node,
+                path,
+            } if node.kind == NodeKind::Dir => {
+                let contents = self.catalog.contents();
+                let children = self.children(&contents.index, node).map_err(|e| {
+                    tracing::error!("{path}: {e}");
+                    Errno::EIO
+                })?;
+                children
+                    .binary_search_by(|n| n.name.as_slice().cmp(name))
+                    .ok()
+                    .map(|i| Entry::Node {
+                        snapshot: *snapshot,
+                        node: Arc::new(children[i].clone()),
+                        path: Arc::from(format!("{path}/{}", String::from_utf8_lossy(name))),
+                    })
+            }
+            _ => return Err(Errno::ENOTDIR),
+        };
+        let entry = found.ok_or(Errno::ENOENT)?;
+        Ok((self.ino_of(parent, name, &entry), entry))
+    }
+}
+
+impl Filesystem for View {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Ask for the largest requests the kernel allows; each call may be refused, which is fine.
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.find(parent.0, name.as_bytes()) {
+            Ok((ino, entry)) => {
+                let attr = self.attr(ino, &entry);
+                let ttl = Self::ttl(&entry);
+                self.inodes.remember(ino, Arc::new(entry));
+                reply.entry(&ttl, &attr, Generation(0));
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inodes.get(ino.0) {
+            Some(entry) => reply.attr(&Self::ttl(&entry), &self.attr(ino.0, &entry)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.inodes.get(ino.0).as_deref() {
+            Some(Entry::Link { target, .. }) => reply.data(target.as_bytes()),
+            Some(Entry::Node { node, .. }) if node.kind == NodeKind::Symlink => {
+                reply.data(&node.target)
+            }
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(entry) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut at = offset;
+        if at == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            at = 1;
+        }
+        if at == 1 {
+            if reply.add(ino, 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            at = 2;
+        }
+        let skip = (at - 2) as usize;
+        match &*entry {
+            Entry::Virtual(dir) => {
+                let contents = self.catalog.refreshed();
+                for (i, (name, child)) in self
+                    .virtual_children(dir, &contents)
+                    .into_iter()
+                    .enumerate()
+                    .skip(skip)
+                {
+                    let kind = match child {
+                        Entry::Virtual(_) | Entry::Node { .. } => FileType::Directory,
+                        Entry::Link { .. } => FileType::Symlink,
+                    };
+                    let child_ino = self.ino_of(ino.0, name.as_bytes(), &child);
+                    if reply.add(INodeNo(child_ino), (i + 3) as u64, kind, &name) {
+                        break;
+                    }
+                }
+            }
+            Entry::Node {
+                snapshot,
+                node,
+                path,
+            } if node.kind == NodeKind::Dir => {
+                let contents = self.catalog.contents();
+                let children = match self.children(&contents.index, node) {
+                    Ok(children) => children,
+                    Err(e) => {
+                        tracing::error!("{path}: {e}");
+                        return reply.error(Errno::EIO);
+                    }
+                };
+                for (i, child) in children.iter().enumerate().skip(skip) {
+                    let child_ino = child_ino(ino.0, &child.name, Some(snapshot), Some(child));
+                    let name = OsStr::from_bytes(&child.name);
+                    if reply.add(
+                        INodeNo(child_ino),
+                        (i + 3) as u64,
+                        file_type(child.kind),
+                        name,
+                    ) {
+                        break;
+                    }
+                }
+            }
+            _ => return reply.error(Errno::ENOTDIR),
+        }
+        reply.ok();
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some(entry) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Entry::Node { node, path, .. } = &*entry else {
+            return reply.error(Errno::EISDIR);
+        };
+        if node.kind != NodeKind::File {
+            return reply.error(if node.kind == NodeKind::Dir {
+                Errno::EISDIR
+            } else {
+                Errno::EINVAL
+            });
+        }
+        let index = self.catalog.contents().index.clone();
+        let reader = match FileReader::new(&index, &node.content) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::error!("{path}: {e}");
+                return reply.error(Errno::EIO);
+            }
+        };
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let open = OpenFile {
+            reader,
+            index,
+            path: path.clone(),
+            next_offset: AtomicU64::new(0),
+            prefetched_to: AtomicUsize::new(0),
+        };
+        self.handles.lock().insert(handle, Arc::new(open));
+        reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(file) = self.handles.lock().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let fetcher = self.fetcher.clone();
+        let prefetch = self.opts.prefetch_chunks;
+        self.pool.spawn(move || {
+            match file
+                .reader
+                .read_at(&fetcher, &file.index, offset, size as usize)
+            {
+                Ok(data) => {
+                    let end = offset + data.len() as u64;
+                    reply.data(&data);
+                    let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset;
+                    if sequential && prefetch > 0 {
+                        prefetch_after(&file, &fetcher, end, prefetch);
+                    }
+                }
+                Err(failed) => {
+                    tracing::error!(
+                        "read of {} at offset {} (chunk at {}): {}",
+                        file.path,
+                        offset,
+                        failed.chunk_offset,
+                        failed.error
+                    );
+                    reply.error(Errno::EIO);
+                }
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let contents = self.catalog.contents();
+        let bytes: u64 = contents
+            .snapshots
+            .iter()
+            .map(|s| s.snapshot.summary.bytes)
+            .sum();
+        let files: u64 = contents
+            .snapshots
+            .iter()
+            .map(|s| s.snapshot.summary.files)
+            .sum();
+        reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(entry) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Entry::Node { node, .. } = &*entry else {
+            return reply.error(Errno::NO_XATTR);
+        };
+        match node.xattrs.iter().find(|x| x.name == name.as_bytes()) {
+            None => reply.error(Errno::NO_XATTR),
+            Some(x) if size == 0 => reply.size(x.value.len() as u32),
+            Some(x) if (size as usize) < x.value.len() => reply.error(Errno::ERANGE),
+            Some(x) => reply.data(&x.value),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(entry) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut names = Vec::new();
+        if let Entry::Node { node, .. } = &*entry {
+            for x in &node.xattrs {
+                names.extend_from_slice(&x.name);
+                names.push(0);
+            }
+        }
+        if size == 0 {
+            reply.size(names.len() as u32);
+        } else if (size as usize) < names.len() {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(&names);
+        }
+    }
+}
+
+/// Starts fetching the chunks after `end` that are not cached or already on their way.
+/// Runs on a read worker, so the fetches go to the same pool.
+fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, end: u64, count: usize) {
+    if end >= file.reader.size() {
+        return;
+    }
+    let next = file.reader.chunk_at(end) + 1;
+    let upto = next + count;
+    let from = file
+        .prefetched_to
+        .fetch_max(upto, Ordering::Relaxed)
+        .max(next);
+    for id in file.reader.chunks(from, upto) {
+        if fetcher.cache.contains(id) {
+            continue;
+        }
+        let (fetcher, index, id) = (fetcher.clone(), file.index.clone(), *id);
+        rayon::spawn(move || {
+            // A failure here is reported by the read that needs the chunk.
+            let _ = fetcher.blob(&index, &id);
+        });
+    }
+}
