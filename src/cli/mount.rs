@@ -93,7 +93,10 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                     _ => bail!("{path} is not a directory in snapshot {}", id.short()),
                 }
             };
-            Scope::One { snapshot: id, node }
+            Scope::One {
+                snapshot: id,
+                node: Box::new(node),
+            }
         }
     };
     let opts = ViewOptions {

@@ -108,5 +108,5 @@ pub struct ReadError {
     /// The chunk.
     pub blob: BlobId,
     /// Why (names the pack when the blob is damaged).
-    pub error: Error,
+    pub error: Box<Error>,
 }

@@ -76,7 +76,7 @@ pub enum Scope {
         /// The snapshot.
         snapshot: SnapshotId,
         /// The directory node shown as the root.
-        node: Node,
+        node: Box<Node>,
     },
 }
 
