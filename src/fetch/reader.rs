@@ -89,7 +89,7 @@ impl FileReader {
                 .map_err(|error| ReadError {
                     chunk_offset: self.starts[i],
                     blob: self.content[i],
-                    error,
+                    error: Box::new(error),
                 })?;
             let from = offset.max(self.starts[i]) - self.starts[i];
             let to = end.min(self.starts[i + 1]) - self.starts[i];

@@ -189,7 +189,7 @@ impl View {
             Scope::All => Entry::Virtual(VirtualDir::Root),
             Scope::One { snapshot, node } => Entry::Node {
                 snapshot,
-                node: Arc::new(node),
+                node: Arc::new(*node),
                 path: Arc::from(""),
             },
         };
