@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures cairn against restic, borg and rustic (when installed) on the same data, in one run:
 # first backup of linux/, unchanged re-backup, linux-edit/ as an increment, backup of random.bin,
-# full restore. Wall time, peak RSS and repository size per step. Writes bench/results.md.
+# full restore; then, through each tool's FUSE mount (fresh each time): cat of random.bin,
+# cp -a of linux/, 2,000 random 4 KiB reads. Wall time, peak RSS and repository size per step.
+# Writes bench/results.md.
 #
 #   bash bench/run.sh            # prepares data and peers if missing (see ../shared/bench)
 #   TOOLS="cairn restic" bash bench/run.sh
@@ -41,7 +43,7 @@ timed() {
   local tool=$1 step=$2; shift 2
   settle
   local out="$SCRATCH/time.$tool.$step"
-  /usr/bin/time -f "%e %M" -o "$out" "$@" > "$SCRATCH/log.$tool.$step" 2>&1 ||
+  /usr/bin/time -f "%e %M" -o "$out" bash -c '"$@"' _ "$@" > "$SCRATCH/log.$tool.$step" 2>&1 ||
     { echo "$tool $step failed:"; tail -5 "$SCRATCH/log.$tool.$step"; return 1; }
   read -r secs kb < "$out"
   printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$secs" "$((kb / 1024))" >> "$RESULTS"
@@ -49,6 +51,68 @@ timed() {
 }
 
 repo_size() { du -sm "$SCRATCH/repo-$1" | cut -f1; }
+
+# mount_cmd TOOL REPO MNT: the tool's foreground mount command.
+mount_cmd() {
+  case $1 in
+    cairn) echo "$CAIRN -r $2 mount $3" ;;
+    restic) echo "restic -r $2 mount $3" ;;
+    borg) echo "borg mount -f $2 $3" ;;
+    rustic) echo "rustic -r $2 mount $3" ;;
+  esac
+}
+
+# find_in_mount MNT NAME TYPE: the first path of that name below the mount (layouts differ).
+find_in_mount() {
+  local found=""
+  for _ in $(seq 1 120); do
+    found=$(timeout 20 find "$1" -maxdepth 9 -name "$2" -type "$3" -print -quit 2>/dev/null || true)
+    [ -n "$found" ] && break
+    sleep 0.5
+  done
+  echo "$found"
+}
+
+# mounted TOOL REPO STEP CMD...: mounts afresh (cold caches), runs CMD with $MNT set, unmounts;
+# records the step's wall time and, as a separate row, the mount process's peak RSS.
+mount_step() {
+  local tool=$1 repo=$2 step=$3; shift 3
+  MNT="$SCRATCH/mnt"; mkdir -p "$MNT"
+  settle
+  /usr/bin/time -f "%M" -o "$SCRATCH/mountrss" $(mount_cmd "$tool" "$repo" "$MNT") > "$SCRATCH/log.$tool.mount" 2>&1 &
+  local pid=$!
+  local start end
+  start=$(date +%s.%N)
+  if "$@" > "$SCRATCH/out.$tool.$step" 2>&1; then
+    end=$(date +%s.%N)
+    local secs; secs=$(python3 -c "print(f'{$end - $start:.2f}')")
+    printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$secs" - >> "$RESULTS"
+    printf '%-7s %-12s %7s s\n' "$tool" "$step" "$secs"
+  else
+    echo "$tool $step failed: $(tail -3 "$SCRATCH/out.$tool.$step")"
+  fi
+  fusermount3 -u "$MNT" 2>/dev/null || fusermount -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local rss; rss=$(tail -1 "$SCRATCH/mountrss" 2>/dev/null || true)
+  [[ "$rss" =~ ^[0-9]+$ ]] && printf '%s\t%s\t%s\t%s\n' "$tool" "$step-rss-MB" "$((rss / 1024))" - >> "$RESULTS" || true
+}
+
+seq_read() { local f; f=$(find_in_mount "$MNT" random.bin f); [ -n "$f" ] && cat "$f" > /dev/null; }
+copy_tree() { local d; d=$(find_in_mount "$MNT" linux d); [ -n "$d" ] && rm -rf "$SCRATCH/copy" && cp -a "$d" "$SCRATCH/copy"; rm -rf "$SCRATCH/copy"; }
+random_reads() {
+  local f; f=$(find_in_mount "$MNT" random.bin f); [ -n "$f" ] || return 1
+  read -r med p99 < <(python3 "$HERE/random_reads.py" "$f")
+  printf '%s\t%s\t%s\t%s\n' "$CUR_TOOL" "random-4k-median-ms" "$med" - >> "$RESULTS"
+  printf '%s\t%s\t%s\t%s\n' "$CUR_TOOL" "random-4k-p99-ms" "$p99" - >> "$RESULTS"
+}
+
+# The read-only mount rows (issue 3): the time to find the file is included, as a user waits too.
+mount_bench() {
+  CUR_TOOL=$1
+  mount_step "$1" "$2" mount-cat-random.bin seq_read
+  mount_step "$1" "$2" mount-cp-a-linux copy_tree
+  mount_step "$1" "$2" mount-random-4k random_reads
+}
 
 WORK="$SCRATCH/work"
 reset_work() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$DATA/linux" "$WORK/linux"; }
@@ -59,36 +123,38 @@ for tool in $TOOLS; do
   case $tool in
     cairn)
       "$CAIRN" -r "$R" init -q
-      b()  { "$CAIRN" -q -r "$R" backup "$@"; }
+      b()  { "$CAIRN" -q -r "$R" backup "$2"; }
       rs() { "$CAIRN" -q -r "$R" restore "$1" --target "$2"; }
       first_id() { "$CAIRN" -r "$R" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
     restic)
       restic -r "$R" init -q
-      b()  { restic -r "$R" backup -q "$@"; }
+      b()  { restic -r "$R" backup -q "$2"; }
       rs() { restic -r "$R" restore -q "$1" --target "$2"; }
       first_id() { restic -r "$R" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
     borg)
       borg init -e repokey "$R"
-      n=0
-      b()  { n=$((n + 1)); borg create --compression zstd,3 "$R::s$n" "$@"; }
+      b()  { borg create --compression zstd,3 "$R::$1" "$2"; }
       rs() { (mkdir -p "$2" && cd "$2" && borg extract "$R::$1"); }
       first_id() { echo s1; } ;;
     rustic)
       rustic -r "$R" init >/dev/null 2>&1
-      b()  { rustic -r "$R" backup "$@"; }
+      b()  { rustic -r "$R" backup "$2"; }
       rs() { rustic -r "$R" restore "$1" "$2"; }
       first_id() { rustic -r "$R" snapshots --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0][1][0]["id"] if isinstance(d[0],list) else d[0]["id"])'; } ;;
   esac
-  timed "$tool" first-backup b "$WORK/linux"
+  export R CAIRN
+  export -f b rs
+  timed "$tool" first-backup b s1 "$WORK/linux"
   printf '%s\t%s\t%s\t%s\n' "$tool" repo-size-MB "$(repo_size "$tool")" - >> "$RESULTS"
-  timed "$tool" unchanged b "$WORK/linux"
+  timed "$tool" unchanged b s2 "$WORK/linux"
   rsync -a --delete "$DATA/linux-edit/" "$WORK/linux/"
-  timed "$tool" increment b "$WORK/linux"
-  timed "$tool" random.bin b "$DATA/random.bin"
+  timed "$tool" increment b s3 "$WORK/linux"
+  timed "$tool" random.bin b s4 "$DATA/random.bin"
   id=$(first_id)
   rm -rf "$SCRATCH/restore"
   timed "$tool" restore rs "$id" "$SCRATCH/restore"
   rm -rf "$SCRATCH/restore"
+  mount_bench "$tool" "$R"
 done
 rm -rf "$WORK"
 
@@ -96,7 +162,8 @@ python3 - "$RESULTS" "$HERE/results.md" <<'PY'
 import sys, collections, platform, subprocess, datetime
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 tools = list(dict.fromkeys(r[0] for r in rows))
-steps = ["first-backup", "unchanged", "increment", "random.bin", "restore"]
+steps = ["first-backup", "unchanged", "increment", "random.bin", "restore",
+         "mount-cat-random.bin", "mount-cp-a-linux", "mount-random-4k"]
 val = {(r[0], r[1]): (r[2], r[3]) for r in rows}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 out = [f"Measured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
@@ -104,8 +171,14 @@ out = [f"Measured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], c
        "| step | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
 for step in steps:
     out.append(f"| {step} (s / peak MB) | " + " | ".join(
-        f"{val[(t, step)][0]} / {val[(t, step)][1]}" if (t, step) in val else "–" for t in tools) + " |")
+        (f"{val[(t, step)][0]} / {val[(t, step)][1]}" if val[(t, step)][1] != "-" else val[(t, step)][0]) if (t, step) in val else "–"
+    for t in tools) + " |")
 out.append("| repository after first backup (MB) | " + " | ".join(val.get((t, "repo-size-MB"), ("–",))[0] for t in tools) + " |")
+for key, label in [("random-4k-median-ms", "mount: random 4 KiB read, median (ms)"),
+                   ("random-4k-p99-ms", "mount: random 4 KiB read, p99 (ms)"),
+                   ("mount-cat-random.bin-rss-MB", "mount: peak RSS while streaming random.bin (MB)"),
+                   ("mount-cp-a-linux-rss-MB", "mount: peak RSS during cp -a (MB)")]:
+    out.append(f"| {label} | " + " | ".join(val.get((t, key), ("–",))[0] for t in tools) + " |")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY

@@ -6,7 +6,21 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// Large buffers (chunks, packs) are allocated and freed by many threads. glibc would otherwise
+/// raise its mmap threshold after the first frees and keep freed chunk buffers in per-thread
+/// arenas, so resident memory would grow past the configured cache bounds.
+fn bound_allocator_retention() {
+    const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+    const ARENAS: libc::c_int = 4;
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
 fn main() -> ExitCode {
+    bound_allocator_retention();
     match cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

@@ -65,7 +65,8 @@ impl FileReader {
 
     /// The ids of chunks `from..to` (clamped to the file).
     pub fn chunks(&self, from: usize, to: usize) -> &[BlobId] {
-        &self.content[from.min(self.content.len())..to.min(self.content.len())]
+        let end = to.min(self.content.len());
+        &self.content[from.min(end)..end]
     }
 
     /// Reads up to `size` bytes at `offset`. On a damaged chunk the error says which chunk
@@ -97,6 +98,22 @@ impl FileReader {
             i += 1;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_ranges_are_clamped_and_never_reversed() {
+        let reader = FileReader { content: vec![BlobId([1; 32]); 3], starts: vec![0, 10, 20, 30] };
+        assert_eq!(reader.chunks(1, 9).len(), 2);
+        assert!(reader.chunks(5, 2).is_empty());
+        assert!(reader.chunks(2, 1).is_empty());
+        assert_eq!(reader.chunk_at(0), 0);
+        assert_eq!(reader.chunk_at(10), 1);
+        assert_eq!(reader.chunk_at(29), 2);
     }
 }
 

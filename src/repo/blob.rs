@@ -79,6 +79,22 @@ fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// Blobs at least this large are first probed with a sample: compressing incompressible data
+/// (media, archives, encrypted files) costs as much CPU as compressing text and saves nothing.
+const PROBE_MIN_LEN: usize = 256 << 10;
+/// Bytes compressed to probe a large blob.
+const PROBE_LEN: usize = 32 << 10;
+
+/// Whether a sample from the middle of `plaintext` compresses by the minimum gain.
+fn looks_compressible(plaintext: &[u8], level: i32) -> bool {
+    if plaintext.len() < PROBE_MIN_LEN {
+        return true;
+    }
+    let start = plaintext.len() / 2 - PROBE_LEN / 2;
+    let sample = &plaintext[start..start + PROBE_LEN];
+    compress(sample, level).is_some_and(|c| c.len() * 100 <= sample.len() * (100 - MIN_GAIN_PERCENT))
+}
+
 /// Compresses (when it gains at least 3 %) and seals `plaintext`, whose id the caller computed.
 pub fn seal_blob(
     key: &MasterKey,
@@ -88,7 +104,9 @@ pub fn seal_blob(
     level: i32,
 ) -> SealedBlob {
     let raw_len = u32::try_from(plaintext.len()).expect("blobs are far below 4 GiB");
-    let packed = compress(plaintext, level)
+    let packed = Some(plaintext)
+        .filter(|p| looks_compressible(p, level))
+        .and_then(|p| compress(p, level))
         .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT));
     let compressed = packed.is_some();
     let payload = packed.as_deref().unwrap_or(plaintext);
@@ -164,6 +182,18 @@ mod tests {
         let blob = seal_blob(&key, key.blob_id(&data), BlobKind::Data, &data, 3);
         assert!(!blob.compressed);
         assert_eq!(open_blob(&key, &meta_of(&blob), &blob.bytes).unwrap(), data);
+    }
+
+    #[test]
+    fn large_incompressible_blob_skips_compression_large_text_does_not() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut noise = vec![0u8; 1 << 20];
+        crate::repo::crypto::fill_random(&mut noise);
+        assert!(!seal_blob(&key, key.blob_id(&noise), BlobKind::Data, &noise, 3).compressed);
+        let text = "some text that repeats. ".repeat(50_000).into_bytes();
+        let blob = seal_blob(&key, key.blob_id(&text), BlobKind::Data, &text, 3);
+        assert!(blob.compressed);
+        assert_eq!(open_blob(&key, &meta_of(&blob), &blob.bytes).unwrap(), text);
     }
 
     #[test]
