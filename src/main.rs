@@ -10,7 +10,9 @@ use std::process::ExitCode;
 /// raise its mmap threshold after the first frees and keep freed chunk buffers in per-thread
 /// arenas, so resident memory would grow past the configured cache bounds.
 fn bound_allocator_retention() {
-    const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+    // Above the common 1 MiB chunk, so chunk buffers are reused from the heap rather than
+    // mapped and zero-filled afresh each time; larger ones are returned to the system at once.
+    const MMAP_THRESHOLD: libc::c_int = 4 << 20;
     const ARENAS: libc::c_int = 4;
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
     unsafe {

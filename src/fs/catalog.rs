@@ -4,8 +4,9 @@
 
 use crate::error::Result;
 use crate::repo::Repository;
-use crate::repo::ids::SnapshotId;
+use crate::repo::ids::{PackId, SnapshotId};
 use crate::repo::index::Index;
+use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -32,6 +33,19 @@ pub struct Contents {
     pub snapshots: Vec<Listed>,
     /// An index covering every listed snapshot.
     pub index: Arc<Index>,
+    /// The index's blobs by pack, for fetching small files together with their neighbours.
+    pub neighbours: Arc<HashMap<PackId, Vec<PackEntry>>>,
+}
+
+impl Contents {
+    fn new(snapshots: Vec<(SnapshotId, Snapshot)>, index: Index) -> Contents {
+        let neighbours = Arc::new(index.by_pack());
+        Contents {
+            snapshots: names(snapshots),
+            index: Arc::new(index),
+            neighbours,
+        }
+    }
 }
 
 /// The refreshable catalog.
@@ -67,10 +81,7 @@ fn names(snaps: Vec<(SnapshotId, Snapshot)>) -> Vec<Listed> {
 impl Catalog {
     /// Loads the snapshots and index.
     pub fn load(repo: Arc<Repository>) -> Result<Catalog> {
-        let contents = Contents {
-            snapshots: names(repo.snapshots()?),
-            index: Arc::new(repo.load_index()?),
-        };
+        let contents = Contents::new(repo.snapshots()?, repo.load_index()?);
         Ok(Catalog {
             repo,
             current: Mutex::new((Arc::new(contents), Instant::now())),
@@ -112,10 +123,7 @@ impl Catalog {
                 .and_then(|index| Ok((index, self.repo.snapshots()?)));
             match reloaded {
                 Ok((index, snaps)) => {
-                    current.0 = Arc::new(Contents {
-                        snapshots: names(snaps),
-                        index: Arc::new(index),
-                    });
+                    current.0 = Arc::new(Contents::new(snaps, index));
                 }
                 Err(e) => tracing::warn!("refreshing the snapshot list failed: {e}"),
             }

@@ -21,8 +21,9 @@ use crate::fetch::reader::{Fetcher, FileReader};
 use crate::fs::catalog::{Catalog, Contents};
 use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
 use crate::repo::Repository;
-use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::Index;
+use crate::repo::pack::PackEntry;
 use crate::repo::tree::{Node, NodeKind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -83,6 +84,7 @@ pub enum Scope {
 struct OpenFile {
     reader: FileReader,
     index: Arc<Index>,
+    neighbours: Arc<HashMap<PackId, Vec<PackEntry>>>,
     path: Arc<str>,
     next_offset: AtomicU64,
     prefetched_to: AtomicUsize,
@@ -555,7 +557,8 @@ impl Filesystem for View {
                 Errno::EINVAL
             });
         }
-        let index = self.catalog.contents().index.clone();
+        let contents = self.catalog.contents();
+        let (index, neighbours) = (contents.index.clone(), contents.neighbours.clone());
         let reader = match FileReader::new(&index, &node.content) {
             Ok(reader) => reader,
             Err(e) => {
@@ -567,6 +570,7 @@ impl Filesystem for View {
         let open = OpenFile {
             reader,
             index,
+            neighbours,
             path: path.clone(),
             next_offset: AtomicU64::new(0),
             prefetched_to: AtomicUsize::new(0),
@@ -591,11 +595,34 @@ impl Filesystem for View {
         };
         let fetcher = self.fetcher.clone();
         let prefetch = self.opts.prefetch_chunks;
+        // Already verified and cached: answer here, without a hop to a worker (and, inside one
+        // chunk, without a copy).
+        if let Some((chunk, range)) = file.reader.cached_slice(&fetcher, offset, size as usize) {
+            let end = offset + range.len() as u64;
+            reply.data(&chunk[range]);
+            if file.next_offset.swap(end, Ordering::Relaxed) == offset && prefetch > 0 {
+                self.pool
+                    .spawn(move || prefetch_after(&file, &fetcher, end, prefetch));
+            }
+            return;
+        }
+        if let Some(data) = file.reader.read_cached(&fetcher, offset, size as usize) {
+            let end = offset + data.len() as u64;
+            reply.data(&data);
+            if file.next_offset.swap(end, Ordering::Relaxed) == offset && prefetch > 0 {
+                self.pool
+                    .spawn(move || prefetch_after(&file, &fetcher, end, prefetch));
+            }
+            return;
+        }
         self.pool.spawn(move || {
-            match file
-                .reader
-                .read_at(&fetcher, &file.index, offset, size as usize)
-            {
+            match file.reader.read_at(
+                &fetcher,
+                &file.index,
+                Some(&file.neighbours),
+                offset,
+                size as usize,
+            ) {
                 Ok(data) => {
                     let end = offset + data.len() as u64;
                     reply.data(&data);
@@ -713,7 +740,7 @@ fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, end: u64, count: usiz
         let (fetcher, index, id) = (fetcher.clone(), file.index.clone(), *id);
         rayon::spawn(move || {
             // A failure here is reported by the read that needs the chunk.
-            let _ = fetcher.blob(&index, &id);
+            let _ = fetcher.blob(&index, None, &id);
         });
     }
 }

@@ -92,7 +92,8 @@ fn looks_compressible(plaintext: &[u8], level: i32) -> bool {
     }
     let start = plaintext.len() / 2 - PROBE_LEN / 2;
     let sample = &plaintext[start..start + PROBE_LEN];
-    compress(sample, level).is_some_and(|c| c.len() * 100 <= sample.len() * (100 - MIN_GAIN_PERCENT))
+    compress(sample, level)
+        .is_some_and(|c| c.len() * 100 <= sample.len() * (100 - MIN_GAIN_PERCENT))
 }
 
 /// Compresses (when it gains at least 3 %) and seals `plaintext`, whose id the caller computed.
@@ -122,15 +123,38 @@ pub fn seal_blob(
 /// Opens a sealed blob and proves it is the plaintext of `meta.id`. The error string says which
 /// check failed; callers add the pack and blob to it.
 pub fn open_blob(key: &MasterKey, meta: &BlobMeta, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    check_claim(meta)?;
+    let payload = key
+        .open(sealed, &aad(&meta.id, meta.kind))
+        .map_err(|e| e.to_string())?;
+    finish_open(key, meta, payload)
+}
+
+/// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
+pub fn open_blob_owned(
+    key: &MasterKey,
+    meta: &BlobMeta,
+    sealed: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    check_claim(meta)?;
+    let payload = key
+        .open_owned(sealed, &aad(&meta.id, meta.kind))
+        .map_err(|e| e.to_string())?;
+    finish_open(key, meta, payload)
+}
+
+fn check_claim(meta: &BlobMeta) -> Result<(), String> {
     if meta.raw_len > MAX_BLOB_LEN {
         return Err(format!(
             "claimed length {} exceeds the {} byte limit",
             meta.raw_len, MAX_BLOB_LEN
         ));
     }
-    let payload = key
-        .open(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Decompresses an opened payload and checks its length and id.
+fn finish_open(key: &MasterKey, meta: &BlobMeta, payload: Vec<u8>) -> Result<Vec<u8>, String> {
     let plaintext = if meta.compressed {
         decompress(&payload, meta.raw_len as usize)
             .map_err(|e| format!("decompression failed: {e}"))?

@@ -104,6 +104,23 @@ impl MasterKey {
         out
     }
 
+    /// Opens a sealed message in its own buffer, without copying the ciphertext.
+    pub fn open_owned(&self, mut sealed: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, OpenError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| OpenError)?;
+        let tag_at = sealed.len() - TAG_LEN;
+        let tag = Tag::try_from(&sealed[tag_at..]).map_err(|_| OpenError)?;
+        let body: &mut [u8] = &mut sealed[NONCE_LEN..tag_at];
+        self.cipher
+            .decrypt_inout_detached(&nonce, aad, body.into(), &tag)
+            .map_err(|_| OpenError)?;
+        sealed.truncate(tag_at);
+        sealed.drain(..NONCE_LEN);
+        Ok(sealed)
+    }
+
     /// Opens a sealed message, checking its tag against `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, OpenError> {
         open_with(&self.cipher, sealed, aad)
@@ -187,6 +204,15 @@ mod tests {
         assert_eq!(sealed.len(), 5 + SEAL_OVERHEAD);
         assert_eq!(key.open(&sealed, b"ctx-a").unwrap(), b"hello");
         assert!(key.open(&sealed, b"ctx-b").is_err());
+    }
+
+    #[test]
+    fn owned_open_equals_borrowed_open() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let sealed = key.seal(b"in place", b"ctx");
+        assert_eq!(key.open_owned(sealed.clone(), b"ctx").unwrap(), b"in place");
+        assert!(key.open_owned(sealed, b"other").is_err());
+        assert!(key.open_owned(vec![1, 2, 3], b"ctx").is_err());
     }
 
     #[test]

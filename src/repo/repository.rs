@@ -5,7 +5,7 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::repo::blob::open_blob;
+use crate::repo::blob::open_blob_owned;
 use crate::repo::config::{Config, Params};
 use crate::repo::crypto::{MasterKey, MasterSecrets};
 use crate::repo::identity;
@@ -229,7 +229,7 @@ impl Repository {
             u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
         let attempt = || -> Result<Vec<u8>> {
             let sealed = self.backend.get(&name, Some(range.clone()))?;
-            open_blob(&self.key, &at.entry.meta(), &sealed).map_err(|reason| Error::BadBlob {
+            open_blob_owned(&self.key, &at.entry.meta(), sealed).map_err(|reason| Error::BadBlob {
                 pack: at.pack,
                 blob: at.entry.id,
                 reason,
