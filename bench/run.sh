@@ -30,9 +30,20 @@ command -v rustic >/dev/null || TOOLS=${TOOLS//rustic/}
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
-rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
+# REUSE=1 keeps the repositories of the previous run in $SCRATCH and STEPS picks rows to measure
+# again (e.g. STEPS="restore" REUSE=1); by default everything is measured from scratch.
+STEPS=${STEPS:-"backup restore mount"}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+if [ "${REUSE:-0}" != 1 ]; then rm -rf "$SCRATCH"; fi
+mkdir -p "$SCRATCH"
 RESULTS="$SCRATCH/results.tsv"
 : > "$RESULTS"
+
+# Restores and copies out of mounts land in a tmpfs: on the scratch ext4, creating 78,000
+# inodes again and again made inode allocation dominate those rows for every tool alike.
+TMPFS="$SCRATCH/tmpfs"
+mkdir -p "$TMPFS"
+mountpoint -q "$TMPFS" || mount -t tmpfs -o size=4g tmpfs "$TMPFS"
 
 # The VMs return freed pages to the host; the first write into a fresh page is slow. Touch and
 # free a few GiB before each timed step so every contender starts alike.
@@ -108,14 +119,11 @@ mount_step() {
 }
 
 seq_read() { cat "$1" > /dev/null; }
-# cp -a into a tmpfs: on the scratch ext4, creating 78,000 inodes dominated the time for every
-# tool alike (ext4 inode allocation), hiding the mounts' own speed. Capped at COPY_LIMIT seconds.
+# cp -a into the tmpfs, capped at COPY_LIMIT seconds.
 COPY_LIMIT=${COPY_LIMIT:-300}
 copy_tree() {
-  mkdir -p "$SCRATCH/copy"
-  mountpoint -q "$SCRATCH/copy" || mount -t tmpfs -o size=4g tmpfs "$SCRATCH/copy"
-  timeout "$COPY_LIMIT" cp -a "$1" "$SCRATCH/copy/tree"; local rc=$?
-  rm -rf "$SCRATCH/copy/tree"
+  timeout "$COPY_LIMIT" cp -a "$1" "$TMPFS/tree"; local rc=$?
+  rm -rf "$TMPFS/tree"
   return $rc
 }
 random_reads() {
@@ -138,47 +146,51 @@ reset_work() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$DATA/linux" "$WORK/linu
 
 for tool in $TOOLS; do
   R="$SCRATCH/repo-$tool"
-  reset_work
+  want backup && reset_work
   case $tool in
     cairn)
-      "$CAIRN" -r "$R" init -q
+      want backup && "$CAIRN" -r "$R" init -q
       b()  { "$CAIRN" -q -r "$R" backup "$2"; }
       rs() { "$CAIRN" -q -r "$R" restore "$1" --target "$2"; }
       first_id() { "$CAIRN" -r "$R" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
     restic)
-      restic -r "$R" init -q
+      want backup && restic -r "$R" init -q
       b()  { restic -r "$R" backup -q "$2"; }
       rs() { restic -r "$R" restore -q "$1" --target "$2"; }
       first_id() { restic -r "$R" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
     borg)
-      borg init -e repokey "$R"
+      want backup && borg init -e repokey "$R"
       b()  { borg create --compression zstd,3 "$R::$1" "$2"; }
       rs() { (mkdir -p "$2" && cd "$2" && borg extract "$R::$1"); }
       first_id() { echo s1; } ;;
     rustic)
-      rustic -r "$R" init >/dev/null 2>&1
+      want backup && rustic -r "$R" init >/dev/null 2>&1
       b()  { rustic -r "$R" backup "$2"; }
       rs() { rustic -r "$R" restore "$1" "$2"; }
       first_id() { rustic -r "$R" snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["snapshots"][0]["id"])'; } ;;
   esac
   export R CAIRN
   export -f b rs
-  timed "$tool" first-backup b s1 "$WORK/linux"
-  printf '%s\t%s\t%s\t%s\n' "$tool" repo-size-MB "$(repo_size "$tool")" - >> "$RESULTS"
-  timed "$tool" unchanged b s2 "$WORK/linux"
-  rsync -a --delete "$DATA/linux-edit/" "$WORK/linux/"
-  timed "$tool" increment b s3 "$WORK/linux"
-  timed "$tool" random.bin b s4 "$DATA/random.bin"
-  id=$(first_id)
-  rm -rf "$SCRATCH/restore"
-  timed "$tool" restore rs "$id" "$SCRATCH/restore"
-  rm -rf "$SCRATCH/restore"
-  mount_bench "$tool" "$R"
+  if want backup; then
+    timed "$tool" first-backup b s1 "$WORK/linux"
+    printf '%s\t%s\t%s\t%s\n' "$tool" repo-size-MB "$(repo_size "$tool")" - >> "$RESULTS"
+    timed "$tool" unchanged b s2 "$WORK/linux"
+    rsync -a --delete "$DATA/linux-edit/" "$WORK/linux/"
+    timed "$tool" increment b s3 "$WORK/linux"
+    timed "$tool" random.bin b s4 "$DATA/random.bin"
+  fi
+  if want restore; then
+    id=$(first_id)
+    rm -rf "$TMPFS/restore"
+    timed "$tool" restore rs "$id" "$TMPFS/restore"
+    rm -rf "$TMPFS/restore"
+  fi
+  want mount && mount_bench "$tool" "$R"
 done
 rm -rf "$WORK"
-mountpoint -q "$SCRATCH/copy" && umount "$SCRATCH/copy"
+umount "$TMPFS" 2>/dev/null || true
 
-python3 - "$RESULTS" "$HERE/results.md" <<'PY'
+python3 - "$RESULTS" "${RESULTS_MD:-$HERE/results.md}" <<'PY'
 import sys, collections, platform, subprocess, datetime
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 tools = list(dict.fromkeys(r[0] for r in rows))
