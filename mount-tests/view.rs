@@ -5,7 +5,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Env, assert_same_tree, make_tree, pseudo_random};
+use common::{Env, assert_same_tree, backed_up_tree, pseudo_random};
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -112,14 +112,6 @@ impl Drop for Mounted {
                 .status();
         }
     }
-}
-
-fn backed_up_tree() -> (Env, PathBuf) {
-    let env = Env::with_repo(&[]);
-    let src = env.path("src");
-    make_tree(&src);
-    env.ok(&["backup", src.to_str().unwrap()]);
-    (env, src)
 }
 
 #[test]

@@ -32,10 +32,7 @@ fn round_trip_of_every_node_kind_is_exact_in_bytes_and_metadata() {
 
 #[test]
 fn sparse_file_is_restored_with_holes() {
-    let env = Env::with_repo(&[]);
-    let src = env.path("src");
-    make_tree(&src);
-    env.ok(&["backup", src.to_str().unwrap()]);
+    let (env, _) = common::backed_up_tree();
     let target = env.path("restored");
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let meta = fs::metadata(target.join("src/sparse")).unwrap();
@@ -125,10 +122,7 @@ fn repository_with_64mib_packs_restores_with_a_4mib_cache() {
 
 #[test]
 fn restore_of_a_subpath_with_include_and_exclude() {
-    let env = Env::with_repo(&[]);
-    let src = env.path("src");
-    make_tree(&src);
-    env.ok(&["backup", src.to_str().unwrap()]);
+    let (env, _) = common::backed_up_tree();
     let target = env.path("part");
     env.ok(&[
         "restore",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, is_root, make_tree, pseudo_random};
+use common::{Env, is_root, pseudo_random};
 use std::fs;
 use std::process::Output;
 
@@ -25,11 +25,7 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
 }
 
 fn backed_up() -> Env {
-    let env = Env::with_repo(&[]);
-    let src = env.path("src");
-    make_tree(&src);
-    env.ok(&["backup", src.to_str().unwrap()]);
-    env
+    common::backed_up_tree().0
 }
 
 #[test]

@@ -221,6 +221,16 @@ impl View {
         Ok(nodes)
     }
 
+    /// A directory node's entries for lookup and listing; a failure is logged with the path and
+    /// becomes EIO.
+    fn dir_children(&self, node: &Node, path: &str) -> std::result::Result<Arc<Vec<Node>>, Errno> {
+        let contents = self.catalog.contents();
+        self.children(&contents.index, node).map_err(|e| {
+            tracing::error!("{path}: {e}");
+            Errno::EIO
+        })
+    }
+
     /// The children of a made-up directory, by name.
     fn virtual_children(&self, dir: &VirtualDir, contents: &Contents) -> Vec<(String, Entry)> {
         let link = |target: String, time: i64| Entry::Link { target, time };
@@ -404,11 +414,7 @@ impl View {
                 node,
                 path,
             } if node.kind == NodeKind::Dir => {
-                let contents = self.catalog.contents();
-                let children = self.children(&contents.index, node).map_err(|e| {
-                    tracing::error!("{path}: {e}");
-                    Errno::EIO
-                })?;
+                let children = self.dir_children(node, path)?;
                 children
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
                     .ok()
@@ -517,13 +523,9 @@ impl Filesystem for View {
                 node,
                 path,
             } if node.kind == NodeKind::Dir => {
-                let contents = self.catalog.contents();
-                let children = match self.children(&contents.index, node) {
+                let children = match self.dir_children(node, path) {
                     Ok(children) => children,
-                    Err(e) => {
-                        tracing::error!("{path}: {e}");
-                        return reply.error(Errno::EIO);
-                    }
+                    Err(e) => return reply.error(e),
                 };
                 for (i, child) in children.iter().enumerate().skip(skip) {
                     let child_ino = child_ino(ino.0, &child.name, Some(snapshot), Some(child));

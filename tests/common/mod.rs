@@ -97,6 +97,15 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A repository holding one snapshot of a [`make_tree`] tree at `src`.
+pub fn backed_up_tree() -> (Env, PathBuf) {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    (env, src)
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so trees are the same on every run.
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
