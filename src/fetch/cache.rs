@@ -59,11 +59,6 @@ impl BlobCache {
         self.lru.lock().entries.get(id).cloned()
     }
 
-    /// Adds a blob fetched along with another (a neighbour in the same pack read).
-    pub fn offer(&self, id: BlobId, plain: Vec<u8>) {
-        self.insert(id, Arc::new(plain));
-    }
-
     /// The blob from the cache, or from `fetch` — run once however many threads ask at once.
     pub fn get_or_fetch(
         &self,

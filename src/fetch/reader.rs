@@ -6,18 +6,9 @@
 use crate::error::{Error, Result};
 use crate::fetch::cache::{BlobCache, Plain};
 use crate::repo::Repository;
-use crate::repo::blob::open_blob;
-use crate::repo::ids::{BlobId, PackId};
-use crate::repo::index::{BlobLocation, Index};
-use crate::repo::pack::{PackEntry, pack_name};
-use std::collections::HashMap;
+use crate::repo::ids::BlobId;
+use crate::repo::index::Index;
 use std::sync::Arc;
-
-/// Chunks smaller than this are fetched together with their neighbours in the pack.
-pub const SMALL_CHUNK: u32 = 256 << 10;
-/// How many bytes of a pack are read around a small chunk. Files of one directory are stored
-/// side by side, so copying a tree of small files then finds most of them already verified.
-pub const NEIGHBOUR_WINDOW: u64 = 2 << 20;
 
 /// Everything a reader needs to turn a blob id into verified plaintext.
 pub struct Fetcher {
@@ -28,65 +19,12 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// The verified plaintext of `id`, from the cache or the repository. A small chunk's pack
-    /// neighbours (from `neighbours`, the index's blobs by pack) are verified and cached too.
-    pub fn blob(
-        &self,
-        index: &Index,
-        neighbours: Option<&HashMap<PackId, Vec<PackEntry>>>,
-        id: &BlobId,
-    ) -> Result<Plain> {
+    /// The verified plaintext of `id`, from the cache or the repository.
+    pub fn blob(&self, index: &Index, id: &BlobId) -> Result<Plain> {
         self.cache.get_or_fetch(*id, || {
             let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
-            match neighbours.and_then(|n| n.get(&at.pack)) {
-                Some(blobs) if at.entry.sealed_len < SMALL_CHUNK => {
-                    self.with_neighbours(&at, blobs)
-                }
-                _ => self.repo.read_blob(&at),
-            }
+            self.repo.read_blob(&at)
         })
-    }
-
-    /// Reads the window of the pack that starts at `at`, caches the neighbours that verify,
-    /// and returns `at`'s plaintext (re-read on its own if it fails in the window).
-    fn with_neighbours(&self, at: &BlobLocation, blobs: &[PackEntry]) -> Result<Vec<u8>> {
-        let first = blobs.partition_point(|e| e.offset < at.entry.offset);
-        let start = u64::from(at.entry.offset);
-        let window: Vec<&PackEntry> = blobs[first..]
-            .iter()
-            .take_while(|e| {
-                u64::from(e.offset) + u64::from(e.sealed_len) - start <= NEIGHBOUR_WINDOW
-            })
-            .collect();
-        let Some(last) = window.last() else {
-            return self.repo.read_blob(at);
-        };
-        let end = u64::from(last.offset) + u64::from(last.sealed_len);
-        let Ok(bytes) = self
-            .repo
-            .backend()
-            .get(&pack_name(&at.pack), Some(start..end))
-        else {
-            return self.repo.read_blob(at);
-        };
-        let mut own = None;
-        for entry in window {
-            let from = (u64::from(entry.offset) - start) as usize;
-            let Some(sealed) = bytes.get(from..from + entry.sealed_len as usize) else {
-                break;
-            };
-            if entry.id == at.entry.id {
-                own = open_blob(self.repo.key(), &entry.meta(), sealed).ok();
-            } else if !self.cache.contains(&entry.id)
-                && let Ok(plain) = open_blob(self.repo.key(), &entry.meta(), sealed)
-            {
-                self.cache.offer(entry.id, plain);
-            }
-        }
-        match own {
-            Some(plain) => Ok(plain),
-            None => self.repo.read_blob(at),
-        }
     }
 }
 
@@ -177,7 +115,6 @@ impl FileReader {
         &self,
         fetcher: &Fetcher,
         index: &Index,
-        neighbours: Option<&HashMap<PackId, Vec<PackEntry>>>,
         offset: u64,
         size: usize,
     ) -> Result<Vec<u8>, ReadError> {
@@ -189,7 +126,7 @@ impl FileReader {
         let mut i = self.chunk_at(offset);
         while i < self.content.len() && self.starts[i] < end {
             let plain = fetcher
-                .blob(index, neighbours, &self.content[i])
+                .blob(index, &self.content[i])
                 .map_err(|error| ReadError {
                     chunk_offset: self.starts[i],
                     blob: self.content[i],

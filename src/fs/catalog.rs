@@ -4,9 +4,8 @@
 
 use crate::error::Result;
 use crate::repo::Repository;
-use crate::repo::ids::{PackId, SnapshotId};
+use crate::repo::ids::SnapshotId;
 use crate::repo::index::Index;
-use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -33,17 +32,13 @@ pub struct Contents {
     pub snapshots: Vec<Listed>,
     /// An index covering every listed snapshot.
     pub index: Arc<Index>,
-    /// The index's blobs by pack, for fetching small files together with their neighbours.
-    pub neighbours: Arc<HashMap<PackId, Vec<PackEntry>>>,
 }
 
 impl Contents {
     fn new(snapshots: Vec<(SnapshotId, Snapshot)>, index: Index) -> Contents {
-        let neighbours = Arc::new(index.by_pack());
         Contents {
             snapshots: names(snapshots),
             index: Arc::new(index),
-            neighbours,
         }
     }
 }

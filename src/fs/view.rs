@@ -21,9 +21,8 @@ use crate::fetch::reader::{Fetcher, FileReader};
 use crate::fs::catalog::{Catalog, Contents};
 use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
 use crate::repo::Repository;
-use crate::repo::ids::{BlobId, PackId, SnapshotId};
+use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
-use crate::repo::pack::PackEntry;
 use crate::repo::tree::{Node, NodeKind};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -84,7 +83,6 @@ pub enum Scope {
 struct OpenFile {
     reader: FileReader,
     index: Arc<Index>,
-    neighbours: Arc<HashMap<PackId, Vec<PackEntry>>>,
     path: Arc<str>,
     next_offset: AtomicU64,
     prefetched_to: AtomicUsize,
@@ -560,7 +558,7 @@ impl Filesystem for View {
             });
         }
         let contents = self.catalog.contents();
-        let (index, neighbours) = (contents.index.clone(), contents.neighbours.clone());
+        let index = contents.index.clone();
         let reader = match FileReader::new(&index, &node.content) {
             Ok(reader) => reader,
             Err(e) => {
@@ -572,7 +570,6 @@ impl Filesystem for View {
         let open = OpenFile {
             reader,
             index,
-            neighbours,
             path: path.clone(),
             next_offset: AtomicU64::new(0),
             prefetched_to: AtomicUsize::new(0),
@@ -618,13 +615,10 @@ impl Filesystem for View {
             return;
         }
         self.pool.spawn(move || {
-            match file.reader.read_at(
-                &fetcher,
-                &file.index,
-                Some(&file.neighbours),
-                offset,
-                size as usize,
-            ) {
+            match file
+                .reader
+                .read_at(&fetcher, &file.index, offset, size as usize)
+            {
                 Ok(data) => {
                     let end = offset + data.len() as u64;
                     reply.data(&data);
@@ -742,7 +736,7 @@ fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, end: u64, count: usiz
         let (fetcher, index, id) = (fetcher.clone(), file.index.clone(), *id);
         rayon::spawn(move || {
             // A failure here is reported by the read that needs the chunk.
-            let _ = fetcher.blob(&index, None, &id);
+            let _ = fetcher.blob(&index, &id);
         });
     }
 }

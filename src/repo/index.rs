@@ -148,18 +148,6 @@ impl Index {
         &self.packs
     }
 
-    /// Every pack's blobs, each list sorted by offset: which blobs lie next to which.
-    pub fn by_pack(&self) -> HashMap<PackId, Vec<PackEntry>> {
-        let mut out: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
-        for at in self.iter() {
-            out.entry(at.pack).or_default().push(at.entry);
-        }
-        for blobs in out.values_mut() {
-            blobs.sort_by_key(|e| e.offset);
-        }
-        out
-    }
-
     /// Every blob location, in id order.
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
         self.slots.iter().map(|s| self.location(s))
