@@ -113,32 +113,20 @@ pub fn backup(
         warnings: Mutex::new(Vec::new()),
         dirs: AtomicU64::new(0),
     };
-    let mut roots = Vec::new();
-    for path in &paths {
-        let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-        let name = path
-            .file_name()
-            .map(OsString::from)
-            .unwrap_or_else(|| OsString::from("root"));
-        let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
-        let node = archiver.entry_node(path, &name, meta, parent_node, meta_dev(path)?)?;
-        if roots.iter().any(|n: &Node| n.name == node.name) {
-            return Err(Error::Invalid(format!(
-                "two paths end in the same name {:?}",
-                name
-            )));
-        }
-        roots.push(node);
-    }
-    roots.sort_by(|a, b| a.name.cmp(&b.name));
-    let tree = archiver.store_tree(roots)?;
+    let walked = archiver.walk_roots(&paths, &parent_roots);
     let Archiver {
         packer,
         warnings,
         dirs,
         ..
     } = archiver;
-    let totals = packer.finish()?;
+    // The packer's first error is the cause (e.g. a pack that failed verification); the walk
+    // may only have seen that the job had stopped.
+    let finished = packer.finish();
+    let (tree, totals) = match (walked, finished) {
+        (Ok(tree), Ok(totals)) => (tree, totals),
+        (_, Err(cause)) | (Err(cause), Ok(_)) => return Err(cause),
+    };
     let warnings = warnings.into_inner();
     let snapshot = Snapshot {
         time,
@@ -242,6 +230,28 @@ struct Archiver<'a> {
 }
 
 impl Archiver<'_> {
+    /// Backs up each path as one entry of the root tree and stores that tree.
+    fn walk_roots(&self, paths: &[PathBuf], parent_roots: &[Node]) -> Result<BlobId> {
+        let mut roots: Vec<Node> = Vec::new();
+        for path in paths {
+            let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+            let name = path
+                .file_name()
+                .map(OsString::from)
+                .unwrap_or_else(|| OsString::from("root"));
+            let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
+            let node = self.entry_node(path, &name, meta, parent_node, meta_dev(path)?)?;
+            if roots.iter().any(|n| n.name == node.name) {
+                return Err(Error::Invalid(format!(
+                    "two paths end in the same name {name:?}"
+                )));
+            }
+            roots.push(node);
+        }
+        roots.sort_by(|a, b| a.name.cmp(&b.name));
+        self.store_tree(roots)
+    }
+
     fn warn(&self, path: &Path, what: impl std::fmt::Display) {
         let line = format!("{}: {what}", path.display());
         tracing::warn!("{line}");

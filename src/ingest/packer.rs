@@ -253,8 +253,9 @@ impl Packer {
     fn ship(&self, builder: PackBuilder) -> Result<()> {
         let pack = builder.finish(&self.shared.key);
         if let Err(e) = verify_pack(&self.shared.key, &pack) {
-            self.shared.fail(Error::Invalid(e.to_string()));
-            return Err(e);
+            // The original error is kept for `finish`; callers here see the sticky stop.
+            self.shared.fail(e);
+            return self.shared.check();
         }
         let queue = self.queue.as_ref().expect("queue lives until finish");
         queue
@@ -264,7 +265,8 @@ impl Packer {
     }
 
     /// Stores what is still in the builders, waits for every upload, writes the last index
-    /// segment. Only after this returns `Ok` may a snapshot reference the blobs.
+    /// segment. Only after this returns `Ok` may a snapshot reference the blobs. After a
+    /// failure it returns the first error recorded (the cause), whatever other threads saw.
     pub fn finish(mut self) -> Result<PackerTotals> {
         let mut result = Ok(());
         for builder in &self.builders {
@@ -282,7 +284,8 @@ impl Packer {
             }
         }
         let segment = std::mem::take(&mut *self.shared.pending.lock()).0;
-        let failed = result.err().or_else(|| self.shared.error.lock().take());
+        // The first error recorded is the cause; later ones only say the job had stopped.
+        let failed = self.shared.error.lock().take().or(result.err());
         if let Some(e) = failed {
             // Best effort: index the packs that did get stored, so a re-run re-uses them.
             let _ = self.shared.write_segment(&segment);
