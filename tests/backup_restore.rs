@@ -20,13 +20,7 @@ fn round_trip_of_every_node_kind_is_exact_in_bytes_and_metadata() {
     let out = env.json(&["backup", src.to_str().unwrap()]);
     assert_eq!(out["warnings"].as_array().unwrap().len(), 0);
     let target = env.path("restored");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    env.restore("latest", &target, &["--verify"]);
     assert_same_tree(&src, &target.join("src"));
 }
 
@@ -34,7 +28,7 @@ fn round_trip_of_every_node_kind_is_exact_in_bytes_and_metadata() {
 fn sparse_file_is_restored_with_holes() {
     let (env, _) = common::backed_up_tree();
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    env.restore("latest", &target, &[]);
     let meta = fs::metadata(target.join("src/sparse")).unwrap();
     assert_eq!(meta.len(), 8 << 20);
     assert!(
@@ -64,7 +58,7 @@ fn unchanged_rebackup_reads_no_file_and_stores_no_data() {
     let third = env.json(&["backup", src.to_str().unwrap()]);
     assert_eq!(summary(&third)["files_read"], 1);
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    env.restore("latest", &target, &[]);
     assert_eq!(
         fs::read(target.join("src/dir/many-042")).unwrap(),
         b"changed content\n"
@@ -108,15 +102,7 @@ fn repository_with_64mib_packs_restores_with_a_4mib_cache() {
         "a pack of {biggest} bytes is not larger than the cache"
     );
     let target = env.path("restored");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--cache-size",
-        "4MiB",
-        "--verify",
-    ]);
+    env.restore("latest", &target, &["--cache-size", "4MiB", "--verify"]);
     assert_same_tree(&src, &target.join("src"));
 }
 
@@ -124,26 +110,12 @@ fn repository_with_64mib_packs_restores_with_a_4mib_cache() {
 fn restore_of_a_subpath_with_include_and_exclude() {
     let (env, _) = common::backed_up_tree();
     let target = env.path("part");
-    env.ok(&[
-        "restore",
-        "latest:src/dir",
-        "--target",
-        target.to_str().unwrap(),
-        "--exclude",
-        "many-*",
-    ]);
+    env.restore("latest:src/dir", &target, &["--exclude", "many-*"]);
     assert!(target.join("big.bin").exists());
     assert!(target.join("deeper/text.txt").exists());
     assert!(!target.join("many-001").exists());
     let only = env.path("only");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        only.to_str().unwrap(),
-        "--include",
-        "*.txt",
-    ]);
+    env.restore("latest", &only, &["--include", "*.txt"]);
     assert!(only.join("src/small.txt").exists());
     assert!(only.join("src/dir/deeper/text.txt").exists());
     assert!(!only.join("src/dir/big.bin").exists());
@@ -370,7 +342,7 @@ fn unreadable_file_is_a_warning_the_snapshot_commits_and_exit_is_3() {
     assert_eq!(snaps.as_array().unwrap().len(), 1, "the snapshot committed");
     assert_eq!(snaps[0]["summary"]["warnings"], 1);
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    env.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("src/readable")).unwrap(), b"fine");
 }
 

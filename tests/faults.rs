@@ -63,6 +63,20 @@ fn source(dir: &Path) -> PathBuf {
     src
 }
 
+/// Backs `src` up into `repo`, with the corruption hook if given.
+fn back_up(
+    repo: &Arc<Repository>,
+    src: &Path,
+    hook: Option<cairn::ingest::packer::CorruptHook>,
+) -> cairn::Result<cairn::ingest::archiver::BackupOutcome> {
+    backup(
+        repo.clone(),
+        &options(vec![src.to_path_buf()]),
+        &Progress::default(),
+        hook,
+    )
+}
+
 fn setup(plan: FaultPlan) -> (tempfile::TempDir, Arc<FaultyBackend>, Arc<Repository>) {
     let dir = tempfile::tempdir().unwrap();
     let faulty = Arc::new(FaultyBackend::new(
@@ -86,14 +100,7 @@ fn corruption_between_hashing_and_sealing_stops_the_backup_before_upload() {
             data[500] ^= 0x01;
         }
     });
-    let err = backup(
-        repo.clone(),
-        &options(vec![src.clone()]),
-        &Progress::default(),
-        Some(hook),
-    )
-    .err()
-    .expect("must fail");
+    let err = back_up(&repo, &src, Some(hook)).err().expect("must fail");
     assert!(flipped.load(Ordering::SeqCst));
     assert!(matches!(err, Error::PackVerify { .. }), "{err}");
     assert!(
@@ -102,13 +109,7 @@ fn corruption_between_hashing_and_sealing_stops_the_backup_before_upload() {
     );
     assert!(faulty.list("snapshots/").unwrap().is_empty());
     // Whatever was stored is intact: a clean run afterwards restores byte for byte.
-    let outcome = backup(
-        repo.clone(),
-        &options(vec![src.clone()]),
-        &Progress::default(),
-        None,
-    )
-    .unwrap();
+    let outcome = back_up(&repo, &src, None).unwrap();
     let target = dir.path().join("restored");
     restore_all(&repo, &outcome.snapshot, &target).unwrap();
     assert_same_tree(&src, &target.join("src"));
@@ -156,14 +157,7 @@ fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
         ..FaultPlan::default()
     });
     let src = source(dir.path());
-    let err = backup(
-        repo.clone(),
-        &options(vec![src.clone()]),
-        &Progress::default(),
-        None,
-    )
-    .err()
-    .expect("must fail");
+    let err = back_up(&repo, &src, None).err().expect("must fail");
     assert!(err.to_string().contains("No space left on device"), "{err}");
     assert!(
         faulty.list("snapshots/").unwrap().is_empty(),
@@ -188,13 +182,7 @@ fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
         indexed >= 1 << 19,
         "the packs stored before the failure were indexed, got {indexed}"
     );
-    let outcome = backup(
-        repo.clone(),
-        &options(vec![src.clone()]),
-        &Progress::default(),
-        None,
-    )
-    .unwrap();
+    let outcome = back_up(&repo, &src, None).unwrap();
     let total = 6 << 20;
     assert!(
         outcome.snapshot.summary.new_bytes + indexed <= total + (64 << 10),
@@ -215,13 +203,7 @@ fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
 fn flipped_bits_on_read_are_errors_naming_pack_and_blob_never_wrong_bytes() {
     let (dir, faulty, repo) = setup(FaultPlan::default());
     let src = source(dir.path());
-    let outcome = backup(
-        repo.clone(),
-        &options(vec![src.clone()]),
-        &Progress::default(),
-        None,
-    )
-    .unwrap();
+    let outcome = back_up(&repo, &src, None).unwrap();
     let victim = largest_pack(faulty.as_ref());
     faulty.set_plan(FaultPlan {
         flip_bit_in: Some(victim.clone()),
@@ -253,13 +235,7 @@ fn flipped_bits_on_read_are_errors_naming_pack_and_blob_never_wrong_bytes() {
 fn short_reads_are_errors_not_wrong_bytes() {
     let (dir, faulty, repo) = setup(FaultPlan::default());
     let src = source(dir.path());
-    let outcome = backup(
-        repo.clone(),
-        &options(vec![src]),
-        &Progress::default(),
-        None,
-    )
-    .unwrap();
+    let outcome = back_up(&repo, &src, None).unwrap();
     let victim = largest_pack(faulty.as_ref());
     faulty.set_plan(FaultPlan {
         short_read_in: Some(victim),

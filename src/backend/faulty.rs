@@ -1,5 +1,5 @@
 //! A fault-injecting wrapper for tests: fails writes after a number of them (as a full disk
-//! does), flips bits in or shortens what reads return, and counts operations, so tests can prove
+//! does) and flips bits in or shortens what reads return, so tests can prove
 //! that every fault becomes a clear error and never a wrong byte or a half-made snapshot.
 
 use crate::backend::{Backend, ObjectInfo};
@@ -25,7 +25,6 @@ pub struct FaultyBackend {
     inner: Arc<dyn Backend>,
     plan: Mutex<FaultPlan>,
     puts: AtomicU64,
-    gets: AtomicU64,
 }
 
 impl FaultyBackend {
@@ -35,23 +34,12 @@ impl FaultyBackend {
             inner,
             plan: Mutex::new(plan),
             puts: AtomicU64::new(0),
-            gets: AtomicU64::new(0),
         }
     }
 
     /// Replaces the plan (e.g. to heal the backend between runs).
     pub fn set_plan(&self, plan: FaultPlan) {
         *self.plan.lock() = plan;
-    }
-
-    /// Writes attempted so far.
-    pub fn puts(&self) -> u64 {
-        self.puts.load(Ordering::SeqCst)
-    }
-
-    /// Reads attempted so far.
-    pub fn gets(&self) -> u64 {
-        self.gets.load(Ordering::SeqCst)
     }
 
     fn check_put(&self, name: &str) -> Result<()> {
@@ -68,7 +56,6 @@ impl FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
         let mut data = self.inner.get(name, range)?;
         let plan = self.plan.lock().clone();
         if plan.flip_bit_in.is_some_and(|p| name.starts_with(&p)) && !data.is_empty() {

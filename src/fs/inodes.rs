@@ -136,16 +136,6 @@ impl InodeTable {
             }
         }
     }
-
-    /// How many inodes are live.
-    pub fn len(&self) -> usize {
-        self.live.lock().len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,18 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// Restores `spec` into `target` with `extra` options, insisting on success.
+    pub fn restore(&self, spec: &str, target: &Path, extra: &[&str]) -> String {
+        let mut args = vec![
+            "restore",
+            spec,
+            "--target",
+            target.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+
     /// Runs cairn with `--json` and parses its output.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
