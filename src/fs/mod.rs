@@ -1,8 +1,10 @@
 //! FUSE faces of the repository. [`view`] serves snapshots read-only; [`inodes`] gives every
 //! (snapshot, path) a stable inode number and keeps only what the kernel still remembers;
 //! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear.
+//! [`workers`] are the threads that answer reads.
 //! Nothing here knows about packs: bytes come from `fetch`.
 
 pub mod catalog;
 pub mod inodes;
 pub mod view;
+pub mod workers;

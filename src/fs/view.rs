@@ -20,19 +20,21 @@ use crate::fetch::cache::BlobCache;
 use crate::fetch::reader::{Fetcher, FileReader};
 use crate::fs::catalog::{Catalog, Contents};
 use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
+use crate::fs::workers::Workers;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::tree::{Node, NodeKind};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,6 +44,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const NODE_TTL: Duration = Duration::from_secs(3600);
 /// The made-up directories change as snapshots appear.
 const VIRTUAL_TTL: Duration = Duration::from_secs(1);
+/// Files whose read state (chunk offsets, sequential position) is kept; a file read again after
+/// falling out only loses its prefetch position.
+const READ_STATES: usize = 1024;
 
 /// The view's bounds.
 #[derive(Clone, Debug)]
@@ -80,6 +85,8 @@ pub enum Scope {
     },
 }
 
+/// What reads of one file need: its chunk layout and where a sequential reader is. Kept per
+/// inode, not per open, so the kernel need not send open and release at all.
 struct OpenFile {
     reader: FileReader,
     index: Arc<Index>,
@@ -99,9 +106,10 @@ pub struct View {
     fetcher: Arc<Fetcher>,
     inodes: InodeTable,
     trees: Mutex<TreeCache>,
-    handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    next_handle: AtomicU64,
-    pool: rayon::ThreadPool,
+    read_states: Mutex<LruCache<u64, Arc<OpenFile>>>,
+    /// The kernel agreed to skip open/opendir when they answer ENOSYS.
+    no_open: bool,
+    pool: Workers,
     opts: ViewOptions,
     owner: (u32, u32),
 }
@@ -159,10 +167,7 @@ impl View {
     /// A view of `repo` showing `scope`.
     pub fn new(repo: Arc<Repository>, scope: Scope, opts: ViewOptions) -> Result<View> {
         let catalog = Arc::new(Catalog::load(repo.clone())?);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.read_workers.max(1))
-            .thread_name(|i| format!("cairn-read-{i}"))
-            .build()
+        let pool = Workers::start(opts.read_workers, "cairn-read")
             .map_err(|e| Error::Invalid(format!("starting read workers: {e}")))?;
         let owner = (
             nix::unistd::geteuid().as_raw(),
@@ -179,8 +184,10 @@ impl View {
                 trees: LruCache::unbounded(),
                 nodes: 0,
             }),
-            handles: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            read_states: Mutex::new(LruCache::new(
+                NonZeroUsize::new(READ_STATES).expect("a non-zero constant"),
+            )),
+            no_open: false,
             pool,
             opts,
             owner,
@@ -313,6 +320,93 @@ impl View {
         }
     }
 
+    /// The read state of file `ino`, made on its first read.
+    fn read_state(&self, ino: u64) -> std::result::Result<Arc<OpenFile>, Errno> {
+        if let Some(file) = self.read_states.lock().get(&ino) {
+            return Ok(file.clone());
+        }
+        let entry = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let Entry::Node { node, path, .. } = &*entry else {
+            return Err(Errno::EISDIR);
+        };
+        if node.kind != NodeKind::File {
+            return Err(if node.kind == NodeKind::Dir {
+                Errno::EISDIR
+            } else {
+                Errno::EINVAL
+            });
+        }
+        let index = self.catalog.contents().index.clone();
+        let reader = FileReader::new(&index, &node.content).map_err(|e| {
+            tracing::error!("{path}: {e}");
+            Errno::EIO
+        })?;
+        let file = Arc::new(OpenFile {
+            reader,
+            index,
+            path: path.clone(),
+            next_offset: AtomicU64::new(0),
+            prefetched_to: AtomicUsize::new(0),
+        });
+        self.read_states.lock().put(ino, file.clone());
+        Ok(file)
+    }
+
+    /// Calls `add(ino, offset, name, entry)` for the entries of directory `ino` from `offset`
+    /// on (0 and 1 are `.` and `..`) until it returns true (the reply is full).
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, &OsStr, Entry) -> bool,
+    ) -> std::result::Result<(), Errno> {
+        let entry = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        if !matches!(&*entry, Entry::Virtual(_))
+            && !matches!(&*entry, Entry::Node { node, .. } if node.kind == NodeKind::Dir)
+        {
+            return Err(Errno::ENOTDIR);
+        }
+        for (at, name) in [(0, "."), (1, "..")] {
+            if offset <= at && add(ino, at + 1, OsStr::new(name), (*entry).clone()) {
+                return Ok(());
+            }
+        }
+        let skip = offset.saturating_sub(2) as usize;
+        match &*entry {
+            Entry::Virtual(dir) => {
+                let contents = self.catalog.refreshed();
+                let children = self.virtual_children(dir, &contents);
+                for (i, (name, child)) in children.into_iter().enumerate().skip(skip) {
+                    let child_ino = self.ino_of(ino, name.as_bytes(), &child);
+                    if add(child_ino, (i + 3) as u64, OsStr::new(&name), child) {
+                        break;
+                    }
+                }
+            }
+            Entry::Node {
+                snapshot,
+                node,
+                path,
+            } => {
+                let children = self.dir_children(node, path)?;
+                for (i, child) in children.iter().enumerate().skip(skip) {
+                    let child_ino = child_ino(ino, &child.name, Some(snapshot), Some(child));
+                    let entry = child_entry(*snapshot, path, child);
+                    if add(
+                        child_ino,
+                        (i + 3) as u64,
+                        OsStr::from_bytes(&child.name),
+                        entry,
+                    ) {
+                        break;
+                    }
+                }
+            }
+            Entry::Link { .. } => return Err(Errno::ENOTDIR),
+        }
+        Ok(())
+    }
+
     fn ino_of(&self, parent: u64, name: &[u8], entry: &Entry) -> u64 {
         match entry {
             Entry::Virtual(dir) => virtual_ino(dir),
@@ -416,11 +510,7 @@ impl View {
                 children
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
                     .ok()
-                    .map(|i| Entry::Node {
-                        snapshot: *snapshot,
-                        node: Arc::new(children[i].clone()),
-                        path: Arc::from(format!("{path}/{}", String::from_utf8_lossy(name))),
-                    })
+                    .map(|i| child_entry(*snapshot, path, &children[i]))
             }
             _ => return Err(Errno::ENOTDIR),
         };
@@ -435,6 +525,13 @@ impl Filesystem for View {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        // Listings carry attributes (no lookup per entry), lookups in one directory run in
+        // parallel, and open/opendir/release cost no round trip: nothing here needs them.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        self.no_open = config
+            .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
         Ok(())
     }
 
@@ -480,117 +577,81 @@ impl Filesystem for View {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(entry) = self.inodes.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let mut at = offset;
-        if at == 0 {
-            if reply.add(ino, 1, FileType::Directory, ".") {
-                return reply.ok();
-            }
-            at = 1;
+        let listed = self.list(ino.0, offset, |child, at, name, entry| {
+            let kind = match &entry {
+                Entry::Virtual(_) => FileType::Directory,
+                Entry::Link { .. } => FileType::Symlink,
+                Entry::Node { node, .. } => file_type(node.kind),
+            };
+            reply.add(INodeNo(child), at, kind, name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        if at == 1 {
-            if reply.add(ino, 2, FileType::Directory, "..") {
-                return reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listed = self.list(ino.0, offset, |child, at, name, entry| {
+            let attr = self.attr(child, &entry);
+            let full = reply.add(
+                INodeNo(child),
+                at,
+                name,
+                &Self::ttl(&entry),
+                &attr,
+                Generation(0),
+            );
+            // The kernel counts a lookup for every entry it was sent except `.` and `..`.
+            if !full && at > 2 {
+                self.inodes.remember(child, Arc::new(entry));
             }
-            at = 2;
+            full
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        let skip = (at - 2) as usize;
-        match &*entry {
-            Entry::Virtual(dir) => {
-                let contents = self.catalog.refreshed();
-                for (i, (name, child)) in self
-                    .virtual_children(dir, &contents)
-                    .into_iter()
-                    .enumerate()
-                    .skip(skip)
-                {
-                    let kind = match child {
-                        Entry::Virtual(_) | Entry::Node { .. } => FileType::Directory,
-                        Entry::Link { .. } => FileType::Symlink,
-                    };
-                    let child_ino = self.ino_of(ino.0, name.as_bytes(), &child);
-                    if reply.add(INodeNo(child_ino), (i + 3) as u64, kind, &name) {
-                        break;
-                    }
-                }
-            }
-            Entry::Node {
-                snapshot,
-                node,
-                path,
-            } if node.kind == NodeKind::Dir => {
-                let children = match self.dir_children(node, path) {
-                    Ok(children) => children,
-                    Err(e) => return reply.error(e),
-                };
-                for (i, child) in children.iter().enumerate().skip(skip) {
-                    let child_ino = child_ino(ino.0, &child.name, Some(snapshot), Some(child));
-                    let name = OsStr::from_bytes(&child.name);
-                    if reply.add(
-                        INodeNo(child_ino),
-                        (i + 3) as u64,
-                        file_type(child.kind),
-                        name,
-                    ) {
-                        break;
-                    }
-                }
-            }
-            _ => return reply.error(Errno::ENOTDIR),
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
         }
-        reply.ok();
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let Some(entry) = self.inodes.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let Entry::Node { node, path, .. } = &*entry else {
-            return reply.error(Errno::EISDIR);
-        };
-        if node.kind != NodeKind::File {
-            return reply.error(if node.kind == NodeKind::Dir {
-                Errno::EISDIR
-            } else {
-                Errno::EINVAL
-            });
+        match self.read_state(ino.0) {
+            // ENOSYS tells a kernel that agreed to it never to send open (or release) again.
+            Ok(_) if self.no_open => reply.error(Errno::ENOSYS),
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
         }
-        let contents = self.catalog.contents();
-        let index = contents.index.clone();
-        let reader = match FileReader::new(&index, &node.content) {
-            Ok(reader) => reader,
-            Err(e) => {
-                tracing::error!("{path}: {e}");
-                return reply.error(Errno::EIO);
-            }
-        };
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let open = OpenFile {
-            reader,
-            index,
-            path: path.clone(),
-            next_offset: AtomicU64::new(0),
-            prefetched_to: AtomicUsize::new(0),
-        };
-        self.handles.lock().insert(handle, Arc::new(open));
-        reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(file) = self.handles.lock().get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let file = match self.read_state(ino.0) {
+            Ok(file) => file,
+            Err(e) => return reply.error(e),
         };
         let fetcher = self.fetcher.clone();
         let prefetch = self.opts.prefetch_chunks;
@@ -600,8 +661,9 @@ impl Filesystem for View {
             let end = offset + range.len() as u64;
             reply.data(&chunk[range]);
             if file.next_offset.swap(end, Ordering::Relaxed) == offset && prefetch > 0 {
+                let pool = self.pool.clone();
                 self.pool
-                    .spawn(move || prefetch_after(&file, &fetcher, end, prefetch));
+                    .spawn(move || prefetch_after(&file, &fetcher, &pool, end, prefetch));
             }
             return;
         }
@@ -609,11 +671,13 @@ impl Filesystem for View {
             let end = offset + data.len() as u64;
             reply.data(&data);
             if file.next_offset.swap(end, Ordering::Relaxed) == offset && prefetch > 0 {
+                let pool = self.pool.clone();
                 self.pool
-                    .spawn(move || prefetch_after(&file, &fetcher, end, prefetch));
+                    .spawn(move || prefetch_after(&file, &fetcher, &pool, end, prefetch));
             }
             return;
         }
+        let pool = self.pool.clone();
         self.pool.spawn(move || {
             match file
                 .reader
@@ -624,7 +688,7 @@ impl Filesystem for View {
                     reply.data(&data);
                     let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset;
                     if sequential && prefetch > 0 {
-                        prefetch_after(&file, &fetcher, end, prefetch);
+                        prefetch_after(&file, &fetcher, &pool, end, prefetch);
                     }
                 }
                 Err(failed) => {
@@ -649,20 +713,20 @@ impl Filesystem for View {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to flush in a read-only view; ENOSYS stops the kernel sending it.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.lock().remove(&fh.0);
         reply.ok();
     }
 
@@ -717,9 +781,21 @@ impl Filesystem for View {
     }
 }
 
+/// The entry of `node`, a child of the directory at `parent_path` in `snapshot`.
+fn child_entry(snapshot: SnapshotId, parent_path: &str, node: &Node) -> Entry {
+    Entry::Node {
+        snapshot,
+        node: Arc::new(node.clone()),
+        path: Arc::from(format!(
+            "{parent_path}/{}",
+            String::from_utf8_lossy(&node.name)
+        )),
+    }
+}
+
 /// Starts fetching the chunks after `end` that are not cached or already on their way.
 /// Runs on a read worker, so the fetches go to the same pool.
-fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, end: u64, count: usize) {
+fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, pool: &Workers, end: u64, count: usize) {
     if end >= file.reader.size() {
         return;
     }
@@ -734,7 +810,7 @@ fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, end: u64, count: usiz
             continue;
         }
         let (fetcher, index, id) = (fetcher.clone(), file.index.clone(), *id);
-        rayon::spawn(move || {
+        pool.spawn(move || {
             // A failure here is reported by the read that needs the chunk.
             let _ = fetcher.blob(&index, &id);
         });
