@@ -4,6 +4,7 @@
 
 pub mod faulty;
 pub mod local;
+pub mod retry;
 
 use crate::error::Result;
 use std::ops::Range;

@@ -4,10 +4,12 @@
 
 mod backup;
 mod cat;
+mod check;
 mod init;
 mod key;
 mod ls;
 mod mount;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -69,6 +71,10 @@ enum Command {
     Stats(stats::Args),
     /// Manage the passwords that open the repository.
     Key(key::Args),
+    /// Verify the repository: structure, and with --read-data every byte.
+    Check(check::Args),
+    /// Recover from damage: rebuild the index, salvage packs, rewrite snapshots.
+    Repair(repair::Args),
 }
 
 /// Global options every command sees.
@@ -235,6 +241,8 @@ pub fn run() -> Result<u8> {
         Command::Cat(args) => cat::run(&globals, args),
         Command::Stats(args) => stats::run(&globals, args),
         Command::Key(args) => key::run(&globals, args),
+        Command::Check(args) => check::run(&globals, args),
+        Command::Repair(args) => repair::run(&globals, args),
     }
 }
 

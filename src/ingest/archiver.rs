@@ -18,7 +18,7 @@ use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::{Snapshot, Summary};
-use crate::repo::tree::{Node, NodeKind, Piece, Tree, split_nodes};
+use crate::repo::tree::{Node, NodeKind};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::ffi::OsString;
@@ -249,7 +249,7 @@ impl Archiver<'_> {
             roots.push(node);
         }
         roots.sort_by(|a, b| a.name.cmp(&b.name));
-        self.store_tree(roots)
+        self.packer.store_tree(roots)
     }
 
     fn warn(&self, path: &Path, what: impl std::fmt::Display) {
@@ -277,7 +277,7 @@ impl Archiver<'_> {
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);
                 node.subtree = Some(if self.opts.one_file_system && meta.dev() != root_dev {
-                    self.store_tree(Vec::new())?
+                    self.packer.store_tree(Vec::new())?
                 } else {
                     self.dir_tree(path, parent_tree, root_dev)?
                 });
@@ -397,7 +397,7 @@ impl Archiver<'_> {
                 .collect(),
             Err(e) => {
                 self.warn(path, format!("cannot list directory: {e}"));
-                return self.store_tree(Vec::new());
+                return self.packer.store_tree(Vec::new());
             }
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -433,31 +433,7 @@ impl Archiver<'_> {
                     .map(Some)
             })
             .collect::<Result<Vec<Option<Node>>>>()?;
-        self.store_tree(nodes.into_iter().flatten().collect())
-    }
-
-    /// Stores a directory's nodes as one tree blob, or as pieces under a small root when large.
-    fn store_tree(&self, nodes: Vec<Node>) -> Result<BlobId> {
-        let limit = self.repo.config().params.tree_split_size as usize;
-        let tree = Tree::Nodes(nodes);
-        let bytes = tree.encode();
-        if bytes.len() <= limit {
-            return self.packer.add(BlobKind::Tree, &bytes);
-        }
-        let Tree::Nodes(nodes) = tree else {
-            unreachable!("built as nodes above")
-        };
-        let pieces = split_nodes(nodes, limit)
-            .into_iter()
-            .map(|piece| {
-                let first_name = piece[0].name.clone();
-                let tree = self
-                    .packer
-                    .add(BlobKind::Tree, &Tree::Nodes(piece).encode())?;
-                Ok(Piece { first_name, tree })
-            })
-            .collect::<Result<Vec<_>>>()?;
         self.packer
-            .add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
+            .store_tree(nodes.into_iter().flatten().collect())
     }
 }

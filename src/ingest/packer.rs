@@ -14,6 +14,7 @@ use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind};
 use crate::repo::index::{Index, Segment, SegmentPack};
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
+use crate::repo::tree::{Node, Piece, Tree, split_nodes};
 use crate::repo::{Repository, config::Params};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
@@ -178,6 +179,28 @@ impl Packer {
             uploaders,
             corrupt_hook: None,
         }
+    }
+
+    /// Stores a directory's nodes as one tree blob, or as pieces under a small root when large.
+    pub fn store_tree(&self, nodes: Vec<Node>) -> Result<BlobId> {
+        let limit = self.params.tree_split_size as usize;
+        let tree = Tree::Nodes(nodes);
+        let bytes = tree.encode();
+        if bytes.len() <= limit {
+            return self.add(BlobKind::Tree, &bytes);
+        }
+        let Tree::Nodes(nodes) = tree else {
+            unreachable!("built as nodes above")
+        };
+        let pieces = split_nodes(nodes, limit)
+            .into_iter()
+            .map(|piece| {
+                let first_name = piece[0].name.clone();
+                let tree = self.add(BlobKind::Tree, &Tree::Nodes(piece).encode())?;
+                Ok(Piece { first_name, tree })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
     }
 
     /// Installs the test hook that corrupts plaintext between hashing and sealing.

@@ -26,7 +26,14 @@ pub struct Params {
     pub compression: i32,
     /// Directories whose tree blob would exceed this are split into pieces.
     pub tree_split_size: u32,
+    /// How many times a transient store error is retried (with backoff) before it counts.
+    /// Absent in configs written before it existed, which then mean [`DEFAULT_RETRIES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
+
+/// Retries of a transient store error when the config names none.
+pub const DEFAULT_RETRIES: u32 = 5;
 
 impl Default for Params {
     fn default() -> Self {
@@ -38,11 +45,17 @@ impl Default for Params {
             tree_pack_size: 4 << 20,
             compression: 3,
             tree_split_size: 4 << 20,
+            retries: Some(DEFAULT_RETRIES),
         }
     }
 }
 
 impl Params {
+    /// Retries of a transient store error.
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(DEFAULT_RETRIES)
+    }
+
     /// Rejects parameters the chunker or pack format cannot honour.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let even = |v: u32| v.is_multiple_of(2);
@@ -70,6 +83,9 @@ impl Params {
                 "compression level {} is outside zstd's 1..=22",
                 self.compression
             ));
+        }
+        if self.retries() > 100 {
+            return Err("at most 100 retries".into());
         }
         if !(4096..=16 << 20).contains(&self.tree_split_size) {
             return Err("tree split size must be between 4 KiB and 16 MiB".into());

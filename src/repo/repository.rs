@@ -4,9 +4,10 @@
 //! plaintext against its id.
 
 use crate::backend::Backend;
+use crate::backend::retry::RetryingBackend;
 use crate::error::{Error, Result};
 use crate::repo::blob::open_blob_owned;
-use crate::repo::config::{Config, Params};
+use crate::repo::config::{Config, DEFAULT_RETRIES, Params};
 use crate::repo::crypto::{MasterKey, MasterSecrets};
 use crate::repo::identity;
 use crate::repo::ids::{BlobId, BlobKind, IndexId, KeyId, SnapshotId, sha256};
@@ -32,9 +33,15 @@ fn id_of(name: &str) -> &str {
 }
 
 /// Reads a content-addressed object and checks that its SHA-256 is its name.
+/// Reads a content-addressed object and checks it against its name; one that does not match is
+/// read once more, so a transient read fault is not reported as damage.
 fn get_addressed(backend: &dyn Backend, name: &str) -> Result<Vec<u8>> {
-    let bytes = backend.get(name, None)?;
-    if hex::encode(sha256(&bytes)) != id_of(name) {
+    let matches = |bytes: &[u8]| hex::encode(sha256(bytes)) == id_of(name);
+    let mut bytes = backend.get(name, None)?;
+    if !matches(&bytes) {
+        bytes = backend.get(name, None)?;
+    }
+    if !matches(&bytes) {
         return Err(Error::corrupt(
             name,
             "content does not match its name (damaged or truncated)",
@@ -76,7 +83,9 @@ impl Repository {
     }
 
     /// Opens a repository with `password`.
-    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+    pub fn open(raw: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let backend: Arc<dyn Backend> =
+            Arc::new(RetryingBackend::new(raw.clone(), DEFAULT_RETRIES));
         let config_bytes = match backend.get("config", None) {
             Err(Error::NotFound(_)) => return Err(Error::NoRepository(backend.location())),
             other => other?,
@@ -94,8 +103,9 @@ impl Repository {
                     let config = Config::from_json(&key, &config_bytes)?;
                     let key_id = KeyId::from_hex(id_of(&info.name))
                         .map_err(|e| Error::corrupt(&info.name, e))?;
+                    let retries = config.params.retries();
                     return Ok(Repository {
-                        backend,
+                        backend: Arc::new(RetryingBackend::new(raw, retries)),
                         key: Arc::new(key),
                         key_id,
                         config,
@@ -176,6 +186,37 @@ impl Repository {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Index::from_segments(segments))
+    }
+
+    /// Every index file, each opened on its own, so that one damaged file is reported in its
+    /// place rather than failing the whole load (check and repair need the others).
+    pub fn index_files(&self) -> Result<Vec<(String, Result<Segment>)>> {
+        let names = self.backend.list("index/")?;
+        Ok(names
+            .into_par_iter()
+            .map(|info| {
+                let segment = get_addressed(self.backend.as_ref(), &info.name)
+                    .and_then(|bytes| Segment::open(&self.key, &info.name, &bytes));
+                (info.name, segment)
+            })
+            .collect())
+    }
+
+    /// Every snapshot file, each opened on its own (see [`Repository::index_files`]).
+    pub fn snapshot_files(&self) -> Result<Vec<(String, Result<(SnapshotId, Snapshot)>)>> {
+        let names = self.backend.list("snapshots/")?;
+        Ok(names
+            .into_par_iter()
+            .map(|info| {
+                let opened = SnapshotId::from_hex(id_of(&info.name))
+                    .map_err(|e| Error::corrupt(&info.name, e))
+                    .and_then(|id| {
+                        let bytes = get_addressed(self.backend.as_ref(), &info.name)?;
+                        Ok((id, Snapshot::open(&self.key, &info.name, &bytes)?))
+                    });
+                (info.name, opened)
+            })
+            .collect())
     }
 
     /// Stores an index segment.

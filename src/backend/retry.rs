@@ -1,0 +1,149 @@
+//! Retries transient store errors with exponential backoff.
+//!
+//! A store that hiccups (a dropped connection, an interrupted call, a busy device) should not end
+//! a long backup. Only errors that can pass are retried: a missing object, a full disk, a refused
+//! permission or damaged content are answered at once. Every retried read is verified again by
+//! its caller, as every read is.
+
+use crate::backend::{Backend, ObjectInfo};
+use crate::error::{Error, Result};
+use std::io::ErrorKind;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The first wait; each further one doubles, up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_millis(50);
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// A backend that retries transient failures of `inner` up to `retries` times.
+pub struct RetryingBackend {
+    inner: Arc<dyn Backend>,
+    retries: u32,
+}
+
+impl RetryingBackend {
+    /// Wraps `inner`; `retries` is the number of attempts after the first.
+    pub fn new(inner: Arc<dyn Backend>, retries: u32) -> Self {
+        RetryingBackend { inner, retries }
+    }
+
+    fn retry<T>(&self, what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut delay = FIRST_DELAY;
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(e) if attempt < self.retries && is_transient(&e) => {
+                    attempt += 1;
+                    tracing::warn!(
+                        "{what}: {e}; retry {attempt} of {} in {delay:?}",
+                        self.retries
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(MAX_DELAY);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether an error may go away if the call is repeated.
+pub fn is_transient(error: &Error) -> bool {
+    let Error::Storage { source, .. } = error else {
+        return false;
+    };
+    if matches!(
+        source.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+    ) {
+        return false;
+    }
+    !matches!(
+        source.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::AlreadyExists
+            | ErrorKind::PermissionDenied
+            | ErrorKind::InvalidInput
+            | ErrorKind::InvalidData
+            | ErrorKind::StorageFull
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::Unsupported
+            | ErrorKind::OutOfMemory
+    )
+}
+
+impl Backend for RetryingBackend {
+    fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        self.retry(name, || self.inner.get(name, range.clone()))
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.retry(name, || self.inner.put(name, data))
+    }
+
+    fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool> {
+        self.retry(name, || self.inner.put_if_absent(name, data))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.retry(prefix, || self.inner.list(prefix))
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        self.retry(name, || self.inner.delete(name))
+    }
+
+    fn stat(&self, name: &str) -> Result<u64> {
+        self.retry(name, || self.inner.stat(name))
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::faulty::{FaultPlan, FaultyBackend};
+    use crate::backend::local::LocalBackend;
+
+    fn faulty(plan: FaultPlan) -> (tempfile::TempDir, Arc<FaultyBackend>) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalBackend::new(dir.path()));
+        (dir, Arc::new(FaultyBackend::new(local, plan)))
+    }
+
+    #[test]
+    fn transient_failures_are_retried_until_they_pass() {
+        let (_dir, store) = faulty(FaultPlan {
+            transient_failures: 2,
+            ..FaultPlan::default()
+        });
+        let retrying = RetryingBackend::new(store.clone(), 3);
+        retrying.put("a", b"hello").unwrap();
+        assert_eq!(retrying.get("a", None).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn retries_are_bounded_and_permanent_errors_are_not_retried() {
+        let (_dir, store) = faulty(FaultPlan {
+            transient_failures: 10,
+            ..FaultPlan::default()
+        });
+        let retrying = RetryingBackend::new(store.clone(), 2);
+        let err = retrying.put("a", b"x").unwrap_err();
+        assert!(is_transient(&err), "{err}");
+        store.set_plan(FaultPlan::default());
+        assert!(matches!(
+            retrying.get("missing", None),
+            Err(Error::NotFound(_))
+        ));
+        let full = Error::Storage {
+            name: "x".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert!(!is_transient(&full));
+    }
+}

@@ -1,0 +1,98 @@
+//! `cairn check [--read-data | --read-data-subset N/M|P%|SIZE]`: structure, and optionally
+//! every byte of the selected packs. Exit code 1 when anything is wrong.
+
+use crate::cli::{Globals, parse_size};
+use anyhow::Result;
+use cairn::ops::check::{CheckOptions, DataSubset, check};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Options of `check`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also read every pack and verify every blob in it.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the packs: `N/M` (part N of M), `P%` (random share) or a size.
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    read_data_subset: Option<String>,
+    /// Bytes of one pack held in memory at once while reading it.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    window: u64,
+}
+
+/// Runs `check`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    let repo = globals.open()?;
+    let read_data = match (&args.read_data_subset, args.read_data) {
+        (Some(text), _) => Some(DataSubset::parse(text, parse_size).map_err(anyhow::Error::msg)?),
+        (None, true) => Some(DataSubset::All),
+        (None, false) => None,
+    };
+    let opts = CheckOptions {
+        read_data,
+        window: usize::try_from(args.window).unwrap_or(usize::MAX),
+    };
+    let total: u64 = if opts.read_data.is_some() {
+        repo.backend().list("data/")?.iter().map(|p| p.size).sum()
+    } else {
+        0
+    };
+    let bar = globals.progress_bar(
+        Some(total),
+        "{spinner} checking {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+    );
+    let done = AtomicU64::new(0);
+    let report = check(&repo, &opts, &|n| {
+        let now = done.fetch_add(n, Ordering::Relaxed) + n;
+        bar.set_position(now);
+    })?;
+    bar.finish_and_clear();
+    let healthy = report.is_healthy();
+    if globals.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for fault in &report.transient_faults {
+            eprintln!("warning: transient read fault: {fault}");
+        }
+        for problem in &report.problems {
+            println!("error: {problem}");
+        }
+        if !globals.quiet {
+            if !report.unindexed_packs.is_empty() {
+                println!(
+                    "{} packs are in no index (left by an interrupted job; harmless; \
+                     `cairn repair index` makes their blobs reusable)",
+                    report.unindexed_packs.len()
+                );
+            }
+            if report.duplicate_entries > 0 {
+                println!(
+                    "{} duplicate index entries (harmless; `cairn repair index` removes them)",
+                    report.duplicate_entries
+                );
+            }
+            let read = if report.packs_read > 0 {
+                format!(
+                    ", read {} packs ({})",
+                    report.packs_read,
+                    indicatif::HumanBytes(report.bytes_read)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "checked {} snapshots, {} trees, {} packs, {} blobs{read}: {}",
+                report.snapshots,
+                report.trees,
+                report.packs,
+                report.blobs,
+                if healthy {
+                    "no errors".to_string()
+                } else {
+                    format!("{} errors", report.problems.len())
+                }
+            );
+        }
+    }
+    Ok(if healthy { 0 } else { 1 })
+}

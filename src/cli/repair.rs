@@ -1,0 +1,119 @@
+//! `cairn repair index | packs [--from PATH...] | snapshots [--forget]`.
+
+use crate::cli::Globals;
+use anyhow::Result;
+use cairn::ops::repair::{repair_index, repair_packs, repair_snapshots};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Options of `repair`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Rebuild the index from the pack headers (also when every index file is lost).
+    Index,
+    /// Salvage good blobs out of damaged packs, re-create lost ones from source files, and
+    /// remove the damaged packs.
+    Packs {
+        /// Files or directories holding the original data, to re-create lost blobs from.
+        #[arg(long = "from", value_name = "PATH")]
+        from: Vec<PathBuf>,
+    },
+    /// Write new snapshots (tagged `repaired`) without the files whose data is lost.
+    Snapshots {
+        /// Remove the original snapshots once the repaired ones are written.
+        #[arg(long)]
+        forget: bool,
+    },
+}
+
+/// Runs `repair`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    let repo = globals.open()?;
+    match args.what {
+        What::Index => {
+            let report = repair_index(&repo)?;
+            if globals.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for (pack, reason) in &report.unreadable_packs {
+                    println!("pack {pack} left unindexed: {reason}");
+                }
+                println!(
+                    "indexed {} blobs in {} packs ({} index files written, {} removed)",
+                    report.blobs_indexed,
+                    report.packs_indexed,
+                    report.files_written,
+                    report.files_removed
+                );
+            }
+            Ok(u8::from(!report.unreadable_packs.is_empty()))
+        }
+        What::Packs { from } => {
+            let bar = globals.progress_bar(None, "{spinner} reading packs {bytes} {bytes_per_sec}");
+            let done = AtomicU64::new(0);
+            let report = repair_packs(&repo, &from, &|n| {
+                bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
+            })?;
+            bar.finish_and_clear();
+            if globals.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for blob in &report.still_missing {
+                    println!("still missing: blob {blob}");
+                }
+                println!(
+                    "{} damaged packs: {} blobs salvaged, {} re-created from sources, {} still \
+                     missing; {} packs removed",
+                    report.damaged_packs.len(),
+                    report.salvaged,
+                    report.recreated,
+                    report.still_missing.len(),
+                    report.removed_packs
+                );
+                if !report.still_missing.is_empty() {
+                    println!(
+                        "run `cairn repair snapshots` to keep the rest of the affected snapshots"
+                    );
+                }
+            }
+            Ok(u8::from(!report.still_missing.is_empty()))
+        }
+        What::Snapshots { forget } => {
+            let report = repair_snapshots(&repo, forget)?;
+            if globals.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for fixed in &report.repaired {
+                    println!(
+                        "snapshot {} -> {} without {} paths:",
+                        fixed.original.short(),
+                        fixed.repaired.short(),
+                        fixed.removed.len()
+                    );
+                    for path in &fixed.removed {
+                        println!("  {path}");
+                    }
+                }
+                for lost in &report.lost {
+                    println!(
+                        "snapshot {} has lost its root tree; nothing to keep",
+                        lost.short()
+                    );
+                }
+                println!(
+                    "{} snapshots repaired, {} lost, {} originals removed",
+                    report.repaired.len(),
+                    report.lost.len(),
+                    report.forgotten
+                );
+            }
+            Ok(u8::from(!report.lost.is_empty()))
+        }
+    }
+}
