@@ -108,6 +108,12 @@ fn corruption_between_hashing_and_sealing_stops_the_backup_before_upload() {
         "{err}"
     );
     assert!(faulty.list("snapshots/").unwrap().is_empty());
+    let opts = cairn::ops::check::CheckOptions {
+        read_data: Some(cairn::ops::check::DataSubset::All),
+        ..Default::default()
+    };
+    let report = cairn::ops::check::check(&repo, &opts, &|_| {}).unwrap();
+    assert!(report.is_healthy(), "{report:?}");
     // Whatever was stored is intact: a clean run afterwards restores byte for byte.
     let outcome = back_up(&repo, &src, None).unwrap();
     let target = dir.path().join("restored");

@@ -433,5 +433,44 @@ fn random_fault_schedules_never_leave_a_snapshot_with_missing_data() {
         }
     }
     // Both paths were taken: transient faults were ridden out, crashes stopped backups.
-    assert!(completed >= 4 && failed >= 4, "{completed} completed, {failed} failed");
+    assert!(
+        completed >= 4 && failed >= 4,
+        "{completed} completed, {failed} failed"
+    );
+}
+
+#[test]
+fn the_command_line_reports_damage_with_file_paths_and_exit_code_1_and_repairs_it() {
+    let (env, src) = common::backed_up_tree();
+    let clean = env.ok(&["check", "--read-data"]);
+    assert!(clean.contains("no errors"), "{clean}");
+    let subset = env.json(&["check", "--read-data-subset", "1/2"]);
+    assert!(subset["problems"].as_array().unwrap().is_empty());
+    // Damage the largest pack (a data pack) in its first blob.
+    let largest = env
+        .repo_files("data")
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    flip(&largest, 100, 2);
+    let out = env.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("is damaged") && text.contains(":/src/"),
+        "{text}"
+    );
+    let out = env.run(&["--json", "check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["kind"] == "damaged_blob" && !p["uses"].as_array().unwrap().is_empty())
+    );
+    env.ok(&["repair", "packs", "--from", src.to_str().unwrap()]);
+    env.ok(&["check", "--read-data"]);
+    env.ok(&["repair", "index"]);
+    env.ok(&["check"]);
 }

@@ -59,6 +59,7 @@ impl Repository {
         params: Params,
     ) -> Result<Repository> {
         params.validate().map_err(Error::Invalid)?;
+        let backend: Arc<dyn Backend> = Arc::new(RetryingBackend::new(backend, params.retries()));
         if backend.stat("config").is_ok() {
             return Err(Error::Invalid(format!(
                 "a repository already exists at {}",
