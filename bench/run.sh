@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures cairn against restic, borg and rustic (when installed) on the same data, in one run:
 # first backup of linux/, unchanged re-backup, linux-edit/ as an increment, backup of random.bin,
-# full restore; then, through each tool's FUSE mount (fresh each time): cat of random.bin,
+# full restore, check --read-data; then, through each tool's FUSE mount (fresh each time): cat of random.bin,
 # cp -a of linux/, 2,000 random 4 KiB reads. Wall time, peak RSS and repository size per step.
 # Writes bench/results.md.
 #
@@ -32,7 +32,7 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 
 # REUSE=1 keeps the repositories of the previous run in $SCRATCH and STEPS picks rows to measure
 # again (e.g. STEPS="restore" REUSE=1); by default everything is measured from scratch.
-STEPS=${STEPS:-"backup restore mount"}
+STEPS=${STEPS:-"backup restore check mount"}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 if [ "${REUSE:-0}" != 1 ]; then rm -rf "$SCRATCH"; fi
 mkdir -p "$SCRATCH"
@@ -152,25 +152,29 @@ for tool in $TOOLS; do
       want backup && "$CAIRN" -r "$R" init -q
       b()  { "$CAIRN" -q -r "$R" backup "$2"; }
       rs() { "$CAIRN" -q -r "$R" restore "$1" --target "$2"; }
-      first_id() { "$CAIRN" -r "$R" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
+      first_id() { "$CAIRN" -r "$R" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; }
+      ck() { "$CAIRN" -q -r "$R" check --read-data; } ;;
     restic)
       want backup && restic -r "$R" init -q
       b()  { restic -r "$R" backup -q "$2"; }
       rs() { restic -r "$R" restore -q "$1" --target "$2"; }
-      first_id() { restic -r "$R" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; } ;;
+      first_id() { restic -r "$R" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; }
+      ck() { restic -r "$R" check -q --read-data; } ;;
     borg)
       want backup && borg init -e repokey "$R"
       b()  { borg create --compression zstd,3 "$R::$1" "$2"; }
       rs() { (mkdir -p "$2" && cd "$2" && borg extract "$R::$1"); }
-      first_id() { echo s1; } ;;
+      first_id() { echo s1; }
+      ck() { borg check --verify-data "$R"; } ;;
     rustic)
       want backup && rustic -r "$R" init >/dev/null 2>&1
       b()  { rustic -r "$R" backup "$2"; }
       rs() { rustic -r "$R" restore "$1" "$2"; }
-      first_id() { rustic -r "$R" snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["snapshots"][0]["id"])'; } ;;
+      first_id() { rustic -r "$R" snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["snapshots"][0]["id"])'; }
+      ck() { rustic -r "$R" check --read-data; } ;;
   esac
   export R CAIRN
-  export -f b rs
+  export -f b rs ck
   if want backup; then
     timed "$tool" first-backup b s1 "$WORK/linux"
     printf '%s\t%s\t%s\t%s\n' "$tool" repo-size-MB "$(repo_size "$tool")" - >> "$RESULTS"
@@ -185,6 +189,8 @@ for tool in $TOOLS; do
     timed "$tool" restore rs "$id" "$TMPFS/restore"
     rm -rf "$TMPFS/restore"
   fi
+  # Issue 5: every byte of every pack read and verified (linux/, its increment and random.bin).
+  want check && timed "$tool" check-read-data ck
   want mount && mount_bench "$tool" "$R"
 done
 rm -rf "$WORK"
@@ -194,7 +200,7 @@ python3 - "$RESULTS" "${RESULTS_MD:-$HERE/results.md}" <<'PY'
 import sys, collections, platform, subprocess, datetime
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 tools = list(dict.fromkeys(r[0] for r in rows))
-steps = ["first-backup", "unchanged", "increment", "random.bin", "restore",
+steps = ["first-backup", "unchanged", "increment", "random.bin", "restore", "check-read-data",
          "mount-cat-random.bin", "mount-cp-a-linux", "mount-random-4k"]
 val = {(r[0], r[1]): (r[2], r[3]) for r in rows}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()

@@ -32,6 +32,9 @@ pub struct Args {
     /// Largest chunk.
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     chunk_max: u64,
+    /// Retries of a transient store error (with exponential backoff) before it counts.
+    #[arg(long, default_value_t = cairn::repo::config::DEFAULT_RETRIES)]
+    retries: u32,
 }
 
 fn to_u32(value: u64, what: &str) -> Result<u32> {
@@ -47,6 +50,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         chunk_min: to_u32(args.chunk_min, "chunk size")?,
         chunk_avg: to_u32(args.chunk_avg, "chunk size")?,
         chunk_max: to_u32(args.chunk_max, "chunk size")?,
+        retries: Some(args.retries),
         ..Params::default()
     };
     params.validate().map_err(anyhow::Error::msg)?;
