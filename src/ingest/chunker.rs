@@ -86,6 +86,80 @@ pub fn for_each_batch<R: Read, E: From<io::Error>>(
     }
 }
 
+/// The chunker fed by pushes rather than a reader: for data that arrives in pieces (writes into
+/// the stage). It cuts exactly where [`for_each_batch`] cuts the same bytes, so content written
+/// through the stage dedups with the same content backed up. Holds at most `capacity` bytes
+/// plus one push.
+pub struct StreamChunker {
+    config: ChunkerConfig,
+    capacity: usize,
+    buf: Vec<u8>,
+}
+
+impl StreamChunker {
+    /// A chunker that cuts whenever `batch` bytes (at least two maximum chunks) are buffered.
+    pub fn new(config: ChunkerConfig, batch: usize) -> Self {
+        let capacity = batch.max(2 * config.max);
+        StreamChunker {
+            config,
+            capacity,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes buffered and not yet cut.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Adds `data`; calls `on_chunk` with each chunk that is now final.
+    pub fn push<E>(
+        &mut self,
+        data: &[u8],
+        on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.capacity {
+            self.cut(false, on_chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts what is left; every chunk is final.
+    pub fn finish<E>(mut self, on_chunk: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        self.cut(true, on_chunk)
+    }
+
+    fn cut<E>(
+        &mut self,
+        last: bool,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let cuts: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
+            &self.buf,
+            self.config.min,
+            self.config.avg,
+            self.config.max,
+            Normalization::Level1,
+            self.config.seed,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
+        // The last chunk may only have ended because the buffer did: keep it for more data.
+        let keep = if last {
+            cuts.len()
+        } else {
+            cuts.len().saturating_sub(1)
+        };
+        for &(offset, length) in &cuts[..keep] {
+            on_chunk(&self.buf[offset..offset + length])?;
+        }
+        let done = cuts[..keep].last().map_or(0, |&(o, l)| o + l);
+        self.buf.drain(..done);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +215,32 @@ mod tests {
         .unwrap();
         let b: Vec<usize> = cut(&data, 1 << 20).iter().map(Vec::len).collect();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn pushed_pieces_cut_where_a_reader_cuts() {
+        let mut data = vec![0u8; 700_000];
+        crate::repo::crypto::fill_random(&mut data);
+        let expected = cut(&data, 1 << 17);
+        for piece in [1usize, 4096, 65536, 100_003, 1 << 20] {
+            let mut stream = StreamChunker::new(config(), 1 << 17);
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            for part in data.chunks(piece) {
+                stream
+                    .push::<()>(part, |c| {
+                        got.push(c.to_vec());
+                        Ok(())
+                    })
+                    .unwrap();
+                assert!(stream.buffered() <= (1 << 17) + piece);
+            }
+            stream
+                .finish::<()>(|c| {
+                    got.push(c.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(got, expected, "pieces of {piece}");
+        }
     }
 }

@@ -20,6 +20,8 @@ pub struct IngestLimits {
     pub index_flush_packs: usize,
     /// Bytes of one file read at a time before its chunks are processed in parallel.
     pub read_batch: usize,
+    /// Remember where every stored blob is, so the job can read back what it wrote (the stage).
+    pub track_locations: bool,
 }
 
 impl Default for IngestLimits {
@@ -29,6 +31,7 @@ impl Default for IngestLimits {
             parallel_uploads: 2,
             index_flush_packs: 64,
             read_batch: 16 << 20,
+            track_locations: false,
         }
     }
 }

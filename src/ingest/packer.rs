@@ -12,13 +12,13 @@ use crate::ingest::IngestLimits;
 use crate::repo::blob::seal_blob;
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind};
-use crate::repo::index::{Index, Segment, SegmentPack};
+use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack};
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
 use crate::repo::{Repository, config::Params};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -53,6 +53,9 @@ pub struct PackerTotals {
 /// corruption there and prove the pre-upload check catches it.
 pub type CorruptHook = Arc<dyn Fn(&mut Vec<u8>) + Send + Sync>;
 
+/// How long [`Packer::locate`] waits for a shipped pack's upload.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 struct Shared {
     key: Arc<MasterKey>,
     repo: Arc<Repository>,
@@ -61,6 +64,8 @@ struct Shared {
     stats: PackerStats,
     limits: IngestLimits,
     dry_run: bool,
+    /// Where each stored blob is, kept only when the job reads back what it wrote.
+    locations: Option<Mutex<HashMap<BlobId, BlobLocation>>>,
 }
 
 impl Shared {
@@ -86,6 +91,18 @@ impl Shared {
             .stored_bytes
             .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
+        if let Some(locations) = &self.locations {
+            let mut locations = locations.lock();
+            for entry in &pack.entries {
+                locations.insert(
+                    entry.id,
+                    BlobLocation {
+                        pack: pack.id,
+                        entry: *entry,
+                    },
+                );
+            }
+        }
         let flush = {
             let mut pending = self.pending.lock();
             pending.0.packs.push(SegmentPack {
@@ -150,6 +167,7 @@ impl Packer {
             stats: PackerStats::default(),
             limits: limits.clone(),
             dry_run,
+            locations: limits.track_locations.then(|| Mutex::new(HashMap::new())),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))
             .map(|_| {
@@ -221,6 +239,49 @@ impl Packer {
     /// Whether the repository or this job already has `id`.
     pub fn is_known(&self, id: &BlobId) -> bool {
         self.index.contains(id) || self.seen.lock().contains(id)
+    }
+
+    /// Where a blob this job added is stored, so it can be read back before the job ends (the
+    /// stage serves files just written). A blob still in an open pack has that pack shipped and
+    /// its upload awaited. `None` for a blob this job never added. Needs
+    /// [`IngestLimits::track_locations`].
+    pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let Some(locations) = &self.shared.locations else {
+            return Ok(None);
+        };
+        if let Some(at) = locations.lock().get(id) {
+            return Ok(Some(*at));
+        }
+        if !self.seen.lock().contains(id) {
+            return Ok(None);
+        }
+        for (slot, kind) in [(0, BlobKind::Data), (1, BlobKind::Tree)] {
+            let capacity = if kind == BlobKind::Data {
+                self.params.pack_size as usize
+            } else {
+                0
+            };
+            let builder = std::mem::replace(
+                &mut *self.builders[slot].lock(),
+                PackBuilder::new(kind, capacity),
+            );
+            if !builder.is_empty() {
+                self.ship(builder)?;
+            }
+        }
+        let deadline = std::time::Instant::now() + UPLOAD_WAIT;
+        loop {
+            self.shared.check()?;
+            if let Some(at) = locations.lock().get(id) {
+                return Ok(Some(*at));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Invalid(format!(
+                    "blob {id} was not stored within {UPLOAD_WAIT:?}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Stores `plaintext` unless it is already stored; returns its id.
