@@ -4,120 +4,18 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{Env, assert_same_tree, backed_up_tree, pseudo_random};
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running `cairn mount`.
-struct Mounted {
-    child: Option<Child>,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let dir = dir.to_str().unwrap();
-    mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(dir))
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Mounted {
-    fn start(env: &Env, args: &[&str]) -> Mounted {
-        let dir = env.path("mnt");
-        fs::create_dir_all(&dir).unwrap();
-        let log = env.path("mount.log");
-        let mut all = vec!["mount", dir.to_str().unwrap()];
-        all.extend_from_slice(args);
-        let child = env
-            .command(&all)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("cairn mount starts");
-        let mut mounted = Mounted {
-            child: Some(child),
-            dir,
-            log,
-        };
-        wait_for("the mount", || {
-            if let Some(status) = mounted.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "cairn mount exited with {status}: {}",
-                    fs::read_to_string(&mounted.log).unwrap_or_default()
-                );
-            }
-            is_mounted(&mounted.dir)
-        });
-        mounted
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and insists the process ends by itself and the mount is gone.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "cairn mount did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "exit status {status}: {}", self.log());
-        assert!(!is_mounted(&self.dir), "mount left behind");
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.dir)
-                .status();
-        }
-    }
-}
+use support::{Mounted, is_mounted, wait_for};
 
 #[test]
 fn cp_a_of_a_snapshot_equals_the_source_in_bytes_and_metadata() {
     let (env, src) = backed_up_tree();
-    let mnt = Mounted::start(&env, &[]);
+    let mnt = Mounted::start(&env, "mount", &[]);
     let out = env.path("copied");
     fs::create_dir_all(&out).unwrap();
     let cp = std::process::Command::new("cp")
@@ -157,7 +55,7 @@ fn cp_a_of_a_snapshot_equals_the_source_in_bytes_and_metadata() {
 #[test]
 fn a_thousand_random_preads_equal_the_source() {
     let (env, src) = backed_up_tree();
-    let mnt = Mounted::start(&env, &[]);
+    let mnt = Mounted::start(&env, "mount", &[]);
     let files = ["dir/big.bin", "dir/deeper/text.txt", "sparse", "small.txt"];
     let handles: Vec<(fs::File, Vec<u8>)> = files
         .iter()
@@ -203,7 +101,7 @@ fn a_thousand_random_preads_equal_the_source() {
 #[test]
 fn eight_threads_reading_same_and_different_files() {
     let (env, src) = backed_up_tree();
-    let mnt = Mounted::start(&env, &[]);
+    let mnt = Mounted::start(&env, "mount", &[]);
     let names = [
         "dir/big.bin",
         "dir/deeper/text.txt",
@@ -235,7 +133,7 @@ fn repository_with_64mib_packs_reads_through_an_8mib_cache() {
     fs::write(src.join("a"), pseudo_random(3, 80 << 20)).unwrap();
     fs::write(src.join("b"), pseudo_random(4, 2 << 20)).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let mnt = Mounted::start(&env, &["--cache-size", "8MiB"]);
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "8MiB"]);
     for name in ["a", "b"] {
         assert!(
             fs::read(mnt.dir.join("latest/src").join(name)).unwrap()
@@ -325,7 +223,7 @@ fn bit_flipped_pack_fails_exactly_the_reads_of_the_damaged_chunk() {
     bytes[flip_at as usize] ^= 0x40;
     fs::write(&pack, bytes).unwrap();
 
-    let mnt = Mounted::start(&env, &[]);
+    let mnt = Mounted::start(&env, "mount", &[]);
     // No readahead: each 4 KiB read is one request, so failures show at their true extent.
     let dev = fs::metadata(&mnt.dir).unwrap().dev();
     let bdi = format!(
@@ -367,7 +265,7 @@ fn bit_flipped_pack_fails_exactly_the_reads_of_the_damaged_chunk() {
 #[test]
 fn snapshot_made_while_mounted_appears_without_remounting() {
     let (env, src) = backed_up_tree();
-    let mnt = Mounted::start(&env, &[]);
+    let mnt = Mounted::start(&env, "mount", &[]);
     assert_eq!(fs::read_dir(mnt.dir.join("snapshots")).unwrap().count(), 1);
     fs::write(src.join("added-later"), b"new").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
@@ -383,7 +281,7 @@ fn snapshot_made_while_mounted_appears_without_remounting() {
 #[test]
 fn one_snapshot_path_mounted_as_the_root() {
     let (env, src) = backed_up_tree();
-    let mnt = Mounted::start(&env, &["latest:src/dir"]);
+    let mnt = Mounted::start(&env, "mount", &["latest:src/dir"]);
     assert_eq!(
         fs::read(mnt.dir.join("deeper/text.txt")).unwrap(),
         fs::read(src.join("dir/deeper/text.txt")).unwrap()
@@ -402,7 +300,7 @@ fn directory_of_100000_entries_lists_completely() {
         fs::File::create(big.join(format!("f{i:06}"))).unwrap();
     }
     env.ok(&["backup", src.to_str().unwrap()]);
-    let mnt = Mounted::start(&env, &[]);
+    let mnt = Mounted::start(&env, "mount", &[]);
     let mut names: Vec<String> = fs::read_dir(mnt.dir.join("latest/src/big"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -417,7 +315,7 @@ fn directory_of_100000_entries_lists_completely() {
 #[test]
 fn fusermount_unmount_ends_the_process() {
     let (env, _src) = backed_up_tree();
-    let mut mnt = Mounted::start(&env, &[]);
+    let mut mnt = Mounted::start(&env, "mount", &[]);
     let out = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&mnt.dir)

@@ -12,6 +12,7 @@ mod mount;
 mod repair;
 mod restore;
 mod snapshots;
+mod stage;
 mod stats;
 
 use anyhow::{Context, Result, bail};
@@ -65,6 +66,8 @@ enum Command {
     Restore(restore::Args),
     /// Serve snapshots as a read-only file system (FUSE), in the foreground.
     Mount(mount::Args),
+    /// Mount a writable tree that becomes a snapshot on `stage --commit` (FUSE, foreground).
+    Stage(stage::Args),
     /// Print a repository object as JSON (config, snapshot, tree, blob, index).
     Cat(cat::Args),
     /// Show repository statistics.
@@ -238,6 +241,7 @@ pub fn run() -> Result<u8> {
         Command::Ls(args) => ls::run(&globals, args),
         Command::Restore(args) => restore::run(&globals, args),
         Command::Mount(args) => mount::run(&globals, args),
+        Command::Stage(args) => stage::run(&globals, args),
         Command::Cat(args) => cat::run(&globals, args),
         Command::Stats(args) => stats::run(&globals, args),
         Command::Key(args) => key::run(&globals, args),

@@ -1,10 +1,15 @@
 //! FUSE faces of the repository. [`view`] serves snapshots read-only; [`inodes`] gives every
 //! (snapshot, path) a stable inode number and keeps only what the kernel still remembers;
 //! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear.
+//! [`stage`] is the writable face: a copy-on-write tree ([`stage_tree`]) whose files
+//! ([`stage_file`]) are stored as they are written, committed as a snapshot.
 //! [`workers`] are the threads that answer reads.
 //! Nothing here knows about packs: bytes come from `fetch`.
 
 pub mod catalog;
 pub mod inodes;
+pub mod stage;
+pub mod stage_file;
+pub mod stage_tree;
 pub mod view;
 pub mod workers;

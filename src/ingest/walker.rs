@@ -20,7 +20,8 @@ pub struct OwnerNames {
 }
 
 impl OwnerNames {
-    fn user(&self, uid: u32) -> String {
+    /// The name of user `uid`, or empty when it has none here.
+    pub fn user(&self, uid: u32) -> String {
         self.users
             .lock()
             .entry(uid)
@@ -34,7 +35,8 @@ impl OwnerNames {
             .clone()
     }
 
-    fn group(&self, gid: u32) -> String {
+    /// The name of group `gid`, or empty when it has none here.
+    pub fn group(&self, gid: u32) -> String {
         self.groups
             .lock()
             .entry(gid)

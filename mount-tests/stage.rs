@@ -1,0 +1,292 @@
+//! The writable stage, mounted for real: what rsync and cp put into it becomes a snapshot equal
+//! to the source; a second rsync stores only what changed; a stage killed mid-rsync leaves no
+//! snapshot and a clean repository whose packs the next stage re-uses; --abort commits nothing;
+//! and a large file streams through in bounded memory.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::{Env, assert_same_tree, make_tree, pseudo_random};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{Mounted, is_mounted, wait_for};
+
+/// Starts a stage for `/src` (so snapshots restore to `src/`) with `args`.
+fn stage(env: &Env, args: &[&str]) -> Mounted {
+    let mut all = vec!["--path", "/src"];
+    all.extend_from_slice(args);
+    Mounted::start(env, "stage", &all)
+}
+
+/// rsync (here 3.2) leaves a directory's or symlink's time alone when it equals the source's
+/// to the second; one made less than a second before the copy would then differ by
+/// nanoseconds, on any file system. Sources are given a second to age first.
+fn rsync(args: &[&str], from: &Path, to: &Path) -> String {
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = Command::new("rsync")
+        .args(args)
+        .arg(format!("{}/", from.display()))
+        .arg(format!("{}/", to.display()))
+        .output()
+        .expect("rsync runs (apt-get install rsync)");
+    assert!(
+        out.status.success(),
+        "rsync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Commits the stage; returns the snapshot id and waits for the stage process to end.
+fn commit(env: &Env, mut mounted: Mounted) -> String {
+    let id = env
+        .ok(&["stage", "--commit", mounted.dir.to_str().unwrap()])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let mut child = mounted.child.take().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "stage did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", mounted.log());
+    wait_for("the unmount", || !is_mounted(&mounted.dir));
+    id
+}
+
+/// Restores snapshot `spec` and returns its copy of the source.
+fn restored(env: &Env, spec: &str) -> PathBuf {
+    let target = env.path("restored");
+    env.restore(spec, &target, &[]);
+    target.join("src")
+}
+
+fn data_bytes(env: &Env) -> u64 {
+    // A pack being written may be renamed between the listing and the stat.
+    env.repo_files("data")
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    env.json(&["snapshots"]).as_array().unwrap().len()
+}
+
+#[test]
+fn rsync_of_every_node_kind_commits_a_snapshot_equal_to_the_source() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    let mounted = stage(&env, &["--empty"]);
+    rsync(&["-aHX", "--delete"], &src, &mounted.dir);
+    let id = commit(&env, mounted);
+    assert_same_tree(&src, &restored(&env, &id));
+    env.ok(&["check", "--read-data"]);
+    // The same snapshot through the read-only view.
+    let view = Mounted::start(&env, "mount", &[&id[..8]]);
+    assert_same_tree(&src, &view.dir.join("src"));
+    view.stop();
+}
+
+#[test]
+fn a_second_rsync_of_an_edited_tree_transfers_and_stores_only_the_changes() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..20u64 {
+        fs::write(src.join(format!("d/f{i}")), pseudo_random(i, 1 << 20)).unwrap();
+    }
+    let first = stage(&env, &["--empty"]);
+    rsync(&["-a"], &src, &first.dir);
+    commit(&env, first);
+    let before = data_bytes(&env);
+    // An unchanged tree: rsync finds every size and mtime equal and sends nothing.
+    let unchanged = stage(&env, &[]);
+    let stats = rsync(&["-a", "--stats"], &src, &unchanged.dir);
+    assert!(
+        stats.contains("Number of regular files transferred: 0"),
+        "{stats}"
+    );
+    commit(&env, unchanged);
+    // Edit one file, add one, delete one.
+    fs::write(src.join("d/f3"), pseudo_random(99, 1 << 20)).unwrap();
+    fs::write(src.join("d/new"), b"new file").unwrap();
+    fs::remove_file(src.join("d/f7")).unwrap();
+    let edited = stage(&env, &[]);
+    let stats = rsync(&["-a", "--delete", "--stats"], &src, &edited.dir);
+    assert!(
+        stats.contains("Number of regular files transferred: 2"),
+        "{stats}"
+    );
+    let id = commit(&env, edited);
+    let stored = data_bytes(&env) - before;
+    assert!(stored < 2 << 20, "{stored} bytes stored for a 1 MiB edit");
+    assert_same_tree(&src, &restored(&env, &id));
+    assert_eq!(snapshot_count(&env), 3);
+}
+
+#[test]
+fn cp_a_into_an_empty_stage_works_the_same() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    fs::remove_file(src.join("socket")).unwrap(); // cp cannot copy a socket; rsync can
+    let mounted = stage(&env, &["--empty"]);
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(&mounted.dir)
+        .output()
+        .unwrap();
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let id = commit(&env, mounted);
+    assert_same_tree(&src, &restored(&env, &id));
+}
+
+/// A repository with small packs, so a partial run leaves many of them.
+fn small_pack_repo() -> Env {
+    Env::with_repo(&["--pack-size", "1MiB"])
+}
+
+fn random_tree(root: &Path, files: u64) -> u64 {
+    fs::create_dir_all(root).unwrap();
+    for i in 0..files {
+        fs::write(
+            root.join(format!("f{i:03}")),
+            pseudo_random(1000 + i, 1 << 20),
+        )
+        .unwrap();
+    }
+    files << 20
+}
+
+#[test]
+fn kill_9_mid_rsync_leaves_no_snapshot_a_clean_check_and_little_to_store_again() {
+    let env = small_pack_repo();
+    let src = env.path("src");
+    let total = random_tree(&src, 60);
+    let mut mounted = stage(&env, &["--empty"]);
+    let mut rsync = Command::new("rsync")
+        .args(["-a", "--bwlimit=20000"])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}/", mounted.dir.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("half the data stored", || data_bytes(&env) > total / 3);
+    let pid = nix::unistd::Pid::from_raw(mounted.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = mounted.child.take().unwrap().wait();
+    let _ = rsync.wait();
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(&mounted.dir)
+        .status();
+    let _ = Command::new("umount").arg("-l").arg(&mounted.dir).status();
+    drop(mounted);
+    assert_eq!(snapshot_count(&env), 0);
+    env.ok(&["check", "--read-data"]);
+    let first = data_bytes(&env);
+    let again = stage(&env, &["--empty"]);
+    self::rsync(&["-a"], &src, &again.dir);
+    let id = commit(&env, again);
+    let second = data_bytes(&env) - first;
+    // The second run stores what the first did not, plus at most what was in flight.
+    let repeated = (first + second).saturating_sub(total);
+    assert!(
+        repeated * 10 < total,
+        "{repeated} of {total} bytes stored twice (first run {first}, second {second})"
+    );
+    env.ok(&["check", "--read-data"]);
+    assert_same_tree(&src, &restored(&env, &id));
+}
+
+#[test]
+fn abort_commits_nothing() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let snapshots = env.json(&["snapshots"]);
+    fs::write(src.join("small.txt"), b"changed").unwrap();
+    let mounted = stage(&env, &[]);
+    rsync(&["-a"], &src, &mounted.dir);
+    env.ok(&["stage", "--abort", mounted.dir.to_str().unwrap()]);
+    let mut mounted = mounted;
+    let status = mounted.child.take().unwrap().wait().unwrap();
+    assert!(status.success());
+    assert_eq!(env.json(&["snapshots"]), snapshots);
+    env.ok(&["check"]);
+    // Unmounting without --commit discards too, and says so.
+    let mounted = stage(&env, &[]);
+    mounted.stop();
+    assert_eq!(env.json(&["snapshots"]), snapshots);
+}
+
+#[test]
+fn commit_on_unmount_commits_when_unmounted() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    let mounted = stage(&env, &["--empty", "--commit-on-unmount"]);
+    rsync(&["-aHX"], &src, &mounted.dir);
+    mounted.stop();
+    assert_eq!(snapshot_count(&env), 1);
+    assert_same_tree(&src, &restored(&env, "latest"));
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_2_gib_file_streams_through_the_stage_in_bounded_memory() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big: PathBuf = src.join("big");
+    {
+        let file = fs::File::create(&big).unwrap();
+        let block = pseudo_random(5, 8 << 20);
+        for i in 0..256u64 {
+            // Each 8 MiB block differs, so nothing dedups and every byte is stored.
+            let mut block = block.clone();
+            block[..8].copy_from_slice(&i.to_le_bytes());
+            std::os::unix::fs::FileExt::write_all_at(&file, &block, i * (8 << 20)).unwrap();
+        }
+    }
+    let mounted = stage(&env, &["--empty"]);
+    rsync(&["-a"], &src, &mounted.dir);
+    let rss = peak_rss_kib(mounted.pid());
+    assert!(rss < 256 << 10, "stage peak RSS {rss} KiB");
+    assert_eq!(
+        fs::metadata(mounted.dir.join("big")).unwrap().len(),
+        2 << 30
+    );
+    commit(&env, mounted);
+    let snapshots = env.json(&["snapshots"]);
+    assert_eq!(snapshots[0]["summary"]["bytes"], 2u64 << 30);
+}

@@ -1,0 +1,112 @@
+//! Running `cairn mount` and `cairn stage` for real in tests: start, wait for the mount, stop,
+//! and never leave a mount behind.
+#![allow(dead_code)]
+
+use crate::common::Env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `cairn mount` or `cairn stage`.
+pub struct Mounted {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.to_str().unwrap();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(dir))
+}
+
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Mounted {
+    /// Runs `cairn COMMAND DIR ARGS...` on a fresh `mnt` directory and waits for the mount.
+    pub fn start(env: &Env, command: &str, args: &[&str]) -> Mounted {
+        let dir = env.path(&format!("{command}-mnt"));
+        fs::create_dir_all(&dir).unwrap();
+        let log = env.path(&format!("{command}.log"));
+        let mut all = vec![command, dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let child = env
+            .command(&all)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("cairn mount starts");
+        let mut mounted = Mounted {
+            child: Some(child),
+            dir,
+            log,
+        };
+        wait_for("the mount", || {
+            if let Some(status) = mounted.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "cairn {command} exited with {status}: {}",
+                    fs::read_to_string(&mounted.log).unwrap_or_default()
+                );
+            }
+            is_mounted(&mounted.dir)
+        });
+        mounted
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and insists the process ends by itself and the mount is gone.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "cairn did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "exit status {status}: {}", self.log());
+        assert!(!is_mounted(&self.dir), "mount left behind");
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}

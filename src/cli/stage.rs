@@ -1,0 +1,319 @@
+//! `cairn stage DIR`: a writable mount that becomes a snapshot on `cairn stage --commit DIR`.
+//!
+//! The stage process listens on a Unix socket named after the mount point; `--commit` and
+//! `--abort` from another shell send it one line and print its answer. The stage answers a
+//! commit only after the snapshot is stored, so the next command already sees it; then it
+//! detaches the mount and exits.
+
+use crate::cli::{Globals, parse_size};
+use anyhow::{Context, Result, bail};
+use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
+use cairn::fs::stage_tree::now_nanos;
+use cairn::repo::Repository;
+use cairn::repo::ids::SnapshotId;
+use cairn::repo::tree::{Node, NodeKind};
+use fuser::{MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Options of `stage`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Empty directory to mount the stage on (or, with --commit/--abort, the stage's mount).
+    dir: PathBuf,
+    /// Commit the stage mounted on DIR as a snapshot, print its id, and unmount it.
+    #[arg(long, conflicts_with = "abort")]
+    commit: bool,
+    /// Discard the stage mounted on DIR and unmount it.
+    #[arg(long)]
+    abort: bool,
+    /// Start from this snapshot (default: the latest of this host and --path).
+    #[arg(long, conflicts_with = "empty")]
+    parent: Option<String>,
+    /// Start empty.
+    #[arg(long)]
+    empty: bool,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// The path the staged tree stands for, as `cairn backup PATH` would record it (default:
+    /// the parent's).
+    #[arg(long)]
+    path: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Commit when unmounted (by `fusermount3 -u`, Ctrl-C or SIGTERM) instead of discarding.
+    #[arg(long)]
+    commit_on_unmount: bool,
+    /// Memory for verified chunks of the parent's files (rsync reads them as delta bases).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    cache_size: u64,
+    /// Directory for spool files of files written out of order (default: the system's temp).
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+}
+
+/// The control socket of the stage mounted on `dir`.
+fn socket_path(dir: &Path) -> Result<PathBuf> {
+    let absolute =
+        std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let digest = Sha256::digest(absolute.as_os_str().as_bytes());
+    Ok(std::env::temp_dir().join(format!("cairn-stage-{}.sock", hex::encode(&digest[..8]))))
+}
+
+/// Runs `stage`.
+pub fn run(globals: &Globals, args: Args) -> Result<u8> {
+    if args.commit || args.abort {
+        return control(
+            globals,
+            &args.dir,
+            if args.commit { "commit" } else { "abort" },
+        );
+    }
+    serve(globals, args)
+}
+
+/// Sends `command` to the stage on `dir` and prints its answer.
+fn control(globals: &Globals, dir: &Path, command: &str) -> Result<u8> {
+    let socket = socket_path(dir)?;
+    let mut stream = UnixStream::connect(&socket).with_context(|| {
+        format!(
+            "no stage is mounted on {} ({})",
+            dir.display(),
+            socket.display()
+        )
+    })?;
+    writeln!(stream, "{command}")?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    let answer = answer.trim_end();
+    match answer.split_once(' ') {
+        Some(("ok", id)) if command == "commit" => {
+            if globals.json {
+                println!("{}", serde_json::json!({ "id": id }));
+            } else {
+                println!("{id}");
+            }
+            Ok(0)
+        }
+        _ if answer == "ok" => {
+            if !globals.quiet {
+                eprintln!("stage on {} discarded", dir.display());
+            }
+            Ok(0)
+        }
+        Some(("error", reason)) => bail!("{command} failed: {reason}"),
+        _ => bail!("{command}: unexpected answer {answer:?}"),
+    }
+}
+
+/// The directory node the stage starts from, and the snapshot it comes from.
+fn starting_point(
+    repo: &Repository,
+    args: &Args,
+    hostname: &str,
+) -> Result<(Option<SnapshotId>, Option<Node>, String)> {
+    let parent = if args.empty {
+        None
+    } else if let Some(spec) = &args.parent {
+        Some(repo.find_snapshot(spec)?)
+    } else {
+        let Some(path) = &args.path else {
+            bail!("give --path (the path the staged tree stands for), --parent or --empty");
+        };
+        repo.snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == hostname && s.paths == [path.clone()])
+    };
+    let path = match (&args.path, &parent) {
+        (Some(path), _) => path.clone(),
+        (None, Some((_, snap))) if snap.paths.len() == 1 => snap.paths[0].clone(),
+        (None, Some(_)) => bail!("the parent has several paths: give --path"),
+        (None, None) => bail!("give --path (the path the staged tree stands for)"),
+    };
+    let Some((id, snapshot)) = parent else {
+        return Ok((None, None, path));
+    };
+    let name = Path::new(&path)
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    let index = repo.load_index()?;
+    let root = repo
+        .read_tree(&index, &snapshot.tree)?
+        .into_iter()
+        .find(|n| n.name == name && n.kind == NodeKind::Dir);
+    Ok((Some(id), root, path))
+}
+
+/// An empty directory owned by whoever runs the stage.
+fn empty_root() -> Node {
+    let now = now_nanos();
+    Node {
+        name: Vec::new(),
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        user: String::new(),
+        group: String::new(),
+        mtime: now,
+        ctime: now,
+        atime: now,
+        size: 0,
+        inode: 0,
+        device: 0,
+        links: 2,
+        rdev: 0,
+        xattrs: Vec::new(),
+        target: Vec::new(),
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
+/// Unmounts `dir` lazily.
+fn unmount(dir: &Path) {
+    if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(dir)
+            .status();
+    }
+}
+
+/// Mounts the stage and serves it until a commit, an abort or an unmount.
+fn serve(globals: &Globals, args: Args) -> Result<u8> {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+    if !args.dir.is_dir() {
+        bail!("{} is not a directory", args.dir.display());
+    }
+    let repo = globals.open()?;
+    let hostname = args
+        .host
+        .clone()
+        .unwrap_or_else(cairn::repo::identity::hostname);
+    let (parent, root, path) = starting_point(&repo, &args, &hostname)?;
+    let opts = StageOptions {
+        cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+        spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    let snapshot = StageSnapshot {
+        hostname,
+        path,
+        tags: args.tag.clone(),
+        parent,
+    };
+    let stage = Arc::new(Stage::new(
+        repo,
+        root.unwrap_or_else(empty_root),
+        snapshot,
+        opts,
+    )?);
+
+    let socket = socket_path(&args.dir)?;
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("listening on {}", socket.display()))?;
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RW,
+        MountOption::FSName("cairn-stage".into()),
+        MountOption::Subtype("cairn".into()),
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = SessionACL::Owner;
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    let session = fuser::spawn_mount(StageFs(stage.clone()), &args.dir, &config)
+        .with_context(|| format!("mounting on {}", args.dir.display()))?;
+    if !globals.quiet {
+        eprintln!(
+            "stage on {}{}; `cairn stage --commit {}` commits it, `--abort` discards it",
+            args.dir.display(),
+            parent.map_or(String::new(), |p| format!(" (from snapshot {})", p.short())),
+            args.dir.display()
+        );
+    }
+
+    let decided = Arc::new(AtomicBool::new(false));
+    {
+        let (stage, decided, dir) = (stage.clone(), decided.clone(), args.dir.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if answer(&stage, stream, &dir, &decided) {
+                    break;
+                }
+            }
+        });
+    }
+    {
+        let dir = args.dir.clone();
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                unmount(&dir);
+            }
+        });
+    }
+    session.join().context("file system session")?;
+    let _ = std::fs::remove_file(&socket);
+    if decided.load(Ordering::SeqCst) {
+        return Ok(0);
+    }
+    if args.commit_on_unmount {
+        let id = stage.commit()?;
+        println!("{id}");
+        return Ok(0);
+    }
+    stage.abort();
+    if !globals.quiet {
+        eprintln!(
+            "unmounted without --commit: stage discarded (start it with --commit-on-unmount to commit instead)"
+        );
+    }
+    Ok(0)
+}
+
+/// Handles one control connection; true when the stage is done (committed or aborted).
+fn answer(stage: &Stage, stream: UnixStream, dir: &Path, decided: &AtomicBool) -> bool {
+    let mut line = String::new();
+    let Ok(reader) = stream.try_clone() else {
+        return false;
+    };
+    if BufReader::new(reader).read_line(&mut line).is_err() {
+        return false;
+    }
+    let (reply, done) = match line.trim() {
+        "commit" => match stage.commit() {
+            Ok(id) => (format!("ok {id}"), true),
+            Err(e) => (format!("error {e}"), false),
+        },
+        "abort" => {
+            stage.abort();
+            ("ok".to_string(), true)
+        }
+        other => (format!("error unknown command {other:?}"), false),
+    };
+    // Answer first: the unmount ends the session and with it this process.
+    let mut stream = stream;
+    let _ = writeln!(stream, "{reply}");
+    if done {
+        decided.store(true, Ordering::SeqCst);
+        unmount(dir);
+    }
+    done
+}
