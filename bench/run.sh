@@ -21,6 +21,7 @@ export PATH="$PEERS/bin:$PATH"
 
 [ -d "$DATA/linux-edit" ] || BENCH_DATA=$DATA bash "$SHARED/prepare-data.sh"
 command -v restic >/dev/null && command -v borg >/dev/null || bash "$SHARED/install-peers.sh" --no-rustic
+command -v rsync >/dev/null || apt-get install -y -qq rsync >/dev/null
 (cd "$HERE/.." && cargo build --release --quiet)
 CAIRN="$HERE/../target/release/cairn"
 
@@ -32,7 +33,7 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 
 # REUSE=1 keeps the repositories of the previous run in $SCRATCH and STEPS picks rows to measure
 # again (e.g. STEPS="restore" REUSE=1); by default everything is measured from scratch.
-STEPS=${STEPS:-"backup restore check mount"}
+STEPS=${STEPS:-"backup restore check mount stage"}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 if [ "${REUSE:-0}" != 1 ]; then rm -rf "$SCRATCH"; fi
 mkdir -p "$SCRATCH"
@@ -141,6 +142,35 @@ mount_bench() {
   mount_step "$1" "$2" mount-random-4k random.bin f random_reads
 }
 
+# Issue 4: rsync of linux/ into an empty stage of a fresh repository plus commit (compare with
+# the first backup rows), then linux-edit/ into a new stage on top of it; wall time from
+# starting the stage to the commit's answer, and the stage process's peak RSS.
+stage_run() {
+  local step=$1 repo=$2 src=$3; shift 3
+  local mnt="$SCRATCH/stage-mnt"
+  mkdir -p "$mnt"
+  settle
+  local start; start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$SCRATCH/stagerss" "$CAIRN" -q -r "$repo" stage "$mnt" --path /bench/linux "$@" \
+    > "$SCRATCH/log.cairn.$step" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.05; done
+  rsync -a --delete "$src/" "$mnt/"
+  "$CAIRN" -q -r "$repo" stage --commit "$mnt" > /dev/null
+  wait "$pid"
+  local end; end=$(date +%s.%N)
+  local kb; kb=$(tail -1 "$SCRATCH/stagerss")
+  printf 'cairn\t%s\t%s\t%s\n' "$step" "$(python3 -c "print(f'{$end - $start:.2f}')")" "$((kb / 1024))" >> "$RESULTS"
+}
+stage_bench() {
+  local repo="$SCRATCH/repo-cairn-stage"
+  rm -rf "$repo"
+  "$CAIRN" -q -r "$repo" init
+  stage_run stage-rsync-linux "$repo" "$DATA/linux" --empty
+  stage_run stage-rsync-linux-edit "$repo" "$DATA/linux-edit"
+  rm -rf "$repo"
+}
+
 WORK="$SCRATCH/work"
 reset_work() { rm -rf "$WORK"; mkdir -p "$WORK"; cp -a "$DATA/linux" "$WORK/linux"; }
 
@@ -192,6 +222,7 @@ for tool in $TOOLS; do
   # Issue 5: every byte of every pack read and verified (linux/, its increment and random.bin).
   want check && timed "$tool" check-read-data ck
   want mount && mount_bench "$tool" "$R"
+  if want stage && [ "$tool" = cairn ]; then stage_bench; fi
 done
 rm -rf "$WORK"
 umount "$TMPFS" 2>/dev/null || true
@@ -201,6 +232,7 @@ import sys, collections, platform, subprocess, datetime
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 tools = list(dict.fromkeys(r[0] for r in rows))
 steps = ["first-backup", "unchanged", "increment", "random.bin", "restore", "check-read-data",
+         "stage-rsync-linux", "stage-rsync-linux-edit",
          "mount-cat-random.bin", "mount-cp-a-linux", "mount-random-4k"]
 val = {(r[0], r[1]): (r[2], r[3]) for r in rows}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()

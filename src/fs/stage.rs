@@ -24,7 +24,7 @@ use crate::repo::index::Index;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind, Xattr};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
@@ -159,6 +159,7 @@ impl Stage {
     /// the moment this starts.
     pub fn commit(&self) -> Result<SnapshotId> {
         self.frozen.store(true, Ordering::SeqCst);
+
         let packer =
             self.packer.write().take().ok_or_else(|| {
                 Error::Invalid("the stage was already committed or aborted".into())
@@ -334,6 +335,27 @@ fn nanos_of(time: TimeOrNow) -> i64 {
     }
 }
 
+/// The attributes of a negative entry: inode 0 means "no such name".
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn file_type(kind: NodeKind) -> FileType {
     match kind {
         NodeKind::File => FileType::RegularFile,
@@ -352,6 +374,9 @@ pub struct StageFs(pub Arc<Stage>);
 impl Filesystem for StageFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        // Clearing setuid/setgid on write is ours to do; otherwise the kernel asks for
+        // `security.capability` before every write.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         Ok(())
     }
 
@@ -363,6 +388,9 @@ impl Filesystem for StageFs {
         });
         match found.and_then(|r| r.map_err(errno_of)) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            // A negative entry the kernel may keep: every creation goes through it, so it
+            // never goes stale. rsync and cp look up each name before creating it.
+            Err(Errno::ENOENT) => reply.entry(&TTL, &absent(), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -640,7 +668,7 @@ impl Filesystem for StageFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -653,6 +681,9 @@ impl Filesystem for StageFs {
             Ok(()) => {
                 if let Ok(inode) = self.0.tree.lock().get_mut(ino.0) {
                     inode.node.mtime = now_nanos();
+                    if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                        inode.node.mode &= !0o6000;
+                    }
                 }
                 reply.written(data.len() as u32);
             }
@@ -668,7 +699,8 @@ impl Filesystem for StageFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Content is stored on release; ENOSYS stops the kernel sending flush at all.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -692,12 +724,13 @@ impl Filesystem for StageFs {
             }
         };
         // The last handle closed: store what is left of the content now rather than at commit.
-        if let Some(body) = last {
-            let settled = self.0.with_store(|store| body.lock().settle(store));
-            if let Ok(Err(e)) = settled {
-                tracing::error!("stage: storing a closed file: {e}");
-                return reply.error(Errno::EIO);
-            }
+        // (Doing it on worker threads instead was measured slower: rsync of linux/ 44 s against
+        // 37 s, the workers taking the two cores from rsync and the session threads.)
+        if let Some(body) = last
+            && let Ok(Err(e)) = self.0.with_store(|store| body.lock().settle(store))
+        {
+            tracing::error!("stage: storing a closed file: {e}");
+            return reply.error(Errno::EIO);
         }
         self.0.tree.lock().forget(ino.0, 0);
         reply.ok();
