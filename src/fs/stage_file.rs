@@ -56,11 +56,9 @@ impl Store<'_> {
         Ok((self.packer.add(BlobKind::Data, chunk)?, chunk.len() as u64))
     }
 
-    /// The plaintext length of a stored blob.
-    pub fn length_of(&self, id: &BlobId) -> u64 {
-        self.index
-            .get(id)
-            .map_or(0, |at| u64::from(at.entry.raw_len))
+    /// The plaintext length of a stored blob, if the index has it.
+    pub fn length_of(&self, id: &BlobId) -> Option<u64> {
+        self.index.get(id).map(|at| u64::from(at.entry.raw_len))
     }
 }
 
@@ -76,6 +74,9 @@ pub enum Body {
     },
     /// Copied into an unlinked local file, for writes in any order.
     Spooled { file: File, size: u64 },
+    /// The parent's content, with chunks the index does not have: kept as it is (the snapshot
+    /// references the same chunks), but every read fails rather than serve shifted bytes.
+    Unreadable { content: Vec<BlobId>, size: u64 },
 }
 
 impl Body {
@@ -84,11 +85,30 @@ impl Body {
         Body::Stored { chunks: Vec::new() }
     }
 
+    /// The parent's content of a file recorded as `size` bytes in chunks `content`.
+    pub fn from_parent(store: &Store, content: &[BlobId], size: u64) -> Body {
+        let chunks: Option<Vec<(BlobId, u64)>> = content
+            .iter()
+            .map(|id| store.length_of(id).map(|len| (*id, len)))
+            .collect();
+        match chunks {
+            Some(chunks) if chunks.iter().map(|(_, len)| len).sum::<u64>() == size => {
+                Body::Stored { chunks }
+            }
+            _ => Body::Unreadable {
+                content: content.to_vec(),
+                size,
+            },
+        }
+    }
+
     /// The current length.
     pub fn size(&self) -> u64 {
         match self {
             Body::Stored { chunks } => chunks.iter().map(|(_, len)| len).sum(),
-            Body::Streaming { size, .. } | Body::Spooled { size, .. } => *size,
+            Body::Streaming { size, .. }
+            | Body::Spooled { size, .. }
+            | Body::Unreadable { size, .. } => *size,
         }
     }
 
@@ -96,6 +116,7 @@ impl Body {
     pub fn content(&self) -> Option<Vec<BlobId>> {
         match self {
             Body::Stored { chunks } => Some(chunks.iter().map(|(id, _)| *id).collect()),
+            Body::Unreadable { content, .. } => Some(content.clone()),
             _ => None,
         }
     }
@@ -169,6 +190,12 @@ impl Body {
                     }
                 }
             }
+            Body::Unreadable { content, .. } => {
+                return Err(Error::Invalid(format!(
+                    "the parent's content of this file is not in the index ({} chunks)",
+                    content.len()
+                )));
+            }
             Body::Streaming { .. } => unreachable!("settled above"),
         }
         Ok(out)
@@ -199,6 +226,7 @@ impl Body {
     pub fn settle(&mut self, store: &Store) -> Result<()> {
         match std::mem::replace(self, Body::empty()) {
             Body::Stored { chunks } => *self = Body::Stored { chunks },
+            unreadable @ Body::Unreadable { .. } => *self = unreadable,
             Body::Streaming {
                 mut chunks, rest, ..
             } => {
@@ -244,7 +272,9 @@ impl Body {
     fn spool(&mut self, store: &Store) -> Result<()> {
         self.settle(store)?;
         let Body::Stored { chunks } = self else {
-            unreachable!("settled above")
+            return Err(Error::Invalid(
+                "the parent's content of this file is not in the index".into(),
+            ));
         };
         let file = spool_file(store.spool_dir)?;
         let mut at = 0u64;

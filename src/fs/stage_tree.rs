@@ -60,12 +60,11 @@ pub struct Inode {
 impl Inode {
     fn new(node: Node, store: &Store) -> Inode {
         let body = (node.kind == NodeKind::File).then(|| {
-            let chunks = node
-                .content
-                .iter()
-                .map(|id| (*id, store.length_of(id)))
-                .collect();
-            Arc::new(Mutex::new(Body::Stored { chunks }))
+            Arc::new(Mutex::new(Body::from_parent(
+                store,
+                &node.content,
+                node.size,
+            )))
         });
         let entries = (node.kind == NodeKind::Dir && node.subtree.is_none()).then(BTreeMap::new);
         Inode {
