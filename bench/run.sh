@@ -200,7 +200,8 @@ for tool in $TOOLS; do
       want backup && rustic -r "$R" init >/dev/null 2>&1
       b()  { rustic -r "$R" backup "$2"; }
       rs() { rustic -r "$R" restore "$1" "$2"; }
-      first_id() { rustic -r "$R" snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[0]["snapshots"][0]["id"])'; }
+      # rustic groups snapshots (by host and paths): take the oldest of all, the linux/ one.
+      first_id() { rustic -r "$R" snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(min((s for g in d for s in g["snapshots"]), key=lambda s: s["time"])["id"])'; }
       ck() { rustic -r "$R" check --read-data; } ;;
   esac
   export R CAIRN

@@ -41,26 +41,13 @@ fn rsync(args: &[&str], from: &Path, to: &Path) -> String {
 }
 
 /// Commits the stage; returns the snapshot id and waits for the stage process to end.
-fn commit(env: &Env, mut mounted: Mounted) -> String {
+fn commit(env: &Env, mounted: Mounted) -> String {
     let id = env
         .ok(&["stage", "--commit", mounted.dir.to_str().unwrap()])
         .trim()
         .to_string();
     assert_eq!(id.len(), 64, "{id}");
-    let mut child = mounted.child.take().unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "stage did not end"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}: {}", mounted.log());
-    wait_for("the unmount", || !is_mounted(&mounted.dir));
+    mounted.wait_exit();
     id
 }
 
@@ -228,9 +215,7 @@ fn abort_commits_nothing() {
     let mounted = stage(&env, &[]);
     rsync(&["-a"], &src, &mounted.dir);
     env.ok(&["stage", "--abort", mounted.dir.to_str().unwrap()]);
-    let mut mounted = mounted;
-    let status = mounted.child.take().unwrap().wait().unwrap();
-    assert!(status.success());
+    mounted.wait_exit();
     assert_eq!(env.json(&["snapshots"]), snapshots);
     env.ok(&["check"]);
     // Unmounting without --commit discards too, and says so.

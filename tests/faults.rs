@@ -15,18 +15,11 @@ use cairn::ingest::progress::Progress;
 use cairn::ops::restore::{RestoreOptions, RestoreProgress, restore};
 use cairn::repo::Repository;
 use cairn::repo::config::Params;
-use cairn::repo::keys::KdfParams;
-use common::{assert_same_tree, pseudo_random};
+use common::{FAST_KDF, assert_same_tree, pseudo_random};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
 
 fn small_packs() -> Params {
     Params {

@@ -18,20 +18,13 @@ use cairn::ops::restore::{RestoreOptions, RestoreProgress, restore};
 use cairn::repo::Repository;
 use cairn::repo::config::Params;
 use cairn::repo::ids::{BlobId, PackId};
-use cairn::repo::keys::KdfParams;
 use cairn::repo::pack::pack_name;
 use cairn::repo::snapshot::Snapshot;
-use common::{assert_same_tree, pseudo_random};
+use common::{FAST_KDF, assert_same_tree, pseudo_random};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
 
 fn small_packs() -> Params {
     Params {

@@ -10,7 +10,6 @@ use cairn::ingest::progress::Progress;
 use cairn::ops::restore::{RestoreOptions, RestoreProgress, restore};
 use cairn::repo::Repository;
 use cairn::repo::config::Params;
-use cairn::repo::keys::KdfParams;
 use cairn::repo::tree::Tree;
 use std::fs;
 use std::path::Path;
@@ -26,12 +25,7 @@ fn directory_larger_than_a_tree_blob_is_split_and_restores_whole() {
         tree_split_size: 4096,
         ..Params::default()
     };
-    let kdf = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
-    let repo = Arc::new(Repository::init(backend, b"pw", kdf, params).unwrap());
+    let repo = Arc::new(Repository::init(backend, b"pw", common::FAST_KDF, params).unwrap());
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..2000 {

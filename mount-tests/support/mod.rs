@@ -74,26 +74,31 @@ impl Mounted {
     }
 
     /// Sends SIGTERM and insists the process ends by itself and the mount is gone.
-    pub fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
+    pub fn stop(self) {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::unistd::Pid::from_raw(self.pid() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
+        self.wait_exit();
+    }
+
+    /// Waits for the process to end by itself, successfully, leaving no mount behind.
+    pub fn wait_exit(mut self) {
+        let mut child = self.child.take().unwrap();
         let start = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "cairn did not exit after SIGTERM"
+                start.elapsed() < Duration::from_secs(30),
+                "cairn did not exit"
             );
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(status.success(), "exit status {status}: {}", self.log());
-        assert!(!is_mounted(&self.dir), "mount left behind");
+        wait_for("the unmount", || !is_mounted(&self.dir));
     }
 }
 

@@ -173,6 +173,30 @@ pub fn with_ticker<T>(
     result
 }
 
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts later, so only
+/// a thread that waits on the returned set receives them (the FUSE commands unmount then).
+/// Call before any thread starts.
+pub fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+    Ok(signals)
+}
+
+/// Unmounts a FUSE mount lazily, so files still open there do not keep the process alive.
+pub fn unmount(dir: &std::path::Path) {
+    if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(dir)
+            .status();
+    }
+}
+
 /// Asks for a password on the terminal; refuses when there is none to ask on.
 pub fn prompt_password(prompt: &str, confirm: bool) -> Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() {

@@ -1,13 +1,12 @@
 //! `cairn mount DIR [SNAP[:PATH]]`: serve snapshots as a read-only file system, in the
 //! foreground, until Ctrl-C, SIGTERM or `fusermount3 -u DIR`.
 
-use crate::cli::{Globals, parse_size, split_snapshot_path};
+use crate::cli::{Globals, block_stop_signals, parse_size, split_snapshot_path, unmount};
 use anyhow::{Context, Result, bail};
 use cairn::fs::view::{Scope, View, ViewOptions, snapshot_root};
 use cairn::ops::walk::resolve;
 use cairn::repo::tree::NodeKind;
 use fuser::{MountOption, SessionACL};
-use nix::sys::signal::{SigSet, Signal};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -29,17 +28,6 @@ pub struct Args {
 /// How long a signalled stop waits for the session to end by itself.
 const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Unmounts `dir`, lazily so busy files do not keep the process alive.
-fn unmount(dir: &Path) {
-    if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
-        let _ = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(dir)
-            .status();
-    }
-}
-
 /// Raises the kernel's readahead for the mount to 1 MiB (its FUSE cap), when permitted, so
 /// sequential reads arrive in large requests rather than 128 KiB ones.
 fn raise_readahead(dir: &Path) {
@@ -59,13 +47,7 @@ fn raise_readahead(dir: &Path) {
 
 /// Runs `mount`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
-    // Block the stop signals before any thread starts, so every thread inherits the mask and
-    // only the waiter below receives them.
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    signals.thread_block().context("blocking signals")?;
+    let signals = block_stop_signals()?;
 
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());

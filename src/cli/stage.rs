@@ -5,7 +5,7 @@
 //! commit only after the snapshot is stored, so the next command already sees it; then it
 //! detaches the mount and exits.
 
-use crate::cli::{Globals, parse_size};
+use crate::cli::{Globals, block_stop_signals, parse_size, unmount};
 use anyhow::{Context, Result, bail};
 use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
 use cairn::fs::stage_tree::now_nanos;
@@ -13,7 +13,6 @@ use cairn::repo::Repository;
 use cairn::repo::ids::SnapshotId;
 use cairn::repo::tree::{Node, NodeKind};
 use fuser::{MountOption, SessionACL};
-use nix::sys::signal::{SigSet, Signal};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -156,48 +155,16 @@ fn starting_point(
 
 /// An empty directory owned by whoever runs the stage.
 fn empty_root() -> Node {
-    let now = now_nanos();
-    Node {
-        name: Vec::new(),
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
-        user: String::new(),
-        group: String::new(),
-        mtime: now,
-        ctime: now,
-        atime: now,
-        size: 0,
-        inode: 0,
-        device: 0,
-        links: 2,
-        rdev: 0,
-        xattrs: Vec::new(),
-        target: Vec::new(),
-        content: Vec::new(),
-        subtree: None,
-    }
-}
-
-/// Unmounts `dir` lazily.
-fn unmount(dir: &Path) {
-    if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
-        let _ = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(dir)
-            .status();
-    }
+    let owner = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    Node::new(NodeKind::Dir, 0o755, owner, now_nanos())
 }
 
 /// Mounts the stage and serves it until a commit, an abort or an unmount.
 fn serve(globals: &Globals, args: Args) -> Result<u8> {
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    signals.thread_block().context("blocking signals")?;
+    let signals = block_stop_signals()?;
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());
     }

@@ -3,9 +3,10 @@
 //! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear.
 //! [`stage`] is the writable face: a copy-on-write tree ([`stage_tree`]) whose files
 //! ([`stage_file`]) are stored as they are written, committed as a snapshot.
-//! [`workers`] are the threads that answer reads.
+//! [`workers`] are the threads that answer reads; [`attrs`] what both faces answer alike.
 //! Nothing here knows about packs: bytes come from `fetch`.
 
+pub mod attrs;
 pub mod catalog;
 pub mod inodes;
 pub mod stage;

@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::fetch::cache::BlobCache;
+use crate::fs::attrs::{file_type, system_time, xattr_names, xattr_reply};
 use crate::fs::stage_file::Store;
 use crate::fs::stage_tree::{Inode, ROOT, StageTree, TreeError, now_nanos};
 use crate::ingest::IngestLimits;
@@ -252,28 +253,10 @@ impl Stage {
 
     /// A fresh node of `kind` owned by the caller.
     fn new_node(&self, req: &Request, kind: NodeKind, mode: u32) -> Node {
-        let now = now_nanos();
-        Node {
-            name: Vec::new(),
-            kind,
-            mode: mode & 0o7777,
-            uid: req.uid(),
-            gid: req.gid(),
-            user: self.owners.user(req.uid()),
-            group: self.owners.group(req.gid()),
-            mtime: now,
-            ctime: now,
-            atime: now,
-            size: 0,
-            inode: 0,
-            device: 0,
-            links: 1,
-            rdev: 0,
-            xattrs: Vec::new(),
-            target: Vec::new(),
-            content: Vec::new(),
-            subtree: None,
-        }
+        let mut node = Node::new(kind, mode, (req.uid(), req.gid()), now_nanos());
+        node.user = self.owners.user(req.uid());
+        node.group = self.owners.group(req.gid());
+        node
     }
 
     /// Adds a new node and answers with its entry.
@@ -285,6 +268,18 @@ impl Stage {
         });
         match made {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Removes a name: a directory (rmdir) when `dir`, else anything else (unlink).
+    fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        match self.changing(|store| {
+            self.tree
+                .lock()
+                .remove(parent.0, name.as_bytes(), dir, store)
+        }) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -317,14 +312,6 @@ fn errno_of(error: TreeError) -> Errno {
     }
 }
 
-fn system_time(nanos: i64) -> SystemTime {
-    if nanos >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
-    }
-}
-
 fn nanos_of(time: TimeOrNow) -> i64 {
     match time {
         TimeOrNow::Now => now_nanos(),
@@ -353,18 +340,6 @@ fn absent() -> FileAttr {
         rdev: 0,
         blksize: 0,
         flags: 0,
-    }
-}
-
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-        NodeKind::Fifo => FileType::NamedPipe,
-        NodeKind::Socket => FileType::Socket,
-        NodeKind::CharDevice => FileType::CharDevice,
-        NodeKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -512,27 +487,11 @@ impl Filesystem for StageFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.0.changing(|store| {
-            self.0
-                .tree
-                .lock()
-                .remove(parent.0, name.as_bytes(), false, store)
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.remove(parent, name, false, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.0.changing(|store| {
-            self.0
-                .tree
-                .lock()
-                .remove(parent.0, name.as_bytes(), true, store)
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.remove(parent, name, true, reply);
     }
 
     fn symlink(
@@ -862,12 +821,7 @@ impl Filesystem for StageFs {
             Ok(inode) => inode,
             Err(e) => return reply.error(errno_of(e)),
         };
-        let mut names = Vec::new();
-        for x in &inode.node.xattrs {
-            names.extend_from_slice(&x.name);
-            names.push(0);
-        }
-        xattr_reply(&names, size, reply);
+        xattr_reply(&xattr_names(&inode.node.xattrs), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -886,16 +840,5 @@ impl Filesystem for StageFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
-    }
-}
-
-/// Answers an xattr request: the size when asked for 0 bytes, ERANGE when too small.
-fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if (size as usize) < value.len() {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(value);
     }
 }

@@ -18,6 +18,7 @@
 use crate::error::{Error, Result};
 use crate::fetch::cache::BlobCache;
 use crate::fetch::reader::{Fetcher, FileReader};
+use crate::fs::attrs::{file_type, system_time, xattr_names, xattr_reply};
 use crate::fs::catalog::{Catalog, Contents};
 use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
 use crate::fs::workers::Workers;
@@ -38,7 +39,7 @@ use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Snapshot content never changes: the kernel may keep what it learnt this long.
 const NODE_TTL: Duration = Duration::from_secs(3600);
@@ -114,53 +115,16 @@ pub struct View {
     owner: (u32, u32),
 }
 
-fn system_time(nanos: i64) -> SystemTime {
-    if nanos >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
-    }
-}
-
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-        NodeKind::Fifo => FileType::NamedPipe,
-        NodeKind::Socket => FileType::Socket,
-        NodeKind::CharDevice => FileType::CharDevice,
-        NodeKind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
 /// A snapshot's root shown as a directory named `name`.
 pub fn snapshot_root(
     name: &str,
     snapshot: &crate::repo::snapshot::Snapshot,
     owner: (u32, u32),
 ) -> Node {
-    Node {
-        name: name.as_bytes().to_vec(),
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        uid: owner.0,
-        gid: owner.1,
-        user: String::new(),
-        group: String::new(),
-        mtime: snapshot.time,
-        ctime: snapshot.time,
-        atime: snapshot.time,
-        size: 0,
-        inode: 0,
-        device: 0,
-        links: 2,
-        rdev: 0,
-        xattrs: Vec::new(),
-        target: Vec::new(),
-        content: Vec::new(),
-        subtree: Some(snapshot.tree),
-    }
+    let mut node = Node::new(NodeKind::Dir, 0o755, owner, snapshot.time);
+    node.name = name.as_bytes().to_vec();
+    node.subtree = Some(snapshot.tree);
+    node
 }
 
 impl View {
@@ -754,9 +718,7 @@ impl Filesystem for View {
         };
         match node.xattrs.iter().find(|x| x.name == name.as_bytes()) {
             None => reply.error(Errno::NO_XATTR),
-            Some(x) if size == 0 => reply.size(x.value.len() as u32),
-            Some(x) if (size as usize) < x.value.len() => reply.error(Errno::ERANGE),
-            Some(x) => reply.data(&x.value),
+            Some(x) => xattr_reply(&x.value, size, reply),
         }
     }
 
@@ -764,20 +726,11 @@ impl Filesystem for View {
         let Some(entry) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        let mut names = Vec::new();
-        if let Entry::Node { node, .. } = &*entry {
-            for x in &node.xattrs {
-                names.extend_from_slice(&x.name);
-                names.push(0);
-            }
-        }
-        if size == 0 {
-            reply.size(names.len() as u32);
-        } else if (size as usize) < names.len() {
-            reply.error(Errno::ERANGE);
-        } else {
-            reply.data(&names);
-        }
+        let names = match &*entry {
+            Entry::Node { node, .. } => xattr_names(&node.xattrs),
+            _ => Vec::new(),
+        };
+        xattr_reply(&names, size, reply);
     }
 }
 

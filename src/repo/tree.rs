@@ -79,6 +79,34 @@ pub struct Node {
     pub subtree: Option<BlobId>,
 }
 
+impl Node {
+    /// A node of `kind` with permission bits `mode`, owned by `owner` (uid, gid), all times
+    /// `time`, and nothing else yet: what a newly made file, directory or link starts as.
+    pub fn new(kind: NodeKind, mode: u32, owner: (u32, u32), time: i64) -> Node {
+        Node {
+            name: Vec::new(),
+            kind,
+            mode: mode & 0o7777,
+            uid: owner.0,
+            gid: owner.1,
+            user: String::new(),
+            group: String::new(),
+            mtime: time,
+            ctime: time,
+            atime: time,
+            size: 0,
+            inode: 0,
+            device: 0,
+            links: if kind == NodeKind::Dir { 2 } else { 1 },
+            rdev: 0,
+            xattrs: Vec::new(),
+            target: Vec::new(),
+            content: Vec::new(),
+            subtree: None,
+        }
+    }
+}
+
 /// One piece of a split directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {

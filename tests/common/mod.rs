@@ -11,6 +11,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Key derivation cheap enough for tests that open repositories through the library.
+pub const FAST_KDF: cairn::repo::keys::KdfParams = cairn::repo::keys::KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
 /// A repository in a temporary directory plus a scratch area.
 pub struct Env {
     pub dir: tempfile::TempDir,
