@@ -5,7 +5,7 @@
 use crate::backend::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -66,13 +66,21 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl Backend for LocalBackend {
     fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        match range {
+            Some(range) => self.get_into(name, range, &mut out)?,
+            None => {
+                let err = |e| Self::storage_error(name, e);
+                let mut file = File::open(self.path(name)).map_err(err)?;
+                file.read_to_end(&mut out).map_err(err)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
         let err = |e| Self::storage_error(name, e);
-        let mut file = File::open(self.path(name)).map_err(err)?;
-        let Some(range) = range else {
-            let mut out = Vec::new();
-            file.read_to_end(&mut out).map_err(err)?;
-            return Ok(out);
-        };
+        let file = File::open(self.path(name)).map_err(err)?;
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| Error::Invalid(format!("range {range:?} of {name} is too large")))?;
         let size = file.metadata().map_err(err)?.len();
@@ -82,10 +90,9 @@ impl Backend for LocalBackend {
                 format!("bytes {range:?} requested but the object has {size}"),
             ));
         }
-        file.seek(SeekFrom::Start(range.start)).map_err(err)?;
-        let mut out = vec![0u8; len];
-        file.read_exact(&mut out).map_err(err)?;
-        Ok(out)
+        buf.resize(len, 0);
+        std::os::unix::fs::FileExt::read_exact_at(&file, buf, range.start).map_err(err)?;
+        Ok(())
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {

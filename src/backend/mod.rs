@@ -23,6 +23,13 @@ pub trait Backend: Send + Sync {
     /// Reads a whole object, or the given byte range of it. A range past the end is an error,
     /// never a short read.
     fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>>;
+    /// Reads `range` of an object into `buf` (replacing its content), re-using its memory:
+    /// for jobs that read many large ranges one after another (check), where a fresh buffer
+    /// per read costs a page fault per page.
+    fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.get(name, Some(range))?;
+        Ok(())
+    }
     /// Stores an object atomically and durably, replacing any old one.
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
     /// Stores an object only if none has the name; `Ok(false)` if one had.

@@ -78,6 +78,10 @@ impl Backend for RetryingBackend {
         self.retry(name, || self.inner.get(name, range.clone()))
     }
 
+    fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        self.retry(name, || self.inner.get_into(name, range.clone(), buf))
+    }
+
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.retry(name, || self.inner.put(name, data))
     }

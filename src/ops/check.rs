@@ -329,18 +329,28 @@ pub fn check(
     check_packs(repo, &inventory, &mut report);
     let snapshots = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
-    check_snapshots(repo, &inventory.index, &snapshots, &mut report);
-    if let Some(subset) = &opts.read_data {
-        let selected = select_packs(&inventory.stored, subset);
-        read_packs(
-            repo,
-            &inventory,
-            &selected,
-            opts.window,
-            progress,
-            &mut report,
-        );
-    }
+    // The tree walk is one thread's work: let the pack reading run beside it.
+    let mut read = CheckReport::default();
+    rayon::join(
+        || check_snapshots(repo, &inventory.index, &snapshots, &mut report),
+        || {
+            if let Some(subset) = &opts.read_data {
+                let selected = select_packs(&inventory.stored, subset);
+                read_packs(
+                    repo,
+                    &inventory,
+                    &selected,
+                    opts.window,
+                    progress,
+                    &mut read,
+                );
+            }
+        },
+    );
+    report.packs_read = read.packs_read;
+    report.bytes_read = read.bytes_read;
+    report.transient_faults = read.transient_faults;
+    report.problems.extend(read.problems);
     attach_uses(repo, &inventory.index, &snapshots, &mut report);
     Ok(report)
 }
@@ -540,6 +550,11 @@ impl PackReading {
     }
 }
 
+thread_local! {
+    /// The piece buffer of this thread, re-used from piece to piece (at most a window).
+    static PIECE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads a pack once, start to end, in pieces of at most `window` bytes (or one blob, if larger),
 /// hashing every byte and opening every one of `entries` on the way.
 pub fn read_pack(
@@ -578,7 +593,13 @@ pub fn read_pack(
             Some(&c) if c > pos => c,
             _ => cuts[cuts.partition_point(|&c| c <= pos)],
         };
-        let bytes = match repo.backend().get(&name, Some(pos..end)) {
+        let read = PIECE.with(|piece| {
+            let mut bytes = piece.borrow_mut();
+            repo.backend()
+                .get_into(&name, pos..end, &mut bytes)
+                .map(|()| std::mem::take(&mut *bytes))
+        });
+        let bytes = match read {
             Ok(bytes) if bytes.len() as u64 == end - pos => bytes,
             Ok(bytes) => {
                 reading.failure = Some(format!(
@@ -608,6 +629,8 @@ pub fn read_pack(
             next += 1;
         }
         pos = end;
+        // Hand the buffer back for the next piece, of this pack or the next one on this thread.
+        PIECE.with(|piece| *piece.borrow_mut() = bytes);
     }
     // Entries that overlap others (a damaged index) were not inside one piece: open them alone.
     for (entry, _) in inside.iter().zip(&opened).filter(|(_, done)| !**done) {
