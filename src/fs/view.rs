@@ -56,7 +56,8 @@ pub struct ViewOptions {
     pub cache_bytes: usize,
     /// Threads answering reads.
     pub read_workers: usize,
-    /// Chunks fetched ahead of a sequential reader.
+    /// Chunks fetched ahead of a sequential reader (16 measured 1.19 s against 4's 1.36 s for
+    /// `cat` of a 1 GiB file, median of four fresh mounts).
     pub prefetch_chunks: usize,
     /// Directory entries kept in parsed trees.
     pub tree_cache_nodes: usize,
@@ -67,7 +68,7 @@ impl Default for ViewOptions {
         ViewOptions {
             cache_bytes: 256 << 20,
             read_workers: 4,
-            prefetch_chunks: 4,
+            prefetch_chunks: 16,
             tree_cache_nodes: 200_000,
         }
     }
