@@ -11,8 +11,8 @@ use common::{Env, assert_same_tree, make_tree, pseudo_random};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
-use support::{Mounted, is_mounted, wait_for};
+use std::time::Duration;
+use support::{Mounted, wait_for};
 
 /// Starts a stage for `/src` (so snapshots restore to `src/`) with `args`.
 fn stage(env: &Env, args: &[&str]) -> Mounted {

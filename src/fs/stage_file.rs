@@ -128,7 +128,7 @@ impl Body {
             Body::Stored { chunks } if chunks.is_empty() && offset == 0 => {
                 *self = Body::Streaming {
                     chunks: Vec::new(),
-                    rest: StreamChunker::new(store.chunker.clone(), STREAM_BATCH),
+                    rest: StreamChunker::new(*store.chunker, STREAM_BATCH),
                     size: 0,
                 };
                 self.write(store, offset, data)

@@ -50,6 +50,9 @@ fn get_addressed(backend: &dyn Backend, name: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A snapshot file that opened: its id and content.
+pub type SnapshotFile = (SnapshotId, Snapshot);
+
 impl Repository {
     /// Creates a repository on an empty backend, with one key for `password`.
     pub fn init(
@@ -204,7 +207,7 @@ impl Repository {
     }
 
     /// Every snapshot file, each opened on its own (see [`Repository::index_files`]).
-    pub fn snapshot_files(&self) -> Result<Vec<(String, Result<(SnapshotId, Snapshot)>)>> {
+    pub fn snapshot_files(&self) -> Result<Vec<(String, Result<SnapshotFile>)>> {
         let names = self.backend.list("snapshots/")?;
         Ok(names
             .into_par_iter()
