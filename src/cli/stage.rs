@@ -16,6 +16,7 @@ use fuser::{MountOption, SessionACL};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,6 +196,9 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("listening on {}", socket.display()))?;
+    // Only the stage's owner may commit or abort it.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", socket.display()))?;
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
