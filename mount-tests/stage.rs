@@ -222,6 +222,8 @@ fn abort_commits_nothing() {
     let mounted = stage(&env, &[]);
     mounted.stop();
     assert_eq!(env.json(&["snapshots"]), snapshots);
+    let log = fs::read_to_string(env.path("stage.log")).unwrap();
+    assert!(log.contains("stage discarded"), "{log}");
 }
 
 #[test]
