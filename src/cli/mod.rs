@@ -186,6 +186,19 @@ pub fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
     Ok(signals)
 }
 
+/// The session settings both FUSE commands use: `options` plus the subtype and kernel
+/// permission checks, `acl`, two session threads each with its own /dev/fuse clone.
+pub fn fuse_config(mut options: Vec<fuser::MountOption>, acl: fuser::SessionACL) -> fuser::Config {
+    options.push(fuser::MountOption::Subtype("cairn".into()));
+    options.push(fuser::MountOption::DefaultPermissions);
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = acl;
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    config
+}
+
 /// Unmounts a FUSE mount lazily, so files still open there do not keep the process alive.
 pub fn unmount(dir: &std::path::Path) {
     if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {

@@ -1,7 +1,9 @@
 //! `cairn mount DIR [SNAP[:PATH]]`: serve snapshots as a read-only file system, in the
 //! foreground, until Ctrl-C, SIGTERM or `fusermount3 -u DIR`.
 
-use crate::cli::{Globals, block_stop_signals, parse_size, split_snapshot_path, unmount};
+use crate::cli::{
+    Globals, block_stop_signals, fuse_config, parse_size, split_snapshot_path, unmount,
+};
 use anyhow::{Context, Result, bail};
 use cairn::fs::view::{Scope, View, ViewOptions, snapshot_root};
 use cairn::ops::walk::resolve;
@@ -86,21 +88,19 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         ..ViewOptions::default()
     };
     let view = View::new(repo, scope, opts)?;
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::RO,
-        MountOption::FSName("cairn".into()),
-        MountOption::Subtype("cairn".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-    ];
-    config.acl = if args.allow_other {
+    let acl = if args.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(2);
-    config.clone_fd = true;
+    let config = fuse_config(
+        vec![
+            MountOption::RO,
+            MountOption::FSName("cairn".into()),
+            MountOption::NoAtime,
+        ],
+        acl,
+    );
     let session = fuser::spawn_mount(view, &args.dir, &config).with_context(|| {
         format!(
             "mounting on {} (is fuse3 installed and /dev/fuse available?)",

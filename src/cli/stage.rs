@@ -5,7 +5,7 @@
 //! commit only after the snapshot is stored, so the next command already sees it; then it
 //! detaches the mount and exits.
 
-use crate::cli::{Globals, block_stop_signals, parse_size, unmount};
+use crate::cli::{Globals, block_stop_signals, fuse_config, parse_size, unmount};
 use anyhow::{Context, Result, bail};
 use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
 use cairn::fs::stage_tree::now_nanos;
@@ -200,16 +200,10 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", socket.display()))?;
 
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::RW,
-        MountOption::FSName("cairn-stage".into()),
-        MountOption::Subtype("cairn".into()),
-        MountOption::DefaultPermissions,
-    ];
-    config.acl = SessionACL::Owner;
-    config.n_threads = Some(2);
-    config.clone_fd = true;
+    let config = fuse_config(
+        vec![MountOption::RW, MountOption::FSName("cairn-stage".into())],
+        SessionACL::Owner,
+    );
     let session = fuser::spawn_mount(StageFs(stage.clone()), &args.dir, &config)
         .with_context(|| format!("mounting on {}", args.dir.display()))?;
     if !globals.quiet {

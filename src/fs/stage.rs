@@ -691,7 +691,7 @@ impl Filesystem for StageFs {
             tracing::error!("stage: storing a closed file: {e}");
             return reply.error(Errno::EIO);
         }
-        self.0.tree.lock().forget(ino.0, 0);
+        self.0.tree.lock().reap(ino.0);
         reply.ok();
     }
 

@@ -168,13 +168,22 @@ impl StageTree {
         }
     }
 
-    /// The kernel forgot `count` lookups; an inode no name and no lookup holds goes.
+    /// The kernel forgot `count` lookups.
     pub fn forget(&mut self, ino: u64, count: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.lookups = inode.lookups.saturating_sub(count);
-            if inode.lookups == 0 && inode.names == 0 && inode.opens == 0 {
-                self.inodes.remove(&ino);
-            }
+        }
+        self.reap(ino);
+    }
+
+    /// Drops `ino` once nothing holds it: no name, no kernel lookup, no open handle.
+    pub fn reap(&mut self, ino: u64) {
+        if self
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| i.lookups == 0 && i.names == 0 && i.opens == 0)
+        {
+            self.inodes.remove(&ino);
         }
     }
 
@@ -245,10 +254,8 @@ impl StageTree {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.names = inode.names.saturating_sub(1);
             inode.node.links = u64::from(inode.names.max(1));
-            if inode.names == 0 && inode.lookups == 0 && inode.opens == 0 {
-                self.inodes.remove(&ino);
-            }
         }
+        self.reap(ino);
     }
 
     /// Moves `name` in `parent` to `new_name` in `new_parent`, replacing what is there as

@@ -15,9 +15,7 @@ use crate::repo::blob::open_blob;
 use crate::repo::crypto::fill_random;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
-use crate::repo::pack::{
-    MAX_HEADER_LEN, PackEntry, TRAILER_LEN, header_len_from_trailer, pack_name, parse_header,
-};
+use crate::repo::pack::{PackEntry, TRAILER_LEN, header_len_from_trailer, pack_name, parse_header};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use parking_lot::Mutex;
@@ -298,7 +296,6 @@ pub fn read_pack_header(repo: &Repository, pack: &PackId, size: u64) -> Result<V
     }
     let trailer = repo.backend().get(&name, Some(size - trailer_len..size))?;
     let header_len = u64::from(header_len_from_trailer(pack, &trailer)?);
-    debug_assert!(header_len <= u64::from(MAX_HEADER_LEN));
     let header_end = size - trailer_len;
     let header_start = header_end
         .checked_sub(header_len)
@@ -313,7 +310,16 @@ pub fn check(
     opts: &CheckOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CheckReport> {
-    let inventory = Inventory::load(repo)?;
+    check_inventory(repo, &Inventory::load(repo)?, opts, progress)
+}
+
+/// [`check`] against an inventory the caller already loaded (repair goes on to use it).
+pub fn check_inventory(
+    repo: &Repository,
+    inventory: &Inventory,
+    opts: &CheckOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CheckReport> {
     let mut report = CheckReport {
         packs: inventory.stored.len(),
         blobs: inventory.index.len(),
@@ -326,7 +332,7 @@ pub fn check(
             reason: reason.clone(),
         });
     }
-    check_packs(repo, &inventory, &mut report);
+    check_packs(repo, inventory, &mut report);
     let snapshots = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
     // The tree walk is one thread's work: let the pack reading run beside it.
@@ -336,14 +342,7 @@ pub fn check(
         || {
             if let Some(subset) = &opts.read_data {
                 let selected = select_packs(&inventory.stored, subset);
-                read_packs(
-                    repo,
-                    &inventory,
-                    &selected,
-                    opts.window,
-                    progress,
-                    &mut read,
-                );
+                read_packs(repo, inventory, &selected, opts.window, progress, &mut read);
             }
         },
     );

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
 use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
 use crate::ingest::packer::Packer;
-use crate::ops::check::{CheckOptions, Inventory, Problem, check, read_pack_header};
+use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory, read_pack_header};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack};
@@ -129,8 +129,8 @@ pub fn repair_packs(
         read_data: Some(crate::ops::check::DataSubset::All),
         ..CheckOptions::default()
     };
-    let found = check(repo, &opts, progress)?;
     let inventory = Inventory::load(repo)?;
+    let found = check_inventory(repo, &inventory, &opts, progress)?;
     let mut damaged: BTreeSet<PackId> = BTreeSet::new();
     let mut lost: HashSet<BlobId> = HashSet::new();
     for problem in &found.problems {
