@@ -76,11 +76,15 @@ fn rsync_of_every_node_kind_commits_a_snapshot_equal_to_the_source() {
     let env = Env::with_repo(&[]);
     let src = env.path("src");
     make_tree(&src);
-    let mounted = stage(&env, &["--empty"]);
+    let mounted = stage(&env, &["--empty", "--host", "h1", "--tag", "t1"]);
     rsync(&["-aHX", "--delete"], &src, &mounted.dir);
     let id = commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, &id));
     env.ok(&["check", "--read-data"]);
+    let snapshot = &env.json(&["snapshots"])[0];
+    assert_eq!(snapshot["hostname"], "h1");
+    assert_eq!(snapshot["tags"], serde_json::json!(["t1"]));
+    assert_eq!(snapshot["paths"], serde_json::json!(["/src"]));
     // The same snapshot through the read-only view.
     let view = Mounted::start(&env, "mount", &[&id[..8]]);
     assert_same_tree(&src, &view.dir.join("src"));
@@ -144,6 +148,60 @@ fn cp_a_into_an_empty_stage_works_the_same() {
     );
     let id = commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, &id));
+}
+
+#[test]
+fn out_of_order_writes_in_place_edits_and_reads_of_files_just_written() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::FileExt;
+    let env = Env::with_repo(&[]);
+    let mounted = stage(&env, &["--empty"]);
+    let dir = mounted.dir.clone();
+    // Written back to front: spooled, stored on close.
+    let mut backwards = pseudo_random(7, 3 << 20);
+    {
+        let file = fs::File::create(dir.join("backwards")).unwrap();
+        for piece in (0..3).rev() {
+            let range = piece << 20..(piece + 1) << 20;
+            file.write_all_at(&backwards[range.clone()], range.start as u64)
+                .unwrap();
+        }
+    }
+    // Written in order and read back through a second handle before the writer closes: the
+    // chunks are still in the stage's open pack.
+    let mut big = pseudo_random(8, 40 << 20);
+    {
+        let mut writer = fs::File::create(dir.join("big")).unwrap();
+        writer.write_all(&big).unwrap();
+        let mut back = Vec::new();
+        fs::File::open(dir.join("big"))
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == big, "read back differs");
+    }
+    // Edits inside stored files, and a truncation to a non-zero length.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("big"))
+        .unwrap()
+        .write_all_at(b"EDIT", 1000)
+        .unwrap();
+    big[1000..1004].copy_from_slice(b"EDIT");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("backwards"))
+        .unwrap()
+        .set_len((2 << 20) + 5)
+        .unwrap();
+    backwards.truncate((2 << 20) + 5);
+    let id = commit(&env, mounted);
+    let out = restored(&env, &id);
+    assert!(fs::read(out.join("big")).unwrap() == big, "big differs");
+    assert!(
+        fs::read(out.join("backwards")).unwrap() == backwards,
+        "backwards differs"
+    );
 }
 
 /// A repository with small packs, so a partial run leaves many of them.

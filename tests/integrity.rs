@@ -18,7 +18,7 @@ use cairn::ops::restore::{RestoreOptions, RestoreProgress, restore};
 use cairn::repo::Repository;
 use cairn::repo::config::Params;
 use cairn::repo::ids::{BlobId, PackId};
-use cairn::repo::pack::pack_name;
+use cairn::repo::pack::{PackEntry, pack_name};
 use cairn::repo::snapshot::Snapshot;
 use common::{FAST_KDF, assert_same_tree, pseudo_random};
 use std::collections::HashMap;
@@ -151,6 +151,18 @@ impl Fixture {
         }
         owners
     }
+}
+
+/// A pack holding file content, and its entries.
+fn file_pack<'a>(
+    inventory: &'a Inventory,
+    owners: &HashMap<BlobId, String>,
+) -> (&'a PackId, &'a Vec<PackEntry>) {
+    inventory
+        .by_pack
+        .iter()
+        .find(|(_, e)| owners.contains_key(&e[0].id))
+        .unwrap()
 }
 
 fn flip(path: &Path, offset: u64, bit: u8) {
@@ -305,11 +317,7 @@ fn a_deleted_pack_is_reported_with_its_files_and_recreated_from_the_source() {
     let snapshot = fx.backup().unwrap();
     let owners = fx.owners(&snapshot);
     let inventory = Inventory::load(&fx.repo).unwrap();
-    let (pack, entries) = inventory
-        .by_pack
-        .iter()
-        .find(|(_, e)| owners.contains_key(&e[0].id))
-        .unwrap();
+    let (pack, entries) = file_pack(&inventory, &owners);
     fs::remove_file(fx.pack_path(pack)).unwrap();
     let report = fx.check(false);
     let missing: Vec<&Problem> = report
@@ -333,11 +341,7 @@ fn a_truncated_pack_is_reported_and_what_is_lost_is_dropped_by_repair_snapshots(
     let snapshot = fx.backup().unwrap();
     let owners = fx.owners(&snapshot);
     let inventory = Inventory::load(&fx.repo).unwrap();
-    let (pack, entries) = inventory
-        .by_pack
-        .iter()
-        .find(|(_, e)| owners.contains_key(&e[0].id))
-        .unwrap();
+    let (pack, entries) = file_pack(&inventory, &owners);
     let size = inventory.stored[pack];
     let file = fs::OpenOptions::new()
         .write(true)
@@ -440,6 +444,12 @@ fn random_fault_schedules_never_leave_a_snapshot_with_missing_data() {
         completed >= 4 && failed >= 4,
         "{completed} completed, {failed} failed"
     );
+}
+
+#[test]
+fn retries_are_set_at_init_and_kept_in_the_config() {
+    let env = common::Env::with_repo(&["--retries", "3"]);
+    assert_eq!(env.json(&["cat", "config"])["retries"], 3);
 }
 
 #[test]

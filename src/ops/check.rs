@@ -805,3 +805,46 @@ impl UseWalker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(text: &str) -> std::result::Result<u64, String> {
+        text.strip_suffix("MiB")
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| n << 20)
+            .ok_or_else(|| format!("bad size {text}"))
+    }
+
+    #[test]
+    fn subsets_parse_and_select_what_they_say() {
+        assert_eq!(
+            DataSubset::parse("2/5", size),
+            Ok(DataSubset::Part { n: 2, of: 5 })
+        );
+        assert_eq!(
+            DataSubset::parse("10%", size),
+            Ok(DataSubset::Percent(10.0))
+        );
+        assert_eq!(
+            DataSubset::parse("5MiB", size),
+            Ok(DataSubset::Bytes(5 << 20))
+        );
+        for bad in ["0/3", "4/3", "0%", "150%", "x"] {
+            assert!(DataSubset::parse(bad, size).is_err(), "{bad}");
+        }
+        let stored: HashMap<PackId, u64> = (0..100u8)
+            .map(|i| (PackId(crate::repo::ids::sha256(&[i])), 1 << 20))
+            .collect();
+        // The parts of a split cover every pack exactly once.
+        let mut parts: Vec<(PackId, u64)> = (1..=3)
+            .flat_map(|n| select_packs(&stored, &DataSubset::Part { n, of: 3 }))
+            .collect();
+        parts.sort();
+        assert_eq!(parts, select_packs(&stored, &DataSubset::All));
+        assert_eq!(parts.len(), 100);
+        assert_eq!(select_packs(&stored, &DataSubset::Percent(10.0)).len(), 10);
+        assert_eq!(select_packs(&stored, &DataSubset::Bytes(5 << 20)).len(), 5);
+    }
+}
