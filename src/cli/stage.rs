@@ -204,7 +204,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         vec![MountOption::RW, MountOption::FSName("cairn-stage".into())],
         SessionACL::Owner,
     );
-    let session = fuser::spawn_mount(StageFs(stage.clone()), &args.dir, &config)
+    let session = fuser::spawn_mount(StageFs::new(stage.clone()), &args.dir, &config)
         .with_context(|| format!("mounting on {}", args.dir.display()))?;
     if !globals.quiet {
         eprintln!(

@@ -22,6 +22,11 @@ pub struct IngestLimits {
     pub read_batch: usize,
     /// Remember where every stored blob is, so the job can read back what it wrote (the stage).
     pub track_locations: bool,
+    /// Threads that compress and encrypt blobs in the background; 0 seals on the caller's
+    /// thread (the backup's readers are already parallel; the stage's FUSE threads must not wait).
+    pub sealer_threads: usize,
+    /// Plaintext bytes waiting for the sealer threads; past this, callers wait (bounds memory).
+    pub sealing_bytes: usize,
 }
 
 impl Default for IngestLimits {
@@ -32,6 +37,8 @@ impl Default for IngestLimits {
             index_flush_packs: 64,
             read_batch: 16 << 20,
             track_locations: false,
+            sealer_threads: 0,
+            sealing_bytes: 32 << 20,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The packer: the tail of the ingest pipeline. It takes plaintext blobs from many threads,
-//! drops those the repository or this run already has, seals the rest into packs of one kind,
+//! drops those the repository or this run already has, seals the rest (on the caller's thread,
+//! or on background sealer threads when the caller must not wait: the stage answers the kernel
+//! from its FUSE threads) into packs of one kind,
 //! verifies every finished pack from its final bytes, and hands it to uploader threads through a
 //! bounded queue. After each pack is stored its blobs go into the pending index segment, which
 //! is written every few packs and at the end.
@@ -9,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
-use crate::repo::blob::seal_blob;
+use crate::repo::blob::{SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind};
 use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack};
@@ -17,10 +19,10 @@ use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
 use crate::repo::{Repository, config::Params};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 /// Counters of what the packer stored.
@@ -66,6 +68,7 @@ struct Shared {
     dry_run: bool,
     /// Where each stored blob is, kept only when the job reads back what it wrote.
     locations: Option<Mutex<HashMap<BlobId, BlobLocation>>>,
+    corrupt_hook: OnceLock<CorruptHook>,
 }
 
 impl Shared {
@@ -128,6 +131,185 @@ impl Shared {
         }
         self.repo.save_index_segment(segment).map(drop)
     }
+
+    /// Compresses and encrypts one blob whose id was computed from `plaintext`.
+    fn seal(&self, kind: BlobKind, id: BlobId, plaintext: &[u8], level: i32) -> SealedBlob {
+        match self.corrupt_hook.get() {
+            Some(hook) => {
+                let mut copy = plaintext.to_vec();
+                hook(&mut copy);
+                seal_blob(&self.key, id, kind, &copy, level)
+            }
+            None => seal_blob(&self.key, id, kind, plaintext, level),
+        }
+    }
+}
+
+/// Where sealed blobs go: the open pack of each kind, and the queue to the uploaders. Shared by
+/// the packer and its sealer threads; the queue closes when the last holder drops it.
+struct Sink {
+    shared: Arc<Shared>,
+    builders: [Mutex<PackBuilder>; 2],
+    params: Params,
+    queue: Sender<FinishedPack>,
+}
+
+impl Sink {
+    /// Puts a sealed blob into the open pack of its kind, shipping the pack once full.
+    fn append(&self, sealed: &SealedBlob) -> Result<()> {
+        let kind = sealed.kind;
+        let target = match kind {
+            BlobKind::Data => self.params.pack_size,
+            BlobKind::Tree => self.params.tree_pack_size,
+        } as usize;
+        let full = {
+            let mut builder = self.builders[slot(kind)].lock();
+            builder.add(sealed);
+            (builder.len() >= target).then(|| {
+                let capacity = if kind == BlobKind::Data { target } else { 0 };
+                std::mem::replace(&mut *builder, PackBuilder::new(kind, capacity))
+            })
+        };
+        match full {
+            Some(builder) => self.ship(builder),
+            None => Ok(()),
+        }
+    }
+
+    /// Ships the open packs, however full.
+    fn ship_open(&self) -> Result<()> {
+        for (slot, kind) in [(0, BlobKind::Data), (1, BlobKind::Tree)] {
+            let capacity = if kind == BlobKind::Data {
+                self.params.pack_size as usize
+            } else {
+                0
+            };
+            let builder = std::mem::replace(
+                &mut *self.builders[slot].lock(),
+                PackBuilder::new(kind, capacity),
+            );
+            if !builder.is_empty() {
+                self.ship(builder)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes, verifies and queues one pack.
+    fn ship(&self, builder: PackBuilder) -> Result<()> {
+        let pack = builder.finish(&self.shared.key);
+        if let Err(e) = verify_pack(&self.shared.key, &pack) {
+            // The original error is kept for `finish`; callers here see the sticky stop.
+            self.shared.fail(e);
+            return self.shared.check();
+        }
+        self.queue
+            .send(pack)
+            .map_err(|_| Error::Invalid("uploader threads stopped".into()))?;
+        self.shared.check()
+    }
+}
+
+/// One blob waiting for a sealer thread.
+struct SealJob {
+    kind: BlobKind,
+    id: BlobId,
+    plaintext: Vec<u8>,
+}
+
+/// Plaintext bytes handed to the sealer threads and not yet in a pack: bounded, and awaited
+/// when a blob must be readable (locate) or the job ends.
+#[derive(Default)]
+struct InFlight {
+    bytes: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    /// Waits until `len` more bytes fit under `limit` (a blob larger than the limit waits for an
+    /// empty queue rather than forever), then counts them.
+    fn acquire(&self, len: usize, limit: usize) {
+        let mut bytes = self.bytes.lock();
+        while *bytes > 0 && *bytes + len > limit {
+            self.changed.wait(&mut bytes);
+        }
+        *bytes += len;
+    }
+
+    fn release(&self, len: usize) {
+        *self.bytes.lock() -= len;
+        self.changed.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let mut bytes = self.bytes.lock();
+        while *bytes > 0 {
+            self.changed.wait(&mut bytes);
+        }
+    }
+}
+
+/// Background threads that compress and encrypt blobs for [`Packer::add`].
+struct Sealers {
+    jobs: Option<Sender<SealJob>>,
+    threads: Vec<JoinHandle<()>>,
+    in_flight: Arc<InFlight>,
+    limit: usize,
+}
+
+impl Sealers {
+    fn start(count: usize, limit: usize, sink: &Arc<Sink>) -> Sealers {
+        let (tx, rx): (Sender<SealJob>, Receiver<SealJob>) = crossbeam_channel::unbounded();
+        let in_flight = Arc::new(InFlight::default());
+        let threads = (0..count)
+            .map(|_| {
+                let rx = rx.clone();
+                let sink = sink.clone();
+                let in_flight = in_flight.clone();
+                std::thread::spawn(move || {
+                    for job in rx {
+                        let shared = &sink.shared;
+                        // After a failure keep draining, so producers never wait on a dead queue.
+                        if shared.error.lock().is_none() {
+                            let level = sink.params.compression;
+                            let sealed = shared.seal(job.kind, job.id, &job.plaintext, level);
+                            if let Err(e) = sink.append(&sealed) {
+                                shared.fail(e);
+                            }
+                        }
+                        in_flight.release(job.plaintext.len());
+                    }
+                })
+            })
+            .collect();
+        Sealers {
+            jobs: Some(tx),
+            threads,
+            in_flight,
+            limit,
+        }
+    }
+
+    fn submit(&self, job: SealJob) -> Result<()> {
+        let len = job.plaintext.len();
+        self.in_flight.acquire(len, self.limit);
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            self.in_flight.release(len);
+            return Err(Error::Invalid("sealer threads stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Seals what is queued and stops the threads.
+    fn stop(&mut self) -> bool {
+        drop(self.jobs.take());
+        let mut clean = true;
+        for handle in self.threads.drain(..) {
+            clean &= handle.join().is_ok();
+        }
+        clean
+    }
 }
 
 /// Dedupes, seals, packs, verifies and stores blobs for one ingest job.
@@ -135,11 +317,11 @@ pub struct Packer {
     shared: Arc<Shared>,
     index: Arc<Index>,
     seen: Mutex<HashSet<BlobId>>,
-    builders: [Mutex<PackBuilder>; 2],
     params: Params,
-    queue: Option<Sender<FinishedPack>>,
+    /// `None` once finished (dropping it closes the upload queue).
+    sink: Option<Arc<Sink>>,
+    sealers: Option<Sealers>,
     uploaders: Vec<JoinHandle<()>>,
-    corrupt_hook: Option<CorruptHook>,
 }
 
 fn slot(kind: BlobKind) -> usize {
@@ -168,6 +350,7 @@ impl Packer {
             limits: limits.clone(),
             dry_run,
             locations: limits.track_locations.then(|| Mutex::new(HashMap::new())),
+            corrupt_hook: OnceLock::new(),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))
             .map(|_| {
@@ -184,18 +367,25 @@ impl Packer {
                 })
             })
             .collect();
-        Packer {
+        let sink = Arc::new(Sink {
+            shared: shared.clone(),
             builders: [
                 Mutex::new(PackBuilder::new(BlobKind::Data, params.pack_size as usize)),
                 Mutex::new(PackBuilder::new(BlobKind::Tree, 0)),
             ],
+            params: params.clone(),
+            queue: tx,
+        });
+        let sealers = (limits.sealer_threads > 0)
+            .then(|| Sealers::start(limits.sealer_threads, limits.sealing_bytes, &sink));
+        Packer {
             params,
             shared,
             index,
             seen: Mutex::new(HashSet::new()),
-            queue: Some(tx),
+            sink: Some(sink),
+            sealers,
             uploaders,
-            corrupt_hook: None,
         }
     }
 
@@ -221,9 +411,15 @@ impl Packer {
         self.add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
     }
 
-    /// Installs the test hook that corrupts plaintext between hashing and sealing.
+    /// Installs the test hook that corrupts plaintext between hashing and sealing (once).
     pub fn set_corrupt_hook(&mut self, hook: CorruptHook) {
-        self.corrupt_hook = Some(hook);
+        let _ = self.shared.corrupt_hook.set(hook);
+    }
+
+    fn sink(&self) -> Result<&Sink> {
+        self.sink
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("the packer has finished".into()))
     }
 
     /// The master key (for computing ids).
@@ -255,20 +451,10 @@ impl Packer {
         if !self.seen.lock().contains(id) {
             return Ok(None);
         }
-        for (slot, kind) in [(0, BlobKind::Data), (1, BlobKind::Tree)] {
-            let capacity = if kind == BlobKind::Data {
-                self.params.pack_size as usize
-            } else {
-                0
-            };
-            let builder = std::mem::replace(
-                &mut *self.builders[slot].lock(),
-                PackBuilder::new(kind, capacity),
-            );
-            if !builder.is_empty() {
-                self.ship(builder)?;
-            }
+        if let Some(sealers) = &self.sealers {
+            sealers.in_flight.wait_idle();
         }
+        self.sink()?.ship_open()?;
         let deadline = std::time::Instant::now() + UPLOAD_WAIT;
         loop {
             self.shared.check()?;
@@ -284,83 +470,48 @@ impl Packer {
         }
     }
 
-    /// Stores `plaintext` unless it is already stored; returns its id.
+    /// Stores `plaintext` unless it is already stored; returns its id. With sealer threads
+    /// the blob is only hashed here and stored before [`Packer::finish`] returns.
     pub fn add(&self, kind: BlobKind, plaintext: &[u8]) -> Result<BlobId> {
         self.shared.check()?;
         let id = self.shared.key.blob_id(plaintext);
         if self.index.contains(&id) || !self.seen.lock().insert(id) {
             return Ok(id);
         }
-        let sealed = match &self.corrupt_hook {
-            Some(hook) => {
-                let mut copy = plaintext.to_vec();
-                hook(&mut copy);
-                seal_blob(&self.shared.key, id, kind, &copy, self.params.compression)
-            }
-            None => seal_blob(
-                &self.shared.key,
-                id,
-                kind,
-                plaintext,
-                self.params.compression,
-            ),
-        };
         self.shared.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.shared
             .stats
             .new_bytes
             .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        let target = match kind {
-            BlobKind::Data => self.params.pack_size,
-            BlobKind::Tree => self.params.tree_pack_size,
-        } as usize;
-        let full = {
-            let mut builder = self.builders[slot(kind)].lock();
-            builder.add(&sealed);
-            if builder.len() >= target {
-                let capacity = if kind == BlobKind::Data { target } else { 0 };
-                Some(std::mem::replace(
-                    &mut *builder,
-                    PackBuilder::new(kind, capacity),
-                ))
-            } else {
-                None
+        match &self.sealers {
+            Some(sealers) => sealers.submit(SealJob {
+                kind,
+                id,
+                plaintext: plaintext.to_vec(),
+            })?,
+            None => {
+                let sealed = self
+                    .shared
+                    .seal(kind, id, plaintext, self.params.compression);
+                self.sink()?.append(&sealed)?;
             }
-        };
-        if let Some(builder) = full {
-            self.ship(builder)?;
         }
         Ok(id)
-    }
-
-    /// Finishes, verifies and queues one pack.
-    fn ship(&self, builder: PackBuilder) -> Result<()> {
-        let pack = builder.finish(&self.shared.key);
-        if let Err(e) = verify_pack(&self.shared.key, &pack) {
-            // The original error is kept for `finish`; callers here see the sticky stop.
-            self.shared.fail(e);
-            return self.shared.check();
-        }
-        let queue = self.queue.as_ref().expect("queue lives until finish");
-        queue
-            .send(pack)
-            .map_err(|_| Error::Invalid("uploader threads stopped".into()))?;
-        self.shared.check()
     }
 
     /// Stores what is still in the builders, waits for every upload, writes the last index
     /// segment. Only after this returns `Ok` may a snapshot reference the blobs. After a
     /// failure it returns the first error recorded (the cause), whatever other threads saw.
     pub fn finish(mut self) -> Result<PackerTotals> {
-        let mut result = Ok(());
-        for builder in &self.builders {
-            let builder =
-                std::mem::replace(&mut *builder.lock(), PackBuilder::new(BlobKind::Data, 0));
-            if !builder.is_empty() && result.is_ok() {
-                result = self.ship(builder);
-            }
+        if let Some(mut sealers) = self.sealers.take()
+            && !sealers.stop()
+        {
+            self.shared
+                .fail(Error::Invalid("a sealer thread panicked".into()));
         }
-        drop(self.queue.take());
+        let result = self.sink().and_then(Sink::ship_open);
+        // The last holder of the sink: dropping it closes the queue, so the uploaders end.
+        drop(self.sink.take());
         for handle in self.uploaders.drain(..) {
             if handle.join().is_err() {
                 self.shared
@@ -388,9 +539,109 @@ impl Packer {
 
 impl Drop for Packer {
     fn drop(&mut self) {
-        drop(self.queue.take());
+        if let Some(mut sealers) = self.sealers.take() {
+            sealers.stop();
+        }
+        drop(self.sink.take());
         for handle in self.uploaders.drain(..) {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::repo::keys::KdfParams;
+
+    const KDF: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    fn repository(dir: &std::path::Path) -> Arc<Repository> {
+        let params = Params {
+            pack_size: 256 << 10,
+            ..Params::default()
+        };
+        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+        Arc::new(Repository::init(backend, b"pw", KDF, params).expect("init"))
+    }
+
+    fn sealing(threads: usize, bytes: usize) -> IngestLimits {
+        IngestLimits {
+            track_locations: true,
+            sealer_threads: threads,
+            sealing_bytes: bytes,
+            ..IngestLimits::default()
+        }
+    }
+
+    /// Distinct incompressible blobs of a few KiB each.
+    fn blob(i: u32) -> Vec<u8> {
+        let mut state = u64::from(i) * 0x9E37_79B9_7F4A_7C15 + 1;
+        (0..4096 + i)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn background_sealing_stores_every_blob_by_finish() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = repository(dir.path());
+        let index = Arc::new(repo.load_index().expect("index"));
+        // A queue far smaller than one blob: every add waits for the one before.
+        let packer = Packer::new(repo.clone(), index, sealing(2, 1), false);
+        let ids: Vec<BlobId> = (0..300)
+            .map(|i| packer.add(BlobKind::Data, &blob(i)).expect("add"))
+            .collect();
+        let totals = packer.finish().expect("finish");
+        assert_eq!(totals.new_blobs, 300);
+        assert!(totals.packs >= 4, "{} packs", totals.packs);
+        let index = repo.load_index().expect("index");
+        for (i, id) in ids.iter().enumerate() {
+            let at = index.get(id).expect("indexed");
+            assert_eq!(repo.read_blob(&at).expect("read"), blob(i as u32));
+        }
+    }
+
+    #[test]
+    fn a_blob_still_with_the_sealers_is_located_once_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = repository(dir.path());
+        let index = Arc::new(repo.load_index().expect("index"));
+        let packer = Packer::new(repo.clone(), index, sealing(1, 32 << 20), false);
+        let ids: Vec<BlobId> = (0..50)
+            .map(|i| packer.add(BlobKind::Data, &blob(i)).expect("add"))
+            .collect();
+        // Right after the adds most blobs are queued or in the open pack, none stored yet.
+        let at = packer.locate(&ids[49]).expect("locate").expect("added");
+        assert_eq!(repo.read_blob(&at).expect("read"), blob(49));
+        assert!(packer.locate(&BlobId::default()).expect("locate").is_none());
+        packer.finish().expect("finish");
+    }
+
+    #[test]
+    fn corruption_between_hashing_and_sealing_fails_the_job_on_a_sealer_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = repository(dir.path());
+        let index = Arc::new(repo.load_index().expect("index"));
+        let mut packer = Packer::new(repo.clone(), index, sealing(1, 32 << 20), false);
+        packer.set_corrupt_hook(Arc::new(|plain: &mut Vec<u8>| plain[0] ^= 1));
+        for i in 0..100 {
+            if packer.add(BlobKind::Data, &blob(i)).is_err() {
+                break;
+            }
+        }
+        let err = packer.finish().expect_err("the pre-upload check fails");
+        assert!(matches!(err, Error::PackVerify { .. }), "{err}");
+        assert!(repo.load_index().expect("index").is_empty());
     }
 }
