@@ -190,7 +190,6 @@ pub fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
 /// permission checks, `acl`, two session threads each with its own /dev/fuse clone.
 pub fn fuse_config(mut options: Vec<fuser::MountOption>, acl: fuser::SessionACL) -> fuser::Config {
     options.push(fuser::MountOption::Subtype("cairn".into()));
-    options.push(fuser::MountOption::DefaultPermissions);
     let mut config = fuser::Config::default();
     config.mount_options = options;
     config.acl = acl;

@@ -98,6 +98,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             MountOption::RO,
             MountOption::FSName("cairn".into()),
             MountOption::NoAtime,
+            // The kernel checks modes and owners against the recorded attributes.
+            MountOption::DefaultPermissions,
         ],
         acl,
     );

@@ -200,6 +200,9 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", socket.display()))?;
 
+    // No `default_permissions`: only the owner can reach the stage (it is never mounted for
+    // others), and with it the kernel re-reads a directory's attributes after every create and
+    // rename in it before the next permission check, two round trips per file rsync copies.
     let config = fuse_config(
         vec![MountOption::RW, MountOption::FSName("cairn-stage".into())],
         SessionACL::Owner,
