@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{Mounted, wait_for};
+use support::{Mounted, peak_rss_kib, wait_for};
 
 /// Starts a stage for `/src` (so snapshots restore to `src/`) with `args`.
 fn stage(env: &Env, args: &[&str]) -> Mounted {
@@ -294,17 +294,6 @@ fn commit_on_unmount_commits_when_unmounted() {
     mounted.stop();
     assert_eq!(snapshot_count(&env), 1);
     assert_same_tree(&src, &restored(&env, "latest"));
-}
-
-/// Peak resident memory of a process, from /proc.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 #[test]

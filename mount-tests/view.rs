@@ -10,7 +10,7 @@ use common::{Env, assert_same_tree, backed_up_tree, pseudo_random};
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::{Duration, Instant};
-use support::{Mounted, is_mounted, wait_for};
+use support::{Mounted, is_mounted, peak_rss_kib, wait_for};
 
 #[test]
 fn cp_a_of_a_snapshot_equals_the_source_in_bytes_and_metadata() {
@@ -141,17 +141,62 @@ fn repository_with_64mib_packs_reads_through_an_8mib_cache() {
             "{name}"
         );
     }
-    let rss_kb: u64 = fs::read_to_string(format!("/proc/{}/status", mnt.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
-        })
-        .unwrap();
+    let rss_kb = peak_rss_kib(mnt.pid());
     assert!(
         rss_kb < (8 + 64) << 10,
         "mount peak RSS {rss_kb} kB exceeds cache + 64 MiB"
+    );
+    mnt.stop();
+}
+
+/// Block `i` of the streaming test's file: unique (its number leads), but compressible, so the
+/// repository stays small and the backup quick while the mount still caches full-size chunks.
+fn stream_block(i: u64, block: &mut [u8]) {
+    for (j, word) in block.chunks_exact_mut(8).enumerate() {
+        let value = if j % 512 == 0 { i } else { (j as u64) & 0xff };
+        word.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+#[test]
+fn streaming_10_gib_keeps_the_mount_under_its_cache_plus_64_mib() {
+    // CAIRN_STREAM_GIB makes it shorter on a small disk; the issue asks for 10 GiB.
+    let gib: u64 = std::env::var("CAIRN_STREAM_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    const BLOCK: usize = 1 << 20;
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let blocks = gib << 10;
+    {
+        let mut out = std::io::BufWriter::new(fs::File::create(src.join("big")).unwrap());
+        let mut block = vec![0u8; BLOCK];
+        for i in 0..blocks {
+            stream_block(i, &mut block);
+            std::io::Write::write_all(&mut out, &block).unwrap();
+        }
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // The source is not needed to compare (the blocks are made again) and takes the disk.
+    fs::remove_dir_all(&src).unwrap();
+
+    let cache_mib = 64;
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "64MiB"]);
+    let mut file = fs::File::open(mnt.dir.join("latest/src/big")).unwrap();
+    let (mut got, mut want) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    for i in 0..blocks {
+        std::io::Read::read_exact(&mut file, &mut got).unwrap();
+        stream_block(i, &mut want);
+        assert!(got == want, "block {i} differs");
+    }
+    assert_eq!(std::io::Read::read(&mut file, &mut got).unwrap(), 0, "EOF");
+    let rss_kib = peak_rss_kib(mnt.pid());
+    eprintln!("mount peak RSS after {gib} GiB: {} MiB", rss_kib >> 10);
+    assert!(
+        rss_kib < (cache_mib + 64) << 10,
+        "mount peak RSS {rss_kib} KiB over {cache_mib} MiB cache + 64 MiB after {gib} GiB"
     );
     mnt.stop();
 }

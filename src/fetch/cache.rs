@@ -1,6 +1,11 @@
 //! A byte-bounded LRU of verified plaintext blobs, shared by every reader, with concurrent
 //! requests for the same blob merged into one fetch. The cache is an accelerator, never a
 //! capacity: a blob larger than the whole cache is fetched, returned and simply not kept.
+//!
+//! The bound is one memory budget: other caches of the same process (the view's parsed trees
+//! and inode table) [`BlobCache::charge`] what they hold against it, and chunks make room.
+//! Memory freed by evictions is handed back to the system every [`RETURN_AFTER`] bytes, so the
+//! process's resident size follows the budget rather than the allocator's high-water mark.
 
 use crate::error::{Error, Result};
 use crate::repo::ids::BlobId;
@@ -8,6 +13,14 @@ use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Bytes evicted between two looks at whether freed memory should go back to the system.
+pub const RETURN_AFTER: usize = 4 << 20;
+
+/// Resident bytes beyond the budget that are tolerated before freed memory is handed back
+/// (what the process needs besides its caches is a few MiB; the rest is the allocator's).
+pub const RESIDENT_SLACK: usize = 48 << 20;
 
 /// Verified plaintext, shared without copying.
 pub type Plain = Arc<Vec<u8>>;
@@ -22,12 +35,16 @@ struct InFlight {
 struct Lru {
     entries: LruCache<BlobId, Plain>,
     bytes: usize,
+    /// Bytes evicted since freed memory was last handed back.
+    evicted: usize,
 }
 
 /// The shared blob cache.
 pub struct BlobCache {
     capacity: usize,
     lru: Mutex<Lru>,
+    /// Bytes other caches hold against the same budget.
+    charged: AtomicUsize,
     in_flight: Mutex<HashMap<BlobId, Arc<InFlight>>>,
 }
 
@@ -39,14 +56,40 @@ impl BlobCache {
             lru: Mutex::new(Lru {
                 entries: LruCache::unbounded(),
                 bytes: 0,
+                evicted: 0,
             }),
+            charged: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Bytes held now.
+    /// Bytes of chunks held now.
     pub fn bytes(&self) -> usize {
         self.lru.lock().bytes
+    }
+
+    /// The whole budget.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Counts `bytes` another cache now holds against the budget; chunks make room.
+    pub fn charge(&self, bytes: usize) {
+        self.charged.fetch_add(bytes, Ordering::Relaxed);
+        let trim = self.make_room(&mut self.lru.lock());
+        if trim {
+            self.return_freed_memory();
+        }
+    }
+
+    /// Another cache released `bytes` it had charged.
+    pub fn discharge(&self, bytes: usize) {
+        self.charged.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes other caches hold against the budget.
+    pub fn charged(&self) -> usize {
+        self.charged.load(Ordering::Relaxed)
     }
 
     /// Whether `id` is cached (without touching its recency).
@@ -100,18 +143,65 @@ impl BlobCache {
         if plain.len() > self.capacity {
             return;
         }
-        let mut lru = self.lru.lock();
-        lru.bytes += plain.len();
-        if let Some(old) = lru.entries.put(id, plain) {
-            lru.bytes -= old.len();
+        let trim = {
+            let mut lru = self.lru.lock();
+            lru.bytes += plain.len();
+            if let Some(old) = lru.entries.put(id, plain) {
+                lru.bytes -= old.len();
+            }
+            self.make_room(&mut lru)
+        };
+        if trim {
+            self.return_freed_memory();
         }
-        while lru.bytes > self.capacity {
+    }
+
+    /// Evicts the least recently used chunks until chunks and charges fit the budget; true when
+    /// enough was evicted that freed memory should be handed back (outside the lock).
+    fn make_room(&self, lru: &mut Lru) -> bool {
+        let charged = self.charged.load(Ordering::Relaxed);
+        while lru.bytes + charged > self.capacity {
             match lru.entries.pop_lru() {
-                Some((_, evicted)) => lru.bytes -= evicted.len(),
+                Some((_, evicted)) => {
+                    lru.bytes -= evicted.len();
+                    lru.evicted += evicted.len();
+                }
                 None => break,
             }
         }
+        if lru.evicted >= RETURN_AFTER {
+            lru.evicted = 0;
+            return true;
+        }
+        false
     }
+}
+
+impl BlobCache {
+    /// Hands memory the allocator holds free back to the system when the process is resident
+    /// well beyond the budget. Chunks of every size come and go; glibc keeps freed space inside
+    /// its heaps (between live blocks, out of reach of its top-only trimming), so without this
+    /// the resident size drifts towards twice the cache. Not done below the slack: trimmed
+    /// pages cost a fault each when reused, measurable on a streaming read.
+    fn return_freed_memory(&self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if resident_bytes().is_some_and(|rss| rss > self.capacity + RESIDENT_SLACK) {
+            // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+}
+
+/// The process's resident size, from /proc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn resident_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page)
 }
 
 #[cfg(test)]
@@ -139,6 +229,34 @@ mod tests {
             "a blob larger than the cache is still served"
         );
         assert!(!cache.contains(&BlobId([9; 32])));
+    }
+
+    #[test]
+    fn charges_of_other_caches_make_chunks_leave() {
+        let cache = BlobCache::new(100);
+        for i in 0..2u8 {
+            cache
+                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; 40]))
+                .unwrap();
+        }
+        cache.charge(30);
+        assert_eq!(cache.bytes(), 40, "the older chunk made room");
+        assert!(cache.contains(&BlobId([1; 32])));
+        cache.charge(100);
+        assert_eq!(cache.bytes(), 0);
+        // Still serving, just not keeping.
+        assert_eq!(
+            *cache
+                .get_or_fetch(BlobId([3; 32]), || Ok(vec![3; 10]))
+                .unwrap(),
+            vec![3; 10]
+        );
+        assert!(!cache.contains(&BlobId([3; 32])));
+        cache.discharge(130);
+        cache
+            .get_or_fetch(BlobId([3; 32]), || Ok(vec![3; 10]))
+            .unwrap();
+        assert!(cache.contains(&BlobId([3; 32])));
     }
 
     #[test]

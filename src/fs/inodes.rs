@@ -35,6 +35,20 @@ pub enum VirtualDir {
     Tag(String),
 }
 
+impl Entry {
+    /// Roughly the memory a live inode holds: the entry, its table slot, its path and its node
+    /// (counted here too although a cached tree may share it: over-counting keeps the bound).
+    pub fn memory_size(&self) -> usize {
+        const SLOT: usize = 64;
+        SLOT + std::mem::size_of::<Entry>()
+            + match self {
+                Entry::Virtual(_) => 0,
+                Entry::Link { target, .. } => target.capacity(),
+                Entry::Node { node, path, .. } => node.memory_size() + path.len(),
+            }
+    }
+}
+
 /// What an inode is.
 #[derive(Clone, Debug)]
 pub enum Entry {
@@ -109,11 +123,12 @@ pub struct InodeTable {
 }
 
 impl InodeTable {
-    /// Records that the kernel looked up `ino` once more.
-    pub fn remember(&self, ino: u64, entry: Arc<Entry>) {
+    /// Records that the kernel looked up `ino` once more; true when it was not live before.
+    pub fn remember(&self, ino: u64, entry: Arc<Entry>) -> bool {
         let mut live = self.live.lock();
         let slot = live.entry(ino).or_insert((entry, 0));
         slot.1 += 1;
+        slot.1 == 1
     }
 
     /// Records an inode the kernel never forgets (the root).
@@ -126,15 +141,15 @@ impl InodeTable {
         self.live.lock().get(&ino).map(|(e, _)| e.clone())
     }
 
-    /// The kernel forgot `count` lookups of `ino`.
-    pub fn forget(&self, ino: u64, count: u64) {
+    /// The kernel forgot `count` lookups of `ino`; returns the entry if that was the last.
+    pub fn forget(&self, ino: u64, count: u64) -> Option<Arc<Entry>> {
         let mut live = self.live.lock();
-        if let Some(slot) = live.get_mut(&ino) {
-            slot.1 = slot.1.saturating_sub(count);
-            if slot.1 == 0 {
-                live.remove(&ino);
-            }
+        let slot = live.get_mut(&ino)?;
+        slot.1 = slot.1.saturating_sub(count);
+        if slot.1 == 0 {
+            return live.remove(&ino).map(|(entry, _)| entry);
         }
+        None
     }
 }
 
@@ -161,11 +176,11 @@ mod tests {
             target: "x".into(),
             time: 0,
         });
-        table.remember(5, entry.clone());
-        table.remember(5, entry);
-        table.forget(5, 1);
+        assert!(table.remember(5, entry.clone()));
+        assert!(!table.remember(5, entry));
+        assert!(table.forget(5, 1).is_none());
         assert!(table.get(5).is_some());
-        table.forget(5, 1);
+        assert!(table.forget(5, 1).is_some());
         assert!(table.get(5).is_none());
     }
 }

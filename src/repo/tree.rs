@@ -80,6 +80,22 @@ pub struct Node {
 }
 
 impl Node {
+    /// Roughly the memory this node holds, itself and its heap parts, for caches that count
+    /// what they keep.
+    pub fn memory_size(&self) -> usize {
+        std::mem::size_of::<Node>()
+            + self.name.capacity()
+            + self.user.capacity()
+            + self.group.capacity()
+            + self.target.capacity()
+            + self.content.capacity() * std::mem::size_of::<BlobId>()
+            + self
+                .xattrs
+                .iter()
+                .map(|x| std::mem::size_of::<Xattr>() + x.name.capacity() + x.value.capacity())
+                .sum::<usize>()
+    }
+
     /// A node of `kind` with permission bits `mode`, owned by `owner` (uid, gid), all times
     /// `time`, and nothing else yet: what a newly made file, directory or link starts as.
     pub fn new(kind: NodeKind, mode: u32, owner: (u32, u32), time: i64) -> Node {
