@@ -149,6 +149,35 @@ fn repository_with_64mib_packs_reads_through_an_8mib_cache() {
     mnt.stop();
 }
 
+#[test]
+fn reading_two_files_of_a_directory_fetches_the_rest_ahead() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let dir = src.join("dir");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..20u64 {
+        fs::write(dir.join(format!("f{i:02}")), pseudo_random(100 + i, 20_000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let mounted = mnt.dir.join("latest/src/dir");
+    // Listing first, as cp and rsync do, then two files read.
+    assert_eq!(fs::read_dir(&mounted).unwrap().count(), 20);
+    for name in ["f00", "f01"] {
+        assert!(fs::read(mounted.join(name)).unwrap() == fs::read(dir.join(name)).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // With the packs gone, only chunks fetched ahead can still be served.
+    fs::rename(env.repo().join("data"), env.path("data-away")).unwrap();
+    for i in 2..20u64 {
+        let name = format!("f{i:02}");
+        let read = fs::read(mounted.join(&name))
+            .unwrap_or_else(|e| panic!("{name} was not fetched ahead: {e}"));
+        assert!(read == fs::read(dir.join(&name)).unwrap(), "{name}");
+    }
+    mnt.stop();
+}
+
 /// Block `i` of the streaming test's file: unique (its number leads), but compressible, so the
 /// repository stays small and the backup quick while the mount still caches full-size chunks.
 fn stream_block(i: u64, block: &mut [u8]) {

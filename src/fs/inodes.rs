@@ -65,6 +65,8 @@ pub enum Entry {
     Node {
         /// The snapshot it belongs to.
         snapshot: SnapshotId,
+        /// The directory it was found in (for a hard-linked file, one of them).
+        parent: u64,
         /// The node.
         node: Arc<Node>,
         /// Its path from the mount point, for log lines.

@@ -64,6 +64,13 @@ pub struct ViewOptions {
 
 /// The share of the cache budget parsed trees may take; live inodes and chunks share the rest.
 const TREE_SHARE: usize = 4;
+/// Files of one directory read before the rest of its files are fetched ahead: two, so that
+/// a file manager previewing one file does not fetch its neighbours.
+const DIR_READS_BEFORE_AHEAD: u32 = 2;
+/// The share of the cache one directory's files fetched ahead may take.
+const DIR_AHEAD_SHARE: usize = 8;
+/// Directories whose file reads are counted.
+const COUNTED_DIRS: usize = 64;
 
 impl Default for ViewOptions {
     fn default() -> Self {
@@ -113,6 +120,8 @@ pub struct View {
     inodes: InodeTable,
     trees: Mutex<TreeCache>,
     read_states: Mutex<LruCache<u64, Arc<OpenFile>>>,
+    /// Files read per directory, recently read directories only.
+    dir_reads: Mutex<LruCache<u64, u32>>,
     /// The kernel agreed to skip open/opendir when they answer ENOSYS.
     no_open: bool,
     pool: Workers,
@@ -156,6 +165,9 @@ impl View {
             read_states: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READ_STATES).expect("a non-zero constant"),
             )),
+            dir_reads: Mutex::new(LruCache::new(
+                NonZeroUsize::new(COUNTED_DIRS).expect("a non-zero constant"),
+            )),
             no_open: false,
             pool,
             opts,
@@ -165,6 +177,7 @@ impl View {
             Scope::All => Entry::Virtual(VirtualDir::Root),
             Scope::One { snapshot, node } => Entry::Node {
                 snapshot,
+                parent: ROOT,
                 node: Arc::new(*node),
                 path: Arc::from(""),
             },
@@ -263,6 +276,7 @@ impl View {
                         s.name.clone(),
                         Entry::Node {
                             snapshot: s.id,
+                            parent: virtual_ino(&VirtualDir::Snapshots),
                             node: Arc::new(node),
                             path,
                         },
@@ -321,7 +335,10 @@ impl View {
             return Ok(file.clone());
         }
         let entry = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
-        let Entry::Node { node, path, .. } = &*entry else {
+        let Entry::Node {
+            node, path, parent, ..
+        } = &*entry
+        else {
             return Err(Errno::EISDIR);
         };
         if node.kind != NodeKind::File {
@@ -344,7 +361,60 @@ impl View {
             prefetched_to: AtomicUsize::new(0),
         });
         self.read_states.lock().put(ino, file.clone());
+        self.count_file_read(*parent);
         Ok(file)
+    }
+
+    /// Counts a file of directory `dir` read for the first time; the second one starts fetching
+    /// the rest of the directory's files ahead ([`View::fetch_dir_ahead`]).
+    fn count_file_read(&self, dir: u64) {
+        let due = {
+            let mut counts = self.dir_reads.lock();
+            let count = counts.get_or_insert_mut(dir, || 0);
+            *count += 1;
+            *count == DIR_READS_BEFORE_AHEAD
+        };
+        if due {
+            self.fetch_dir_ahead(dir);
+        }
+    }
+
+    /// Fetches the chunks of directory `dir`'s files, in tree order (their order in the packs)
+    /// and up to a [`DIR_AHEAD_SHARE`] of the cache, on the workers when no read waits. `cp -a`,
+    /// `rsync` and `tar` read a directory's files one after the other, each with one round trip
+    /// to the kernel: files already fetched are answered on the session thread, and the idle
+    /// core does the fetching.
+    fn fetch_dir_ahead(&self, dir: u64) {
+        let Some(entry) = self.inodes.get(dir) else {
+            return;
+        };
+        let Entry::Node { node, path, .. } = &*entry else {
+            return;
+        };
+        let Ok(children) = self.dir_children(node, path) else {
+            return;
+        };
+        let index = self.catalog.contents().index.clone();
+        let fetcher = self.fetcher.clone();
+        let pool = self.pool.clone();
+        let budget = fetcher.cache.capacity() / DIR_AHEAD_SHARE;
+        self.pool.spawn_ahead(move || {
+            let mut planned = 0usize;
+            let files = children.iter().filter(|c| c.kind == NodeKind::File);
+            for id in files.flat_map(|file| file.content.iter()) {
+                if planned >= budget {
+                    return;
+                }
+                let Some(at) = index.get(id) else { continue };
+                if fetcher.cache.contains(id) {
+                    continue;
+                }
+                planned += at.entry.raw_len as usize;
+                let (fetcher, index, id) = (fetcher.clone(), index.clone(), *id);
+                // A failure here is reported by the read that needs the chunk.
+                pool.spawn_ahead(move || drop(fetcher.blob(&index, &id)));
+            }
+        });
     }
 
     /// Calls `add(ino, offset, name, entry)` for the entries of directory `ino` from `offset`
@@ -382,11 +452,12 @@ impl View {
                 snapshot,
                 node,
                 path,
+                ..
             } => {
                 let children = self.dir_children(node, path)?;
                 for (i, child) in children.iter().enumerate().skip(skip) {
                     let child_ino = child_ino(ino, &child.name, Some(snapshot), Some(child));
-                    let entry = child_entry(*snapshot, path, child);
+                    let entry = child_entry(*snapshot, ino, path, child);
                     if add(
                         child_ino,
                         (i + 3) as u64,
@@ -500,12 +571,13 @@ impl View {
                 snapshot,
                 node,
                 path,
+                ..
             } if node.kind == NodeKind::Dir => {
                 let children = self.dir_children(node, path)?;
                 children
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
                     .ok()
-                    .map(|i| child_entry(*snapshot, path, &children[i]))
+                    .map(|i| child_entry(*snapshot, parent, path, &children[i]))
             }
             _ => return Err(Errno::ENOTDIR),
         };
@@ -767,10 +839,11 @@ impl Filesystem for View {
     }
 }
 
-/// The entry of `node`, a child of the directory at `parent_path` in `snapshot`.
-fn child_entry(snapshot: SnapshotId, parent_path: &str, node: &Arc<Node>) -> Entry {
+/// The entry of `node`, a child of directory `parent` at `parent_path` in `snapshot`.
+fn child_entry(snapshot: SnapshotId, parent: u64, parent_path: &str, node: &Arc<Node>) -> Entry {
     Entry::Node {
         snapshot,
+        parent,
         node: node.clone(),
         path: Arc::from(format!(
             "{parent_path}/{}",
