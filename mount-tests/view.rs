@@ -150,6 +150,47 @@ fn repository_with_64mib_packs_reads_through_an_8mib_cache() {
 }
 
 #[test]
+fn snapshots_without_xattrs_let_the_kernel_stop_asking_for_them() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/f"), b"plain").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let file = mnt.dir.join("latest/src/d/f");
+    // Not "no attributes" but "not supported": the kernel remembers that and asks no more.
+    let listed = xattr::list(&file).map(|names| names.count());
+    assert_eq!(
+        listed.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EOPNOTSUPP))
+    );
+    let copy = env.path("copy");
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(mnt.dir.join("latest/src"))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&src, &copy);
+    mnt.stop();
+
+    // One snapshot with xattrs in the repository, and every mount serves them again.
+    xattr::set(src.join("d/f"), "user.k", b"v").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let first = mnt.dir.join("snapshots").read_dir().unwrap().count();
+    assert_eq!(first, 2);
+    let latest = mnt.dir.join("latest/src/d/f");
+    assert_eq!(xattr::get(&latest, "user.k").unwrap(), Some(b"v".to_vec()));
+    mnt.stop();
+}
+
+#[test]
 fn reading_two_files_of_a_directory_fetches_the_rest_ahead() {
     let env = Env::with_repo(&[]);
     let src = env.path("src");

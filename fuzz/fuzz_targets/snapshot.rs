@@ -4,5 +4,5 @@ use cairn::repo::snapshot::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = cairn::repo::serial::decode::<Snapshot>(data, "fuzz");
+    let _ = Snapshot::decode(data, "fuzz");
 });

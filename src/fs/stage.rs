@@ -189,7 +189,10 @@ impl Stage {
         let name = Path::new(&self.snapshot.path)
             .file_name()
             .map_or_else(|| b"stage".to_vec(), |n| n.as_bytes().to_vec());
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            xattr_nodes: Some(0),
+            ..Summary::default()
+        };
         let root = self
             .tree
             .lock()

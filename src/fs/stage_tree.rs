@@ -368,6 +368,9 @@ impl StageTree {
         if node.kind == NodeKind::Dir {
             summary.dirs += 1;
         }
+        if !node.xattrs.is_empty() {
+            *summary.xattr_nodes.get_or_insert(0) += 1;
+        }
         match (inode.entries.clone(), node.subtree) {
             (Some(entries), _) => {
                 let mut children = Vec::with_capacity(entries.len());
@@ -384,9 +387,12 @@ impl StageTree {
     }
 }
 
-/// Adds the files, directories and bytes below `tree` to `summary`.
+/// Adds the files, directories, bytes and nodes with xattrs below `tree` to `summary`.
 fn count_tree(store: &Store, tree: &BlobId, summary: &mut Summary) -> Result<()> {
     for node in store.repo.read_tree(store.index, tree)? {
+        if !node.xattrs.is_empty() {
+            *summary.xattr_nodes.get_or_insert(0) += 1;
+        }
         match node.kind {
             NodeKind::File => {
                 summary.files += 1;

@@ -38,7 +38,7 @@ use std::ffi::OsStr;
 use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Snapshot content never changes: the kernel may keep what it learnt this long.
@@ -124,6 +124,13 @@ pub struct View {
     dir_reads: Mutex<LruCache<u64, u32>>,
     /// The kernel agreed to skip open/opendir when they answer ENOSYS.
     no_open: bool,
+    /// Whether a snapshot in view may have extended attributes. When none has, getxattr and
+    /// listxattr answer ENOSYS once and the kernel stops asking (`cp -a` asks three times per
+    /// file); a snapshot with xattrs that appears later is reported, its xattrs unseen until
+    /// the next mount.
+    xattrs: bool,
+    /// A later snapshot with xattrs was reported.
+    xattrs_missed: AtomicBool,
     pool: Workers,
     opts: ViewOptions,
     owner: (u32, u32),
@@ -151,7 +158,7 @@ impl View {
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let view = View {
+        let mut view = View {
             catalog,
             fetcher: Arc::new(Fetcher {
                 repo,
@@ -169,9 +176,26 @@ impl View {
                 NonZeroUsize::new(COUNTED_DIRS).expect("a non-zero constant"),
             )),
             no_open: false,
+            xattrs: true,
+            xattrs_missed: AtomicBool::new(false),
             pool,
             opts,
             owner,
+        };
+        view.xattrs = match &scope {
+            Scope::All => view
+                .catalog
+                .contents()
+                .snapshots
+                .iter()
+                .any(may_have_xattrs),
+            Scope::One { snapshot, .. } => view
+                .catalog
+                .contents()
+                .snapshots
+                .iter()
+                .filter(|s| s.id == *snapshot)
+                .any(may_have_xattrs),
         };
         let root = match scope {
             Scope::All => Entry::Virtual(VirtualDir::Root),
@@ -184,6 +208,21 @@ impl View {
         };
         view.inodes.pin(ROOT, Arc::new(root));
         Ok(view)
+    }
+
+    /// The catalog, refreshed if due; reports (once) a new snapshot whose xattrs this mount
+    /// cannot show.
+    fn refreshed(&self) -> Arc<Contents> {
+        let contents = self.catalog.refreshed();
+        if !self.xattrs
+            && contents.snapshots.iter().any(may_have_xattrs)
+            && !self.xattrs_missed.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "a new snapshot has extended attributes; this mount does not show them (mount again)"
+            );
+        }
+        contents
     }
 
     /// The entries of a directory node, parsed once and kept in a cache that takes at most a
@@ -439,7 +478,7 @@ impl View {
         let skip = offset.saturating_sub(2) as usize;
         match &*entry {
             Entry::Virtual(dir) => {
-                let contents = self.catalog.refreshed();
+                let contents = self.refreshed();
                 let children = self.virtual_children(dir, &contents);
                 for (i, (name, child)) in children.into_iter().enumerate().skip(skip) {
                     let child_ino = self.ino_of(ino, name.as_bytes(), &child);
@@ -561,7 +600,7 @@ impl View {
         let parent_entry = self.inodes.get(parent).ok_or(Errno::ENOENT)?;
         let found = match &*parent_entry {
             Entry::Virtual(dir) => {
-                let contents = self.catalog.refreshed();
+                let contents = self.refreshed();
                 self.virtual_children(dir, &contents)
                     .into_iter()
                     .find(|(n, _)| n.as_bytes() == name)
@@ -815,6 +854,9 @@ impl Filesystem for View {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(entry) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -828,6 +870,9 @@ impl Filesystem for View {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(entry) = self.inodes.get(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -837,6 +882,12 @@ impl Filesystem for View {
         };
         xattr_reply(&names, size, reply);
     }
+}
+
+/// Whether a listed snapshot may have extended attributes: it counted some, or was written
+/// before they were counted.
+fn may_have_xattrs(listed: &crate::fs::catalog::Listed) -> bool {
+    listed.snapshot.summary.xattr_nodes != Some(0)
 }
 
 /// The entry of `node`, a child of directory `parent` at `parent_path` in `snapshot`.

@@ -112,12 +112,14 @@ pub fn backup(
         progress,
         warnings: Mutex::new(Vec::new()),
         dirs: AtomicU64::new(0),
+        xattr_nodes: AtomicU64::new(0),
     };
     let walked = archiver.walk_roots(&paths, &parent_roots);
     let Archiver {
         packer,
         warnings,
         dirs,
+        xattr_nodes,
         ..
     } = archiver;
     // The packer's first error is the cause (e.g. a pack that failed verification); the walk
@@ -147,6 +149,7 @@ pub fn backup(
             stored_bytes: totals.stored_bytes,
             duration_ms: start.elapsed().as_millis() as u64,
             warnings: warnings.len() as u64,
+            xattr_nodes: Some(xattr_nodes.into_inner()),
         },
     };
     let id = if opts.dry_run {
@@ -227,6 +230,7 @@ struct Archiver<'a> {
     progress: &'a Progress,
     warnings: Mutex<Vec<String>>,
     dirs: AtomicU64,
+    xattr_nodes: AtomicU64,
 }
 
 impl Archiver<'_> {
@@ -290,6 +294,9 @@ impl Archiver<'_> {
                 }
             }
             _ => node.xattrs = self.xattrs_of(path),
+        }
+        if !node.xattrs.is_empty() {
+            self.xattr_nodes.fetch_add(1, Ordering::Relaxed);
         }
         Ok(node)
     }

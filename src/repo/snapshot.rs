@@ -31,7 +31,70 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Files that could not be read completely (the snapshot is partial).
     pub warnings: u64,
+    /// Nodes with extended attributes; `None` in snapshots written before they were counted
+    /// (format version 1). A mount whose snapshots all have none tells the kernel to stop asking
+    /// for them: `cp -a` asks three times per file.
+    pub xattr_nodes: Option<u64>,
 }
+
+/// The summary as format version 1 wrote it.
+#[derive(Deserialize)]
+struct SummaryV1 {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    files_read: u64,
+    new_blobs: u64,
+    new_bytes: u64,
+    stored_bytes: u64,
+    duration_ms: u64,
+    warnings: u64,
+}
+
+/// A snapshot as format version 1 wrote it.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    time: i64,
+    hostname: String,
+    username: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    parent: Option<SnapshotId>,
+    tree: BlobId,
+    program_version: String,
+    summary: SummaryV1,
+}
+
+impl From<SnapshotV1> for Snapshot {
+    fn from(old: SnapshotV1) -> Snapshot {
+        let s = old.summary;
+        Snapshot {
+            time: old.time,
+            hostname: old.hostname,
+            username: old.username,
+            paths: old.paths,
+            tags: old.tags,
+            parent: old.parent,
+            tree: old.tree,
+            program_version: old.program_version,
+            summary: Summary {
+                files: s.files,
+                dirs: s.dirs,
+                bytes: s.bytes,
+                files_read: s.files_read,
+                new_blobs: s.new_blobs,
+                new_bytes: s.new_bytes,
+                stored_bytes: s.stored_bytes,
+                duration_ms: s.duration_ms,
+                warnings: s.warnings,
+                xattr_nodes: None,
+            },
+        }
+    }
+}
+
+/// The snapshot format written today: version 2 added [`Summary::xattr_nodes`].
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// One snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +122,19 @@ pub struct Snapshot {
 impl Snapshot {
     /// Seals the snapshot for storage.
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&serial::encode(self), SNAPSHOT_AAD)
+        key.seal(
+            &serial::encode_version(SNAPSHOT_VERSION, self),
+            SNAPSHOT_AAD,
+        )
+    }
+
+    /// Parses a snapshot's plaintext, of any format version written so far.
+    pub fn decode(plain: &[u8], name: &str) -> Result<Snapshot> {
+        match serial::split_version(plain, name)? {
+            (1, body) => serial::decode_body::<SnapshotV1>(body, name).map(Snapshot::from),
+            (SNAPSHOT_VERSION, body) => serial::decode_body(body, name),
+            (version, _) => Err(serial::unknown_version(version, name)),
+        }
     }
 
     /// Opens and parses a stored snapshot; `name` is used in errors.
@@ -67,7 +142,7 @@ impl Snapshot {
         let plain = key
             .open(sealed, SNAPSHOT_AAD)
             .map_err(|e| crate::Error::corrupt(name, e))?;
-        serial::decode(&plain, name)
+        Snapshot::decode(&plain, name)
     }
 
     /// Start time as a local date and time, for tables and mount directory names.
@@ -96,7 +171,47 @@ mod tests {
 
         #[test]
         fn snapshot_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = serial::decode::<Snapshot>(&bytes, "s");
+            let _ = Snapshot::decode(&bytes, "s");
         }
+    }
+
+    /// The fields of format version 1, in its order, as a writer of that version encoded them.
+    #[derive(Serialize)]
+    struct WrittenV1 {
+        time: i64,
+        hostname: String,
+        username: String,
+        paths: Vec<String>,
+        tags: Vec<String>,
+        parent: Option<SnapshotId>,
+        tree: BlobId,
+        program_version: String,
+        summary: [u64; 9],
+    }
+
+    #[test]
+    fn version_1_snapshots_still_open_without_an_xattr_count() {
+        let old = WrittenV1 {
+            time: 7,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec!["/p".into()],
+            tags: vec!["t".into()],
+            parent: None,
+            tree: BlobId([4; 32]),
+            program_version: "cairn 0.1.0".into(),
+            summary: [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        };
+        let snap = Snapshot::decode(&serial::encode_version(1, &old), "s").unwrap();
+        assert_eq!(snap.hostname, "h");
+        assert_eq!(snap.tree, BlobId([4; 32]));
+        assert_eq!(snap.summary.files, 1);
+        assert_eq!(snap.summary.warnings, 9);
+        assert_eq!(snap.summary.xattr_nodes, None);
+        let err = Snapshot::decode(&serial::encode_version(3, &old), "s").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown format version 3"),
+            "{err}"
+        );
     }
 }
