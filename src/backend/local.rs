@@ -5,7 +5,7 @@
 use crate::backend::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -90,8 +90,18 @@ impl Backend for LocalBackend {
                 format!("bytes {range:?} requested but the object has {size}"),
             ));
         }
-        buf.resize(len, 0);
-        std::os::unix::fs::FileExt::read_exact_at(&file, buf, range.start).map_err(err)?;
+        // Read into spare capacity: no zero-filling of what is about to be overwritten.
+        buf.clear();
+        buf.reserve_exact(len);
+        let mut file = file;
+        file.seek(SeekFrom::Start(range.start)).map_err(err)?;
+        let read = file.take(len as u64).read_to_end(buf).map_err(err)?;
+        if read != len {
+            return Err(Error::corrupt(
+                name,
+                format!("bytes {range:?} requested but only {read} could be read"),
+            ));
+        }
         Ok(())
     }
 
