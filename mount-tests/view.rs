@@ -191,7 +191,7 @@ fn snapshots_without_xattrs_let_the_kernel_stop_asking_for_them() {
 }
 
 #[test]
-fn reading_two_files_of_a_directory_fetches_the_rest_ahead() {
+fn reading_a_file_of_a_directory_fetches_the_rest_ahead() {
     let env = Env::with_repo(&[]);
     let src = env.path("src");
     let dir = src.join("dir");
@@ -202,15 +202,13 @@ fn reading_two_files_of_a_directory_fetches_the_rest_ahead() {
     env.ok(&["backup", src.to_str().unwrap()]);
     let mnt = Mounted::start(&env, "mount", &[]);
     let mounted = mnt.dir.join("latest/src/dir");
-    // Listing first, as cp and rsync do, then two files read.
+    // Listing first, as cp and rsync do, then one file read.
     assert_eq!(fs::read_dir(&mounted).unwrap().count(), 20);
-    for name in ["f00", "f01"] {
-        assert!(fs::read(mounted.join(name)).unwrap() == fs::read(dir.join(name)).unwrap());
-    }
+    assert!(fs::read(mounted.join("f07")).unwrap() == fs::read(dir.join("f07")).unwrap());
     std::thread::sleep(Duration::from_millis(1500));
-    // With the packs gone, only chunks fetched ahead can still be served.
+    // With the packs gone, only chunks fetched ahead (or cached) can still be served.
     fs::rename(env.repo().join("data"), env.path("data-away")).unwrap();
-    for i in 2..20u64 {
+    for i in (0..20u64).filter(|&i| i != 7) {
         let name = format!("f{i:02}");
         let read = fs::read(mounted.join(&name))
             .unwrap_or_else(|e| panic!("{name} was not fetched ahead: {e}"));
