@@ -129,6 +129,39 @@ fn a_second_rsync_of_an_edited_tree_transfers_and_stores_only_the_changes() {
 }
 
 #[test]
+fn a_directory_listed_in_many_replies_shows_every_entry_once_with_its_attributes() {
+    let env = Env::with_repo(&[]);
+    let mounted = stage(&env, &["--empty"]);
+    let dir = mounted.dir.join("many");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..3000u32 {
+        fs::write(
+            dir.join(format!("entry-with-a-long-name-{i:05}")),
+            i.to_le_bytes(),
+        )
+        .unwrap();
+    }
+    let mut listed: Vec<(String, u64)> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len(), 3000);
+    assert!(listed.iter().all(|(_, len)| *len == 4));
+    assert_eq!(listed[0].0, "entry-with-a-long-name-00000");
+    assert_eq!(listed[2999].0, "entry-with-a-long-name-02999");
+    let id = commit(&env, mounted);
+    let restored = restored(&env, &id);
+    assert_eq!(fs::read_dir(restored.join("many")).unwrap().count(), 3000);
+}
+
+#[test]
 fn cp_a_into_an_empty_stage_works_the_same() {
     let env = Env::with_repo(&[]);
     let src = env.path("src");

@@ -27,8 +27,8 @@ use crate::repo::tree::{Node, NodeKind, Xattr};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
@@ -326,6 +326,42 @@ impl Stage {
         }
     }
 
+    /// Calls `add(ino, next offset, name, inode)` for the entries of directory `dir` from
+    /// `offset` on (0 and 1 are `.` and `..`, shown as the directory itself) until it returns
+    /// true (the reply is full); returns the entries other than the dots that were added.
+    fn list(
+        &self,
+        dir: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, &OsStr, &Inode) -> bool,
+    ) -> std::result::Result<Vec<u64>, Errno> {
+        let mut sent = Vec::new();
+        self.with_store(|store| {
+            let mut tree = self.tree.lock();
+            let this = tree.get(dir)?;
+            if this.node.kind != NodeKind::Dir {
+                return Err(TreeError::Errno(libc::ENOTDIR));
+            }
+            for (at, name) in [(0, "."), (1, "..")] {
+                if offset <= at && add(dir, at + 1, OsStr::new(name), this) {
+                    return Ok(());
+                }
+            }
+            let skip = offset.saturating_sub(2) as usize;
+            let mut at = skip as u64 + 2;
+            tree.list(dir, skip, store, |name, child, inode| {
+                at += 1;
+                let full = add(child, at, OsStr::from_bytes(name), inode);
+                if !full {
+                    sent.push(child);
+                }
+                full
+            })
+        })?
+        .map_err(errno_of)?;
+        Ok(sent)
+    }
+
     /// The body of file `ino`.
     fn body(
         &self,
@@ -413,6 +449,8 @@ impl Filesystem for StageFs {
         self.no_open = config
             .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
             .is_ok();
+        // Listings carry attributes: rsync's lstat of every file it compares costs no lookup.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -789,44 +827,38 @@ impl Filesystem for StageFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listed = self.stage.with_store(|store| {
-            let mut tree = self.stage.tree.lock();
-            let entries = tree.list(ino.0, store)?;
-            let kinds: Vec<FileType> = entries
-                .iter()
-                .map(|(_, child)| {
-                    tree.get(*child)
-                        .map_or(FileType::RegularFile, |i| file_type(i.node.kind))
-                })
-                .collect();
-            Ok::<_, TreeError>((entries, kinds))
+        let listed = self.stage.list(ino.0, offset, |child, at, name, inode| {
+            reply.add(INodeNo(child), at, file_type(inode.node.kind), name)
         });
-        let (entries, kinds) = match listed {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => return reply.error(errno_of(e)),
-            Err(e) => return reply.error(e),
-        };
-        let dots = [(ino.0, ".".as_bytes()), (ino.0, "..".as_bytes())];
-        let all = dots
-            .iter()
-            .map(|(i, n)| (*i, *n, FileType::Directory))
-            .chain(
-                entries
-                    .iter()
-                    .zip(kinds)
-                    .map(|((n, i), k)| (*i, n.as_slice(), k)),
-            );
-        for (at, (child, name, kind)) in all.enumerate().skip(offset as usize) {
-            if reply.add(
-                INodeNo(child),
-                (at + 1) as u64,
-                kind,
-                OsStr::from_bytes(name),
-            ) {
-                break;
-            }
+        match listed {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listed = self.stage.list(ino.0, offset, |child, at, name, inode| {
+            let attr = self.stage.attr(child, inode);
+            reply.add(INodeNo(child), at, name, &TTL, &attr, Generation(0))
+        });
+        match listed {
+            Ok(sent) => {
+                // The kernel counts a lookup for every entry it was sent except `.` and `..`.
+                let mut tree = self.stage.tree.lock();
+                for child in sent {
+                    tree.remember(child);
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -145,10 +145,25 @@ impl StageTree {
         Ok(self.get_mut(ino)?.entries.as_mut().expect("loaded above"))
     }
 
-    /// The entries of directory `ino` in name order, with their inode numbers.
-    pub fn list(&mut self, ino: u64, store: &Store) -> TreeResult<Vec<(Vec<u8>, u64)>> {
-        let entries = self.entries(ino, store)?;
-        Ok(entries.iter().map(|(n, i)| (n.clone(), *i)).collect())
+    /// Calls `add(name, ino, inode)` for the entries of directory `dir` after the first `skip`,
+    /// in name order, until it returns true (the reply is full).
+    pub fn list(
+        &mut self,
+        dir: u64,
+        skip: usize,
+        store: &Store,
+        mut add: impl FnMut(&[u8], u64, &Inode) -> bool,
+    ) -> TreeResult<()> {
+        self.entries(dir, store)?;
+        let entries = self.get(dir)?.entries.as_ref().expect("loaded above");
+        for (name, child) in entries.iter().skip(skip) {
+            // Every named entry has its inode (an inode goes only when its last name did).
+            let inode = self.inodes.get(child).ok_or(TreeError::Errno(libc::EIO))?;
+            if add(name, *child, inode) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Resolves `name` in `parent` and counts a kernel lookup.
