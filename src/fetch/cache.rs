@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes evicted between two looks at whether freed memory should go back to the system.
-pub const RETURN_AFTER: usize = 4 << 20;
+const RETURN_AFTER: usize = 4 << 20;
 
 /// Resident bytes beyond the budget that are tolerated before freed memory is handed back
 /// (what the process needs besides its caches is a few MiB; the rest is the allocator's).
-pub const RESIDENT_SLACK: usize = 48 << 20;
+const RESIDENT_SLACK: usize = 48 << 20;
 
 /// Verified plaintext, shared without copying.
 pub type Plain = Arc<Vec<u8>>;
@@ -85,11 +85,6 @@ impl BlobCache {
     /// Another cache released `bytes` it had charged.
     pub fn discharge(&self, bytes: usize) {
         self.charged.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// Bytes other caches hold against the budget.
-    pub fn charged(&self) -> usize {
-        self.charged.load(Ordering::Relaxed)
     }
 
     /// Whether `id` is cached (without touching its recency).
@@ -175,9 +170,7 @@ impl BlobCache {
         }
         false
     }
-}
 
-impl BlobCache {
     /// Hands memory the allocator holds free back to the system when the process is resident
     /// well beyond the budget. Chunks of every size come and go; glibc keeps freed space inside
     /// its heaps (between live blocks, out of reach of its top-only trimming), so without this

@@ -64,15 +64,10 @@ pub struct ViewOptions {
 
 /// The share of the cache budget parsed trees may take; live inodes and chunks share the rest.
 const TREE_SHARE: usize = 4;
-/// Files of one directory read before the rest of its files are fetched ahead. One: every
-/// file of a directory `cp -a` reads before the fetching starts is a round trip to a worker
-/// (two measured 5 % slower on linux/). A file manager opening one file fetches its neighbours
-/// too, at most a [`DIR_AHEAD_SHARE`] of the cache.
-const DIR_READS_BEFORE_AHEAD: u32 = 1;
 /// The share of the cache one directory's files fetched ahead may take.
 const DIR_AHEAD_SHARE: usize = 8;
-/// Directories whose file reads are counted.
-const COUNTED_DIRS: usize = 64;
+/// Directories remembered as fetched ahead, so each is fetched once while it is read.
+const DIRS_AHEAD: usize = 64;
 
 impl Default for ViewOptions {
     fn default() -> Self {
@@ -122,8 +117,8 @@ pub struct View {
     inodes: InodeTable,
     trees: Mutex<TreeCache>,
     read_states: Mutex<LruCache<u64, Arc<OpenFile>>>,
-    /// Files read per directory, recently read directories only.
-    dir_reads: Mutex<LruCache<u64, u32>>,
+    /// Directories whose files were recently fetched ahead.
+    dirs_ahead: Mutex<LruCache<u64, ()>>,
     /// The kernel agreed to skip open/opendir when they answer ENOSYS.
     no_open: bool,
     /// Whether a snapshot in view may have extended attributes. When none has, getxattr and
@@ -160,7 +155,16 @@ impl View {
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
-        let mut view = View {
+        let xattrs = catalog
+            .contents()
+            .snapshots
+            .iter()
+            .filter(|s| match &scope {
+                Scope::All => true,
+                Scope::One { snapshot, .. } => s.id == *snapshot,
+            })
+            .any(may_have_xattrs);
+        let view = View {
             catalog,
             fetcher: Arc::new(Fetcher {
                 repo,
@@ -174,30 +178,15 @@ impl View {
             read_states: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READ_STATES).expect("a non-zero constant"),
             )),
-            dir_reads: Mutex::new(LruCache::new(
-                NonZeroUsize::new(COUNTED_DIRS).expect("a non-zero constant"),
+            dirs_ahead: Mutex::new(LruCache::new(
+                NonZeroUsize::new(DIRS_AHEAD).expect("a non-zero constant"),
             )),
             no_open: false,
-            xattrs: true,
+            xattrs,
             xattrs_missed: AtomicBool::new(false),
             pool,
             opts,
             owner,
-        };
-        view.xattrs = match &scope {
-            Scope::All => view
-                .catalog
-                .contents()
-                .snapshots
-                .iter()
-                .any(may_have_xattrs),
-            Scope::One { snapshot, .. } => view
-                .catalog
-                .contents()
-                .snapshots
-                .iter()
-                .filter(|s| s.id == *snapshot)
-                .any(may_have_xattrs),
         };
         let root = match scope {
             Scope::All => Entry::Virtual(VirtualDir::Root),
@@ -402,22 +391,14 @@ impl View {
             prefetched_to: AtomicUsize::new(0),
         });
         self.read_states.lock().put(ino, file.clone());
-        self.count_file_read(*parent);
-        Ok(file)
-    }
-
-    /// Counts a file of directory `dir` read for the first time; the first one starts fetching
-    /// the rest of the directory's files ahead ([`View::fetch_dir_ahead`]).
-    fn count_file_read(&self, dir: u64) {
-        let due = {
-            let mut counts = self.dir_reads.lock();
-            let count = counts.get_or_insert_mut(dir, || 0);
-            *count += 1;
-            *count == DIR_READS_BEFORE_AHEAD
-        };
-        if due {
-            self.fetch_dir_ahead(dir);
+        // The first file read from a directory starts fetching the others: waiting for a second
+        // read measured 5 % slower for `cp -a` of linux/ (each file read before the fetching
+        // starts is a round trip to a worker). A file manager opening one file fetches its
+        // neighbours too, at most a [`DIR_AHEAD_SHARE`] of the cache.
+        if self.dirs_ahead.lock().put(*parent, ()).is_none() {
+            self.fetch_dir_ahead(*parent);
         }
+        Ok(file)
     }
 
     /// Fetches the chunks of directory `dir`'s files, in tree order (their order in the packs)

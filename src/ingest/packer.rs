@@ -154,6 +154,15 @@ struct Sink {
     queue: Sender<FinishedPack>,
 }
 
+/// An empty pack of `kind`: data packs reserve their whole size up front, tree packs grow.
+fn empty_pack(kind: BlobKind, params: &Params) -> PackBuilder {
+    let capacity = match kind {
+        BlobKind::Data => params.pack_size as usize,
+        BlobKind::Tree => 0,
+    };
+    PackBuilder::new(kind, capacity)
+}
+
 impl Sink {
     /// Puts a sealed blob into the open pack of its kind, shipping the pack once full.
     fn append(&self, sealed: &SealedBlob) -> Result<()> {
@@ -165,10 +174,8 @@ impl Sink {
         let full = {
             let mut builder = self.builders[slot(kind)].lock();
             builder.add(sealed);
-            (builder.len() >= target).then(|| {
-                let capacity = if kind == BlobKind::Data { target } else { 0 };
-                std::mem::replace(&mut *builder, PackBuilder::new(kind, capacity))
-            })
+            (builder.len() >= target)
+                .then(|| std::mem::replace(&mut *builder, empty_pack(kind, &self.params)))
         };
         match full {
             Some(builder) => self.ship(builder),
@@ -178,15 +185,10 @@ impl Sink {
 
     /// Ships the open packs, however full.
     fn ship_open(&self) -> Result<()> {
-        for (slot, kind) in [(0, BlobKind::Data), (1, BlobKind::Tree)] {
-            let capacity = if kind == BlobKind::Data {
-                self.params.pack_size as usize
-            } else {
-                0
-            };
+        for kind in [BlobKind::Data, BlobKind::Tree] {
             let builder = std::mem::replace(
-                &mut *self.builders[slot].lock(),
-                PackBuilder::new(kind, capacity),
+                &mut *self.builders[slot(kind)].lock(),
+                empty_pack(kind, &self.params),
             );
             if !builder.is_empty() {
                 self.ship(builder)?;
@@ -370,8 +372,8 @@ impl Packer {
         let sink = Arc::new(Sink {
             shared: shared.clone(),
             builders: [
-                Mutex::new(PackBuilder::new(BlobKind::Data, params.pack_size as usize)),
-                Mutex::new(PackBuilder::new(BlobKind::Tree, 0)),
+                Mutex::new(empty_pack(BlobKind::Data, &params)),
+                Mutex::new(empty_pack(BlobKind::Tree, &params)),
             ],
             params: params.clone(),
             queue: tx,
