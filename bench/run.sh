@@ -90,11 +90,13 @@ find_in_mount() {
   echo "$found"
 }
 
-# mount_step TOOL REPO STEP NAME TYPE OP: mounts afresh, finds NAME (untimed), then times
-# `OP path`; records the wall time and, as a separate row, the mount process's peak RSS.
-mount_step() {
+# mount_once TOOL REPO STEP NAME TYPE OP: mounts afresh, finds NAME (untimed), times `OP path`
+# (then runs `cleanup_$OP` untimed, if defined); sets SECS (empty on failure) and RSS_KB, the
+# mount process's peak RSS.
+mount_once() {
   local tool=$1 repo=$2 step=$3 name=$4 type=$5 op=$6
   MNT="$SCRATCH/mnt"; mkdir -p "$MNT"
+  SECS="" RSS_KB=""
   settle
   /usr/bin/time -f "%M" -o "$SCRATCH/mountrss" $(mount_cmd "$tool" "$repo" "$MNT") > "$SCRATCH/log.$tool.mount" 2>&1 &
   local pid=$!
@@ -106,27 +108,46 @@ mount_step() {
     start=$(date +%s.%N)
     if "$op" "$path" > "$SCRATCH/out.$tool.$step" 2>&1; then
       end=$(date +%s.%N)
-      local secs; secs=$(python3 -c "print(f'{$end - $start:.2f}')")
-      printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$secs" - >> "$RESULTS"
-      printf '%-7s %-22s %7s s\n' "$tool" "$step" "$secs"
+      SECS=$(python3 -c "print(f'{$end - $start:.2f}')")
     else
       echo "$tool $step failed: $(tail -3 "$SCRATCH/out.$tool.$step")"
     fi
+    if declare -F "cleanup_$op" > /dev/null; then "cleanup_$op"; fi
   fi
   fusermount3 -u "$MNT" 2>/dev/null || fusermount -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  local rss; rss=$(tail -1 "$SCRATCH/mountrss" 2>/dev/null || true)
-  [[ "$rss" =~ ^[0-9]+$ ]] && printf '%s\t%s\t%s\t%s\n' "$tool" "$step-rss-MB" "$((rss / 1024))" - >> "$RESULTS" || true
+  RSS_KB=$(tail -1 "$SCRATCH/mountrss" 2>/dev/null || true)
+}
+
+# mount_step TOOL REPO STEP NAME TYPE OP [RUNS]: mount_once RUNS times (default 1; stops at the
+# first failure); records the median wall time, every run's time and the highest peak RSS.
+# This machine's speed drifts by tens of percent within minutes, so a throughput row taken from
+# one run each says more about the moment than about the tools.
+mount_step() {
+  local tool=$1 step=$3 runs=${7:-1}
+  local times=() peak=0
+  for _ in $(seq "$runs"); do
+    mount_once "$@"
+    [[ "$RSS_KB" =~ ^[0-9]+$ ]] && [ "$RSS_KB" -gt "$peak" ] && peak=$RSS_KB
+    [ -n "$SECS" ] || break
+    times+=("$SECS")
+  done
+  if [ "${#times[@]}" -gt 0 ]; then
+    local median; median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (${#times[@]} + 1) / 2 ))p")
+    printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$median" - >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\n' "$tool" "$step-runs" "${times[*]}" - >> "$RESULTS"
+    printf '%-7s %-22s %7s s  (runs: %s)\n' "$tool" "$step" "$median" "${times[*]}"
+  fi
+  [ "$peak" -gt 0 ] && printf '%s\t%s\t%s\t%s\n' "$tool" "$step-rss-MB" "$((peak / 1024))" - >> "$RESULTS" || true
 }
 
 seq_read() { cat "$1" > /dev/null; }
-# cp -a into the tmpfs, capped at COPY_LIMIT seconds.
+# cp -a into the tmpfs, capped at COPY_LIMIT seconds; the copy is removed after the timing.
 COPY_LIMIT=${COPY_LIMIT:-300}
-copy_tree() {
-  timeout "$COPY_LIMIT" cp -a "$1" "$TMPFS/tree"; local rc=$?
-  rm -rf "$TMPFS/tree"
-  return $rc
-}
+# Fresh mounts per throughput row (cat, cp -a); the row is their median.
+MOUNT_RUNS=${MOUNT_RUNS:-3}
+copy_tree() { timeout "$COPY_LIMIT" cp -a "$1" "$TMPFS/tree"; }
+cleanup_copy_tree() { rm -rf "$TMPFS/tree"; }
 random_reads() {
   local med p99
   read -r med p99 < <(python3 "$HERE/random_reads.py" "$1")
@@ -137,8 +158,8 @@ random_reads() {
 # The read-only mount rows (issue 3), each on a fresh mount so caches start cold.
 mount_bench() {
   CUR_TOOL=$1
-  mount_step "$1" "$2" mount-cat-random.bin random.bin f seq_read
-  mount_step "$1" "$2" mount-cp-a-linux linux d copy_tree
+  mount_step "$1" "$2" mount-cat-random.bin random.bin f seq_read "$MOUNT_RUNS"
+  mount_step "$1" "$2" mount-cp-a-linux linux d copy_tree "$MOUNT_RUNS"
   mount_step "$1" "$2" mount-random-4k random.bin f random_reads
 }
 
@@ -236,14 +257,20 @@ steps = ["first-backup", "unchanged", "increment", "random.bin", "restore", "che
          "stage-rsync-linux", "stage-rsync-linux-edit",
          "mount-cat-random.bin", "mount-cp-a-linux", "mount-random-4k"]
 val = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+def cell(t, step):
+    if (t, step) not in val:
+        return "–"
+    secs, mb = val[(t, step)]
+    runs = val.get((t, step + "-runs"), ("",))[0].split()
+    if len(runs) > 1:
+        return f"{secs} (runs {', '.join(runs)})"
+    return secs if mb == "-" else f"{secs} / {mb}"
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 out = [f"Measured {datetime.date.today()} on {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
        f"Linux {platform.release()}; repositories and data on the same disk, page cache warm.", "",
        "| step | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
 for step in steps:
-    out.append(f"| {step} (s / peak MB) | " + " | ".join(
-        (f"{val[(t, step)][0]} / {val[(t, step)][1]}" if val[(t, step)][1] != "-" else val[(t, step)][0]) if (t, step) in val else "–"
-    for t in tools) + " |")
+    out.append(f"| {step} (s / peak MB) | " + " | ".join(cell(t, step) for t in tools) + " |")
 out.append("| repository after first backup (MB) | " + " | ".join(val.get((t, "repo-size-MB"), ("–",))[0] for t in tools) + " |")
 for key, label in [("random-4k-median-ms", "mount: random 4 KiB read, median (ms)"),
                    ("random-4k-p99-ms", "mount: random 4 KiB read, p99 (ms)"),

@@ -217,6 +217,51 @@ fn reading_a_file_of_a_directory_fetches_the_rest_ahead() {
     mnt.stop();
 }
 
+#[test]
+fn files_fetched_ahead_are_stored_in_the_kernel_page_cache() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let dir = src.join("dir");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..20u64 {
+        fs::write(
+            dir.join(format!("f{i:02}")),
+            pseudo_random(200 + i, 10_000 + i as usize),
+        )
+        .unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let mounted = mnt.dir.join("latest/src/dir");
+    assert_eq!(fs::read_dir(&mounted).unwrap().count(), 20);
+    assert!(fs::read(mounted.join("f03")).unwrap() == fs::read(dir.join("f03")).unwrap());
+    // Every page of the files not read yet becomes resident without a read: fincore maps the
+    // file and asks mincore, which reads nothing.
+    let resident = |name: &str| -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(mounted.join(name))
+            .output()
+            .expect("fincore (util-linux-extra) runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let others: Vec<String> = (0..20u64)
+        .filter(|&i| i != 3)
+        .map(|i| format!("f{i:02}"))
+        .collect();
+    let whole = |name: &str| fs::metadata(dir.join(name)).unwrap().len().div_ceil(4096) * 4096;
+    wait_for("the directory's other files in the page cache", || {
+        others.iter().all(|name| resident(name) == whole(name))
+    });
+    for name in &others {
+        assert!(fs::read(mounted.join(name)).unwrap() == fs::read(dir.join(name)).unwrap());
+    }
+    mnt.stop();
+}
+
 /// Block `i` of the streaming test's file: unique (its number leads), but compressible, so the
 /// repository stays small and the backup quick while the mount still caches full-size chunks.
 fn stream_block(i: u64, block: &mut [u8]) {

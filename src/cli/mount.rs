@@ -88,6 +88,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         ..ViewOptions::default()
     };
     let view = View::new(repo, scope, opts)?;
+    let kernel_pages = view.kernel_pages();
     let acl = if args.allow_other {
         SessionACL::All
     } else {
@@ -109,6 +110,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             args.dir.display()
         )
     })?;
+    kernel_pages.connect(session.notifier());
     raise_readahead(&args.dir);
     if !globals.quiet {
         eprintln!(

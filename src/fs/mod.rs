@@ -3,12 +3,14 @@
 //! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear.
 //! [`stage`] is the writable face: a copy-on-write tree ([`stage_tree`]) whose files
 //! ([`stage_file`]) are stored as they are written, committed as a snapshot.
-//! [`workers`] are the threads that answer reads; [`attrs`] what both faces answer alike.
+//! [`workers`] are the threads that answer reads; [`kernel_pages`] stores chunks fetched ahead
+//! in the kernel's page cache; [`attrs`] what both faces answer alike.
 //! Nothing here knows about packs: bytes come from `fetch`.
 
 pub mod attrs;
 pub mod catalog;
 pub mod inodes;
+pub mod kernel_pages;
 pub mod stage;
 pub mod stage_file;
 pub mod stage_tree;

@@ -21,6 +21,7 @@ use crate::fetch::reader::{Fetcher, FileReader};
 use crate::fs::attrs::{file_type, system_time, xattr_names, xattr_reply};
 use crate::fs::catalog::{Catalog, Contents};
 use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
+use crate::fs::kernel_pages::KernelPages;
 use crate::fs::workers::Workers;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -129,6 +130,8 @@ pub struct View {
     /// A later snapshot with xattrs was reported.
     xattrs_missed: AtomicBool,
     pool: Workers,
+    /// Where chunks fetched ahead go, so that their reads never reach the view.
+    kernel_pages: KernelPages,
     opts: ViewOptions,
     owner: (u32, u32),
 }
@@ -151,6 +154,8 @@ impl View {
         let catalog = Arc::new(Catalog::load(repo.clone())?);
         let pool = Workers::start(opts.read_workers, "cairn-read")
             .map_err(|e| Error::Invalid(format!("starting read workers: {e}")))?;
+        let kernel_pages = KernelPages::start()
+            .map_err(|e| Error::Invalid(format!("starting the page-cache thread: {e}")))?;
         let owner = (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
@@ -185,6 +190,7 @@ impl View {
             xattrs,
             xattrs_missed: AtomicBool::new(false),
             pool,
+            kernel_pages,
             opts,
             owner,
         };
@@ -199,6 +205,11 @@ impl View {
         };
         view.inodes.pin(ROOT, Arc::new(root));
         Ok(view)
+    }
+
+    /// The handle to connect to the mounted session ([`KernelPages::connect`]).
+    pub fn kernel_pages(&self) -> KernelPages {
+        self.kernel_pages.clone()
     }
 
     /// The catalog, refreshed if due; reports (once) a new snapshot whose xattrs this mount
@@ -396,45 +407,66 @@ impl View {
         // starts is a round trip to a worker). A file manager opening one file fetches its
         // neighbours too, at most a [`DIR_AHEAD_SHARE`] of the cache.
         if self.dirs_ahead.lock().put(*parent, ()).is_none() {
-            self.fetch_dir_ahead(*parent);
+            self.fetch_dir_ahead(*parent, ino);
         }
         Ok(file)
     }
 
-    /// Fetches the chunks of directory `dir`'s files, in tree order (their order in the packs)
-    /// and up to a [`DIR_AHEAD_SHARE`] of the cache, on the workers when no read waits. `cp -a`,
-    /// `rsync` and `tar` read a directory's files one after the other, each with one round trip
-    /// to the kernel: files already fetched are answered on the session thread, and the idle
-    /// core does the fetching.
-    fn fetch_dir_ahead(&self, dir: u64) {
+    /// Fetches the chunks of directory `dir`'s files but `reading` (being read already), in tree
+    /// order (their order in the packs) and up to a [`DIR_AHEAD_SHARE`] of the cache, on the
+    /// workers when no read waits, and offers each to the kernel's page cache. `cp -a`, `rsync`
+    /// and `tar` read a directory's files one after the other: the files stored ahead are read
+    /// without a request, the others are answered from the cache on the session thread.
+    fn fetch_dir_ahead(&self, dir: u64, reading: u64) {
         let Some(entry) = self.inodes.get(dir) else {
             return;
         };
-        let Entry::Node { node, path, .. } = &*entry else {
+        let Entry::Node {
+            snapshot,
+            node,
+            path,
+            ..
+        } = &*entry
+        else {
             return;
         };
         let Ok(children) = self.dir_children(node, path) else {
             return;
         };
+        let snapshot = *snapshot;
         let index = self.catalog.contents().index.clone();
         let fetcher = self.fetcher.clone();
         let pool = self.pool.clone();
+        let kernel = self.kernel_pages.clone();
         let budget = fetcher.cache.capacity() / DIR_AHEAD_SHARE;
         self.pool.spawn_ahead(move || {
             let mut planned = 0usize;
-            let files = children.iter().filter(|c| c.kind == NodeKind::File);
-            for id in files.flat_map(|file| file.content.iter()) {
-                if planned >= budget {
-                    return;
-                }
-                let Some(at) = index.get(id) else { continue };
-                if fetcher.cache.contains(id) {
+            for file in children.iter().filter(|c| c.kind == NodeKind::File) {
+                let ino = child_ino(dir, &file.name, Some(&snapshot), Some(file));
+                if ino == reading {
                     continue;
                 }
-                planned += at.entry.raw_len as usize;
-                let (fetcher, index, id) = (fetcher.clone(), index.clone(), *id);
-                // A failure here is reported by the read that needs the chunk.
-                pool.spawn_ahead(move || drop(fetcher.blob(&index, &id)));
+                let mut offset = 0u64;
+                for id in &file.content {
+                    let Some(at) = index.get(id) else { break };
+                    if planned >= budget {
+                        return;
+                    }
+                    planned += at.entry.raw_len as usize;
+                    if let Some(plain) = fetcher.cache.get(id) {
+                        kernel.offer(ino, offset, plain);
+                    } else {
+                        let (fetcher, index, kernel, id) =
+                            (fetcher.clone(), index.clone(), kernel.clone(), *id);
+                        // A failure here is reported by the read that needs the chunk.
+                        pool.spawn_ahead(move || {
+                            if let Ok(plain) = fetcher.blob(&index, &id) {
+                                kernel.offer(ino, offset, plain);
+                            }
+                        });
+                    }
+                    offset += u64::from(at.entry.raw_len);
+                }
             }
         });
     }
