@@ -91,8 +91,8 @@ find_in_mount() {
 }
 
 # mount_once TOOL REPO STEP NAME TYPE OP: mounts afresh, finds NAME (untimed), times `OP path`
-# (then runs `cleanup_$OP` untimed, if defined); sets SECS (empty on failure) and RSS_KB, the
-# mount process's peak RSS.
+# (then removes what a copy left in the tmpfs, untimed); sets SECS (empty on failure) and RSS_KB,
+# the mount process's peak RSS.
 mount_once() {
   local tool=$1 repo=$2 step=$3 name=$4 type=$5 op=$6
   MNT="$SCRATCH/mnt"; mkdir -p "$MNT"
@@ -112,7 +112,7 @@ mount_once() {
     else
       echo "$tool $step failed: $(tail -3 "$SCRATCH/out.$tool.$step")"
     fi
-    if declare -F "cleanup_$op" > /dev/null; then "cleanup_$op"; fi
+    rm -rf "$TMPFS/tree"
   fi
   fusermount3 -u "$MNT" 2>/dev/null || fusermount -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -147,7 +147,6 @@ COPY_LIMIT=${COPY_LIMIT:-300}
 # Fresh mounts per throughput row (cat, cp -a); the row is their median.
 MOUNT_RUNS=${MOUNT_RUNS:-3}
 copy_tree() { timeout "$COPY_LIMIT" cp -a "$1" "$TMPFS/tree"; }
-cleanup_copy_tree() { rm -rf "$TMPFS/tree"; }
 random_reads() {
   local med p99
   read -r med p99 < <(python3 "$HERE/random_reads.py" "$1")

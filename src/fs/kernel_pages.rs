@@ -10,7 +10,7 @@
 //! read then asks, as without this).
 
 use crate::fetch::cache::Plain;
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use fuser::{INodeNo, Notifier};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -68,9 +68,7 @@ impl KernelPages {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             return;
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(Store { ino, offset, data })
-        {
+        if self.queue.try_send(Store { ino, offset, data }).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
         }
     }
