@@ -262,6 +262,84 @@ fn files_fetched_ahead_are_stored_in_the_kernel_page_cache() {
     mnt.stop();
 }
 
+#[test]
+fn streaming_a_file_longer_than_the_cache_leaves_other_chunks_cached() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    let keep = pseudo_random(31, 1 << 20);
+    fs::write(src.join("a/keep"), &keep).unwrap();
+    fs::write(src.join("b/big"), pseudo_random(32, 80 << 20)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "16MiB"]);
+    let mounted = mnt.dir.join("latest/src");
+    // A read in the middle (not a stream) caches `keep`'s chunks.
+    let keep_file = fs::File::open(mounted.join("a/keep")).unwrap();
+    let mut page = vec![0u8; 4096];
+    keep_file.read_exact_at(&mut page, 4096).unwrap();
+    assert!(page[..] == keep[4096..8192]);
+    // The kernel forgets its copy of `keep`: from now on only the mount's cache can serve it.
+    // SAFETY: posix_fadvise only drops clean page-cache pages of this open file.
+    let dropped = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&keep_file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(dropped, 0);
+    // Five times the cache, streamed.
+    let big = fs::read(mounted.join("b/big")).unwrap();
+    assert!(big == fs::read(src.join("b/big")).unwrap());
+    fs::rename(env.repo().join("data"), env.path("data-away")).unwrap();
+    keep_file
+        .read_exact_at(&mut page, 4096)
+        .unwrap_or_else(|e| panic!("streaming `big` pushed `keep` out of the cache: {e}"));
+    assert!(page[..] == keep[4096..8192]);
+    mnt.stop();
+}
+
+#[test]
+fn a_file_read_again_from_the_start_is_fetched_ahead_again() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = pseudo_random(33, 24 << 20);
+    fs::write(src.join("f"), &data).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let path = mnt.dir.join("latest/src/f");
+    assert!(fs::read(&path).unwrap() == data);
+    let file = fs::File::open(&path).unwrap();
+    // SAFETY: posix_fadvise only drops clean page-cache pages of this open file.
+    let dropped = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(dropped, 0);
+    // The second pass starts: its first reads set the fetching ahead going again.
+    let mut got = vec![0u8; 1 << 20];
+    for at in [0u64, 1 << 20] {
+        file.read_exact_at(&mut got, at).unwrap();
+        assert!(got[..] == data[at as usize..][..got.len()]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // With the packs gone, only chunks fetched ahead can serve the next 6 MiB.
+    fs::rename(env.repo().join("data"), env.path("data-away")).unwrap();
+    for at in (2u64..8).map(|mib| mib << 20) {
+        file.read_exact_at(&mut got, at)
+            .unwrap_or_else(|e| panic!("MiB {} was not fetched ahead: {e}", at >> 20));
+        assert!(got[..] == data[at as usize..][..got.len()]);
+    }
+    mnt.stop();
+}
+
 /// Block `i` of the streaming test's file: unique (its number leads), but compressible, so the
 /// repository stays small and the backup quick while the mount still caches full-size chunks.
 fn stream_block(i: u64, block: &mut [u8]) {

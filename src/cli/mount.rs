@@ -47,9 +47,24 @@ fn raise_readahead(dir: &Path) {
     }
 }
 
+/// Lets the allocator keep a few chunks' worth of freed memory at the top of its heaps. `main`
+/// fixes glibc's mmap threshold, which leaves its trim threshold at 128 KiB: every chunk buffer
+/// freed at the top of a heap went back to the system and the next one was faulted in again,
+/// page by page (about 100,000 faults per GiB streamed). The cache's bound still hands memory
+/// back once the process is resident beyond its slack. Only the view: it frees a chunk for
+/// every chunk it reads; the other commands keep their smaller footprint.
+fn keep_freed_chunk_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
 /// Runs `mount`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let signals = block_stop_signals()?;
+    keep_freed_chunk_memory();
 
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());

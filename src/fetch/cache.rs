@@ -92,6 +92,16 @@ impl BlobCache {
         self.lru.lock().entries.contains(id)
     }
 
+    /// Drops `id` from the cache. For chunks a sequential reader has passed: the kernel keeps
+    /// what it read in its own page cache, and keeping the chunks here as well would push out
+    /// everything else (a stream longer than the cache would empty it).
+    pub fn forget(&self, id: &BlobId) {
+        let mut lru = self.lru.lock();
+        if let Some(passed) = lru.entries.pop(id) {
+            lru.bytes -= passed.len();
+        }
+    }
+
     /// The blob if it is cached, without fetching.
     pub fn get(&self, id: &BlobId) -> Option<Plain> {
         self.lru.lock().entries.get(id).cloned()
@@ -250,6 +260,21 @@ mod tests {
             .get_or_fetch(BlobId([3; 32]), || Ok(vec![3; 10]))
             .unwrap();
         assert!(cache.contains(&BlobId([3; 32])));
+    }
+
+    #[test]
+    fn forgotten_blobs_free_their_bytes() {
+        let cache = BlobCache::new(100);
+        for i in 0..2u8 {
+            cache
+                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; 30]))
+                .unwrap();
+        }
+        cache.forget(&BlobId([0; 32]));
+        cache.forget(&BlobId([7; 32]));
+        assert_eq!(cache.bytes(), 30);
+        assert!(!cache.contains(&BlobId([0; 32])));
+        assert!(cache.contains(&BlobId([1; 32])));
     }
 
     #[test]

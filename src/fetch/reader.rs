@@ -69,6 +69,17 @@ impl FileReader {
         &self.content[from.min(end)..end]
     }
 
+    /// The end of the run of at most `count` chunks from `from` that holds at most `bytes` —
+    /// but at least one chunk, so a reader always has the next one fetched ahead.
+    pub fn run_end(&self, from: usize, count: usize, bytes: u64) -> usize {
+        let last = from.saturating_add(count).min(self.content.len());
+        let mut end = from;
+        while end < last && (end == from || self.starts[end + 1] - self.starts[from] <= bytes) {
+            end += 1;
+        }
+        end
+    }
+
     /// The chunk range of a read that lies inside one chunk: (chunk index, from, to).
     fn within_one_chunk(&self, offset: u64, size: usize) -> Option<(usize, usize, usize)> {
         let end = (offset + size as u64).min(self.size());
@@ -157,6 +168,23 @@ mod tests {
         assert_eq!(reader.chunk_at(0), 0);
         assert_eq!(reader.chunk_at(10), 1);
         assert_eq!(reader.chunk_at(29), 2);
+    }
+
+    #[test]
+    fn runs_ahead_hold_at_most_their_bytes_but_one_chunk() {
+        let reader = FileReader {
+            content: vec![BlobId([1; 32]); 4],
+            starts: vec![0, 10, 30, 40, 100],
+        };
+        assert_eq!(
+            reader.run_end(0, 9, 30),
+            2,
+            "10 + 20 bytes fit, the next 10 do not"
+        );
+        assert_eq!(reader.run_end(0, 9, 40), 3);
+        assert_eq!(reader.run_end(0, 2, 1000), 2, "no more than asked");
+        assert_eq!(reader.run_end(3, 9, 5), 4, "one chunk even when larger");
+        assert_eq!(reader.run_end(4, 9, 1000), 4, "nothing past the end");
     }
 }
 

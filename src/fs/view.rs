@@ -67,6 +67,11 @@ pub struct ViewOptions {
 const TREE_SHARE: usize = 4;
 /// The share of the cache one directory's files fetched ahead may take.
 const DIR_AHEAD_SHARE: usize = 8;
+/// How far out of order the reads of one stream may arrive, and how far behind the furthest
+/// read the chunks of a stream are kept for the stragglers.
+const STREAM_SLACK: u64 = 2 << 20;
+/// The share of the cache chunks fetched ahead of one sequential reader may take.
+const STREAM_AHEAD_SHARE: usize = 4;
 /// Directories remembered as fetched ahead, so each is fetched once while it is read.
 const DIRS_AHEAD: usize = 64;
 
@@ -99,8 +104,30 @@ struct OpenFile {
     reader: FileReader,
     index: Arc<Index>,
     path: Arc<str>,
-    next_offset: AtomicU64,
+    /// Where the last read of the file ended.
+    last_end: AtomicU64,
     prefetched_to: AtomicUsize,
+    /// The chunks before this one were passed by the file's stream and dropped from the cache.
+    passed_to: AtomicUsize,
+}
+
+impl OpenFile {
+    /// Records a read of `offset..end`; true when it continues the file's stream. The kernel
+    /// sends readahead requests in parallel and the workers answer them in any order, so
+    /// continuing means starting near where the last read ended, not exactly there.
+    fn continues_stream(&self, offset: u64, end: u64) -> bool {
+        let last_end = self.last_end.swap(end, Ordering::Relaxed);
+        if offset.abs_diff(last_end) <= STREAM_SLACK {
+            return true;
+        }
+        // Perhaps a new stream starts here: what was fetched ahead or passed was the old one's.
+        self.prefetched_to.store(0, Ordering::Relaxed);
+        self.passed_to.store(
+            self.reader.chunk_at(offset.saturating_sub(STREAM_SLACK)),
+            Ordering::Relaxed,
+        );
+        false
+    }
 }
 
 /// A directory's entries, shared with the inodes made from them.
@@ -398,8 +425,9 @@ impl View {
             reader,
             index,
             path: path.clone(),
-            next_offset: AtomicU64::new(0),
+            last_end: AtomicU64::new(0),
             prefetched_to: AtomicUsize::new(0),
+            passed_to: AtomicUsize::new(0),
         });
         self.read_states.lock().put(ino, file.clone());
         // The first file read from a directory starts fetching the others: waiting for a second
@@ -783,20 +811,20 @@ impl Filesystem for View {
         if let Some((chunk, range)) = file.reader.cached_slice(&fetcher, offset, size as usize) {
             let end = offset + range.len() as u64;
             reply.data(&chunk[range]);
-            if file.next_offset.swap(end, Ordering::Relaxed) == offset && prefetch > 0 {
+            if file.continues_stream(offset, end) {
                 let pool = self.pool.clone();
                 self.pool
-                    .spawn(move || prefetch_after(&file, &fetcher, &pool, end, prefetch));
+                    .spawn(move || follow_stream(&file, &fetcher, &pool, end, prefetch));
             }
             return;
         }
         if let Some(data) = file.reader.read_cached(&fetcher, offset, size as usize) {
             let end = offset + data.len() as u64;
             reply.data(&data);
-            if file.next_offset.swap(end, Ordering::Relaxed) == offset && prefetch > 0 {
+            if file.continues_stream(offset, end) {
                 let pool = self.pool.clone();
                 self.pool
-                    .spawn(move || prefetch_after(&file, &fetcher, &pool, end, prefetch));
+                    .spawn(move || follow_stream(&file, &fetcher, &pool, end, prefetch));
             }
             return;
         }
@@ -809,9 +837,8 @@ impl Filesystem for View {
                 Ok(data) => {
                     let end = offset + data.len() as u64;
                     reply.data(&data);
-                    let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset;
-                    if sequential && prefetch > 0 {
-                        prefetch_after(&file, &fetcher, &pool, end, prefetch);
+                    if file.continues_stream(offset, end) {
+                        follow_stream(&file, &fetcher, &pool, end, prefetch);
                     }
                 }
                 Err(failed) => {
@@ -918,14 +945,29 @@ fn child_entry(snapshot: SnapshotId, parent: u64, parent_path: &str, node: &Arc<
     }
 }
 
-/// Starts fetching the chunks after `end` that are not cached or already on their way.
-/// Runs on a read worker, so the fetches go to the same pool.
-fn prefetch_after(file: &OpenFile, fetcher: &Arc<Fetcher>, pool: &Workers, end: u64, count: usize) {
+/// A sequential reader has read up to `end`: drops the chunks it has passed by more than the
+/// slack for stragglers (the kernel keeps them in its page cache; here they would only push out
+/// what others still want, and a stream longer than the cache would empty it), and starts
+/// fetching the `count` chunks after it that are neither cached nor on their way — no more than
+/// a share of the cache, so a small cache is not filled by what lies ahead. Runs on a read
+/// worker, so the fetches go to the same pool.
+fn follow_stream(file: &OpenFile, fetcher: &Arc<Fetcher>, pool: &Workers, end: u64, count: usize) {
+    // Reads of the stream not recognised as its (arriving far out of order) are covered by the
+    // next one that is.
+    let behind = file.reader.chunk_at(end.saturating_sub(STREAM_SLACK));
+    let passed = file.passed_to.swap(behind, Ordering::Relaxed);
+    for id in file.reader.chunks(passed, behind) {
+        fetcher.cache.forget(id);
+    }
     if end >= file.reader.size() {
         return;
     }
     let next = file.reader.chunk_at(end) + 1;
-    let upto = next + count;
+    let upto = file.reader.run_end(
+        next,
+        count,
+        (fetcher.cache.capacity() / STREAM_AHEAD_SHARE) as u64,
+    );
     let from = file
         .prefetched_to
         .fetch_max(upto, Ordering::Relaxed)

@@ -583,7 +583,7 @@ mod tests {
 
     /// Distinct incompressible blobs of a few KiB each.
     fn blob(i: u32) -> Vec<u8> {
-        let mut state = u64::from(i) * 0x9E37_79B9_7F4A_7C15 + 1;
+        let mut state = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) + 1;
         (0..4096 + i)
             .map(|_| {
                 state ^= state << 13;
