@@ -270,9 +270,9 @@ fn streaming_a_file_longer_than_the_cache_leaves_other_chunks_cached() {
     fs::create_dir_all(src.join("b")).unwrap();
     let keep = pseudo_random(31, 1 << 20);
     fs::write(src.join("a/keep"), &keep).unwrap();
-    fs::write(src.join("b/big"), pseudo_random(32, 80 << 20)).unwrap();
+    fs::write(src.join("b/big"), pseudo_random(32, 160 << 20)).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let mnt = Mounted::start(&env, "mount", &["--cache-size", "16MiB"]);
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "32MiB"]);
     let mounted = mnt.dir.join("latest/src");
     // A read in the middle (not a stream) caches `keep`'s chunks.
     let keep_file = fs::File::open(mounted.join("a/keep")).unwrap();

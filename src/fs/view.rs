@@ -67,9 +67,10 @@ pub struct ViewOptions {
 const TREE_SHARE: usize = 4;
 /// The share of the cache one directory's files fetched ahead may take.
 const DIR_AHEAD_SHARE: usize = 8;
-/// How far out of order the reads of one stream may arrive, and how far behind the furthest
-/// read the chunks of a stream are kept for the stragglers.
-const STREAM_SLACK: u64 = 2 << 20;
+/// How far out of order the reads of one stream may arrive (the kernel's readahead requests
+/// for `cat` of a 1 GiB file arrived up to 5 MiB apart from the previous one answered), and how
+/// far behind the latest read the chunks of a stream are kept for the stragglers.
+const STREAM_SLACK: u64 = 8 << 20;
 /// The share of the cache chunks fetched ahead of one sequential reader may take.
 const STREAM_AHEAD_SHARE: usize = 4;
 /// Directories remembered as fetched ahead, so each is fetched once while it is read.
