@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -182,7 +183,8 @@ impl View {
         let catalog = Arc::new(Catalog::load(repo.clone())?);
         let pool = Workers::start(opts.read_workers, "cairn-read")
             .map_err(|e| Error::Invalid(format!("starting read workers: {e}")))?;
-        let kernel_pages = KernelPages::start()
+        let cache = Arc::new(BlobCache::new(opts.cache_bytes));
+        let kernel_pages = KernelPages::start(cache.clone())
             .map_err(|e| Error::Invalid(format!("starting the page-cache thread: {e}")))?;
         let owner = (
             nix::unistd::geteuid().as_raw(),
@@ -199,10 +201,7 @@ impl View {
             .any(may_have_xattrs);
         let view = View {
             catalog,
-            fetcher: Arc::new(Fetcher {
-                repo,
-                cache: Arc::new(BlobCache::new(opts.cache_bytes)),
-            }),
+            fetcher: Arc::new(Fetcher { repo, cache }),
             inodes: InodeTable::default(),
             trees: Mutex::new(TreeCache {
                 trees: LruCache::unbounded(),
@@ -483,14 +482,19 @@ impl View {
                     }
                     planned += at.entry.raw_len as usize;
                     if let Some(plain) = fetcher.cache.get(id) {
-                        kernel.offer(ino, offset, plain);
+                        kernel.offer(ino, offset, *id, plain, file.size);
                     } else {
-                        let (fetcher, index, kernel, id) =
-                            (fetcher.clone(), index.clone(), kernel.clone(), *id);
+                        let (fetcher, index, kernel, id, size) = (
+                            fetcher.clone(),
+                            index.clone(),
+                            kernel.clone(),
+                            *id,
+                            file.size,
+                        );
                         // A failure here is reported by the read that needs the chunk.
                         pool.spawn_ahead(move || {
                             if let Ok(plain) = fetcher.blob(&index, &id) {
-                                kernel.offer(ino, offset, plain);
+                                kernel.offer(ino, offset, id, plain, size);
                             }
                         });
                     }
@@ -815,7 +819,7 @@ impl Filesystem for View {
             if file.continues_stream(offset, end) {
                 let pool = self.pool.clone();
                 self.pool
-                    .spawn(move || follow_stream(&file, &fetcher, &pool, end, prefetch));
+                    .spawn(move || follow_stream(&file, &fetcher, &pool, offset..end, prefetch));
             }
             return;
         }
@@ -825,7 +829,7 @@ impl Filesystem for View {
             if file.continues_stream(offset, end) {
                 let pool = self.pool.clone();
                 self.pool
-                    .spawn(move || follow_stream(&file, &fetcher, &pool, end, prefetch));
+                    .spawn(move || follow_stream(&file, &fetcher, &pool, offset..end, prefetch));
             }
             return;
         }
@@ -839,7 +843,7 @@ impl Filesystem for View {
                     let end = offset + data.len() as u64;
                     reply.data(&data);
                     if file.continues_stream(offset, end) {
-                        follow_stream(&file, &fetcher, &pool, end, prefetch);
+                        follow_stream(&file, &fetcher, &pool, offset..end, prefetch);
                     }
                 }
                 Err(failed) => {
@@ -946,16 +950,28 @@ fn child_entry(snapshot: SnapshotId, parent: u64, parent_path: &str, node: &Arc<
     }
 }
 
-/// A sequential reader has read up to `end`: drops the chunks it has passed by more than the
-/// slack for stragglers (the kernel keeps them in its page cache; here they would only push out
+/// A sequential reader has read `read`: drops the chunks it has passed by more than the slack
+/// for stragglers (the kernel keeps them in its page cache; here they would only push out
 /// what others still want, and a stream longer than the cache would empty it), and starts
 /// fetching the `count` chunks after it that are neither cached nor on their way — no more than
 /// a share of the cache, so a small cache is not filled by what lies ahead. Runs on a read
 /// worker, so the fetches go to the same pool.
-fn follow_stream(file: &OpenFile, fetcher: &Arc<Fetcher>, pool: &Workers, end: u64, count: usize) {
+fn follow_stream(
+    file: &OpenFile,
+    fetcher: &Arc<Fetcher>,
+    pool: &Workers,
+    read: Range<u64>,
+    count: usize,
+) {
+    let end = read.end;
+    let behind = if read.start == 0 && end >= file.reader.size() {
+        // The whole file in one reply (most files of a tree): no stragglers to wait for.
+        file.reader.chunk_at(end)
+    } else {
+        file.reader.chunk_at(end.saturating_sub(STREAM_SLACK))
+    };
     // Reads of the stream not recognised as its (arriving far out of order) are covered by the
     // next one that is.
-    let behind = file.reader.chunk_at(end.saturating_sub(STREAM_SLACK));
     let passed = file.passed_to.swap(behind, Ordering::Relaxed);
     for id in file.reader.chunks(passed, behind) {
         fetcher.cache.forget(id);
