@@ -44,6 +44,7 @@ struct Store {
 #[derive(Clone)]
 pub struct KernelPages {
     queue: Sender<Store>,
+    cache: Arc<BlobCache>,
     queued: Arc<AtomicUsize>,
     kernel: Arc<OnceLock<Notifier>>,
 }
@@ -55,6 +56,7 @@ impl KernelPages {
         let (queue, stores) = bounded(QUEUED_STORES);
         let pages = KernelPages {
             queue,
+            cache: cache.clone(),
             queued: Arc::new(AtomicUsize::new(0)),
             kernel: Arc::new(OnceLock::new()),
         };
@@ -91,6 +93,8 @@ impl KernelPages {
         };
         if self.queue.try_send(store).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
+        } else {
+            self.cache.charge(len);
         }
     }
 }
@@ -120,6 +124,7 @@ fn store_all(
             }
         }
         queued.fetch_sub(store.data.len(), Ordering::Relaxed);
+        cache.discharge(store.data.len());
     }
 }
 

@@ -72,6 +72,9 @@ const DIR_AHEAD_SHARE: usize = 8;
 /// for `cat` of a 1 GiB file arrived up to 5 MiB apart from the previous one answered), and how
 /// far behind the latest read the chunks of a stream are kept for the stragglers.
 const STREAM_SLACK: u64 = 8 << 20;
+/// Reads at least this large may arrive out of order and still continue a stream: the kernel's
+/// readahead requests are (a stream's first is 128 KiB or more), a random reader's are not.
+const STREAM_READ_MIN: u64 = 128 << 10;
 /// The share of the cache chunks fetched ahead of one sequential reader may take.
 const STREAM_AHEAD_SHARE: usize = 4;
 /// Directories remembered as fetched ahead, so each is fetched once while it is read.
@@ -114,12 +117,15 @@ struct OpenFile {
 }
 
 impl OpenFile {
-    /// Records a read of `offset..end`; true when it continues the file's stream. The kernel
-    /// sends readahead requests in parallel and the workers answer them in any order, so
-    /// continuing means starting near where the last read ended, not exactly there.
+    /// Records a read of `offset..end`; true when it continues the file's stream: it starts
+    /// where the last read ended, or — the kernel sends readahead requests in parallel and the
+    /// workers answer them in any order — it is as large as readahead requests are and starts
+    /// near there (a random reader's small reads landing nearby do not count: each would set
+    /// off fetching ahead).
     fn continues_stream(&self, offset: u64, end: u64) -> bool {
         let last_end = self.last_end.swap(end, Ordering::Relaxed);
-        if offset.abs_diff(last_end) <= STREAM_SLACK {
+        let near = offset.abs_diff(last_end) <= STREAM_SLACK && end - offset >= STREAM_READ_MIN;
+        if offset == last_end || near {
             return true;
         }
         // Perhaps a new stream starts here: what was fetched ahead or passed was the old one's.
