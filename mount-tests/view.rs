@@ -517,6 +517,59 @@ fn snapshot_made_while_mounted_appears_without_remounting() {
 }
 
 #[test]
+fn tags_hosts_and_latest_link_to_their_snapshots_and_statfs_counts_them() {
+    let (env, src) = backed_up_tree();
+    fs::write(src.join("tagged-only"), b"t").unwrap();
+    env.ok(&["backup", "--tag", "nightly", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let entries = |dir: &str| -> Vec<std::path::PathBuf> {
+        let mut paths: Vec<_> = fs::read_dir(mnt.dir.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let snapshots = entries("snapshots");
+    assert_eq!(snapshots.len(), 2);
+    let tagged = entries("tags/nightly");
+    assert_eq!(tagged.len(), 1, "only the tagged snapshot");
+    assert!(
+        fs::read_link(&tagged[0])
+            .unwrap()
+            .starts_with("../../snapshots")
+    );
+    assert_eq!(fs::read(tagged[0].join("src/tagged-only")).unwrap(), b"t");
+    let newest = fs::canonicalize(mnt.dir.join("latest")).unwrap();
+    assert_eq!(fs::canonicalize(&tagged[0]).unwrap(), newest);
+    assert!(snapshots.contains(&newest));
+    let snaps = env.json(&["snapshots"]);
+    let host = snaps[0]["hostname"].as_str().unwrap();
+    let by_host: Vec<_> = entries(&format!("hosts/{host}"))
+        .iter()
+        .map(|p| fs::canonicalize(p).unwrap())
+        .collect();
+    assert_eq!(by_host, snapshots);
+
+    let stats = nix::sys::statvfs::statvfs(&mnt.dir).unwrap();
+    let summed = |field: &str| -> u64 {
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["summary"][field].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(stats.files() as u64, summed("files"));
+    assert_eq!(
+        stats.blocks() as u64 * stats.fragment_size() as u64,
+        summed("bytes").div_ceil(4096) * 4096
+    );
+    assert_eq!(stats.blocks_available(), 0, "read-only: no room");
+    mnt.stop();
+}
+
+#[test]
 fn one_snapshot_path_mounted_as_the_root() {
     let (env, src) = backed_up_tree();
     let mnt = Mounted::start(&env, "mount", &["latest:src/dir"]);
