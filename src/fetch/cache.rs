@@ -235,14 +235,21 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn evicts_by_bytes_and_passes_oversized_blobs_through() {
-        let cache = BlobCache::new(100);
-        for i in 0..5u8 {
+    /// A cache of `capacity` bytes after fetching `count` chunks of `len` bytes, oldest first
+    /// (chunk `i` is `len` bytes of `i`, id `[i; 32]`).
+    fn after_fetching(capacity: usize, count: u8, len: usize) -> BlobCache {
+        let cache = BlobCache::new(capacity);
+        for i in 0..count {
             cache
-                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; 40]))
+                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; len]))
                 .unwrap();
         }
+        cache
+    }
+
+    #[test]
+    fn evicts_by_bytes_and_passes_oversized_blobs_through() {
+        let cache = after_fetching(100, 5, 40);
         assert!(cache.bytes() <= 100);
         assert!(cache.contains(&BlobId([4; 32])));
         assert!(!cache.contains(&BlobId([0; 32])));
@@ -259,12 +266,7 @@ mod tests {
 
     #[test]
     fn charges_of_other_caches_make_chunks_leave() {
-        let cache = BlobCache::new(100);
-        for i in 0..2u8 {
-            cache
-                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; 40]))
-                .unwrap();
-        }
+        let cache = after_fetching(100, 2, 40);
         cache.charge(30);
         assert_eq!(cache.bytes(), 40, "the older chunk made room");
         assert!(cache.contains(&BlobId([1; 32])));
@@ -287,12 +289,7 @@ mod tests {
 
     #[test]
     fn a_fetch_in_flight_makes_room_before_its_bytes_arrive() {
-        let cache = BlobCache::new(100);
-        for i in 0..2u8 {
-            cache
-                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; 40]))
-                .unwrap();
-        }
+        let cache = after_fetching(100, 2, 40);
         let fetched = cache
             .get_or_fetch(BlobId([2; 32]), || {
                 let _room = cache.reserve(60);
@@ -308,12 +305,7 @@ mod tests {
 
     #[test]
     fn forgotten_blobs_free_their_bytes() {
-        let cache = BlobCache::new(100);
-        for i in 0..2u8 {
-            cache
-                .get_or_fetch(BlobId([i; 32]), || Ok(vec![i; 30]))
-                .unwrap();
-        }
+        let cache = after_fetching(100, 2, 30);
         cache.forget(&BlobId([0; 32]));
         cache.forget(&BlobId([7; 32]));
         assert_eq!(cache.bytes(), 30);
