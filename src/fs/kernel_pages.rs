@@ -44,7 +44,6 @@ struct Store {
 #[derive(Clone)]
 pub struct KernelPages {
     queue: Sender<Store>,
-    cache: Arc<BlobCache>,
     queued: Arc<AtomicUsize>,
     kernel: Arc<OnceLock<Notifier>>,
 }
@@ -56,7 +55,6 @@ impl KernelPages {
         let (queue, stores) = bounded(QUEUED_STORES);
         let pages = KernelPages {
             queue,
-            cache: cache.clone(),
             queued: Arc::new(AtomicUsize::new(0)),
             kernel: Arc::new(OnceLock::new()),
         };
@@ -93,8 +91,6 @@ impl KernelPages {
         };
         if self.queue.try_send(store).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-        } else {
-            self.cache.charge(len);
         }
     }
 }
@@ -124,7 +120,6 @@ fn store_all(
             }
         }
         queued.fetch_sub(store.data.len(), Ordering::Relaxed);
-        cache.discharge(store.data.len());
     }
 }
 
