@@ -23,15 +23,7 @@ impl Fetcher {
     pub fn blob(&self, index: &Index, id: &BlobId) -> Result<Plain> {
         self.cache.get_or_fetch(*id, || {
             let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
-            // The sealed bytes read and, when compressed, the plaintext beside them.
-            let _room = self.cache.reserve(
-                at.entry.sealed_len as usize
-                    + if at.entry.compressed {
-                        at.entry.raw_len as usize
-                    } else {
-                        0
-                    },
-            );
+            let _room = self.cache.reserve(at.entry.open_bytes());
             self.repo.read_blob(&at)
         })
     }

@@ -48,6 +48,14 @@ impl PackEntry {
             compressed: self.compressed,
         }
     }
+
+    /// The memory opening the blob takes at its peak: the sealed bytes read, and beside them
+    /// the decompressed plaintext when it is compressed (an uncompressed blob is opened in
+    /// place). Readers count it against their budget before they read.
+    pub fn open_bytes(&self) -> usize {
+        let decompressed = if self.compressed { self.raw_len } else { 0 };
+        self.sealed_len as usize + decompressed as usize
+    }
 }
 
 /// Collects sealed blobs of one kind until the pack is big enough to store.
