@@ -137,6 +137,8 @@ fn restore_all(
         exclude: Patterns::none(),
         verify: true,
         read_window: 1 << 20,
+        overwrite: Default::default(),
+        delete: false,
     };
     Ok(restore(
         repo,

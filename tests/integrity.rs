@@ -119,6 +119,8 @@ impl Fixture {
             exclude: Patterns::none(),
             verify: true,
             read_window: 1 << 20,
+            overwrite: Default::default(),
+            delete: false,
         };
         let outcome = restore(
             &self.repo,

@@ -59,6 +59,8 @@ fn directory_larger_than_a_tree_blob_is_split_and_restores_whole() {
         exclude: Patterns::none(),
         verify: true,
         read_window: 32 << 20,
+        overwrite: Default::default(),
+        delete: false,
     };
     let done = restore(
         &repo,

@@ -2,7 +2,7 @@
 
 use crate::cli::{Globals, split_snapshot_path};
 use anyhow::Result;
-use cairn::ops::walk::{resolve, walk};
+use cairn::ops::walk::{WalkBudget, resolve, walk};
 use cairn::repo::tree::{Node, NodeKind};
 use std::io::Write;
 use std::path::Path;
@@ -52,44 +52,52 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    walk(&repo, &index, &start.nodes, &base, &mut |p, node| {
-        let line = if globals.json {
-            serde_json::json!({
-                "path": p.to_string_lossy(), "type": format!("{:?}", node.kind).to_lowercase(),
-                "mode": node.mode, "uid": node.uid, "gid": node.gid, "size": node.size,
-                "mtime": node.mtime, "target": String::from_utf8_lossy(&node.target),
-            })
-            .to_string()
-        } else if args.long {
-            let time =
-                chrono::DateTime::from_timestamp_nanos(node.mtime).with_timezone(&chrono::Local);
-            let target = if node.kind == NodeKind::Symlink {
-                format!(" -> {}", String::from_utf8_lossy(&node.target))
+    let mut budget = WalkBudget::for_snapshot(&snapshot);
+    walk(
+        &repo,
+        &index,
+        start.nodes,
+        &base,
+        &mut budget,
+        &mut |p, node| {
+            let line = if globals.json {
+                serde_json::json!({
+                    "path": p.to_string_lossy(), "type": format!("{:?}", node.kind).to_lowercase(),
+                    "mode": node.mode, "uid": node.uid, "gid": node.gid, "size": node.size,
+                    "mtime": node.mtime, "target": String::from_utf8_lossy(&node.target),
+                })
+                .to_string()
+            } else if args.long {
+                let time = chrono::DateTime::from_timestamp_nanos(node.mtime)
+                    .with_timezone(&chrono::Local);
+                let target = if node.kind == NodeKind::Symlink {
+                    format!(" -> {}", String::from_utf8_lossy(&node.target))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} {:>8} {:>8} {:>12} {} {}{target}",
+                    mode_string(node),
+                    if node.user.is_empty() {
+                        node.uid.to_string()
+                    } else {
+                        node.user.clone()
+                    },
+                    if node.group.is_empty() {
+                        node.gid.to_string()
+                    } else {
+                        node.group.clone()
+                    },
+                    node.size,
+                    time.format("%Y-%m-%d %H:%M:%S"),
+                    p.display()
+                )
             } else {
-                String::new()
+                p.display().to_string()
             };
-            format!(
-                "{} {:>8} {:>8} {:>12} {} {}{target}",
-                mode_string(node),
-                if node.user.is_empty() {
-                    node.uid.to_string()
-                } else {
-                    node.user.clone()
-                },
-                if node.group.is_empty() {
-                    node.gid.to_string()
-                } else {
-                    node.group.clone()
-                },
-                node.size,
-                time.format("%Y-%m-%d %H:%M:%S"),
-                p.display()
-            )
-        } else {
-            p.display().to_string()
-        };
-        writeln!(out, "{line}").map_err(|e| cairn::Error::io("stdout", e))
-    })?;
+            writeln!(out, "{line}").map_err(|e| cairn::Error::io("stdout", e))
+        },
+    )?;
     out.flush()?;
     Ok(0)
 }

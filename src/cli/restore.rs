@@ -3,7 +3,9 @@
 use crate::cli::{Globals, parse_size, split_snapshot_path, with_ticker};
 use anyhow::{Result, bail};
 use cairn::ingest::patterns::Patterns;
-use cairn::ops::restore::{DEFAULT_READ_WINDOW, RestoreOptions, RestoreProgress, restore};
+use cairn::ops::restore::{
+    DEFAULT_READ_WINDOW, Overwrite, RestoreOptions, RestoreProgress, restore,
+};
 use indicatif::HumanBytes;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -28,6 +30,14 @@ pub struct Args {
     /// Most bytes read from a pack at once; larger packs are read in ranges of this size.
     #[arg(long, default_value_t = DEFAULT_READ_WINDOW as u64, value_parser = parse_size)]
     cache_size: u64,
+    /// What to do where the target already has an entry: always (replace it), if-changed (keep a
+    /// file of equal size and mtime), if-newer (replace only with a newer one), never. An existing
+    /// entry is replaced, never written through, so a link in the target is not followed.
+    #[arg(long, default_value = "always")]
+    overwrite: Overwrite,
+    /// Remove what restored directories hold that the snapshot does not (filters respected).
+    #[arg(long)]
+    delete: bool,
 }
 
 /// Runs `restore`.
@@ -42,6 +52,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         exclude: Patterns::new(&args.exclude)?,
         verify: args.verify,
         read_window: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+        overwrite: args.overwrite,
+        delete: args.delete,
     };
     let progress = RestoreProgress::default();
     let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");
@@ -63,7 +75,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             "{}",
             serde_json::json!({
                 "snapshot": id.to_hex(), "files": outcome.files, "dirs": outcome.dirs, "others": outcome.others,
-                "bytes": outcome.bytes, "verified": outcome.verified, "errors": outcome.errors,
+                "bytes": outcome.bytes, "verified": outcome.verified, "skipped": outcome.skipped, "deleted": outcome.deleted,
+                "errors": outcome.errors,
             })
         );
     } else if !globals.quiet {
@@ -75,6 +88,12 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             HumanBytes(outcome.bytes),
             id.short()
         );
+        if outcome.skipped > 0 {
+            println!("kept {} existing entries (--overwrite)", outcome.skipped);
+        }
+        if outcome.deleted > 0 {
+            println!("deleted {} entries not in the snapshot", outcome.deleted);
+        }
         if opts.verify {
             println!("verified {} files", outcome.verified);
         }

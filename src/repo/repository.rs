@@ -15,7 +15,7 @@ use crate::repo::index::{BlobLocation, Index, Segment};
 use crate::repo::keys::{KdfParams, KeyFile};
 use crate::repo::pack::pack_name;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Node, Tree};
+use crate::repo::tree::{Node, Tree, invalid_name};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -283,8 +283,26 @@ impl Repository {
         attempt().or_else(|_| attempt())
     }
 
-    /// Reads a directory's nodes, joining the pieces of a split directory.
+    /// Reads a directory's nodes, joining the pieces of a split directory. Entries whose name is
+    /// not a single path component ([`invalid_name`]) are left out with one log line: nothing
+    /// that builds a path from a name (restore, ls, the mount) ever sees them. `check` and
+    /// `repair` use [`Repository::read_tree_unfiltered`] to report and drop them.
     pub fn read_tree(&self, index: &Index, id: &BlobId) -> Result<Vec<Node>> {
+        let mut nodes = self.read_tree_unfiltered(index, id)?;
+        let before = nodes.len();
+        nodes.retain(|node| invalid_name(&node.name).is_none());
+        if nodes.len() != before {
+            tracing::warn!(
+                "tree {id}: skipped {} entries whose names are not valid file names (damaged or \
+                 crafted; `cairn check` reports them, `cairn repair snapshots` drops them)",
+                before - nodes.len()
+            );
+        }
+        Ok(nodes)
+    }
+
+    /// A directory's nodes exactly as stored, invalid names included.
+    pub fn read_tree_unfiltered(&self, index: &Index, id: &BlobId) -> Result<Vec<Node>> {
         match self.read_tree_blob(index, id)? {
             Tree::Nodes(nodes) => Ok(nodes),
             Tree::Pieces(pieces) => {

@@ -123,6 +123,24 @@ impl Node {
     }
 }
 
+/// Why a node's name cannot be a directory entry, or `None` when it can. A name is one path
+/// component: not empty, not `.` or `..`, no `/` and no NUL, at most 255 bytes (NAME_MAX). A
+/// tree holding anything else was crafted or damaged: joined to a path it would climb out of the
+/// directory it belongs to, so readers skip such entries and `check` reports them.
+pub fn invalid_name(name: &[u8]) -> Option<&'static str> {
+    match name {
+        [] => Some("empty name"),
+        b"." | b".." => Some("name is . or .."),
+        _ if name.contains(&b'/') => Some("name contains '/'"),
+        _ if name.contains(&0) => Some("name contains NUL"),
+        _ if name.len() > MAX_NAME_LEN => Some("name longer than 255 bytes"),
+        _ => None,
+    }
+}
+
+/// The longest name a directory entry may have, as on Linux file systems (NAME_MAX).
+pub const MAX_NAME_LEN: usize = 255;
+
 /// One piece of a split directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
@@ -223,6 +241,24 @@ pub(crate) mod tests {
             assert!(Tree::Nodes(piece.clone()).encode().len() <= 4096 + 16);
         }
         assert_eq!(pieces.concat(), nodes);
+    }
+
+    #[test]
+    fn names_that_are_not_one_path_component_are_invalid() {
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/b",
+            b"/etc",
+            b"a\0b",
+            &[b'x'; 256],
+        ] {
+            assert!(invalid_name(bad).is_some(), "{bad:?} accepted");
+        }
+        for good in [&b"a"[..], b"...", b".hidden", b"\xff\xfe", &[b'x'; 255]] {
+            assert_eq!(invalid_name(good), None, "{good:?} refused");
+        }
     }
 
     #[test]
