@@ -1,0 +1,277 @@
+//! `check --read-data`: the selected packs read once each, streamed in bounded pieces, several
+//! at a time, hashed against their names and every blob opened and re-hashed.
+
+use super::{CheckReport, DataSubset, Inventory, Problem, read_pack_header};
+use crate::repo::Repository;
+use crate::repo::blob::open_blob;
+use crate::repo::crypto::fill_random;
+use crate::repo::ids::PackId;
+use crate::repo::pack::{PackEntry, pack_name};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// The packs a subset names, in id order.
+pub(super) fn select_packs(
+    stored: &HashMap<PackId, u64>,
+    subset: &DataSubset,
+) -> Vec<(PackId, u64)> {
+    let mut all: Vec<(PackId, u64)> = stored.iter().map(|(p, s)| (*p, *s)).collect();
+    all.sort();
+    let shuffled = |mut packs: Vec<(PackId, u64)>| {
+        let mut keys = vec![0u8; packs.len() * 8];
+        fill_random(&mut keys);
+        let mut keyed: Vec<(u64, (PackId, u64))> = packs
+            .drain(..)
+            .zip(keys.chunks_exact(8))
+            .map(|(p, k)| (u64::from_le_bytes(k.try_into().expect("8 bytes")), p))
+            .collect();
+        keyed.sort();
+        keyed.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+    };
+    let mut chosen = match subset {
+        DataSubset::All => all,
+        DataSubset::Part { n, of } => all
+            .into_iter()
+            .filter(|(pack, _)| {
+                let bucket = u32::from_be_bytes(pack.0[..4].try_into().expect("4 bytes"));
+                bucket % of == n - 1
+            })
+            .collect(),
+        DataSubset::Percent(p) => {
+            let count = ((all.len() as f64) * p / 100.0).ceil() as usize;
+            shuffled(all).into_iter().take(count).collect()
+        }
+        DataSubset::Bytes(limit) => {
+            let mut total = 0u64;
+            shuffled(all)
+                .into_iter()
+                .take_while(|(_, size)| {
+                    let take = total < *limit;
+                    total += size;
+                    take
+                })
+                .collect()
+        }
+    };
+    chosen.sort();
+    chosen
+}
+
+/// What one read of a pack found.
+#[derive(Debug, Default)]
+pub struct PackReading {
+    /// Blobs that did not open, with the reason.
+    pub damaged: Vec<(PackEntry, String)>,
+    /// Why the pack as a whole failed (hash, read error), if it did.
+    pub failure: Option<String>,
+}
+
+impl PackReading {
+    /// Whether everything read back right.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.failure.is_none()
+    }
+}
+
+thread_local! {
+    /// The piece buffer of this thread, re-used from piece to piece (at most a window).
+    static PIECE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads a pack once, start to end, in pieces of at most `window` bytes (or one blob, if larger),
+/// hashing every byte and opening every one of `entries` on the way.
+pub fn read_pack(
+    repo: &Repository,
+    pack: &PackId,
+    size: u64,
+    entries: &[PackEntry],
+    window: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> PackReading {
+    let name = pack_name(pack);
+    let window = window.max(1) as u64;
+    let mut entries = entries.to_vec();
+    entries.sort_by_key(|e| e.offset);
+    let mut reading = PackReading::default();
+    let end_of = |e: &PackEntry| u64::from(e.offset) + u64::from(e.sealed_len);
+    let (inside, outside): (Vec<PackEntry>, Vec<PackEntry>) =
+        entries.into_iter().partition(|e| end_of(e) <= size);
+    for entry in outside {
+        reading
+            .damaged
+            .push((entry, "lies beyond the end of the pack".into()));
+    }
+    // Pieces end where blobs end, so no blob is split between two reads.
+    let mut cuts: Vec<u64> = inside.iter().map(end_of).collect();
+    cuts.push(size);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut hasher = Sha256::new();
+    let mut opened = vec![false; inside.len()];
+    let mut next = 0usize;
+    let mut pos = 0u64;
+    while pos < size {
+        let fits = cuts.partition_point(|&c| c <= pos + window);
+        let end = match cuts[..fits].last() {
+            Some(&c) if c > pos => c,
+            _ => cuts[cuts.partition_point(|&c| c <= pos)],
+        };
+        let read = PIECE.with(|piece| {
+            let mut bytes = piece.borrow_mut();
+            repo.backend()
+                .get_into(&name, pos..end, &mut bytes)
+                .map(|()| std::mem::take(&mut *bytes))
+        });
+        let bytes = match read {
+            Ok(bytes) if bytes.len() as u64 == end - pos => bytes,
+            Ok(bytes) => {
+                reading.failure = Some(format!(
+                    "short read: {} of {} bytes at offset {pos}",
+                    bytes.len(),
+                    end - pos
+                ));
+                return reading;
+            }
+            Err(e) => {
+                reading.failure = Some(format!("unreadable: {e}"));
+                return reading;
+            }
+        };
+        hasher.update(&bytes);
+        progress(bytes.len() as u64);
+        while next < inside.len() && u64::from(inside[next].offset) < end {
+            let entry = &inside[next];
+            if u64::from(entry.offset) >= pos && end_of(entry) <= end {
+                let from = (u64::from(entry.offset) - pos) as usize;
+                let sealed = &bytes[from..from + entry.sealed_len as usize];
+                if let Err(reason) = open_blob(repo.key(), &entry.meta(), sealed) {
+                    reading.damaged.push((*entry, reason));
+                }
+                opened[next] = true;
+            }
+            next += 1;
+        }
+        pos = end;
+        // Hand the buffer back for the next piece, of this pack or the next one on this thread.
+        PIECE.with(|piece| *piece.borrow_mut() = bytes);
+    }
+    // Entries that overlap others (a damaged index) were not inside one piece: open them alone.
+    for (entry, _) in inside.iter().zip(&opened).filter(|(_, done)| !**done) {
+        let range = u64::from(entry.offset)..end_of(entry);
+        let opened = repo
+            .backend()
+            .get(&name, Some(range))
+            .map_err(|e| e.to_string())
+            .and_then(|sealed| open_blob(repo.key(), &entry.meta(), &sealed).map(drop));
+        if let Err(reason) = opened {
+            reading.damaged.push((*entry, reason));
+        }
+    }
+    if PackId(hasher.finalize().into()) != *pack {
+        reading.failure = Some("content does not match its name".into());
+    }
+    reading
+}
+
+/// Reads the selected packs in parallel; a pack that fails is read once more before it counts.
+pub(super) fn read_packs(
+    repo: &Repository,
+    inventory: &Inventory,
+    selected: &[(PackId, u64)],
+    window: usize,
+    progress: &(dyn Fn(u64) + Sync),
+    report: &mut CheckReport,
+) {
+    let transient = Mutex::new(Vec::new());
+    let found: Vec<Vec<Problem>> = selected
+        .par_iter()
+        .map(|(pack, size)| {
+            let entries = match inventory.by_pack.get(pack) {
+                Some(entries) => entries.clone(),
+                // Unindexed: its own header says what to open, when it reads.
+                None => read_pack_header(repo, pack, *size).unwrap_or_default(),
+            };
+            let first = read_pack(repo, pack, *size, &entries, window, progress);
+            if first.is_clean() {
+                return Vec::new();
+            }
+            let second = read_pack(repo, pack, *size, &entries, window, &|_| {});
+            if second.is_clean() {
+                transient.lock().push(format!(
+                    "pack {pack}: first read failed ({}), second read was clean",
+                    first
+                        .failure
+                        .clone()
+                        .or_else(|| first.damaged.first().map(|(_, r)| r.clone()))
+                        .unwrap_or_default()
+                ));
+                return Vec::new();
+            }
+            let mut problems = Vec::new();
+            if let Some(reason) = second.failure {
+                problems.push(Problem::DamagedPack {
+                    pack: *pack,
+                    reason,
+                });
+            }
+            for (entry, reason) in second.damaged {
+                problems.push(Problem::DamagedBlob {
+                    pack: *pack,
+                    blob: entry.id,
+                    reason,
+                    uses: Vec::new(),
+                });
+            }
+            problems
+        })
+        .collect();
+    report.packs_read = selected.len();
+    report.bytes_read = selected.iter().map(|(_, s)| s).sum();
+    report.problems.extend(found.into_iter().flatten());
+    report.transient_faults = transient.into_inner();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(text: &str) -> std::result::Result<u64, String> {
+        text.strip_suffix("MiB")
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| n << 20)
+            .ok_or_else(|| format!("bad size {text}"))
+    }
+
+    #[test]
+    fn subsets_parse_and_select_what_they_say() {
+        assert_eq!(
+            DataSubset::parse("2/5", size),
+            Ok(DataSubset::Part { n: 2, of: 5 })
+        );
+        assert_eq!(
+            DataSubset::parse("10%", size),
+            Ok(DataSubset::Percent(10.0))
+        );
+        assert_eq!(
+            DataSubset::parse("5MiB", size),
+            Ok(DataSubset::Bytes(5 << 20))
+        );
+        for bad in ["0/3", "4/3", "0%", "150%", "x"] {
+            assert!(DataSubset::parse(bad, size).is_err(), "{bad}");
+        }
+        let stored: HashMap<PackId, u64> = (0..100u8)
+            .map(|i| (PackId(crate::repo::ids::sha256(&[i])), 1 << 20))
+            .collect();
+        // The parts of a split cover every pack exactly once.
+        let mut parts: Vec<(PackId, u64)> = (1..=3)
+            .flat_map(|n| select_packs(&stored, &DataSubset::Part { n, of: 3 }))
+            .collect();
+        parts.sort();
+        assert_eq!(parts, select_packs(&stored, &DataSubset::All));
+        assert_eq!(parts.len(), 100);
+        assert_eq!(select_packs(&stored, &DataSubset::Percent(10.0)).len(), 10);
+        assert_eq!(select_packs(&stored, &DataSubset::Bytes(5 << 20)).len(), 5);
+    }
+}
