@@ -16,11 +16,12 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
 use crate::ingest::packer::Packer;
 use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory, read_pack_header};
+use crate::ops::walk::MAX_DEPTH;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack};
 use crate::repo::pack::pack_name;
-use crate::repo::tree::{Node, NodeKind};
+use crate::repo::tree::{Node, NodeKind, invalid_name};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -338,7 +339,7 @@ pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<Snapshot
     let mut pending = Vec::new();
     for (id, snapshot) in &snapshots {
         let mut removed = Vec::new();
-        match rewriter.rewrite(snapshot.tree, "", &mut removed)? {
+        match rewriter.rewrite(snapshot.tree, "", 0, &mut removed)? {
             None => report.lost.push(*id),
             Some(tree) if tree == snapshot.tree => {}
             Some(tree) => {
@@ -379,19 +380,24 @@ struct Rewriter<'a> {
 }
 
 impl Rewriter<'_> {
-    /// The id of `tree` without unreadable entries (itself when nothing is dropped), or None if
-    /// the tree itself cannot be read. Dropped paths are appended to `removed`.
+    /// The id of `tree` without unreadable entries and entries whose names are not one path
+    /// component (itself when nothing is dropped), or None if the tree itself cannot be read or
+    /// lies deeper than [`MAX_DEPTH`]. Dropped paths are appended to `removed`.
     fn rewrite(
         &mut self,
         tree: BlobId,
         path: &str,
+        depth: usize,
         removed: &mut Vec<String>,
     ) -> Result<Option<BlobId>> {
         if let Some((result, dropped)) = self.done.get(&tree) {
             removed.extend(dropped.iter().map(|d| format!("{path}{d}")));
             return Ok(*result);
         }
-        let nodes = match self.repo.read_tree(self.index, &tree) {
+        if depth >= MAX_DEPTH {
+            return Ok(None);
+        }
+        let nodes = match self.repo.read_tree_unfiltered(self.index, &tree) {
             Ok(nodes) => nodes,
             Err(_) => {
                 self.done.insert(tree, (None, Vec::new()));
@@ -402,6 +408,10 @@ impl Rewriter<'_> {
         let mut kept: Vec<Node> = Vec::with_capacity(nodes.len());
         for mut node in nodes {
             let rel = format!("/{}", String::from_utf8_lossy(&node.name));
+            if invalid_name(&node.name).is_some() {
+                dropped.push(format!("/{:?}", String::from_utf8_lossy(&node.name)));
+                continue;
+            }
             if node.kind == NodeKind::File && !node.content.iter().all(|id| self.index.contains(id))
             {
                 dropped.push(rel);
@@ -409,7 +419,7 @@ impl Rewriter<'_> {
             }
             if let Some(sub) = node.subtree {
                 let mut below = Vec::new();
-                match self.rewrite(sub, "", &mut below)? {
+                match self.rewrite(sub, "", depth + 1, &mut below)? {
                     None => {
                         dropped.push(rel);
                         continue;

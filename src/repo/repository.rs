@@ -318,6 +318,14 @@ impl Repository {
                         }
                     }
                 }
+                // Each piece is sorted on its own; joined, two pieces could still repeat a
+                // name (a file and a link both called `x`): no reader may see that.
+                if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
+                    return Err(Error::corrupt(
+                        format!("tree {id}"),
+                        "pieces overlap: names not sorted and unique",
+                    ));
+                }
                 Ok(nodes)
             }
         }

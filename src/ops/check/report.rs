@@ -35,6 +35,13 @@ pub enum Problem {
     MissingBlob { blob: BlobId, uses: Vec<Use> },
     /// A pack whose bytes do not hash to its name, or that cannot be read.
     DamagedPack { pack: PackId, reason: String },
+    /// A tree entry whose name is not one path component (`..`, `/x`, empty, with NUL or `/`):
+    /// crafted or damaged. Readers skip it; `repair snapshots` drops it.
+    InvalidName {
+        tree: BlobId,
+        name: String,
+        reason: &'static str,
+    },
     /// A blob that does not open or whose content does not match its id.
     DamagedBlob {
         pack: PackId,
@@ -91,6 +98,10 @@ impl fmt::Display for Problem {
                 write!(f, "blob {blob} is in no index; {}", describe_uses(uses))
             }
             Problem::DamagedPack { pack, reason } => write!(f, "pack {pack}: {reason}"),
+            Problem::InvalidName { tree, name, reason } => write!(
+                f,
+                "tree {tree}: entry {name}: {reason} (skipped when read; `repair snapshots` drops it)"
+            ),
             Problem::DamagedBlob {
                 pack,
                 blob,

@@ -3,11 +3,12 @@
 
 use super::{CheckReport, Problem, Use};
 use crate::error::Error;
+use crate::ops::walk::MAX_DEPTH;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
+use crate::repo::tree::{NodeKind, invalid_name};
 use std::collections::{HashMap, HashSet};
 
 /// Walks every distinct tree of every snapshot: each tree and data blob must be indexed and each
@@ -29,9 +30,17 @@ pub(super) fn check_snapshots(
             missing.insert(tree);
             continue;
         }
-        match repo.read_tree(index, &tree) {
+        match repo.read_tree_unfiltered(index, &tree) {
             Ok(nodes) => {
                 for node in nodes {
+                    if let Some(reason) = invalid_name(&node.name) {
+                        report.problems.push(Problem::InvalidName {
+                            tree,
+                            name: format!("{:?}", String::from_utf8_lossy(&node.name)),
+                            reason,
+                        });
+                        continue;
+                    }
                     if let Some(sub) = node.subtree {
                         pending.push(sub);
                     }
@@ -110,7 +119,7 @@ pub fn find_uses(
             uses: &mut uses,
             clean: &mut clean,
         };
-        walker.walk(snapshot.tree, "");
+        walker.walk(snapshot.tree, "", 0);
     }
     uses
 }
@@ -126,9 +135,14 @@ struct UseWalker<'a> {
 
 impl UseWalker<'_> {
     /// Walks `tree` at `path`; returns whether anything below uses a bad blob.
-    fn walk(&mut self, tree: BlobId, path: &str) -> bool {
+    /// Deeper than [`MAX_DEPTH`] nothing is walked (a crafted tree could nest without end):
+    /// the subtree counts as using a bad blob, so it is not remembered as clean.
+    fn walk(&mut self, tree: BlobId, path: &str, depth: usize) -> bool {
         if self.clean.contains(&tree) {
             return false;
+        }
+        if depth >= MAX_DEPTH {
+            return true;
         }
         let mut dirty = false;
         if self.bad.contains(&tree) {
@@ -148,7 +162,7 @@ impl UseWalker<'_> {
                 }
             }
             if let Some(sub) = node.subtree {
-                dirty |= self.walk(sub, &child);
+                dirty |= self.walk(sub, &child, depth + 1);
             }
         }
         if !dirty {

@@ -1,0 +1,416 @@
+//! Restore against snapshots crafted by someone who holds a key to a shared repository, and
+//! against targets that already hold links: nothing is created, changed or opened outside the
+//! target, no link is written through, and what restore writes stays private until complete.
+//! Each crafted repository is built through the library with a valid key and malicious trees,
+//! then restored through the real binary (as root where the machine allows, as CI runs).
+
+mod common;
+
+use cairn::backend::local::LocalBackend;
+use cairn::ingest::IngestLimits;
+use cairn::ingest::packer::Packer;
+use cairn::repo::Repository;
+use cairn::repo::ids::BlobKind;
+use cairn::repo::snapshot::{Snapshot, Summary};
+use cairn::repo::tree::{Node, NodeKind, Piece, Tree};
+use common::Env;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Builds trees the way an attacker with the password would: any names, any modes.
+struct Crafter {
+    repo: Arc<Repository>,
+    packer: Option<Packer>,
+}
+
+impl Crafter {
+    fn new(env: &Env) -> Crafter {
+        let backend = Arc::new(LocalBackend::new(env.repo()));
+        let repo = Arc::new(Repository::open(backend, b"correct horse").unwrap());
+        let index = Arc::new(repo.load_index().unwrap());
+        let packer = Packer::new(repo.clone(), index, IngestLimits::default(), false);
+        Crafter {
+            repo,
+            packer: Some(packer),
+        }
+    }
+
+    fn packer(&self) -> &Packer {
+        self.packer.as_ref().unwrap()
+    }
+
+    fn node(name: &[u8], kind: NodeKind, mode: u32) -> Node {
+        let mut node = Node::new(kind, mode, (4321, 4321), 1_000_000_000);
+        node.name = name.to_vec();
+        node
+    }
+
+    fn file(&self, name: &[u8], mode: u32, content: &[u8]) -> Node {
+        let mut node = Crafter::node(name, NodeKind::File, mode);
+        node.content = vec![self.packer().add(BlobKind::Data, content).unwrap()];
+        node.size = content.len() as u64;
+        node
+    }
+
+    fn symlink(name: &[u8], target: &[u8]) -> Node {
+        let mut node = Crafter::node(name, NodeKind::Symlink, 0o777);
+        node.target = target.to_vec();
+        node
+    }
+
+    /// A directory node over `children` (sorted here, as a tree must be to decode).
+    fn dir(&self, name: &[u8], mode: u32, mut children: Vec<Node>) -> Node {
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut node = Crafter::node(name, NodeKind::Dir, mode);
+        node.subtree = Some(self.packer().store_tree(children).unwrap());
+        node
+    }
+
+    /// A directory stored as two pieces that both hold a node called like `first[0]`'s name.
+    fn overlapping_pieces(&self, name: &[u8], first: Vec<Node>, second: Vec<Node>) -> Node {
+        let mut pieces = Vec::new();
+        for part in [first, second] {
+            let first_name = part[0].name.clone();
+            let tree = self.packer().store_tree(part).unwrap();
+            pieces.push(Piece { first_name, tree });
+        }
+        let root = self
+            .packer()
+            .add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
+            .unwrap();
+        let mut node = Crafter::node(name, NodeKind::Dir, 0o755);
+        node.subtree = Some(root);
+        node
+    }
+
+    /// Stores everything, then a snapshot whose root holds `root`.
+    fn commit(mut self, mut root: Vec<Node>) {
+        root.sort_by(|a, b| a.name.cmp(&b.name));
+        let tree = self.packer().store_tree(root).unwrap();
+        self.packer.take().unwrap().finish().unwrap();
+        let snapshot = Snapshot {
+            time: 1_700_000_000_000_000_000,
+            hostname: "attacker".into(),
+            username: "mallory".into(),
+            paths: vec!["/crafted".into()],
+            tags: vec![],
+            parent: None,
+            tree,
+            program_version: "crafted".into(),
+            summary: Summary {
+                files: 3,
+                dirs: 3,
+                ..Summary::default()
+            },
+        };
+        self.repo.save_snapshot(&snapshot).unwrap();
+    }
+}
+
+/// Every entry below `root` with its mode, owner, size, mtime and (for files) content: what a
+/// sentinel directory must still show after a restore next to it.
+fn listing(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u64, i64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_file() {
+                fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            if meta.is_dir() {
+                pending.push(path.clone());
+            }
+            out.insert(
+                path,
+                (meta.mode(), meta.uid(), meta.size(), meta.mtime(), content),
+            );
+        }
+    }
+    let meta = fs::metadata(root).unwrap();
+    out.insert(
+        root.to_path_buf(),
+        (meta.mode(), meta.uid(), 0, meta.mtime(), Vec::new()),
+    );
+    out
+}
+
+/// A directory holding a private 0700 directory with a private 0600 file: what an escaping
+/// restore would change.
+fn sentinel(env: &Env) -> PathBuf {
+    let dir = env.path("sentinel");
+    fs::create_dir_all(dir.join("private")).unwrap();
+    fs::write(dir.join("victim"), b"secret").unwrap();
+    fs::set_permissions(dir.join("victim"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(dir.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn names_that_are_not_one_path_component_never_leave_the_target() {
+    let env = Env::with_repo(&[]);
+    let sentinel = sentinel(&env);
+    let target = sentinel.join("target");
+    let crafter = Crafter::new(&env);
+    let absolute = sentinel
+        .join("absolute")
+        .into_os_string()
+        .into_encoded_bytes();
+    let escaping_dir = crafter.dir(
+        b"..",
+        0o777,
+        vec![crafter.file(b"escaped", 0o6777, b"written outside")],
+    );
+    let root = vec![
+        crafter.file(b"ok", 0o640, b"fine"),
+        escaping_dir,
+        crafter.file(b".", 0o644, b"dot"),
+        crafter.file(b"", 0o644, b"empty name"),
+        crafter.file(b"../victim", 0o6777, b"overwritten"),
+        crafter.file(&absolute, 0o644, b"absolute"),
+        crafter.file(b"nul\0byte", 0o644, b"nul"),
+        crafter.dir(
+            b"sub",
+            0o755,
+            vec![crafter.file(b"../../victim", 0o644, b"x")],
+        ),
+    ];
+    crafter.commit(root);
+    let before = listing(&sentinel);
+
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore failed: {stderr}");
+    assert!(stderr.contains("not valid file names"), "{stderr}");
+
+    assert_eq!(names_in(&target), ["ok", "sub"]);
+    assert_eq!(names_in(&target.join("sub")), Vec::<String>::new());
+    assert_eq!(fs::read(target.join("ok")).unwrap(), b"fine");
+    let mut after = listing(&sentinel);
+    after.retain(|path, _| !path.starts_with(&target));
+    let mut expected = before;
+    // The target's own creation changes its parent's mtime, nothing else.
+    let sentinel_after = after[&sentinel].clone();
+    expected.get_mut(&sentinel).unwrap().3 = sentinel_after.3;
+    assert_eq!(after, expected, "something outside the target changed");
+
+    // ls does not show them, check reports each, repair snapshots drops them.
+    let ls = env.ok(&["ls", "latest"]);
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["/ok", "/sub"]);
+    let check = env.run(&["check"]);
+    let report = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    assert_eq!(
+        report.matches("`repair snapshots` drops it").count(),
+        7,
+        "{report}"
+    );
+    env.ok(&["repair", "snapshots", "--forget"]);
+    let check = env.run(&["check"]);
+    assert!(
+        check.status.success(),
+        "check after repair: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
+fn a_file_and_a_link_of_one_name_never_write_through_the_link() {
+    let env = Env::with_repo(&[]);
+    let sentinel = sentinel(&env);
+    let victim = sentinel.join("victim");
+    let target = env.path("target");
+    let crafter = Crafter::new(&env);
+    let link_target = victim.as_os_str().as_encoded_bytes().to_vec();
+    let root = vec![
+        crafter.file(b"./x", 0o6777, b"payload"),
+        Crafter::symlink(b"x", &link_target),
+    ];
+    crafter.commit(root);
+    let before = listing(&sentinel);
+
+    for _ in 0..2 {
+        // Twice: the second restore finds the link from the first in place.
+        env.restore("latest", &target, &[]);
+    }
+    assert_eq!(listing(&sentinel), before, "the victim changed");
+    assert!(fs::symlink_metadata(target.join("x")).unwrap().is_symlink());
+    assert_eq!(names_in(&target), ["x"]);
+}
+
+#[test]
+fn a_split_directory_naming_one_entry_twice_is_damaged_and_writes_nothing_through() {
+    let env = Env::with_repo(&[]);
+    let sentinel = sentinel(&env);
+    let victim = sentinel.join("victim");
+    let target = env.path("target");
+    let crafter = Crafter::new(&env);
+    // Two pieces both hold `x`: a setuid file first, a link to the victim second.
+    let first = vec![crafter.file(b"x", 0o6777, b"payload")];
+    let second = vec![Crafter::symlink(
+        b"x",
+        victim.as_os_str().as_encoded_bytes(),
+    )];
+    let root = vec![crafter.overlapping_pieces(b"split", first, second)];
+    crafter.commit(root);
+    let before = listing(&sentinel);
+
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pieces overlap"), "{stderr}");
+    assert_eq!(listing(&sentinel), before, "the victim changed");
+}
+
+#[test]
+fn links_already_in_the_target_are_replaced_never_followed() {
+    let (env, src) = common::backed_up_tree();
+    let sentinel = sentinel(&env);
+    let target = env.path("target");
+    fs::create_dir_all(&target).unwrap();
+    // The snapshot has `dir/` and `small.txt`; the target has links of those names.
+    std::os::unix::fs::symlink(&sentinel, target.join("dir")).unwrap();
+    std::os::unix::fs::symlink(sentinel.join("victim"), target.join("small.txt")).unwrap();
+    // A file where the snapshot has a directory, a directory where it has a file.
+    fs::create_dir_all(target.join("empty/inside")).unwrap();
+    let before = listing(&sentinel);
+
+    env.restore("latest", &target, &[]);
+    assert_eq!(listing(&sentinel), before, "restore wrote through a link");
+    common::assert_same_tree(&src, &target.join("src"));
+    // The links at the top are untouched by a restore of `src/`; restore `src`'s content at
+    // the top to meet them.
+    env.restore("latest:src", &target, &[]);
+    assert_eq!(listing(&sentinel), before, "restore wrote through a link");
+    assert!(fs::symlink_metadata(target.join("dir")).unwrap().is_dir());
+    assert_eq!(
+        fs::read(target.join("small.txt")).unwrap(),
+        b"hello, world\n"
+    );
+    assert!(
+        fs::symlink_metadata(target.join("empty"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[test]
+fn overwrite_never_keeps_existing_entries_and_does_not_follow_them() {
+    let (env, src) = common::backed_up_tree();
+    let sentinel = sentinel(&env);
+    let target = env.path("target");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(sentinel.join("victim"), target.join("small.txt")).unwrap();
+    fs::write(target.join("empty"), b"mine").unwrap();
+    let before = listing(&sentinel);
+
+    let out = env.restore("latest:src", &target, &["--overwrite", "never"]);
+    assert!(out.contains("kept 2 existing entries"), "{out}");
+    assert_eq!(listing(&sentinel), before);
+    assert!(
+        fs::symlink_metadata(target.join("small.txt"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(target.join("empty")).unwrap(), b"mine");
+    assert_eq!(
+        fs::read(target.join("dir/deeper/text.txt")).unwrap(),
+        fs::read(src.join("dir/deeper/text.txt")).unwrap()
+    );
+}
+
+#[test]
+fn overwrite_if_newer_and_if_changed_decide_by_mtime_and_size() {
+    let (env, src) = common::backed_up_tree();
+    let target = env.path("target");
+    env.restore("latest:src", &target, &[]);
+    // Newer than the snapshot's: kept by if-newer. Same size and mtime, other bytes: kept by
+    // if-changed (the documented shortcut), replaced by always.
+    fs::write(target.join("small.txt"), b"edited later\n").unwrap();
+    let text = target.join("dir/deeper/text.txt");
+    let original = fs::metadata(&text).unwrap();
+    let mut changed = fs::read(&text).unwrap();
+    changed[0] ^= 1;
+    fs::write(&text, &changed).unwrap();
+    let times = filetime::FileTime::from_last_modification_time(&original);
+    filetime::set_file_mtime(&text, times).unwrap();
+
+    env.restore("latest:src", &target, &["--overwrite", "if-newer"]);
+    assert_eq!(
+        fs::read(target.join("small.txt")).unwrap(),
+        b"edited later\n"
+    );
+    env.restore("latest:src", &target, &["--overwrite", "if-changed"]);
+    assert_eq!(fs::read(&text).unwrap(), changed);
+    assert_eq!(
+        fs::read(target.join("small.txt")).unwrap(),
+        b"hello, world\n"
+    );
+    env.restore("latest:src", &target, &[]);
+    assert_eq!(
+        fs::read(&text).unwrap(),
+        fs::read(src.join("dir/deeper/text.txt")).unwrap()
+    );
+}
+
+#[test]
+fn delete_removes_what_the_snapshot_does_not_have_and_respects_filters() {
+    let (env, src) = common::backed_up_tree();
+    let target = env.path("target");
+    fs::create_dir_all(target.join("dir/extra-dir/below")).unwrap();
+    fs::write(target.join("extra-file"), b"x").unwrap();
+    fs::write(target.join("dir/extra-dir/below/f"), b"x").unwrap();
+    fs::write(target.join("dir/keep.log"), b"x").unwrap();
+
+    let out = env.restore("latest:src", &target, &["--delete", "--exclude", "*.log"]);
+    assert!(out.contains("deleted 2 entries"), "{out}");
+    assert!(!target.join("extra-file").exists());
+    assert!(!target.join("dir/extra-dir").exists());
+    assert!(
+        target.join("dir/keep.log").exists(),
+        "excluded paths are not deleted"
+    );
+    fs::remove_file(target.join("dir/keep.log")).unwrap();
+    let mtime =
+        filetime::FileTime::from_last_modification_time(&fs::metadata(src.join("dir")).unwrap());
+    filetime::set_file_mtime(target.join("dir"), mtime).unwrap();
+    common::assert_same_tree(&src, &target);
+}
+
+#[test]
+fn a_file_that_cannot_be_completed_stays_private() {
+    let (env, _src) = common::backed_up_tree();
+    // Damage the largest pack (big.bin's data): its files are created but never completed.
+    let pack = env
+        .repo_files("data")
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&pack, bytes).unwrap();
+    let target = env.path("target");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let big = target.join("src/dir/big.bin");
+    let mode = fs::metadata(&big).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "an incomplete file is readable by others");
+}
