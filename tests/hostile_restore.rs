@@ -414,3 +414,78 @@ fn a_file_that_cannot_be_completed_stays_private() {
     let mode = fs::metadata(&big).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o600, "an incomplete file is readable by others");
 }
+
+/// Runs `args` and expects exit code 1 with one `cairn:` line containing `needle`, no panic and
+/// no abort (a stack overflow exits 134).
+fn fails_cleanly(env: &Env, args: &[&str], needle: &str) {
+    let out = env.run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("cairn:")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    assert!(lines[0].contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn a_tree_100000_levels_deep_is_refused_without_overflowing_the_stack() {
+    let env = Env::with_repo(&[]);
+    let crafter = Crafter::new(&env);
+    let mut node = crafter.file(b"bottom", 0o644, b"deep");
+    for _ in 0..100_000 {
+        node = crafter.dir(b"d", 0o755, vec![node]);
+    }
+    crafter.commit(vec![node]);
+    let target = env.path("target");
+
+    fails_cleanly(&env, &["ls", "latest"], "deeper than 1024 levels");
+    fails_cleanly(
+        &env,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        "deeper than 1024 levels",
+    );
+    // repair cuts the tree at the bound and keeps the rest.
+    env.ok(&["repair", "snapshots", "--forget"]);
+    let listed = env.ok(&["ls", "latest"]);
+    assert_eq!(listed.lines().count(), 1023);
+}
+
+#[test]
+fn a_tree_naming_one_subtree_twice_per_level_is_refused_within_a_budget() {
+    let env = Env::with_repo(&[]);
+    let crafter = Crafter::new(&env);
+    let mut level = vec![crafter.file(b"f", 0o644, b"leaf")];
+    for _ in 0..40 {
+        let below = crafter.dir(b"a", 0o755, level);
+        let mut twin = below.clone();
+        twin.name = b"b".to_vec();
+        level = vec![below, twin];
+    }
+    crafter.commit(level);
+    let target = env.path("target");
+
+    fails_cleanly(&env, &["ls", "latest"], "expands to far more entries");
+    fails_cleanly(
+        &env,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        "expands to far more entries",
+    );
+    // The 2^40 paths were never made: the budget (twice the recorded 6 entries plus 100,000)
+    // bounds what restore created.
+    let made = walkdir_count(&target);
+    assert!(made <= 100_012, "{made} entries created");
+}
+
+fn walkdir_count(root: &Path) -> usize {
+    let mut count = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            count += 1;
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    count
+}

@@ -147,11 +147,28 @@ fn starting_point(
         .map(|n| n.as_bytes().to_vec())
         .unwrap_or_default();
     let index = repo.load_index()?;
-    let root = repo
-        .read_tree(&index, &snapshot.tree)?
-        .into_iter()
-        .find(|n| n.name == name && n.kind == NodeKind::Dir);
-    Ok((Some(id), root, path))
+    let top = repo.read_tree(&index, &snapshot.tree)?;
+    let Some(root) = top
+        .iter()
+        .find(|n| n.name == name && n.kind == NodeKind::Dir)
+    else {
+        let held: Vec<String> = top
+            .iter()
+            .filter(|n| n.kind == NodeKind::Dir)
+            .map(|n| String::from_utf8_lossy(&n.name).into_owned())
+            .collect();
+        bail!(
+            "--path {path}: snapshot {} has no directory {:?} at its root (it has: {})",
+            id.short(),
+            String::from_utf8_lossy(&name),
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                held.join(", ")
+            }
+        );
+    };
+    Ok((Some(id), Some(root.clone()), path))
 }
 
 /// An empty directory owned by whoever runs the stage.

@@ -11,7 +11,7 @@ use crate::fs::stage_file::{Body, Store};
 use crate::ingest::packer::Packer;
 use crate::repo::ids::BlobId;
 use crate::repo::snapshot::Summary;
-use crate::repo::tree::{Node, NodeKind};
+use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -402,27 +402,93 @@ impl StageTree {
     }
 }
 
-/// Adds the files, directories, bytes and nodes with xattrs below `tree` to `summary`.
+/// Adds the files, directories, bytes and nodes with xattrs below `tree` to `summary`. The parent
+/// snapshot may have been crafted, so this is a loop, not recursion (no tree is deep enough to
+/// overflow the stack; deeper than [`MAX_DEPTH`] is an error), and each distinct subtree is
+/// counted once and added as often as it is named, so a tree that names one subtree over and
+/// over costs its stored size, not its expanded size.
 fn count_tree(store: &Store, tree: &BlobId, summary: &mut Summary) -> Result<()> {
-    for node in store.repo.read_tree(store.index, tree)? {
-        if !node.xattrs.is_empty() {
-            *summary.xattr_nodes.get_or_insert(0) += 1;
-        }
-        match node.kind {
-            NodeKind::File => {
-                summary.files += 1;
-                summary.bytes += node.size;
+    /// One directory being counted: its tree, the entries not yet counted, the sum so far.
+    struct Frame {
+        tree: BlobId,
+        entries: std::vec::IntoIter<Node>,
+        sum: Counts,
+    }
+    let mut counted: HashMap<BlobId, Counts> = HashMap::new();
+    let open = |tree: BlobId| -> Result<Frame> {
+        Ok(Frame {
+            tree,
+            entries: store.repo.read_tree(store.index, &tree)?.into_iter(),
+            sum: Counts::default(),
+        })
+    };
+    let mut stack = vec![open(*tree)?];
+    while let Some(frame) = stack.last_mut() {
+        let Some(node) = frame.entries.next() else {
+            let done = stack.pop().expect("the loop holds a frame");
+            match stack.last_mut() {
+                Some(parent) => parent.sum.add(&done.sum),
+                None => done.sum.add_to(summary),
             }
-            NodeKind::Dir => {
-                summary.dirs += 1;
-                if let Some(sub) = &node.subtree {
-                    count_tree(store, sub, summary)?;
+            counted.insert(done.tree, done.sum);
+            continue;
+        };
+        frame.sum.add_node(&node);
+        if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+            match counted.get(&sub) {
+                Some(below) => frame.sum.add(below),
+                None if stack.len() >= MAX_DEPTH => {
+                    return Err(Error::Invalid(format!(
+                        "the parent snapshot's directories nest deeper than {MAX_DEPTH} levels"
+                    )));
                 }
+                None => stack.push(open(sub)?),
             }
-            _ => {}
         }
     }
     Ok(())
+}
+
+/// What [`count_tree`] adds up, saturating (a crafted tree may claim anything).
+#[derive(Clone, Default)]
+struct Counts {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    xattr_nodes: u64,
+}
+
+impl Counts {
+    fn add_node(&mut self, node: &Node) {
+        if !node.xattrs.is_empty() {
+            self.xattr_nodes = self.xattr_nodes.saturating_add(1);
+        }
+        match node.kind {
+            NodeKind::File => {
+                self.files = self.files.saturating_add(1);
+                self.bytes = self.bytes.saturating_add(node.size);
+            }
+            NodeKind::Dir => self.dirs = self.dirs.saturating_add(1),
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, other: &Counts) {
+        self.files = self.files.saturating_add(other.files);
+        self.dirs = self.dirs.saturating_add(other.dirs);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.xattr_nodes = self.xattr_nodes.saturating_add(other.xattr_nodes);
+    }
+
+    fn add_to(&self, summary: &mut Summary) {
+        summary.files = summary.files.saturating_add(self.files);
+        summary.dirs = summary.dirs.saturating_add(self.dirs);
+        summary.bytes = summary.bytes.saturating_add(self.bytes);
+        if self.xattr_nodes > 0 {
+            let total = summary.xattr_nodes.get_or_insert(0);
+            *total = total.saturating_add(self.xattr_nodes);
+        }
+    }
 }
 
 /// Now, in nanoseconds since the epoch.

@@ -13,20 +13,17 @@ use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Node, NodeKind};
+use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-/// Deepest directory nesting a walk descends into. Deeper paths cannot be opened by name on Linux
-/// (PATH_MAX is 4096 bytes, two per level at the least), and each level holds its path in memory.
-pub const MAX_DEPTH: usize = 1024;
+/// Files and directories a walk may visit beyond twice what the snapshot says it holds.
+pub const WALK_SLACK: u64 = 100_000;
 
-/// Entries a walk may visit beyond what the snapshot says it holds: trees with many symlinks,
-/// devices or fifos (which the summary does not count) stay well inside it.
-pub const WALK_SLACK: u64 = 10_000_000;
-
-/// How many entries a walk may visit before it calls the tree damaged.
+/// How many files and directories a walk may visit before it calls the tree damaged. Other
+/// entries (symlinks, fifos, devices) are not counted, as the snapshot's summary does not count
+/// them; a directory's own size is bounded by its stored tree, so they add no unbounded work.
 #[derive(Clone, Copy, Debug)]
 pub struct WalkBudget {
     /// Entries left to visit.
@@ -123,7 +120,9 @@ pub fn walk(
             continue;
         };
         let path = dir.join(OsStr::from_bytes(&node.name));
-        budget.spend(&path)?;
+        if matches!(node.kind, NodeKind::File | NodeKind::Dir) {
+            budget.spend(&path)?;
+        }
         visit(&path, &node)?;
         if let (NodeKind::Dir, Some(tree)) = (node.kind, node.subtree) {
             if stack.len() >= MAX_DEPTH {

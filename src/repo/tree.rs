@@ -138,6 +138,11 @@ pub fn invalid_name(name: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// Deepest directory nesting any walk of a tree descends into (restore, ls, check's and repair's
+/// walks, a stage counting its parent). Deeper paths cannot be opened by name on Linux (PATH_MAX
+/// is 4096 bytes, two per level at the least), and a crafted tree could nest without end.
+pub const MAX_DEPTH: usize = 1024;
+
 /// The longest name a directory entry may have, as on Linux file systems (NAME_MAX).
 pub const MAX_NAME_LEN: usize = 255;
 

@@ -3,12 +3,11 @@
 
 use super::{CheckReport, Problem, Use};
 use crate::error::Error;
-use crate::ops::walk::MAX_DEPTH;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{NodeKind, invalid_name};
+use crate::repo::tree::{MAX_DEPTH, NodeKind, invalid_name};
 use std::collections::{HashMap, HashSet};
 
 /// Walks every distinct tree of every snapshot: each tree and data blob must be indexed and each
