@@ -196,3 +196,134 @@ fn full_disk_fails_cleanly_and_leaves_no_snapshot() {
         .unwrap();
     result.unwrap();
 }
+
+#[test]
+fn repository_directories_are_0700_and_files_0400_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let out = env
+        .command(&["init", "--kdf-time", "1", "--kdf-memory", "1"])
+        .pre_exec_umask(0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    let out = env
+        .command(&["backup", src.to_str().unwrap()])
+        .pre_exec_umask(0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut pending = vec![env.repo()];
+    let mut files = 0;
+    while let Some(dir) = pending.pop() {
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+                assert_eq!(mode, 0o400, "{}", path.display());
+                files += 1;
+            }
+        }
+    }
+    // config, a key, a data pack, a tree pack, an index file, a snapshot.
+    assert!(files >= 6, "{files} files");
+}
+
+/// Sets the child's umask before it runs.
+trait UmaskExt {
+    fn pre_exec_umask(&mut self, mask: u32) -> &mut Self;
+}
+
+impl UmaskExt for std::process::Command {
+    fn pre_exec_umask(&mut self, mask: u32) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches nothing shared.
+        unsafe {
+            self.pre_exec(move || {
+                libc::umask(mask);
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Runs `args` under a 1.5 GiB address-space limit (reading a 3 GiB file whole could not
+/// fit) and a 20-second deadline (a FIFO opened for reading blocks forever).
+fn run_bounded(env: &Env, args: &[&str]) -> Output {
+    let mut child = env.command(args);
+    child
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        child.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 3 << 29,
+                rlim_max: 3 << 29,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &limit);
+            Ok(())
+        });
+    }
+    let mut child = child.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("cairn {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Replaces a repository file by `make(path)`.
+fn replace(path: &std::path::Path, make: impl FnOnce(&std::path::Path)) {
+    fs::remove_file(path).unwrap();
+    make(path);
+}
+
+#[test]
+fn a_key_file_linked_to_dev_zero_is_refused_unread() {
+    let env = backed_up();
+    let key = env.repo_files("keys").remove(0);
+    replace(&key, |p| {
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+    });
+    assert_one_line_error(&run_bounded(&env, &["snapshots"]), 1, "not a regular file");
+}
+
+#[test]
+fn a_config_that_is_a_fifo_is_refused_without_hanging() {
+    let env = backed_up();
+    replace(&env.repo().join("config"), |p| {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+    });
+    assert_one_line_error(&run_bounded(&env, &["snapshots"]), 1, "not a regular file");
+}
+
+#[test]
+fn a_3_gib_snapshot_or_index_file_is_refused_unread() {
+    for (dir, command) in [
+        ("snapshots", &["snapshots"][..]),
+        ("index", &["ls", "latest"]),
+    ] {
+        let env = backed_up();
+        let file = env.repo_files(dir).remove(0);
+        let huge = fs::OpenOptions::new().write(true).open(&file).unwrap();
+        huge.set_len(3 << 30).unwrap();
+        assert_one_line_error(
+            &run_bounded(&env, command),
+            1,
+            "more than such a file can hold",
+        );
+    }
+}

@@ -9,6 +9,11 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+/// Mode of every directory of a repository: only its owner may list or enter it.
+const DIR_MODE: u32 = 0o700;
+/// Mode of every object: stored once, never changed, read only by its owner.
+const FILE_MODE: u32 = 0o400;
+
 /// A repository in a local directory.
 pub struct LocalBackend {
     root: PathBuf,
@@ -35,19 +40,47 @@ impl LocalBackend {
         }
     }
 
-    /// Writes `data` to a fresh temporary file beside `name` and fsyncs it.
+    /// Opens object `name` for reading. Without blocking (a FIFO put in its place would hang the
+    /// open), and only if it is a regular file: a link to `/dev/zero` or a FIFO is a damaged
+    /// repository, not something to read without end.
+    fn open_object(&self, name: &str) -> Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |e| Self::storage_error(name, e);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.path(name))
+            .map_err(err)?;
+        if !file.metadata().map_err(err)?.is_file() {
+            return Err(Error::corrupt(name, "not a regular file"));
+        }
+        Ok(file)
+    }
+
+    /// Writes `data` to a fresh temporary file beside `name` and fsyncs it. Directories are made
+    /// 0700 and files 0400 (every object is immutable): key files and everything else stay
+    /// unreadable to other local users whatever the umask, as restic and borg do.
     fn write_temp(&self, name: &str, data: &[u8]) -> Result<PathBuf> {
         let target = self.path(name);
         let dir = target.parent().expect("object names have a directory");
         let err = |e| Self::storage_error(name, e);
-        fs::create_dir_all(dir).map_err(err)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(err)?;
+        }
         let mut suffix = [0u8; 8];
         crate::repo::crypto::fill_random(&mut suffix);
         let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
         let written = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(FILE_MODE)
                 .open(&temp)?;
             file.write_all(data)?;
             file.sync_all()
@@ -70,9 +103,9 @@ impl Backend for LocalBackend {
         match range {
             Some(range) => self.get_into(name, range, &mut out)?,
             None => {
-                let err = |e| Self::storage_error(name, e);
-                let mut file = File::open(self.path(name)).map_err(err)?;
-                file.read_to_end(&mut out).map_err(err)?;
+                let mut file = self.open_object(name)?;
+                file.read_to_end(&mut out)
+                    .map_err(|e| Self::storage_error(name, e))?;
             }
         }
         Ok(out)
@@ -80,7 +113,7 @@ impl Backend for LocalBackend {
 
     fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
         let err = |e| Self::storage_error(name, e);
-        let file = File::open(self.path(name)).map_err(err)?;
+        let file = self.open_object(name)?;
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| Error::Invalid(format!("range {range:?} of {name} is too large")))?;
         let size = file.metadata().map_err(err)?.len();

@@ -30,6 +30,21 @@ pub trait Backend: Send + Sync {
         *buf = self.get(name, Some(range))?;
         Ok(())
     }
+    /// Reads a whole object that its kind bounds to `limit` bytes. A larger one is refused
+    /// before its bytes are read (and, in a local store, anything that is not a regular file
+    /// when it is opened), so a damaged or hostile repository file costs no more memory than
+    /// its kind may hold.
+    fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let size = self.stat(name)?;
+        if size > limit {
+            return Err(too_large(name, size, limit));
+        }
+        let data = self.get(name, None)?;
+        if data.len() as u64 > limit {
+            return Err(too_large(name, data.len() as u64, limit));
+        }
+        Ok(data)
+    }
     /// Stores an object atomically and durably, replacing any old one.
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
     /// Stores an object only if none has the name; `Ok(false)` if one had.
@@ -42,4 +57,11 @@ pub trait Backend: Send + Sync {
     fn stat(&self, name: &str) -> Result<u64>;
     /// Where the repository is, for messages.
     fn location(&self) -> String;
+}
+
+fn too_large(name: &str, size: u64, limit: u64) -> crate::Error {
+    crate::Error::corrupt(
+        name,
+        format!("{size} bytes, more than such a file can hold ({limit}): refused unread"),
+    )
 }

@@ -14,7 +14,7 @@ use crate::ingest::IngestLimits;
 use crate::repo::blob::{SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind};
-use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack};
+use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
 use crate::repo::{Repository, config::Params};
@@ -113,7 +113,8 @@ impl Shared {
                 blobs: pack.entries,
             });
             pending.1 += 1;
-            if pending.1 >= self.limits.index_flush_packs {
+            let blobs: usize = pending.0.packs.iter().map(|p| p.blobs.len()).sum();
+            if pending.1 >= self.limits.index_flush_packs || blobs >= MAX_SEGMENT_BLOBS {
                 Some(std::mem::take(&mut *pending).0)
             } else {
                 None

@@ -18,7 +18,7 @@ use crate::ingest::packer::Packer;
 use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory, read_pack_header};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
-use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack};
+use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
 use crate::repo::pack::pack_name;
 use crate::repo::tree::{MAX_DEPTH, Node, NodeKind, invalid_name};
 use rayon::prelude::*;
@@ -28,7 +28,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Packs listed in one rebuilt index file.
+/// Packs listed in one rebuilt index file (fewer when they hold more than `MAX_SEGMENT_BLOBS`).
 const PACKS_PER_SEGMENT: usize = 256;
 
 /// The tag on snapshots written by [`repair_snapshots`].
@@ -84,10 +84,19 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     }
     report.packs_indexed = indexed.len();
     let mut written = HashSet::new();
-    for chunk in indexed.chunks(PACKS_PER_SEGMENT) {
-        let segment = Segment {
-            packs: chunk.to_vec(),
-        };
+    let mut segment = Segment::default();
+    let mut blobs = 0;
+    for pack in indexed {
+        if segment.packs.len() >= PACKS_PER_SEGMENT || blobs + pack.blobs.len() > MAX_SEGMENT_BLOBS
+        {
+            written.insert(format!("index/{}", repo.save_index_segment(&segment)?));
+            segment = Segment::default();
+            blobs = 0;
+        }
+        blobs += pack.blobs.len();
+        segment.packs.push(pack);
+    }
+    if !segment.packs.is_empty() {
         written.insert(format!("index/{}", repo.save_index_segment(&segment)?));
     }
     report.files_written = written.len();

@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::repo::crypto::MasterKey;
 use serde::{Deserialize, Serialize};
 
+/// Largest `config` file read: a few hundred bytes of JSON are all it ever holds.
+pub const MAX_CONFIG_LEN: u64 = 64 << 10;
+
 /// The repository format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -14,6 +14,14 @@ use std::collections::HashMap;
 
 const SEGMENT_AAD: &[u8] = b"cairn index segment";
 
+/// Blobs a writer puts in one index segment at most (about 50 MB encoded): writers flush a
+/// segment when it reaches this many blobs, whatever their pack count.
+pub const MAX_SEGMENT_BLOBS: usize = 1 << 20;
+
+/// Largest index file read: [`MAX_SEGMENT_BLOBS`] entries with room to spare. Segments written
+/// before the blob bound could be larger only for packs of millions of tiny blobs.
+pub const MAX_SEGMENT_LEN: u64 = 256 << 20;
+
 /// One sealed index file: packs and the blobs each holds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Segment {

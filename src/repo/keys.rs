@@ -9,8 +9,15 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 const KEY_AAD: &[u8] = b"cairn key file";
-/// A key file asking for more argon2 memory than this is refused rather than obeyed.
-const MAX_KDF_MEMORY_KIB: u32 = 4 << 20;
+/// The most argon2 memory `init` and `key add` may choose, in MiB. A key file asking for more
+/// is refused rather than obeyed: anyone who can write a key file could otherwise make every
+/// open of the repository allocate gigabytes.
+pub const MAX_KDF_MEMORY_MIB: u32 = 1024;
+const MAX_KDF_MEMORY_KIB: u32 = MAX_KDF_MEMORY_MIB * 1024;
+/// The lanes `init` always chooses; a key file asking for more is refused.
+const MAX_KDF_PARALLELISM: u32 = 1;
+/// Largest key file read: a few hundred bytes of JSON are all it ever holds.
+pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
 /// A key file asking for more argon2 passes than this is refused.
 const MAX_KDF_ITERATIONS: u32 = 64;
 
@@ -50,7 +57,7 @@ impl KdfParams {
 fn derive(params: &KdfParams, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
     if params.memory_kib > MAX_KDF_MEMORY_KIB
         || params.iterations > MAX_KDF_ITERATIONS
-        || params.parallelism > 16
+        || params.parallelism > MAX_KDF_PARALLELISM
     {
         return Err(Error::Invalid(format!(
             "key derivation parameters {params:?} exceed the limits"
@@ -181,5 +188,24 @@ mod tests {
         let mut file = KeyFile::create(&secrets, b"pw", FAST, "h", "u").unwrap();
         file.params.memory_kib = u32::MAX;
         assert!(file.unlock("k", b"pw").is_err());
+    }
+
+    #[test]
+    fn kdf_parameters_init_could_not_have_chosen_are_refused() {
+        let secrets = MasterSecrets::generate();
+        let file = KeyFile::create(&secrets, b"pw", FAST, "h", "u").unwrap();
+        let refused = |file: &KeyFile| {
+            matches!(file.unlock("k", b"pw"),
+                     Err(Error::Corrupt { reason, .. }) if reason.contains("exceed the limits"))
+        };
+        let mut four_gib = file.clone();
+        four_gib.params.memory_kib = 4 << 20;
+        assert!(refused(&four_gib));
+        let mut lanes = file.clone();
+        lanes.params.parallelism = 2;
+        assert!(refused(&lanes));
+        let mut past_the_bound = file;
+        past_the_bound.params.memory_kib = MAX_KDF_MEMORY_KIB + 1;
+        assert!(refused(&past_the_bound));
     }
 }

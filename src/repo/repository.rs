@@ -7,14 +7,14 @@ use crate::backend::Backend;
 use crate::backend::retry::RetryingBackend;
 use crate::error::{Error, Result};
 use crate::repo::blob::open_blob_owned;
-use crate::repo::config::{Config, DEFAULT_RETRIES, Params};
+use crate::repo::config::{Config, DEFAULT_RETRIES, MAX_CONFIG_LEN, Params};
 use crate::repo::crypto::{MasterKey, MasterSecrets};
 use crate::repo::identity;
 use crate::repo::ids::{BlobId, BlobKind, IndexId, KeyId, SnapshotId, sha256};
-use crate::repo::index::{BlobLocation, Index, Segment};
-use crate::repo::keys::{KdfParams, KeyFile};
+use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_LEN, Segment};
+use crate::repo::keys::{KdfParams, KeyFile, MAX_KEY_FILE_LEN};
 use crate::repo::pack::pack_name;
-use crate::repo::snapshot::Snapshot;
+use crate::repo::snapshot::{MAX_SNAPSHOT_LEN, Snapshot};
 use crate::repo::tree::{Node, Tree, invalid_name};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -32,14 +32,14 @@ fn id_of(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
-/// Reads a content-addressed object and checks that its SHA-256 is its name.
 /// Reads a content-addressed object and checks it against its name; one that does not match is
 /// read once more, so a transient read fault is not reported as damage.
-fn get_addressed(backend: &dyn Backend, name: &str) -> Result<Vec<u8>> {
+/// Larger than `limit` (what its kind can be) it is refused unread.
+fn get_addressed(backend: &dyn Backend, name: &str, limit: u64) -> Result<Vec<u8>> {
     let matches = |bytes: &[u8]| hex::encode(sha256(bytes)) == id_of(name);
-    let mut bytes = backend.get(name, None)?;
+    let mut bytes = backend.get_bounded(name, limit)?;
     if !matches(&bytes) {
-        bytes = backend.get(name, None)?;
+        bytes = backend.get_bounded(name, limit)?;
     }
     if !matches(&bytes) {
         return Err(Error::corrupt(
@@ -90,7 +90,7 @@ impl Repository {
     pub fn open(raw: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
         let backend: Arc<dyn Backend> =
             Arc::new(RetryingBackend::new(raw.clone(), DEFAULT_RETRIES));
-        let config_bytes = match backend.get("config", None) {
+        let config_bytes = match backend.get_bounded("config", MAX_CONFIG_LEN) {
             Err(Error::NotFound(_)) => return Err(Error::NoRepository(backend.location())),
             other => other?,
         };
@@ -98,7 +98,7 @@ impl Repository {
         let mut last_corrupt = None;
         for info in &keys {
             let parsed = backend
-                .get(&info.name, None)
+                .get_bounded(&info.name, MAX_KEY_FILE_LEN)
                 .and_then(|b| KeyFile::parse(&info.name, &b));
             let unlocked = parsed.and_then(|file| file.unlock(&info.name, password));
             match unlocked {
@@ -157,7 +157,10 @@ impl Repository {
                 KeyId::from_hex(id_of(&info.name)).map_err(|e| Error::corrupt(&info.name, e))?;
             out.push((
                 id,
-                KeyFile::parse(&info.name, &self.backend.get(&info.name, None)?)?,
+                KeyFile::parse(
+                    &info.name,
+                    &self.backend.get_bounded(&info.name, MAX_KEY_FILE_LEN)?,
+                )?,
             ));
         }
         Ok(out)
@@ -185,7 +188,7 @@ impl Repository {
                 Segment::open(
                     &self.key,
                     &info.name,
-                    &get_addressed(self.backend.as_ref(), &info.name)?,
+                    &get_addressed(self.backend.as_ref(), &info.name, MAX_SEGMENT_LEN)?,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -199,7 +202,7 @@ impl Repository {
         Ok(names
             .into_par_iter()
             .map(|info| {
-                let segment = get_addressed(self.backend.as_ref(), &info.name)
+                let segment = get_addressed(self.backend.as_ref(), &info.name, MAX_SEGMENT_LEN)
                     .and_then(|bytes| Segment::open(&self.key, &info.name, &bytes));
                 (info.name, segment)
             })
@@ -215,7 +218,8 @@ impl Repository {
                 let opened = SnapshotId::from_hex(id_of(&info.name))
                     .map_err(|e| Error::corrupt(&info.name, e))
                     .and_then(|id| {
-                        let bytes = get_addressed(self.backend.as_ref(), &info.name)?;
+                        let bytes =
+                            get_addressed(self.backend.as_ref(), &info.name, MAX_SNAPSHOT_LEN)?;
                         Ok((id, Snapshot::open(&self.key, &info.name, &bytes)?))
                     });
                 (info.name, opened)
@@ -226,6 +230,12 @@ impl Repository {
     /// Stores an index segment.
     pub fn save_index_segment(&self, segment: &Segment) -> Result<IndexId> {
         let sealed = segment.seal(&self.key);
+        if sealed.len() as u64 > MAX_SEGMENT_LEN {
+            return Err(Error::Invalid(format!(
+                "index segment of {} bytes exceeds the {MAX_SEGMENT_LEN}-byte limit (a writer bug)",
+                sealed.len()
+            )));
+        }
         let id = IndexId(sha256(&sealed));
         self.backend.put(&format!("index/{id}"), &sealed)?;
         Ok(id)
@@ -239,7 +249,7 @@ impl Repository {
             .map(|info| {
                 let id = SnapshotId::from_hex(id_of(&info.name))
                     .map_err(|e| Error::corrupt(&info.name, e))?;
-                let bytes = get_addressed(self.backend.as_ref(), &info.name)?;
+                let bytes = get_addressed(self.backend.as_ref(), &info.name, MAX_SNAPSHOT_LEN)?;
                 Ok((id, Snapshot::open(&self.key, &info.name, &bytes)?))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -253,13 +263,20 @@ impl Repository {
         Snapshot::open(
             &self.key,
             &name,
-            &get_addressed(self.backend.as_ref(), &name)?,
+            &get_addressed(self.backend.as_ref(), &name, MAX_SNAPSHOT_LEN)?,
         )
     }
 
     /// Commits a snapshot: create-if-absent, so an existing snapshot is never replaced.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let sealed = snapshot.seal(&self.key);
+        if sealed.len() as u64 > MAX_SNAPSHOT_LEN {
+            return Err(Error::Invalid(format!(
+                "the snapshot would take {} bytes, more than the {MAX_SNAPSHOT_LEN} a snapshot file \
+                 may hold (too many paths or tags)",
+                sealed.len()
+            )));
+        }
         let id = SnapshotId(sha256(&sealed));
         self.backend
             .put_if_absent(&format!("snapshots/{id}"), &sealed)?;

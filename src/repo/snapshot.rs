@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_AAD: &[u8] = b"cairn snapshot";
 
+/// Largest snapshot file read or written: its paths, tags and summary, with room for a backup of
+/// tens of thousands of paths.
+pub const MAX_SNAPSHOT_LEN: u64 = 16 << 20;
+
 /// What a backup run did, recorded in its snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
