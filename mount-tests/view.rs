@@ -628,3 +628,35 @@ fn fusermount_unmount_ends_the_process() {
     }
     assert!(!is_mounted(&mnt.dir));
 }
+
+#[test]
+fn find_through_a_tree_100000_levels_deep_keeps_the_mount_within_its_budget() {
+    let env = Env::with_repo(&[]);
+    let crafter = common::crafted::Crafter::new(&env);
+    let mut node = crafter.file(b"bottom", 0o644, b"deep");
+    for _ in 0..100_000 {
+        node = crafter.dir(b"d", 0o755, vec![node]);
+    }
+    crafter.commit(vec![node]);
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "64MiB"]);
+    let find = std::process::Command::new("find")
+        .arg(mnt.dir.join("latest/"))
+        .arg("-name")
+        .arg("bottom")
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&find.stdout);
+    assert_eq!(
+        found.lines().count(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&find.stderr)
+    );
+    assert!(found.trim_end().ends_with("/d/bottom"));
+    let rss_kib = peak_rss_kib(mnt.pid());
+    assert!(
+        rss_kib < (64 + 64) << 10,
+        "mount peak RSS {rss_kib} KiB over 64 MiB cache + 64 MiB"
+    );
+    mnt.stop();
+}

@@ -6,6 +6,7 @@
 //! only inodes the kernel has looked up and not yet forgotten, so its size follows what is in
 //! use, not the size of the repository.
 
+use crate::fs::node_path::NodePath;
 use crate::repo::ids::SnapshotId;
 use crate::repo::tree::Node;
 use parking_lot::Mutex;
@@ -44,7 +45,7 @@ impl Entry {
             + match self {
                 Entry::Virtual(_) => 0,
                 Entry::Link { target, .. } => target.capacity(),
-                Entry::Node { node, path, .. } => node.memory_size() + path.len(),
+                Entry::Node { node, path, .. } => node.memory_size() + path.own_memory(),
             }
     }
 }
@@ -69,8 +70,8 @@ pub enum Entry {
         parent: u64,
         /// The node.
         node: Arc<Node>,
-        /// Its path from the mount point, for log lines.
-        path: Arc<str>,
+        /// Its path from the mount point, for log lines (shared with its parent's).
+        path: NodePath,
     },
 }
 

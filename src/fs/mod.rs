@@ -11,6 +11,7 @@ pub mod attrs;
 pub mod catalog;
 pub mod inodes;
 pub mod kernel_pages;
+pub mod node_path;
 pub mod stage;
 pub mod stage_file;
 pub mod stage_tree;

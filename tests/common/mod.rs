@@ -3,6 +3,8 @@
 //! comparison of two trees.
 #![allow(dead_code)]
 
+pub mod crafted;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;

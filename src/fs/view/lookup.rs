@@ -3,6 +3,7 @@
 //! attributes and TTLs for what the kernel looks up and lists.
 
 use super::*;
+use crate::fs::node_path::NodePath;
 
 impl View {
     /// The entries of a directory node, parsed once and kept in a cache that takes at most a
@@ -50,7 +51,7 @@ impl View {
     pub(super) fn dir_children(
         &self,
         node: &Node,
-        path: &str,
+        path: &NodePath,
     ) -> std::result::Result<Children, Errno> {
         let contents = self.catalog.contents();
         self.children(&contents.index, node).map_err(|e| {
@@ -90,7 +91,7 @@ impl View {
                 .iter()
                 .map(|s| {
                     let node = snapshot_root(&s.name, &s.snapshot, self.owner);
-                    let path = Arc::from(format!("snapshots/{}", s.name));
+                    let path = NodePath::root(&format!("snapshots/{}", s.name));
                     (
                         s.name.clone(),
                         Entry::Node {
@@ -325,16 +326,13 @@ impl View {
 pub(super) fn child_entry(
     snapshot: SnapshotId,
     parent: u64,
-    parent_path: &str,
+    parent_path: &NodePath,
     node: &Arc<Node>,
 ) -> Entry {
     Entry::Node {
         snapshot,
         parent,
         node: node.clone(),
-        path: Arc::from(format!(
-            "{parent_path}/{}",
-            String::from_utf8_lossy(&node.name)
-        )),
+        path: parent_path.child(&node.name),
     }
 }

@@ -203,7 +203,7 @@ impl View {
                 snapshot,
                 parent: ROOT,
                 node: Arc::new(*node),
-                path: Arc::from(""),
+                path: crate::fs::node_path::NodePath::root(""),
             },
         };
         view.inodes.pin(ROOT, Arc::new(root));

@@ -8,7 +8,7 @@ use super::*;
 pub(super) struct OpenFile {
     reader: FileReader,
     index: Arc<Index>,
-    path: Arc<str>,
+    path: crate::fs::node_path::NodePath,
     /// Where the last read of the file ended.
     last_end: AtomicU64,
     prefetched_to: AtomicUsize,
