@@ -660,3 +660,35 @@ fn find_through_a_tree_100000_levels_deep_keeps_the_mount_within_its_budget() {
     );
     mnt.stop();
 }
+
+#[test]
+fn invalid_names_hosts_and_tags_of_older_repositories_are_skipped_not_eio() {
+    let env = Env::with_repo(&[]);
+    let crafter = common::crafted::Crafter::new(&env);
+    let dir = crafter.dir(
+        b"dir",
+        0o755,
+        vec![
+            crafter.file(b"good", 0o644, b"fine"),
+            crafter.file(b"..", 0o644, b"dots"),
+            crafter.file(b"a/b", 0o644, b"slash"),
+            crafter.file(b"", 0o644, b"empty"),
+        ],
+    );
+    crafter.commit_labelled(vec![dir], "../x", &["", "a/b", "ok"]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let names = |p: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(mnt.dir.join(p))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("latest/dir"), ["good"]);
+    assert_eq!(fs::read(mnt.dir.join("latest/dir/good")).unwrap(), b"fine");
+    assert_eq!(names("hosts"), Vec::<String>::new());
+    assert_eq!(names("tags"), ["ok"]);
+    assert_eq!(names("tags/ok").len(), 1);
+    mnt.stop();
+}

@@ -327,3 +327,24 @@ fn a_3_gib_snapshot_or_index_file_is_refused_unread() {
         );
     }
 }
+
+#[test]
+fn hosts_and_tags_that_cannot_be_directory_names_are_refused() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for bad in [
+        &["--host", "../x"][..],
+        &["--host", ""],
+        &["--tag", ""],
+        &["--tag", "a/b"],
+        &["--tag", ".."],
+        &["--tag", "bell\x07"],
+    ] {
+        let mut args = vec!["backup", src.to_str().unwrap()];
+        args.extend_from_slice(bad);
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
+    assert!(env.repo_files("snapshots").is_empty());
+}

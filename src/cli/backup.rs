@@ -1,6 +1,6 @@
 //! `cairn backup PATH...`: make a snapshot.
 
-use crate::cli::{EXIT_PARTIAL, Globals, with_ticker};
+use crate::cli::{EXIT_PARTIAL, Globals, parse_label, with_ticker};
 use anyhow::{Context, Result};
 use cairn::ingest::IngestLimits;
 use cairn::ingest::archiver::{BackupOptions, ParentChoice, backup};
@@ -26,10 +26,10 @@ pub struct Args {
     #[arg(short = 'x', long)]
     one_file_system: bool,
     /// Label the snapshot (repeatable).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_label)]
     tag: Vec<String>,
     /// Host name to record (default: this machine's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_label)]
     host: Option<String>,
     /// Compare against this snapshot instead of the latest of the same host and paths.
     #[arg(long, conflicts_with = "force")]

@@ -247,6 +247,19 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
+/// Parses a host name or tag: each becomes a directory name under the mount's `hosts/` and
+/// `tags/`, so it must be one: not empty, not `.` or `..`, no `/`, no NUL or other control
+/// characters, at most 255 bytes.
+pub fn parse_label(text: &str) -> std::result::Result<String, String> {
+    if let Some(reason) = cairn::repo::tree::invalid_name(text.as_bytes()) {
+        return Err(format!("{text:?}: {reason}"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{text:?}: contains control characters"));
+    }
+    Ok(text.to_string())
+}
+
 /// Splits `SNAP[:PATH]`.
 pub fn split_snapshot_path(spec: &str) -> (&str, &str) {
     spec.split_once(':').unwrap_or((spec, ""))

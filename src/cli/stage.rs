@@ -5,7 +5,7 @@
 //! commit only after the snapshot is stored, so the next command already sees it; then it
 //! detaches the mount and exits.
 
-use crate::cli::{Globals, block_stop_signals, fuse_config, parse_size, unmount};
+use crate::cli::{Globals, block_stop_signals, fuse_config, parse_label, parse_size, unmount};
 use anyhow::{Context, Result, bail};
 use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
 use cairn::fs::stage_tree::now_nanos;
@@ -40,14 +40,14 @@ pub struct Args {
     #[arg(long)]
     empty: bool,
     /// Host name to record (default: this machine's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_label)]
     host: Option<String>,
     /// The path the staged tree stands for, as `cairn backup PATH` would record it (default:
     /// the parent's).
     #[arg(long)]
     path: Option<String>,
     /// Tag the snapshot (repeatable).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_label)]
     tag: Vec<String>,
     /// Commit when unmounted (by `fusermount3 -u`, Ctrl-C or SIGTERM) instead of discarding.
     #[arg(long)]

@@ -36,6 +36,17 @@ pub struct Contents {
 
 impl Contents {
     fn new(snapshots: Vec<(SnapshotId, Snapshot)>, index: Index) -> Contents {
+        for (id, snapshot) in &snapshots {
+            let labels = std::iter::once(&snapshot.hostname).chain(&snapshot.tags);
+            for label in labels.filter(|l| crate::repo::tree::invalid_name(l.as_bytes()).is_some())
+            {
+                tracing::warn!(
+                    "snapshot {}: host or tag {label:?} is not a valid directory name: not shown \
+                     under hosts/ or tags/",
+                    id.short()
+                );
+            }
+        }
         Contents {
             snapshots: names(snapshots),
             index: Arc::new(index),

@@ -79,16 +79,21 @@ impl Crafter {
     }
 
     /// Stores everything, then a snapshot whose root holds `root`.
-    pub fn commit(mut self, mut root: Vec<Node>) {
+    pub fn commit(self, root: Vec<Node>) {
+        self.commit_labelled(root, "attacker", &[]);
+    }
+
+    /// [`Crafter::commit`] with the given host name and tags.
+    pub fn commit_labelled(mut self, mut root: Vec<Node>, host: &str, tags: &[&str]) {
         root.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = self.packer().store_tree(root).unwrap();
         self.packer.take().unwrap().finish().unwrap();
         let snapshot = Snapshot {
             time: 1_700_000_000_000_000_000,
-            hostname: "attacker".into(),
+            hostname: host.into(),
             username: "mallory".into(),
             paths: vec!["/crafted".into()],
-            tags: vec![],
+            tags: tags.iter().map(|t| t.to_string()).collect(),
             parent: None,
             tree,
             program_version: "crafted".into(),

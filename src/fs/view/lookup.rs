@@ -115,6 +115,7 @@ impl View {
             VirtualDir::Hosts => snaps
                 .iter()
                 .map(|s| s.snapshot.hostname.clone())
+                .filter(|h| shown_as_dir(h))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .map(|h| (h.clone(), Entry::Virtual(VirtualDir::Host(h))))
@@ -122,6 +123,7 @@ impl View {
             VirtualDir::Tags => snaps
                 .iter()
                 .flat_map(|s| s.snapshot.tags.iter().cloned())
+                .filter(|t| shown_as_dir(t))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .map(|t| (t.clone(), Entry::Virtual(VirtualDir::Tag(t))))
@@ -320,6 +322,13 @@ impl View {
         let entry = found.ok_or(Errno::ENOENT)?;
         Ok((self.ino_of(parent, name, &entry), entry))
     }
+}
+
+/// Whether a host name or tag can be a directory name under `hosts/` or `tags/`. Older
+/// repositories may hold ones that cannot (`../x`, empty, with `/`): they are left out of those
+/// directories (the catalog logs each once) rather than breaking the listing.
+fn shown_as_dir(label: &str) -> bool {
+    crate::repo::tree::invalid_name(label.as_bytes()).is_none()
 }
 
 /// The entry of `node`, a child of directory `parent` at `parent_path` in `snapshot`.
