@@ -1,0 +1,249 @@
+//! The writable stage: a tree that `rsync` or `cp` fills, committed as a snapshot.
+//!
+//! It starts as a copy-on-write view of a parent snapshot ([`stage_tree`]), so an `rsync -a`
+//! of an unchanged tree finds every size and mtime equal and sends nothing. File content is
+//! stored as it is written ([`stage_file`]). [`Stage::commit`] stores what is left, writes the
+//! trees, waits for every pack and index segment, and only then writes the snapshot
+//! (create-if-absent). If the process dies first, no snapshot exists; the packs it stored are
+//! indexed every few packs, so the next stage re-uses them.
+//!
+//! [`stage_tree`]: crate::fs::stage_tree
+//! [`stage_file`]: crate::fs::stage_file
+
+mod entries;
+mod fuse;
+
+pub use fuse::StageFs;
+
+use crate::error::{Error, Result};
+use crate::fetch::cache::BlobCache;
+use crate::fs::attrs::{file_type, system_time, xattr_names, xattr_reply};
+use crate::fs::stage_file::Store;
+use crate::fs::stage_tree::{Inode, ROOT, StageTree, TreeError, now_nanos};
+use crate::ingest::IngestLimits;
+use crate::ingest::chunker::ChunkerConfig;
+use crate::ingest::packer::{Packer, PackerTotals};
+use crate::ingest::walker::OwnerNames;
+use crate::repo::Repository;
+use crate::repo::ids::SnapshotId;
+use crate::repo::index::Index;
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::{Node, NodeKind, Xattr};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use entries::errno_of;
+
+/// Every change goes through the stage, so what the kernel caches stays right.
+const TTL: Duration = Duration::from_secs(60);
+
+/// What the committed snapshot records besides its tree.
+#[derive(Clone, Debug)]
+pub struct StageSnapshot {
+    /// Host name.
+    pub hostname: String,
+    /// The path the stage stands for; the snapshot's root holds it under its last component.
+    pub path: String,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// The snapshot the stage started from.
+    pub parent: Option<SnapshotId>,
+}
+
+/// The stage's bounds.
+#[derive(Clone, Debug)]
+pub struct StageOptions {
+    /// Bytes of verified chunks kept for reads of existing content.
+    pub cache_bytes: usize,
+    /// Where spool files for out-of-order writes are made (they are unlinked at once).
+    pub spool_dir: PathBuf,
+}
+
+/// The stage's state, shared by the FUSE session and whoever commits.
+pub struct Stage {
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    tree: Mutex<StageTree>,
+    /// `None` once committed or aborted.
+    packer: RwLock<Option<Packer>>,
+    cache: BlobCache,
+    chunker: ChunkerConfig,
+    spool_dir: PathBuf,
+    owners: OwnerNames,
+    frozen: AtomicBool,
+    /// Files written through opens the kernel does not report (see [`StageFs`]), oldest first.
+    unreleased: Mutex<VecDeque<u64>>,
+    started: SystemTime,
+    clock: Instant,
+    snapshot: StageSnapshot,
+}
+
+/// Snapshot content is written every this many packs, so a killed stage's packs are found.
+const INDEX_FLUSH_PACKS: usize = 2;
+
+/// Files written through unreported opens whose content may wait unstored (each holds up to
+/// two maximum chunks in memory, or a spool file).
+const UNRELEASED_FILES: usize = 4;
+
+/// Compression and encryption happen off the FUSE threads, so rsync's next request is answered
+/// while the last file's chunks are sealed.
+const SEALER_THREADS: usize = 1;
+
+impl Stage {
+    /// A stage over `repo` starting from `root` (a directory node; its subtree, if any, is the
+    /// parent's content).
+    pub fn new(
+        repo: Arc<Repository>,
+        root: Node,
+        snapshot: StageSnapshot,
+        opts: StageOptions,
+    ) -> Result<Stage> {
+        let index = Arc::new(repo.load_index()?);
+        let limits = IngestLimits {
+            index_flush_packs: INDEX_FLUSH_PACKS,
+            track_locations: true,
+            sealer_threads: SEALER_THREADS,
+            ..IngestLimits::default()
+        };
+        let packer = Packer::new(repo.clone(), index.clone(), limits, false);
+        let chunker = ChunkerConfig::new(&repo.config().params, repo.key().gear_seed());
+        let cache = BlobCache::new(opts.cache_bytes);
+        let tree = {
+            let store = Store {
+                repo: &repo,
+                index: &index,
+                packer: &packer,
+                cache: &cache,
+                chunker: &chunker,
+                spool_dir: &opts.spool_dir,
+            };
+            StageTree::new(root, &store)
+        };
+        Ok(Stage {
+            repo,
+            index,
+            tree: Mutex::new(tree),
+            packer: RwLock::new(Some(packer)),
+            cache,
+            chunker,
+            spool_dir: opts.spool_dir,
+            owners: OwnerNames::default(),
+            frozen: AtomicBool::new(false),
+            unreleased: Mutex::new(VecDeque::new()),
+            started: SystemTime::now(),
+            clock: Instant::now(),
+            snapshot,
+        })
+    }
+
+    /// Runs `f` with the stores, unless the stage was committed or aborted (then EROFS).
+    fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> std::result::Result<T, Errno> {
+        let packer = self.packer.read();
+        let Some(packer) = packer.as_ref() else {
+            return Err(Errno::EROFS);
+        };
+        let store = Store {
+            repo: &self.repo,
+            index: &self.index,
+            packer,
+            cache: &self.cache,
+            chunker: &self.chunker,
+            spool_dir: &self.spool_dir,
+        };
+        Ok(f(&store))
+    }
+
+    /// Like [`Stage::with_store`], for changes: refused once a commit has begun.
+    fn changing<T>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, TreeError>,
+    ) -> std::result::Result<T, Errno> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err(Errno::EROFS);
+        }
+        self.with_store(f)?.map_err(errno_of)
+    }
+
+    /// Stores everything, writes the trees and commits the snapshot. Changes are refused from
+    /// the moment this starts.
+    pub fn commit(&self) -> Result<SnapshotId> {
+        self.frozen.store(true, Ordering::SeqCst);
+        let packer =
+            self.packer.write().take().ok_or_else(|| {
+                Error::Invalid("the stage was already committed or aborted".into())
+            })?;
+        let store = Store {
+            repo: &self.repo,
+            index: &self.index,
+            packer: &packer,
+            cache: &self.cache,
+            chunker: &self.chunker,
+            spool_dir: &self.spool_dir,
+        };
+        let name = Path::new(&self.snapshot.path)
+            .file_name()
+            .map_or_else(|| b"stage".to_vec(), |n| n.as_bytes().to_vec());
+        let mut summary = Summary {
+            xattr_nodes: Some(0),
+            ..Summary::default()
+        };
+        let root = self
+            .tree
+            .lock()
+            .commit_node(ROOT, &name, &store, &packer, &mut summary)?;
+        let tree = packer.store_tree(vec![root])?;
+        let totals = packer.finish()?;
+        let snapshot = self.snapshot_of(tree, &totals, summary);
+        self.repo.save_snapshot(&snapshot)
+    }
+
+    /// Discards the stage: nothing more is stored and no snapshot is written. What was stored
+    /// stays indexed, so a later stage re-uses it.
+    pub fn abort(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        if let Some(packer) = self.packer.write().take() {
+            let _ = packer.finish();
+        }
+    }
+
+    fn snapshot_of(
+        &self,
+        tree: crate::repo::ids::BlobId,
+        totals: &PackerTotals,
+        counted: Summary,
+    ) -> Snapshot {
+        let time = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        Snapshot {
+            time,
+            hostname: self.snapshot.hostname.clone(),
+            username: self.owners.user(nix::unistd::geteuid().as_raw()),
+            paths: vec![self.snapshot.path.clone()],
+            tags: self.snapshot.tags.clone(),
+            parent: self.snapshot.parent,
+            tree,
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+            summary: Summary {
+                new_blobs: totals.new_blobs,
+                new_bytes: totals.new_bytes,
+                stored_bytes: totals.stored_bytes,
+                duration_ms: u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ..counted
+            },
+        }
+    }
+}
