@@ -357,3 +357,160 @@ fn a_2_gib_file_streams_through_the_stage_in_bounded_memory() {
     let snapshots = env.json(&["snapshots"]);
     assert_eq!(snapshots[0]["summary"]["bytes"], 2u64 << 30);
 }
+
+/// Runs `sh -c script` in `dir` as user `uid`; returns whether it succeeded and its stderr.
+fn sh_as(uid: u32, dir: &Path, script: &str) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A user other than root, for stages that must refuse what that user may not do.
+const NOBODY: u32 = 65534;
+
+/// Non-root FUSE mounts need /dev/fuse open to other users (Debian's default; `.ci/run` sets it
+/// where a container left it root-only).
+fn fuse_open_to_users() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+#[test]
+fn a_stage_run_by_a_user_refuses_what_the_user_could_not_do_on_a_real_file_system() {
+    if !common::is_root() {
+        return;
+    }
+    assert!(
+        fuse_open_to_users(),
+        "/dev/fuse must be usable by other users (chmod 0666 /dev/fuse, as .ci/run does)"
+    );
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("roots"), b"root's file").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let env = env.as_user(NOBODY);
+    let mounted = Mounted::start(&env, "stage", &["--parent", "latest"]);
+    let long = "n".repeat(256);
+    let refused = [
+        "touch mine && chown 0 mine".to_string(),
+        "touch mine2 && chgrp 0 mine2".to_string(),
+        "chmod 4777 roots".to_string(),
+        "mknod dev c 1 3".to_string(),
+        format!("touch {long}"),
+        format!("mkdir {long}"),
+        format!("ln -s target {long}"),
+        format!("ln roots {long}"),
+        format!("touch moved && mv moved {long}"),
+        format!("mkfifo {long}"),
+    ];
+    for script in &refused {
+        let (ok, err) = sh_as(NOBODY, &mounted.dir, script);
+        assert!(!ok, "{script:?} was allowed");
+        assert!(
+            err.contains("Operation not permitted") || err.contains("File name too long"),
+            "{script:?}: {err}"
+        );
+    }
+    let (ok, err) = sh_as(NOBODY, &mounted.dir, "chmod 4755 mine && mkfifo fifo");
+    assert!(ok, "{err}");
+    commit(&env, mounted);
+    let listing: Vec<serde_json::Value> = env
+        .ok(&["ls", "latest", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let entry = |name: &str| {
+        listing
+            .iter()
+            .find(|e| e["path"].as_str().unwrap().ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not in {listing:?}"))
+            .clone()
+    };
+    assert_eq!(entry("mine")["uid"], NOBODY);
+    assert_eq!(entry("mine")["mode"], 0o4755);
+    assert_eq!(entry("mine2")["gid"], NOBODY);
+    assert_eq!(entry("roots")["uid"], 0);
+    assert_eq!(entry("roots")["mode"], 0o644);
+}
+
+#[test]
+fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the_way() {
+    let env = Env::with_repo(&[]);
+    let home = env.path("home");
+    fs::create_dir_all(&home).unwrap();
+    let in_home = |args: &[&str]| {
+        env.command(args)
+            .env("HOME", &home)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .unwrap()
+    };
+    let sockets = || -> Vec<PathBuf> {
+        fs::read_dir(home.join(".cache/cairn"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    // A mount that fails leaves no socket behind.
+    let out = in_home(&["stage", env.path("missing").to_str().unwrap(), "--path", "/src"]);
+    assert!(!out.status.success());
+    assert_eq!(sockets(), Vec::<PathBuf>::new());
+
+    // A running stage's socket is 0600 in a 0700 directory of its user.
+    let dir = env.path("mnt");
+    fs::create_dir_all(&dir).unwrap();
+    let mut child = env
+        .command(&["stage", dir.to_str().unwrap(), "--path", "/src"])
+        .env("HOME", &home)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the stage", || support::is_mounted(&dir));
+    use std::os::unix::fs::PermissionsExt;
+    let socket = sockets().pop().expect("a control socket");
+    assert_eq!(fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    let private = fs::metadata(home.join(".cache/cairn")).unwrap();
+    assert_eq!(private.permissions().mode() & 0o777, 0o700);
+
+    // A second stage on the same directory is refused while the first answers.
+    let out = in_home(&["stage", dir.to_str().unwrap(), "--path", "/src"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already mounted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Killed, it leaves its socket; the next stage replaces it and commits through it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&dir).status();
+    wait_for("the unmount", || !support::is_mounted(&dir));
+    assert_eq!(sockets().len(), 1);
+    let mut child = env
+        .command(&["stage", dir.to_str().unwrap(), "--path", "/src", "--empty"])
+        .env("HOME", &home)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the second stage", || support::is_mounted(&dir));
+    fs::write(dir.join("f"), b"x").unwrap();
+    let out = in_home(&["stage", "--commit", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(sockets(), Vec::<PathBuf>::new());
+}

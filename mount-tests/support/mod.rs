@@ -39,6 +39,10 @@ impl Mounted {
     pub fn start(env: &Env, command: &str, args: &[&str]) -> Mounted {
         let dir = env.path(&format!("{command}-mnt"));
         fs::create_dir_all(&dir).unwrap();
+        if let Some(uid) = env.user {
+            let id = Some(nix::unistd::Uid::from_raw(uid));
+            nix::unistd::chown(&dir, id, Some(nix::unistd::Gid::from_raw(uid))).unwrap();
+        }
         let log = env.path(&format!("{command}.log"));
         let mut all = vec![command, dir.to_str().unwrap()];
         all.extend_from_slice(args);

@@ -9,6 +9,7 @@ mod init;
 mod key;
 mod ls;
 mod mount;
+mod private_dir;
 mod repair;
 mod restore;
 mod snapshots;

@@ -5,6 +5,7 @@
 //! commit only after the snapshot is stored, so the next command already sees it; then it
 //! detaches the mount and exits.
 
+use crate::cli::private_dir::{cache_dir, runtime_dir};
 use crate::cli::{Globals, block_stop_signals, fuse_config, parse_label, parse_size, unmount};
 use anyhow::{Context, Result, bail};
 use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
@@ -55,17 +56,50 @@ pub struct Args {
     /// Memory for verified chunks of the parent's files (rsync reads them as delta bases).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     cache_size: u64,
-    /// Directory for spool files of files written out of order (default: the system's temp).
+    /// Directory for spool files of files written out of order (default: the user's cache,
+    /// `~/.cache/cairn`, made 0700). They have no name (O_TMPFILE) and are mode 0600.
     #[arg(long)]
     spool_dir: Option<PathBuf>,
 }
 
-/// The control socket of the stage mounted on `dir`.
+/// The control socket of the stage mounted on `dir`, in the user's private directory.
 fn socket_path(dir: &Path) -> Result<PathBuf> {
     let absolute =
         std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
     let digest = Sha256::digest(absolute.as_os_str().as_bytes());
-    Ok(std::env::temp_dir().join(format!("cairn-stage-{}.sock", hex::encode(&digest[..8]))))
+    Ok(runtime_dir()?.join(format!("stage-{}.sock", hex::encode(&digest[..8]))))
+}
+
+/// The bound control socket; its file is removed however the stage ends (a failed mount
+/// included), so no stale socket is left behind.
+struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds the socket for the stage on `dir`, refusing if a live stage already answers there.
+    fn bind(dir: &Path) -> Result<ControlSocket> {
+        let path = socket_path(dir)?;
+        if UnixStream::connect(&path).is_ok() {
+            bail!("a stage is already mounted on {}", dir.display());
+        }
+        // Left by a stage that was killed: nothing listens on it.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+        let socket = ControlSocket { listener, path };
+        // Only the stage's owner may commit or abort it (its directory is private too).
+        std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", socket.path.display()))?;
+        Ok(socket)
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Runs `stage`.
@@ -194,7 +228,10 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
     let (parent, root, path) = starting_point(&repo, &args, &hostname)?;
     let opts = StageOptions {
         cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
-        spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+        spool_dir: match &args.spool_dir {
+            Some(dir) => dir.clone(),
+            None => cache_dir()?,
+        },
     };
     let snapshot = StageSnapshot {
         hostname,
@@ -209,13 +246,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         opts,
     )?);
 
-    let socket = socket_path(&args.dir)?;
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("listening on {}", socket.display()))?;
-    // Only the stage's owner may commit or abort it.
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", socket.display()))?;
+    let socket = ControlSocket::bind(&args.dir)?;
 
     // No `default_permissions`: only the owner can reach the stage (it is never mounted for
     // others), and with it the kernel re-reads a directory's attributes after every create and
@@ -238,6 +269,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
     let decided = Arc::new(AtomicBool::new(false));
     {
         let (stage, decided, dir) = (stage.clone(), decided.clone(), args.dir.clone());
+        let listener = socket.listener.try_clone().context("control socket")?;
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 if answer(&stage, stream, &dir, &decided) {
@@ -255,7 +287,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         });
     }
     session.join().context("file system session")?;
-    let _ = std::fs::remove_file(&socket);
+    drop(socket);
     if decided.load(Ordering::SeqCst) {
         return Ok(0);
     }

@@ -302,7 +302,23 @@ impl From<std::io::Error> for SettleError {
 }
 
 /// A new local file that no name points to: it vanishes when closed, or if the process dies.
+/// Made with O_TMPFILE, so it never has a name another user could open (where the file system
+/// lacks it, made 0600 and unlinked at once); only its owner can read it either way.
 fn spool_file(dir: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unnamed = File::options()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match unnamed {
+        Ok(file) => return Ok(file),
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            return Err(Error::io(dir, e));
+        }
+        Err(_) => {}
+    }
     let mut suffix = [0u8; 12];
     crate::repo::crypto::fill_random(&mut suffix);
     let path = dir.join(format!(".cairn-spool-{}", hex::encode(suffix)));
@@ -310,8 +326,29 @@ fn spool_file(dir: &Path) -> Result<File> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_spool_file_has_no_name_and_only_its_owner_may_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = spool_file(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(file.metadata().unwrap().mode() & 0o777, 0o600);
+        file.write_all(b"staged plaintext").unwrap();
+        file.rewind().unwrap();
+        let mut back = String::new();
+        file.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "staged plaintext");
+    }
 }

@@ -23,6 +23,8 @@ pub const FAST_KDF: cairn::repo::keys::KdfParams = cairn::repo::keys::KdfParams 
 /// A repository in a temporary directory plus a scratch area.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Runs cairn as this user instead of the test's (see [`Env::as_user`]).
+    pub user: Option<u32>,
 }
 
 impl Env {
@@ -30,6 +32,7 @@ impl Env {
     pub fn new() -> Env {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
+            user: None,
         }
     }
 
@@ -40,6 +43,20 @@ impl Env {
         args.extend_from_slice(extra);
         env.ok(&args);
         env
+    }
+
+    /// The same scratch area, handed (with the repository) to user `uid`, whom cairn then runs
+    /// as, with a home of its own in the scratch area and no runtime directory. Needs root.
+    pub fn as_user(mut self, uid: u32) -> Env {
+        fs::create_dir_all(self.path("home")).unwrap();
+        let status = Command::new("chown")
+            .args(["-R", &format!("{uid}:{uid}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.user = Some(uid);
+        self
     }
 
     pub fn repo(&self) -> PathBuf {
@@ -61,6 +78,14 @@ impl Env {
             .env("CAIRN_REPOSITORY", self.repo())
             .env("CAIRN_PASSWORD", "correct horse")
             .env_remove("CAIRN_PASSWORD_FILE");
+        if let Some(uid) = self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid)
+                .gid(uid)
+                .env("HOME", self.path("home"))
+                .env_remove("XDG_RUNTIME_DIR")
+                .env_remove("XDG_CACHE_HOME");
+        }
         cmd
     }
 

@@ -40,6 +40,9 @@ impl Stage {
 
     /// Adds a new node and answers with its entry.
     pub(super) fn make(&self, parent: INodeNo, name: &OsStr, node: Node, reply: ReplyEntry) {
+        if let Err(e) = privilege::check_name(name) {
+            return reply.error(e);
+        }
         let made = self.changing(|store| {
             let mut tree = self.tree.lock();
             let ino = tree.insert(parent.0, name.as_bytes(), node, store)?;

@@ -3,6 +3,12 @@
 
 use super::*;
 use entries::{absent, nanos_of};
+use privilege::{check_name, mode_after_chown};
+
+/// A refusal of the caller's request, carried through the tree's error type.
+fn refused(errno: Errno) -> TreeError {
+    TreeError::Errno(errno.code())
+}
 
 /// The FUSE face of a [`Stage`].
 pub struct StageFs {
@@ -38,6 +44,9 @@ impl Filesystem for StageFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Err(e) = check_name(name) {
+            return reply.error(e);
+        }
         let found = self.stage.with_store(|store| {
             let mut tree = self.stage.tree.lock();
             let ino = tree.lookup(parent.0, name.as_bytes(), store)?;
@@ -95,8 +104,11 @@ impl Filesystem for StageFs {
             let mut tree = self.stage.tree.lock();
             let inode = tree.get_mut(ino.0)?;
             let node = &mut inode.node;
-            if let Some(mode) = mode {
-                node.mode = mode & 0o7777;
+            let caller = &self.stage.caller;
+            caller.may_chown(node, uid, gid).map_err(refused)?;
+            let new_mode = mode.map(|m| caller.chmod(node, m)).transpose().map_err(refused)?;
+            if uid.is_some_and(|u| u != node.uid) || gid.is_some_and(|g| g != node.gid) {
+                node.mode = mode_after_chown(node);
             }
             if let Some(uid) = uid {
                 node.uid = uid;
@@ -105,6 +117,9 @@ impl Filesystem for StageFs {
             if let Some(gid) = gid {
                 node.gid = gid;
                 node.group = self.stage.owners.group(gid);
+            }
+            if let Some(mode) = new_mode {
+                node.mode = mode;
             }
             if let Some(atime) = atime {
                 node.atime = nanos_of(atime);
@@ -150,6 +165,9 @@ impl Filesystem for StageFs {
             libc::S_IFBLK => NodeKind::BlockDevice,
             _ => return reply.error(Errno::EINVAL),
         };
+        if let Err(e) = self.stage.caller.may_make(kind) {
+            return reply.error(e);
+        }
         let mut node = self.stage.new_node(req, kind, mode & !umask);
         node.rdev = u64::from(rdev);
         self.stage.make(parent, name, node, reply);
@@ -203,6 +221,9 @@ impl Filesystem for StageFs {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             return reply.error(Errno::EINVAL);
         }
+        if let Err(e) = check_name(newname) {
+            return reply.error(e);
+        }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         match self.stage.changing(|store| {
             self.stage.tree.lock().rename(
@@ -227,6 +248,9 @@ impl Filesystem for StageFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        if let Err(e) = check_name(newname) {
+            return reply.error(e);
+        }
         let linked = self.stage.changing(|store| {
             let mut tree = self.stage.tree.lock();
             tree.link(ino.0, newparent.0, newname.as_bytes(), store)?;
@@ -263,6 +287,9 @@ impl Filesystem for StageFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        if let Err(e) = check_name(name) {
+            return reply.error(e);
+        }
         let node = self.stage.new_node(req, NodeKind::File, mode & !umask);
         let made = self.stage.changing(|store| {
             let mut tree = self.stage.tree.lock();

@@ -12,6 +12,7 @@
 
 mod entries;
 mod fuse;
+mod privilege;
 
 pub use fuse::StageFs;
 
@@ -82,6 +83,8 @@ pub struct Stage {
     chunker: ChunkerConfig,
     spool_dir: PathBuf,
     owners: OwnerNames,
+    /// What the user running the stage may do.
+    caller: privilege::Caller,
     frozen: AtomicBool,
     /// Files written through opens the kernel does not report (see [`StageFs`]), oldest first.
     unreleased: Mutex<VecDeque<u64>>,
@@ -140,6 +143,7 @@ impl Stage {
             chunker,
             spool_dir: opts.spool_dir,
             owners: OwnerNames::default(),
+            caller: privilege::Caller::current(),
             frozen: AtomicBool::new(false),
             unreleased: Mutex::new(VecDeque::new()),
             started: SystemTime::now(),

@@ -374,7 +374,8 @@ pub fn apply_metadata(
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )?;
         for x in &node.xattrs {
-            xattr::set(&path, OsStr::from_bytes(&x.name), &x.value)?;
+            // Through the magic link to the inode it holds (set_deref: the link is the path).
+            xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
         }
         return Ok(nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
