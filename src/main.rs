@@ -4,6 +4,7 @@
 
 mod cli;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Large buffers (chunks, packs) are allocated and freed by many threads. glibc would otherwise
@@ -21,12 +22,53 @@ fn bound_allocator_retention() {
     }
 }
 
+/// Exit code when stdout or stderr is a pipe whose reader went away: what a program killed by
+/// SIGPIPE reports, as `cairn ls | head` would with any C tool.
+const EXIT_CLOSED_OUTPUT: i32 = 128 + libc::SIGPIPE;
+
+/// A closed stdout or stderr ends cairn quietly rather than with a panic. Rust ignores SIGPIPE,
+/// so the print macros panic on a pipe whose reader is gone: the hook turns exactly that panic
+/// into a quiet exit. Standard descriptors that are not open at all are opened on /dev/null
+/// first, so writes to them succeed and no file cairn opens later takes their number.
+fn quiet_on_closed_output() {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
+        if closed {
+            // open() takes the lowest free number: this one. Leaked on purpose, for the process.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                std::mem::forget(null);
+            }
+        }
+    }
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") {
+            std::process::exit(EXIT_CLOSED_OUTPUT);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     bound_allocator_retention();
+    quiet_on_closed_output();
     match cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("cairn: {}", cli::one_line(&error));
+            // Not eprintln!: a closed stderr must not turn the error into a panic.
+            let _ = writeln!(std::io::stderr(), "cairn: {}", cli::one_line(&error));
             ExitCode::from(cli::exit_code(&error))
         }
     }

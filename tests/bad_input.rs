@@ -348,3 +348,42 @@ fn hosts_and_tags_that_cannot_be_directory_names_are_refused() {
     }
     assert!(env.repo_files("snapshots").is_empty());
 }
+
+#[test]
+fn a_closed_output_ends_cairn_quietly_not_with_a_panic() {
+    use std::process::Stdio;
+    let env = backed_up();
+    // stderr a pipe nobody reads any more, on an error: the error's own exit code, no panic.
+    let mut child = Env::new()
+        .command(&["snapshots"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(10));
+    // stdout a pipe whose reader left (`cairn ls | head -0`): the code a SIGPIPE would give.
+    let mut child = env
+        .command(&["ls", "latest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    // stderr closed altogether (`2>&-`): cairn still runs and reports by its exit code.
+    let mut command = env.command(&["snapshots"]);
+    command.env("CAIRN_PASSWORD", "wrong").stdout(Stdio::null());
+    // SAFETY: close is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::close(2);
+            Ok(())
+        });
+    }
+    assert_eq!(command.status().unwrap().code(), Some(12));
+}
