@@ -463,7 +463,12 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
             .unwrap_or_default()
     };
     // A mount that fails leaves no socket behind.
-    let out = in_home(&["stage", env.path("missing").to_str().unwrap(), "--path", "/src"]);
+    let out = in_home(&[
+        "stage",
+        env.path("missing").to_str().unwrap(),
+        "--path",
+        "/src",
+    ]);
     assert!(!out.status.success());
     assert_eq!(sockets(), Vec::<PathBuf>::new());
 
@@ -481,7 +486,10 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     wait_for("the stage", || support::is_mounted(&dir));
     use std::os::unix::fs::PermissionsExt;
     let socket = sockets().pop().expect("a control socket");
-    assert_eq!(fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let private = fs::metadata(home.join(".cache/cairn")).unwrap();
     assert_eq!(private.permissions().mode() & 0o777, 0o700);
 
@@ -496,7 +504,11 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     // Killed, it leaves its socket; the next stage replaces it and commits through it.
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&dir).status();
+    let _ = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&dir)
+        .status();
     wait_for("the unmount", || !support::is_mounted(&dir));
     assert_eq!(sockets().len(), 1);
     let mut child = env
@@ -510,7 +522,11 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     wait_for("the second stage", || support::is_mounted(&dir));
     fs::write(dir.join("f"), b"x").unwrap();
     let out = in_home(&["stage", "--commit", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(child.wait().unwrap().success());
     assert_eq!(sockets(), Vec::<PathBuf>::new());
 }

@@ -407,3 +407,30 @@ fn cat_and_stats_describe_the_repository() {
     assert_eq!(stats["data_blobs"], 1);
     assert!(stats["raw_bytes"].as_u64().unwrap() >= 12);
 }
+
+#[test]
+fn ls_shows_special_mode_bits_and_quotes_names_as_ls_does() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sticky")).unwrap();
+    fs::write(src.join("setuid"), b"x").unwrap();
+    fs::set_permissions(src.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(src.join("sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::write(src.join(std::ffi::OsStr::from_bytes(b"esc\x1b[31m")), b"x").unwrap();
+    fs::write(src.join("with space"), b"x").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let long = env.ok(&["ls", "-l", "latest"]);
+    assert!(!long.contains('\x1b'), "{long}");
+    let line = |name: &str| {
+        long.lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {long}"))
+            .to_string()
+    };
+    assert!(line("/setuid").starts_with("-rwsr-xr-x"), "{long}");
+    assert!(line("/sticky").starts_with("drwxrwxrwt"), "{long}");
+    assert!(line("/src/esc'$'\\033''[31m'").contains("'/"), "{long}");
+    assert!(line("/src/with space'").contains("'/"), "{long}");
+}

@@ -60,6 +60,19 @@ fn usage_errors_exit_2() {
     let env = Env::with_repo(&[]);
     assert_eq!(env.run(&["backup"]).status.code(), Some(2));
     assert_eq!(env.run(&["no-such-command"]).status.code(), Some(2));
+    for subset in ["0/0", "4/3", "150%", "x"] {
+        let out = env.run(&["check", "--read-data-subset", subset]);
+        assert_eq!(out.status.code(), Some(2), "{subset}: {}", stderr(&out));
+    }
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        "/tmp/x",
+        "--overwrite",
+        "sometimes",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -13,18 +13,23 @@ pub struct Args {
     #[arg(long)]
     read_data: bool,
     /// Read only part of the packs: `N/M` (part N of M), `P%` (random share) or a size.
-    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
-    read_data_subset: Option<String>,
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = parse_subset)]
+    read_data_subset: Option<DataSubset>,
     /// Bytes of one pack held in memory at once while reading it.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     window: u64,
+}
+
+/// Parses `--read-data-subset` while the arguments are read, so a bad one is a usage error.
+fn parse_subset(text: &str) -> std::result::Result<DataSubset, String> {
+    DataSubset::parse(text, parse_size)
 }
 
 /// Runs `check`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = globals.open()?;
     let read_data = match (&args.read_data_subset, args.read_data) {
-        (Some(text), _) => Some(DataSubset::parse(text, parse_size).map_err(anyhow::Error::msg)?),
+        (Some(subset), _) => Some(subset.clone()),
         (None, true) => Some(DataSubset::All),
         (None, false) => None,
     };

@@ -1,10 +1,12 @@
 //! `cairn ls SNAP[:PATH]`: list the nodes of a snapshot.
 
+use crate::cli::quote::quote;
 use crate::cli::{Globals, split_snapshot_path};
 use anyhow::Result;
 use cairn::ops::walk::{WalkBudget, resolve, walk};
 use cairn::repo::tree::{Node, NodeKind};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Options of `ls`.
@@ -28,11 +30,18 @@ fn mode_string(node: &Node) -> String {
         NodeKind::File => '-',
     };
     let mut out = String::from(kind);
-    for shift in [6, 3, 0] {
+    // Each class's special bit shows in its execute column, as ls shows it: s/S for setuid and
+    // setgid, t/T for sticky (lower case when execute is set too).
+    for (shift, special, mark) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (node.mode >> shift) & 7;
         out.push(if bits & 4 != 0 { 'r' } else { '-' });
         out.push(if bits & 2 != 0 { 'w' } else { '-' });
-        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+        out.push(match (node.mode & special != 0, bits & 1 != 0) {
+            (true, true) => mark,
+            (true, false) => mark.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     out
 }
@@ -71,7 +80,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                 let time = chrono::DateTime::from_timestamp_nanos(node.mtime)
                     .with_timezone(&chrono::Local);
                 let target = if node.kind == NodeKind::Symlink {
-                    format!(" -> {}", String::from_utf8_lossy(&node.target))
+                    format!(" -> {}", quote(&node.target))
                 } else {
                     String::new()
                 };
@@ -90,10 +99,10 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                     },
                     node.size,
                     time.format("%Y-%m-%d %H:%M:%S"),
-                    p.display()
+                    quote(p.as_os_str().as_bytes())
                 )
             } else {
-                p.display().to_string()
+                quote(p.as_os_str().as_bytes())
             };
             writeln!(out, "{line}").map_err(|e| cairn::Error::io("stdout", e))
         },

@@ -10,6 +10,7 @@ mod key;
 mod ls;
 mod mount;
 mod private_dir;
+mod quote;
 mod repair;
 mod restore;
 mod snapshots;

@@ -34,7 +34,10 @@ pub fn runtime_dir() -> Result<PathBuf> {
 pub fn cache_dir() -> Result<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
     let home_cache = env_dir("HOME").map(|home| home.join(".cache"));
-    for base in [env_dir("XDG_CACHE_HOME"), home_cache].into_iter().flatten() {
+    for base in [env_dir("XDG_CACHE_HOME"), home_cache]
+        .into_iter()
+        .flatten()
+    {
         if std::fs::create_dir_all(&base).is_ok() {
             let dir = base.join("cairn");
             if ensure_private(&dir, uid).is_ok() {

@@ -106,7 +106,10 @@ impl Filesystem for StageFs {
             let node = &mut inode.node;
             let caller = &self.stage.caller;
             caller.may_chown(node, uid, gid).map_err(refused)?;
-            let new_mode = mode.map(|m| caller.chmod(node, m)).transpose().map_err(refused)?;
+            let new_mode = mode
+                .map(|m| caller.chmod(node, m))
+                .transpose()
+                .map_err(refused)?;
             if uid.is_some_and(|u| u != node.uid) || gid.is_some_and(|g| g != node.gid) {
                 node.mode = mode_after_chown(node);
             }
