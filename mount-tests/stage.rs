@@ -530,3 +530,40 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     assert!(child.wait().unwrap().success());
     assert_eq!(sockets(), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn link_counts_and_ctimes_follow_links_renames_and_moves_as_on_ext4() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with_repo(&[]);
+    let mounted = stage(&env, &["--empty"]);
+    let at = |p: &str| mounted.dir.join(p);
+    let nlink = |p: &str| fs::symlink_metadata(at(p)).unwrap().nlink();
+    let ctime = |p: &str| {
+        let m = fs::symlink_metadata(at(p)).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    let tick = || std::thread::sleep(Duration::from_millis(20));
+    fs::create_dir_all(at("a/sub")).unwrap();
+    fs::create_dir(at("b")).unwrap();
+    assert_eq!((nlink("a"), nlink("b"), nlink("")), (3, 2, 4));
+    fs::rename(at("a/sub"), at("b/sub")).unwrap();
+    assert_eq!((nlink("a"), nlink("b")), (2, 3));
+
+    fs::write(at("f"), b"x").unwrap();
+    let before = ctime("f");
+    tick();
+    fs::hard_link(at("f"), at("g")).unwrap();
+    assert_eq!(nlink("f"), 2);
+    assert!(ctime("f") > before, "link left the ctime");
+    let before = ctime("g");
+    tick();
+    fs::remove_file(at("f")).unwrap();
+    assert_eq!(nlink("g"), 1);
+    assert!(ctime("g") > before, "unlink left the remaining link's ctime");
+    let (before, dir_before) = (ctime("g"), ctime("b"));
+    tick();
+    fs::rename(at("g"), at("b/g")).unwrap();
+    assert!(ctime("b/g") > before, "rename left the ctime");
+    assert!(ctime("b") > dir_before, "rename left the new parent's ctime");
+    mounted.stop();
+}

@@ -134,13 +134,18 @@ impl StageTree {
                 .expect("unloaded directories have a tree");
             let nodes = store.repo.read_tree(store.index, &tree)?;
             let mut entries = BTreeMap::new();
+            let mut subdirs = 0;
             for node in nodes {
                 let child = self.next_ino;
                 self.next_ino += 1;
                 entries.insert(node.name.clone(), child);
+                subdirs += u64::from(node.kind == NodeKind::Dir);
                 self.inodes.insert(child, Inode::new(node, store));
             }
-            self.get_mut(ino)?.entries = Some(entries);
+            let dir = self.get_mut(ino)?;
+            dir.entries = Some(entries);
+            // As on ext4: itself, its `.`, and each subdirectory's `..`.
+            dir.node.links = 2 + subdirs;
         }
         Ok(self.get_mut(ino)?.entries.as_mut().expect("loaded above"))
     }
@@ -217,11 +222,15 @@ impl StageTree {
         }
         entries.insert(name.to_vec(), ino);
         self.next_ino += 1;
+        let is_dir = node.kind == NodeKind::Dir;
         let mut inode = Inode::new(node, store);
         inode.lookups = 1;
         inode.node.inode = ino;
         self.inodes.insert(ino, inode);
         self.touch_dir(parent);
+        if is_dir {
+            self.count_subdir(parent, 1);
+        }
         Ok(ino)
     }
 
@@ -238,6 +247,7 @@ impl StageTree {
         let inode = self.get_mut(ino)?;
         inode.names += 1;
         inode.node.links = u64::from(inode.names);
+        inode.node.ctime = now_nanos();
         inode.lookups += 1;
         self.touch_dir(parent);
         Ok(())
@@ -261,16 +271,31 @@ impl StageTree {
         self.entries(parent, store)?.remove(name);
         self.unname(ino);
         self.touch_dir(parent);
+        if is_dir {
+            self.count_subdir(parent, -1);
+        }
         Ok(())
     }
 
-    /// One name of `ino` is gone.
+    /// One name of `ino` is gone: its link count drops and its ctime moves on (the other names
+    /// of a hard-linked file see both, as on ext4).
     fn unname(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.names = inode.names.saturating_sub(1);
-            inode.node.links = u64::from(inode.names.max(1));
+            if inode.node.kind != NodeKind::Dir {
+                inode.node.links = u64::from(inode.names.max(1));
+            }
+            inode.node.ctime = now_nanos();
         }
         self.reap(ino);
+    }
+
+    /// A subdirectory came into (`+1`) or left (`-1`) directory `dir`: its `..` is a link to
+    /// `dir`.
+    fn count_subdir(&mut self, dir: u64, change: i64) {
+        if let Some(inode) = self.inodes.get_mut(&dir) {
+            inode.node.links = inode.node.links.saturating_add_signed(change).max(2);
+        }
     }
 
     /// Moves `name` in `parent` to `new_name` in `new_parent`, replacing what is there as
@@ -310,12 +335,23 @@ impl StageTree {
                 _ => {}
             }
             self.unname(target);
+            if target_dir {
+                self.count_subdir(new_parent, -1);
+            }
         }
         self.entries(parent, store)?.remove(name);
         self.entries(new_parent, store)?
             .insert(new_name.to_vec(), ino);
         self.touch_dir(parent);
         self.touch_dir(new_parent);
+        if moving_dir {
+            self.count_subdir(parent, -1);
+            self.count_subdir(new_parent, 1);
+        }
+        // As ext4 does, a renamed entry's ctime moves on.
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.node.ctime = now_nanos();
+        }
         Ok(())
     }
 

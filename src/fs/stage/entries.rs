@@ -17,11 +17,7 @@ impl Stage {
             crtime: system_time(node.mtime),
             kind: file_type(node.kind),
             perm: (node.mode & 0o7777) as u16,
-            nlink: if node.kind == NodeKind::Dir {
-                2
-            } else {
-                node.links.clamp(1, u64::from(u32::MAX)) as u32
-            },
+            nlink: node.links.clamp(1, u64::from(u32::MAX)) as u32,
             uid: node.uid,
             gid: node.gid,
             rdev: node.rdev as u32,
