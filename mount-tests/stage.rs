@@ -559,11 +559,17 @@ fn link_counts_and_ctimes_follow_links_renames_and_moves_as_on_ext4() {
     tick();
     fs::remove_file(at("f")).unwrap();
     assert_eq!(nlink("g"), 1);
-    assert!(ctime("g") > before, "unlink left the remaining link's ctime");
+    assert!(
+        ctime("g") > before,
+        "unlink left the remaining link's ctime"
+    );
     let (before, dir_before) = (ctime("g"), ctime("b"));
     tick();
     fs::rename(at("g"), at("b/g")).unwrap();
     assert!(ctime("b/g") > before, "rename left the ctime");
-    assert!(ctime("b") > dir_before, "rename left the new parent's ctime");
+    assert!(
+        ctime("b") > dir_before,
+        "rename left the new parent's ctime"
+    );
     mounted.stop();
 }

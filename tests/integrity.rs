@@ -18,6 +18,7 @@ use cairn::ops::restore::{RestoreOptions, RestoreProgress, restore};
 use cairn::repo::Repository;
 use cairn::repo::config::Params;
 use cairn::repo::ids::{BlobId, PackId};
+use cairn::repo::index::{Index, Segment};
 use cairn::repo::pack::{PackEntry, pack_name};
 use cairn::repo::snapshot::Snapshot;
 use common::{FAST_KDF, assert_same_tree, pseudo_random};
@@ -111,8 +112,12 @@ impl Fixture {
 
     /// Restores `snapshot` and returns where its copy of the source is.
     fn restore(&self, snapshot: &Snapshot, name: &str) -> PathBuf {
+        self.restore_with(&self.repo.load_index().unwrap(), snapshot, name)
+    }
+
+    /// [`Fixture::restore`] through `index`.
+    fn restore_with(&self, index: &Index, snapshot: &Snapshot, name: &str) -> PathBuf {
         let target = self.dir.path().join(name);
-        let index = self.repo.load_index().unwrap();
         let opts = RestoreOptions {
             target: target.clone(),
             include: Patterns::none(),
@@ -124,7 +129,7 @@ impl Fixture {
         };
         let outcome = restore(
             &self.repo,
-            &index,
+            index,
             snapshot,
             Path::new(""),
             &opts,
@@ -329,12 +334,67 @@ fn a_deleted_pack_is_reported_with_its_files_and_recreated_from_the_source() {
         .collect();
     assert_eq!(missing.len(), 1, "{report:?}");
     assert!(
-        matches!(missing[0], Problem::MissingPack { pack: p, blobs } if p == pack && *blobs == entries.len())
+        matches!(missing[0], Problem::MissingPack { pack: p, blobs, stale: false } if p == pack && *blobs == entries.len())
     );
     let repaired = repair_packs(&fx.repo, std::slice::from_ref(&fx.src), &|_| {}).unwrap();
     assert_eq!(repaired.recreated, entries.len(), "{repaired:?}");
     assert!(fx.check(true).is_healthy());
     assert_same_tree(&fx.src, &fx.restore(&snapshot, "restored"));
+}
+
+#[test]
+fn an_old_index_file_replayed_after_repair_packs_is_named_stale_and_reads_fall_back() {
+    let fx = Fixture::new(4, 200 << 10);
+    let snapshot = fx.backup().unwrap();
+    let owners = fx.owners(&snapshot);
+    let inventory = Inventory::load(&fx.repo).unwrap();
+    let (pack, _) = file_pack(&inventory, &owners);
+    let index_dir = fx.dir.path().join("repo/index");
+    let old_index: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    fs::remove_file(fx.pack_path(pack)).unwrap();
+    repair_packs(&fx.repo, std::slice::from_ref(&fx.src), &|_| {}).unwrap();
+    assert!(fx.check(true).is_healthy());
+    // The old index files come back (a sync from a backup copy): they name the deleted pack.
+    for (path, bytes) in &old_index {
+        if !path.exists() {
+            fs::write(path, bytes).unwrap();
+        }
+    }
+    let report = fx.check(false);
+    let missing: Vec<&Problem> = report
+        .problems
+        .iter()
+        .filter(|p| matches!(p, Problem::MissingPack { .. }))
+        .collect();
+    assert_eq!(missing.len(), 1, "{report:?}");
+    assert!(
+        matches!(missing[0], Problem::MissingPack { pack: p, stale: true, .. } if p == pack),
+        "{report:?}"
+    );
+    assert!(missing[0].to_string().contains("stale"));
+    // Restore reads every blob from the pack that holds it now, even when the stale entries
+    // come first (the index built with the old files first).
+    let key = fx.repo.key();
+    let mut files: Vec<PathBuf> = fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| !old_index.iter().any(|(old, _)| old == p));
+    let segments = files
+        .iter()
+        .map(|p| Segment::open(key, "index", &fs::read(p).unwrap()).unwrap())
+        .collect();
+    let index = Index::from_segments(segments);
+    let (_, entries) = file_pack(&inventory, &owners);
+    assert_eq!(index.get(&entries[0].id).unwrap().pack, *pack);
+    assert_same_tree(&fx.src, &fx.restore_with(&index, &snapshot, "restored"));
 }
 
 #[test]

@@ -24,7 +24,7 @@ impl Fetcher {
         self.cache.get_or_fetch(*id, || {
             let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
             let _room = self.cache.reserve(at.entry.open_bytes());
-            self.repo.read_blob(&at)
+            self.repo.read_indexed(index, id)
         })
     }
 }

@@ -80,16 +80,23 @@ struct Slot {
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
-/// The in-memory index of every blob in the repository.
+/// The in-memory index of every blob in the repository. A blob may be listed in several packs
+/// (two writers stored it at once, or an old index file names a pack that `repair packs`
+/// replaced): every location is kept, the first listed first, so a reader whose first pack is
+/// gone falls back to the next ([`Index::locations`]).
 #[derive(Default)]
 pub struct Index {
     packs: Vec<PackId>,
+    /// Sorted by id; a blob's locations are adjacent, in the order the segments listed them.
     slots: Vec<Slot>,
+    /// Distinct blobs.
+    distinct: usize,
     duplicates: usize,
 }
 
 impl Index {
-    /// Builds the index from segments; a blob listed twice keeps its first location.
+    /// Builds the index from segments. A blob listed twice in one pack is kept once; listed in
+    /// several packs, it keeps each, first listed first.
     pub fn from_segments(segments: Vec<Segment>) -> Index {
         let mut interned: HashMap<PackId, u32> = HashMap::new();
         let mut packs = Vec::new();
@@ -115,30 +122,44 @@ impl Index {
                 }));
             }
         }
-        slots.par_sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        // Stable: a blob's locations stay in the order they were listed.
+        slots.par_sort_by(|a, b| a.id.cmp(&b.id));
         let before = slots.len();
-        slots.dedup_by(|a, b| a.id == b.id);
+        slots.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
+        let distinct = slots.chunk_by(|a, b| a.id == b.id).count();
         Index {
             packs,
-            duplicates: before - slots.len(),
+            duplicates: before - distinct,
+            distinct,
             slots,
         }
     }
 
-    /// Where `id` is stored, if anywhere.
+    /// The slots of `id`: all its locations.
+    fn slots_of(&self, id: &BlobId) -> &[Slot] {
+        let start = self.slots.partition_point(|s| s.id < id.0);
+        let len = self.slots[start..].partition_point(|s| s.id == id.0);
+        &self.slots[start..start + len]
+    }
+
+    /// Where `id` is stored (its first listed location), if anywhere.
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        let at = self.slots.binary_search_by(|s| s.id.cmp(&id.0)).ok()?;
-        Some(self.location(&self.slots[at]))
+        self.slots_of(id).first().map(|s| self.location(s))
+    }
+
+    /// Every location of `id`, first listed first.
+    pub fn locations(&self, id: &BlobId) -> Vec<BlobLocation> {
+        self.slots_of(id).iter().map(|s| self.location(s)).collect()
     }
 
     /// Whether `id` is stored.
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.slots.binary_search_by(|s| s.id.cmp(&id.0)).is_ok()
+        !self.slots_of(id).is_empty()
     }
 
     /// Number of distinct blobs.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.distinct
     }
 
     /// Whether the index lists no blob.
@@ -156,9 +177,11 @@ impl Index {
         &self.packs
     }
 
-    /// Every blob location, in id order.
+    /// Every blob's first location, in id order.
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.slots.iter().map(|s| self.location(s))
+        self.slots
+            .chunk_by(|a, b| a.id == b.id)
+            .map(|same| self.location(&same[0]))
     }
 
     fn location(&self, slot: &Slot) -> BlobLocation {
@@ -215,6 +238,7 @@ mod tests {
         let index = Index::from_segments(vec![segment.clone(), segment]);
         assert_eq!(index.len(), 2);
         assert_eq!(index.duplicates(), 2);
+        assert_eq!(index.locations(&BlobId([3; 32])).len(), 1);
         let at = index.get(&BlobId([3; 32])).unwrap();
         assert_eq!(at.pack, PackId([2; 32]));
         assert_eq!(at.entry, entry(3, BlobKind::Tree, false));
@@ -223,6 +247,34 @@ mod tests {
             entry(5, BlobKind::Data, true)
         );
         assert!(index.get(&BlobId([4; 32])).is_none());
+    }
+
+    #[test]
+    fn a_blob_in_two_packs_keeps_both_locations_first_listed_first() {
+        let in_pack = |pack: u8| SegmentPack {
+            pack: PackId([pack; 32]),
+            blobs: vec![
+                entry(5, BlobKind::Data, false),
+                entry(pack, BlobKind::Data, false),
+            ],
+        };
+        let index = Index::from_segments(vec![
+            Segment {
+                packs: vec![in_pack(9)],
+            },
+            Segment {
+                packs: vec![in_pack(1)],
+            },
+        ]);
+        let packs: Vec<PackId> = index
+            .locations(&BlobId([5; 32]))
+            .iter()
+            .map(|at| at.pack)
+            .collect();
+        assert_eq!(packs, [PackId([9; 32]), PackId([1; 32])]);
+        assert_eq!(index.get(&BlobId([5; 32])).unwrap().pack, PackId([9; 32]));
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.iter().count(), 3);
     }
 
     proptest! {

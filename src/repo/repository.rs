@@ -300,6 +300,32 @@ impl Repository {
         attempt().or_else(|_| attempt())
     }
 
+    /// Reads and verifies blob `id` from the first of its locations that yields it. A blob
+    /// listed in a pack that is gone (an old index file replayed after `repair packs`) is read
+    /// from its next location, with one log line; only when none yields it is it an error (the
+    /// first location's).
+    pub fn read_indexed(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let mut first_error = None;
+        for at in index.locations(id) {
+            match self.read_blob(&at) {
+                Ok(plain) => {
+                    if let Some(e) = &first_error {
+                        tracing::warn!(
+                            "{e}; read it from pack {} instead (an index entry is stale: \
+                             `cairn check` names it)",
+                            at.pack
+                        );
+                    }
+                    return Ok(plain);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(Error::MissingBlob(*id)))
+    }
+
     /// Reads a directory's nodes, joining the pieces of a split directory. Entries whose name is
     /// not a single path component ([`invalid_name`]) are left out with one log line: nothing
     /// that builds a path from a name (restore, ls, the mount) ever sees them. `check` and
@@ -356,7 +382,7 @@ impl Repository {
                 "indexed as a data blob",
             ));
         }
-        Tree::decode(&self.read_blob(&at)?, id)
+        Tree::decode(&self.read_indexed(index, id)?, id)
     }
 
     /// Finds a snapshot by `latest`, `latest~N`, or a unique id prefix.

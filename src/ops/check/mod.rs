@@ -250,9 +250,17 @@ fn check_packs(repo: &Repository, inventory: &Inventory, report: &mut CheckRepor
         .filter_map(|pack| {
             let entries = &inventory.by_pack[*pack];
             let Some(&size) = inventory.stored.get(*pack) else {
+                let elsewhere = |entry: &PackEntry| {
+                    inventory
+                        .index
+                        .locations(&entry.id)
+                        .iter()
+                        .any(|at| at.pack != **pack && inventory.stored.contains_key(&at.pack))
+                };
                 return Some(Problem::MissingPack {
                     pack: **pack,
                     blobs: entries.len(),
+                    stale: entries.iter().all(elsewhere),
                 });
             };
             let needed = entries

@@ -22,7 +22,13 @@ pub enum Problem {
     /// A snapshot file that does not open.
     DamagedSnapshot { file: String, reason: String },
     /// The index lists blobs in a pack the store does not have.
-    MissingPack { pack: PackId, blobs: usize },
+    MissingPack {
+        pack: PackId,
+        blobs: usize,
+        /// Every one of its blobs is stored in another pack too: only the index entries naming
+        /// this pack are wrong (an old index file replayed after `repair packs`).
+        stale: bool,
+    },
     /// A pack shorter than the index says it must be.
     ShortPack {
         pack: PackId,
@@ -86,9 +92,20 @@ impl fmt::Display for Problem {
             Problem::DamagedSnapshot { file, reason } => {
                 write!(f, "snapshot file {file}: {reason}")
             }
-            Problem::MissingPack { pack, blobs } => {
-                write!(f, "pack {pack} is missing ({blobs} indexed blobs)")
-            }
+            Problem::MissingPack {
+                pack,
+                blobs,
+                stale: false,
+            } => write!(f, "pack {pack} is missing ({blobs} indexed blobs)"),
+            Problem::MissingPack {
+                pack,
+                blobs,
+                stale: true,
+            } => write!(
+                f,
+                "pack {pack} is missing, but its {blobs} indexed blobs are all stored in other \
+                 packs: the index entries naming it are stale (`repair index` drops them)"
+            ),
             Problem::ShortPack { pack, size, needed } => write!(
                 f,
                 "pack {pack} has {size} bytes but its index entries need {needed}"

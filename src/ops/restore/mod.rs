@@ -234,48 +234,66 @@ pub fn restore(
     progress.total.store(total, Ordering::Relaxed);
 
     // Fetch: each pack once, its blobs verified and written wherever they belong.
+    let deliver = |id: &BlobId, data: &[u8]| {
+        let runs = non_zero_runs(data);
+        for &(i, offset) in &targets[id] {
+            let file = &files[i as usize];
+            if let Err(e) = write_blob(&target, file, data, &runs, offset) {
+                fail(format!("{}: {e}", shown(&file.rel)));
+                unrestorable.lock().insert(i as usize);
+            }
+            progress
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    };
+    // A blob its pack did not yield may be listed in another pack too (an old index file
+    // replayed after `repair packs`): read from there before calling it lost.
+    let deliver_or_fail = |id: &BlobId, pack: &PackId, error: &dyn std::fmt::Display| {
+        let elsewhere = index
+            .locations(id)
+            .into_iter()
+            .filter(|at| at.pack != *pack)
+            .find_map(|at| repo.read_blob(&at).ok());
+        match elsewhere {
+            Some(data) => deliver(id, &data),
+            None => {
+                let uses = &targets[id];
+                let users: Vec<String> = uses
+                    .iter()
+                    .map(|(i, _)| shown(&files[*i as usize].rel))
+                    .collect();
+                fail(format!("{error} (needed by {})", users.join(", ")));
+                unrestorable
+                    .lock()
+                    .extend(uses.iter().map(|(i, _)| *i as usize));
+            }
+        }
+    };
     let packs: Vec<(PackId, Vec<PackEntry>)> = by_pack.into_iter().collect();
-    packs.par_iter().try_for_each(|(pack, wanted)| {
-        let result = for_each_blob(
+    packs.par_iter().for_each(|(pack, wanted)| {
+        let mut handled: HashSet<BlobId> = HashSet::new();
+        let read = for_each_blob(
             repo,
             pack,
             wanted.clone(),
             opts.read_window,
             |entry, plain| {
-                let uses = &targets[&entry.id];
-                let data = match plain {
-                    Ok(data) => data,
-                    Err(e) => {
-                        let users: Vec<String> = uses
-                            .iter()
-                            .map(|(i, _)| shown(&files[*i as usize].rel))
-                            .collect();
-                        fail(format!("{e} (needed by {})", users.join(", ")));
-                        unrestorable
-                            .lock()
-                            .extend(uses.iter().map(|(i, _)| *i as usize));
-                        return Ok(());
-                    }
-                };
-                let runs = non_zero_runs(&data);
-                for &(i, offset) in uses {
-                    let file = &files[i as usize];
-                    if let Err(e) = write_blob(&target, file, &data, &runs, offset) {
-                        fail(format!("{}: {e}", shown(&file.rel)));
-                        unrestorable.lock().insert(i as usize);
-                    }
-                    progress
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                handled.insert(entry.id);
+                match plain {
+                    Ok(data) => deliver(&entry.id, &data),
+                    Err(e) => deliver_or_fail(&entry.id, pack, &e),
                 }
                 Ok(())
             },
         );
-        result.or_else(|e: Error| {
-            fail(format!("pack {pack}: {e}"));
-            Ok::<(), Error>(())
-        })
-    })?;
+        if let Err(e) = read {
+            let error = format!("pack {pack}: {e}");
+            for entry in wanted.iter().filter(|e| !handled.contains(&e.id)) {
+                deliver_or_fail(&entry.id, pack, &error);
+            }
+        }
+    });
     let unrestorable = unrestorable.into_inner();
 
     // Everything else, then hard links, then metadata, directories last and deepest first.
