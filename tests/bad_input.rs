@@ -400,3 +400,19 @@ fn a_closed_output_ends_cairn_quietly_not_with_a_panic() {
     }
     assert_eq!(command.status().unwrap().code(), Some(12));
 }
+
+#[test]
+fn a_stage_whose_path_is_not_a_directory_of_the_parent_is_refused_not_started_empty() {
+    let env = backed_up();
+    let dir = env.path("mnt");
+    fs::create_dir_all(&dir).unwrap();
+    let out = env.run(&[
+        "stage",
+        dir.to_str().unwrap(),
+        "--parent",
+        "latest",
+        "--path",
+        "/no/such",
+    ]);
+    assert_one_line_error(&out, 1, "has no directory \"such\" at its root (it has: src)");
+}

@@ -8,6 +8,10 @@ fuzz_target!(|data: &[u8]| {
         let index = Index::from_segments(vec![segment]);
         for at in index.iter() {
             assert_eq!(index.get(&at.entry.id).map(|l| l.entry.id), Some(at.entry.id));
+            // Every location of a blob is kept, the first listed first.
+            let locations = index.locations(&at.entry.id);
+            assert_eq!(locations.first().map(|l| l.pack), Some(at.pack));
+            assert!(locations.iter().all(|l| l.entry.id == at.entry.id));
         }
     }
 });
