@@ -517,6 +517,35 @@ fn snapshot_made_while_mounted_appears_without_remounting() {
 }
 
 #[test]
+fn a_snapshot_forgotten_while_mounted_disappears_within_2_s_and_open_files_still_read() {
+    let (env, src) = backed_up_tree();
+    fs::write(src.join("added-later"), b"new").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    assert_eq!(fs::read_dir(mnt.dir.join("snapshots")).unwrap().count(), 2);
+    let open = fs::File::open(mnt.dir.join("latest/src/small.txt")).unwrap();
+    let newest = env.json(&["snapshots"])[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["forget", &newest[..8]]);
+    let start = Instant::now();
+    wait_for("the forgotten snapshot to go", || {
+        fs::read_dir(mnt.dir.join("snapshots")).unwrap().count() == 1
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // Its data is still stored (no prune): a file opened before reads whole.
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &open, &mut text).unwrap();
+    assert_eq!(text, "hello, world\n");
+    mnt.stop();
+}
+
+#[test]
 fn tags_hosts_and_latest_link_to_their_snapshots_and_statfs_counts_them() {
     let (env, src) = backed_up_tree();
     fs::write(src.join("tagged-only"), b"t").unwrap();

@@ -414,5 +414,9 @@ fn a_stage_whose_path_is_not_a_directory_of_the_parent_is_refused_not_started_em
         "--path",
         "/no/such",
     ]);
-    assert_one_line_error(&out, 1, "has no directory \"such\" at its root (it has: src)");
+    assert_one_line_error(
+        &out,
+        1,
+        "has no directory \"such\" at its root (it has: src)",
+    );
 }

@@ -5,6 +5,7 @@
 mod backup;
 mod cat;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -74,6 +75,8 @@ enum Command {
     Cat(cat::Args),
     /// Show repository statistics.
     Stats(stats::Args),
+    /// Remove snapshots, named or by a retention policy (their data stays until a prune).
+    Forget(forget::Args),
     /// Manage the passwords that open the repository.
     Key(key::Args),
     /// Verify the repository: structure, and with --read-data every byte.
@@ -289,6 +292,7 @@ pub fn run() -> Result<u8> {
         Command::Init(args) => init::run(&globals, args),
         Command::Backup(args) => backup::run(&globals, args),
         Command::Snapshots(args) => snapshots::run(&globals, args),
+        Command::Forget(args) => forget::run(&globals, args),
         Command::Ls(args) => ls::run(&globals, args),
         Command::Restore(args) => restore::run(&globals, args),
         Command::Mount(args) => mount::run(&globals, args),
