@@ -392,3 +392,32 @@ fn walkdir_count(root: &Path) -> usize {
     }
     count
 }
+
+#[test]
+fn include_makes_missing_parents_and_leaves_existing_unselected_directories_alone() {
+    let (env, src) = common::backed_up_tree();
+    let target = env.path("target");
+    // No parent exists yet: restore makes them.
+    env.restore("latest", &target, &["--include", "src/dir/deeper/text.txt"]);
+    assert_eq!(
+        fs::read(target.join("src/dir/deeper/text.txt")).unwrap(),
+        fs::read(src.join("dir/deeper/text.txt")).unwrap()
+    );
+    // An existing directory restore only passes through keeps its owner and mode.
+    let other = env.path("other");
+    fs::create_dir_all(other.join("src/dir")).unwrap();
+    fs::set_permissions(other.join("src/dir"), fs::Permissions::from_mode(0o700)).unwrap();
+    env.restore("latest", &other, &["--include", "src/dir/deeper/text.txt"]);
+    let mode = fs::metadata(other.join("src/dir")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
+    // --overwrite never leaves existing directories as they were too.
+    let kept = env.path("kept");
+    fs::create_dir_all(kept.join("src")).unwrap();
+    fs::set_permissions(kept.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+    env.restore("latest", &kept, &["--overwrite", "never"]);
+    assert_eq!(
+        fs::metadata(kept.join("src")).unwrap().mode() & 0o7777,
+        0o700
+    );
+    assert!(kept.join("src/dir/deeper/text.txt").exists());
+}

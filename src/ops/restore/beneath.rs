@@ -33,9 +33,35 @@ pub const PRIVATE_FILE: u32 = 0o600;
 /// Mode of a directory while restore fills it: only its owner can enter it.
 pub const PRIVATE_DIR: u32 = 0o700;
 
+/// Which inode an entry is: restore notes it when it makes (or keeps) an entry and sets
+/// metadata only on that inode, so an entry swapped in by someone who can write the directory
+/// (a directory of another user's, already in the target) never gets the recorded owner and
+/// mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    fn of(stat: &FileStat) -> Identity {
+        Identity {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        }
+    }
+
+    /// The identity of the open `file`.
+    pub fn of_file(file: &File) -> io::Result<Identity> {
+        Ok(Identity::of(&nix::sys::stat::fstat(file)?))
+    }
+}
+
 /// What stands at a name in the target before restore puts something there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Existing {
+    /// Which inode it is.
+    pub identity: Identity,
     /// The entry's type bits (`S_IFMT` of its mode).
     pub format: u32,
     /// Its size in bytes.
@@ -47,6 +73,7 @@ pub struct Existing {
 impl Existing {
     fn of(stat: &FileStat) -> Existing {
         Existing {
+            identity: Identity::of(stat),
             format: stat.st_mode & libc::S_IFMT,
             size: u64::try_from(stat.st_size).unwrap_or(0),
             mtime: stat.st_mtime.saturating_mul(1_000_000_000) + stat.st_mtime_nsec,
@@ -245,13 +272,20 @@ pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, what: Existing) -> io::Result<(
     Ok(())
 }
 
-/// Creates directory `name` in `dir`, private until its metadata is applied.
-pub fn make_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    Ok(nix::sys::stat::mkdirat(
-        dir,
-        name,
-        Mode::from_bits_truncate(PRIVATE_DIR),
-    )?)
+/// Creates directory `name` in `dir`, private until its metadata is applied; returns which
+/// inode it is.
+pub fn make_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Identity> {
+    nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(PRIVATE_DIR))?;
+    identity_of(dir, name, NodeKind::Dir)
+}
+
+/// Which inode `name` in `dir` is, insisting it is of `kind` (not a link put in its place).
+fn identity_of(dir: BorrowedFd<'_>, name: &OsStr, kind: NodeKind) -> io::Result<Identity> {
+    let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if !Existing::of(&stat).is_kind(kind) {
+        return Err(replaced());
+    }
+    Ok(Identity::of(&stat))
 }
 
 /// Creates the regular file `name` in `dir`, private, failing if anything stands there.
@@ -266,8 +300,13 @@ pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
 }
 
 /// Creates a symlink, fifo or device node `name` in `dir` (fifos and devices private until
-/// their metadata is applied). Sockets are not re-created: they belong to a listening process.
-pub fn create_special(dir: BorrowedFd<'_>, name: &OsStr, node: &Node) -> io::Result<()> {
+/// their metadata is applied); returns which inode it is. Sockets are not re-created: they
+/// belong to a listening process.
+pub fn create_special(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    node: &Node,
+) -> io::Result<Option<Identity>> {
     let private = Mode::from_bits_truncate(PRIVATE_FILE);
     match node.kind {
         NodeKind::Symlink => nix::unistd::symlinkat(OsStr::from_bytes(&node.target), dir, name)?,
@@ -278,9 +317,9 @@ pub fn create_special(dir: BorrowedFd<'_>, name: &OsStr, node: &Node) -> io::Res
         NodeKind::BlockDevice => {
             nix::sys::stat::mknodat(dir, name, SFlag::S_IFBLK, private, node.rdev)?
         }
-        NodeKind::Socket | NodeKind::File | NodeKind::Dir => {}
+        NodeKind::Socket | NodeKind::File | NodeKind::Dir => return Ok(None),
     }
-    Ok(())
+    identity_of(dir, name, node.kind).map(Some)
 }
 
 /// Hard-links `from_name` in `from_dir` as `name` in `dir` (linkat does not follow links).
@@ -303,17 +342,18 @@ pub fn hard_link(
 /// chown clears setuid bits, and setting xattrs or the mode changes ctime, not mtime. Files and
 /// directories are opened (no-follow) and changed through the descriptor; fifos and devices
 /// through an `O_PATH` descriptor; symlinks with the no-follow calls on their name. The entry
-/// must be of `node`'s kind: anything else (a link put in its place) is refused untouched.
+/// must be the inode restore made or kept (`expected`): anything else — a link or a file put in
+/// its place — is refused untouched.
 pub fn apply_metadata(
     dir: BorrowedFd<'_>,
     name: &OsStr,
     node: &Node,
+    expected: Identity,
     as_root: bool,
 ) -> io::Result<()> {
     let times = [timespec(node.atime), timespec(node.mtime)];
     if node.kind == NodeKind::Symlink {
-        let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        if stat.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        if identity_of(dir, name, NodeKind::Symlink)? != expected {
             return Err(replaced());
         }
         if as_root {
@@ -350,7 +390,7 @@ pub fn apply_metadata(
     };
     let fd = openat(dir, name, flags, Mode::empty())?;
     let stat = nix::sys::stat::fstat(&fd)?;
-    if !Existing::of(&stat).is_kind(node.kind) {
+    if !Existing::of(&stat).is_kind(node.kind) || Identity::of(&stat) != expected {
         return Err(replaced());
     }
     let mode = Mode::from_bits_truncate(node.mode & 0o7777);
@@ -402,4 +442,44 @@ fn replaced() -> io::Error {
 
 fn timespec(ns: i64) -> TimeSpec {
     TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn metadata_is_never_set_on_an_entry_swapped_in_after_restore_made_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::open(dir.path()).unwrap();
+        let made = create_file(target.root(), OsStr::new("f")).unwrap();
+        let identity = Identity::of_file(&made).unwrap();
+        // Someone who can write the directory moves restore's file away and puts their own.
+        std::fs::rename(dir.path().join("f"), dir.path().join("moved")).unwrap();
+        std::fs::write(dir.path().join("f"), b"theirs").unwrap();
+        std::fs::set_permissions(dir.path().join("f"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let mut node = Node::new(NodeKind::File, 0o4755, (0, 0), 0);
+        node.name = b"f".to_vec();
+        let refused = apply_metadata(target.root(), OsStr::new("f"), &node, identity, false);
+        assert!(refused.is_err());
+        let mode = std::fs::metadata(dir.path().join("f"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o644,
+            "the swapped-in file got the recorded mode"
+        );
+        // Restore's own file, found where it was made, takes it.
+        std::fs::rename(dir.path().join("moved"), dir.path().join("f")).unwrap();
+        apply_metadata(target.root(), OsStr::new("f"), &node, identity, false).unwrap();
+        let mode = std::fs::metadata(dir.path().join("f"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4755);
+    }
 }

@@ -25,7 +25,7 @@ use crate::repo::index::Index;
 use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
-use beneath::{Existing, Target};
+use beneath::{Existing, Identity, Target};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -36,6 +36,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What to do with an entry that already stands where the snapshot has one, as restic 0.17's
@@ -146,6 +147,24 @@ pub struct RestoreProgress {
 struct Planned {
     rel: PathBuf,
     node: Node,
+    /// The inode restore made for it (or kept, for a directory merged into): metadata goes
+    /// to that inode only. Unset when nothing was made: no metadata then.
+    identity: OnceLock<Identity>,
+}
+
+impl Planned {
+    fn new(rel: &Path, node: &Node) -> Planned {
+        Planned {
+            rel: rel.to_path_buf(),
+            node: node.clone(),
+            identity: OnceLock::new(),
+        }
+    }
+
+    /// Notes the inode made for this entry.
+    fn made(&self, identity: Identity) {
+        let _ = self.identity.set(identity);
+    }
 }
 
 /// Restores `path` of `snapshot` (empty for all of it) into `opts.target`.
@@ -225,7 +244,10 @@ pub fn restore(
             let made = target
                 .parent(&file.rel)
                 .and_then(|(dir, name)| beneath::create_file(dir.as_fd(), name))
-                .and_then(|f| f.set_len(file.node.size));
+                .and_then(|f| {
+                    file.made(Identity::of_file(&f)?);
+                    f.set_len(file.node.size)
+                });
             if let Err(e) = made {
                 fail(format!("{}: {e}", shown(&file.rel)));
                 unrestorable.lock().insert(i);
@@ -305,7 +327,10 @@ pub fn restore(
         };
     for other in &others {
         if let Err(e) = made_at(&other.rel, &|dir, name| {
-            beneath::create_special(dir, name, &other.node)
+            if let Some(identity) = beneath::create_special(dir, name, &other.node)? {
+                other.made(identity);
+            }
+            Ok(())
         }) {
             fail(format!("{}: {e}", shown(&other.rel)));
         }
@@ -322,8 +347,12 @@ pub fn restore(
     }
     let as_root = nix::unistd::geteuid().is_root();
     let apply = |entry: &Planned| {
+        // Nothing made (a failure already reported, or a directory left as it was).
+        let Some(&identity) = entry.identity.get() else {
+            return;
+        };
         let applied = made_at(&entry.rel, &|dir, name| {
-            beneath::apply_metadata(dir, name, &entry.node, as_root)
+            beneath::apply_metadata(dir, name, &entry.node, identity, as_root)
         });
         if let Err(e) = applied {
             fail(format!("{}: {e}", shown(&entry.rel)));
@@ -381,6 +410,9 @@ struct Plan<'a> {
     first_link: HashMap<(u64, u64), PathBuf>,
     /// A directory kept as something else (overwrite policy): nothing below it is restored.
     blocked: Option<PathBuf>,
+    /// Directories `--include` did not select, by path, with their place in `dirs`: made only
+    /// as parents of what it did.
+    unselected_dirs: HashMap<PathBuf, usize>,
     /// With `delete`: the restored directories still being walked, with the names the
     /// snapshot has in each. A directory's extra entries are removed when the walk leaves it.
     open_dirs: Vec<(PathBuf, HashSet<OsString>)>,
@@ -404,6 +436,7 @@ impl<'a> Plan<'a> {
             links: Vec::new(),
             first_link: HashMap::new(),
             blocked: None,
+            unselected_dirs: HashMap::new(),
             open_dirs,
             skipped: 0,
             deleted: 0,
@@ -427,37 +460,40 @@ impl<'a> Plan<'a> {
         let selected = opts.include.is_empty() || opts.include.matches_path_or_parent(rel);
         if !selected {
             if node.kind == NodeKind::Dir {
-                // Made only if something below is selected; its metadata is applied if it is.
-                self.dirs.push(Planned {
-                    rel: rel.to_path_buf(),
-                    node: node.clone(),
-                });
+                // Made only if something below is selected (make_parents notes it then); its
+                // metadata is applied only if restore made it.
+                self.unselected_dirs
+                    .insert(rel.to_path_buf(), self.dirs.len());
+                self.dirs.push(Planned::new(rel, node));
             }
             return Ok(());
         }
         let (dir, name) = self.make_parents(rel).map_err(at)?;
-        let keep = match beneath::existing(dir.as_fd(), name).map_err(at)? {
-            None => false,
+        let kept = match beneath::existing(dir.as_fd(), name).map_err(at)? {
+            None => None,
             Some(existing) if !opts.overwrite.replaces(&existing, node) => {
                 if !(node.kind == NodeKind::Dir && existing.is_dir()) {
                     self.skipped += 1;
                     return Ok(self.block(rel, node));
                 }
-                true
+                Some(existing)
             }
             Some(existing) => {
                 beneath::remove(dir.as_fd(), name, existing).map_err(at)?;
-                false
+                None
             }
         };
-        let planned = Planned {
-            rel: rel.to_path_buf(),
-            node: node.clone(),
-        };
+        let planned = Planned::new(rel, node);
         match node.kind {
             NodeKind::Dir => {
-                if !keep {
-                    beneath::make_dir(dir.as_fd(), name).map_err(at)?;
+                match kept {
+                    // A directory merged into gets the snapshot's metadata, unless existing
+                    // entries are to be left alone (`never`).
+                    Some(existing) if opts.overwrite != Overwrite::Never => {
+                        planned.made(existing.identity)
+                    }
+                    Some(_) => {}
+                    None => planned.made(beneath::make_dir(dir.as_fd(), name).map_err(at)?),
                 }
                 if opts.delete {
                     self.open_dirs.push((rel.to_path_buf(), HashSet::new()));
@@ -490,7 +526,7 @@ impl<'a> Plan<'a> {
 
     /// Opens `rel`'s parent, making any missing directory on the way (a parent not selected by
     /// `--include` is made here, private, when something below it is selected).
-    fn make_parents<'p>(&self, rel: &'p Path) -> io::Result<(std::os::fd::OwnedFd, &'p OsStr)> {
+    fn make_parents<'p>(&mut self, rel: &'p Path) -> io::Result<(std::os::fd::OwnedFd, &'p OsStr)> {
         let parent = rel.parent().unwrap_or(Path::new(""));
         match self.target.dir(parent) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -498,10 +534,13 @@ impl<'a> Plan<'a> {
                 for component in parent.components() {
                     let dir = self.target.dir(&made)?;
                     let name = component.as_os_str();
-                    if beneath::existing(dir.as_fd(), name)?.is_none() {
-                        beneath::make_dir(dir.as_fd(), name)?;
-                    }
                     made.push(name);
+                    if beneath::existing(dir.as_fd(), name)?.is_none() {
+                        let identity = beneath::make_dir(dir.as_fd(), name)?;
+                        if let Some(&at) = self.unselected_dirs.get(&made) {
+                            self.dirs[at].made(identity);
+                        }
+                    }
                 }
                 self.target.parent(rel)
             }
@@ -578,7 +617,9 @@ fn write_blob(
     let whole = file.node.content.len() == 1;
     let handle = if whole {
         let (dir, name) = target.parent(&file.rel)?;
-        beneath::create_file(dir.as_fd(), name)?
+        let created = beneath::create_file(dir.as_fd(), name)?;
+        file.made(Identity::of_file(&created)?);
+        created
     } else {
         target.open_file(&file.rel)?
     };
