@@ -420,3 +420,44 @@ fn a_stage_whose_path_is_not_a_directory_of_the_parent_is_refused_not_started_em
         "has no directory \"such\" at its root (it has: src)",
     );
 }
+
+#[test]
+fn an_index_entry_claiming_a_blob_larger_than_cairn_writes_is_refused_unread() {
+    use cairn::backend::local::LocalBackend;
+    use cairn::repo::Repository;
+    use cairn::repo::ids::{BlobKind, PackId};
+    use cairn::repo::index::{Segment, SegmentPack};
+    use std::sync::Arc;
+    let env = backed_up();
+    let repo = Repository::open(Arc::new(LocalBackend::new(env.repo())), b"correct horse").unwrap();
+    // A key holder points every data blob at 1 GiB of a sparse "pack", listed first.
+    let fake = PackId([0xee; 32]);
+    let dir = env.repo().join("data/ee");
+    fs::create_dir_all(&dir).unwrap();
+    fs::File::create(dir.join(fake.to_hex()))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let mut packs = vec![SegmentPack {
+        pack: fake,
+        blobs: Vec::new(),
+    }];
+    for (_, segment) in repo.index_files().unwrap() {
+        for pack in segment.unwrap().packs {
+            for entry in pack.blobs.iter().filter(|e| e.kind == BlobKind::Data) {
+                let mut huge = *entry;
+                huge.offset = 0;
+                huge.sealed_len = (1 << 30) - 1;
+                packs[0].blobs.push(huge);
+            }
+            packs.push(pack);
+        }
+    }
+    for old in env.repo_files("index") {
+        fs::remove_file(old).unwrap();
+    }
+    repo.save_index_segment(&Segment { packs }).unwrap();
+    let target = env.path("target");
+    let out = run_bounded(&env, &["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_one_line_error(&out, 1, "more than a Data blob can hold");
+}

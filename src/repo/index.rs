@@ -44,12 +44,18 @@ impl Segment {
         key.seal(&serial::encode(self), SEGMENT_AAD)
     }
 
-    /// Opens and parses a stored segment; `name` is used in errors.
+    /// Opens and parses a stored segment; `name` is used in errors. An entry claiming a blob
+    /// larger than cairn writes makes the segment damaged ([`PackEntry::implausible`]).
     pub fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<Segment> {
         let plain = key
             .open(sealed, SEGMENT_AAD)
             .map_err(|e| crate::Error::corrupt(name, e))?;
-        serial::decode(&plain, name)
+        let segment: Segment = serial::decode(&plain, name)?;
+        let entries = segment.packs.iter().flat_map(|p| &p.blobs);
+        if let Some(reason) = entries.filter_map(PackEntry::implausible).next() {
+            return Err(crate::Error::corrupt(name, reason));
+        }
+        Ok(segment)
     }
 }
 

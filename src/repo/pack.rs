@@ -38,7 +38,32 @@ pub struct PackEntry {
     pub compressed: bool,
 }
 
+/// Largest plaintext of a data blob: the largest `chunk_max` a repository may have.
+pub const MAX_DATA_BLOB: u32 = 16 << 20;
+/// Largest plaintext of a tree blob: a directory piece, or one node listing the chunks of a
+/// file of several terabytes.
+pub const MAX_TREE_BLOB: u32 = 256 << 20;
+/// Bytes sealing adds beyond the payload (nonce, tag), with room for framing.
+const SEALED_SLACK: u32 = 64;
+
 impl PackEntry {
+    /// Why this entry cannot describe a blob cairn writes, or `None`. An index or header entry
+    /// that claims more is refused where it is parsed: every reader reads `sealed_len` bytes
+    /// into memory, so a crafted length would otherwise decide how much memory a read takes.
+    pub fn implausible(&self) -> Option<String> {
+        let most = match self.kind {
+            BlobKind::Data => MAX_DATA_BLOB,
+            BlobKind::Tree => MAX_TREE_BLOB,
+        };
+        if self.raw_len > most || self.sealed_len > self.raw_len.saturating_add(SEALED_SLACK) {
+            return Some(format!(
+                "blob {} claims {} bytes ({} sealed), more than a {:?} blob can hold ({most})",
+                self.id, self.raw_len, self.sealed_len, self.kind
+            ));
+        }
+        None
+    }
+
     /// What the blob claims to be, for opening it.
     pub fn meta(&self) -> BlobMeta {
         BlobMeta {
@@ -163,6 +188,9 @@ pub fn parse_header(
                 &name,
                 format!("blob {} lies outside the pack", entry.id),
             ));
+        }
+        if let Some(reason) = entry.implausible() {
+            return Err(Error::corrupt(&name, format!("header: {reason}")));
         }
     }
     Ok(entries)
