@@ -458,6 +458,9 @@ fn an_index_entry_claiming_a_blob_larger_than_cairn_writes_is_refused_unread() {
     }
     repo.save_index_segment(&Segment { packs }).unwrap();
     let target = env.path("target");
-    let out = run_bounded(&env, &["restore", "latest", "--target", target.to_str().unwrap()]);
+    let out = run_bounded(
+        &env,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
     assert_one_line_error(&out, 1, "more than a Data blob can hold");
 }

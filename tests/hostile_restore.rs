@@ -6,6 +6,7 @@
 
 mod common;
 
+use cairn::repo::tree::{Node, NodeKind};
 use common::Env;
 use common::crafted::Crafter;
 use std::collections::BTreeMap;
@@ -420,4 +421,80 @@ fn include_makes_missing_parents_and_leaves_existing_unselected_directories_alon
         0o700
     );
     assert!(kept.join("src/dir/deeper/text.txt").exists());
+}
+
+/// 40 levels of directories that each name the next twice, over `leaf`: 2^40 paths.
+fn doubling_tree(
+    crafter: &Crafter,
+    leaf: Vec<cairn::repo::tree::Node>,
+) -> Vec<cairn::repo::tree::Node> {
+    let mut level = leaf;
+    for _ in 0..40 {
+        let below = crafter.dir(b"a", 0o755, level);
+        let mut twin = below.clone();
+        twin.name = b"b".to_vec();
+        level = vec![below, twin];
+    }
+    level
+}
+
+#[test]
+fn a_summary_claiming_2_to_the_50_files_does_not_lift_the_walk_bound() {
+    let env = Env::with_repo(&[]);
+    let crafter = Crafter::new(&env);
+    let root = doubling_tree(&crafter, vec![crafter.file(b"f", 0o644, b"leaf")]);
+    crafter.commit_claiming(root, 1 << 50, 1 << 50);
+    fails_cleanly(&env, &["ls", "latest"], "expands to far more entries");
+}
+
+#[test]
+fn chunk_references_and_entries_of_every_kind_count_against_the_bound() {
+    // One file node listing 400,000 chunks, named through 300 directories: 120 million chunk
+    // references for restore to plan, from a repository of a few kilobytes.
+    let env = Env::with_repo(&[]);
+    let crafter = Crafter::new(&env);
+    let mut big = crafter.file(b"big", 0o644, &[0u8; 4096]);
+    big.content = vec![big.content[0]; 400_000];
+    big.size = 400_000 * 4096;
+    let holder = crafter.dir(b"holder", 0o755, vec![big]);
+    let names: Vec<_> = (0..300)
+        .map(|i| {
+            let mut d = holder.clone();
+            d.name = format!("d{i:03}").into_bytes();
+            d
+        })
+        .collect();
+    let root = vec![crafter.dir(b"many", 0o755, names)];
+    crafter.commit(root);
+    let target = env.path("target");
+    fails_cleanly(
+        &env,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        "expands to far more entries",
+    );
+    assert!(
+        !target.join("many").exists(),
+        "restore made something before refusing"
+    );
+
+    // 200,000 fifos in one directory, named by 100 directories: 20 million entries to list.
+    let env = Env::with_repo(&[]);
+    let crafter = Crafter::new(&env);
+    let fifos: Vec<_> = (0..200_000u32)
+        .map(|i| {
+            let mut fifo = Node::new(NodeKind::Fifo, 0o644, (0, 0), 0);
+            fifo.name = format!("p{i:06}").into_bytes();
+            fifo
+        })
+        .collect();
+    let shared = crafter.dir(b"shared", 0o755, fifos);
+    let names: Vec<_> = (0..100)
+        .map(|i| {
+            let mut d = shared.clone();
+            d.name = format!("d{i:03}").into_bytes();
+            d
+        })
+        .collect();
+    crafter.commit(names);
+    fails_cleanly(&env, &["ls", "latest"], "expands to far more entries");
 }

@@ -7,55 +7,155 @@
 //! A tree is content-addressed and so cannot contain itself, but its directories can name one
 //! subtree many times: 40 levels of directories that each name the next one twice expand to 2^40
 //! paths from 80 stored entries. The budget turns that into an error instead of a walk that never
-//! ends.
+//! ends: the whole tree's work is counted from its distinct directories before the walk
+//! starts, so such a tree is refused before a single entry is visited or made.
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-/// Files and directories a walk may visit beyond twice what the snapshot says it holds.
+/// Work a walk may do beyond what the snapshot's summary accounts for (symlinks, fifos and
+/// devices, which it does not count, and rounding).
 pub const WALK_SLACK: u64 = 100_000;
 
-/// How many files and directories a walk may visit before it calls the tree damaged. Other
-/// entries (symlinks, fifos, devices) are not counted, as the snapshot's summary does not count
-/// them; a directory's own size is bounded by its stored tree, so they add no unbounded work.
+/// Work no walk may exceed, whatever the snapshot's summary claims (a key holder writes the
+/// summary too): about 134 million entries and chunk references. A restore plans what it walks
+/// in memory, so this also bounds its plan.
+pub const MAX_WALK_WORK: u64 = 1 << 27;
+
+/// How much a walk may do before it calls the tree damaged. Work is counted in entries (of any
+/// kind) plus the chunk references of files, what a restore's plan holds in memory. Before a
+/// walk starts, the whole tree's work is counted from its distinct directories (each read once,
+/// however often it is named), so a tree over the budget is refused before anything is made.
 #[derive(Clone, Copy, Debug)]
 pub struct WalkBudget {
-    /// Entries left to visit.
-    pub entries: u64,
+    /// Work left.
+    pub work: u64,
 }
 
 impl WalkBudget {
     /// The budget for walking `snapshot`: twice the files and directories its summary records,
-    /// plus [`WALK_SLACK`]. An honest tree never reaches it; one that names a subtree over and
-    /// over does, after work proportional to what the snapshot claims to hold.
+    /// one chunk reference per KiB of its content (chunks are at least 1 KiB), plus
+    /// [`WALK_SLACK`]; never more than [`MAX_WALK_WORK`]. An honest tree stays well inside it;
+    /// one that names a subtree over and over does not.
     pub fn for_snapshot(snapshot: &Snapshot) -> WalkBudget {
-        let recorded = snapshot
-            .summary
+        let summary = &snapshot.summary;
+        let recorded = summary
             .files
-            .saturating_add(snapshot.summary.dirs)
-            .saturating_mul(2);
+            .saturating_add(summary.dirs)
+            .saturating_mul(2)
+            .saturating_add(summary.bytes / 1024);
         WalkBudget {
-            entries: recorded.saturating_add(WALK_SLACK),
+            work: recorded.saturating_add(WALK_SLACK).min(MAX_WALK_WORK),
         }
     }
 
-    /// Counts one visited entry; an error once the budget is spent.
-    fn spend(&mut self, path: &Path) -> Result<()> {
-        self.entries = self.entries.checked_sub(1).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: the snapshot's tree expands to far more entries than the snapshot records \
-                 (a subtree named over and over): damaged or crafted, not walked further",
-                path.display()
-            ))
-        })?;
+    /// Counts the work of visiting `node`; an error once the budget is spent.
+    fn spend(&mut self, node: &Node, path: &Path) -> Result<()> {
+        self.work = self
+            .work
+            .checked_sub(work_of(node))
+            .ok_or_else(|| over_budget(path))?;
         Ok(())
     }
+}
+
+/// What visiting `node` costs: itself and its chunk references.
+fn work_of(node: &Node) -> u64 {
+    1 + node.content.len() as u64
+}
+
+fn over_budget(path: &Path) -> Error {
+    Error::Invalid(format!(
+        "{}: the snapshot's tree expands to far more entries than the snapshot records \
+         (a subtree named over and over): damaged or crafted, not walked",
+        path.display()
+    ))
+}
+
+/// The work of walking `nodes` and everything below them, counted from the distinct
+/// directories (each read once) and stopping as soon as it exceeds `limit`. A loop, not
+/// recursion; deeper than [`MAX_DEPTH`] is an error.
+fn expanded_work(
+    repo: &Repository,
+    index: &Index,
+    nodes: &[Node],
+    limit: u64,
+    base: &Path,
+) -> Result<u64> {
+    /// One directory being counted: its tree, entries not yet counted, the sum so far.
+    struct Frame {
+        tree: BlobId,
+        entries: std::vec::IntoIter<Node>,
+        sum: u64,
+    }
+    let mut counted: HashMap<BlobId, u64> = HashMap::new();
+    let mut total = 0u64;
+    for node in nodes {
+        total = total.saturating_add(work_of(node));
+        let Some(top) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+            continue;
+        };
+        let mut stack: Vec<Frame> = Vec::new();
+        let open = |tree: BlobId| -> Result<Frame> {
+            Ok(Frame {
+                tree,
+                entries: repo.read_tree(index, &tree)?.into_iter(),
+                sum: 0,
+            })
+        };
+        if let Some(&known) = counted.get(&top) {
+            total = total.saturating_add(known);
+        } else {
+            stack.push(open(top)?);
+        }
+        while let Some(frame) = stack.last_mut() {
+            let Some(child) = frame.entries.next() else {
+                let done = stack.pop().expect("the loop holds a frame");
+                counted.insert(done.tree, done.sum);
+                match stack.last_mut() {
+                    Some(parent) => parent.sum = parent.sum.saturating_add(done.sum),
+                    None => total = total.saturating_add(done.sum),
+                }
+                continue;
+            };
+            frame.sum = frame.sum.saturating_add(work_of(&child));
+            if let (NodeKind::Dir, Some(sub)) = (child.kind, child.subtree)
+                && let Some(&below) = counted.get(&sub)
+            {
+                frame.sum = frame.sum.saturating_add(below);
+            }
+            if frame.sum > limit {
+                return Err(over_budget(&base.join(OsStr::from_bytes(&node.name))));
+            }
+            if let (NodeKind::Dir, Some(sub)) = (child.kind, child.subtree)
+                && !counted.contains_key(&sub)
+            {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(&base.join(OsStr::from_bytes(&node.name))));
+                }
+                stack.push(open(sub)?);
+            }
+        }
+        if total > limit {
+            return Err(over_budget(&base.join(OsStr::from_bytes(&node.name))));
+        }
+    }
+    Ok(total)
+}
+
+fn too_deep(path: &Path) -> Error {
+    Error::Invalid(format!(
+        "{}: directories nested deeper than {MAX_DEPTH} levels: damaged or crafted, not walked",
+        path.display()
+    ))
 }
 
 /// Where a walk starts: the nodes at a path inside a snapshot.
@@ -101,8 +201,8 @@ pub fn resolve(
 }
 
 /// Visits `nodes` and everything below them, parents before their entries; `base` is prefixed
-/// to every path. Fails, having visited what came before, on a tree deeper than [`MAX_DEPTH`]
-/// or once `budget` is spent.
+/// to every path. A tree deeper than [`MAX_DEPTH`] or whose work exceeds `budget` is refused
+/// before anything is visited.
 pub fn walk(
     repo: &Repository,
     index: &Index,
@@ -111,6 +211,7 @@ pub fn walk(
     budget: &mut WalkBudget,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<()>,
 ) -> Result<()> {
+    expanded_work(repo, index, &nodes, budget.work, base)?;
     // One open directory per level: its path and the entries not yet visited.
     let mut stack: Vec<(PathBuf, std::vec::IntoIter<Node>)> =
         vec![(base.to_path_buf(), nodes.into_iter())];
@@ -120,17 +221,11 @@ pub fn walk(
             continue;
         };
         let path = dir.join(OsStr::from_bytes(&node.name));
-        if matches!(node.kind, NodeKind::File | NodeKind::Dir) {
-            budget.spend(&path)?;
-        }
+        budget.spend(&node, &path)?;
         visit(&path, &node)?;
         if let (NodeKind::Dir, Some(tree)) = (node.kind, node.subtree) {
             if stack.len() >= MAX_DEPTH {
-                return Err(Error::Invalid(format!(
-                    "{}: directories nested deeper than {MAX_DEPTH} levels: damaged or crafted, \
-                     not walked further",
-                    path.display()
-                )));
+                return Err(too_deep(&path));
             }
             let below = repo.read_tree(index, &tree)?;
             stack.push((path, below.into_iter()));

@@ -83,8 +83,17 @@ impl Crafter {
         self.commit_labelled(root, "attacker", &[]);
     }
 
+    /// [`Crafter::commit`] with a summary claiming `files` files and `dirs` directories.
+    pub fn commit_claiming(self, root: Vec<Node>, files: u64, dirs: u64) {
+        self.commit_with(root, "attacker", &[], (files, dirs));
+    }
+
     /// [`Crafter::commit`] with the given host name and tags.
-    pub fn commit_labelled(mut self, mut root: Vec<Node>, host: &str, tags: &[&str]) {
+    pub fn commit_labelled(self, root: Vec<Node>, host: &str, tags: &[&str]) {
+        self.commit_with(root, host, tags, (3, 3));
+    }
+
+    fn commit_with(mut self, mut root: Vec<Node>, host: &str, tags: &[&str], claims: (u64, u64)) {
         root.sort_by(|a, b| a.name.cmp(&b.name));
         let tree = self.packer().store_tree(root).unwrap();
         self.packer.take().unwrap().finish().unwrap();
@@ -98,8 +107,8 @@ impl Crafter {
             tree,
             program_version: "crafted".into(),
             summary: Summary {
-                files: 3,
-                dirs: 3,
+                files: claims.0,
+                dirs: claims.1,
                 ..Summary::default()
             },
         };
