@@ -66,6 +66,16 @@ fn main() -> ExitCode {
     quiet_on_closed_output();
     match cli::run() {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout went away (`cairn ls | head`): not an error worth a line.
+        Err(error)
+            if error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(EXIT_CLOSED_OUTPUT as u8)
+        }
         Err(error) => {
             // Not eprintln!: a closed stderr must not turn the error into a panic.
             let _ = writeln!(std::io::stderr(), "cairn: {}", cli::one_line(&error));

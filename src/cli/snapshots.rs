@@ -1,7 +1,7 @@
 //! `cairn snapshots`: list snapshots, optionally filtered.
 
 use crate::cli::Globals;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use indicatif::HumanBytes;
 
 /// Options of `snapshots`.
@@ -21,8 +21,18 @@ pub struct Args {
 /// Runs `snapshots`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = globals.open()?;
-    let snaps: Vec<_> = repo
-        .snapshots()?
+    // Every file on its own: the good ones are listed, a damaged one fails the command after.
+    let mut damaged = Vec::new();
+    let mut all = Vec::new();
+    for (_, opened) in repo.snapshot_files()? {
+        match opened {
+            Ok(snapshot) => all.push(snapshot),
+            Err(e @ cairn::Error::Corrupt { .. }) => damaged.push(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    all.sort_by_key(|(id, s)| (s.time, *id));
+    let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.hostname == h))
         .filter(|(_, s)| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
@@ -40,7 +50,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             })
             .collect();
         println!("{}", serde_json::Value::Array(list));
-        return Ok(0);
+        return fail_on_damage(damaged);
     }
     println!(
         "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  paths",
@@ -60,5 +70,14 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     if !globals.quiet {
         println!("{} snapshots", snaps.len());
     }
-    Ok(0)
+    fail_on_damage(damaged)
+}
+
+/// The command's result: an error naming the first damaged snapshot file, if any.
+fn fail_on_damage(damaged: Vec<cairn::Error>) -> Result<u8> {
+    match damaged.len() {
+        0 => Ok(0),
+        1 => Err(damaged.into_iter().next().expect("one").into()),
+        n => bail!("{n} snapshot files are damaged; first: {}", damaged[0]),
+    }
 }

@@ -241,10 +241,13 @@ impl Repository {
         Ok(id)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first. A snapshot file that is damaged (does not parse, does not
+    /// authenticate, is not a regular file, is too large) is left out with one log line, so one
+    /// bad file does not hide every other snapshot (`check` reports it); any other failure to
+    /// read one — the store not answering — is an error, never a shorter list.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let names = self.backend.list("snapshots/")?;
-        let mut snaps = names
+        let read = names
             .par_iter()
             .map(|info| {
                 let id = SnapshotId::from_hex(id_of(&info.name))
@@ -252,7 +255,17 @@ impl Repository {
                 let bytes = get_addressed(self.backend.as_ref(), &info.name, MAX_SNAPSHOT_LEN)?;
                 Ok((id, Snapshot::open(&self.key, &info.name, &bytes)?))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Vec<Result<_>>>();
+        let mut snaps = Vec::with_capacity(read.len());
+        for snapshot in read {
+            match snapshot {
+                Ok(snapshot) => snaps.push(snapshot),
+                Err(e @ Error::Corrupt { .. }) => {
+                    tracing::warn!("{e}: left out (`cairn check` reports it)");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         snaps.sort_by_key(|(id, s)| (s.time, *id));
         Ok(snaps)
     }
