@@ -498,3 +498,37 @@ fn chunk_references_and_entries_of_every_kind_count_against_the_bound() {
     crafter.commit(names);
     fails_cleanly(&env, &["ls", "latest"], "expands to far more entries");
 }
+
+#[test]
+fn delete_never_empties_a_file_system_mounted_inside_the_target() {
+    if !common::is_root() {
+        return;
+    }
+    let (env, _src) = common::backed_up_tree();
+    let target = env.path("target");
+    let mount = target.join("extra/mnt");
+    fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    fs::write(mount.join("keep"), b"on another file system").unwrap();
+    let out = env.run(&[
+        "restore",
+        "latest:src",
+        "--target",
+        target.to_str().unwrap(),
+        "--delete",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let kept = fs::read(mount.join("keep"));
+    let _ = std::process::Command::new("umount").arg(&mount).status();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another file system is mounted below it"),
+        "{stderr}"
+    );
+    assert_eq!(kept.unwrap(), b"on another file system");
+}

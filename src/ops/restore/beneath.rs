@@ -230,7 +230,8 @@ pub fn existing(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Existing
 }
 
 /// Removes `name` from `dir`: a link or file is unlinked (never followed), a directory is
-/// emptied and removed, depth first, each level opened from the one above it.
+/// emptied and removed, depth first, each level opened from the one above it. A directory with
+/// another file system mounted below it is refused, untouched below the mount.
 pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, what: Existing) -> io::Result<()> {
     use nix::unistd::{UnlinkatFlags, unlinkat};
     if !what.is_dir() {
@@ -251,6 +252,13 @@ pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, what: Existing) -> io::Result<(
                 continue;
             }
             let stat = fstatat(current.as_fd(), entry_name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            if stat.st_dev != what.identity.dev {
+                // Another file system mounted inside: never emptied by a restore.
+                return Err(io::Error::other(format!(
+                    "{}: another file system is mounted below it: not removed",
+                    name.to_string_lossy()
+                )));
+            }
             if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 subdir = Some(entry_name.to_os_string());
                 break;
