@@ -181,6 +181,11 @@ impl StageTree {
         Ok(ino)
     }
 
+    /// The inode named `name` in `parent`, if any, without counting a kernel lookup.
+    pub fn child(&mut self, parent: u64, name: &[u8], store: &Store) -> TreeResult<Option<u64>> {
+        Ok(self.entries(parent, store)?.get(name).copied())
+    }
+
     /// Counts a lookup the kernel made by other means (readdirplus, create).
     pub fn remember(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {

@@ -36,7 +36,9 @@ impl Stage {
 
     /// Adds a new node and answers with its entry.
     pub(super) fn make(&self, parent: INodeNo, name: &OsStr, node: Node, reply: ReplyEntry) {
-        if let Err(e) = privilege::check_name(name) {
+        if let Err(e) = privilege::check_name(name)
+            .and_then(|()| self.may_change_dir(parent.0, name.as_bytes()))
+        {
             return reply.error(e);
         }
         let made = self.changing(|store| {
@@ -52,6 +54,9 @@ impl Stage {
 
     /// Removes a name: a directory (rmdir) when `dir`, else anything else (unlink).
     pub(super) fn remove(&self, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        if let Err(e) = self.may_change_dir(parent.0, name.as_bytes()) {
+            return reply.error(e);
+        }
         match self.changing(|store| {
             self.tree
                 .lock()
@@ -122,6 +127,36 @@ impl Stage {
         })?
         .map_err(errno_of)?;
         Ok(sent)
+    }
+
+    /// Refuses, for a caller other than root, adding or removing `name` in directory `dir`
+    /// where the caller could not on a real file system (the name's current inode, if any,
+    /// is what a removal or a replacing rename would take away).
+    pub(super) fn may_change_dir(&self, dir: u64, name: &[u8]) -> std::result::Result<(), Errno> {
+        if self.caller.is_root() {
+            return Ok(());
+        }
+        let nodes = self.with_store(|store| {
+            let mut tree = self.tree.lock();
+            let victim = match tree.child(dir, name, store)? {
+                Some(ino) => Some(tree.get(ino)?.node.clone()),
+                None => None,
+            };
+            Ok::<_, TreeError>((tree.get(dir)?.node.clone(), victim))
+        })?;
+        let (dir, victim) = nodes.map_err(errno_of)?;
+        self.caller.may_change_dir(&dir, victim.as_ref())
+    }
+
+    /// Refuses, for a caller other than root, changing the content or xattrs of `ino` without
+    /// write permission.
+    pub(super) fn may_write(&self, ino: u64) -> std::result::Result<(), Errno> {
+        if self.caller.is_root() {
+            return Ok(());
+        }
+        let tree = self.tree.lock();
+        let node = &tree.get(ino).map_err(errno_of)?.node;
+        self.caller.may_write(node)
     }
 
     /// The body of file `ino`.

@@ -91,6 +91,24 @@ impl Filesystem for StageFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // Every check before any change: a refused setattr changes nothing.
+        let allowed = (|| {
+            let tree = self.stage.tree.lock();
+            let node = &tree.get(ino.0).map_err(errno_of)?.node;
+            let caller = &self.stage.caller;
+            if size.is_some() {
+                caller.may_write(node)?;
+            }
+            for time in [atime, mtime].into_iter().flatten() {
+                caller.may_set_times(node, matches!(time, TimeOrNow::SpecificTime(_)))?;
+            }
+            caller.may_chown(node, uid, gid)?;
+            mode.map(|m| caller.chmod(node, m)).transpose()?;
+            Ok(())
+        })();
+        if let Err(e) = allowed {
+            return reply.error(e);
+        }
         if let Some(size) = size {
             let truncated = self.stage.body(ino.0).and_then(|body| {
                 self.stage
@@ -224,7 +242,10 @@ impl Filesystem for StageFs {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             return reply.error(Errno::EINVAL);
         }
-        if let Err(e) = check_name(newname) {
+        let allowed = check_name(newname)
+            .and_then(|()| self.stage.may_change_dir(parent.0, name.as_bytes()))
+            .and_then(|()| self.stage.may_change_dir(newparent.0, newname.as_bytes()));
+        if let Err(e) = allowed {
             return reply.error(e);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
@@ -251,7 +272,9 @@ impl Filesystem for StageFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        if let Err(e) = check_name(newname) {
+        let allowed = check_name(newname)
+            .and_then(|()| self.stage.may_change_dir(newparent.0, newname.as_bytes()));
+        if let Err(e) = allowed {
             return reply.error(e);
         }
         let linked = self.stage.changing(|store| {
@@ -290,7 +313,9 @@ impl Filesystem for StageFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if let Err(e) = check_name(name) {
+        let allowed =
+            check_name(name).and_then(|()| self.stage.may_change_dir(parent.0, name.as_bytes()));
+        if let Err(e) = allowed {
             return reply.error(e);
         }
         let node = self.stage.new_node(req, NodeKind::File, mode & !umask);
@@ -350,10 +375,14 @@ impl Filesystem for StageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let written = self.stage.body(ino.0).and_then(|body| {
-            self.stage
-                .changing(|store| Ok(body.lock().write(store, offset, data)?))
-        });
+        let written = self
+            .stage
+            .may_write(ino.0)
+            .and_then(|()| self.stage.body(ino.0))
+            .and_then(|body| {
+                self.stage
+                    .changing(|store| Ok(body.lock().write(store, offset, data)?))
+            });
         match written {
             Ok(()) => {
                 let unopened = match self.stage.tree.lock().get_mut(ino.0) {
@@ -489,6 +518,9 @@ impl Filesystem for StageFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if let Err(e) = self.stage.may_write(ino.0) {
+            return reply.error(e);
+        }
         let set = self.stage.changing(|_| {
             let mut tree = self.stage.tree.lock();
             let node = &mut tree.get_mut(ino.0)?.node;
@@ -543,6 +575,9 @@ impl Filesystem for StageFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.stage.may_write(ino.0) {
+            return reply.error(e);
+        }
         let removed = self.stage.changing(|_| {
             let mut tree = self.stage.tree.lock();
             let node = &mut tree.get_mut(ino.0)?.node;

@@ -1,4 +1,5 @@
 //! What the stage lets its caller do: what the same user could do on a real file system.
+//! (Mode bits are checked as the kernel's `default_permissions` would; ACLs are not.)
 //!
 //! Why: the stage runs without `default_permissions` (the kernel's checks cost two round trips
 //! per file rsync copies), so nothing but this module stops a request. A stage run by root may
@@ -67,6 +68,70 @@ impl Caller {
         Ok(mode)
     }
 
+    /// Whether the caller is root, whom no check stops.
+    pub fn is_root(&self) -> bool {
+        self.root
+    }
+
+    /// Whether `node`'s mode grants the caller `want` (read 4, write 2, execute 1): the owner's
+    /// bits if the caller owns it, else the group's if the caller is in its group, else the
+    /// others'.
+    fn granted(&self, node: &Node, want: u32) -> bool {
+        let shift = if node.uid == self.uid {
+            6
+        } else if self.groups.contains(&node.gid) {
+            3
+        } else {
+            0
+        };
+        (node.mode >> shift) & want == want
+    }
+
+    /// May the caller change `node`'s content (write, truncate) or its xattrs? EACCES unless
+    /// the caller owns it or the mode grants write. (The stage sees no opens, and a file
+    /// created read-only is written through the descriptor its creation returned, which a
+    /// real file system allows: so the owner may always.)
+    pub fn may_write(&self, node: &Node) -> Result<(), Errno> {
+        if self.root || node.uid == self.uid || self.granted(node, 2) {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
+    }
+
+    /// May the caller add or remove a name in directory `dir` (`victim` being what a removal or
+    /// a replacing rename takes away)? Write and search permission on the directory, and in a
+    /// sticky directory the caller must own the directory or the victim.
+    pub fn may_change_dir(&self, dir: &Node, victim: Option<&Node>) -> Result<(), Errno> {
+        if self.root {
+            return Ok(());
+        }
+        if !self.granted(dir, 3) {
+            return Err(Errno::EACCES);
+        }
+        let sticky = dir.mode & libc::S_ISVTX != 0;
+        if sticky
+            && let Some(victim) = victim
+            && dir.uid != self.uid
+            && victim.uid != self.uid
+        {
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// May the caller set `node`'s times: to given times only as its owner (EPERM), to now
+    /// also with write permission (EACCES otherwise).
+    pub fn may_set_times(&self, node: &Node, explicit: bool) -> Result<(), Errno> {
+        if self.root || node.uid == self.uid {
+            Ok(())
+        } else if explicit {
+            Err(Errno::EPERM)
+        } else {
+            self.may_write(node)
+        }
+    }
+
     /// May the caller make a node of `kind`? Only root makes device nodes.
     pub fn may_make(&self, kind: NodeKind) -> Result<(), Errno> {
         match kind {
@@ -129,6 +194,25 @@ mod tests {
         assert_eq!(user().chmod(&owned_by(1000, 5, 0), 0o2755), Ok(0o0755));
         assert_eq!(user().may_make(NodeKind::CharDevice), Err(Errno::EPERM));
         assert_eq!(user().may_make(NodeKind::Fifo), Ok(()));
+    }
+
+    #[test]
+    fn writes_names_and_times_follow_the_mode_bits_as_on_ext4() {
+        let roots = owned_by(0, 0, 0o644);
+        assert_eq!(user().may_write(&roots), Err(Errno::EACCES));
+        assert_eq!(user().may_write(&owned_by(0, 27, 0o664)), Ok(()));
+        assert_eq!(user().may_write(&owned_by(0, 0, 0o666)), Ok(()));
+        let root_dir = Node::new(NodeKind::Dir, 0o755, (0, 0), 0);
+        assert_eq!(user().may_change_dir(&root_dir, None), Err(Errno::EACCES));
+        let tmp = Node::new(NodeKind::Dir, 0o1777, (0, 0), 0);
+        assert_eq!(user().may_change_dir(&tmp, None), Ok(()));
+        assert_eq!(user().may_change_dir(&tmp, Some(&roots)), Err(Errno::EPERM));
+        assert_eq!(
+            user().may_change_dir(&tmp, Some(&owned_by(1000, 1000, 0o600))),
+            Ok(())
+        );
+        assert_eq!(user().may_set_times(&roots, true), Err(Errno::EPERM));
+        assert_eq!(user().may_set_times(&owned_by(0, 0, 0o666), false), Ok(()));
     }
 
     #[test]
