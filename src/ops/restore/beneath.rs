@@ -433,15 +433,21 @@ pub fn apply_metadata(
             UtimensatFlags::FollowSymlink,
         )?);
     }
-    let file = File::from(fd);
+    apply_on_descriptor(&File::from(fd), node, as_root)
+}
+
+/// Applies `node`'s owner (as root), mode, xattrs and times through the open `file` — the
+/// descriptor restore created the file with, or one it checked is the inode it made.
+pub fn apply_on_descriptor(file: &File, node: &Node, as_root: bool) -> io::Result<()> {
     if as_root {
-        nix::unistd::fchown(&file, Some(node.uid.into()), Some(node.gid.into()))?;
+        nix::unistd::fchown(file, Some(node.uid.into()), Some(node.gid.into()))?;
     }
-    nix::sys::stat::fchmod(&file, mode)?;
+    nix::sys::stat::fchmod(file, Mode::from_bits_truncate(node.mode & 0o7777))?;
     for x in &node.xattrs {
-        xattr::FileExt::set_xattr(&file, OsStr::from_bytes(&x.name), &x.value)?;
+        xattr::FileExt::set_xattr(file, OsStr::from_bytes(&x.name), &x.value)?;
     }
-    Ok(nix::sys::stat::futimens(&file, &times[0], &times[1])?)
+    let times = [timespec(node.atime), timespec(node.mtime)];
+    Ok(nix::sys::stat::futimens(file, &times[0], &times[1])?)
 }
 
 fn replaced() -> io::Error {

@@ -37,7 +37,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// What to do with an entry that already stands where the snapshot has one, as restic 0.17's
 /// `--overwrite`. Whatever is chosen, an existing entry is replaced, never written through: a
@@ -148,8 +148,13 @@ struct Planned {
     rel: PathBuf,
     node: Node,
     /// The inode restore made for it (or kept, for a directory merged into): metadata goes
-    /// to that inode only. Unset when nothing was made: no metadata then.
+    /// to that inode only. Unset when nothing was made: no metadata then. (Files get theirs
+    /// through the descriptor of their last write instead.)
     identity: OnceLock<Identity>,
+    /// For a file, its chunk writes still to come: the write that brings it to zero sets the
+    /// file's metadata through its own descriptor, so a file gets its recorded mode only once
+    /// complete, and one left incomplete stays private.
+    remaining: AtomicU32,
 }
 
 impl Planned {
@@ -158,6 +163,7 @@ impl Planned {
             rel: rel.to_path_buf(),
             node: node.clone(),
             identity: OnceLock::new(),
+            remaining: AtomicU32::new(node.content.len() as u32),
         }
     }
 
@@ -215,7 +221,6 @@ pub fn restore(
     let mut targets: HashMap<BlobId, Vec<(u32, u64)>> = HashMap::new();
     let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     let mut total = 0u64;
-    let unrestorable = Mutex::new(HashSet::new());
     for (i, file) in files.iter().enumerate() {
         let mut offset = 0u64;
         for id in &file.node.content {
@@ -224,7 +229,6 @@ pub fn restore(
                     "{}: blob {id} is not in the index",
                     shown(&file.rel)
                 ));
-                unrestorable.lock().insert(i);
                 break;
             };
             let uses = targets.entry(*id).or_default();
@@ -236,21 +240,23 @@ pub fn restore(
         }
         total += offset;
     }
+    let as_root = nix::unistd::geteuid().is_root();
     files
         .par_iter()
-        .enumerate()
-        .filter(|(_, f)| f.node.content.len() != 1)
-        .for_each(|(i, file)| {
+        .filter(|f| f.node.content.len() != 1)
+        .for_each(|file| {
             let made = target
                 .parent(&file.rel)
                 .and_then(|(dir, name)| beneath::create_file(dir.as_fd(), name))
                 .and_then(|f| {
-                    file.made(Identity::of_file(&f)?);
-                    f.set_len(file.node.size)
+                    f.set_len(file.node.size)?;
+                    if file.node.content.is_empty() {
+                        beneath::apply_on_descriptor(&f, &file.node, as_root)?;
+                    }
+                    Ok(())
                 });
             if let Err(e) = made {
                 fail(format!("{}: {e}", shown(&file.rel)));
-                unrestorable.lock().insert(i);
             }
         });
     progress.total.store(total, Ordering::Relaxed);
@@ -260,9 +266,8 @@ pub fn restore(
         let runs = non_zero_runs(data);
         for &(i, offset) in &targets[id] {
             let file = &files[i as usize];
-            if let Err(e) = write_blob(&target, file, data, &runs, offset) {
+            if let Err(e) = write_blob(&target, file, data, &runs, offset, as_root) {
                 fail(format!("{}: {e}", shown(&file.rel)));
-                unrestorable.lock().insert(i as usize);
             }
             progress
                 .bytes
@@ -286,9 +291,6 @@ pub fn restore(
                     .map(|(i, _)| shown(&files[*i as usize].rel))
                     .collect();
                 fail(format!("{error} (needed by {})", users.join(", ")));
-                unrestorable
-                    .lock()
-                    .extend(uses.iter().map(|(i, _)| *i as usize));
             }
         }
     };
@@ -316,7 +318,6 @@ pub fn restore(
             }
         }
     });
-    let unrestorable = unrestorable.into_inner();
 
     // Everything else, then hard links, then metadata, directories last and deepest first.
     let made_at =
@@ -345,7 +346,6 @@ pub fn restore(
             fail(format!("{}: {e}", shown(rel)));
         }
     }
-    let as_root = nix::unistd::geteuid().is_root();
     let apply = |entry: &Planned| {
         // Nothing made (a failure already reported, or a directory left as it was).
         let Some(&identity) = entry.identity.get() else {
@@ -358,11 +358,6 @@ pub fn restore(
             fail(format!("{}: {e}", shown(&entry.rel)));
         }
     };
-    files
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| !unrestorable.contains(i))
-        .for_each(|(_, f)| apply(f));
     others
         .iter()
         .filter(|o| o.node.kind != NodeKind::Socket)
@@ -413,6 +408,8 @@ struct Plan<'a> {
     /// Directories `--include` did not select, by path, with their place in `dirs`: made only
     /// as parents of what it did.
     unselected_dirs: HashMap<PathBuf, usize>,
+    /// Directories this restore made (empty, and private to it until their metadata is set).
+    fresh: HashSet<PathBuf>,
     /// With `delete`: the restored directories still being walked, with the names the
     /// snapshot has in each. A directory's extra entries are removed when the walk leaves it.
     open_dirs: Vec<(PathBuf, HashSet<OsString>)>,
@@ -437,6 +434,7 @@ impl<'a> Plan<'a> {
             first_link: HashMap::new(),
             blocked: None,
             unselected_dirs: HashMap::new(),
+            fresh: HashSet::new(),
             open_dirs,
             skipped: 0,
             deleted: 0,
@@ -468,8 +466,20 @@ impl<'a> Plan<'a> {
             }
             return Ok(());
         }
+        // A directory restore made is private to it and was empty: nothing can stand in it, so
+        // files and other entries need no look at the disk now, directories only their mkdir.
+        let fresh_parent = self.fresh.contains(rel.parent().unwrap_or(Path::new("")));
+        if fresh_parent && node.kind != NodeKind::Dir {
+            self.plan_non_dir(rel, node);
+            return Ok(());
+        }
         let (dir, name) = self.make_parents(rel).map_err(at)?;
-        let kept = match beneath::existing(dir.as_fd(), name).map_err(at)? {
+        let existing = if fresh_parent {
+            None
+        } else {
+            beneath::existing(dir.as_fd(), name).map_err(at)?
+        };
+        let kept = match existing {
             None => None,
             Some(existing) if !opts.overwrite.replaces(&existing, node) => {
                 if !(node.kind == NodeKind::Dir && existing.is_dir()) {
@@ -493,13 +503,25 @@ impl<'a> Plan<'a> {
                         planned.made(existing.identity)
                     }
                     Some(_) => {}
-                    None => planned.made(beneath::make_dir(dir.as_fd(), name).map_err(at)?),
+                    None => {
+                        planned.made(beneath::make_dir(dir.as_fd(), name).map_err(at)?);
+                        self.fresh.insert(rel.to_path_buf());
+                    }
                 }
                 if opts.delete {
                     self.open_dirs.push((rel.to_path_buf(), HashSet::new()));
                 }
                 self.dirs.push(planned);
             }
+            _ => self.plan_non_dir(rel, node),
+        }
+        Ok(())
+    }
+
+    /// Notes a file (or the hard link to an earlier one), symlink, fifo or device to make.
+    fn plan_non_dir(&mut self, rel: &Path, node: &Node) {
+        let planned = Planned::new(rel, node);
+        match node.kind {
             NodeKind::File if node.links > 1 => {
                 match self.first_link.get(&(node.device, node.inode)) {
                     Some(first) => self.links.push((rel.to_path_buf(), first.clone())),
@@ -513,7 +535,6 @@ impl<'a> Plan<'a> {
             NodeKind::File => self.files.push(planned),
             _ => self.others.push(planned),
         }
-        Ok(())
     }
 
     /// Keeps what stands at `rel`: a directory of the snapshot kept as something else blocks
@@ -537,6 +558,7 @@ impl<'a> Plan<'a> {
                     made.push(name);
                     if beneath::existing(dir.as_fd(), name)?.is_none() {
                         let identity = beneath::make_dir(dir.as_fd(), name)?;
+                        self.fresh.insert(made.clone());
                         if let Some(&at) = self.unselected_dirs.get(&made) {
                             self.dirs[at].made(identity);
                         }
@@ -613,13 +635,12 @@ fn write_blob(
     data: &[u8],
     runs: &[std::ops::Range<usize>],
     offset: u64,
+    as_root: bool,
 ) -> io::Result<()> {
     let whole = file.node.content.len() == 1;
     let handle = if whole {
         let (dir, name) = target.parent(&file.rel)?;
-        let created = beneath::create_file(dir.as_fd(), name)?;
-        file.made(Identity::of_file(&created)?);
-        created
+        beneath::create_file(dir.as_fd(), name)?
     } else {
         target.open_file(&file.rel)?
     };
@@ -628,6 +649,10 @@ fn write_blob(
     }
     if whole && runs.last().is_none_or(|r| r.end < data.len()) {
         handle.set_len(file.node.size)?;
+    }
+    // The last chunk in: the file is complete, its metadata goes on through this descriptor.
+    if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        beneath::apply_on_descriptor(&handle, &file.node, as_root)?;
     }
     Ok(())
 }
