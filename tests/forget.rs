@@ -111,3 +111,21 @@ fn filters_limit_what_a_policy_touches_and_an_empty_policy_removes_nothing() {
         Some(2)
     );
 }
+
+#[test]
+fn stats_shows_what_forgotten_snapshots_left_unused() {
+    let (env, _src) = repo_with_snapshots(3);
+    let before = env.json(&["stats"]);
+    assert_eq!(before["usage"]["unused_blobs"], 0, "{before}");
+    assert_eq!(before["usage"]["unused_packs"], 0, "{before}");
+    env.ok(&["forget", "--keep-last", "1"]);
+    let after = env.json(&["stats"]);
+    // Two versions of the file (a data blob each) and their two trees each (src/ and the root).
+    assert_eq!(after["usage"]["unused_blobs"], 6, "{after}");
+    assert!(
+        after["usage"]["unused_bytes"].as_u64().unwrap() > 0,
+        "{after}"
+    );
+    let text = env.ok(&["stats"]);
+    assert!(text.contains("unused:           6 blobs"), "{text}");
+}

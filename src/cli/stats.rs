@@ -1,7 +1,10 @@
-//! `cairn stats`: what the repository holds and how well it dedupes and compresses.
+//! `cairn stats`: what the repository holds, how well it dedupes and compresses, and how much of
+//! it no snapshot uses any more (after `forget`).
 
 use crate::cli::Globals;
 use anyhow::Result;
+use cairn::ops::check::Inventory;
+use cairn::ops::usage::usage;
 use cairn::repo::ids::BlobKind;
 use indicatif::HumanBytes;
 
@@ -12,8 +15,10 @@ pub struct Args {}
 /// Runs `stats`.
 pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
     let repo = globals.open()?;
-    let index = repo.load_index()?;
+    let inventory = Inventory::load(&repo)?;
+    let index = &inventory.index;
     let snapshots = repo.snapshots()?;
+    let usage = usage(&repo, &inventory, &snapshots)?;
     let packs = repo.backend().list("data/")?;
     let pack_bytes: u64 = packs.iter().map(|p| p.size).sum();
     let (mut data_blobs, mut tree_blobs, mut raw, mut sealed) = (0u64, 0u64, 0u64, 0u64);
@@ -32,7 +37,7 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
             serde_json::json!({
                 "snapshots": snapshots.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
                 "data_blobs": data_blobs, "tree_blobs": tree_blobs, "raw_bytes": raw, "sealed_bytes": sealed,
-                "snapshot_bytes": logical,
+                "snapshot_bytes": logical, "usage": usage,
             })
         );
         return Ok(0);
@@ -50,6 +55,18 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
         HumanBytes(sealed)
     );
     println!("all snapshots:    {}", HumanBytes(logical));
+    println!(
+        "unused:           {} blobs, {} (no snapshot references them)",
+        usage.unused_blobs,
+        HumanBytes(usage.unused_bytes)
+    );
+    println!(
+        "                  {} packs wholly unused ({}), {} packs partly ({} of them unused)",
+        usage.unused_packs,
+        HumanBytes(usage.unused_pack_bytes),
+        usage.mixed_packs,
+        HumanBytes(usage.mixed_unused_bytes)
+    );
     if pack_bytes > 0 {
         println!(
             "space saving:     {:.1}x",

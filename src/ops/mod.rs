@@ -1,8 +1,9 @@
 //! Operations over whole snapshots and the whole repository: walking, restoring, checking,
-//! repairing and retention (forget).
+//! repairing, retention (forget) and what the snapshots use (usage).
 
 pub mod check;
 pub mod forget;
 pub mod repair;
 pub mod restore;
+pub mod usage;
 pub mod walk;

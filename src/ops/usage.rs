@@ -1,0 +1,99 @@
+//! Which stored blobs the snapshots still use, and how much of the repository they leave
+//! unused: what `stats` reports after a `forget`, and the marking half of a future prune.
+//!
+//! Every distinct tree of every snapshot is read once (a tree named by many snapshots or
+//! directories is not read again), so the cost follows the stored trees, not the paths. A tree
+//! that cannot be read is an error: nothing below it could be marked, and a count that left it
+//! out would call its blobs unused.
+
+use crate::error::{Error, Result};
+use crate::ops::check::Inventory;
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::snapshot::Snapshot;
+use std::collections::HashSet;
+
+/// How much of the repository the snapshots use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Distinct blobs some snapshot references.
+    pub used_blobs: u64,
+    /// Indexed blobs no snapshot references.
+    pub unused_blobs: u64,
+    /// Their stored (sealed) bytes.
+    pub unused_bytes: u64,
+    /// Stored packs none of whose blobs any snapshot references (indexed or not): deletable
+    /// without copying anything.
+    pub unused_packs: u64,
+    /// Their stored bytes.
+    pub unused_pack_bytes: u64,
+    /// Packs holding both used and unused blobs: freeing those bytes means copying the rest.
+    pub mixed_packs: u64,
+    /// Unused bytes inside the mixed packs.
+    pub mixed_unused_bytes: u64,
+}
+
+/// The blobs `snapshots` reference: every tree reachable from their roots and every data blob
+/// those trees list.
+pub fn used_blobs(
+    repo: &Repository,
+    inventory: &Inventory,
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Result<HashSet<BlobId>> {
+    let mut used: HashSet<BlobId> = HashSet::new();
+    let mut pending: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while let Some(tree) = pending.pop() {
+        if !used.insert(tree) {
+            continue;
+        }
+        let nodes = repo
+            .read_tree_unfiltered(&inventory.index, &tree)
+            .map_err(|e| Error::Invalid(format!("tree {tree} does not read ({e}): run check")))?;
+        for node in nodes {
+            used.extend(node.content.iter().copied());
+            if let Some(sub) = node.subtree {
+                pending.push(sub);
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// How much of the repository `snapshots` use.
+pub fn usage(
+    repo: &Repository,
+    inventory: &Inventory,
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Result<Usage> {
+    let used = used_blobs(repo, inventory, snapshots)?;
+    let mut usage = Usage::default();
+    for at in inventory.index.iter() {
+        if used.contains(&at.entry.id) {
+            usage.used_blobs += 1;
+        } else {
+            usage.unused_blobs += 1;
+            usage.unused_bytes += u64::from(at.entry.sealed_len);
+        }
+    }
+    for (pack, size) in &inventory.stored {
+        let entries = inventory
+            .by_pack
+            .get(pack)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let unused: u64 = entries
+            .iter()
+            .filter(|e| !used.contains(&e.id))
+            .map(|e| u64::from(e.sealed_len))
+            .sum();
+        let any_used = entries.iter().any(|e| used.contains(&e.id));
+        if !any_used {
+            usage.unused_packs += 1;
+            usage.unused_pack_bytes += size;
+        } else if unused > 0 {
+            usage.mixed_packs += 1;
+            usage.mixed_unused_bytes += unused;
+        }
+    }
+    Ok(usage)
+}
