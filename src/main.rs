@@ -66,12 +66,16 @@ fn main() -> ExitCode {
     quiet_on_closed_output();
     match cli::run() {
         Ok(code) => ExitCode::from(code),
-        // The reader of stdout went away (`cairn ls | head`): not an error worth a line.
+        // The reader of stdout went away (`cairn ls | head`): not an error worth a line. Only
+        // a failed write to stdout counts; a broken pipe elsewhere (a store) is an error.
         Err(error)
             if error.chain().any(|cause| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                matches!(
+                    cause.downcast_ref::<cairn::Error>(),
+                    Some(cairn::Error::Io { path, source })
+                        if path.as_os_str() == "stdout"
+                            && source.kind() == std::io::ErrorKind::BrokenPipe
+                )
             }) =>
         {
             ExitCode::from(EXIT_CLOSED_OUTPUT as u8)

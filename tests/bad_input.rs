@@ -484,4 +484,6 @@ fn one_damaged_snapshot_file_does_not_hide_the_others() {
     let target = env.path("target");
     env.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("src/small.txt")).unwrap(), b"second");
+    // Named by its id, the damaged one is an error naming it, never another snapshot.
+    assert_one_line_error(&env.run(&["ls", &first[..8]]), 1, &first);
 }

@@ -61,7 +61,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut budget = WalkBudget::for_snapshot(&snapshot);
+    let mut budget = WalkBudget::default();
     walk(
         &repo,
         &index,
@@ -107,6 +107,6 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             writeln!(out, "{line}").map_err(|e| cairn::Error::io("stdout", e))
         },
     )?;
-    out.flush()?;
+    out.flush().map_err(|e| cairn::Error::io("stdout", e))?;
     Ok(0)
 }

@@ -21,14 +21,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-/// Work a walk may do beyond what the snapshot's summary accounts for (symlinks, fifos and
-/// devices, which it does not count, and rounding).
-pub const WALK_SLACK: u64 = 100_000;
-
-/// Work no walk may exceed, whatever the snapshot's summary claims (a key holder writes the
-/// summary too): about 134 million entries and chunk references. A restore plans what it walks
-/// in memory, so this also bounds its plan.
-pub const MAX_WALK_WORK: u64 = 1 << 27;
+/// Work no walk may exceed: about 67 million entries and chunk references. A snapshot's
+/// summary cannot set it (a key holder writes the summary too, and honest summaries leave out
+/// symlinks, fifos and devices); restore plans what it walks in memory, so this also bounds its
+/// plan (a few GiB at most).
+pub const MAX_WALK_WORK: u64 = 1 << 26;
 
 /// How much a walk may do before it calls the tree damaged. Work is counted in entries (of any
 /// kind) plus the chunk references of files, what a restore's plan holds in memory. Before a
@@ -40,23 +37,16 @@ pub struct WalkBudget {
     pub work: u64,
 }
 
-impl WalkBudget {
-    /// The budget for walking `snapshot`: twice the files and directories its summary records,
-    /// one chunk reference per KiB of its content (chunks are at least 1 KiB), plus
-    /// [`WALK_SLACK`]; never more than [`MAX_WALK_WORK`]. An honest tree stays well inside it;
-    /// one that names a subtree over and over does not.
-    pub fn for_snapshot(snapshot: &Snapshot) -> WalkBudget {
-        let summary = &snapshot.summary;
-        let recorded = summary
-            .files
-            .saturating_add(summary.dirs)
-            .saturating_mul(2)
-            .saturating_add(summary.bytes / 1024);
+impl Default for WalkBudget {
+    /// [`MAX_WALK_WORK`].
+    fn default() -> WalkBudget {
         WalkBudget {
-            work: recorded.saturating_add(WALK_SLACK).min(MAX_WALK_WORK),
+            work: MAX_WALK_WORK,
         }
     }
+}
 
+impl WalkBudget {
     /// Counts the work of visiting `node`; an error once the budget is spent.
     fn spend(&mut self, node: &Node, path: &Path) -> Result<()> {
         self.work = self
@@ -74,7 +64,7 @@ fn work_of(node: &Node) -> u64 {
 
 fn over_budget(path: &Path) -> Error {
     Error::Invalid(format!(
-        "{}: the snapshot's tree expands to far more entries than the snapshot records \
+        "{}: the snapshot's tree expands to more than {MAX_WALK_WORK} entries and chunks \
          (a subtree named over and over): damaged or crafted, not walked",
         path.display()
     ))
@@ -138,7 +128,8 @@ fn expanded_work(
             if let (NodeKind::Dir, Some(sub)) = (child.kind, child.subtree)
                 && !counted.contains_key(&sub)
             {
-                if stack.len() >= MAX_DEPTH {
+                // The walk's stack holds one more frame (the entries it starts from).
+                if stack.len() + 1 >= MAX_DEPTH {
                     return Err(too_deep(&base.join(OsStr::from_bytes(&node.name))));
                 }
                 stack.push(open(sub)?);

@@ -400,8 +400,8 @@ impl Repository {
 
     /// Finds a snapshot by `latest`, `latest~N`, or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        let mut snaps = self.snapshots()?;
         if let Some(back) = spec.strip_prefix("latest") {
+            let snaps = self.snapshots()?;
             let n: usize = match back.strip_prefix('~') {
                 Some(n) => n
                     .parse()
@@ -414,10 +414,23 @@ impl Repository {
                 Error::Selector(format!("{spec}: the repository has {count} snapshots"))
             });
         }
+        // An id prefix is matched against every snapshot file, damaged ones included: a
+        // damaged file must make a prefix ambiguous, not silently pick another snapshot.
         let wanted = spec.to_ascii_lowercase();
-        snaps.retain(|(id, _)| id.to_hex().starts_with(&wanted));
-        match snaps.len() {
-            1 => Ok(snaps.remove(0)),
+        let mut matching: Vec<String> = self
+            .backend
+            .list("snapshots/")?
+            .into_iter()
+            .map(|o| id_of(&o.name).to_string())
+            .filter(|id| id.starts_with(&wanted))
+            .collect();
+        match matching.len() {
+            1 => {
+                let name = matching.remove(0);
+                let id = SnapshotId::from_hex(&name)
+                    .map_err(|e| Error::corrupt(format!("snapshots/{name}"), e))?;
+                Ok((id, self.snapshot(id)?))
+            }
             0 => Err(Error::Selector(format!("no snapshot matches {spec:?}"))),
             n => Err(Error::Selector(format!(
                 "{n} snapshots match {spec:?}: give more digits"

@@ -148,6 +148,25 @@ impl Stage {
         self.caller.may_change_dir(&dir, victim.as_ref())
     }
 
+    /// Refuses, for a caller other than root, moving directory `name` of `parent` to another
+    /// parent without write permission on it.
+    pub(super) fn may_reparent(&self, parent: u64, name: &[u8]) -> std::result::Result<(), Errno> {
+        if self.caller.is_root() {
+            return Ok(());
+        }
+        let moved = self.with_store(|store| {
+            let mut tree = self.tree.lock();
+            match tree.child(parent, name, store)? {
+                Some(ino) => Ok::<_, TreeError>(Some(tree.get(ino)?.node.clone())),
+                None => Ok(None),
+            }
+        })?;
+        match moved.map_err(errno_of)? {
+            Some(node) if node.kind == NodeKind::Dir => self.caller.may_reparent(&node),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses, for a caller other than root, changing the content or xattrs of `ino` without
     /// write permission.
     pub(super) fn may_write(&self, ino: u64) -> std::result::Result<(), Errno> {

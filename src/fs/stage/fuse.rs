@@ -244,7 +244,14 @@ impl Filesystem for StageFs {
         }
         let allowed = check_name(newname)
             .and_then(|()| self.stage.may_change_dir(parent.0, name.as_bytes()))
-            .and_then(|()| self.stage.may_change_dir(newparent.0, newname.as_bytes()));
+            .and_then(|()| self.stage.may_change_dir(newparent.0, newname.as_bytes()))
+            .and_then(|()| {
+                if parent == newparent {
+                    Ok(())
+                } else {
+                    self.stage.may_reparent(parent.0, name.as_bytes())
+                }
+            });
         if let Err(e) = allowed {
             return reply.error(e);
         }

@@ -59,7 +59,11 @@ impl Caller {
         if self.root {
             return Ok(mode);
         }
-        if node.uid != self.uid {
+        // Clearing setuid/setgid only is what the kernel asks after someone else's write
+        // (without FUSE_HANDLE_KILLPRIV_V2): allowed, as it takes privileges away.
+        let clears_only = mode == node.mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID)
+            && mode != node.mode & 0o7777;
+        if node.uid != self.uid && !clears_only {
             return Err(Errno::EPERM);
         }
         if node.kind != NodeKind::Dir && !self.groups.contains(&node.gid) {
@@ -132,6 +136,16 @@ impl Caller {
         }
     }
 
+    /// May the caller move directory `dir` to another parent? Its `..` changes, which needs
+    /// write permission on it (owning it is not enough), as on ext4.
+    pub fn may_reparent(&self, dir: &Node) -> Result<(), Errno> {
+        if self.root || self.granted(dir, 2) {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
+    }
+
     /// May the caller make a node of `kind`? Only root makes device nodes.
     pub fn may_make(&self, kind: NodeKind) -> Result<(), Errno> {
         match kind {
@@ -192,6 +206,8 @@ mod tests {
         assert_eq!(user().chmod(&roots, 0o4755), Err(Errno::EPERM));
         assert_eq!(user().chmod(&mine, 0o4755), Ok(0o4755));
         assert_eq!(user().chmod(&owned_by(1000, 5, 0), 0o2755), Ok(0o0755));
+        // The kernel clearing setuid after another user's write is let through.
+        assert_eq!(user().chmod(&owned_by(0, 0, 0o4755), 0o0755), Ok(0o0755));
         assert_eq!(user().may_make(NodeKind::CharDevice), Err(Errno::EPERM));
         assert_eq!(user().may_make(NodeKind::Fifo), Ok(()));
     }

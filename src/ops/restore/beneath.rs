@@ -346,8 +346,9 @@ pub fn hard_link(
     )?)
 }
 
-/// Applies `node`'s owner (as root), mode, xattrs and times to `name` in `dir`, in that order:
-/// chown clears setuid bits, and setting xattrs or the mode changes ctime, not mtime. Files and
+/// Applies `node`'s owner (as root), xattrs, mode and times to `name` in `dir`, in that order:
+/// chown clears setuid bits, xattrs need the owner's write permission a read-only mode would
+/// take away, and setting xattrs or the mode changes ctime, not mtime. Files and
 /// directories are opened (no-follow) and changed through the descriptor; fifos and devices
 /// through an `O_PATH` descriptor; symlinks with the no-follow calls on their name. The entry
 /// must be the inode restore made or kept (`expected`): anything else — a link or a file put in
@@ -415,16 +416,16 @@ pub fn apply_metadata(
                 AtFlags::AT_EMPTY_PATH,
             )?;
         }
+        for x in &node.xattrs {
+            // Through the magic link to the inode it holds (set_deref: the link is the path).
+            xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
+        }
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
             path.as_str(),
             mode,
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )?;
-        for x in &node.xattrs {
-            // Through the magic link to the inode it holds (set_deref: the link is the path).
-            xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
-        }
         return Ok(nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
             path.as_str(),
@@ -439,13 +440,15 @@ pub fn apply_metadata(
 /// Applies `node`'s owner (as root), mode, xattrs and times through the open `file` — the
 /// descriptor restore created the file with, or one it checked is the inode it made.
 pub fn apply_on_descriptor(file: &File, node: &Node, as_root: bool) -> io::Result<()> {
+    // chown first (it clears setuid bits and security.capability), xattrs while the file is
+    // still writable to its owner, the mode, then times.
     if as_root {
         nix::unistd::fchown(file, Some(node.uid.into()), Some(node.gid.into()))?;
     }
-    nix::sys::stat::fchmod(file, Mode::from_bits_truncate(node.mode & 0o7777))?;
     for x in &node.xattrs {
         xattr::FileExt::set_xattr(file, OsStr::from_bytes(&x.name), &x.value)?;
     }
+    nix::sys::stat::fchmod(file, Mode::from_bits_truncate(node.mode & 0o7777))?;
     let times = [timespec(node.atime), timespec(node.mtime)];
     Ok(nix::sys::stat::futimens(file, &times[0], &times[1])?)
 }

@@ -147,9 +147,9 @@ pub struct RestoreProgress {
 struct Planned {
     rel: PathBuf,
     node: Node,
-    /// The inode restore made for it (or kept, for a directory merged into): metadata goes
-    /// to that inode only. Unset when nothing was made: no metadata then. (Files get theirs
-    /// through the descriptor of their last write instead.)
+    /// The inode restore made for it (or kept, for a directory merged into): metadata and
+    /// (for a file reopened for its next chunk) data go to that inode only. Unset when nothing
+    /// was made: nothing is written or set then.
     identity: OnceLock<Identity>,
     /// For a file, its chunk writes still to come: the write that brings it to zero sets the
     /// file's metadata through its own descriptor, so a file gets its recorded mode only once
@@ -190,7 +190,7 @@ pub fn restore(
 
     let start_is_dir = start.node.as_ref().is_none_or(|n| n.kind == NodeKind::Dir);
     let mut plan = Plan::new(&target, opts, start_is_dir);
-    let mut budget = WalkBudget::for_snapshot(snapshot);
+    let mut budget = WalkBudget::default();
     walk(
         repo,
         index,
@@ -249,6 +249,7 @@ pub fn restore(
                 .parent(&file.rel)
                 .and_then(|(dir, name)| beneath::create_file(dir.as_fd(), name))
                 .and_then(|f| {
+                    file.made(Identity::of_file(&f)?);
                     f.set_len(file.node.size)?;
                     if file.node.content.is_empty() {
                         beneath::apply_on_descriptor(&f, &file.node, as_root)?;
@@ -642,7 +643,19 @@ fn write_blob(
         let (dir, name) = target.parent(&file.rel)?;
         beneath::create_file(dir.as_fd(), name)?
     } else {
-        target.open_file(&file.rel)?
+        // Reopened by name: it must still be the inode restore created (an entry swapped in
+        // by another user would otherwise get the data and the recorded owner and mode).
+        let reopened = target.open_file(&file.rel)?;
+        let made = file
+            .identity
+            .get()
+            .ok_or_else(|| io::Error::other("not created by this restore: left as found"))?;
+        if Identity::of_file(&reopened)? != *made {
+            return Err(io::Error::other(
+                "replaced by something else while restoring: left as found",
+            ));
+        }
+        reopened
     };
     for run in runs {
         handle.write_all_at(&data[run.clone()], offset + run.start as u64)?;
