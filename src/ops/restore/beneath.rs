@@ -416,8 +416,10 @@ pub fn apply_metadata(
                 AtFlags::AT_EMPTY_PATH,
             )?;
         }
-        for x in &node.xattrs {
-            // Through the magic link to the inode it holds (set_deref: the link is the path).
+        // Through the magic link to the inode it holds (set_deref: the link is the path);
+        // ACLs after the mode, as for files.
+        let (acls, others): (Vec<_>, Vec<_>) = node.xattrs.iter().partition(|x| is_acl(&x.name));
+        for x in others {
             xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
         }
         nix::sys::stat::fchmodat(
@@ -426,6 +428,9 @@ pub fn apply_metadata(
             mode,
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )?;
+        for x in acls {
+            xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
+        }
         return Ok(nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
             path.as_str(),
@@ -441,16 +446,26 @@ pub fn apply_metadata(
 /// descriptor restore created the file with, or one it checked is the inode it made.
 pub fn apply_on_descriptor(file: &File, node: &Node, as_root: bool) -> io::Result<()> {
     // chown first (it clears setuid bits and security.capability), xattrs while the file is
-    // still writable to its owner, the mode, then times.
+    // still writable to its owner, the mode, then ACLs (setting one sets the mode bits it
+    // implies, as `cp -a` relies on), then times.
     if as_root {
         nix::unistd::fchown(file, Some(node.uid.into()), Some(node.gid.into()))?;
     }
-    for x in &node.xattrs {
+    let (acls, others): (Vec<_>, Vec<_>) = node.xattrs.iter().partition(|x| is_acl(&x.name));
+    for x in others {
         xattr::FileExt::set_xattr(file, OsStr::from_bytes(&x.name), &x.value)?;
     }
     nix::sys::stat::fchmod(file, Mode::from_bits_truncate(node.mode & 0o7777))?;
+    for x in acls {
+        xattr::FileExt::set_xattr(file, OsStr::from_bytes(&x.name), &x.value)?;
+    }
     let times = [timespec(node.atime), timespec(node.mtime)];
     Ok(nix::sys::stat::futimens(file, &times[0], &times[1])?)
+}
+
+/// Whether an xattr is a POSIX ACL, whose setting also sets the mode bits it implies.
+fn is_acl(name: &[u8]) -> bool {
+    name.starts_with(b"system.posix_acl_")
 }
 
 fn replaced() -> io::Error {
