@@ -468,21 +468,24 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     let env = Env::with_repo(&[]);
     let home = env.path("home");
     fs::create_dir_all(&home).unwrap();
+    // cairn with a home of its own and no runtime directory: its socket goes to the home.
     let in_home = |args: &[&str]| {
-        env.command(args)
+        let mut command = env.command(args);
+        command
             .env("HOME", &home)
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("XDG_CACHE_HOME")
-            .output()
-            .unwrap()
+            .stderr(std::process::Stdio::piped());
+        command
     };
+    let run = |args: &[&str]| in_home(args).output().unwrap();
     let sockets = || -> Vec<PathBuf> {
         fs::read_dir(home.join(".cache/cairn"))
             .map(|d| d.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default()
     };
     // A mount that fails leaves no socket behind.
-    let out = in_home(&[
+    let out = run(&[
         "stage",
         env.path("missing").to_str().unwrap(),
         "--path",
@@ -494,12 +497,7 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     // A running stage's socket is 0600 in a 0700 directory of its user.
     let dir = env.path("mnt");
     fs::create_dir_all(&dir).unwrap();
-    let mut child = env
-        .command(&["stage", dir.to_str().unwrap(), "--path", "/src"])
-        .env("HOME", &home)
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("XDG_CACHE_HOME")
-        .stderr(std::process::Stdio::null())
+    let mut child = in_home(&["stage", dir.to_str().unwrap(), "--path", "/src"])
         .spawn()
         .unwrap();
     wait_for("the stage", || support::is_mounted(&dir));
@@ -513,7 +511,7 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
     assert_eq!(private.permissions().mode() & 0o777, 0o700);
 
     // A second stage on the same directory is refused while the first answers.
-    let out = in_home(&["stage", dir.to_str().unwrap(), "--path", "/src"]);
+    let out = run(&["stage", dir.to_str().unwrap(), "--path", "/src"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("already mounted"),
         "{}",
@@ -530,17 +528,12 @@ fn the_control_socket_is_private_and_no_failed_or_killed_stage_leaves_one_in_the
         .status();
     wait_for("the unmount", || !support::is_mounted(&dir));
     assert_eq!(sockets().len(), 1);
-    let mut child = env
-        .command(&["stage", dir.to_str().unwrap(), "--path", "/src", "--empty"])
-        .env("HOME", &home)
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("XDG_CACHE_HOME")
-        .stderr(std::process::Stdio::null())
+    let mut child = in_home(&["stage", dir.to_str().unwrap(), "--path", "/src", "--empty"])
         .spawn()
         .unwrap();
     wait_for("the second stage", || support::is_mounted(&dir));
     fs::write(dir.join("f"), b"x").unwrap();
-    let out = in_home(&["stage", "--commit", dir.to_str().unwrap()]);
+    let out = run(&["stage", "--commit", dir.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
