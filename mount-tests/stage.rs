@@ -181,6 +181,20 @@ fn cp_a_into_an_empty_stage_works_the_same() {
         String::from_utf8_lossy(&cp.stderr)
     );
     let id = commit(&env, mounted);
+    // cp -a sets permissions by writing each file's ACL: the snapshot records the mode.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(src.join("small.txt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    let listed = env.ok(&["ls", &id[..8], "--json"]);
+    let small = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["path"].as_str().unwrap().ends_with("/small.txt"))
+        .unwrap();
+    assert_eq!(small["mode"], mode, "{small}");
     assert_same_tree(&src, &restored(&env, &id));
 }
 

@@ -532,6 +532,19 @@ impl Filesystem for StageFs {
             let mut tree = self.stage.tree.lock();
             let node = &mut tree.get_mut(ino.0)?.node;
             let name = name.as_bytes();
+            // An access ACL sets the mode (cp -a sets permissions this way); one that says no
+            // more than a mode is not kept as an xattr, as on a file system with ACLs.
+            if name == b"system.posix_acl_access"
+                && let Some(acl) = acl::access_acl_mode(value)
+            {
+                let mode = (node.mode & !0o777) | acl.permissions;
+                node.mode = self.stage.caller.chmod(node, mode).map_err(refused)?;
+                node.ctime = now_nanos();
+                if acl.minimal {
+                    node.xattrs.retain(|x| x.name != name);
+                    return Ok(());
+                }
+            }
             let at = node
                 .xattrs
                 .binary_search_by(|x| x.name.as_slice().cmp(name));

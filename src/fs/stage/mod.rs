@@ -10,6 +10,7 @@
 //! [`stage_tree`]: crate::fs::stage_tree
 //! [`stage_file`]: crate::fs::stage_file
 
+mod acl;
 mod entries;
 mod fuse;
 mod privilege;
