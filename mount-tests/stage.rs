@@ -416,7 +416,7 @@ fn a_stage_run_by_a_user_refuses_what_the_user_could_not_do_on_a_real_file_syste
     // The staged directory is the user's; a file and a directory in it are root's.
     nix::unistd::chown(&src, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let env = env.as_user(NOBODY);
+    let env = env.handed_to(NOBODY);
     let mounted = Mounted::start(&env, "stage", &["--parent", "latest"]);
     let long = "n".repeat(256);
     let refused = [

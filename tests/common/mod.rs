@@ -23,7 +23,7 @@ pub const FAST_KDF: cairn::repo::keys::KdfParams = cairn::repo::keys::KdfParams 
 /// A repository in a temporary directory plus a scratch area.
 pub struct Env {
     pub dir: tempfile::TempDir,
-    /// Runs cairn as this user instead of the test's (see [`Env::as_user`]).
+    /// Runs cairn as this user instead of the test's (see [`Env::handed_to`]).
     pub user: Option<u32>,
 }
 
@@ -47,7 +47,7 @@ impl Env {
 
     /// The same scratch area, handed (with the repository) to user `uid`, whom cairn then runs
     /// as, with a home of its own in the scratch area and no runtime directory. Needs root.
-    pub fn as_user(mut self, uid: u32) -> Env {
+    pub fn handed_to(mut self, uid: u32) -> Env {
         fs::create_dir_all(self.path("home")).unwrap();
         let status = Command::new("chown")
             .args(["-R", &format!("{uid}:{uid}")])

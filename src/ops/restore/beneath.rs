@@ -141,7 +141,7 @@ impl Target {
     pub fn dir(&self, rel: &Path) -> io::Result<OwnedFd> {
         check_relative(rel)?;
         if rel.as_os_str().is_empty() {
-            return Ok(self.root.try_clone()?);
+            return self.root.try_clone();
         }
         self.open_beneath(rel, dir_flags(), Mode::empty())
     }

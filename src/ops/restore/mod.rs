@@ -485,7 +485,8 @@ impl<'a> Plan<'a> {
             Some(existing) if !opts.overwrite.replaces(&existing, node) => {
                 if !(node.kind == NodeKind::Dir && existing.is_dir()) {
                     self.skipped += 1;
-                    return Ok(self.block(rel, node));
+                    self.block(rel, node);
+                    return Ok(());
                 }
                 Some(existing)
             }
