@@ -435,6 +435,7 @@ fn a_stage_run_by_a_user_refuses_what_the_user_could_not_do_on_a_real_file_syste
         "touch -d 2001-01-01 roots".to_string(),
         "setfattr -n user.x -v 1 roots".to_string(),
         "touch rootdir/new".to_string(),
+        "ln roots hardlink-to-roots".to_string(),
         "mkdir rootdir/new".to_string(),
     ];
     for script in &refused {

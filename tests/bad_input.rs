@@ -484,6 +484,11 @@ fn one_damaged_snapshot_file_does_not_hide_the_others() {
     let target = env.path("target");
     env.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("src/small.txt")).unwrap(), b"second");
-    // Named by its id, the damaged one is an error naming it, never another snapshot.
+    // Named by its id, the damaged one is an error naming it, never another snapshot; forget
+    // removes it by its full id.
     assert_one_line_error(&env.run(&["ls", &first[..8]]), 1, &first);
+    assert_one_line_error(&env.run(&["forget", &first[..8]]), 1, "full id");
+    env.ok(&["forget", &first]);
+    assert!(!damaged.exists());
+    env.ok(&["snapshots"]);
 }

@@ -55,6 +55,19 @@ pub struct Args {
     dry_run: bool,
 }
 
+/// The snapshot `spec` names. A damaged snapshot file cannot be read, so it is found by its
+/// full id alone: that is how it is forgotten.
+fn named_snapshot(repo: &cairn::repo::Repository, spec: &str) -> Result<SnapshotId> {
+    match repo.find_snapshot(spec) {
+        Ok((id, _)) => Ok(id),
+        Err(e @ cairn::Error::Corrupt { .. }) => match SnapshotId::from_hex(spec) {
+            Ok(id) => Ok(id),
+            Err(_) => bail!("{e} (give its full id to forget it)"),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn tag_lists(specs: &[String]) -> Vec<Vec<String>> {
     specs
         .iter()
@@ -86,7 +99,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         }
         let mut ids = Vec::new();
         for spec in &args.snapshots {
-            ids.push(repo.find_snapshot(spec)?.0);
+            ids.push(named_snapshot(&repo, spec)?);
         }
         ids.sort();
         ids.dedup();

@@ -280,7 +280,12 @@ impl Filesystem for StageFs {
         reply: ReplyEntry,
     ) {
         let allowed = check_name(newname)
-            .and_then(|()| self.stage.may_change_dir(newparent.0, newname.as_bytes()));
+            .and_then(|()| self.stage.may_change_dir(newparent.0, newname.as_bytes()))
+            .and_then(|()| {
+                let tree = self.stage.tree.lock();
+                let node = &tree.get(ino.0).map_err(errno_of)?.node;
+                self.stage.caller.may_link(node)
+            });
         if let Err(e) = allowed {
             return reply.error(e);
         }

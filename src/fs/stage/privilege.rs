@@ -146,6 +146,22 @@ impl Caller {
         }
     }
 
+    /// May the caller give `node` another name? As Linux's protected_hardlinks (on by
+    /// default): its owner may, anyone else only for a regular file without setuid (or
+    /// executable setgid) that they may read and write.
+    pub fn may_link(&self, node: &Node) -> Result<(), Errno> {
+        let privileged = node.mode & libc::S_ISUID != 0
+            || node.mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP);
+        if self.root
+            || node.uid == self.uid
+            || (node.kind == NodeKind::File && !privileged && self.granted(node, 6))
+        {
+            Ok(())
+        } else {
+            Err(Errno::EPERM)
+        }
+    }
+
     /// May the caller make a node of `kind`? Only root makes device nodes.
     pub fn may_make(&self, kind: NodeKind) -> Result<(), Errno> {
         match kind {
@@ -228,6 +244,9 @@ mod tests {
             Ok(())
         );
         assert_eq!(user().may_set_times(&roots, true), Err(Errno::EPERM));
+        assert_eq!(user().may_link(&roots), Err(Errno::EPERM));
+        assert_eq!(user().may_link(&owned_by(0, 0, 0o666)), Ok(()));
+        assert_eq!(user().may_link(&owned_by(0, 0, 0o4777)), Err(Errno::EPERM));
         assert_eq!(user().may_set_times(&owned_by(0, 0, 0o666), false), Ok(()));
     }
 
