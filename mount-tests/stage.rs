@@ -654,3 +654,34 @@ fn a_tree_copied_the_moment_it_is_made_keeps_every_time_through_stage_and_restor
     commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, "latest"));
 }
+
+#[test]
+fn an_acl_sets_the_mode_and_a_later_chmod_narrows_it_through_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_repo(&[]);
+    let mounted = stage(&env, &["--empty"]);
+    let file = mounted.dir.join("f");
+    fs::write(&file, b"acl").unwrap();
+    // user::rw-, user:nobody:rw-, group::r--, mask::rw-, other::r-- (the xattr form).
+    let acl = "0x0200000001000600ffffffff02000600feff000004000400ffffffff10000600ffffffff20000400ffffffff";
+    let set = Command::new("setfattr")
+        .args(["-n", "system.posix_acl_access", "-v", acl])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&file),
+        0o664,
+        "the ACL's mask and other bits set the mode"
+    );
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let id = commit(&env, mounted);
+    let restored = restored(&env, &id[..8]);
+    assert_eq!(
+        mode(&restored.join("f")),
+        0o600,
+        "a stale ACL widened the restored mode"
+    );
+}

@@ -482,8 +482,20 @@ fn one_damaged_snapshot_file_does_not_hide_the_others() {
     assert_one_line_error(&out, 1, &first);
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 snapshots"));
     let target = env.path("target");
-    env.restore("latest", &target, &[]);
+    let good = fs::read_dir(env.repo().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| *n != first)
+        .unwrap();
+    env.restore(&good[..8], &target, &[]);
     assert_eq!(fs::read(target.join("src/small.txt")).unwrap(), b"second");
+    // `latest` could be the damaged one: refused rather than guessed (forget latest must not
+    // remove an older snapshot).
+    assert_one_line_error(
+        &env.run(&["forget", "latest"]),
+        1,
+        "could name the wrong snapshot",
+    );
     // Named by its id, the damaged one is an error naming it, never another snapshot; forget
     // removes it by its full id.
     assert_one_line_error(&env.run(&["ls", &first[..8]]), 1, &first);

@@ -402,6 +402,15 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if let Some(back) = spec.strip_prefix("latest") {
             let snaps = self.snapshots()?;
+            // With a damaged snapshot file left out, "the newest" could be the wrong one.
+            let listed = self.backend.list("snapshots/")?.len();
+            if listed != snaps.len() {
+                return Err(Error::Selector(format!(
+                    "{} snapshot files are damaged (`cairn check` names them): {spec:?} could \
+                     name the wrong snapshot; give an id",
+                    listed - snaps.len()
+                )));
+            }
             let n: usize = match back.strip_prefix('~') {
                 Some(n) => n
                     .parse()
@@ -422,8 +431,12 @@ impl Repository {
             .list("snapshots/")?
             .into_iter()
             .map(|o| id_of(&o.name).to_string())
-            .filter(|id| id.starts_with(&wanted))
+            .filter(|id| SnapshotId::from_hex(id).is_ok() && id.starts_with(&wanted))
             .collect();
+        // A full id is that snapshot, whatever else shares its digits.
+        if matching.iter().any(|id| *id == wanted) {
+            matching.retain(|id| *id == wanted);
+        }
         match matching.len() {
             1 => {
                 let name = matching.remove(0);

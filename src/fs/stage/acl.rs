@@ -49,6 +49,29 @@ pub fn access_acl_mode(value: &[u8]) -> Option<AclMode> {
     })
 }
 
+/// `value`, an access ACL, with its owner, group-class (the mask, else the owning group) and
+/// other permissions set from `mode`, as the kernel rewrites a file's ACL on chmod; `None` when
+/// `value` is not an access ACL.
+pub fn with_mode(value: &[u8], mode: u32) -> Option<Vec<u8>> {
+    access_acl_mode(value)?;
+    let mut out = value.to_vec();
+    let has_mask = value[4..]
+        .chunks_exact(8)
+        .any(|e| u16::from_le_bytes([e[0], e[1]]) == MASK);
+    for entry in out[4..].chunks_exact_mut(8) {
+        let tag = u16::from_le_bytes([entry[0], entry[1]]);
+        let bits = match tag {
+            USER_OBJ => (mode >> 6) & 7,
+            MASK => (mode >> 3) & 7,
+            GROUP_OBJ if !has_mask => (mode >> 3) & 7,
+            OTHER => mode & 7,
+            _ => continue,
+        };
+        entry[2..4].copy_from_slice(&(bits as u16).to_le_bytes());
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +109,8 @@ mod tests {
                 minimal: false
             })
         );
+        let narrowed = with_mode(&extended, 0o600).unwrap();
+        assert_eq!(access_acl_mode(&narrowed).unwrap().permissions, 0o600);
         assert_eq!(access_acl_mode(b"junk"), None);
         assert_eq!(access_acl_mode(&acl(&[(USER_OBJ, 6)])), None);
     }

@@ -141,6 +141,15 @@ impl Filesystem for StageFs {
             }
             if let Some(mode) = new_mode {
                 node.mode = mode;
+                // As the kernel does on chmod, an extended ACL follows the new mode (restore
+                // sets the ACL too: a stale one would widen what chmod narrowed).
+                for x in node.xattrs.iter_mut() {
+                    if x.name == b"system.posix_acl_access"
+                        && let Some(updated) = acl::with_mode(&x.value, mode)
+                    {
+                        x.value = updated;
+                    }
+                }
             }
             if let Some(atime) = atime {
                 node.atime = nanos_of(atime);
@@ -545,10 +554,22 @@ impl Filesystem for StageFs {
                 let mode = (node.mode & !0o777) | acl.permissions;
                 node.mode = self.stage.caller.chmod(node, mode).map_err(refused)?;
                 node.ctime = now_nanos();
-                if acl.minimal {
-                    node.xattrs.retain(|x| x.name != name);
-                    return Ok(());
+                // The kernel takes no create/replace flags for ACLs: set or replaced, as given.
+                node.xattrs.retain(|x| x.name != name);
+                if !acl.minimal {
+                    let at = node
+                        .xattrs
+                        .binary_search_by(|x| x.name.as_slice().cmp(name))
+                        .unwrap_or_else(|i| i);
+                    node.xattrs.insert(
+                        at,
+                        Xattr {
+                            name: name.to_vec(),
+                            value: value.to_vec(),
+                        },
+                    );
                 }
+                return Ok(());
             }
             let at = node
                 .xattrs

@@ -53,20 +53,18 @@ impl Caller {
     }
 
     /// The mode `node` gets from a chmod to `mode`, or EPERM when the caller does not own it.
-    /// Like Linux, a setgid bit on a file of a group the caller is not in is dropped silently.
+    /// Like Linux, a setgid bit on a file or directory of a group the caller is not in is
+    /// dropped silently. (A non-owner's write clears setuid through the write itself: the
+    /// stage negotiates FUSE_HANDLE_KILLPRIV_V2.)
     pub fn chmod(&self, node: &Node, mode: u32) -> Result<u32, Errno> {
         let mode = mode & 0o7777;
         if self.root {
             return Ok(mode);
         }
-        // Clearing setuid/setgid only is what the kernel asks after someone else's write
-        // (without FUSE_HANDLE_KILLPRIV_V2): allowed, as it takes privileges away.
-        let clears_only = mode == node.mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID)
-            && mode != node.mode & 0o7777;
-        if node.uid != self.uid && !clears_only {
+        if node.uid != self.uid {
             return Err(Errno::EPERM);
         }
-        if node.kind != NodeKind::Dir && !self.groups.contains(&node.gid) {
+        if !self.groups.contains(&node.gid) {
             return Ok(mode & !libc::S_ISGID);
         }
         Ok(mode)
@@ -222,8 +220,10 @@ mod tests {
         assert_eq!(user().chmod(&roots, 0o4755), Err(Errno::EPERM));
         assert_eq!(user().chmod(&mine, 0o4755), Ok(0o4755));
         assert_eq!(user().chmod(&owned_by(1000, 5, 0), 0o2755), Ok(0o0755));
-        // The kernel clearing setuid after another user's write is let through.
-        assert_eq!(user().chmod(&owned_by(0, 0, 0o4755), 0o0755), Ok(0o0755));
+        assert_eq!(
+            user().chmod(&owned_by(0, 0, 0o4755), 0o0755),
+            Err(Errno::EPERM)
+        );
         assert_eq!(user().may_make(NodeKind::CharDevice), Err(Errno::EPERM));
         assert_eq!(user().may_make(NodeKind::Fifo), Ok(()));
     }

@@ -348,7 +348,8 @@ pub fn hard_link(
 
 /// Applies `node`'s owner (as root), xattrs, mode and times to `name` in `dir`, in that order:
 /// chown clears setuid bits, xattrs need the owner's write permission a read-only mode would
-/// take away, and setting xattrs or the mode changes ctime, not mtime. Files and
+/// take away (and an ACL sets mode bits: the recorded mode comes after), and setting xattrs or
+/// the mode changes ctime, not mtime. Files and
 /// directories are opened (no-follow) and changed through the descriptor; fifos and devices
 /// through an `O_PATH` descriptor; symlinks with the no-follow calls on their name. The entry
 /// must be the inode restore made or kept (`expected`): anything else — a link or a file put in
@@ -417,9 +418,8 @@ pub fn apply_metadata(
             )?;
         }
         // Through the magic link to the inode it holds (set_deref: the link is the path);
-        // ACLs after the mode, as for files.
-        let (acls, others): (Vec<_>, Vec<_>) = node.xattrs.iter().partition(|x| is_acl(&x.name));
-        for x in others {
+        // the mode after the xattrs, as for files.
+        for x in &node.xattrs {
             xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
         }
         nix::sys::stat::fchmodat(
@@ -428,9 +428,6 @@ pub fn apply_metadata(
             mode,
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )?;
-        for x in acls {
-            xattr::set_deref(&path, OsStr::from_bytes(&x.name), &x.value)?;
-        }
         return Ok(nix::sys::stat::utimensat(
             nix::fcntl::AT_FDCWD,
             path.as_str(),
@@ -446,26 +443,17 @@ pub fn apply_metadata(
 /// descriptor restore created the file with, or one it checked is the inode it made.
 pub fn apply_on_descriptor(file: &File, node: &Node, as_root: bool) -> io::Result<()> {
     // chown first (it clears setuid bits and security.capability), xattrs while the file is
-    // still writable to its owner, the mode, then ACLs (setting one sets the mode bits it
-    // implies, as `cp -a` relies on), then times.
+    // still writable to its owner (ACLs included: setting one sets mode bits), then the
+    // recorded mode — last, so the file ends with the mode the snapshot shows — then times.
     if as_root {
         nix::unistd::fchown(file, Some(node.uid.into()), Some(node.gid.into()))?;
     }
-    let (acls, others): (Vec<_>, Vec<_>) = node.xattrs.iter().partition(|x| is_acl(&x.name));
-    for x in others {
+    for x in &node.xattrs {
         xattr::FileExt::set_xattr(file, OsStr::from_bytes(&x.name), &x.value)?;
     }
     nix::sys::stat::fchmod(file, Mode::from_bits_truncate(node.mode & 0o7777))?;
-    for x in acls {
-        xattr::FileExt::set_xattr(file, OsStr::from_bytes(&x.name), &x.value)?;
-    }
     let times = [timespec(node.atime), timespec(node.mtime)];
     Ok(nix::sys::stat::futimens(file, &times[0], &times[1])?)
-}
-
-/// Whether an xattr is a POSIX ACL, whose setting also sets the mode bits it implies.
-fn is_acl(name: &[u8]) -> bool {
-    name.starts_with(b"system.posix_acl_")
 }
 
 fn replaced() -> io::Error {
