@@ -434,7 +434,7 @@ impl Repository {
             .filter(|id| SnapshotId::from_hex(id).is_ok() && id.starts_with(&wanted))
             .collect();
         // A full id is that snapshot, whatever else shares its digits.
-        if matching.iter().any(|id| *id == wanted) {
+        if matching.contains(&wanted) {
             matching.retain(|id| *id == wanted);
         }
         match matching.len() {
