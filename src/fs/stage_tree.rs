@@ -12,6 +12,7 @@ use crate::ingest::packer::Packer;
 use crate::repo::ids::BlobId;
 use crate::repo::snapshot::Summary;
 use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
+use crate::repo::tree_sum::{SumError, Tally, sum_below};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -444,49 +445,26 @@ impl StageTree {
 }
 
 /// Adds the files, directories, bytes and nodes with xattrs below `tree` to `summary`. The parent
-/// snapshot may have been crafted, so this is a loop, not recursion (no tree is deep enough to
-/// overflow the stack; deeper than [`MAX_DEPTH`] is an error), and each distinct subtree is
-/// counted once and added as often as it is named, so a tree that names one subtree over and
-/// over costs its stored size, not its expanded size.
+/// snapshot may have been crafted: [`sum_below`] reads each distinct subtree once, in a loop,
+/// so neither a deep tree nor one naming a subtree over and over costs more than its stored size.
 fn count_tree(store: &Store, tree: &BlobId, summary: &mut Summary) -> Result<()> {
-    /// One directory being counted: its tree, the entries not yet counted, the sum so far.
-    struct Frame {
-        tree: BlobId,
-        entries: std::vec::IntoIter<Node>,
-        sum: Counts,
-    }
-    let mut counted: HashMap<BlobId, Counts> = HashMap::new();
-    let open = |tree: BlobId| -> Result<Frame> {
-        Ok(Frame {
-            tree,
-            entries: store.repo.read_tree(store.index, &tree)?.into_iter(),
-            sum: Counts::default(),
-        })
-    };
-    let mut stack = vec![open(*tree)?];
-    while let Some(frame) = stack.last_mut() {
-        let Some(node) = frame.entries.next() else {
-            let done = stack.pop().expect("the loop holds a frame");
-            match stack.last_mut() {
-                Some(parent) => parent.sum.add(&done.sum),
-                None => done.sum.add_to(summary),
-            }
-            counted.insert(done.tree, done.sum);
-            continue;
-        };
-        frame.sum.add_node(&node);
-        if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-            match counted.get(&sub) {
-                Some(below) => frame.sum.add(below),
-                None if stack.len() >= MAX_DEPTH => {
-                    return Err(Error::Invalid(format!(
-                        "the parent snapshot's directories nest deeper than {MAX_DEPTH} levels"
-                    )));
-                }
-                None => stack.push(open(sub)?),
-            }
-        }
-    }
+    let mut memo = HashMap::new();
+    let counts = sum_below(
+        store.repo,
+        store.index,
+        *tree,
+        0,
+        &mut memo,
+        &Counts::of,
+        &|_| false,
+    )
+    .map_err(|e| match e {
+        SumError::Repo(e) => e,
+        SumError::TooDeep | SumError::Over => Error::Invalid(format!(
+            "the parent snapshot's directories nest deeper than {MAX_DEPTH} levels"
+        )),
+    })?;
+    counts.add_to(summary);
     Ok(())
 }
 
@@ -499,26 +477,31 @@ struct Counts {
     xattr_nodes: u64,
 }
 
-impl Counts {
-    fn add_node(&mut self, node: &Node) {
-        if !node.xattrs.is_empty() {
-            self.xattr_nodes = self.xattr_nodes.saturating_add(1);
-        }
-        match node.kind {
-            NodeKind::File => {
-                self.files = self.files.saturating_add(1);
-                self.bytes = self.bytes.saturating_add(node.size);
-            }
-            NodeKind::Dir => self.dirs = self.dirs.saturating_add(1),
-            _ => {}
-        }
-    }
-
+impl Tally for Counts {
     fn add(&mut self, other: &Counts) {
         self.files = self.files.saturating_add(other.files);
         self.dirs = self.dirs.saturating_add(other.dirs);
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.xattr_nodes = self.xattr_nodes.saturating_add(other.xattr_nodes);
+    }
+}
+
+impl Counts {
+    /// What one node adds.
+    fn of(node: &Node) -> Counts {
+        let mut counts = Counts {
+            xattr_nodes: u64::from(!node.xattrs.is_empty()),
+            ..Counts::default()
+        };
+        match node.kind {
+            NodeKind::File => {
+                counts.files = 1;
+                counts.bytes = node.size;
+            }
+            NodeKind::Dir => counts.dirs = 1,
+            _ => {}
+        }
+        counts
     }
 
     fn add_to(&self, summary: &mut Summary) {

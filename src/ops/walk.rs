@@ -16,6 +16,7 @@ use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
+use crate::repo::tree_sum::{SumError, sum_below};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -71,8 +72,7 @@ fn over_budget(path: &Path) -> Error {
 }
 
 /// The work of walking `nodes` and everything below them, counted from the distinct
-/// directories (each read once) and stopping as soon as it exceeds `limit`. A loop, not
-/// recursion; deeper than [`MAX_DEPTH`] is an error.
+/// directories (each read once) and stopping as soon as it exceeds `limit`.
 fn expanded_work(
     repo: &Repository,
     index: &Index,
@@ -80,63 +80,25 @@ fn expanded_work(
     limit: u64,
     base: &Path,
 ) -> Result<u64> {
-    /// One directory being counted: its tree, entries not yet counted, the sum so far.
-    struct Frame {
-        tree: BlobId,
-        entries: std::vec::IntoIter<Node>,
-        sum: u64,
-    }
-    let mut counted: HashMap<BlobId, u64> = HashMap::new();
+    let mut memo: HashMap<BlobId, u64> = HashMap::new();
     let mut total = 0u64;
     for node in nodes {
+        let path = || base.join(OsStr::from_bytes(&node.name));
         total = total.saturating_add(work_of(node));
-        let Some(top) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
-            continue;
-        };
-        let mut stack: Vec<Frame> = Vec::new();
-        let open = |tree: BlobId| -> Result<Frame> {
-            Ok(Frame {
-                tree,
-                entries: repo.read_tree(index, &tree)?.into_iter(),
-                sum: 0,
+        if let (NodeKind::Dir, Some(tree)) = (node.kind, node.subtree) {
+            // The walk holds one level for the entries it starts from.
+            let below = sum_below(repo, index, tree, 1, &mut memo, &work_of, &|sum| {
+                *sum > limit
             })
-        };
-        if let Some(&known) = counted.get(&top) {
-            total = total.saturating_add(known);
-        } else {
-            stack.push(open(top)?);
-        }
-        while let Some(frame) = stack.last_mut() {
-            let Some(child) = frame.entries.next() else {
-                let done = stack.pop().expect("the loop holds a frame");
-                counted.insert(done.tree, done.sum);
-                match stack.last_mut() {
-                    Some(parent) => parent.sum = parent.sum.saturating_add(done.sum),
-                    None => total = total.saturating_add(done.sum),
-                }
-                continue;
-            };
-            frame.sum = frame.sum.saturating_add(work_of(&child));
-            if let (NodeKind::Dir, Some(sub)) = (child.kind, child.subtree)
-                && let Some(&below) = counted.get(&sub)
-            {
-                frame.sum = frame.sum.saturating_add(below);
-            }
-            if frame.sum > limit {
-                return Err(over_budget(&base.join(OsStr::from_bytes(&node.name))));
-            }
-            if let (NodeKind::Dir, Some(sub)) = (child.kind, child.subtree)
-                && !counted.contains_key(&sub)
-            {
-                // The walk's stack holds one more frame (the entries it starts from).
-                if stack.len() + 1 >= MAX_DEPTH {
-                    return Err(too_deep(&base.join(OsStr::from_bytes(&node.name))));
-                }
-                stack.push(open(sub)?);
-            }
+            .map_err(|e| match e {
+                SumError::TooDeep => too_deep(&path()),
+                SumError::Over => over_budget(&path()),
+                SumError::Repo(e) => e,
+            })?;
+            total = total.saturating_add(below);
         }
         if total > limit {
-            return Err(over_budget(&base.join(OsStr::from_bytes(&node.name))));
+            return Err(over_budget(&path()));
         }
     }
     Ok(total)

@@ -14,5 +14,6 @@ pub mod repository;
 pub mod serial;
 pub mod snapshot;
 pub mod tree;
+pub mod tree_sum;
 
 pub use repository::Repository;

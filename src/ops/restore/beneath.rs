@@ -456,7 +456,8 @@ pub fn apply_on_descriptor(file: &File, node: &Node, as_root: bool) -> io::Resul
     Ok(nix::sys::stat::futimens(file, &times[0], &times[1])?)
 }
 
-fn replaced() -> io::Error {
+/// The error for an entry that is no longer the one restore made.
+pub fn replaced() -> io::Error {
     io::Error::other("replaced by something else while restoring: left as found")
 }
 

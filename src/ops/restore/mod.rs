@@ -652,9 +652,7 @@ fn write_blob(
             .get()
             .ok_or_else(|| io::Error::other("not created by this restore: left as found"))?;
         if Identity::of_file(&reopened)? != *made {
-            return Err(io::Error::other(
-                "replaced by something else while restoring: left as found",
-            ));
+            return Err(beneath::replaced());
         }
         reopened
     };
