@@ -488,6 +488,11 @@ fn one_damaged_snapshot_file_does_not_hide_the_others() {
         .find(|n| *n != first)
         .unwrap();
     env.restore(&good[..8], &target, &[]);
+    // A stray copy sharing the good one's digits does not make its full id ambiguous.
+    let snapshots = env.repo().join("snapshots");
+    fs::copy(snapshots.join(&good), snapshots.join(format!("{good}.bak"))).unwrap();
+    env.ok(&["ls", &good]);
+    fs::remove_file(snapshots.join(format!("{good}.bak"))).unwrap();
     assert_eq!(fs::read(target.join("src/small.txt")).unwrap(), b"second");
     // `latest` could be the damaged one: refused rather than guessed (forget latest must not
     // remove an older snapshot).
