@@ -53,6 +53,11 @@ pub struct Args {
     /// Show what would be kept and removed, remove nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Then prune: free the data no snapshot uses any more (at once when no backup runs).
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    limits: crate::cli::prune::LimitArgs,
 }
 
 /// The snapshot `spec` names. A damaged snapshot file cannot be read, so it is found by its
@@ -182,7 +187,7 @@ fn report(
 /// Removes `ids` (unless a dry run) and reports it.
 fn finish(
     globals: &Globals,
-    repo: &cairn::repo::Repository,
+    repo: &std::sync::Arc<cairn::repo::Repository>,
     args: &Args,
     ids: &[SnapshotId],
     groups: Vec<(GroupKey, Vec<Verdict>)>,
@@ -219,6 +224,14 @@ fn finish(
             "removed"
         };
         println!("{verb} {} snapshots", ids.len());
+    }
+    if args.prune && !args.dry_run {
+        let opts = cairn::ops::prune::PruneOptions {
+            limits: args.limits.limits(),
+            dry_run: false,
+            now: true,
+        };
+        return crate::cli::prune::run_with(globals, repo, &opts);
     }
     Ok(0)
 }

@@ -11,6 +11,7 @@ mod key;
 mod ls;
 mod mount;
 mod private_dir;
+mod prune;
 mod quote;
 mod repair;
 mod restore;
@@ -77,6 +78,8 @@ enum Command {
     Stats(stats::Args),
     /// Remove snapshots, named or by a retention policy (their data stays until a prune).
     Forget(forget::Args),
+    /// Free what no snapshot uses, safely beside running backups (no lock).
+    Prune(prune::Args),
     /// Manage the passwords that open the repository.
     Key(key::Args),
     /// Verify the repository: structure, and with --read-data every byte.
@@ -293,6 +296,7 @@ pub fn run() -> Result<u8> {
         Command::Backup(args) => backup::run(&globals, args),
         Command::Snapshots(args) => snapshots::run(&globals, args),
         Command::Forget(args) => forget::run(&globals, args),
+        Command::Prune(args) => prune::run(&globals, args),
         Command::Ls(args) => ls::run(&globals, args),
         Command::Restore(args) => restore::run(&globals, args),
         Command::Mount(args) => mount::run(&globals, args),

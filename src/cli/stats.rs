@@ -67,6 +67,20 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
         usage.mixed_packs,
         HumanBytes(usage.mixed_unused_bytes)
     );
+    println!(
+        "prune would free: {} (copying {} of live data){}",
+        HumanBytes(usage.prune_would_free),
+        HumanBytes(usage.prune_would_repack),
+        if usage.condemned_packs > 0 {
+            format!(
+                "; {} of it in {} packs already condemned, deleted once running backups finish",
+                HumanBytes(usage.condemned_bytes),
+                usage.condemned_packs
+            )
+        } else {
+            String::new()
+        }
+    );
     if pack_bytes > 0 {
         println!(
             "space saving:     {:.1}x",

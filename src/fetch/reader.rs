@@ -10,22 +10,45 @@ use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
 use std::sync::Arc;
 
+/// Reads the index again when a pack it names is gone; `None` when no fresher one is had.
+pub type IndexReload = Arc<dyn Fn() -> Option<Arc<Index>> + Send + Sync>;
+
 /// Everything a reader needs to turn a blob id into verified plaintext.
 pub struct Fetcher {
     /// The repository.
     pub repo: Arc<Repository>,
     /// The cache of verified plaintext.
     pub cache: Arc<BlobCache>,
+    /// How a long-running reader (the mount) follows a prune that moved blobs to new packs.
+    pub reload: Option<IndexReload>,
 }
 
 impl Fetcher {
-    /// The verified plaintext of `id`, from the cache or the repository.
+    /// The verified plaintext of `id`, from the cache or the repository. When every pack the
+    /// index names for it is gone, the index is read again once and the blob looked up there.
     pub fn blob(&self, index: &Index, id: &BlobId) -> Result<Plain> {
         self.cache.get_or_fetch(*id, || {
             let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
             let _room = self.cache.reserve(at.entry.open_bytes());
-            self.repo.read_indexed(index, id)
+            match self.repo.read_indexed(index, id) {
+                Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r()) {
+                    Some(fresh) => self.repo.read_indexed(&fresh, id),
+                    None => Err(Error::NotFound(pack)),
+                },
+                other => other,
+            }
         })
+    }
+
+    /// A tree's nodes, with the same fallback as [`Fetcher::blob`].
+    pub fn tree(&self, index: &Index, id: &BlobId) -> Result<Vec<crate::repo::tree::Node>> {
+        match self.repo.read_tree(index, id) {
+            Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r()) {
+                Some(fresh) => self.repo.read_tree(&fresh, id),
+                None => Err(Error::NotFound(pack)),
+            },
+            other => other,
+        }
     }
 }
 

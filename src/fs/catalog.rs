@@ -58,7 +58,13 @@ impl Contents {
 pub struct Catalog {
     repo: Arc<Repository>,
     current: Mutex<(Arc<Contents>, Instant)>,
+    /// When the index was last reloaded because a pack was missing.
+    index_reloaded: Mutex<Option<Instant>>,
 }
+
+/// How often a missing pack may make the index be read again: a prune that moved blobs is
+/// followed within this, a damaged repository does not make every read reload it.
+const INDEX_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 fn names(snaps: Vec<(SnapshotId, Snapshot)>) -> Vec<Listed> {
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -91,7 +97,36 @@ impl Catalog {
         Ok(Catalog {
             repo,
             current: Mutex::new((Arc::new(contents), Instant::now())),
+            index_reloaded: Mutex::new(None),
         })
+    }
+
+    /// Reads the index again after a read found a pack gone: a prune may have moved the blob
+    /// into a new pack and deleted the old one. The fresh index replaces the current one (the
+    /// snapshot list stays). Reloaded a moment ago, the current index is returned as it is
+    /// (readers holding an older one retry with it); `None` when it cannot be read.
+    pub fn reload_index(&self) -> Option<Arc<Index>> {
+        {
+            let mut last = self.index_reloaded.lock();
+            if last.is_some_and(|t| t.elapsed() < INDEX_RELOAD_INTERVAL) {
+                return Some(self.current.lock().0.index.clone());
+            }
+            *last = Some(Instant::now());
+        }
+        let index = match self.repo.load_index() {
+            Ok(index) => Arc::new(index),
+            Err(e) => {
+                tracing::warn!("reloading the index after a missing pack: {e}");
+                return None;
+            }
+        };
+        let mut current = self.current.lock();
+        let snapshots = current.0.snapshots.clone();
+        current.0 = Arc::new(Contents {
+            snapshots,
+            index: index.clone(),
+        });
+        Some(index)
     }
 
     /// What is known now, without refreshing.

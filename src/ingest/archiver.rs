@@ -14,6 +14,7 @@ use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
 use crate::ingest::progress::Progress;
 use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
+use crate::ops::session::WriterSession;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, SnapshotId};
 use crate::repo::index::Index;
@@ -87,6 +88,12 @@ pub fn backup(
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
+    // The session is open before the index is read: a prune that condemns packs from here on
+    // waits for this backup, and one that condemned them before is in `unusable_packs`.
+    let session = match opts.dry_run {
+        true => None,
+        false => Some(WriterSession::begin(repo.clone(), "backup")?),
+    };
     let index = Arc::new(repo.load_index()?);
     let parent = find_parent(&repo, opts, &path_strings)?;
     let parent_roots = match &parent {
@@ -101,6 +108,9 @@ pub fn backup(
     );
     if let Some(hook) = hook {
         packer.set_corrupt_hook(hook);
+    }
+    if let Some(session) = &session {
+        packer.avoid_packs(session.unusable_packs(&index)?);
     }
     let archiver = Archiver {
         repo: &repo,
@@ -152,10 +162,13 @@ pub fn backup(
             xattr_nodes: Some(xattr_nodes.into_inner()),
         },
     };
-    let id = if opts.dry_run {
-        None
-    } else {
-        Some(repo.save_snapshot(&snapshot)?)
+    let id = match session {
+        None => None,
+        Some(session) => {
+            let id = session.commit(&snapshot)?;
+            session.end()?;
+            Some(id)
+        }
     };
     Ok(BackupOutcome {
         id,

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
 use crate::repo::blob::{SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
-use crate::repo::ids::{BlobId, BlobKind};
+use crate::repo::ids::{BlobId, BlobKind, PackId};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
@@ -319,6 +319,9 @@ impl Sealers {
 pub struct Packer {
     shared: Arc<Shared>,
     index: Arc<Index>,
+    /// Packs not to de-duplicate against (condemned by a prune, or gone): their blobs are
+    /// stored again.
+    unusable: HashSet<PackId>,
     seen: Mutex<HashSet<BlobId>>,
     params: Params,
     /// `None` once finished (dropping it closes the upload queue).
@@ -385,6 +388,7 @@ impl Packer {
             params,
             shared,
             index,
+            unusable: HashSet::new(),
             seen: Mutex::new(HashSet::new()),
             sink: Some(sink),
             sealers,
@@ -414,6 +418,21 @@ impl Packer {
         self.add(BlobKind::Tree, &Tree::Pieces(pieces).encode())
     }
 
+    /// Stops de-duplicating against `packs`: a blob held only by them is stored again. A
+    /// writer passes what [`crate::ops::session::WriterSession::unusable_packs`] found.
+    pub fn avoid_packs(&mut self, packs: HashSet<PackId>) {
+        self.unusable = packs;
+    }
+
+    /// Whether the repository holds `id` in a pack this job may count on.
+    fn in_repository(&self, id: &BlobId) -> bool {
+        if self.unusable.is_empty() {
+            self.index.contains(id)
+        } else {
+            self.index.contains_outside(id, &self.unusable)
+        }
+    }
+
     /// Installs the test hook that corrupts plaintext between hashing and sealing (once).
     pub fn set_corrupt_hook(&mut self, hook: CorruptHook) {
         let _ = self.shared.corrupt_hook.set(hook);
@@ -437,7 +456,7 @@ impl Packer {
 
     /// Whether the repository or this job already has `id`.
     pub fn is_known(&self, id: &BlobId) -> bool {
-        self.index.contains(id) || self.seen.lock().contains(id)
+        self.in_repository(id) || self.seen.lock().contains(id)
     }
 
     /// Where a blob this job added is stored, so it can be read back before the job ends (the
@@ -478,7 +497,7 @@ impl Packer {
     pub fn add(&self, kind: BlobKind, plaintext: &[u8]) -> Result<BlobId> {
         self.shared.check()?;
         let id = self.shared.key.blob_id(plaintext);
-        if self.index.contains(&id) || !self.seen.lock().insert(id) {
+        if self.in_repository(&id) || !self.seen.lock().insert(id) {
             return Ok(id);
         }
         self.shared.stats.new_blobs.fetch_add(1, Ordering::Relaxed);

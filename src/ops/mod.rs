@@ -3,7 +3,9 @@
 
 pub mod check;
 pub mod forget;
+pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod session;
 pub mod usage;
 pub mod walk;

@@ -16,6 +16,7 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
 use crate::ingest::packer::Packer;
 use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory, read_pack_header};
+use crate::ops::session::WriterSession;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
@@ -334,7 +335,17 @@ pub struct SnapshotRepair {
 /// files (and directories) that cannot be read, tagged [`REPAIRED_TAG`], with the original as
 /// its parent. With `forget` the originals are removed once the new ones are committed.
 pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<SnapshotRepair> {
+    let session = WriterSession::begin(repo.clone(), "repair")?;
     let index = Arc::new(repo.load_index()?);
+    // Repaired snapshots keep their originals' data blobs without storing them again: that is
+    // safe only while no prune has condemned packs (DESIGN §6).
+    if !session.unusable_packs(&index)?.is_empty() {
+        return Err(Error::Invalid(
+            "a prune has condemned packs and not yet deleted them: run `cairn prune` to finish \
+             it (or remove stale index files with `repair index`), then repair snapshots"
+                .into(),
+        ));
+    }
     let snapshots = repo.snapshots()?;
     let packer = Packer::new(repo.clone(), index.clone(), IngestLimits::default(), false);
     let mut rewriter = Rewriter {
@@ -364,7 +375,7 @@ pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<Snapshot
     // The new trees are stored and indexed before any snapshot refers to them.
     packer.finish()?;
     for (original, fixed, removed) in pending {
-        let repaired = repo.save_snapshot(&fixed)?;
+        let repaired = session.commit(&fixed)?;
         if forget {
             repo.backend().delete(&format!("snapshots/{original}"))?;
             report.forgotten += 1;
@@ -375,6 +386,7 @@ pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<Snapshot
             removed,
         });
     }
+    session.end()?;
     Ok(report)
 }
 

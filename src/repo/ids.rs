@@ -1,5 +1,6 @@
 //! Typed 32-byte identifiers. A blob id is a keyed hash of plaintext; pack, index, snapshot and
-//! key ids are the SHA-256 of the stored file. Distinct types keep one from being passed as the
+//! key ids are the SHA-256 of the stored file; session and garbage ids are random (those files
+//! are rewritten in place). Distinct types keep one from being passed as the
 //! other.
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,14 @@ id_type!(
 id_type!(
     /// SHA-256 of a key file; its name under `keys/`.
     KeyId
+);
+id_type!(
+    /// A writer session's random id; its name under `sessions/`.
+    SessionId
+);
+id_type!(
+    /// A prune's random id for one garbage file; its name under `garbage/`.
+    GarbageId
 );
 
 /// What a blob holds. Packs hold one kind only, so tree packs stay small.

@@ -10,7 +10,7 @@ use crate::repo::pack::PackEntry;
 use crate::repo::serial;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 const SEGMENT_AAD: &[u8] = b"cairn index segment";
 
@@ -161,6 +161,14 @@ impl Index {
     /// Whether `id` is stored.
     pub fn contains(&self, id: &BlobId) -> bool {
         !self.slots_of(id).is_empty()
+    }
+
+    /// Whether `id` is stored in a pack outside `unusable`: what a writer may de-duplicate
+    /// against while a prune has condemned some packs (DESIGN §6).
+    pub fn contains_outside(&self, id: &BlobId, unusable: &HashSet<PackId>) -> bool {
+        self.slots_of(id)
+            .iter()
+            .any(|s| !unusable.contains(&self.packs[s.pack as usize]))
     }
 
     /// Number of distinct blobs.

@@ -5,6 +5,7 @@
 pub mod blob;
 pub mod config;
 pub mod crypto;
+pub mod garbage;
 pub mod identity;
 pub mod ids;
 pub mod index;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod pack;
 pub mod repository;
 pub mod serial;
+pub mod session;
 pub mod snapshot;
 pub mod tree;
 pub mod tree_sum;

@@ -387,7 +387,9 @@ impl Repository {
         }
     }
 
-    fn read_tree_blob(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+    /// One tree blob as stored: a directory's nodes, or the pieces of a split directory (whose
+    /// blobs a walk that marks what is used must count too).
+    pub fn read_tree_blob(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
         if at.entry.kind != BlobKind::Tree {
             return Err(Error::corrupt(

@@ -26,8 +26,9 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::packer::{Packer, PackerTotals};
 use crate::ingest::walker::OwnerNames;
+use crate::ops::session::WriterSession;
 use crate::repo::Repository;
-use crate::repo::ids::SnapshotId;
+use crate::repo::ids::{PackId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind, Xattr};
@@ -38,7 +39,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct StageOptions {
 pub struct Stage {
     repo: Arc<Repository>,
     index: Arc<Index>,
+    /// The writer session a prune waits for; `None` once committed or aborted.
+    session: Mutex<Option<WriterSession>>,
     tree: Mutex<StageTree>,
     /// `None` once committed or aborted.
     packer: RwLock<Option<Packer>>,
@@ -114,14 +117,18 @@ impl Stage {
         snapshot: StageSnapshot,
         opts: StageOptions,
     ) -> Result<Stage> {
+        let session = WriterSession::begin(repo.clone(), "stage")?;
         let index = Arc::new(repo.load_index()?);
+        let unusable = session.unusable_packs(&index)?;
+        check_parent(&repo, &index, &root, &snapshot, &unusable)?;
         let limits = IngestLimits {
             index_flush_packs: INDEX_FLUSH_PACKS,
             track_locations: true,
             sealer_threads: SEALER_THREADS,
             ..IngestLimits::default()
         };
-        let packer = Packer::new(repo.clone(), index.clone(), limits, false);
+        let mut packer = Packer::new(repo.clone(), index.clone(), limits, false);
+        packer.avoid_packs(unusable);
         let chunker = ChunkerConfig::new(&repo.config().params, repo.key().gear_seed());
         let cache = BlobCache::new(opts.cache_bytes);
         let tree = {
@@ -138,6 +145,7 @@ impl Stage {
         Ok(Stage {
             repo,
             index,
+            session: Mutex::new(Some(session)),
             tree: Mutex::new(tree),
             packer: RwLock::new(Some(packer)),
             cache,
@@ -211,7 +219,13 @@ impl Stage {
         let tree = packer.store_tree(vec![root])?;
         let totals = packer.finish()?;
         let snapshot = self.snapshot_of(tree, &totals, summary);
-        self.repo.save_snapshot(&snapshot)
+        let session =
+            self.session.lock().take().ok_or_else(|| {
+                Error::Invalid("the stage was already committed or aborted".into())
+            })?;
+        let id = session.commit(&snapshot)?;
+        session.end()?;
+        Ok(id)
     }
 
     /// Discards the stage: nothing more is stored and no snapshot is written. What was stored
@@ -220,6 +234,11 @@ impl Stage {
         self.frozen.store(true, Ordering::SeqCst);
         if let Some(packer) = self.packer.write().take() {
             let _ = packer.finish();
+        }
+        if let Some(session) = self.session.lock().take()
+            && let Err(e) = session.end()
+        {
+            tracing::warn!("ending the stage's session: {e}");
         }
     }
 
@@ -250,5 +269,39 @@ impl Stage {
                 ..counted
             },
         }
+    }
+}
+
+/// Refuses a parent the stage cannot build on safely once its session is open: one that was
+/// forgotten meanwhile (a prune may already have deleted its data), or one holding blobs only
+/// in packs a prune condemned (DESIGN §6: a writer never de-duplicates against those). Walking
+/// the parent is needed only while a prune has condemned something.
+fn check_parent(
+    repo: &Repository,
+    index: &Index,
+    root: &Node,
+    snapshot: &StageSnapshot,
+    unusable: &HashSet<PackId>,
+) -> Result<()> {
+    let Some(parent) = snapshot.parent else {
+        return Ok(());
+    };
+    if let Err(Error::NotFound(_)) = repo.backend().stat(&format!("snapshots/{parent}")) {
+        return Err(Error::Invalid(format!(
+            "the parent snapshot {} was forgotten while the stage started: stage again",
+            parent.short()
+        )));
+    }
+    let (Some(subtree), false) = (root.subtree, unusable.is_empty()) else {
+        return Ok(());
+    };
+    let used = crate::ops::usage::reachable(repo, index, vec![subtree])?;
+    match used.iter().find(|id| !index.contains_outside(id, unusable)) {
+        Some(blob) => Err(Error::Invalid(format!(
+            "the parent snapshot {} holds blob {blob} only in a pack a prune has condemned: run \
+             `cairn prune` to finish that prune, or stage from a newer snapshot",
+            parent.short()
+        ))),
+        None => Ok(()),
     }
 }

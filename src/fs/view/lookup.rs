@@ -17,8 +17,7 @@ impl View {
         }
         let nodes: Vec<Arc<Node>> = self
             .fetcher
-            .repo
-            .read_tree(index, &tree)?
+            .tree(index, &tree)?
             .into_iter()
             .map(Arc::new)
             .collect();

@@ -175,9 +175,17 @@ impl View {
                 Scope::One { snapshot, .. } => s.id == *snapshot,
             })
             .any(may_have_xattrs);
+        // A prune may move blobs to new packs while mounted: a read that finds its pack gone
+        // reads the index again.
+        let reload_from = catalog.clone();
+        let fetcher = Arc::new(Fetcher {
+            repo,
+            cache,
+            reload: Some(Arc::new(move || reload_from.reload_index())),
+        });
         let view = View {
             catalog,
-            fetcher: Arc::new(Fetcher { repo, cache }),
+            fetcher,
             inodes: InodeTable::default(),
             trees: Mutex::new(TreeCache {
                 trees: LruCache::unbounded(),

@@ -1,0 +1,156 @@
+//! Prune without locks (DESIGN §6). Phase 1 ([`condemn`]) marks what the snapshots reach,
+//! copies the live blobs of mostly-unused packs into new packs, and writes a garbage file
+//! condemning the packs that may go, recording the writer sessions open at that moment.
+//! Phase 2 ([`sweep`]), in a later run or at once with `--now`, deletes a garbage file's packs
+//! once every recorded session has ended or lapsed, keeping any pack a snapshot written
+//! meanwhile needs. Both phases are idempotent: a prune killed anywhere is finished by the next.
+
+mod condemn;
+pub mod rules;
+mod sweep;
+
+#[cfg(test)]
+mod model;
+
+use crate::error::{Error, Result};
+use crate::ops::check::Inventory;
+use crate::ops::session::{Lease, now_secs};
+use crate::ops::usage::used_blobs;
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::session::{self, Liveness};
+use crate::repo::snapshot::Snapshot;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub use condemn::condemn;
+pub use sweep::sweep;
+
+/// How a prune runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneOptions {
+    /// Limits of phase 1.
+    pub limits: rules::PlanLimits,
+    /// Report what would be condemned and deleted; change nothing.
+    pub dry_run: bool,
+    /// Run phase 2 on the packs just condemned too, when no session holds it back.
+    pub now: bool,
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Packs phase 1 condemned whole (no live blob).
+    pub condemned_packs: u64,
+    /// Their bytes.
+    pub condemned_bytes: u64,
+    /// Packs whose live blobs were copied into new packs, then condemned.
+    pub repacked_packs: u64,
+    /// Their bytes.
+    pub repacked_pack_bytes: u64,
+    /// Live bytes copied.
+    pub repacked_live_bytes: u64,
+    /// Partly unused packs left alone because of `--max-repack`.
+    pub kept_mixed_packs: u64,
+    /// Packs deleted by phase 2.
+    pub deleted_packs: u64,
+    /// Their bytes: what this run freed.
+    pub freed_bytes: u64,
+    /// Condemned packs taken back because a snapshot written meanwhile needs them.
+    pub revived_packs: u64,
+    /// Index files rewritten without deleted packs.
+    pub index_files_rewritten: u64,
+    /// Garbage files finished.
+    pub garbage_done: u64,
+    /// Garbage files still waiting, each with the session it waits for.
+    pub waiting: Vec<String>,
+    /// Session files of dead or lapsed writers removed.
+    pub sessions_removed: u64,
+}
+
+/// Progress of a long step: its name, what is done and the total (0 when unknown).
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
+
+/// Runs a prune: phase 2 for garbage files whose sessions have all ended, then phase 1, then,
+/// with `now`, phase 2 for what phase 1 condemned (when no session was open).
+pub fn prune(
+    repo: &Arc<Repository>,
+    opts: &PruneOptions,
+    progress: Progress,
+) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    if !opts.dry_run {
+        remove_lapsed_sessions(repo, &mut report)?;
+        sweep(repo, &mut report, progress)?;
+    }
+    condemn(repo, opts, &mut report, progress)?;
+    if opts.now && !opts.dry_run {
+        report.waiting.clear();
+        sweep(repo, &mut report, progress)?;
+    }
+    Ok(report)
+}
+
+/// Removes the session files of writers whose lease lapsed long ago or whose process is gone:
+/// they can no longer commit, and would hold every later prune back.
+fn remove_lapsed_sessions(repo: &Repository, report: &mut PruneReport) -> Result<()> {
+    let lease = Lease::configured();
+    for (id, file) in session::list(repo)? {
+        if let Ok(file) = file
+            && file.liveness(now_secs(), lease.margin_secs) == Liveness::Lapsed
+        {
+            tracing::info!(
+                "removing the session of a writer that stopped: {}",
+                file.describe()
+            );
+            session::remove(repo, &id)?;
+            report.sessions_removed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Every snapshot, all of which must open: a snapshot prune cannot read could reference
+/// anything, and pruning around it would delete its data.
+fn all_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    repo.snapshot_files()?
+        .into_iter()
+        .map(|(name, opened)| {
+            opened.map_err(|e| {
+                Error::Invalid(format!(
+                    "{name} does not open ({e}): prune needs every snapshot; `cairn check` \
+                     names it, `cairn forget <id>` removes it"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The index as stored, refusing a damaged index file (its packs' contents would be unknown).
+fn whole_inventory(repo: &Repository) -> Result<Inventory> {
+    let inventory = Inventory::load(repo)?;
+    if let Some((name, e)) = inventory.damaged_index_files.first() {
+        return Err(Error::Invalid(format!(
+            "{name} does not open ({e}): prune needs the whole index; run `cairn repair index`"
+        )));
+    }
+    Ok(inventory)
+}
+
+/// Every blob the snapshots reach, with a progress line.
+fn mark(
+    repo: &Repository,
+    inventory: &Inventory,
+    snapshots: &[(SnapshotId, Snapshot)],
+    progress: Progress,
+) -> Result<HashSet<BlobId>> {
+    progress("marking what the snapshots use", 0, snapshots.len() as u64);
+    let used = used_blobs(repo, &inventory.index, snapshots)?;
+    progress(
+        "marking what the snapshots use",
+        snapshots.len() as u64,
+        snapshots.len() as u64,
+    );
+    Ok(used)
+}

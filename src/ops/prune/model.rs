@@ -1,0 +1,584 @@
+//! An exhaustive model of the prune protocol (DESIGN §6): two writers, one pruner that crashes
+//! and restarts, a forget, and leases that run out, explored over every interleaving of their
+//! steps. Invariant: **no snapshot references a blob that is not stored** — except, for the
+//! moment between its write and its read-back, the snapshot of a live writer, which the
+//! read-back then deletes.
+//!
+//! Decisions are the commands' own: [`rules::plan`] (phase 1), [`rules::deletable`] (phase 2)
+//! and [`rules::unusable_packs`] (the writer's de-duplication and read-back check) run on every
+//! step that makes them. Abstracted, plainly: storage is a set of packs and index entries
+//! (each read or write of one kind of file is one atomic step); time is a per-session lease
+//! state (fresh → expired → lapsed-past-margin) advanced at any moment, except that a writer
+//! is not paused past the margin between its lease check and its snapshot write (the
+//! assumption DESIGN §6 states); the one blob both writers need is the one only the forgotten
+//! snapshot used; repacking is not modelled (it only adds copies before condemning).
+
+use super::rules::{self, PlanLimits};
+use crate::repo::ids::{BlobId, BlobKind, PackId};
+use crate::repo::index::{Index, Segment, SegmentPack};
+use crate::repo::pack::PackEntry;
+use std::collections::{HashMap, HashSet};
+
+// Packs, snapshots and sessions are bits of a mask. Pack 0 holds the blob only the forgotten
+// snapshot used (SHARED), pack 1 a blob a snapshot that stays uses (KEPT); writer `w` stores
+// its own copy of SHARED in pack `2 + w` and commits snapshot `2 + w`. Snapshot 0 is the one
+// forgotten, snapshot 1 the one that stays.
+const SHARED: u8 = 1;
+const KEPT: u8 = 2;
+const OLD_PACK: u8 = 0;
+const KEPT_PACK: u8 = 1;
+const FORGOTTEN: u8 = 0;
+const STAYS: u8 = 1;
+const WRITERS: usize = 2;
+/// Phase-1 runs explored (each may crash and be resumed by a phase 2).
+const PHASE1_RUNS: usize = 2;
+
+fn bit(n: u8) -> u8 {
+    1 << n
+}
+
+fn members(mask: u8) -> impl Iterator<Item = u8> {
+    (0..8).filter(move |n| mask & bit(*n) != 0)
+}
+
+/// The blob pack `pack` holds, and the blob snapshot `snap` references.
+fn blob_in(pack_or_snapshot: u8) -> u8 {
+    if pack_or_snapshot == KEPT_PACK {
+        KEPT
+    } else {
+        SHARED
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Lease {
+    Fresh,
+    /// Ran out: the writer may not commit; prune still waits (the margin).
+    Expired,
+    /// Past the margin: prune may treat the session as lapsed.
+    Lapsed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pc {
+    Idle,
+    LoadIndex,
+    /// Reads the garbage files and the stored packs, then decides whether to de-duplicate.
+    ReadGarbage,
+    StorePack,
+    IndexPack,
+    CheckLease,
+    WriteSnapshot,
+    ReadBack,
+    End,
+    Done,
+    Failed,
+    Crashed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Writer {
+    pc: Pc,
+    seen_index: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pruner {
+    Idle,
+    P1Read,
+    P1Plan { used: u8 },
+    P1Write { doomed: u8 },
+    P1List { gid: u8 },
+    P2Check { gid: u8 },
+    P2DropSessions { gid: u8, lapsed: u8 },
+    P2Read { gid: u8 },
+    P2Plan { gid: u8, used: u8 },
+    P2Delete { gid: u8, delete: u8 },
+    P2Index { gid: u8, delete: u8 },
+    P2Done { gid: u8 },
+}
+
+/// A garbage file: condemned packs, recorded sessions (`None` until recorded).
+type Garbage = Option<(u8, Option<u8>)>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct State {
+    stored: u8,
+    indexed: u8,
+    snapshots: u8,
+    /// Session files present, by writer.
+    sessions: u8,
+    leases: [Lease; WRITERS],
+    garbage: [Garbage; PHASE1_RUNS],
+    writers: [Writer; WRITERS],
+    pruner: Pruner,
+    phase1_runs: u8,
+    forgotten: bool,
+}
+
+/// Variants of the protocol the explorer runs; the correct one has every safeguard.
+#[derive(Clone, Copy)]
+struct Safeguards {
+    /// Prune waits a margin past the lease (a writer is never paused past it between lease
+    /// check and snapshot write).
+    margin: bool,
+    /// The writer reads its session back after the snapshot write.
+    read_back: bool,
+    /// Phase 2 takes back condemned packs that snapshots written since need.
+    revive: bool,
+    /// Writers may be killed at any step.
+    writer_crashes: bool,
+}
+
+const SAFE: Safeguards = Safeguards {
+    margin: true,
+    read_back: true,
+    revive: true,
+    writer_crashes: true,
+};
+
+fn pid(p: u8) -> PackId {
+    PackId([p; 32])
+}
+
+fn bid(b: u8) -> BlobId {
+    BlobId([b; 32])
+}
+
+fn entry(blob: u8) -> PackEntry {
+    PackEntry {
+        id: bid(blob),
+        kind: BlobKind::Data,
+        offset: 0,
+        sealed_len: 100,
+        raw_len: 100,
+        compressed: false,
+    }
+}
+
+/// The index, pack contents and stored sizes the real rules take, built from masks.
+fn real_view(
+    indexed: u8,
+    stored: u8,
+) -> (Index, HashMap<PackId, Vec<PackEntry>>, HashMap<PackId, u64>) {
+    let by_pack: HashMap<PackId, Vec<PackEntry>> = members(indexed)
+        .map(|p| (pid(p), vec![entry(blob_in(p))]))
+        .collect();
+    let packs = members(indexed)
+        .map(|p| SegmentPack {
+            pack: pid(p),
+            blobs: vec![entry(blob_in(p))],
+        })
+        .collect();
+    let sizes = members(stored).map(|p| (pid(p), 100)).collect();
+    (
+        Index::from_segments(vec![Segment { packs }]),
+        by_pack,
+        sizes,
+    )
+}
+
+fn packs(mask: u8) -> HashSet<PackId> {
+    members(mask).map(pid).collect()
+}
+
+fn mask_of<'a>(packs: impl IntoIterator<Item = &'a PackId>) -> u8 {
+    packs.into_iter().fold(0, |m, p| m | bit(p.0[0]))
+}
+
+fn blobs(mask: u8) -> HashSet<BlobId> {
+    members(mask).map(|s| bid(blob_in(s))).collect()
+}
+
+impl State {
+    fn initial() -> State {
+        let idle = Writer {
+            pc: Pc::Idle,
+            seen_index: 0,
+        };
+        State {
+            stored: bit(OLD_PACK) | bit(KEPT_PACK),
+            indexed: bit(OLD_PACK) | bit(KEPT_PACK),
+            snapshots: bit(FORGOTTEN) | bit(STAYS),
+            sessions: 0,
+            leases: [Lease::Fresh; WRITERS],
+            garbage: [None; PHASE1_RUNS],
+            writers: [idle; WRITERS],
+            pruner: Pruner::Idle,
+            phase1_runs: 0,
+            forgotten: false,
+        }
+    }
+
+    fn condemned(&self) -> u8 {
+        self.garbage.iter().flatten().fold(0, |m, (p, _)| m | p)
+    }
+
+    /// Whether a writer that read `seen_index` may de-duplicate against SHARED, with the
+    /// garbage files and stored packs as they are now: the writer's own rule.
+    fn shared_usable(&self, seen_index: u8) -> bool {
+        let (index, _, _) = real_view(seen_index, self.stored);
+        let unusable =
+            rules::unusable_packs(index.packs(), &packs(self.stored), &packs(self.condemned()));
+        index.contains_outside(&bid(SHARED), &unusable)
+    }
+
+    /// The invariant: every snapshot's blob is stored, but for a live writer's snapshot
+    /// between write and read-back.
+    fn violation(&self) -> Option<String> {
+        for snap in members(self.snapshots) {
+            let pending = snap >= 2 && self.writers[usize::from(snap - 2)].pc == Pc::ReadBack;
+            let blob = blob_in(snap);
+            let stored = members(self.stored).any(|p| blob_in(p) == blob);
+            if !pending && !stored {
+                return Some(format!(
+                    "snapshot {snap} references blob {blob}, not stored: {self:?}"
+                ));
+            }
+        }
+        None
+    }
+
+    fn successors(&self, guard: Safeguards, out: &mut Vec<State>) {
+        for w in 0..WRITERS {
+            out.extend(self.writer_step(w, guard));
+            if guard.writer_crashes {
+                out.extend(self.crash_writer(w));
+            }
+            out.extend(self.time_passes(w, guard));
+        }
+        self.pruner_step(guard, out);
+        if self.pruner != Pruner::Idle {
+            out.push(State {
+                pruner: Pruner::Idle,
+                ..*self
+            });
+        }
+        if !self.forgotten {
+            out.push(State {
+                forgotten: true,
+                snapshots: self.snapshots & !bit(FORGOTTEN),
+                ..*self
+            });
+        }
+    }
+
+    fn crash_writer(&self, w: usize) -> Option<State> {
+        let alive = !matches!(
+            self.writers[w].pc,
+            Pc::Idle | Pc::Done | Pc::Failed | Pc::Crashed
+        );
+        alive.then(|| {
+            let mut s = *self;
+            s.writers[w].pc = Pc::Crashed;
+            s
+        })
+    }
+
+    fn time_passes(&self, w: usize, guard: Safeguards) -> Option<State> {
+        if self.sessions & bit(w as u8) == 0 {
+            return None;
+        }
+        let next = match self.leases[w] {
+            Lease::Fresh => Lease::Expired,
+            // The margin: no pause past it between the lease check and the snapshot write.
+            Lease::Expired if guard.margin && self.writers[w].pc == Pc::WriteSnapshot => {
+                return None;
+            }
+            Lease::Expired => Lease::Lapsed,
+            Lease::Lapsed => return None,
+        };
+        let mut s = *self;
+        s.leases[w] = next;
+        Some(s)
+    }
+
+    fn writer_step(&self, w: usize, guard: Safeguards) -> Option<State> {
+        let mut s = *self;
+        let me = bit(w as u8);
+        let own = 2 + w as u8;
+        let writer = &mut s.writers[w];
+        match writer.pc {
+            Pc::Idle => {
+                s.sessions |= me;
+                s.leases[w] = Lease::Fresh;
+                writer.pc = Pc::LoadIndex;
+            }
+            Pc::LoadIndex => {
+                writer.seen_index = self.indexed;
+                writer.pc = Pc::ReadGarbage;
+            }
+            Pc::ReadGarbage => {
+                writer.pc = if self.shared_usable(writer.seen_index) {
+                    Pc::CheckLease
+                } else {
+                    Pc::StorePack
+                };
+            }
+            Pc::StorePack => {
+                s.stored |= bit(own);
+                writer.pc = Pc::IndexPack;
+            }
+            Pc::IndexPack => {
+                s.indexed |= bit(own);
+                writer.pc = Pc::CheckLease;
+            }
+            Pc::CheckLease => {
+                if self.leases[w] == Lease::Fresh {
+                    writer.pc = Pc::WriteSnapshot;
+                } else {
+                    writer.pc = Pc::Failed;
+                    s.sessions &= !me;
+                }
+            }
+            Pc::WriteSnapshot => {
+                s.snapshots |= bit(own);
+                writer.pc = Pc::ReadBack;
+            }
+            Pc::ReadBack => {
+                let mine = self.sessions & me != 0 || !guard.read_back;
+                if mine || self.shared_usable(self.indexed) {
+                    writer.pc = Pc::End;
+                } else {
+                    s.snapshots &= !bit(own);
+                    writer.pc = Pc::Failed;
+                    s.sessions &= !me;
+                }
+            }
+            Pc::End => {
+                s.sessions &= !me;
+                writer.pc = Pc::Done;
+            }
+            Pc::Done | Pc::Failed | Pc::Crashed => return None,
+        }
+        Some(s)
+    }
+
+    fn pruner_step(&self, guard: Safeguards, out: &mut Vec<State>) {
+        let mut s = *self;
+        match self.pruner {
+            Pruner::Idle => {
+                if usize::from(self.phase1_runs) < PHASE1_RUNS {
+                    out.push(State {
+                        phase1_runs: self.phase1_runs + 1,
+                        pruner: Pruner::P1Read,
+                        ..*self
+                    });
+                }
+                for (gid, file) in self.garbage.iter().enumerate() {
+                    if file.is_some() {
+                        out.push(State {
+                            pruner: Pruner::P2Check { gid: gid as u8 },
+                            ..*self
+                        });
+                    }
+                }
+                return;
+            }
+            Pruner::P1Read => {
+                s.pruner = Pruner::P1Plan {
+                    used: self.snapshots,
+                }
+            }
+            Pruner::P1Plan { used } => {
+                let (index, by_pack, sizes) = real_view(self.indexed, self.stored);
+                let limits = PlanLimits {
+                    max_unused: 1.0,
+                    max_repack: 0,
+                };
+                let condemned = packs(self.condemned());
+                s.pruner =
+                    match rules::plan(&sizes, &by_pack, &index, &blobs(used), &condemned, limits) {
+                        Ok(plan) if !plan.condemned().is_empty() => Pruner::P1Write {
+                            doomed: mask_of(&plan.condemned()),
+                        },
+                        // Nothing to condemn, or a used blob nowhere stored (prune refuses).
+                        _ => Pruner::Idle,
+                    };
+            }
+            Pruner::P1Write { doomed } => {
+                let gid = self.phase1_runs - 1;
+                s.garbage[usize::from(gid)] = Some((doomed, None));
+                s.pruner = Pruner::P1List { gid };
+            }
+            Pruner::P1List { gid } => {
+                if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
+                    *sessions = Some(self.sessions);
+                }
+                s.pruner = Pruner::Idle;
+            }
+            Pruner::P2Check { gid } => {
+                s.pruner = Pruner::Idle;
+                match self.garbage[usize::from(gid)] {
+                    None => {}
+                    Some((_, None)) => {
+                        if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
+                            *sessions = Some(self.sessions);
+                        }
+                    }
+                    Some((_, Some(recorded))) => {
+                        let present = recorded & self.sessions;
+                        let open =
+                            members(present).any(|w| self.leases[usize::from(w)] != Lease::Lapsed);
+                        if !open {
+                            s.pruner = Pruner::P2DropSessions {
+                                gid,
+                                lapsed: present,
+                            };
+                        }
+                    }
+                }
+            }
+            Pruner::P2DropSessions { gid, lapsed } => {
+                s.sessions &= !lapsed;
+                s.pruner = Pruner::P2Read { gid };
+            }
+            Pruner::P2Read { gid } => {
+                s.pruner = Pruner::P2Plan {
+                    gid,
+                    used: self.snapshots,
+                }
+            }
+            Pruner::P2Plan { gid, used } => {
+                s.pruner = match self.garbage[usize::from(gid)] {
+                    None => Pruner::Idle,
+                    Some((here, _)) => {
+                        let (index, by_pack, _) = real_view(self.indexed, self.stored);
+                        let here: Vec<PackId> = members(here).map(pid).collect();
+                        let used = if guard.revive {
+                            blobs(used)
+                        } else {
+                            HashSet::new()
+                        };
+                        let (delete, _) = rules::deletable(
+                            &here,
+                            &by_pack,
+                            &index,
+                            &used,
+                            &packs(self.stored),
+                            &packs(self.condemned()),
+                        );
+                        Pruner::P2Delete {
+                            gid,
+                            delete: mask_of(&delete),
+                        }
+                    }
+                };
+            }
+            Pruner::P2Delete { gid, delete } => {
+                s.stored &= !delete;
+                s.pruner = Pruner::P2Index { gid, delete };
+            }
+            Pruner::P2Index { gid, delete } => {
+                s.indexed &= !delete;
+                s.pruner = Pruner::P2Done { gid };
+            }
+            Pruner::P2Done { gid } => {
+                s.garbage[usize::from(gid)] = None;
+                s.pruner = Pruner::Idle;
+            }
+        }
+        out.push(s);
+    }
+}
+
+/// What an exploration found.
+struct Explored {
+    states: usize,
+    violation: Option<String>,
+    /// States in which the forgotten snapshot's pack was deleted: the prune did its job.
+    freed: usize,
+}
+
+fn explore(guard: Safeguards) -> Explored {
+    let mut seen: HashSet<State> = HashSet::new();
+    let mut stack = vec![State::initial()];
+    let mut next = Vec::new();
+    let mut freed = 0;
+    while let Some(state) = stack.pop() {
+        if !seen.insert(state) {
+            continue;
+        }
+        if let Some(v) = state.violation() {
+            return Explored {
+                states: seen.len(),
+                violation: Some(v),
+                freed,
+            };
+        }
+        if state.stored & bit(OLD_PACK) == 0 {
+            freed += 1;
+        }
+        next.clear();
+        state.successors(guard, &mut next);
+        stack.extend(next.iter().filter(|s| !seen.contains(s)));
+    }
+    Explored {
+        states: seen.len(),
+        violation: None,
+        freed,
+    }
+}
+
+#[test]
+fn no_interleaving_of_two_writers_a_crashing_pruner_and_a_forget_loses_a_blob() {
+    let result = explore(SAFE);
+    eprintln!("explored {} states", result.states);
+    assert!(
+        result.violation.is_none(),
+        "{}",
+        result.violation.unwrap_or_default()
+    );
+    assert!(
+        result.states > 10_000,
+        "explored only {} states",
+        result.states
+    );
+    assert!(
+        result.freed > 0,
+        "no interleaving ever deleted the forgotten snapshot's pack"
+    );
+}
+
+#[test]
+fn each_safeguard_is_needed_the_model_finds_the_loss_without_it() {
+    let no_margin = Safeguards {
+        margin: false,
+        ..SAFE
+    };
+    for (name, guard) in [
+        ("margin (writer killed after its snapshot write)", no_margin),
+        (
+            "revive",
+            Safeguards {
+                revive: false,
+                ..SAFE
+            },
+        ),
+        (
+            "read-back (margin broken, writers not killed)",
+            Safeguards {
+                read_back: false,
+                writer_crashes: false,
+                ..no_margin
+            },
+        ),
+    ] {
+        let result = explore(guard);
+        assert!(
+            result.violation.is_some(),
+            "without the {name} no loss was found in {} states",
+            result.states
+        );
+    }
+    // The read-back is what saves a writer paused past the margin that lives to read it.
+    let result = explore(Safeguards {
+        writer_crashes: false,
+        ..no_margin
+    });
+    assert!(
+        result.violation.is_none(),
+        "{}",
+        result.violation.unwrap_or_default()
+    );
+}

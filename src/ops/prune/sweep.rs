@@ -1,0 +1,164 @@
+//! Phase 2: for each garbage file whose recorded writer sessions have all ended or lapsed,
+//! remove the lapsed sessions' files, *then* read the snapshots again, take back every
+//! condemned pack a snapshot written meanwhile needs, delete the rest, write the index without
+//! them, and only then remove the garbage file (DESIGN §6). A writer therefore always sees the
+//! garbage file or finds the packs gone. Killed at any point, the next run redoes what is left.
+
+use super::rules;
+use super::{Progress, PruneReport, all_snapshots, mark, whole_inventory};
+use crate::error::{Error, Result};
+use crate::ops::check::Inventory;
+use crate::ops::session::{Lease, now_secs};
+use crate::repo::Repository;
+use crate::repo::garbage::{self, GarbageFile};
+use crate::repo::ids::{GarbageId, PackId, SessionId};
+use crate::repo::index::{Segment, SegmentPack};
+use crate::repo::pack::pack_name;
+use crate::repo::session::{self, Liveness};
+use std::collections::HashSet;
+
+/// Runs phase 2 over every garbage file, adding what it did to `report`.
+pub fn sweep(repo: &Repository, report: &mut PruneReport, progress: Progress) -> Result<()> {
+    let lease = Lease::configured();
+    for (gid, file) in garbage::list(repo)? {
+        match ready(repo, &gid, &file, lease)? {
+            Ready::Wait(why) => report.waiting.push(why),
+            Ready::Go(lapsed) => {
+                for id in &lapsed {
+                    session::remove(repo, id)?;
+                    report.sessions_removed += 1;
+                }
+                delete_condemned(repo, &gid, &file, report, progress)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Ready {
+    /// Recorded sessions that lapsed: their files go first.
+    Go(Vec<SessionId>),
+    /// Why the garbage file waits.
+    Wait(String),
+}
+
+/// Whether every session recorded in `file` has ended or lapsed. A file whose sessions were
+/// never recorded (its prune died in between) has them recorded now and waits for them.
+fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -> Result<Ready> {
+    let Some(recorded) = &file.sessions else {
+        let mut recorded_now = file.clone();
+        recorded_now.sessions = Some(session::list(repo)?.into_iter().map(|(id, _)| id).collect());
+        garbage::write(repo, gid, &recorded_now)?;
+        return Ok(Ready::Wait(format!(
+            "garbage/{}: sessions recorded now (its prune stopped before); deleted on the next run",
+            gid.short()
+        )));
+    };
+    let now = now_secs();
+    let mut lapsed = Vec::new();
+    for id in recorded {
+        match session::read(repo, id) {
+            Err(Error::NotFound(_)) => {}
+            Ok(open) => match open.liveness(now, lease.margin_secs) {
+                Liveness::Lapsed => lapsed.push(*id),
+                Liveness::Open => {
+                    return Ok(Ready::Wait(format!(
+                        "garbage/{}: waits for {} to finish (lease until {})",
+                        gid.short(),
+                        open.describe(),
+                        chrono::DateTime::from_timestamp(open.expires, 0)
+                            .map(|t| t
+                                .with_timezone(&chrono::Local)
+                                .format("%H:%M:%S")
+                                .to_string())
+                            .unwrap_or_default()
+                    )));
+                }
+            },
+            // A session file that does not open cannot say when it lapses: it is given the
+            // longest lease a writer could have had from the condemnation on.
+            Err(e) if now > file.created + lease.secs + lease.margin_secs => {
+                tracing::warn!("session {}: {e}; treated as lapsed", id.short());
+                lapsed.push(*id);
+            }
+            Err(e) => {
+                return Ok(Ready::Wait(format!(
+                    "garbage/{}: waits for session {} ({e})",
+                    gid.short(),
+                    id.short()
+                )));
+            }
+        }
+    }
+    Ok(Ready::Go(lapsed))
+}
+
+/// Deletes the packs of one garbage file that no snapshot needs any more, rewrites the index
+/// without them, then removes the garbage file.
+fn delete_condemned(
+    repo: &Repository,
+    gid: &GarbageId,
+    file: &GarbageFile,
+    report: &mut PruneReport,
+    progress: Progress,
+) -> Result<()> {
+    let snapshots = all_snapshots(repo)?;
+    let inventory = whole_inventory(repo)?;
+    let condemned_anywhere = garbage::condemned(&garbage::list(repo)?);
+    let used = mark(repo, &inventory, &snapshots, progress)?;
+    let stored: HashSet<PackId> = inventory.stored.keys().copied().collect();
+    let (delete, revived) = rules::deletable(
+        &file.packs,
+        &inventory.by_pack,
+        &inventory.index,
+        &used,
+        &stored,
+        &condemned_anywhere,
+    );
+    if !revived.is_empty() {
+        tracing::info!(
+            "garbage/{}: {} packs kept: snapshots written since they were condemned use them",
+            gid.short(),
+            revived.len()
+        );
+    }
+    for (i, pack) in delete.iter().enumerate() {
+        repo.backend().delete(&pack_name(pack))?;
+        report.freed_bytes += inventory.stored.get(pack).copied().unwrap_or(0);
+        progress("deleting packs", i as u64 + 1, delete.len() as u64);
+    }
+    report.deleted_packs += delete.len() as u64;
+    report.revived_packs += revived.len() as u64;
+    let gone: HashSet<PackId> = delete.into_iter().collect();
+    report.index_files_rewritten += rewrite_index(repo, &inventory, &stored, &gone)?;
+    garbage::remove(repo, gid)?;
+    report.garbage_done += 1;
+    Ok(())
+}
+
+/// Writes every index file that names a deleted or missing pack again without it (the new file
+/// first, then the old one removed), so a writer never de-duplicates against a pack that is
+/// gone once the garbage file that condemned it is removed. Returns the files rewritten.
+fn rewrite_index(
+    repo: &Repository,
+    inventory: &Inventory,
+    stored: &HashSet<PackId>,
+    gone: &HashSet<PackId>,
+) -> Result<u64> {
+    let mut rewritten = 0;
+    for (name, segment) in &inventory.segments {
+        let keeps = |sp: &&SegmentPack| stored.contains(&sp.pack) && !gone.contains(&sp.pack);
+        if segment.packs.iter().all(|sp| keeps(&sp)) {
+            continue;
+        }
+        let kept = Segment {
+            packs: segment.packs.iter().filter(keeps).cloned().collect(),
+        };
+        if !kept.packs.is_empty() {
+            repo.save_index_segment(&kept)?;
+        }
+        repo.backend().delete(name)?;
+        rewritten += 1;
+    }
+    Ok(rewritten)
+}

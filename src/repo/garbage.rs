@@ -1,0 +1,118 @@
+//! Garbage files, `garbage/<id>`: what one prune condemned (DESIGN §6). Writers read them and
+//! never de-duplicate against a blob held only by a condemned pack; a later prune deletes the
+//! packs once every writer open at condemnation has ended, keeping any pack a snapshot written
+//! meanwhile still needs.
+//!
+//! Condemnation is by pack: a blob stored again by a writer lives in a new pack, so "this pack
+//! may go" is the only statement a writer and a pruner need to agree on.
+
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::repo::crypto::{MasterKey, fill_random};
+use crate::repo::ids::{GarbageId, PackId, SessionId};
+use crate::repo::serial;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+const GARBAGE_AAD: &[u8] = b"cairn garbage";
+
+/// Largest garbage file read: 32 bytes per condemned pack, for some millions of packs.
+pub const MAX_GARBAGE_LEN: u64 = 256 << 20;
+
+/// One prune's condemnation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GarbageFile {
+    /// When the packs were condemned, in seconds since the epoch.
+    pub created: i64,
+    /// Packs to delete: none of their blobs was reachable, or the reachable ones were first
+    /// copied into new packs.
+    pub packs: Vec<PackId>,
+    /// Their stored bytes, for reports.
+    pub bytes: u64,
+    /// The writer sessions open when the packs were condemned; `None` until recorded (a prune
+    /// that crashed between writing the file and listing sessions: the next one records them
+    /// and waits for them).
+    pub sessions: Option<Vec<SessionId>>,
+}
+
+impl GarbageFile {
+    fn seal(&self, key: &MasterKey) -> Vec<u8> {
+        key.seal(&serial::encode(self), GARBAGE_AAD)
+    }
+
+    fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<GarbageFile> {
+        let plain = key
+            .open(sealed, GARBAGE_AAD)
+            .map_err(|e| Error::corrupt(name, e))?;
+        serial::decode(&plain, name)
+    }
+}
+
+/// A fresh random garbage id.
+pub fn new_garbage_id() -> GarbageId {
+    let mut id = GarbageId::default();
+    fill_random(&mut id.0);
+    id
+}
+
+/// Writes (or rewrites) a garbage file.
+pub fn write(repo: &Repository, id: &GarbageId, file: &GarbageFile) -> Result<()> {
+    repo.backend()
+        .put(&format!("garbage/{id}"), &file.seal(repo.key()))
+}
+
+/// Removes a garbage file: its packs are deleted or were taken back into use.
+pub fn remove(repo: &Repository, id: &GarbageId) -> Result<()> {
+    repo.backend().delete(&format!("garbage/{id}"))
+}
+
+/// Every garbage file. One that does not open is an error, never skipped: a writer that
+/// ignored it could de-duplicate against a pack about to be deleted.
+pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
+    let mut out = Vec::new();
+    for info in repo.backend().list("garbage/")? {
+        let tail = info.name.rsplit('/').next().unwrap_or_default();
+        let id = GarbageId::from_hex(tail).map_err(|e| Error::corrupt(&info.name, e))?;
+        let sealed = match repo.backend().get_bounded(&info.name, MAX_GARBAGE_LEN) {
+            Err(Error::NotFound(_)) => continue, // a prune finished it meanwhile
+            other => other?,
+        };
+        out.push((id, GarbageFile::open(repo.key(), &info.name, &sealed)?));
+    }
+    Ok(out)
+}
+
+/// Every pack some garbage file condemns.
+pub fn condemned(files: &[(GarbageId, GarbageFile)]) -> HashSet<PackId> {
+    files
+        .iter()
+        .flat_map(|(_, file)| file.packs.iter().copied())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::crypto::MasterSecrets;
+
+    #[test]
+    fn garbage_files_round_trip_and_reject_tampering() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let file = GarbageFile {
+            created: 9,
+            packs: vec![PackId([1; 32]), PackId([2; 32])],
+            bytes: 77,
+            sessions: Some(vec![SessionId([3; 32])]),
+        };
+        let mut sealed = file.seal(&key);
+        assert_eq!(GarbageFile::open(&key, "g", &sealed).unwrap(), file);
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(GarbageFile::open(&key, "g", &sealed).is_err());
+        let both = condemned(&[
+            (GarbageId([0; 32]), file.clone()),
+            (GarbageId([1; 32]), file),
+        ]);
+        assert_eq!(both.len(), 2);
+    }
+}

@@ -1,0 +1,211 @@
+//! Writer session files, `sessions/<id>`: how a backup, stage or repair tells a prune it is
+//! running (DESIGN §6). A prune records the sessions open when it condemned packs and deletes
+//! nothing until each has ended or lapsed; a session whose lease ran out long ago is a dead
+//! writer's, and prune removes it.
+//!
+//! A session is sealed like a snapshot (it names a host and a process), rewritten in place as
+//! its lease is refreshed, and small.
+
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::repo::crypto::{MasterKey, fill_random};
+use crate::repo::ids::SessionId;
+use crate::repo::serial;
+use serde::{Deserialize, Serialize};
+
+const SESSION_AAD: &[u8] = b"cairn session";
+
+/// Largest session file read: a few names and numbers.
+pub const MAX_SESSION_LEN: u64 = 64 << 10;
+
+/// One open writer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFile {
+    /// What is writing (`backup`, `stage`, `repair`), for messages.
+    pub command: String,
+    /// The writer's host name.
+    pub host: String,
+    /// The host's boot id, so a pid is compared only within the boot that gave it out.
+    pub boot_id: String,
+    /// The writer's process id.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot, so a reused pid is not mistaken for
+    /// the writer.
+    pub process_start: u64,
+    /// When the session began, in seconds since the epoch.
+    pub started: i64,
+    /// Until when the writer promises to refresh or finish, in seconds since the epoch.
+    pub expires: i64,
+}
+
+/// Whether a recorded session still holds back a prune.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Within its lease (plus the margin): the writer may still commit.
+    Open,
+    /// Its lease ran out more than the margin ago, or its process is gone from this host.
+    Lapsed,
+}
+
+impl SessionFile {
+    /// A session for this process, valid for `lease_secs` from `now`.
+    pub fn for_this_process(command: &str, now: i64, lease_secs: i64) -> SessionFile {
+        let pid = std::process::id();
+        SessionFile {
+            command: command.to_string(),
+            host: crate::repo::identity::hostname(),
+            boot_id: boot_id(),
+            pid,
+            process_start: process_start(pid).unwrap_or(0),
+            started: now,
+            expires: now.saturating_add(lease_secs),
+        }
+    }
+
+    /// Whether the session holds back a prune at `now`. A writer refuses to commit once its
+    /// lease has run out; prune waits `margin` longer, so a writer that passed that check a
+    /// moment before its lease ran out still finds its session at the read-back. A session of
+    /// this host and boot whose process is gone lapses at once: its writer cannot commit.
+    pub fn liveness(&self, now: i64, margin: i64) -> Liveness {
+        if now > self.expires.saturating_add(margin) || self.process_gone() {
+            Liveness::Lapsed
+        } else {
+            Liveness::Open
+        }
+    }
+
+    fn process_gone(&self) -> bool {
+        let this_boot = !self.boot_id.is_empty() && self.boot_id == boot_id();
+        this_boot
+            && self.host == crate::repo::identity::hostname()
+            && process_start(self.pid) != Some(self.process_start)
+    }
+
+    /// One line for messages: `backup on host (pid 42) since 14:05`.
+    pub fn describe(&self) -> String {
+        let since = chrono::DateTime::from_timestamp(self.started, 0)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        format!(
+            "{} on {} (pid {}) since {since}",
+            self.command, self.host, self.pid
+        )
+    }
+
+    fn seal(&self, key: &MasterKey) -> Vec<u8> {
+        key.seal(&serial::encode(self), SESSION_AAD)
+    }
+
+    fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<SessionFile> {
+        let plain = key
+            .open(sealed, SESSION_AAD)
+            .map_err(|e| Error::corrupt(name, e))?;
+        serial::decode(&plain, name)
+    }
+}
+
+/// The running kernel's boot id; empty where there is none (then no pid is trusted).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A fresh random session id.
+pub fn new_session_id() -> SessionId {
+    let mut id = SessionId::default();
+    fill_random(&mut id.0);
+    id
+}
+
+fn name_of(id: &SessionId) -> String {
+    format!("sessions/{id}")
+}
+
+/// Writes (or rewrites) a session file.
+pub fn write(repo: &Repository, id: &SessionId, file: &SessionFile) -> Result<()> {
+    repo.backend().put(&name_of(id), &file.seal(repo.key()))
+}
+
+/// Reads a session file; [`Error::NotFound`] once it has ended or been removed as lapsed.
+pub fn read(repo: &Repository, id: &SessionId) -> Result<SessionFile> {
+    let name = name_of(id);
+    let sealed = repo.backend().get_bounded(&name, MAX_SESSION_LEN)?;
+    SessionFile::open(repo.key(), &name, &sealed)
+}
+
+/// Removes a session file (ending it, or a lapsed one).
+pub fn remove(repo: &Repository, id: &SessionId) -> Result<()> {
+    repo.backend().delete(&name_of(id))
+}
+
+/// Every session file, each opened on its own. A damaged one is returned as its error: prune
+/// treats it as open until its lease could have run out, never as absent.
+pub fn list(repo: &Repository) -> Result<Vec<(SessionId, Result<SessionFile>)>> {
+    let mut out = Vec::new();
+    for info in repo.backend().list("sessions/")? {
+        let tail = info.name.rsplit('/').next().unwrap_or_default();
+        let Ok(id) = SessionId::from_hex(tail) else {
+            tracing::warn!("{}: not a session name; ignored", info.name);
+            continue;
+        };
+        let file = match read(repo, &id) {
+            Err(Error::NotFound(_)) => continue, // ended between the listing and the read
+            other => other,
+        };
+        out.push((id, file));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_open_and_a_dead_pid_of_this_boot_has_lapsed() {
+        let now = 1_000_000;
+        let me = SessionFile::for_this_process("backup", now, 3600);
+        assert_ne!(me.process_start, 0, "this process's start time is readable");
+        assert_eq!(me.liveness(now, 3600), Liveness::Open);
+        assert_eq!(me.liveness(now + 7199, 3600), Liveness::Open);
+        assert_eq!(me.liveness(now + 7201, 3600), Liveness::Lapsed);
+        let reused_pid = SessionFile {
+            process_start: me.process_start + 1,
+            ..me.clone()
+        };
+        assert_eq!(reused_pid.liveness(now, 3600), Liveness::Lapsed);
+        let elsewhere = SessionFile {
+            host: format!("{}-other", me.host),
+            process_start: 1,
+            ..me.clone()
+        };
+        assert_eq!(elsewhere.liveness(now, 3600), Liveness::Open);
+    }
+
+    #[test]
+    fn session_files_round_trip_and_reject_tampering() {
+        use crate::repo::crypto::MasterSecrets;
+        let key = MasterKey::new(MasterSecrets::generate());
+        let file = SessionFile::for_this_process("stage", 5, 10);
+        let mut sealed = file.seal(&key);
+        assert_eq!(SessionFile::open(&key, "s", &sealed).unwrap(), file);
+        sealed[20] ^= 1;
+        assert!(matches!(
+            SessionFile::open(&key, "s", &sealed),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}
