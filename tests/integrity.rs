@@ -81,6 +81,7 @@ impl Fixture {
             hostname: "test".into(),
             parent: ParentChoice::Nothing,
             dry_run: false,
+            lease: cairn::ops::session::Lease::configured(),
             limits: IngestLimits {
                 index_flush_packs: 1,
                 ..IngestLimits::default()

@@ -65,6 +65,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         parent,
         dry_run: args.dry_run,
         limits: IngestLimits::default(),
+        lease: cairn::ops::session::Lease::configured(),
     };
     let progress = Progress::default();
     let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");

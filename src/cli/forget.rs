@@ -230,6 +230,7 @@ fn finish(
             limits: args.limits.limits(),
             dry_run: false,
             now: true,
+            lease: cairn::ops::session::Lease::configured(),
         };
         return crate::cli::prune::run_with(globals, repo, &opts);
     }

@@ -14,7 +14,7 @@ use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
 use crate::ingest::progress::Progress;
 use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
-use crate::ops::session::WriterSession;
+use crate::ops::session::{Lease, WriterSession};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, SnapshotId};
 use crate::repo::index::Index;
@@ -62,6 +62,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Pipeline bounds.
     pub limits: IngestLimits,
+    /// The writer session's lease (DESIGN §6).
+    pub lease: Lease,
 }
 
 /// What a backup produced.
@@ -81,6 +83,53 @@ pub fn backup(
     progress: &Progress,
     hook: Option<CorruptHook>,
 ) -> Result<BackupOutcome> {
+    prepare_backup(repo, opts, progress, hook)?.commit()
+}
+
+/// A backup whose data is stored and indexed, its snapshot not yet written: the first of a
+/// backup's two steps, apart so that a test can put a prune between them.
+pub struct PreparedBackup {
+    session: Option<WriterSession>,
+    snapshot: Snapshot,
+    warnings: Vec<String>,
+}
+
+impl PreparedBackup {
+    /// The snapshot [`PreparedBackup::commit`] will write.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The writer session (none on a dry run).
+    pub fn session_mut(&mut self) -> Option<&mut WriterSession> {
+        self.session.as_mut()
+    }
+
+    /// Writes the snapshot through the session's commit (DESIGN §6) and ends the session.
+    pub fn commit(self) -> Result<BackupOutcome> {
+        let id = match self.session {
+            None => None,
+            Some(session) => {
+                let id = session.commit(&self.snapshot)?;
+                session.end()?;
+                Some(id)
+            }
+        };
+        Ok(BackupOutcome {
+            id,
+            snapshot: self.snapshot,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// Stores everything a backup needs and returns it ready to commit.
+pub fn prepare_backup(
+    repo: Arc<Repository>,
+    opts: &BackupOptions,
+    progress: &Progress,
+    hook: Option<CorruptHook>,
+) -> Result<PreparedBackup> {
     let start = Instant::now();
     let time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let paths = absolute_paths(&opts.paths)?;
@@ -92,7 +141,7 @@ pub fn backup(
     // waits for this backup, and one that condemned them before is in `unusable_packs`.
     let session = match opts.dry_run {
         true => None,
-        false => Some(WriterSession::begin(repo.clone(), "backup")?),
+        false => Some(WriterSession::begin(repo.clone(), "backup", opts.lease)?),
     };
     let index = Arc::new(repo.load_index()?);
     let parent = find_parent(&repo, opts, &path_strings)?;
@@ -162,16 +211,8 @@ pub fn backup(
             xattr_nodes: Some(xattr_nodes.into_inner()),
         },
     };
-    let id = match session {
-        None => None,
-        Some(session) => {
-            let id = session.commit(&snapshot)?;
-            session.end()?;
-            Some(id)
-        }
-    };
-    Ok(BackupOutcome {
-        id,
+    Ok(PreparedBackup {
+        session,
         snapshot,
         warnings,
     })

@@ -16,7 +16,7 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
 use crate::ingest::packer::Packer;
 use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory, read_pack_header};
-use crate::ops::session::WriterSession;
+use crate::ops::session::{Lease, WriterSession};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
@@ -335,7 +335,7 @@ pub struct SnapshotRepair {
 /// files (and directories) that cannot be read, tagged [`REPAIRED_TAG`], with the original as
 /// its parent. With `forget` the originals are removed once the new ones are committed.
 pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<SnapshotRepair> {
-    let session = WriterSession::begin(repo.clone(), "repair")?;
+    let session = WriterSession::begin(repo.clone(), "repair", Lease::configured())?;
     let index = Arc::new(repo.load_index()?);
     // Repaired snapshots keep their originals' data blobs without storing them again: that is
     // safe only while no prune has condemned packs (DESIGN §6).

@@ -35,18 +35,23 @@ pub struct Lease {
 const DEFAULT_LEASE_SECS: i64 = 3600;
 
 impl Lease {
-    /// The lease every command uses: an hour, with a margin of the lease again.
-    /// `CAIRN_LEASE_SECS` shortens it, for tests that let sessions lapse.
+    /// A lease of `secs`, with a margin of the lease again.
+    pub fn of_secs(secs: i64) -> Lease {
+        Lease {
+            secs,
+            margin_secs: secs,
+        }
+    }
+
+    /// The lease commands use: an hour (DESIGN §6). `CAIRN_LEASE_SECS` shortens it, for tests
+    /// that let sessions lapse.
     pub fn configured() -> Lease {
         let secs = std::env::var("CAIRN_LEASE_SECS")
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
             .filter(|s| *s > 0)
             .unwrap_or(DEFAULT_LEASE_SECS);
-        Lease {
-            secs,
-            margin_secs: secs,
-        }
+        Lease::of_secs(secs)
     }
 }
 
@@ -76,8 +81,7 @@ impl WriterSession {
     /// Opens a session for `command`: its file is stored before anything else is read, so a
     /// prune that condemns packs after this point records it, and one that condemned before is
     /// seen by [`WriterSession::unusable_packs`].
-    pub fn begin(repo: Arc<Repository>, command: &str) -> Result<WriterSession> {
-        let lease = Lease::configured();
+    pub fn begin(repo: Arc<Repository>, command: &str, lease: Lease) -> Result<WriterSession> {
         let id = new_session_id();
         let file = SessionFile::for_this_process(command, now_secs(), lease.secs);
         session::write(&repo, &id, &file)?;
@@ -164,6 +168,17 @@ impl WriterSession {
     pub fn end(mut self) -> Result<()> {
         self.stop_refresher();
         session::remove(&self.repo, &self.id)
+    }
+
+    /// Stops refreshing the lease, as a writer paused (stopped, swapped out, its machine
+    /// suspended) would: for tests of what prune and commit then do.
+    pub fn stop_refreshing(&mut self) {
+        drop(self.stop.take());
+        if let Some(handle) = self.refresher.take() {
+            let _ = handle.join();
+        }
+        // Still this writer's to remove when it ends.
+        self.refresher = Some(std::thread::spawn(|| {}));
     }
 
     fn stop_refresher(&mut self) {

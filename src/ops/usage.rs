@@ -8,10 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::ops::check::Inventory;
-use crate::repo::Repository;
-use crate::repo::ids::{BlobId, SnapshotId};
 use crate::ops::prune::rules::{self, PlanLimits};
+use crate::repo::Repository;
 use crate::repo::garbage;
+use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::Tree;

@@ -26,7 +26,7 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::packer::{Packer, PackerTotals};
 use crate::ingest::walker::OwnerNames;
-use crate::ops::session::WriterSession;
+use crate::ops::session::{Lease, WriterSession};
 use crate::repo::Repository;
 use crate::repo::ids::{PackId, SnapshotId};
 use crate::repo::index::Index;
@@ -117,7 +117,7 @@ impl Stage {
         snapshot: StageSnapshot,
         opts: StageOptions,
     ) -> Result<Stage> {
-        let session = WriterSession::begin(repo.clone(), "stage")?;
+        let session = WriterSession::begin(repo.clone(), "stage", Lease::configured())?;
         let index = Arc::new(repo.load_index()?);
         let unusable = session.unusable_packs(&index)?;
         check_parent(&repo, &index, &root, &snapshot, &unusable)?;

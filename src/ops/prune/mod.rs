@@ -36,6 +36,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Run phase 2 on the packs just condemned too, when no session holds it back.
     pub now: bool,
+    /// The writers' lease and margin: a session is lapsed once both have passed.
+    pub lease: Lease,
 }
 
 /// What a prune did (or, dry, would do).
@@ -81,21 +83,20 @@ pub fn prune(
 ) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     if !opts.dry_run {
-        remove_lapsed_sessions(repo, &mut report)?;
-        sweep(repo, &mut report, progress)?;
+        remove_lapsed_sessions(repo, opts.lease, &mut report)?;
+        sweep(repo, opts.lease, &mut report, progress)?;
     }
     condemn(repo, opts, &mut report, progress)?;
     if opts.now && !opts.dry_run {
         report.waiting.clear();
-        sweep(repo, &mut report, progress)?;
+        sweep(repo, opts.lease, &mut report, progress)?;
     }
     Ok(report)
 }
 
 /// Removes the session files of writers whose lease lapsed long ago or whose process is gone:
 /// they can no longer commit, and would hold every later prune back.
-fn remove_lapsed_sessions(repo: &Repository, report: &mut PruneReport) -> Result<()> {
-    let lease = Lease::configured();
+fn remove_lapsed_sessions(repo: &Repository, lease: Lease, report: &mut PruneReport) -> Result<()> {
     for (id, file) in session::list(repo)? {
         if let Ok(file) = file
             && file.liveness(now_secs(), lease.margin_secs) == Liveness::Lapsed

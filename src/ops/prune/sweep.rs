@@ -18,8 +18,12 @@ use crate::repo::session::{self, Liveness};
 use std::collections::HashSet;
 
 /// Runs phase 2 over every garbage file, adding what it did to `report`.
-pub fn sweep(repo: &Repository, report: &mut PruneReport, progress: Progress) -> Result<()> {
-    let lease = Lease::configured();
+pub fn sweep(
+    repo: &Repository,
+    lease: Lease,
+    report: &mut PruneReport,
+    progress: Progress,
+) -> Result<()> {
     for (gid, file) in garbage::list(repo)? {
         match ready(repo, &gid, &file, lease)? {
             Ready::Wait(why) => report.waiting.push(why),
