@@ -721,3 +721,53 @@ fn invalid_names_hosts_and_tags_of_older_repositories_are_skipped_not_eio() {
     assert_eq!(names("tags/ok").len(), 1);
     mnt.stop();
 }
+
+#[test]
+fn after_a_prune_moves_a_blob_the_mount_finds_it_and_data_gone_fails_with_eio() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = pseudo_random(5, 4 << 20);
+    let small = pseudo_random(6, 200 << 10);
+    fs::write(src.join("big"), &big).unwrap();
+    fs::write(src.join("small"), &small).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // The second snapshot keeps only `small`, which stays in the first snapshot's pack.
+    fs::remove_file(src.join("big")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let ids: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+
+    let mnt = Mounted::start(&env, "mount", &[]);
+    let mut names: Vec<String> = fs::read_dir(mnt.dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let opened_before =
+        fs::File::open(mnt.dir.join("snapshots").join(&names[0]).join("src/big")).unwrap();
+
+    // Forget the first snapshot and prune: its pack is mostly unused, so `small` is copied to a
+    // new pack and the old one deleted, under the running mount.
+    env.ok(&["forget", &ids[0]]);
+    let out = env.json(&["prune", "--now"]);
+    assert_eq!(out["report"]["repacked_packs"], 1, "{out}");
+    assert!(
+        out["report"]["deleted_packs"].as_u64().unwrap() >= 1,
+        "{out}"
+    );
+
+    // The mount's index still names the deleted pack: it reads the index again and finds the
+    // blob in its new pack.
+    assert_eq!(fs::read(mnt.dir.join("latest/src/small")).unwrap(), small);
+    // The forgotten snapshot's file, opened before, now has no data: EIO, never other bytes.
+    let mut buf = vec![0u8; 4096];
+    let err = opened_before.read_at(&mut buf, 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    mnt.stop();
+}

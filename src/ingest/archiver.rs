@@ -111,7 +111,7 @@ impl PreparedBackup {
             None => None,
             Some(session) => {
                 let id = session.commit(&self.snapshot)?;
-                session.end()?;
+                session.end();
                 Some(id)
             }
         };

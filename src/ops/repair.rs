@@ -386,7 +386,7 @@ pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<Snapshot
             removed,
         });
     }
-    session.end()?;
+    session.end();
     Ok(report)
 }
 

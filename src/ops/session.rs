@@ -164,10 +164,11 @@ impl WriterSession {
         }
     }
 
-    /// Ends the session: its file is removed, and prunes waiting for it may go on.
-    pub fn end(mut self) -> Result<()> {
-        self.stop_refresher();
-        session::remove(&self.repo, &self.id)
+    /// Ends the session: its file is removed, and prunes waiting for it may go on. A failure
+    /// to remove it is only logged: what the session guarded is committed or abandoned, and a
+    /// prune removes the file once the lease has lapsed.
+    pub fn end(self) {
+        drop(self);
     }
 
     /// Stops refreshing the lease, as a writer paused (stopped, swapped out, its machine
@@ -194,7 +195,10 @@ impl Drop for WriterSession {
         if self.refresher.is_some() {
             self.stop_refresher();
             if let Err(e) = session::remove(&self.repo, &self.id) {
-                tracing::warn!("removing session file {}: {e}", self.id.short());
+                tracing::warn!(
+                    "removing session file {} (a prune removes it once its lease lapses): {e}",
+                    self.id.short()
+                );
             }
         }
     }

@@ -224,7 +224,7 @@ impl Stage {
                 Error::Invalid("the stage was already committed or aborted".into())
             })?;
         let id = session.commit(&snapshot)?;
-        session.end()?;
+        session.end();
         Ok(id)
     }
 
@@ -235,10 +235,8 @@ impl Stage {
         if let Some(packer) = self.packer.write().take() {
             let _ = packer.finish();
         }
-        if let Some(session) = self.session.lock().take()
-            && let Err(e) = session.end()
-        {
-            tracing::warn!("ending the stage's session: {e}");
+        if let Some(session) = self.session.lock().take() {
+            session.end();
         }
     }
 

@@ -52,7 +52,15 @@ pub fn condemn(
     report.repacked_live_bytes += plan.repacked_bytes();
     report.kept_mixed_packs += plan.kept_mixed;
     let doomed = plan.condemned();
-    if opts.dry_run || doomed.is_empty() {
+    if opts.dry_run {
+        return Ok(());
+    }
+    // Index entries of packs that are gone (two prunes rewrote one index file at once, or an
+    // old index file was put back) are dropped here, so the next check is clean again.
+    let stored: HashSet<PackId> = inventory.stored.keys().copied().collect();
+    report.index_files_rewritten +=
+        super::sweep::rewrite_index(repo, &inventory, &stored, &HashSet::new())?;
+    if doomed.is_empty() {
         return Ok(());
     }
     if !plan.repack.is_empty() {

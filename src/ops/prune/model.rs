@@ -93,8 +93,8 @@ enum Pruner {
     P2DropSessions { gid: u8, lapsed: u8 },
     P2Read { gid: u8 },
     P2Plan { gid: u8, used: u8 },
-    P2Delete { gid: u8, delete: u8 },
     P2Index { gid: u8, delete: u8 },
+    P2Delete { gid: u8, delete: u8 },
     P2Done { gid: u8 },
 }
 
@@ -458,19 +458,19 @@ impl State {
                             &packs(self.stored),
                             &packs(self.condemned()),
                         );
-                        Pruner::P2Delete {
+                        Pruner::P2Index {
                             gid,
                             delete: mask_of(&delete),
                         }
                     }
                 };
             }
-            Pruner::P2Delete { gid, delete } => {
-                s.stored &= !delete;
-                s.pruner = Pruner::P2Index { gid, delete };
-            }
             Pruner::P2Index { gid, delete } => {
                 s.indexed &= !delete;
+                s.pruner = Pruner::P2Delete { gid, delete };
+            }
+            Pruner::P2Delete { gid, delete } => {
+                s.stored &= !delete;
                 s.pruner = Pruner::P2Done { gid };
             }
             Pruner::P2Done { gid } => {

@@ -1,8 +1,10 @@
 //! Phase 2: for each garbage file whose recorded writer sessions have all ended or lapsed,
 //! remove the lapsed sessions' files, *then* read the snapshots again, take back every
-//! condemned pack a snapshot written meanwhile needs, delete the rest, write the index without
-//! them, and only then remove the garbage file (DESIGN §6). A writer therefore always sees the
-//! garbage file or finds the packs gone. Killed at any point, the next run redoes what is left.
+//! condemned pack a snapshot written meanwhile needs, write the index without the rest, delete
+//! them, and only then remove the garbage file (DESIGN §6; the index is rewritten before the
+//! deletions, not after, so that `check` passes wherever a prune is killed). A writer therefore
+//! always sees the garbage file or finds the packs gone. Killed at any point, the next run
+//! redoes what is left.
 
 use super::rules;
 use super::{Progress, PruneReport, all_snapshots, mark, whole_inventory};
@@ -97,8 +99,8 @@ fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -
     Ok(Ready::Go(lapsed))
 }
 
-/// Deletes the packs of one garbage file that no snapshot needs any more, rewrites the index
-/// without them, then removes the garbage file.
+/// Rewrites the index without the packs of one garbage file that no snapshot needs any more,
+/// deletes those packs, then removes the garbage file.
 fn delete_condemned(
     repo: &Repository,
     gid: &GarbageId,
@@ -126,6 +128,10 @@ fn delete_condemned(
             revived.len()
         );
     }
+    // The index first: killed after it, the packs are merely unindexed (harmless, and `check`
+    // passes); the other way round the index would name packs that are gone.
+    let gone: HashSet<PackId> = delete.iter().copied().collect();
+    report.index_files_rewritten += rewrite_index(repo, &inventory, &stored, &gone)?;
     for (i, pack) in delete.iter().enumerate() {
         repo.backend().delete(&pack_name(pack))?;
         report.freed_bytes += inventory.stored.get(pack).copied().unwrap_or(0);
@@ -133,17 +139,16 @@ fn delete_condemned(
     }
     report.deleted_packs += delete.len() as u64;
     report.revived_packs += revived.len() as u64;
-    let gone: HashSet<PackId> = delete.into_iter().collect();
-    report.index_files_rewritten += rewrite_index(repo, &inventory, &stored, &gone)?;
     garbage::remove(repo, gid)?;
     report.garbage_done += 1;
     Ok(())
 }
 
-/// Writes every index file that names a deleted or missing pack again without it (the new file
-/// first, then the old one removed), so a writer never de-duplicates against a pack that is
-/// gone once the garbage file that condemned it is removed. Returns the files rewritten.
-fn rewrite_index(
+/// Writes every index file that names a pack in `gone` or not stored again without it (the new
+/// file first, then the old one removed), so a writer never de-duplicates against a pack that
+/// is gone once the garbage file that condemned it is removed, and `check` finds no index
+/// entry without its pack. Returns the files rewritten.
+pub(super) fn rewrite_index(
     repo: &Repository,
     inventory: &Inventory,
     stored: &HashSet<PackId>,
