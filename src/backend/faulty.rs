@@ -65,6 +65,11 @@ impl FaultyBackend {
         }
     }
 
+    /// Calls made so far: where a plan's `crash_after_calls` counts from.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
     /// Replaces the plan (e.g. to heal the backend between runs).
     pub fn set_plan(&self, plan: FaultPlan) {
         *self.plan.lock() = plan;
