@@ -428,3 +428,33 @@ fn a_killed_backup_leaves_nothing_a_prune_cannot_finish() {
     let id = snapshot_ids(&env)[0].clone();
     restores_as(&env, &id, &kept);
 }
+
+#[test]
+fn an_index_entry_of_a_gone_pack_no_snapshot_uses_is_a_note_and_the_next_prune_drops_it() {
+    let (env, _old, _kept) = forgotten_old_tree();
+    // As two prunes rewriting one index file at once leave it: the forgotten data's pack is
+    // gone, an index file still names it.
+    let biggest = env
+        .repo_files("data")
+        .into_iter()
+        .max_by_key(|f| fs::metadata(f).unwrap().len())
+        .unwrap();
+    fs::remove_file(&biggest).unwrap();
+    let report = env.json(&["check"]);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["gone_unused_packs"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    let out = env.json(&["prune"]);
+    assert!(
+        out["report"]["index_files_rewritten"].as_u64().unwrap() >= 1,
+        "{out}"
+    );
+    let report = env.json(&["check"]);
+    assert!(
+        report["gone_unused_packs"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}

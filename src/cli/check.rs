@@ -70,6 +70,14 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                     report.unindexed_packs.len()
                 );
             }
+            if !report.gone_unused_packs.is_empty() {
+                println!(
+                    "{} packs the index names are gone, but no snapshot uses their blobs (two \
+                     prunes rewrote one index file at once; harmless; the next prune drops the \
+                     entries)",
+                    report.gone_unused_packs.len()
+                );
+            }
             if report.duplicate_entries > 0 {
                 println!(
                     "{} duplicate index entries (harmless; `cairn repair index` removes them)",

@@ -19,13 +19,13 @@ pub use trees::find_uses;
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::repo::ids::{PackId, SnapshotId};
+use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
 use crate::repo::pack::{PackEntry, TRAILER_LEN, header_len_from_trailer, pack_name, parse_header};
 use crate::repo::snapshot::Snapshot;
 use rayon::prelude::*;
 use read_data::{read_packs, select_packs};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use trees::{attach_uses, check_snapshots};
 
 /// Which packs `--read-data` reads.
@@ -219,7 +219,48 @@ pub fn check_inventory(
     report.transient_faults = read.transient_faults;
     report.problems.extend(read.problems);
     attach_uses(repo, &inventory.index, &snapshots, &mut report);
+    set_aside_unused_missing_packs(repo, inventory, &snapshots, &mut report);
     Ok(report)
+}
+
+/// Moves missing packs none of whose blobs a snapshot uses from the problems to
+/// [`CheckReport::gone_unused_packs`]: stale bookkeeping, not damage.
+fn set_aside_unused_missing_packs(
+    repo: &Repository,
+    inventory: &Inventory,
+    snapshots: &[(SnapshotId, Snapshot)],
+    report: &mut CheckReport,
+) {
+    let missing: Vec<PackId> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::MissingPack { pack, .. } => Some(*pack),
+            _ => None,
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let blobs_of = |pack: &PackId| -> HashSet<BlobId> {
+        inventory
+            .by_pack
+            .get(pack)
+            .map(|entries| entries.iter().map(|e| e.id).collect())
+            .unwrap_or_default()
+    };
+    let wanted: HashSet<BlobId> = missing.iter().flat_map(blobs_of).collect();
+    let used = find_uses(repo, &inventory.index, snapshots, &wanted);
+    let unused: HashSet<PackId> = missing
+        .into_iter()
+        .filter(|pack| blobs_of(pack).iter().all(|b| !used.contains_key(b)))
+        .collect();
+    report.problems.retain(|p| match p {
+        Problem::MissingPack { pack, .. } => !unused.contains(pack),
+        _ => true,
+    });
+    report.gone_unused_packs = unused.into_iter().collect();
+    report.gone_unused_packs.sort();
 }
 
 /// Every snapshot that opens; those that do not become problems.

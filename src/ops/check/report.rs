@@ -154,6 +154,10 @@ pub struct CheckReport {
     /// a pack and indexing it. Harmless — no snapshot can reference a blob only they hold — and
     /// `repair index` makes their blobs reusable.
     pub unindexed_packs: Vec<(PackId, u64)>,
+    /// Packs the index names that are gone, none of whose blobs a snapshot uses: left when two
+    /// prunes rewrote one index file at once. Harmless — writers do not de-duplicate against
+    /// packs that are not stored — and the next prune drops the entries.
+    pub gone_unused_packs: Vec<PackId>,
     /// Packs that failed a first read and passed a second: a read fault, not damage at rest.
     pub transient_faults: Vec<String>,
     /// Everything wrong, in the order found.
