@@ -10,8 +10,9 @@ use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
 use std::sync::Arc;
 
-/// Reads the index again when a pack it names is gone; `None` when no fresher one is had.
-pub type IndexReload = Arc<dyn Fn() -> Option<Arc<Index>> + Send + Sync>;
+/// Reads the index again when a pack that the given index names is gone; `None` when no
+/// fresher one is had.
+pub type IndexReload = Arc<dyn Fn(&Index) -> Option<Arc<Index>> + Send + Sync>;
 
 /// Everything a reader needs to turn a blob id into verified plaintext.
 pub struct Fetcher {
@@ -31,7 +32,7 @@ impl Fetcher {
             let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
             let _room = self.cache.reserve(at.entry.open_bytes());
             match self.repo.read_indexed(index, id) {
-                Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r()) {
+                Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r(index)) {
                     Some(fresh) => self.repo.read_indexed(&fresh, id),
                     None => Err(Error::NotFound(pack)),
                 },
@@ -43,7 +44,7 @@ impl Fetcher {
     /// A tree's nodes, with the same fallback as [`Fetcher::blob`].
     pub fn tree(&self, index: &Index, id: &BlobId) -> Result<Vec<crate::repo::tree::Node>> {
         match self.repo.read_tree(index, id) {
-            Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r()) {
+            Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r(index)) {
                 Some(fresh) => self.repo.read_tree(&fresh, id),
                 None => Err(Error::NotFound(pack)),
             },

@@ -62,8 +62,8 @@ pub struct Catalog {
     index_reloaded: Mutex<Option<Instant>>,
 }
 
-/// How often a missing pack may make the index be read again: a prune that moved blobs is
-/// followed within this, a damaged repository does not make every read reload it.
+/// How often a missing pack may make the index be read again, so that a damaged repository
+/// does not make every read reload it.
 const INDEX_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 fn names(snaps: Vec<(SnapshotId, Snapshot)>) -> Vec<Listed> {
@@ -101,18 +101,22 @@ impl Catalog {
         })
     }
 
-    /// Reads the index again after a read found a pack gone: a prune may have moved the blob
-    /// into a new pack and deleted the old one. The fresh index replaces the current one (the
-    /// snapshot list stays). Reloaded a moment ago, the current index is returned as it is
-    /// (readers holding an older one retry with it); `None` when it cannot be read.
-    pub fn reload_index(&self) -> Option<Arc<Index>> {
-        {
-            let mut last = self.index_reloaded.lock();
-            if last.is_some_and(|t| t.elapsed() < INDEX_RELOAD_INTERVAL) {
-                return Some(self.current.lock().0.index.clone());
-            }
-            *last = Some(Instant::now());
+    /// Reads the index again after a read through `failed` found a pack gone: a prune may
+    /// have moved the blob into a new pack and deleted the old one. If the index was already
+    /// replaced since `failed` was taken, the newer one is returned; otherwise it is read again
+    /// (at most once per [`INDEX_RELOAD_INTERVAL`]: a repository that really lost a pack makes
+    /// a failing read wait, not reload the index on every read) and replaces the current one
+    /// (the snapshot list stays). `None` when it cannot be read.
+    pub fn reload_index(&self, failed: &Index) -> Option<Arc<Index>> {
+        let mut last = self.index_reloaded.lock();
+        let current = self.current.lock().0.index.clone();
+        if !std::ptr::eq(Arc::as_ptr(&current), failed) {
+            return Some(current);
         }
+        if let Some(at) = *last {
+            std::thread::sleep(INDEX_RELOAD_INTERVAL.saturating_sub(at.elapsed()));
+        }
+        *last = Some(Instant::now());
         let index = match self.repo.load_index() {
             Ok(index) => Arc::new(index),
             Err(e) => {

@@ -181,7 +181,7 @@ impl View {
         let fetcher = Arc::new(Fetcher {
             repo,
             cache,
-            reload: Some(Arc::new(move || reload_from.reload_index())),
+            reload: Some(Arc::new(move |failed| reload_from.reload_index(failed))),
         });
         let view = View {
             catalog,
