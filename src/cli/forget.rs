@@ -195,6 +195,17 @@ fn finish(
     if !args.dry_run {
         cairn::ops::forget::remove_snapshots(repo, ids)?;
     }
+    let pruned = if args.prune && !args.dry_run {
+        let opts = cairn::ops::prune::PruneOptions {
+            limits: args.limits.limits(),
+            dry_run: false,
+            now: true,
+            lease: cairn::ops::session::Lease::configured(),
+        };
+        Some(crate::cli::prune::execute(globals, repo, &opts)?)
+    } else {
+        None
+    };
     if globals.json {
         let groups: Vec<serde_json::Value> = groups
             .iter()
@@ -215,7 +226,9 @@ fn finish(
         let removed: Vec<String> = ids.iter().map(|id| id.to_hex()).collect();
         println!(
             "{}",
-            serde_json::json!({ "dry_run": args.dry_run, "groups": groups, "removed": removed })
+            serde_json::json!({
+                "dry_run": args.dry_run, "groups": groups, "removed": removed, "prune": pruned,
+            })
         );
     } else if !globals.quiet {
         let verb = if args.dry_run {
@@ -224,15 +237,9 @@ fn finish(
             "removed"
         };
         println!("{verb} {} snapshots", ids.len());
-    }
-    if args.prune && !args.dry_run {
-        let opts = cairn::ops::prune::PruneOptions {
-            limits: args.limits.limits(),
-            dry_run: false,
-            now: true,
-            lease: cairn::ops::session::Lease::configured(),
-        };
-        return crate::cli::prune::run_with(globals, repo, &opts);
+        if let Some(report) = &pruned {
+            crate::cli::prune::print_report(report, false);
+        }
     }
     Ok(0)
 }

@@ -65,15 +65,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     run_with(globals, &repo, &opts)
 }
 
-/// Runs a prune with `opts` and reports it (also `forget --prune`).
+/// Runs a prune with `opts` and reports it.
 pub fn run_with(globals: &Globals, repo: &Arc<Repository>, opts: &PruneOptions) -> Result<u8> {
-    let bar = globals.progress_bar(Some(0), "{spinner} {msg} {pos}/{len} {wide_bar}");
-    let report = prune(repo, opts, &|step, done, total| {
-        bar.set_message(step.to_string());
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
-    bar.finish_and_clear();
+    let report = execute(globals, repo, opts)?;
     if globals.json {
         println!(
             "{}",
@@ -85,7 +79,24 @@ pub fn run_with(globals: &Globals, repo: &Arc<Repository>, opts: &PruneOptions) 
     Ok(0)
 }
 
-fn print_report(report: &PruneReport, dry_run: bool) {
+/// Runs a prune with `opts` behind a progress bar (also `forget --prune`).
+pub fn execute(
+    globals: &Globals,
+    repo: &Arc<Repository>,
+    opts: &PruneOptions,
+) -> Result<PruneReport> {
+    let bar = globals.progress_bar(Some(0), "{spinner} {msg} {pos}/{len} {wide_bar}");
+    let report = prune(repo, opts, &|step, done, total| {
+        bar.set_message(step.to_string());
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Prints what a prune did (or, dry, would do).
+pub fn print_report(report: &PruneReport, dry_run: bool) {
     let would = if dry_run { "would be " } else { "" };
     println!(
         "{} packs ({}) {would}condemned: nothing in them is used",
