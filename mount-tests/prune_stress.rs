@@ -131,7 +131,7 @@ fn writers_pruners_and_a_mount_with_random_kills_lose_nothing() {
     for w in 0..WRITERS {
         let (env, stop) = (env.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
-            let mut rng = Rng(seed ^ (w + 1) * 0x9E37_79B9);
+            let mut rng = Rng(seed ^ ((w + 1) * 0x9E37_79B9));
             let dir = env.path(&format!("w{w}"));
             let mut versions = vec![0u64; FILES as usize];
             while !stop.load(Ordering::SeqCst) {

@@ -458,3 +458,50 @@ fn an_index_entry_of_a_gone_pack_no_snapshot_uses_is_a_note_and_the_next_prune_d
         "{report}"
     );
 }
+
+#[test]
+fn a_garbage_file_another_prune_is_deleting_is_left_to_it_and_a_dead_prunes_claim_holds_nothing() {
+    use cairn::repo::garbage;
+    let (env, _old, _kept) = forgotten_old_tree();
+    let repo = open(&env);
+    phase1(&repo);
+    let gid = garbage::list(&repo).unwrap()[0].0;
+    // A prune on another machine is sweeping it.
+    let elsewhere = SessionFile {
+        host: "another-host".into(),
+        ..SessionFile::for_this_process("prune", now_secs(), garbage::CLAIM_SECS)
+    };
+    let theirs = garbage::claim(&repo, &gid, &elsewhere)
+        .unwrap()
+        .expect("claimed");
+    let out = env.json(&["prune"]);
+    assert_eq!(out["report"]["deleted_packs"], 0, "{out}");
+    let waiting = out["report"]["waiting"].as_array().unwrap();
+    assert!(
+        waiting[0].as_str().unwrap().contains("another prune"),
+        "{out}"
+    );
+    garbage::release(&repo, theirs).unwrap();
+
+    // A prune of this host that was killed: its process is gone, its claim holds nothing.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let dead = SessionFile {
+        pid: dead_pid,
+        ..SessionFile::for_this_process("prune", now_secs(), garbage::CLAIM_SECS)
+    };
+    garbage::claim(&repo, &gid, &dead)
+        .unwrap()
+        .expect("claimed");
+    let out = env.json(&["prune"]);
+    assert!(
+        out["report"]["deleted_packs"].as_u64().unwrap() >= 2,
+        "{out}"
+    );
+    assert!(
+        env.repo_files("garbage").is_empty(),
+        "claims and garbage file are gone"
+    );
+    env.ok(&["check", "--read-data"]);
+}

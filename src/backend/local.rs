@@ -181,9 +181,13 @@ impl Backend for LocalBackend {
                     continue;
                 }
                 let name = format!("{dir}/{file_name}");
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| Self::storage_error(&name, e))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted between the directory read and the stat (a prune, a forget, a
+                    // session ending): not listed, as if listed a moment later.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Self::storage_error(&name, e)),
+                };
                 if meta.is_dir() {
                     pending.push(name);
                 } else {

@@ -139,7 +139,11 @@ pub fn repair_packs(
         read_data: Some(crate::ops::check::DataSubset::All),
         ..CheckOptions::default()
     };
+    // A writer like any other (DESIGN §6): a prune waits for the packs it stores, and it does
+    // not de-duplicate against packs a prune condemned.
+    let session = WriterSession::begin(repo.clone(), "repair", Lease::configured())?;
     let inventory = Inventory::load(repo)?;
+    let unusable = session.unusable_packs(&inventory.index)?;
     let found = check_inventory(repo, &inventory, &opts, progress)?;
     let mut damaged: BTreeSet<PackId> = BTreeSet::new();
     let mut lost: HashSet<BlobId> = HashSet::new();
@@ -172,12 +176,13 @@ pub fn repair_packs(
             .map(|(_, segment)| without_packs(segment, &damaged))
             .collect(),
     );
-    let packer = Packer::new(
+    let mut packer = Packer::new(
         repo.clone(),
         Arc::new(healthy),
         IngestLimits::default(),
         false,
     );
+    packer.avoid_packs(unusable);
     for pack in &damaged {
         let entries = inventory.by_pack.get(pack).cloned().unwrap_or_default();
         let stored = inventory.stored.contains_key(pack);
@@ -233,6 +238,7 @@ pub fn repair_packs(
         .collect();
     still.sort();
     report.still_missing = still;
+    session.end();
     Ok(report)
 }
 

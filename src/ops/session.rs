@@ -138,12 +138,24 @@ impl WriterSession {
             }
         }
         let id = self.repo.save_snapshot(snapshot)?;
-        match session::read(&self.repo, &self.id) {
-            Ok(_) => Ok(id),
+        let given_up = match session::read(&self.repo, &self.id) {
+            Ok(_) => session::marked_lapsed(&self.repo, &self.id)
+                .map_err(|e| e.to_string())
+                .and_then(|marked| {
+                    if marked {
+                        Err("marked lapsed".into())
+                    } else {
+                        Ok(())
+                    }
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        match given_up {
+            Ok(()) => Ok(id),
             Err(gone) => {
                 tracing::warn!(
-                    "the session file is gone ({gone}): checking the snapshot against what prune \
-                     condemned and deleted"
+                    "the session is gone or was given up by a prune ({gone}): checking the \
+                     snapshot against what prune condemned and deleted"
                 );
                 match still_stored(&self.repo, snapshot) {
                     Ok(()) => Ok(id),
@@ -213,15 +225,17 @@ fn lapsed_error() -> Error {
     )
 }
 
-/// Extends the lease; `false` once it has lapsed (then the refresher stops). A rewrite that
-/// finishes after the old lease ran out may have recreated a file a prune had removed, so the
-/// session is then lapsed for good.
+/// Extends the lease; `false` once it has lapsed or a prune gave up on it (then the refresher
+/// stops). A rewrite that finishes after the old lease ran out may have recreated a file a
+/// prune had removed, so the session is then lapsed for good; and the commit's read-back looks
+/// for the prune's marker, which no rewrite hides.
 fn refresh(repo: &Repository, id: &SessionId, state: &Mutex<LeaseState>, lease_secs: i64) -> bool {
     let (mut file, old_expiry) = {
         let state = state.lock();
         (state.file.clone(), state.file.expires)
     };
-    if now_secs() >= old_expiry {
+    // A prune that gave up on the session marked it: never write the file back over that.
+    if now_secs() >= old_expiry || session::marked_lapsed(repo, id).unwrap_or(false) {
         state.lock().lapsed = true;
         return false;
     }

@@ -11,6 +11,7 @@ use crate::repo::Repository;
 use crate::repo::crypto::{MasterKey, fill_random};
 use crate::repo::ids::{GarbageId, PackId, SessionId};
 use crate::repo::serial;
+use crate::repo::session::{Liveness, SessionFile};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -66,11 +67,24 @@ pub fn remove(repo: &Repository, id: &GarbageId) -> Result<()> {
     repo.backend().delete(&format!("garbage/{id}"))
 }
 
+/// One garbage file, `None` once a prune finished it.
+pub fn read(repo: &Repository, id: &GarbageId) -> Result<Option<GarbageFile>> {
+    let name = format!("garbage/{id}");
+    match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+        Ok(sealed) => GarbageFile::open(repo.key(), &name, &sealed).map(Some),
+    }
+}
+
 /// Every garbage file. One that does not open is an error, never skipped: a writer that
 /// ignored it could de-duplicate against a pack about to be deleted.
 pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
     let mut out = Vec::new();
     for info in repo.backend().list("garbage/")? {
+        if info.name.contains(CLAIM_INFIX) {
+            continue;
+        }
         let tail = info.name.rsplit('/').next().unwrap_or_default();
         let id = GarbageId::from_hex(tail).map_err(|e| Error::corrupt(&info.name, e))?;
         let sealed = match repo.backend().get_bounded(&info.name, MAX_GARBAGE_LEN) {
@@ -81,6 +95,71 @@ pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
     }
     Ok(out)
 }
+
+/// What names a prune's claim on sweeping a garbage file: `garbage/<id>.claim.<claim id>`.
+const CLAIM_INFIX: &str = ".claim.";
+
+/// How long a claim holds: far longer than a sweep takes. A claim older than this was left by
+/// a prune that died (elsewhere; on this host a dead prune's claim lapses at once), and is
+/// ignored and removed; a sweep still running past it stops before it deletes.
+pub const CLAIM_SECS: i64 = 3600;
+
+/// A prune's claim on sweeping one garbage file (DESIGN §6 leaves two prunes at once open; an
+/// exhaustive model shows that two sweeps of one garbage file decide apart — one takes a pack
+/// back into use while the other deletes it — unless one of them backs off).
+pub struct Claim {
+    name: String,
+    /// When it was made, in seconds since the epoch.
+    pub made: i64,
+}
+
+/// Claims garbage file `gid` for the prune `me` describes (its host, process and a lease of
+/// [`CLAIM_SECS`]): the claim is written, *then* the others' read. `None` (and no claim left
+/// behind) when another prune holds a live claim on it: that one sweeps it. A claim whose
+/// lease ran out or whose process is gone from this host is ignored and removed, so a killed
+/// prune holds nothing back for long. Two prunes claiming at once may both back off; the next
+/// run sweeps.
+pub fn claim(repo: &Repository, gid: &GarbageId, me: &SessionFile) -> Result<Option<Claim>> {
+    let mut cid = [0u8; 16];
+    fill_random(&mut cid);
+    let prefix = format!("garbage/{gid}{CLAIM_INFIX}");
+    let name = format!("{prefix}{}", hex::encode(cid));
+    let sealed = repo.key().seal(&serial::encode(me), GARBAGE_AAD);
+    repo.backend().put(&name, &sealed)?;
+    let mut contested = false;
+    for info in repo.backend().list(&prefix)? {
+        if info.name == name {
+            continue;
+        }
+        let holder = repo
+            .backend()
+            .get_bounded(&info.name, MAX_CLAIM_LEN)
+            .ok()
+            .and_then(|sealed| repo.key().open(&sealed, GARBAGE_AAD).ok())
+            .and_then(|plain| serial::decode::<SessionFile>(&plain, &info.name).ok());
+        match holder {
+            Some(holder) if holder.liveness(me.started, 0) == Liveness::Open => contested = true,
+            // Left by a prune that died (or unreadable): it holds nothing back.
+            _ => repo.backend().delete(&info.name)?,
+        }
+    }
+    if contested {
+        repo.backend().delete(&name)?;
+        return Ok(None);
+    }
+    Ok(Some(Claim {
+        name,
+        made: me.started,
+    }))
+}
+
+/// Gives a claim up: the sweep is done or abandoned.
+pub fn release(repo: &Repository, claim: Claim) -> Result<()> {
+    repo.backend().delete(&claim.name)
+}
+
+/// A claim file: the claimant, sealed.
+const MAX_CLAIM_LEN: u64 = 4 << 10;
 
 /// Every pack some garbage file condemns.
 pub fn condemned(files: &[(GarbageId, GarbageFile)]) -> HashSet<PackId> {

@@ -181,35 +181,44 @@ impl Repository {
 
     /// Loads every index segment, in parallel, into one in-memory index.
     pub fn load_index(&self) -> Result<Index> {
-        let names = self.backend.list("index/")?;
-        let segments = names
-            .par_iter()
-            .map(|info| {
-                Segment::open(
-                    &self.key,
-                    &info.name,
-                    &get_addressed(self.backend.as_ref(), &info.name, MAX_SEGMENT_LEN)?,
-                )
-            })
+        let segments = self
+            .index_files()?
+            .into_iter()
+            .map(|(_, segment)| segment)
             .collect::<Result<Vec<_>>>()?;
         Ok(Index::from_segments(segments))
     }
 
     /// Every index file, each opened on its own, so that one damaged file is reported in its
     /// place rather than failing the whole load (check and repair need the others).
+    ///
+    /// A prune rewrites an index file by writing the new one and then deleting the old: a file
+    /// that vanishes between the listing and its read was replaced by one the listing may have
+    /// missed, so the whole listing is read again (a few times, then it is an error).
     pub fn index_files(&self) -> Result<Vec<(String, Result<Segment>)>> {
-        let names = self.backend.list("index/")?;
-        Ok(names
-            .into_par_iter()
-            .map(|info| {
-                let segment = get_addressed(self.backend.as_ref(), &info.name, MAX_SEGMENT_LEN)
-                    .and_then(|bytes| Segment::open(&self.key, &info.name, &bytes));
-                (info.name, segment)
-            })
-            .collect())
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let names = self.backend.list("index/")?;
+            let files: Vec<(String, Result<Segment>)> = names
+                .into_par_iter()
+                .map(|info| {
+                    let segment = get_addressed(self.backend.as_ref(), &info.name, MAX_SEGMENT_LEN)
+                        .and_then(|bytes| Segment::open(&self.key, &info.name, &bytes));
+                    (info.name, segment)
+                })
+                .collect();
+            let vanished = files
+                .iter()
+                .any(|(_, s)| matches!(s, Err(Error::NotFound(_))));
+            if !vanished || attempt == ATTEMPTS {
+                return Ok(files);
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
-    /// Every snapshot file, each opened on its own (see [`Repository::index_files`]).
+    /// Every snapshot file, each opened on its own (see [`Repository::index_files`]). One that
+    /// vanishes between the listing and its read was forgotten meanwhile: it is left out.
     pub fn snapshot_files(&self) -> Result<Vec<(String, Result<SnapshotFile>)>> {
         let names = self.backend.list("snapshots/")?;
         Ok(names
@@ -224,6 +233,7 @@ impl Repository {
                     });
                 (info.name, opened)
             })
+            .filter(|(_, opened)| !matches!(opened, Err(Error::NotFound(_))))
             .collect())
     }
 
@@ -260,6 +270,8 @@ impl Repository {
         for snapshot in read {
             match snapshot {
                 Ok(snapshot) => snaps.push(snapshot),
+                // Forgotten between the listing and the read.
+                Err(Error::NotFound(_)) => {}
                 Err(e @ Error::Corrupt { .. }) => {
                     tracing::warn!("{e}: left out (`cairn check` reports it)");
                 }

@@ -27,6 +27,9 @@ pub struct SessionFile {
     pub host: String,
     /// The host's boot id, so a pid is compared only within the boot that gave it out.
     pub boot_id: String,
+    /// The writer's pid namespace (`/proc/self/ns/pid`), so a pid is compared only within the
+    /// namespace that gave it out: two containers may share a host name and a boot.
+    pub pid_namespace: String,
     /// The writer's process id.
     pub pid: u32,
     /// The process's start time in clock ticks since boot, so a reused pid is not mistaken for
@@ -36,6 +39,9 @@ pub struct SessionFile {
     pub started: i64,
     /// Until when the writer promises to refresh or finish, in seconds since the epoch.
     pub expires: i64,
+    /// The writer's lease: a prune waits at least this long past `expires` (the margin), even
+    /// if its own setting is shorter.
+    pub lease_secs: i64,
 }
 
 /// Whether a recorded session still holds back a prune.
@@ -56,17 +62,21 @@ impl SessionFile {
             host: crate::repo::identity::hostname(),
             boot_id: boot_id(),
             pid,
+            pid_namespace: pid_namespace(),
             process_start: process_start(pid).unwrap_or(0),
             started: now,
             expires: now.saturating_add(lease_secs),
+            lease_secs,
         }
     }
 
     /// Whether the session holds back a prune at `now`. A writer refuses to commit once its
-    /// lease has run out; prune waits `margin` longer, so a writer that passed that check a
-    /// moment before its lease ran out still finds its session at the read-back. A session of
-    /// this host and boot whose process is gone lapses at once: its writer cannot commit.
+    /// lease has run out; prune waits a margin longer — its own, or the writer's lease if that
+    /// is longer — so a writer that passed that check a moment before its lease ran out still
+    /// finds its session at the read-back. A session of this host, boot and pid namespace
+    /// whose process is certainly gone lapses at once: its writer cannot commit.
     pub fn liveness(&self, now: i64, margin: i64) -> Liveness {
+        let margin = margin.max(self.lease_secs);
         if now > self.expires.saturating_add(margin) || self.process_gone() {
             Liveness::Lapsed
         } else {
@@ -74,11 +84,26 @@ impl SessionFile {
         }
     }
 
+    /// Whether the writer's process is known to be gone: only when the pid was given out by
+    /// this very kernel and namespace, and the process either does not exist (`kill(pid, 0)`
+    /// says so even where `/proc` hides other users' processes) or is another one (its start
+    /// time differs). Anything uncertain counts as alive.
     fn process_gone(&self) -> bool {
-        let this_boot = !self.boot_id.is_empty() && self.boot_id == boot_id();
-        this_boot
-            && self.host == crate::repo::identity::hostname()
-            && process_start(self.pid) != Some(self.process_start)
+        let here = !self.boot_id.is_empty()
+            && self.boot_id == boot_id()
+            && !self.pid_namespace.is_empty()
+            && self.pid_namespace == pid_namespace()
+            && self.host == crate::repo::identity::hostname();
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        if !here || pid <= 0 {
+            return false;
+        }
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::ESRCH) => true,
+            _ => process_start(self.pid).is_some_and(|start| start != self.process_start),
+        }
     }
 
     /// One line for messages: `backup on host (pid 42) since 14:05`.
@@ -115,6 +140,13 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
+/// This process's pid namespace, e.g. `pid:[4026531836]`; empty where unknown.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -146,9 +178,70 @@ pub fn read(repo: &Repository, id: &SessionId) -> Result<SessionFile> {
     SessionFile::open(repo.key(), &name, &sealed)
 }
 
-/// Removes a session file (ending it, or a lapsed one).
+/// Removes a session file: its writer ended it.
 pub fn remove(repo: &Repository, id: &SessionId) -> Result<()> {
+    repo.backend().delete(&name_of(id))?;
+    repo.backend()
+        .delete(&format!("{}{LAPSED_SUFFIX}", name_of(id)))
+}
+
+/// What marks a session a prune gave up on: `sessions/<id>.lapsed`.
+const LAPSED_SUFFIX: &str = ".lapsed";
+
+/// Gives up on a lapsed session: a marker is stored, *then* the session file removed. The
+/// marker outlives anything the writer does — a refresher that rewrites the session file a
+/// moment later cannot hide it — so the writer's read-back at commit finds out for certain.
+pub fn mark_lapsed(repo: &Repository, id: &SessionId, now: i64) -> Result<()> {
+    let marker = repo.key().seal(&serial::encode(&now), SESSION_AAD);
+    repo.backend()
+        .put(&format!("{}{LAPSED_SUFFIX}", name_of(id)), &marker)?;
     repo.backend().delete(&name_of(id))
+}
+
+/// Whether a prune gave up on session `id`.
+pub fn marked_lapsed(repo: &Repository, id: &SessionId) -> Result<bool> {
+    match repo
+        .backend()
+        .stat(&format!("{}{LAPSED_SUFFIX}", name_of(id)))
+    {
+        Ok(_) => Ok(true),
+        Err(Error::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Markers of lapsed sessions whose writer has no session file left, with when each was set
+/// (`None` if it does not open): a prune removes those older than any writer could still be
+/// paused for.
+pub fn lapsed_markers(repo: &Repository) -> Result<Vec<(SessionId, Option<i64>)>> {
+    let listed = repo.backend().list("sessions/")?;
+    let names: std::collections::HashSet<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+    let mut out = Vec::new();
+    for info in &listed {
+        let Some(session) = info.name.strip_suffix(LAPSED_SUFFIX) else {
+            continue;
+        };
+        let Ok(id) = SessionId::from_hex(session.rsplit('/').next().unwrap_or_default()) else {
+            continue;
+        };
+        if names.contains(session) {
+            continue;
+        }
+        let set = repo
+            .backend()
+            .get_bounded(&info.name, MAX_SESSION_LEN)
+            .ok()
+            .and_then(|sealed| repo.key().open(&sealed, SESSION_AAD).ok())
+            .and_then(|plain| serial::decode::<i64>(&plain, &info.name).ok());
+        out.push((id, set));
+    }
+    Ok(out)
+}
+
+/// Removes the marker of a lapsed session.
+pub fn remove_marker(repo: &Repository, id: &SessionId) -> Result<()> {
+    repo.backend()
+        .delete(&format!("{}{LAPSED_SUFFIX}", name_of(id)))
 }
 
 /// Every session file, each opened on its own. A damaged one is returned as its error: prune
@@ -156,6 +249,9 @@ pub fn remove(repo: &Repository, id: &SessionId) -> Result<()> {
 pub fn list(repo: &Repository) -> Result<Vec<(SessionId, Result<SessionFile>)>> {
     let mut out = Vec::new();
     for info in repo.backend().list("sessions/")? {
+        if info.name.ends_with(LAPSED_SUFFIX) {
+            continue;
+        }
         let tail = info.name.rsplit('/').next().unwrap_or_default();
         let Ok(id) = SessionId::from_hex(tail) else {
             tracing::warn!("{}: not a session name; ignored", info.name);
@@ -193,6 +289,21 @@ mod tests {
             ..me.clone()
         };
         assert_eq!(elsewhere.liveness(now, 3600), Liveness::Open);
+        // Another pid namespace (a container with the same host name): the pid says nothing.
+        let other_namespace = SessionFile {
+            pid_namespace: "pid:[1]".into(),
+            process_start: me.process_start + 1,
+            ..me.clone()
+        };
+        assert_eq!(other_namespace.liveness(now, 3600), Liveness::Open);
+        // A prune with a shorter setting still waits the writer's own lease past expiry.
+        let long = SessionFile::for_this_process("backup", now, 7200);
+        let gone = SessionFile {
+            host: format!("{}-other", me.host),
+            ..long
+        };
+        assert_eq!(gone.liveness(now + 7200 + 7199, 1), Liveness::Open);
+        assert_eq!(gone.liveness(now + 7200 + 7201, 1), Liveness::Lapsed);
     }
 
     #[test]

@@ -28,8 +28,10 @@ pub fn condemn(
     progress: Progress,
 ) -> Result<()> {
     let snapshots = all_snapshots(repo)?;
-    let inventory = whole_inventory(repo)?;
+    // Garbage files before the packs: a pack another prune deletes in between is then either
+    // seen condemned or seen gone, never as a usable copy of a blob.
     let condemned = garbage::condemned(&garbage::list(repo)?);
+    let inventory = whole_inventory(repo)?;
     let used = mark(repo, &inventory, &snapshots, progress)?;
     let plan = rules::plan(
         &inventory.stored,

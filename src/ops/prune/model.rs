@@ -1,17 +1,21 @@
-//! An exhaustive model of the prune protocol (DESIGN §6): two writers, one pruner that crashes
-//! and restarts, a forget, and leases that run out, explored over every interleaving of their
-//! steps. Invariant: **no snapshot references a blob that is not stored** — except, for the
-//! moment between its write and its read-back, the snapshot of a live writer, which the
-//! read-back then deletes.
+//! An exhaustive model of the prune protocol (DESIGN §6): two writers, a pruner that crashes
+//! and restarts, a forget, and leases that run out — and, apart, two pruners at once beside a
+//! writer — explored over every interleaving of their steps. Invariant: **no snapshot
+//! references a blob that is not stored** — except, for the moment between its write and its
+//! read-back, the snapshot of a live writer, which the read-back then deletes.
 //!
 //! Decisions are the commands' own: [`rules::plan`] (phase 1), [`rules::deletable`] (phase 2)
 //! and [`rules::unusable_packs`] (the writer's de-duplication and read-back check) run on every
 //! step that makes them. Abstracted, plainly: storage is a set of packs and index entries
-//! (each read or write of one kind of file is one atomic step); time is a per-session lease
-//! state (fresh → expired → lapsed-past-margin) advanced at any moment, except that a writer
-//! is not paused past the margin between its lease check and its snapshot write (the
-//! assumption DESIGN §6 states); the one blob both writers need is the one only the forgotten
-//! snapshot used; repacking is not modelled (it only adds copies before condemning).
+//! (each read or write of one kind of file is one atomic step; a pruner reads the garbage
+//! files and the pack listing in two steps, in the order the commands do); time is a
+//! per-session lease state (fresh → expired → lapsed-past-margin) advanced at any moment,
+//! except that a writer is not paused past the margin between its lease check and its
+//! snapshot write (the assumption DESIGN §6 states), and a dead pruner's claim lapses at any
+//! moment while a live one's does not; the one blob both writers need is the one only the
+//! forgotten snapshot used; repacking is not modelled (it only adds copies before condemning).
+//!
+//! Each safeguard is shown necessary: without it the explorer finds a loss.
 
 use super::rules::{self, PlanLimits};
 use crate::repo::ids::{BlobId, BlobKind, PackId};
@@ -29,9 +33,12 @@ const OLD_PACK: u8 = 0;
 const KEPT_PACK: u8 = 1;
 const FORGOTTEN: u8 = 0;
 const STAYS: u8 = 1;
+/// Most writers and pruners a configuration explores.
 const WRITERS: usize = 2;
-/// Phase-1 runs explored (each may crash and be resumed by a phase 2).
-const PHASE1_RUNS: usize = 2;
+const PRUNERS: usize = 2;
+/// Garbage files at most: every pruner's phase-1 runs together (each may crash and be resumed
+/// by a phase 2).
+const GARBAGE_SLOTS: usize = 2;
 
 fn bit(n: u8) -> u8 {
     1 << n
@@ -82,20 +89,67 @@ struct Writer {
     seen_index: u8,
 }
 
+/// A pruner's step. Reads of the garbage files and of the pack listing are separate steps
+/// (`First`, `Second`), in the order [`Safeguards::garbage_first`] says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Pruner {
     Idle,
     P1Read,
-    P1Plan { used: u8 },
-    P1Write { doomed: u8 },
-    P1List { gid: u8 },
-    P2Check { gid: u8 },
-    P2DropSessions { gid: u8, lapsed: u8 },
-    P2Read { gid: u8 },
-    P2Plan { gid: u8, used: u8 },
-    P2Index { gid: u8, delete: u8 },
-    P2Delete { gid: u8, delete: u8 },
-    P2Done { gid: u8 },
+    P1First {
+        used: u8,
+    },
+    P1Second {
+        used: u8,
+        view: View,
+    },
+    P1Write {
+        doomed: u8,
+    },
+    P1List {
+        gid: u8,
+    },
+    P2Check {
+        gid: u8,
+    },
+    /// Its claim on the garbage file is written; next it lists the others' claims.
+    P2Claimed {
+        gid: u8,
+    },
+    P2DropSessions {
+        gid: u8,
+        lapsed: u8,
+    },
+    P2Read {
+        gid: u8,
+    },
+    P2First {
+        gid: u8,
+        used: u8,
+    },
+    P2Second {
+        gid: u8,
+        used: u8,
+        view: View,
+    },
+    P2Index {
+        gid: u8,
+        delete: u8,
+    },
+    P2Delete {
+        gid: u8,
+        delete: u8,
+    },
+    P2Done {
+        gid: u8,
+    },
+}
+
+/// What a pruner read of the repository: condemned packs, indexed packs, stored packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+struct View {
+    condemned: u8,
+    indexed: u8,
+    stored: u8,
 }
 
 /// A garbage file: condemned packs, recorded sessions (`None` until recorded).
@@ -109,10 +163,12 @@ struct State {
     /// Session files present, by writer.
     sessions: u8,
     leases: [Lease; WRITERS],
-    garbage: [Garbage; PHASE1_RUNS],
+    garbage: [Garbage; GARBAGE_SLOTS],
     writers: [Writer; WRITERS],
-    pruner: Pruner,
-    phase1_runs: u8,
+    pruners: [Pruner; PRUNERS],
+    phase1_runs: [u8; PRUNERS],
+    /// Claims on garbage files, by pruner: `(garbage id + 1)`, 0 for none.
+    claims: [u8; PRUNERS],
     forgotten: bool,
 }
 
@@ -128,6 +184,13 @@ struct Safeguards {
     revive: bool,
     /// Writers may be killed at any step.
     writer_crashes: bool,
+    /// Pruners read the garbage files before listing the packs.
+    garbage_first: bool,
+    /// A pruner claims a garbage file before sweeping it, and backs off if another did.
+    claims: bool,
+    /// Writers and pruners running; each pruner runs phase 1 `GARBAGE_SLOTS / pruners` times.
+    writers: usize,
+    pruners: usize,
 }
 
 const SAFE: Safeguards = Safeguards {
@@ -135,6 +198,19 @@ const SAFE: Safeguards = Safeguards {
     read_back: true,
     revive: true,
     writer_crashes: true,
+    garbage_first: true,
+    // One pruner never meets another's claim: left out, it only adds states.
+    claims: false,
+    writers: 2,
+    pruners: 1,
+};
+
+/// Two prunes at once beside one writer.
+const TWO_PRUNERS: Safeguards = Safeguards {
+    writers: 1,
+    pruners: 2,
+    claims: true,
+    ..SAFE
 };
 
 fn pid(p: u8) -> PackId {
@@ -202,10 +278,11 @@ impl State {
             snapshots: bit(FORGOTTEN) | bit(STAYS),
             sessions: 0,
             leases: [Lease::Fresh; WRITERS],
-            garbage: [None; PHASE1_RUNS],
+            garbage: [None; GARBAGE_SLOTS],
             writers: [idle; WRITERS],
-            pruner: Pruner::Idle,
-            phase1_runs: 0,
+            pruners: [Pruner::Idle; PRUNERS],
+            phase1_runs: [0; PRUNERS],
+            claims: [0; PRUNERS],
             forgotten: false,
         }
     }
@@ -240,19 +317,27 @@ impl State {
     }
 
     fn successors(&self, guard: Safeguards, out: &mut Vec<State>) {
-        for w in 0..WRITERS {
+        for w in 0..guard.writers {
             out.extend(self.writer_step(w, guard));
             if guard.writer_crashes {
                 out.extend(self.crash_writer(w));
             }
             out.extend(self.time_passes(w, guard));
         }
-        self.pruner_step(guard, out);
-        if self.pruner != Pruner::Idle {
-            out.push(State {
-                pruner: Pruner::Idle,
-                ..*self
-            });
+        for p in 0..guard.pruners {
+            self.pruner_step(p, guard, out);
+            if self.pruners[p] != Pruner::Idle {
+                let mut crashed = *self;
+                crashed.pruners[p] = Pruner::Idle;
+                out.push(crashed);
+            }
+            // The claim of a pruner that died lapses in time (a live sweeper finishes within
+            // its claim's lease: the same assumption as the writers' margin).
+            if self.pruners[p] == Pruner::Idle && self.claims[p] != 0 {
+                let mut lapsed = *self;
+                lapsed.claims[p] = 0;
+                out.push(lapsed);
+            }
         }
         if !self.forgotten {
             out.push(State {
@@ -354,130 +439,190 @@ impl State {
         Some(s)
     }
 
-    fn pruner_step(&self, guard: Safeguards, out: &mut Vec<State>) {
+    /// Phase 2's wait: on to drop the lapsed sessions once every recorded one has ended or
+    /// lapsed, else back to idle.
+    fn ready(&self, gid: u8) -> Pruner {
+        let Some((_, Some(recorded))) = self.garbage[usize::from(gid)] else {
+            return Pruner::Idle;
+        };
+        let present = recorded & self.sessions;
+        let open = members(present).any(|w| self.leases[usize::from(w)] != Lease::Lapsed);
+        if open {
+            Pruner::Idle
+        } else {
+            Pruner::P2DropSessions {
+                gid,
+                lapsed: present,
+            }
+        }
+    }
+
+    /// What a pruner reads first (garbage files, or the index and pack listing), with the rest
+    /// of `view` left for the second read.
+    fn first_read(&self, guard: Safeguards) -> View {
+        if guard.garbage_first {
+            View {
+                condemned: self.condemned(),
+                ..View::default()
+            }
+        } else {
+            View {
+                indexed: self.indexed,
+                stored: self.stored,
+                ..View::default()
+            }
+        }
+    }
+
+    /// `first` completed by the second read.
+    fn second_read(&self, guard: Safeguards, first: View) -> View {
+        if guard.garbage_first {
+            View {
+                indexed: self.indexed,
+                stored: self.stored,
+                ..first
+            }
+        } else {
+            View {
+                condemned: self.condemned(),
+                ..first
+            }
+        }
+    }
+
+    fn pruner_step(&self, p: usize, guard: Safeguards, out: &mut Vec<State>) {
+        let runs = (GARBAGE_SLOTS / guard.pruners) as u8;
         let mut s = *self;
-        match self.pruner {
+        let next = match self.pruners[p] {
             Pruner::Idle => {
-                if usize::from(self.phase1_runs) < PHASE1_RUNS {
-                    out.push(State {
-                        phase1_runs: self.phase1_runs + 1,
-                        pruner: Pruner::P1Read,
-                        ..*self
-                    });
+                if self.phase1_runs[p] < runs {
+                    let mut s = *self;
+                    s.phase1_runs[p] += 1;
+                    s.pruners[p] = Pruner::P1Read;
+                    out.push(s);
                 }
                 for (gid, file) in self.garbage.iter().enumerate() {
                     if file.is_some() {
-                        out.push(State {
-                            pruner: Pruner::P2Check { gid: gid as u8 },
-                            ..*self
-                        });
+                        let mut s = *self;
+                        s.pruners[p] = Pruner::P2Check { gid: gid as u8 };
+                        out.push(s);
                     }
                 }
                 return;
             }
-            Pruner::P1Read => {
-                s.pruner = Pruner::P1Plan {
-                    used: self.snapshots,
-                }
-            }
-            Pruner::P1Plan { used } => {
-                let (index, by_pack, sizes) = real_view(self.indexed, self.stored);
+            Pruner::P1Read => Pruner::P1First {
+                used: self.snapshots,
+            },
+            Pruner::P1First { used } => Pruner::P1Second {
+                used,
+                view: self.first_read(guard),
+            },
+            Pruner::P1Second { used, view } => {
+                let view = self.second_read(guard, view);
+                let (index, by_pack, sizes) = real_view(view.indexed, view.stored);
                 let limits = PlanLimits {
                     max_unused: 1.0,
                     max_repack: 0,
                 };
-                let condemned = packs(self.condemned());
-                s.pruner =
-                    match rules::plan(&sizes, &by_pack, &index, &blobs(used), &condemned, limits) {
-                        Ok(plan) if !plan.condemned().is_empty() => Pruner::P1Write {
-                            doomed: mask_of(&plan.condemned()),
-                        },
-                        // Nothing to condemn, or a used blob nowhere stored (prune refuses).
-                        _ => Pruner::Idle,
-                    };
+                let condemned = packs(view.condemned);
+                match rules::plan(&sizes, &by_pack, &index, &blobs(used), &condemned, limits) {
+                    Ok(plan) if !plan.condemned().is_empty() => Pruner::P1Write {
+                        doomed: mask_of(&plan.condemned()),
+                    },
+                    // Nothing to condemn, or a used blob nowhere stored (prune refuses).
+                    _ => Pruner::Idle,
+                }
             }
             Pruner::P1Write { doomed } => {
-                let gid = self.phase1_runs - 1;
+                let gid = p as u8 * runs + self.phase1_runs[p] - 1;
                 s.garbage[usize::from(gid)] = Some((doomed, None));
-                s.pruner = Pruner::P1List { gid };
+                Pruner::P1List { gid }
             }
             Pruner::P1List { gid } => {
                 if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
                     *sessions = Some(self.sessions);
                 }
-                s.pruner = Pruner::Idle;
+                Pruner::Idle
             }
-            Pruner::P2Check { gid } => {
-                s.pruner = Pruner::Idle;
-                match self.garbage[usize::from(gid)] {
-                    None => {}
-                    Some((_, None)) => {
-                        if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
-                            *sessions = Some(self.sessions);
-                        }
+            Pruner::P2Check { gid } => match self.garbage[usize::from(gid)] {
+                None => Pruner::Idle,
+                Some((_, None)) => {
+                    if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
+                        *sessions = Some(self.sessions);
                     }
-                    Some((_, Some(recorded))) => {
-                        let present = recorded & self.sessions;
-                        let open =
-                            members(present).any(|w| self.leases[usize::from(w)] != Lease::Lapsed);
-                        if !open {
-                            s.pruner = Pruner::P2DropSessions {
-                                gid,
-                                lapsed: present,
-                            };
-                        }
-                    }
+                    Pruner::Idle
                 }
+                Some(_) if guard.claims => {
+                    s.claims[p] = gid + 1;
+                    Pruner::P2Claimed { gid }
+                }
+                Some(_) => self.ready(gid),
+            },
+            Pruner::P2Claimed { gid } => {
+                let contested = (0..guard.pruners).any(|q| q != p && self.claims[q] == gid + 1);
+                let next = if contested {
+                    Pruner::Idle
+                } else {
+                    self.ready(gid)
+                };
+                if next == Pruner::Idle {
+                    s.claims[p] = 0;
+                }
+                next
             }
             Pruner::P2DropSessions { gid, lapsed } => {
                 s.sessions &= !lapsed;
-                s.pruner = Pruner::P2Read { gid };
+                Pruner::P2Read { gid }
             }
-            Pruner::P2Read { gid } => {
-                s.pruner = Pruner::P2Plan {
-                    gid,
-                    used: self.snapshots,
-                }
-            }
-            Pruner::P2Plan { gid, used } => {
-                s.pruner = match self.garbage[usize::from(gid)] {
-                    None => Pruner::Idle,
-                    Some((here, _)) => {
-                        let (index, by_pack, _) = real_view(self.indexed, self.stored);
-                        let here: Vec<PackId> = members(here).map(pid).collect();
-                        let used = if guard.revive {
-                            blobs(used)
-                        } else {
-                            HashSet::new()
-                        };
-                        let (delete, _) = rules::deletable(
-                            &here,
-                            &by_pack,
-                            &index,
-                            &used,
-                            &packs(self.stored),
-                            &packs(self.condemned()),
-                        );
-                        Pruner::P2Index {
-                            gid,
-                            delete: mask_of(&delete),
-                        }
+            Pruner::P2Read { gid } => Pruner::P2First {
+                gid,
+                used: self.snapshots,
+            },
+            Pruner::P2First { gid, used } => Pruner::P2Second {
+                gid,
+                used,
+                view: self.first_read(guard),
+            },
+            Pruner::P2Second { gid, used, view } => match self.garbage[usize::from(gid)] {
+                None => Pruner::Idle,
+                Some((here, _)) => {
+                    let view = self.second_read(guard, view);
+                    let (index, by_pack, _) = real_view(view.indexed, view.stored);
+                    let here: Vec<PackId> = members(here).map(pid).collect();
+                    let used = if guard.revive {
+                        blobs(used)
+                    } else {
+                        HashSet::new()
+                    };
+                    let (delete, _) = rules::deletable(
+                        &here,
+                        &by_pack,
+                        &index,
+                        &used,
+                        &packs(view.stored),
+                        &packs(view.condemned),
+                    );
+                    Pruner::P2Index {
+                        gid,
+                        delete: mask_of(&delete),
                     }
-                };
-            }
+                }
+            },
             Pruner::P2Index { gid, delete } => {
                 s.indexed &= !delete;
-                s.pruner = Pruner::P2Delete { gid, delete };
+                Pruner::P2Delete { gid, delete }
             }
             Pruner::P2Delete { gid, delete } => {
                 s.stored &= !delete;
-                s.pruner = Pruner::P2Done { gid };
+                Pruner::P2Done { gid }
             }
             Pruner::P2Done { gid } => {
                 s.garbage[usize::from(gid)] = None;
-                s.pruner = Pruner::Idle;
+                s.claims[p] = 0;
+                Pruner::Idle
             }
-        }
+        };
+        s.pruners[p] = next;
         out.push(s);
     }
 }
@@ -581,4 +726,42 @@ fn each_safeguard_is_needed_the_model_finds_the_loss_without_it() {
         "{}",
         result.violation.unwrap_or_default()
     );
+}
+
+#[test]
+fn two_prunes_at_once_beside_a_writer_lose_nothing_when_they_read_garbage_before_packs() {
+    let result = explore(TWO_PRUNERS);
+    eprintln!("two pruners: explored {} states", result.states);
+    assert!(
+        result.violation.is_none(),
+        "{}",
+        result.violation.unwrap_or_default()
+    );
+    assert!(result.freed > 0);
+    // Listing the packs first, a pack the other prune deletes in between looks like a usable
+    // copy (the loss a review reproduced with two prune loops); and two sweeps of one garbage
+    // file decide apart, one taking a pack back while the other deletes it.
+    for (name, guard) in [
+        (
+            "garbage read first",
+            Safeguards {
+                garbage_first: false,
+                ..TWO_PRUNERS
+            },
+        ),
+        (
+            "claims",
+            Safeguards {
+                claims: false,
+                ..TWO_PRUNERS
+            },
+        ),
+    ] {
+        let result = explore(guard);
+        assert!(
+            result.violation.is_some(),
+            "without {name}: no loss in {} states",
+            result.states
+        );
+    }
 }

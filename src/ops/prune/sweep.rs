@@ -16,7 +16,7 @@ use crate::repo::garbage::{self, GarbageFile};
 use crate::repo::ids::{GarbageId, PackId, SessionId};
 use crate::repo::index::{Segment, SegmentPack};
 use crate::repo::pack::pack_name;
-use crate::repo::session::{self, Liveness};
+use crate::repo::session::{self, Liveness, SessionFile};
 use std::collections::HashSet;
 
 /// Runs phase 2 over every garbage file, adding what it did to `report`.
@@ -26,19 +26,65 @@ pub fn sweep(
     report: &mut PruneReport,
     progress: Progress,
 ) -> Result<()> {
-    for (gid, file) in garbage::list(repo)? {
-        match ready(repo, &gid, &file, lease)? {
-            Ready::Wait(why) => report.waiting.push(why),
-            Ready::Go(lapsed) => {
-                for id in &lapsed {
-                    session::remove(repo, id)?;
-                    report.sessions_removed += 1;
-                }
-                delete_condemned(repo, &gid, &file, report, progress)?;
+    for (gid, listed) in garbage::list(repo)? {
+        if listed.sessions.is_none() {
+            report.waiting.push(record_sessions(repo, &gid, &listed)?);
+            continue;
+        }
+        // One sweeper per garbage file: two would decide apart (DESIGN §6 does not say; the
+        // model in model.rs shows the loss).
+        let me = SessionFile::for_this_process("prune", now_secs(), garbage::CLAIM_SECS);
+        let Some(claim) = garbage::claim(repo, &gid, &me)? else {
+            report.waiting.push(format!(
+                "garbage/{}: another prune is deleting it",
+                gid.short()
+            ));
+            continue;
+        };
+        let swept = sweep_claimed(repo, &gid, claim.made, lease, report, progress);
+        garbage::release(repo, claim)?;
+        swept?;
+    }
+    Ok(())
+}
+
+/// Phase 2 for one garbage file this prune has claimed: read again (another prune may have
+/// finished it since the listing), wait for its sessions, then delete.
+fn sweep_claimed(
+    repo: &Repository,
+    gid: &GarbageId,
+    claimed: i64,
+    lease: Lease,
+    report: &mut PruneReport,
+    progress: Progress,
+) -> Result<()> {
+    let Some(file) = garbage::read(repo, gid)? else {
+        return Ok(());
+    };
+    match ready(repo, gid, &file, lease)? {
+        Ready::Wait(why) => report.waiting.push(why),
+        Ready::Go(lapsed) => {
+            for id in &lapsed {
+                session::mark_lapsed(repo, id, now_secs())?;
+                report.sessions_removed += 1;
             }
+            delete_condemned(repo, gid, &file, claimed, report, progress)?;
         }
     }
     Ok(())
+}
+
+/// A garbage file whose prune stopped before it recorded the open sessions: they are
+/// recorded now (any writer not among them started after the file was written, and so avoids
+/// its packs), and the file waits for them.
+fn record_sessions(repo: &Repository, gid: &GarbageId, file: &GarbageFile) -> Result<String> {
+    let mut recorded = file.clone();
+    recorded.sessions = Some(session::list(repo)?.into_iter().map(|(id, _)| id).collect());
+    garbage::write(repo, gid, &recorded)?;
+    Ok(format!(
+        "garbage/{}: sessions recorded now (its prune stopped before); deleted on the next run",
+        gid.short()
+    ))
 }
 
 enum Ready {
@@ -52,13 +98,7 @@ enum Ready {
 /// never recorded (its prune died in between) has them recorded now and waits for them.
 fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -> Result<Ready> {
     let Some(recorded) = &file.sessions else {
-        let mut recorded_now = file.clone();
-        recorded_now.sessions = Some(session::list(repo)?.into_iter().map(|(id, _)| id).collect());
-        garbage::write(repo, gid, &recorded_now)?;
-        return Ok(Ready::Wait(format!(
-            "garbage/{}: sessions recorded now (its prune stopped before); deleted on the next run",
-            gid.short()
-        )));
+        return Ok(Ready::Wait(record_sessions(repo, gid, file)?));
     };
     let now = now_secs();
     let mut lapsed = Vec::new();
@@ -83,7 +123,13 @@ fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -
             },
             // A session file that does not open cannot say when it lapses: it is given the
             // longest lease a writer could have had from the condemnation on.
-            Err(e) if now > file.created + lease.secs + lease.margin_secs => {
+            Err(e)
+                if now
+                    > file
+                        .created
+                        .saturating_add(lease.secs)
+                        .saturating_add(lease.margin_secs) =>
+            {
                 tracing::warn!("session {}: {e}; treated as lapsed", id.short());
                 lapsed.push(*id);
             }
@@ -105,12 +151,15 @@ fn delete_condemned(
     repo: &Repository,
     gid: &GarbageId,
     file: &GarbageFile,
+    claimed: i64,
     report: &mut PruneReport,
     progress: Progress,
 ) -> Result<()> {
     let snapshots = all_snapshots(repo)?;
-    let inventory = whole_inventory(repo)?;
+    // Garbage files before the packs, as in phase 1: a pack another prune deletes in between
+    // is seen condemned or gone, never as the usable copy that lets this one go.
     let condemned_anywhere = garbage::condemned(&garbage::list(repo)?);
+    let inventory = whole_inventory(repo)?;
     let used = mark(repo, &inventory, &snapshots, progress)?;
     let stored: HashSet<PackId> = inventory.stored.keys().copied().collect();
     let (delete, revived) = rules::deletable(
@@ -127,6 +176,14 @@ fn delete_condemned(
             gid.short(),
             revived.len()
         );
+    }
+    // A sweep that took longer than its claim holds (the process was paused) stops here:
+    // another prune may have taken the garbage file over.
+    if now_secs().saturating_sub(claimed) > garbage::CLAIM_SECS {
+        return Err(Error::Invalid(format!(
+            "garbage/{}: this prune held its claim too long (it was paused); run prune again",
+            gid.short()
+        )));
     }
     // The index first: killed after it, the packs are merely unindexed (harmless, and `check`
     // passes); the other way round the index would name packs that are gone.
