@@ -744,13 +744,8 @@ fn after_a_prune_moves_a_blob_the_mount_finds_it_and_data_gone_fails_with_eio() 
         .collect();
 
     let mnt = Mounted::start(&env, "mount", &[]);
-    let mut names: Vec<String> = fs::read_dir(mnt.dir.join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
     let opened_before =
-        fs::File::open(mnt.dir.join("snapshots").join(&names[0]).join("src/big")).unwrap();
+        fs::File::open(mnt.dir.join("ids").join(&ids[0][..8]).join("src/big")).unwrap();
 
     // Forget the first snapshot and prune: its pack is mostly unused, so `small` is copied to a
     // new pack and the old one deleted, under the running mount.
