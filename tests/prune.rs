@@ -99,6 +99,14 @@ fn forgotten_old_tree() -> (Env, PathBuf, PathBuf) {
     (env, old, kept)
 }
 
+/// The garbage files proper (not their recorded sessions or prunes' claims).
+fn garbage_files(env: &Env) -> Vec<PathBuf> {
+    env.repo_files("garbage")
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n.len() == 64))
+        .collect()
+}
+
 fn snapshot_ids(env: &Env) -> Vec<String> {
     env.json(&["snapshots"])
         .as_array()
@@ -130,7 +138,7 @@ fn the_duplicacy_race_two_backups_reuse_condemned_data_and_both_restore() {
     // The prune condemns those blobs' packs (no snapshot uses them) and records both sessions.
     let condemned = phase1(&repo);
     assert!(condemned.condemned_packs >= 2, "{condemned:?}");
-    assert_eq!(env.repo_files("garbage").len(), 1);
+    assert_eq!(garbage_files(&env).len(), 1);
 
     // The first backup commits.
     let first = first.commit().expect("first commit").id.unwrap();
@@ -154,7 +162,7 @@ fn the_duplicacy_race_two_backups_reuse_condemned_data_and_both_restore() {
         condemned.condemned_packs,
         "{swept:?}"
     );
-    assert!(env.repo_files("garbage").is_empty());
+    assert!(garbage_files(&env).is_empty());
     assert_eq!(
         env.repo_files("data").len(),
         packs_before - swept.deleted_packs as usize
@@ -285,7 +293,7 @@ fn sessions_of_dead_writers_are_removed_and_live_ones_are_waited_for() {
         out["report"]["deleted_packs"].as_u64().unwrap() >= 2,
         "{out}"
     );
-    assert!(env.repo_files("garbage").is_empty());
+    assert!(garbage_files(&env).is_empty());
     env.ok(&["check", "--read-data"]);
 }
 
@@ -310,7 +318,7 @@ fn prune_condemns_first_and_deletes_on_the_next_run_and_a_dry_run_changes_nothin
     );
     assert_eq!(first["report"]["deleted_packs"], 0, "{first}");
     assert_eq!(env.repo_files("data"), before[0]);
-    assert_eq!(env.repo_files("garbage").len(), 1);
+    assert_eq!(garbage_files(&env).len(), 1);
     env.ok(&["check", "--read-data"]);
     let stats = env.json(&["stats"]);
     assert!(
@@ -324,7 +332,7 @@ fn prune_condemns_first_and_deletes_on_the_next_run_and_a_dry_run_changes_nothin
         "{second}"
     );
     assert_eq!(second["report"]["condemned_packs"], 0, "{second}");
-    assert!(env.repo_files("garbage").is_empty());
+    assert!(garbage_files(&env).is_empty());
     env.ok(&["check", "--read-data"]);
     // Idempotent: nothing left to do.
     let third = env.json(&["prune", "--now"]);
@@ -501,7 +509,35 @@ fn a_garbage_file_another_prune_is_deleting_is_left_to_it_and_a_dead_prunes_clai
     );
     assert!(
         env.repo_files("garbage").is_empty(),
-        "claims and garbage file are gone"
+        "claims, recorded sessions and garbage file are gone"
     );
     env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_second_prune_while_one_runs_stops_with_an_error_and_changes_nothing() {
+    use cairn::repo::garbage;
+    let (env, _old, _kept) = forgotten_old_tree();
+    let repo = open(&env);
+    // A prune of another machine is running.
+    let elsewhere = SessionFile {
+        host: "another-host".into(),
+        ..SessionFile::for_this_process("prune", now_secs(), garbage::CLAIM_SECS)
+    };
+    let theirs = garbage::claim_pruning(&repo, &elsewhere).unwrap();
+    let before = env.repo_files("data");
+    let out = env.run(&["prune", "--now"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another prune is running"), "{err}");
+    assert_eq!(env.repo_files("data"), before);
+    assert!(garbage_files(&env).is_empty());
+    // A dry run reads only: it goes ahead.
+    env.ok(&["prune", "--dry-run"]);
+    garbage::release(&repo, theirs).unwrap();
+    let out = env.json(&["prune", "--now"]);
+    assert!(
+        out["report"]["deleted_packs"].as_u64().unwrap() >= 2,
+        "{out}"
+    );
 }

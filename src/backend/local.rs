@@ -20,6 +20,44 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
+    /// One pass over the directories under `prefix`.
+    fn list_once(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut pending = vec![prefix.trim_end_matches('/').to_string()];
+        while let Some(dir) = pending.pop() {
+            let entries = match fs::read_dir(self.path(&dir)) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::storage_error(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Self::storage_error(&dir, e))?;
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if file_name.starts_with(".tmp-") {
+                    continue;
+                }
+                let name = format!("{dir}/{file_name}");
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted between the directory read and the stat (a prune, a forget, a
+                    // session ending): not listed, as if listed a moment later.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Self::storage_error(&name, e)),
+                };
+                if meta.is_dir() {
+                    pending.push(name);
+                } else {
+                    out.push(ObjectInfo {
+                        name,
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// A backend over `root` (which need not exist yet: `init` creates it).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend { root: root.into() }
@@ -165,41 +203,22 @@ impl Backend for LocalBackend {
         }
     }
 
+    /// Lists twice and returns what either pass saw. A directory read is not a snapshot: a
+    /// file created or removed during it may or may not be returned (POSIX leaves it open), so
+    /// one pass can miss both the old and the new index file while a prune replaces one with the
+    /// other. A file present throughout the second pass is in it, and one replaced during the
+    /// second pass was present throughout the first.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut out = Vec::new();
-        let mut pending = vec![prefix.trim_end_matches('/').to_string()];
-        while let Some(dir) = pending.pop() {
-            let entries = match fs::read_dir(self.path(&dir)) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::storage_error(&dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| Self::storage_error(&dir, e))?;
-                let file_name = entry.file_name().to_string_lossy().into_owned();
-                if file_name.starts_with(".tmp-") {
-                    continue;
-                }
-                let name = format!("{dir}/{file_name}");
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
-                    // Deleted between the directory read and the stat (a prune, a forget, a
-                    // session ending): not listed, as if listed a moment later.
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Self::storage_error(&name, e)),
-                };
-                if meta.is_dir() {
-                    pending.push(name);
-                } else {
-                    out.push(ObjectInfo {
-                        name,
-                        size: meta.len(),
-                    });
-                }
+        let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for _ in 0..2 {
+            for info in self.list_once(prefix)? {
+                seen.insert(info.name, info.size);
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(seen
+            .into_iter()
+            .map(|(name, size)| ObjectInfo { name, size })
+            .collect())
     }
 
     fn delete(&self, name: &str) -> Result<()> {

@@ -89,6 +89,14 @@ impl Shared {
     fn store(&self, pack: FinishedPack) -> Result<()> {
         if !self.dry_run {
             self.repo.backend().put(&pack_name(&pack.id), &pack.bytes)?;
+            tracing::debug!(
+                "stored pack {} with {:?}",
+                pack.id.short(),
+                pack.entries
+                    .iter()
+                    .map(|e| e.id.short())
+                    .collect::<Vec<_>>()
+            );
         }
         self.stats
             .stored_bytes

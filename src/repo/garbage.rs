@@ -32,7 +32,9 @@ pub struct GarbageFile {
     pub bytes: u64,
     /// The writer sessions open when the packs were condemned; `None` until recorded (a prune
     /// that crashed between writing the file and listing sessions: the next one records them
-    /// and waits for them).
+    /// and waits for them). Stored beside the file, in `garbage/<id>.sessions`, written once:
+    /// no garbage file is ever rewritten, so no listing can miss one being replaced.
+    #[serde(skip)]
     pub sessions: Option<Vec<SessionId>>,
 }
 
@@ -56,15 +58,46 @@ pub fn new_garbage_id() -> GarbageId {
     id
 }
 
-/// Writes (or rewrites) a garbage file.
+/// Writes a new garbage file (its sessions apart, with [`record_sessions`]).
 pub fn write(repo: &Repository, id: &GarbageId, file: &GarbageFile) -> Result<()> {
     repo.backend()
         .put(&format!("garbage/{id}"), &file.seal(repo.key()))
 }
 
-/// Removes a garbage file: its packs are deleted or were taken back into use.
+/// What names the sessions recorded for a garbage file: `garbage/<id>.sessions`.
+const SESSIONS_SUFFIX: &str = ".sessions";
+
+/// Records the sessions open after garbage file `id` was written, once: a second recording
+/// (two prunes at once) keeps the first, which is as valid — any writer not in it started
+/// after the garbage file existed, and so avoids its packs.
+pub fn record_sessions(repo: &Repository, id: &GarbageId, sessions: &[SessionId]) -> Result<()> {
+    let sealed = repo.key().seal(&serial::encode(&sessions), GARBAGE_AAD);
+    repo.backend()
+        .put_if_absent(&format!("garbage/{id}{SESSIONS_SUFFIX}"), &sealed)
+        .map(drop)
+}
+
+fn read_sessions(repo: &Repository, id: &GarbageId) -> Result<Option<Vec<SessionId>>> {
+    let name = format!("garbage/{id}{SESSIONS_SUFFIX}");
+    match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+        Ok(sealed) => {
+            let plain = repo
+                .key()
+                .open(&sealed, GARBAGE_AAD)
+                .map_err(|e| Error::corrupt(&name, e))?;
+            serial::decode(&plain, &name).map(Some)
+        }
+    }
+}
+
+/// Removes a garbage file, then its sessions: its packs are deleted or were taken back into
+/// use.
 pub fn remove(repo: &Repository, id: &GarbageId) -> Result<()> {
-    repo.backend().delete(&format!("garbage/{id}"))
+    repo.backend().delete(&format!("garbage/{id}"))?;
+    repo.backend()
+        .delete(&format!("garbage/{id}{SESSIONS_SUFFIX}"))
 }
 
 /// One garbage file, `None` once a prune finished it.
@@ -73,7 +106,11 @@ pub fn read(repo: &Repository, id: &GarbageId) -> Result<Option<GarbageFile>> {
     match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
-        Ok(sealed) => GarbageFile::open(repo.key(), &name, &sealed).map(Some),
+        Ok(sealed) => {
+            let mut file = GarbageFile::open(repo.key(), &name, &sealed)?;
+            file.sessions = read_sessions(repo, id)?;
+            Ok(Some(file))
+        }
     }
 }
 
@@ -82,7 +119,7 @@ pub fn read(repo: &Repository, id: &GarbageId) -> Result<Option<GarbageFile>> {
 pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
     let mut out = Vec::new();
     for info in repo.backend().list("garbage/")? {
-        if info.name.contains(CLAIM_INFIX) {
+        if info.name.contains(CLAIM_INFIX) || info.name.ends_with(SESSIONS_SUFFIX) {
             continue;
         }
         let tail = info.name.rsplit('/').next().unwrap_or_default();
@@ -91,7 +128,9 @@ pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
             Err(Error::NotFound(_)) => continue, // a prune finished it meanwhile
             other => other?,
         };
-        out.push((id, GarbageFile::open(repo.key(), &info.name, &sealed)?));
+        let mut file = GarbageFile::open(repo.key(), &info.name, &sealed)?;
+        file.sessions = read_sessions(repo, &id)?;
+        out.push((id, file));
     }
     Ok(out)
 }
@@ -120,14 +159,35 @@ pub struct Claim {
 /// prune holds nothing back for long. Two prunes claiming at once may both back off; the next
 /// run sweeps.
 pub fn claim(repo: &Repository, gid: &GarbageId, me: &SessionFile) -> Result<Option<Claim>> {
+    claim_named(repo, &format!("garbage/{gid}"), me)
+}
+
+/// Claims the whole repository for one prune: two prunes at once are refused. `Err` with
+/// the other prune's description when one holds a live claim. Backups, stages and mounts
+/// never look at it.
+pub fn claim_pruning(repo: &Repository, me: &SessionFile) -> Result<Claim> {
+    match claim_named(repo, "garbage/prune", me)? {
+        Some(claim) => Ok(claim),
+        None => Err(Error::Invalid(
+            "another prune is running on this repository (two at once could delete what the \
+             other keeps): run prune again once it has finished; a prune that was killed holds \
+             nothing back (at once on its own host, after two hours elsewhere)"
+                .into(),
+        )),
+    }
+}
+
+fn claim_named(repo: &Repository, scope: &str, me: &SessionFile) -> Result<Option<Claim>> {
     let mut cid = [0u8; 16];
     fill_random(&mut cid);
-    let prefix = format!("garbage/{gid}{CLAIM_INFIX}");
+    let prefix = format!("{scope}{CLAIM_INFIX}");
     let name = format!("{prefix}{}", hex::encode(cid));
     let sealed = repo.key().seal(&serial::encode(me), GARBAGE_AAD);
     repo.backend().put(&name, &sealed)?;
     let mut contested = false;
-    for info in repo.backend().list(&prefix)? {
+    // Listings are by directory: the claims are the names in `garbage/` that start with it.
+    let claims = repo.backend().list("garbage/")?;
+    for info in claims.iter().filter(|i| i.name.starts_with(&prefix)) {
         if info.name == name {
             continue;
         }
@@ -184,7 +244,16 @@ mod tests {
             sessions: Some(vec![SessionId([3; 32])]),
         };
         let mut sealed = file.seal(&key);
-        assert_eq!(GarbageFile::open(&key, "g", &sealed).unwrap(), file);
+        // The sessions are stored apart.
+        let opened = GarbageFile::open(&key, "g", &sealed).unwrap();
+        assert_eq!(opened.sessions, None);
+        assert_eq!(
+            opened,
+            GarbageFile {
+                sessions: None,
+                ..file.clone()
+            }
+        );
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(GarbageFile::open(&key, "g", &sealed).is_err());

@@ -71,7 +71,19 @@ pub fn condemn(
         repack(repo, Arc::new(inventory.index), &plan, unusable, progress)?;
     }
     let gid = new_garbage_id();
-    let mut file = GarbageFile {
+    tracing::debug!(
+        "garbage/{}: condemning {:?}, repacked {:?}",
+        gid.short(),
+        plan.delete
+            .iter()
+            .map(|(p, _)| p.short())
+            .collect::<Vec<_>>(),
+        plan.repack
+            .iter()
+            .map(|(p, _, _)| p.short())
+            .collect::<Vec<_>>()
+    );
+    let file = GarbageFile {
         created: now_secs(),
         packs: doomed,
         bytes: plan.delete.iter().map(|(_, s)| s).sum::<u64>()
@@ -81,8 +93,8 @@ pub fn condemn(
     garbage::write(repo, &gid, &file)?;
     // Only now: a writer whose session file appears after this listing reads the garbage file
     // written above, so every writer is either recorded here or avoids the condemned packs.
-    file.sessions = Some(session::list(repo)?.into_iter().map(|(id, _)| id).collect());
-    garbage::write(repo, &gid, &file)
+    let open: Vec<_> = session::list(repo)?.into_iter().map(|(id, _)| id).collect();
+    garbage::record_sessions(repo, &gid, &open)
 }
 
 /// Copies the live blobs of the packs to repack into new packs and indexes them, verifying

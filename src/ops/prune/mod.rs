@@ -17,8 +17,9 @@ use crate::ops::check::Inventory;
 use crate::ops::session::{Lease, now_secs};
 use crate::ops::usage::used_blobs;
 use crate::repo::Repository;
+use crate::repo::garbage;
 use crate::repo::ids::{BlobId, SnapshotId};
-use crate::repo::session::{self, Liveness};
+use crate::repo::session::{self, Liveness, SessionFile};
 use crate::repo::snapshot::Snapshot;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -76,22 +77,34 @@ pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
 
 /// Runs a prune: phase 2 for garbage files whose sessions have all ended, then phase 1, then,
 /// with `now`, phase 2 for what phase 1 condemned (when no session was open).
+///
+/// One prune runs at a time: it claims the repository first and a second one stops with an
+/// error (two at once, each reading the other's half-done work, could each keep a pack only
+/// the other deletes — a review reproduced it). The claim is no lock on anything else.
 pub fn prune(
     repo: &Arc<Repository>,
     opts: &PruneOptions,
     progress: Progress,
 ) -> Result<PruneReport> {
     let mut report = PruneReport::default();
-    if !opts.dry_run {
+    if opts.dry_run {
+        condemn(repo, opts, &mut report, progress)?;
+        return Ok(report);
+    }
+    let me = SessionFile::for_this_process("prune", now_secs(), garbage::CLAIM_SECS);
+    let claim = garbage::claim_pruning(repo, &me)?;
+    let result = (|| {
         remove_lapsed_sessions(repo, opts.lease, &mut report)?;
         sweep(repo, opts.lease, &mut report, progress)?;
-    }
-    condemn(repo, opts, &mut report, progress)?;
-    if opts.now && !opts.dry_run {
-        report.waiting.clear();
-        sweep(repo, opts.lease, &mut report, progress)?;
-    }
-    Ok(report)
+        condemn(repo, opts, &mut report, progress)?;
+        if opts.now {
+            report.waiting.clear();
+            sweep(repo, opts.lease, &mut report, progress)?;
+        }
+        Ok(())
+    })();
+    garbage::release(repo, claim)?;
+    result.map(|()| report)
 }
 
 /// Removes the session files of writers whose lease lapsed long ago or whose process is gone:

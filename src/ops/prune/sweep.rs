@@ -28,7 +28,7 @@ pub fn sweep(
 ) -> Result<()> {
     for (gid, listed) in garbage::list(repo)? {
         if listed.sessions.is_none() {
-            report.waiting.push(record_sessions(repo, &gid, &listed)?);
+            report.waiting.push(record_sessions(repo, &gid)?);
             continue;
         }
         // One sweeper per garbage file: two would decide apart (DESIGN §6 does not say; the
@@ -77,10 +77,9 @@ fn sweep_claimed(
 /// A garbage file whose prune stopped before it recorded the open sessions: they are
 /// recorded now (any writer not among them started after the file was written, and so avoids
 /// its packs), and the file waits for them.
-fn record_sessions(repo: &Repository, gid: &GarbageId, file: &GarbageFile) -> Result<String> {
-    let mut recorded = file.clone();
-    recorded.sessions = Some(session::list(repo)?.into_iter().map(|(id, _)| id).collect());
-    garbage::write(repo, gid, &recorded)?;
+fn record_sessions(repo: &Repository, gid: &GarbageId) -> Result<String> {
+    let open: Vec<_> = session::list(repo)?.into_iter().map(|(id, _)| id).collect();
+    garbage::record_sessions(repo, gid, &open)?;
     Ok(format!(
         "garbage/{}: sessions recorded now (its prune stopped before); deleted on the next run",
         gid.short()
@@ -98,7 +97,7 @@ enum Ready {
 /// never recorded (its prune died in between) has them recorded now and waits for them.
 fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -> Result<Ready> {
     let Some(recorded) = &file.sessions else {
-        return Ok(Ready::Wait(record_sessions(repo, gid, file)?));
+        return Ok(Ready::Wait(record_sessions(repo, gid)?));
     };
     let now = now_secs();
     let mut lapsed = Vec::new();
@@ -190,6 +189,7 @@ fn delete_condemned(
     let gone: HashSet<PackId> = delete.iter().copied().collect();
     report.index_files_rewritten += rewrite_index(repo, &inventory, &stored, &gone)?;
     for (i, pack) in delete.iter().enumerate() {
+        tracing::debug!("garbage/{}: deleting pack {}", gid.short(), pack.short());
         repo.backend().delete(&pack_name(pack))?;
         report.freed_bytes += inventory.stored.get(pack).copied().unwrap_or(0);
         progress("deleting packs", i as u64 + 1, delete.len() as u64);
