@@ -36,7 +36,7 @@ timed() {
 }
 
 WORK="$SCRATCH/work"
-for tool in cairn restic; do
+for tool in ${TOOLS:-cairn restic}; do
   R="$SCRATCH/repo-$tool"
   case $tool in
     cairn)
@@ -79,7 +79,7 @@ for tool in cairn restic; do
 done
 rm -rf "$WORK"
 
-python3 - "$RESULTS" "$HERE/prune-results.md" <<'PY'
+python3 - "$RESULTS" "${RESULTS_MD:-$HERE/prune-results.md}" <<'PY'
 import sys, datetime, subprocess, platform
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 val = {(r[0], r[1]): (r[2], r[3]) for r in rows}

@@ -79,12 +79,22 @@ pub fn run_with(globals: &Globals, repo: &Arc<Repository>, opts: &PruneOptions) 
     Ok(0)
 }
 
-/// Runs a prune with `opts` behind a progress bar (also `forget --prune`).
+/// The CPU priority prune gives itself: it is maintenance, and a backup running beside it
+/// (which it never blocks) should not be slowed by it either.
+const PRUNE_NICENESS: i32 = 10;
+
+/// Runs a prune with `opts` behind a progress bar (also `forget --prune`), at a lower CPU
+/// priority than backups.
 pub fn execute(
     globals: &Globals,
     repo: &Arc<Repository>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
+    // SAFETY: setpriority on the calling process changes only its scheduling priority; a
+    // failure (not permitted) leaves it as it was, which is fine.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, PRUNE_NICENESS);
+    }
     let bar = globals.progress_bar(Some(0), "{spinner} {msg} {pos}/{len} {wide_bar}");
     let report = prune(repo, opts, &|step, done, total| {
         bar.set_message(step.to_string());
