@@ -83,6 +83,24 @@ pub fn run_with(globals: &Globals, repo: &Arc<Repository>, opts: &PruneOptions) 
 /// (which it never blocks) should not be slowed by it either.
 const PRUNE_NICENESS: i32 = 10;
 
+/// Lowers the CPU priority of every thread of this process (Linux sets it per thread, and
+/// the thread pools may already run).
+fn lower_priority() {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::id_t>().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for thread in threads.into_iter().chain([0]) {
+        // SAFETY: setpriority changes only a thread's scheduling priority; a failure (not
+        // permitted) leaves it as it was, which is fine.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, thread, PRUNE_NICENESS);
+        }
+    }
+}
+
 /// Runs a prune with `opts` behind a progress bar (also `forget --prune`), at a lower CPU
 /// priority than backups.
 pub fn execute(
@@ -90,11 +108,7 @@ pub fn execute(
     repo: &Arc<Repository>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
-    // SAFETY: setpriority on the calling process changes only its scheduling priority; a
-    // failure (not permitted) leaves it as it was, which is fine.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, PRUNE_NICENESS);
-    }
+    lower_priority();
     let bar = globals.progress_bar(Some(0), "{spinner} {msg} {pos}/{len} {wide_bar}");
     let report = prune(repo, opts, &|step, done, total| {
         bar.set_message(step.to_string());

@@ -213,6 +213,41 @@ fn claim_named(repo: &Repository, scope: &str, me: &SessionFile) -> Result<Optio
     }))
 }
 
+impl Claim {
+    /// The claim file's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Rewrites a claim with `me` (a later expiry), keeping a long prune's claim alive.
+pub fn renew(repo: &Repository, name: &str, me: &SessionFile) -> Result<()> {
+    repo.backend()
+        .put(name, &repo.key().seal(&serial::encode(me), GARBAGE_AAD))
+}
+
+/// Removes what garbage files leave behind once they are gone: recorded sessions and claims
+/// of garbage files that no longer exist (a prune killed between removing a garbage file and
+/// these).
+pub fn remove_orphans(repo: &Repository) -> Result<()> {
+    let listed = repo.backend().list("garbage/")?;
+    let names: HashSet<&str> = listed.iter().map(|i| i.name.as_str()).collect();
+    for info in &listed {
+        let owner = info
+            .name
+            .strip_suffix(SESSIONS_SUFFIX)
+            .or_else(|| info.name.split_once(CLAIM_INFIX).map(|(owner, _)| owner));
+        let Some(owner) = owner else { continue };
+        let is_garbage_id = owner
+            .strip_prefix("garbage/")
+            .is_some_and(|id| GarbageId::from_hex(id).is_ok());
+        if is_garbage_id && !names.contains(owner) {
+            repo.backend().delete(&info.name)?;
+        }
+    }
+    Ok(())
+}
+
 /// Gives a claim up: the sweep is done or abandoned.
 pub fn release(repo: &Repository, claim: Claim) -> Result<()> {
     repo.backend().delete(&claim.name)

@@ -93,6 +93,7 @@ pub fn prune(
     }
     let me = SessionFile::for_this_process("prune", now_secs(), garbage::CLAIM_SECS);
     let claim = garbage::claim_pruning(repo, &me)?;
+    let renewer = ClaimRenewer::start(repo.clone(), claim.name().to_string(), me);
     let result = (|| {
         remove_lapsed_sessions(repo, opts.lease, &mut report)?;
         sweep(repo, opts.lease, &mut report, progress)?;
@@ -103,27 +104,80 @@ pub fn prune(
         }
         Ok(())
     })();
+    drop(renewer);
     garbage::release(repo, claim)?;
     result.map(|()| report)
+}
+
+/// Keeps the repository claim of a long prune alive: rewritten with a later expiry every
+/// sixth of its lease, so a prune of hours is not taken for a dead one by another machine.
+struct ClaimRenewer {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClaimRenewer {
+    fn start(repo: Arc<Repository>, name: String, me: SessionFile) -> ClaimRenewer {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let every = std::time::Duration::from_secs((garbage::CLAIM_SECS / 6) as u64);
+        let thread = std::thread::spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(every)
+            {
+                let renewed = SessionFile {
+                    expires: now_secs().saturating_add(garbage::CLAIM_SECS),
+                    ..me.clone()
+                };
+                if let Err(e) = garbage::renew(&repo, &name, &renewed) {
+                    tracing::warn!("renewing the prune's claim: {e}");
+                }
+            }
+        });
+        ClaimRenewer {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ClaimRenewer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Removes the session files of writers whose lease lapsed long ago or whose process is gone:
 /// they can no longer commit, and would hold every later prune back.
 fn remove_lapsed_sessions(repo: &Repository, lease: Lease, report: &mut PruneReport) -> Result<()> {
+    let now = now_secs();
     for (id, file) in session::list(repo)? {
         if let Ok(file) = file
-            && file.liveness(now_secs(), lease.margin_secs) == Liveness::Lapsed
+            && file.liveness(now, lease.margin_secs) == Liveness::Lapsed
         {
             tracing::info!(
                 "removing the session of a writer that stopped: {}",
                 file.describe()
             );
-            session::remove(repo, &id)?;
+            // Marked, not merely removed: a refresher that writes the file back cannot hide
+            // from the writer's read-back that a prune gave up on it.
+            session::mark_lapsed(repo, &id, now)?;
             report.sessions_removed += 1;
+        }
+    }
+    for (id, set) in session::lapsed_markers(repo)? {
+        if set.is_none_or(|set| now.saturating_sub(set) > MARKER_SECS) {
+            session::remove_marker(repo, &id)?;
         }
     }
     Ok(())
 }
+
+/// How long the marker of a session a prune gave up on is kept: far longer than a writer can
+/// sit between its lease check and its snapshot write, which is all the marker guards.
+const MARKER_SECS: i64 = 86_400;
 
 /// Every snapshot, all of which must open: a snapshot prune cannot read could reference
 /// anything, and pruning around it would delete its data.

@@ -26,6 +26,7 @@ pub fn sweep(
     report: &mut PruneReport,
     progress: Progress,
 ) -> Result<()> {
+    garbage::remove_orphans(repo)?;
     for (gid, listed) in garbage::list(repo)? {
         if listed.sessions.is_none() {
             report.waiting.push(record_sessions(repo, &gid)?);
@@ -81,7 +82,7 @@ fn record_sessions(repo: &Repository, gid: &GarbageId) -> Result<String> {
     let open: Vec<_> = session::list(repo)?.into_iter().map(|(id, _)| id).collect();
     garbage::record_sessions(repo, gid, &open)?;
     Ok(format!(
-        "garbage/{}: sessions recorded now (its prune stopped before); deleted on the next run",
+        "garbage/{}: sessions recorded now (its prune stopped before); deleted once they end",
         gid.short()
     ))
 }
@@ -120,14 +121,15 @@ fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -
                     )));
                 }
             },
-            // A session file that does not open cannot say when it lapses: it is given the
-            // longest lease a writer could have had from the condemnation on.
-            Err(e)
+            // A session file that is damaged cannot say when it lapses: it is given this
+            // prune's lease (at least the default hour) and margin from the condemnation on.
+            // Any other error (the store not answering) waits.
+            Err(e @ Error::Corrupt { .. })
                 if now
                     > file
                         .created
-                        .saturating_add(lease.secs)
-                        .saturating_add(lease.margin_secs) =>
+                        .saturating_add(lease.secs.max(3600))
+                        .saturating_add(lease.margin_secs.max(3600)) =>
             {
                 tracing::warn!("session {}: {e}; treated as lapsed", id.short());
                 lapsed.push(*id);
