@@ -1,4 +1,6 @@
-//! `cairn init`: create a repository with one password.
+//! `cairn init`: create a repository with one password, optionally with the chunker and
+//! blob-id parameters of another (`--copy-params-from`), so that copies between them
+//! de-duplicate.
 
 use crate::cli::{Globals, parse_size};
 use anyhow::Result;
@@ -24,14 +26,22 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     compression: i32,
     /// Smallest chunk; files below it are one blob.
-    #[arg(long, default_value = "512KiB", value_parser = parse_size)]
+    #[arg(long, default_value = "512KiB", value_parser = parse_size, conflicts_with = "copy_params_from")]
     chunk_min: u64,
     /// Average chunk.
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, conflicts_with = "copy_params_from")]
     chunk_avg: u64,
     /// Largest chunk.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "8MiB", value_parser = parse_size, conflicts_with = "copy_params_from")]
     chunk_max: u64,
+    /// Take the chunker and blob-id parameters of this repository (its chunk sizes, chunker
+    /// seed and id key; not its password or encryption key), so that copies between the two
+    /// de-duplicate. Its password: --from-password-file, else CAIRN_FROM_PASSWORD, else a prompt.
+    #[arg(long, value_name = "REPO")]
+    copy_params_from: Option<std::path::PathBuf>,
+    /// The password of the --copy-params-from repository, from this file.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
+    from_password_file: Option<std::path::PathBuf>,
     /// Retries of a transient store error (with exponential backoff) before it counts.
     #[arg(long, default_value_t = cairn::repo::config::DEFAULT_RETRIES)]
     retries: u32,
@@ -39,6 +49,32 @@ pub struct Args {
 
 fn to_u32(value: u64, what: &str) -> Result<u32> {
     u32::try_from(value).map_err(|_| anyhow::anyhow!("{what} {value} is too large"))
+}
+
+/// Opens the repository whose parameters are copied, with its own password.
+fn open_source(
+    path: &std::path::Path,
+    password_file: Option<&std::path::Path>,
+) -> Result<Repository> {
+    let backend = std::sync::Arc::new(cairn::backend::local::LocalBackend::new(path));
+    if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
+        return Err(cairn::Error::NoRepository(backend.location()).into());
+    }
+    let password = match (password_file, std::env::var_os("CAIRN_FROM_PASSWORD")) {
+        (Some(file), _) => {
+            let text = std::fs::read(file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            text.split(|&b| b == b'\n')
+                .next()
+                .unwrap_or_default()
+                .to_vec()
+        }
+        (None, Some(pw)) => std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
+        (None, None) => {
+            crate::cli::prompt_password(&format!("password of {}: ", path.display()), false)?
+        }
+    };
+    Ok(Repository::open(backend, &password)?)
 }
 
 /// Runs `init`.
@@ -57,7 +93,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let password = globals.password(true)?;
     let kdf = KdfParams::calibrate(args.kdf_memory, Duration::from_millis(args.kdf_time))?;
     let location = backend.location();
-    let repo = Repository::init(backend, &password, kdf, params)?;
+    let repo = match &args.copy_params_from {
+        None => Repository::init(backend, &password, kdf, params)?,
+        Some(from) => {
+            let source = open_source(from, args.from_password_file.as_deref())?;
+            Repository::init_like(backend, &password, kdf, params, &source)?
+        }
+    };
     if globals.json {
         println!(
             "{}",

@@ -61,6 +61,37 @@ impl Repository {
         kdf: KdfParams,
         params: Params,
     ) -> Result<Repository> {
+        Repository::init_with_secrets(backend, password, kdf, params, MasterSecrets::generate())
+    }
+
+    /// Creates a repository whose chunk boundaries and blob ids are those of `from`, so that
+    /// what is copied between them de-duplicates: the same chunker parameters, gear seed and id
+    /// key, but an encryption key, config and password of its own.
+    pub fn init_like(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        mut params: Params,
+        from: &Repository,
+    ) -> Result<Repository> {
+        let theirs = &from.config.params;
+        params.chunk_min = theirs.chunk_min;
+        params.chunk_avg = theirs.chunk_avg;
+        params.chunk_max = theirs.chunk_max;
+        params.tree_split_size = theirs.tree_split_size;
+        let mut secrets = MasterSecrets::generate();
+        secrets.mac = from.key.secrets().mac;
+        secrets.gear_seed = from.key.secrets().gear_seed;
+        Repository::init_with_secrets(backend, password, kdf, params, secrets)
+    }
+
+    fn init_with_secrets(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        params: Params,
+        secrets: MasterSecrets,
+    ) -> Result<Repository> {
         params.validate().map_err(Error::Invalid)?;
         let backend: Arc<dyn Backend> = Arc::new(RetryingBackend::new(backend, params.retries()));
         if backend.stat("config").is_ok() {
@@ -69,7 +100,7 @@ impl Repository {
                 backend.location()
             )));
         }
-        let key = MasterKey::new(MasterSecrets::generate());
+        let key = MasterKey::new(secrets);
         let key_id = store_key(backend.as_ref(), key.secrets(), password, kdf)?;
         let config = Config::new(params);
         if !backend.put_if_absent("config", &config.to_json(&key))? {
