@@ -117,10 +117,7 @@ fn a_repository_made_with_copied_params_names_data_alike_with_keys_of_its_own() 
     let config_b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(config_a["id"], config_b["id"]);
     for param in ["chunk_min", "chunk_avg", "chunk_max", "tree_split_size"] {
-        assert_eq!(
-            config_a[param], config_b[param],
-            "{param}"
-        );
+        assert_eq!(config_a[param], config_b[param], "{param}");
     }
     assert_eq!(config_b["chunk_min"], 64 << 10);
 }
