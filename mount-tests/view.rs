@@ -735,13 +735,7 @@ fn after_a_prune_moves_a_blob_the_mount_finds_it_and_data_gone_fails_with_eio() 
     // The second snapshot keeps only `small`, which stays in the first snapshot's pack.
     fs::remove_file(src.join("big")).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
-    let ids: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = env.snapshot_ids();
 
     let mnt = Mounted::start(&env, "mount", &[]);
     let opened_before =

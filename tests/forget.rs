@@ -22,19 +22,10 @@ fn repo_with_snapshots(n: usize) -> (Env, std::path::PathBuf) {
     (env, src)
 }
 
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    env.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn keep_last_applies_to_each_group_and_a_dry_run_removes_nothing() {
     let (env, src) = repo_with_snapshots(5);
-    let before = snapshot_ids(&env);
+    let before = env.snapshot_ids();
     assert_eq!(before.len(), 6);
     let out = env.ok(&["forget", "--keep-last", "2", "--dry-run"]);
     assert!(out.contains("would remove 3 snapshots"), "{out}");
@@ -42,12 +33,12 @@ fn keep_last_applies_to_each_group_and_a_dry_run_removes_nothing() {
         out.contains("keep 2 snapshots") && out.contains("keep 1 snapshots"),
         "{out}"
     );
-    assert_eq!(snapshot_ids(&env), before);
+    assert_eq!(env.snapshot_ids(), before);
 
     let out = env.ok(&["forget", "--keep-last", "2"]);
     assert!(out.contains("removed 3 snapshots"), "{out}");
     // The two newest of src (ids listed oldest first) and the one of other remain.
-    let after = snapshot_ids(&env);
+    let after = env.snapshot_ids();
     assert_eq!(
         after,
         [before[3].clone(), before[4].clone(), before[5].clone()]
@@ -61,9 +52,9 @@ fn keep_last_applies_to_each_group_and_a_dry_run_removes_nothing() {
 #[test]
 fn named_snapshots_are_removed_and_json_lists_every_reason() {
     let (env, _src) = repo_with_snapshots(3);
-    let before = snapshot_ids(&env);
+    let before = env.snapshot_ids();
     env.ok(&["forget", &before[0][..8]]);
-    assert_eq!(snapshot_ids(&env), before[1..]);
+    assert_eq!(env.snapshot_ids(), before[1..]);
 
     let report = env.json(&[
         "forget",
@@ -85,7 +76,7 @@ fn named_snapshots_are_removed_and_json_lists_every_reason() {
         serde_json::json!(["last snapshot", "daily snapshot"])
     );
     assert_eq!(report["removed"].as_array().unwrap().len(), 1);
-    assert_eq!(snapshot_ids(&env).len(), 3, "a dry run removed something");
+    assert_eq!(env.snapshot_ids().len(), 3, "a dry run removed something");
 }
 
 #[test]
@@ -100,10 +91,10 @@ fn filters_limit_what_a_policy_touches_and_an_empty_policy_removes_nothing() {
         other.to_str().unwrap(),
     ]);
     assert!(out.contains("removed 0 snapshots"), "{out}");
-    assert_eq!(snapshot_ids(&env).len(), 4);
+    assert_eq!(env.snapshot_ids().len(), 4);
     let out = env.run(&["forget"]);
     assert!(out.status.success());
-    assert_eq!(snapshot_ids(&env).len(), 4);
+    assert_eq!(env.snapshot_ids().len(), 4);
     let out = env.run(&["forget", "latest", "--keep-last", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

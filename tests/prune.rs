@@ -94,34 +94,9 @@ fn forgotten_old_tree() -> (Env, PathBuf, PathBuf) {
     env.ok(&["backup", old.to_str().unwrap()]);
     env.ok(&["backup", old.to_str().unwrap()]);
     env.ok(&["backup", kept.to_str().unwrap()]);
-    let ids = snapshot_ids(&env);
+    let ids = env.snapshot_ids();
     env.ok(&["forget", &ids[0], &ids[1]]);
     (env, old, kept)
-}
-
-/// The session files proper (not the markers of sessions a prune gave up on).
-fn session_files(env: &Env) -> Vec<PathBuf> {
-    env.repo_files("sessions")
-        .into_iter()
-        .filter(|f| f.file_name().is_some_and(|n| n.len() == 64))
-        .collect()
-}
-
-/// The garbage files proper (not their recorded sessions or prunes' claims).
-fn garbage_files(env: &Env) -> Vec<PathBuf> {
-    env.repo_files("garbage")
-        .into_iter()
-        .filter(|f| f.file_name().is_some_and(|n| n.len() == 64))
-        .collect()
-}
-
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    env.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn restores_as(env: &Env, id: &str, src: &Path) {
@@ -146,7 +121,7 @@ fn the_duplicacy_race_two_backups_reuse_condemned_data_and_both_restore() {
     // The prune condemns those blobs' packs (no snapshot uses them) and records both sessions.
     let condemned = phase1(&repo);
     assert!(condemned.condemned_packs >= 2, "{condemned:?}");
-    assert_eq!(garbage_files(&env).len(), 1);
+    assert_eq!(env.id_files("garbage").len(), 1);
 
     // The first backup commits.
     let first = first.commit().expect("first commit").id.unwrap();
@@ -170,7 +145,7 @@ fn the_duplicacy_race_two_backups_reuse_condemned_data_and_both_restore() {
         condemned.condemned_packs,
         "{swept:?}"
     );
-    assert!(garbage_files(&env).is_empty());
+    assert!(env.id_files("garbage").is_empty());
     assert_eq!(
         env.repo_files("data").len(),
         packs_before - swept.deleted_packs as usize
@@ -179,7 +154,7 @@ fn the_duplicacy_race_two_backups_reuse_condemned_data_and_both_restore() {
     env.ok(&["check", "--read-data"]);
     restores_as(&env, &first.to_hex(), &old);
     restores_as(&env, &second.to_hex(), &old);
-    let kept_id = snapshot_ids(&env)[0].clone();
+    let kept_id = env.snapshot_ids()[0].clone();
     restores_as(&env, &kept_id, &kept);
 
     // Once both are forgotten too, a prune frees the data for real.
@@ -229,7 +204,7 @@ fn a_backup_paused_past_its_lease_refuses_to_commit_after_prune_gave_up_on_it() 
         .err()
         .expect("a lapsed lease refuses the commit");
     assert!(err.to_string().contains("lease ran out"), "{err}");
-    assert_eq!(snapshot_ids(&env).len(), 1);
+    assert_eq!(env.snapshot_ids().len(), 1);
     env.ok(&["check", "--read-data"]);
 }
 
@@ -248,7 +223,7 @@ fn a_writer_whose_session_a_prune_removed_deletes_its_snapshot_and_fails() {
     let err = writer.commit().err().expect("the read-back catches it");
     assert!(err.to_string().contains("not committed"), "{err}");
     assert!(err.to_string().contains("it was removed"), "{err}");
-    assert_eq!(snapshot_ids(&env).len(), 1);
+    assert_eq!(env.snapshot_ids().len(), 1);
     env.ok(&["check", "--read-data"]);
 }
 
@@ -292,7 +267,7 @@ fn sessions_of_dead_writers_are_removed_and_live_ones_are_waited_for() {
             .contains("stage on another-host"),
         "{out}"
     );
-    assert_eq!(session_files(&env).len(), 1);
+    assert_eq!(env.id_files("sessions").len(), 1);
 
     // The writer elsewhere finishes: the next prune deletes what was condemned.
     session::remove(&repo, &cairn::repo::ids::SessionId([2; 32])).unwrap();
@@ -301,7 +276,7 @@ fn sessions_of_dead_writers_are_removed_and_live_ones_are_waited_for() {
         out["report"]["deleted_packs"].as_u64().unwrap() >= 2,
         "{out}"
     );
-    assert!(garbage_files(&env).is_empty());
+    assert!(env.id_files("garbage").is_empty());
     env.ok(&["check", "--read-data"]);
 }
 
@@ -326,7 +301,7 @@ fn prune_condemns_first_and_deletes_on_the_next_run_and_a_dry_run_changes_nothin
     );
     assert_eq!(first["report"]["deleted_packs"], 0, "{first}");
     assert_eq!(env.repo_files("data"), before[0]);
-    assert_eq!(garbage_files(&env).len(), 1);
+    assert_eq!(env.id_files("garbage").len(), 1);
     env.ok(&["check", "--read-data"]);
     let stats = env.json(&["stats"]);
     assert!(
@@ -340,13 +315,13 @@ fn prune_condemns_first_and_deletes_on_the_next_run_and_a_dry_run_changes_nothin
         "{second}"
     );
     assert_eq!(second["report"]["condemned_packs"], 0, "{second}");
-    assert!(garbage_files(&env).is_empty());
+    assert!(env.id_files("garbage").is_empty());
     env.ok(&["check", "--read-data"]);
     // Idempotent: nothing left to do.
     let third = env.json(&["prune", "--now"]);
     assert_eq!(third["report"]["deleted_packs"], 0, "{third}");
     assert_eq!(third["report"]["condemned_packs"], 0, "{third}");
-    let id = snapshot_ids(&env)[0].clone();
+    let id = env.snapshot_ids()[0].clone();
     restores_as(&env, &id, &kept);
 }
 
@@ -369,12 +344,12 @@ fn after_forgetting_all_but_the_newest_of_20_snapshots_the_repository_is_as_smal
         }
         env.ok(&["backup", src.to_str().unwrap()]);
     }
-    assert_eq!(snapshot_ids(&env).len(), 20);
+    assert_eq!(env.snapshot_ids().len(), 20);
     let out = env.ok(&["forget", "--keep-last", "1", "--prune"]);
     assert!(out.contains("removed 19 snapshots"), "{out}");
     assert!(out.contains("packs deleted"), "{out}");
     env.ok(&["check", "--read-data"]);
-    let id = snapshot_ids(&env)[0].clone();
+    let id = env.snapshot_ids()[0].clone();
     restores_as(&env, &id, &src);
 
     let fresh = Env::with_repo(&["--pack-size", "1MiB"]);
@@ -410,12 +385,7 @@ fn a_killed_backup_leaves_nothing_a_prune_cannot_finish() {
         .spawn()
         .unwrap();
     // Killed once it has stored a few packs (the kept snapshot has two).
-    let packs = |env: &Env| {
-        env.repo_files("data")
-            .iter()
-            .filter(|f| f.file_name().is_some_and(|n| n.len() == 64))
-            .count()
-    };
+    let packs = |env: &Env| env.id_files("data").len();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while packs(&env) < 5 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -423,12 +393,12 @@ fn a_killed_backup_leaves_nothing_a_prune_cannot_finish() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        snapshot_ids(&env).len(),
+        env.snapshot_ids().len(),
         1,
         "the killed backup committed nothing"
     );
     assert_eq!(
-        session_files(&env).len(),
+        env.id_files("sessions").len(),
         1,
         "its session file stays behind"
     );
@@ -439,11 +409,11 @@ fn a_killed_backup_leaves_nothing_a_prune_cannot_finish() {
         out["report"]["deleted_packs"].as_u64().unwrap() >= 2,
         "{out}"
     );
-    assert!(session_files(&env).is_empty());
+    assert!(env.id_files("sessions").is_empty());
     // What is left is the marker that the session was given up on.
     assert_eq!(env.repo_files("sessions").len(), 1);
     env.ok(&["check", "--read-data"]);
-    let id = snapshot_ids(&env)[0].clone();
+    let id = env.snapshot_ids()[0].clone();
     restores_as(&env, &id, &kept);
 }
 
@@ -541,7 +511,7 @@ fn a_second_prune_while_one_runs_stops_with_an_error_and_changes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another prune is running"), "{err}");
     assert_eq!(env.repo_files("data"), before);
-    assert!(garbage_files(&env).is_empty());
+    assert!(env.id_files("garbage").is_empty());
     // A dry run reads only: it goes ahead.
     env.ok(&["prune", "--dry-run"]);
     garbage::release(&repo, theirs).unwrap();

@@ -61,14 +61,7 @@ fn open_source(
         return Err(cairn::Error::NoRepository(backend.location()).into());
     }
     let password = match (password_file, std::env::var_os("CAIRN_FROM_PASSWORD")) {
-        (Some(file), _) => {
-            let text = std::fs::read(file)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            text.split(|&b| b == b'\n')
-                .next()
-                .unwrap_or_default()
-                .to_vec()
-        }
+        (Some(file), _) => crate::cli::read_password_file(file)?,
         (None, Some(pw)) => std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
         (None, None) => {
             crate::cli::prompt_password(&format!("password of {}: ", path.display()), false)?

@@ -120,10 +120,7 @@ impl Globals {
     /// The password: from the file, the environment, or a prompt (twice when `confirm`).
     pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
         if let Some(file) = &self.password_file {
-            let text = std::fs::read(file)
-                .with_context(|| format!("reading password file {}", file.display()))?;
-            let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
-            return Ok(line.to_vec());
+            return read_password_file(file);
         }
         if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
             return Ok(std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec());
@@ -232,6 +229,14 @@ pub fn prompt_password(prompt: &str, confirm: bool) -> Result<Vec<u8>> {
         }
     }
     Ok(first.into_bytes())
+}
+
+/// A password from the first line of `file`.
+pub fn read_password_file(file: &std::path::Path) -> Result<Vec<u8>> {
+    let text =
+        std::fs::read(file).with_context(|| format!("reading password file {}", file.display()))?;
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(line.to_vec())
 }
 
 /// Parses a size such as `4M`, `64MiB`, `1G` or `4096`.

@@ -120,6 +120,26 @@ impl Env {
         serde_json::from_str(&self.ok(&all)).expect("json output")
     }
 
+    /// Every snapshot's full id, oldest first.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.json(&["snapshots"])
+            .as_array()
+            .expect("a list of snapshots")
+            .iter()
+            .map(|s| s["id"].as_str().expect("an id").to_string())
+            .collect()
+    }
+
+    /// The files under the repository's `dir` whose name is an id (64 hex digits): packs,
+    /// index files, snapshots, sessions, garbage files — not markers, claims or recorded
+    /// sessions beside them.
+    pub fn id_files(&self, dir: &str) -> Vec<PathBuf> {
+        self.repo_files(dir)
+            .into_iter()
+            .filter(|f| f.file_name().is_some_and(|n| n.len() == 64))
+            .collect()
+    }
+
     /// Every file under the repository's `dir` (e.g. `data`, `index`).
     pub fn repo_files(&self, dir: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
