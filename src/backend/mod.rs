@@ -5,9 +5,37 @@
 pub mod faulty;
 pub mod local;
 pub mod retry;
+pub mod s3;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Opens the backend a repository location names: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`,
+/// `local:PATH`, or a plain path. One parser for every command and for `--from`/
+/// `--copy-params-from`, so a location means the same thing wherever it is given.
+pub fn open_location(location: &std::ffi::OsStr) -> Result<Arc<dyn Backend>> {
+    let text = location.to_str();
+    if let Some(url) = text.and_then(|t| t.strip_prefix("s3:")) {
+        let at = s3::S3Location::parse(url).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: an S3 location is s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]",
+                location.to_string_lossy()
+            ))
+        })?;
+        return Ok(Arc::new(s3::S3Backend::new(
+            at,
+            s3::S3Credentials::from_env(),
+            s3::S3Timeouts::configured(),
+        )?));
+    }
+    let path = match text.and_then(|t| t.strip_prefix("local:")) {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(location),
+    };
+    Ok(Arc::new(local::LocalBackend::new(path)))
+}
 
 /// A stored object's name and size.
 #[derive(Clone, Debug, PartialEq, Eq)]

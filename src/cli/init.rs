@@ -4,7 +4,6 @@
 
 use crate::cli::{Globals, parse_size};
 use anyhow::Result;
-use cairn::backend::Backend;
 use cairn::repo::Repository;
 use cairn::repo::config::Params;
 use cairn::repo::keys::KdfParams;
@@ -38,7 +37,7 @@ pub struct Args {
     /// seed and id key; not its password or encryption key), so that copies between the two
     /// de-duplicate. Its password: --from-password-file, else CAIRN_FROM_PASSWORD, else a prompt.
     #[arg(long, value_name = "REPO")]
-    copy_params_from: Option<std::path::PathBuf>,
+    copy_params_from: Option<std::ffi::OsString>,
     /// The password of the --copy-params-from repository, from this file.
     #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
     from_password_file: Option<std::path::PathBuf>,
@@ -49,25 +48,6 @@ pub struct Args {
 
 fn to_u32(value: u64, what: &str) -> Result<u32> {
     u32::try_from(value).map_err(|_| anyhow::anyhow!("{what} {value} is too large"))
-}
-
-/// Opens the repository whose parameters are copied, with its own password.
-fn open_source(
-    path: &std::path::Path,
-    password_file: Option<&std::path::Path>,
-) -> Result<Repository> {
-    let backend = std::sync::Arc::new(cairn::backend::local::LocalBackend::new(path));
-    if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
-        return Err(cairn::Error::NoRepository(backend.location()).into());
-    }
-    let password = match (password_file, std::env::var_os("CAIRN_FROM_PASSWORD")) {
-        (Some(file), _) => crate::cli::read_password_file(file)?,
-        (None, Some(pw)) => std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
-        (None, None) => {
-            crate::cli::prompt_password(&format!("password of {}: ", path.display()), false)?
-        }
-    };
-    Ok(Repository::open(backend, &password)?)
 }
 
 /// Runs `init`.
@@ -89,7 +69,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = match &args.copy_params_from {
         None => Repository::init(backend, &password, kdf, params)?,
         Some(from) => {
-            let source = open_source(from, args.from_password_file.as_deref())?;
+            let source = crate::cli::open_source(from, args.from_password_file.as_deref())?;
             Repository::init_like(backend, &password, kdf, params, &source)?
         }
     };

@@ -21,7 +21,6 @@ mod stats;
 
 use anyhow::{Context, Result, bail};
 use cairn::backend::Backend;
-use cairn::backend::local::LocalBackend;
 use cairn::repo::Repository;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -40,9 +39,10 @@ pub const EXIT_PARTIAL: u8 = 3;
     about = "Deduplicating, encrypting backups you can mount"
 )]
 struct Cli {
-    /// Repository location (a local directory).
+    /// Repository location: a directory (or local:PATH), or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
+    /// with credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<std::ffi::OsString>,
     /// Read the password from this file (else CAIRN_PASSWORD, else a prompt on a terminal).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -90,7 +90,7 @@ enum Command {
 
 /// Global options every command sees.
 pub struct Globals {
-    repo: Option<PathBuf>,
+    repo: Option<std::ffi::OsString>,
     password_file: Option<PathBuf>,
     /// JSON output requested.
     pub json: bool,
@@ -99,9 +99,9 @@ pub struct Globals {
 }
 
 impl Globals {
-    fn backend(&self) -> Result<Arc<LocalBackend>> {
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
         match &self.repo {
-            Some(path) => Ok(Arc::new(LocalBackend::new(path))),
+            Some(location) => Ok(cairn::backend::open_location(location)?),
             None => bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"),
         }
     }
@@ -148,6 +148,24 @@ impl Globals {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }
+}
+
+/// Opens a second repository (the source of `copy --from` or `init --copy-params-from`) with
+/// its own password: from `password_file`, else `CAIRN_FROM_PASSWORD`, else a prompt naming it.
+pub fn open_source(
+    location: &std::ffi::OsStr,
+    password_file: Option<&std::path::Path>,
+) -> Result<Repository> {
+    let backend = cairn::backend::open_location(location)?;
+    if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
+        return Err(cairn::Error::NoRepository(backend.location()).into());
+    }
+    let password = match (password_file, std::env::var_os("CAIRN_FROM_PASSWORD")) {
+        (Some(file), _) => read_password_file(file)?,
+        (None, Some(pw)) => std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
+        (None, None) => prompt_password(&format!("password of {}: ", backend.location()), false)?,
+    };
+    Ok(Repository::open(backend, &password)?)
 }
 
 /// Runs `work` while a thread refreshes `bar` with `message()` every 200 ms.

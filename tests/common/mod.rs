@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crafted;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -23,6 +24,8 @@ pub const FAST_KDF: cairn::repo::keys::KdfParams = cairn::repo::keys::KdfParams 
 /// A repository in a temporary directory plus a scratch area.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A repository location other than the local `repo` directory (an S3 one).
+    pub location: Option<String>,
     /// Runs cairn as this user instead of the test's (see [`Env::handed_to`]).
     pub user: Option<u32>,
 }
@@ -32,7 +35,16 @@ impl Env {
     pub fn new() -> Env {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
+            location: None,
             user: None,
+        }
+    }
+
+    /// A scratch area whose repository is at `location` (not yet initialised).
+    pub fn at(location: String) -> Env {
+        Env {
+            location: Some(location),
+            ..Env::new()
         }
     }
 
@@ -74,8 +86,13 @@ impl Env {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        let location = match &self.location {
+            Some(location) => std::ffi::OsString::from(location),
+            None => self.repo().into_os_string(),
+        };
         cmd.args(args)
-            .env("CAIRN_REPOSITORY", self.repo())
+            .env("CAIRN_REPOSITORY", location)
+            .envs(s3::S3Server::env())
             .env("CAIRN_PASSWORD", "correct horse")
             .env_remove("CAIRN_PASSWORD_FILE");
         if let Some(uid) = self.user {

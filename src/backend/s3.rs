@@ -1,0 +1,357 @@
+//! The S3 backend: a repository in a bucket of any S3-compatible store (AWS, MinIO, Ceph,
+//! Garage, Backblaze, Wasabi), through opendal's S3 service, the library rustic uses.
+//!
+//! Each call runs on a small tokio runtime owned by the backend, so the synchronous
+//! [`Backend`] callers (uploader threads, fetch workers) each hold one request in flight: the
+//! number of connections is the number of calling threads. Errors keep their meaning: a
+//! missing object is [`Error::NotFound`], a network or server failure a transient storage error
+//! the retry layer tries again, a refusal (credentials, bucket) a permanent one.
+//!
+//! Nothing damaged on the wire is stored silently: every upload carries `Content-MD5`, which
+//! the server checks before it answers, and every `put` then reads the stored object's length
+//! and ETag back and compares them with what was sent (a mismatch is a transient error, so the
+//! upload is repeated). `put_if_absent` is a conditional PUT (`If-None-Match: *`).
+
+use crate::backend::{Backend, ObjectInfo};
+use crate::error::{Error, Result};
+use md5::{Digest, Md5};
+use opendal::layers::TimeoutLayer;
+use opendal::{ErrorKind as DalKind, Operator};
+use std::io::ErrorKind;
+use std::ops::Range;
+use std::time::Duration;
+
+/// Where an S3 repository is: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http(s)://HOST[:PORT]`.
+    pub endpoint: String,
+    /// The bucket, which must exist.
+    pub bucket: String,
+    /// Objects are stored under this prefix (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses the part after `s3:`; `None` unless it is an http(s) URL with a bucket.
+    pub fn parse(url: &str) -> Option<S3Location> {
+        let (scheme, rest) = url.split_once("://")?;
+        if scheme != "http" && scheme != "https" {
+            return None;
+        }
+        let (host, path) = rest.split_once('/')?;
+        let path = path.trim_matches('/');
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if host.is_empty() || bucket.is_empty() {
+            return None;
+        }
+        Some(S3Location {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3:{}/{}", self.endpoint, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// Who the backend is to the store, and where.
+#[derive(Clone, Debug)]
+pub struct S3Credentials {
+    /// Access key id and secret; `None` leaves them to opendal's own lookup (profiles, roles).
+    pub keys: Option<(String, String)>,
+    /// The region requests are signed for.
+    pub region: String,
+}
+
+impl S3Credentials {
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, and `AWS_DEFAULT_REGION` (or
+    /// `AWS_REGION`, else `us-east-1`), as every S3 tool reads them.
+    pub fn from_env() -> S3Credentials {
+        let var = |name: &str| std::env::var(name).ok();
+        S3Credentials {
+            keys: var("AWS_ACCESS_KEY_ID").zip(var("AWS_SECRET_ACCESS_KEY")),
+            region: var("AWS_DEFAULT_REGION")
+                .or_else(|| var("AWS_REGION"))
+                .unwrap_or_else(|| "us-east-1".to_string()),
+        }
+    }
+}
+
+/// How long one call may take before it counts as a (transient) failure: a stalled connection
+/// must end in an error the retry layer sees, never in a hang.
+#[derive(Clone, Copy, Debug)]
+pub struct S3Timeouts {
+    /// Whole calls without a body (stat, delete, one listing page).
+    pub call: Duration,
+    /// Each read or write of a body.
+    pub io: Duration,
+}
+
+impl S3Timeouts {
+    /// 60 s per call and 30 s per body transfer step, or `CAIRN_IO_TIMEOUT_SECS` for both (the
+    /// fault tests stall connections for seconds, not minutes).
+    pub fn configured() -> S3Timeouts {
+        let secs = std::env::var("CAIRN_IO_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        match secs {
+            Some(secs) => S3Timeouts {
+                call: Duration::from_secs(secs.max(1)),
+                io: Duration::from_secs(secs.max(1)),
+            },
+            None => S3Timeouts {
+                call: Duration::from_secs(60),
+                io: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+/// A repository in an S3 bucket.
+pub struct S3Backend {
+    runtime: tokio::runtime::Runtime,
+    operator: Operator,
+    location: S3Location,
+}
+
+impl S3Backend {
+    /// A backend for `location`. Addressing is path-style, which every S3-compatible server
+    /// accepts.
+    pub fn new(
+        location: S3Location,
+        credentials: S3Credentials,
+        timeouts: S3Timeouts,
+    ) -> Result<S3Backend> {
+        opendal::install_default();
+        let mut builder = opendal::services::S3::default()
+            .endpoint(&location.endpoint)
+            .bucket(&location.bucket)
+            .root(&format!("/{}", location.prefix))
+            .region(&credentials.region)
+            .checksum_algorithm("md5");
+        if let Some((id, secret)) = &credentials.keys {
+            builder = builder.access_key_id(id).secret_access_key(secret);
+        }
+        let invalid = |e: opendal::Error| Error::Invalid(format!("{location}: {e}"));
+        let operator = Operator::new(builder).map_err(invalid)?.layer(
+            TimeoutLayer::new()
+                .with_timeout(timeouts.call)
+                .with_io_timeout(timeouts.io),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Invalid(format!("starting the S3 client: {e}")))?;
+        Ok(S3Backend {
+            runtime,
+            operator,
+            location,
+        })
+    }
+
+    /// Runs one opendal call to completion on the backend's runtime.
+    fn run<T>(&self, call: impl Future<Output = opendal::Result<T>>) -> opendal::Result<T> {
+        self.runtime.block_on(call)
+    }
+
+    /// Reads back what a put stored and compares its length and ETag (the MD5 of the body for a
+    /// single-part upload; other ETag forms are not digests and only the length is compared).
+    fn confirm_stored(&self, name: &str, data: &[u8]) -> Result<()> {
+        let meta = self
+            .run(self.operator.stat(name))
+            .map_err(|e| storage_error(name, e))?;
+        if meta.content_length() != data.len() as u64 {
+            return Err(wire_damage(
+                name,
+                format!(
+                    "stored {} bytes, sent {}",
+                    meta.content_length(),
+                    data.len()
+                ),
+            ));
+        }
+        if let Some(etag) = meta
+            .etag()
+            .map(|t| t.trim_matches('"').to_ascii_lowercase())
+            && etag.len() == 32
+            && etag.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let sent = hex::encode(Md5::digest(data));
+            if etag != sent {
+                return Err(wire_damage(name, format!("stored MD5 {etag}, sent {sent}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stored object that differs from what was sent: transient, so the put is repeated.
+fn wire_damage(name: &str, what: String) -> Error {
+    Error::Storage {
+        name: name.to_string(),
+        source: std::io::Error::other(format!("damaged in transfer: {what}")),
+    }
+}
+
+/// Maps an opendal error onto the library's kinds, keeping transient ones retryable.
+fn storage_error(name: &str, error: opendal::Error) -> Error {
+    let kind = match error.kind() {
+        DalKind::NotFound => return Error::NotFound(name.to_string()),
+        // A checksum the server rejected is damage on the wire: sending again may pass.
+        _ if error.message().contains("BadDigest") => ErrorKind::Other,
+        _ if error.is_temporary() => ErrorKind::Other,
+        DalKind::RateLimited => ErrorKind::Other,
+        DalKind::PermissionDenied => ErrorKind::PermissionDenied,
+        DalKind::RangeNotSatisfied => ErrorKind::UnexpectedEof,
+        DalKind::Unsupported => ErrorKind::Unsupported,
+        _ => ErrorKind::InvalidInput,
+    };
+    Error::Storage {
+        name: name.to_string(),
+        source: std::io::Error::new(kind, describe(&error)),
+    }
+}
+
+/// One line for an opendal error: its kind, the server's message and the cause, without the
+/// request dump opendal's own display carries.
+fn describe(error: &opendal::Error) -> String {
+    let mut line = error.kind().to_string();
+    if error.is_temporary() {
+        line.push_str(" (temporary)");
+    }
+    if !error.message().is_empty() {
+        line = format!("{line}: {}", error.message());
+    }
+    if let Some(cause) = std::error::Error::source(error)
+        && !line.contains(&cause.to_string())
+    {
+        line = format!("{line}: {cause}");
+    }
+    line
+}
+
+fn short_read(name: &str, got: usize, wanted: u64) -> Error {
+    Error::Storage {
+        name: name.to_string(),
+        source: std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            format!("read {got} of {wanted} bytes"),
+        ),
+    }
+}
+
+impl Backend for S3Backend {
+    fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let bytes = match &range {
+            None => self.run(self.operator.read(name)),
+            Some(range) if range.is_empty() => return Ok(Vec::new()),
+            Some(range) => {
+                self.run(async { self.operator.read_with(name).range(range.clone()).await })
+            }
+        }
+        .map_err(|e| storage_error(name, e))?
+        .to_vec();
+        if let Some(range) = range
+            && bytes.len() as u64 != range.end - range.start
+        {
+            return Err(short_read(name, bytes.len(), range.end - range.start));
+        }
+        Ok(bytes)
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.run(self.operator.write(name, data.to_vec()))
+            .map_err(|e| storage_error(name, e))?;
+        self.confirm_stored(name, data)
+    }
+
+    fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool> {
+        let written = self.run(async {
+            self.operator
+                .write_with(name, data.to_vec())
+                .if_not_exists(true)
+                .await
+        });
+        match written {
+            Ok(_) => self.confirm_stored(name, data).map(|()| true),
+            // The name is taken. When the taker is this very call (an earlier attempt stored it
+            // and its answer was lost), the stored bytes are ours: that is a success, not a
+            // conflict, or a retried commit would report a snapshot it did write as not written.
+            Err(e) if e.kind() == DalKind::ConditionNotMatch => {
+                Ok(self.get(name, None).is_ok_and(|stored| stored == data))
+            }
+            Err(e) => Err(storage_error(name, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        let entries = match self.run(async { self.operator.list_with(&dir).recursive(true).await })
+        {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == DalKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage_error(prefix, e)),
+        };
+        let mut out: Vec<ObjectInfo> = entries
+            .into_iter()
+            .filter(|entry| entry.metadata().is_file())
+            .map(|entry| ObjectInfo {
+                size: entry.metadata().content_length(),
+                name: entry.path().trim_start_matches('/').to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        match self.run(self.operator.delete(name)) {
+            Err(e) if e.kind() != DalKind::NotFound => Err(storage_error(name, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn stat(&self, name: &str) -> Result<u64> {
+        self.run(self.operator.stat(name))
+            .map(|meta| meta.content_length())
+            .map_err(|e| storage_error(name, e))
+    }
+
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_with_and_without_prefix() {
+        let at = S3Location::parse("http://127.0.0.1:9000/bucket/some/prefix/").unwrap();
+        assert_eq!(at.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(at.bucket, "bucket");
+        assert_eq!(at.prefix, "some/prefix");
+        assert_eq!(
+            at.to_string(),
+            "s3:http://127.0.0.1:9000/bucket/some/prefix"
+        );
+        let bare = S3Location::parse("https://s3.amazonaws.com/b").unwrap();
+        assert_eq!((bare.bucket.as_str(), bare.prefix.as_str()), ("b", ""));
+        assert_eq!(S3Location::parse("ftp://host/b"), None);
+        assert_eq!(S3Location::parse("http://host"), None);
+        assert_eq!(S3Location::parse("http://host/"), None);
+        assert_eq!(S3Location::parse("http:///b"), None);
+    }
+}
