@@ -64,7 +64,10 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         hostname: args.host.unwrap_or_else(cairn::repo::identity::hostname),
         parent,
         dry_run: args.dry_run,
-        limits: IngestLimits::default(),
+        limits: IngestLimits {
+            parallel_uploads: globals.connections,
+            ..IngestLimits::default()
+        },
         lease: cairn::ops::session::Lease::configured(),
     };
     let progress = Progress::default();

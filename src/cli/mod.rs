@@ -46,6 +46,11 @@ struct Cli {
     /// Read the password from this file (else CAIRN_PASSWORD, else a prompt on a terminal).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
+    /// Requests to the repository's store in flight at once: parallel pack uploads, and the
+    /// least number of parallel readers (restore, check, copy). More helps on a network store.
+    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    connections: u16,
     /// Machine-readable JSON output; no progress bars.
     #[arg(long, global = true)]
     json: bool,
@@ -92,6 +97,8 @@ enum Command {
 pub struct Globals {
     repo: Option<std::ffi::OsString>,
     password_file: Option<PathBuf>,
+    /// Store requests in flight at once (`--connections`).
+    pub connections: usize,
     /// JSON output requested.
     pub json: bool,
     /// Quiet output requested.
@@ -308,9 +315,17 @@ pub fn run() -> Result<u8> {
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
+    // Parallel readers block on the store: at least one per connection, so a network store's
+    // latency is overlapped, and at least one per core for the work between reads.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Fails only if a pool exists already, which nothing before this line makes.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores.max(usize::from(cli.connections)))
+        .build_global();
     let globals = Globals {
         repo: cli.repo,
         password_file: cli.password_file,
+        connections: usize::from(cli.connections),
         json: cli.json,
         quiet: cli.quiet,
     };

@@ -232,6 +232,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
             Some(dir) => dir.clone(),
             None => cache_dir()?,
         },
+        parallel_uploads: globals.connections,
     };
     let snapshot = StageSnapshot {
         hostname,

@@ -72,6 +72,8 @@ pub struct StageOptions {
     pub cache_bytes: usize,
     /// Where spool files for out-of-order writes are made (they are unlinked at once).
     pub spool_dir: PathBuf,
+    /// Packs uploaded at once.
+    pub parallel_uploads: usize,
 }
 
 /// The stage's state, shared by the FUSE session and whoever commits.
@@ -125,6 +127,7 @@ impl Stage {
             index_flush_packs: INDEX_FLUSH_PACKS,
             track_locations: true,
             sealer_threads: SEALER_THREADS,
+            parallel_uploads: opts.parallel_uploads,
             ..IngestLimits::default()
         };
         let mut packer = Packer::new(repo.clone(), index.clone(), limits, false);
