@@ -14,6 +14,7 @@ use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
 use crate::ingest::progress::Progress;
 use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
+use crate::ops::adopt::adopt_unindexed;
 use crate::ops::session::{Lease, WriterSession};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind, SnapshotId};
@@ -22,6 +23,7 @@ use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind};
 use parking_lot::Mutex;
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io;
@@ -143,7 +145,19 @@ pub fn prepare_backup(
         true => None,
         false => Some(WriterSession::begin(repo.clone(), "backup", opts.lease)?),
     };
-    let index = Arc::new(repo.load_index()?);
+    let mut index = Arc::new(repo.load_index()?);
+    let unusable = match &session {
+        Some(session) => {
+            let unusable = session.unusable_packs(&index)?;
+            // Packs a failed run stored but never indexed: indexed now, so they are not sent
+            // again.
+            if adopt_unindexed(&repo, &index, &unusable)?.packs > 0 {
+                index = Arc::new(repo.load_index()?);
+            }
+            unusable
+        }
+        None => HashSet::new(),
+    };
     let parent = find_parent(&repo, opts, &path_strings)?;
     let parent_roots = match &parent {
         Some((_, snap)) => repo.read_tree(&index, &snap.tree)?,
@@ -158,9 +172,7 @@ pub fn prepare_backup(
     if let Some(hook) = hook {
         packer.set_corrupt_hook(hook);
     }
-    if let Some(session) = &session {
-        packer.avoid_packs(session.unusable_packs(&index)?);
-    }
+    packer.avoid_packs(unusable);
     let archiver = Archiver {
         repo: &repo,
         index: &index,

@@ -1,6 +1,8 @@
 //! Operations over whole snapshots and the whole repository: walking, restoring, checking,
-//! repairing, retention (forget) and what the snapshots use (usage).
+//! repairing, retention (forget), what the snapshots use (usage), and re-using what an
+//! interrupted job stored (adopt).
 
+pub mod adopt;
 pub mod check;
 pub mod forget;
 pub mod prune;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crafted;
+pub mod proxy;
 pub mod s3;
 
 use std::collections::BTreeMap;

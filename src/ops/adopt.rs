@@ -1,0 +1,101 @@
+//! Finding the work of an interrupted job: packs that a backup, stage or copy stored before it
+//! died (a dropped connection, a kill) but never named in an index. Their blobs are as good as
+//! any, so the next job indexes them and de-duplicates against them instead of sending them
+//! again; a backup that failed after hours re-sends only what never arrived.
+//!
+//! A pack is adopted only when its bytes are exactly what its writer verified before the
+//! upload: the whole pack is read and must hash to its name, and its header must open. A pack
+//! that fails (damaged on the wire and stored anyway by a server that checked too late) is left
+//! alone and named in a warning; `check` reports it, `prune` removes it.
+
+use crate::error::Result;
+use crate::ops::check::stored_packs;
+use crate::repo::Repository;
+use crate::repo::ids::{PackId, sha256};
+use crate::repo::index::{Index, Segment, SegmentPack};
+use crate::repo::pack::{pack_name, read_header};
+use rayon::prelude::*;
+use std::collections::HashSet;
+
+/// Packs indexed per segment written: segments stay small, as the packer's do.
+const PACKS_PER_SEGMENT: usize = 64;
+
+/// What adoption found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Packs now indexed.
+    pub packs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Unindexed packs whose bytes did not match their name.
+    pub damaged: u64,
+}
+
+/// Indexes every stored pack that `index` does not name and `unusable` (condemned by a prune)
+/// does not hold, after verifying it. Call with the writer's session open and its unusable
+/// packs read first, as for any de-duplication.
+pub fn adopt_unindexed(
+    repo: &Repository,
+    index: &Index,
+    unusable: &HashSet<PackId>,
+) -> Result<Adopted> {
+    let indexed: HashSet<&PackId> = index.packs().iter().collect();
+    let orphans: Vec<(PackId, u64)> = stored_packs(repo)?
+        .into_iter()
+        .filter(|(pack, _)| !indexed.contains(pack) && !unusable.contains(pack))
+        .collect();
+    if orphans.is_empty() {
+        return Ok(Adopted::default());
+    }
+    let verified: Vec<Result<Option<SegmentPack>>> = orphans
+        .par_iter()
+        .map(|(pack, _)| verify(repo, pack))
+        .collect();
+    let mut found = Vec::new();
+    let mut adopted = Adopted::default();
+    for ((_, size), pack) in orphans.iter().zip(verified) {
+        match pack? {
+            Some(pack) => {
+                adopted.packs += 1;
+                adopted.bytes += size;
+                found.push(pack);
+            }
+            None => adopted.damaged += 1,
+        }
+    }
+    for packs in found.chunks(PACKS_PER_SEGMENT) {
+        repo.save_index_segment(&Segment {
+            packs: packs.to_vec(),
+        })?;
+    }
+    if adopted.packs > 0 {
+        tracing::info!(
+            "re-using {} packs ({} bytes) an interrupted job stored",
+            adopted.packs,
+            adopted.bytes
+        );
+    }
+    Ok(adopted)
+}
+
+/// The index entry of `pack` if its bytes hash to its name and its header opens; `None` (with
+/// a warning) if not. A pack gone meanwhile (a prune) is `None` too.
+fn verify(repo: &Repository, pack: &PackId) -> Result<Option<SegmentPack>> {
+    let name = pack_name(pack);
+    let bytes = match repo.backend().get(&name, None) {
+        Ok(bytes) => bytes,
+        Err(crate::Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if sha256(&bytes) != pack.0 {
+        tracing::warn!("{name}: stored bytes do not hash to its name; not re-used");
+        return Ok(None);
+    }
+    match read_header(repo.key(), pack, &bytes) {
+        Ok(blobs) => Ok(Some(SegmentPack { pack: *pack, blobs })),
+        Err(e) => {
+            tracing::warn!("{e}; not re-used");
+            Ok(None)
+        }
+    }
+}
