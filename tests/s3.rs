@@ -192,7 +192,10 @@ fn a_bit_flipped_on_the_wire_never_reaches_a_pack_unnoticed() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert_eq!(proxy.flips(), 1);
-    assert!(log.contains("BadDigest") && log.contains("retry 1"), "{log}");
+    assert!(
+        log.contains("BadDigest") && log.contains("retry 1"),
+        "{log}"
+    );
     let checked = env.ok(&["check", "--read-data"]);
     assert!(checked.contains("no errors"), "{checked}");
     let out = env.path("out");

@@ -3,6 +3,7 @@
 //! removed; their data stays until a prune finds it unused.
 
 use crate::cli::Globals;
+use crate::cli::filter::{SnapshotFilter, tag_lists};
 use anyhow::{Result, bail};
 use cairn::ops::forget::{Age, Count, GroupBy, GroupKey, Policy, Verdict, apply, group};
 use cairn::repo::ids::SnapshotId;
@@ -41,15 +42,8 @@ pub struct Args {
     /// Group snapshots by these before applying the policy (`host,paths,tags`; '' for one group).
     #[arg(long, default_value = "host,paths")]
     group_by: GroupBy,
-    /// Only snapshots of this host (repeatable: any).
-    #[arg(long)]
-    host: Vec<String>,
-    /// Only snapshots with all of these tags (`a,b`; repeatable: any of the lists).
-    #[arg(long)]
-    tag: Vec<String>,
-    /// Only snapshots that include this path (repeatable: all of them).
-    #[arg(long)]
-    path: Vec<String>,
+    #[command(flatten)]
+    filter: SnapshotFilter,
     /// Show what would be kept and removed, remove nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -71,18 +65,6 @@ fn named_snapshot(repo: &cairn::repo::Repository, spec: &str) -> Result<Snapshot
         },
         Err(e) => Err(e.into()),
     }
-}
-
-fn tag_lists(specs: &[String]) -> Vec<Vec<String>> {
-    specs
-        .iter()
-        .map(|s| {
-            s.split(',')
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
 }
 
 /// Runs `forget`.
@@ -114,15 +96,10 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         eprintln!("no policy given (--keep-*) and no snapshot named: nothing is removed");
         return Ok(0);
     }
-    let tags = tag_lists(&args.tag);
     let selected: Vec<(SnapshotId, Snapshot)> = repo
         .snapshots()?
         .into_iter()
-        .filter(|(_, s)| args.host.is_empty() || args.host.contains(&s.hostname))
-        .filter(|(_, s)| {
-            tags.is_empty() || tags.iter().any(|l| l.iter().all(|t| s.tags.contains(t)))
-        })
-        .filter(|(_, s)| args.path.iter().all(|p| s.paths.contains(p)))
+        .filter(|(_, s)| args.filter.keeps(s))
         .collect();
     let times: HashMap<SnapshotId, Snapshot> =
         selected.iter().map(|(id, s)| (*id, s.clone())).collect();

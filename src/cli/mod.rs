@@ -5,6 +5,8 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
+mod filter;
 mod forget;
 mod init;
 mod key;
@@ -87,6 +89,8 @@ enum Command {
     Prune(prune::Args),
     /// Manage the passwords that open the repository.
     Key(key::Args),
+    /// Copy snapshots from another repository into this one (verified, resumable).
+    Copy(copy::Args),
     /// Verify the repository: structure, and with --read-data every byte.
     Check(check::Args),
     /// Recover from damage: rebuild the index, salvage packs, rewrite snapshots.
@@ -203,15 +207,21 @@ pub fn with_ticker<T>(
     result
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts later, so only
-/// a thread that waits on the returned set receives them (the FUSE commands unmount then).
-/// Call before any thread starts.
-pub fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
+/// SIGINT, SIGTERM and SIGHUP: the signals that stop a command.
+fn stop_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         signals.add(signal);
     }
+    signals
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts later, so only
+/// a thread that waits on the returned set receives them (the FUSE commands unmount then).
+/// Call before any thread starts.
+pub fn block_stop_signals() -> Result<nix::sys::signal::SigSet> {
+    let signals = stop_signals();
     signals.thread_block().context("blocking signals")?;
     Ok(signals)
 }
@@ -318,9 +328,21 @@ pub fn run() -> Result<u8> {
     // Parallel readers block on the store: at least one per connection, so a network store's
     // latency is overlapped, and at least one per core for the work between reads.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The workers start now, before a FUSE command blocks the stop signals in its threads, so
+    // each blocks them itself: a SIGTERM must reach the thread that unmounts, never a worker
+    // (whose default action would kill the process with the mount still up).
     // Fails only if a pool exists already, which nothing before this line makes.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(cores.max(usize::from(cli.connections)))
+        .spawn_handler(|worker| {
+            std::thread::Builder::new()
+                .name(format!("cairn-worker-{}", worker.index()))
+                .spawn(move || {
+                    let _ = stop_signals().thread_block();
+                    worker.run()
+                })
+                .map(drop)
+        })
         .build_global();
     let globals = Globals {
         repo: cli.repo,
@@ -343,6 +365,7 @@ pub fn run() -> Result<u8> {
         Command::Stats(args) => stats::run(&globals, args),
         Command::Key(args) => key::run(&globals, args),
         Command::Check(args) => check::run(&globals, args),
+        Command::Copy(args) => copy::run(&globals, args),
         Command::Repair(args) => repair::run(&globals, args),
     }
 }

@@ -46,6 +46,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                     "id": id.to_hex(), "short_id": id.short(), "time": s.local_time().to_rfc3339(),
                     "hostname": s.hostname, "username": s.username, "paths": s.paths, "tags": s.tags,
                     "parent": s.parent.map(|p| p.to_hex()), "tree": s.tree.to_hex(), "summary": s.summary,
+                    "copied_from": s.copied_from.map(|c| c.to_hex()),
                 })
             })
             .collect();

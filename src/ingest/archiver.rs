@@ -210,6 +210,7 @@ pub fn prepare_backup(
         parent: parent.map(|(id, _)| id),
         tree,
         program_version: concat!("cairn ", env!("CARGO_PKG_VERSION")).to_string(),
+        copied_from: None,
         summary: Summary {
             files: progress.files.load(Ordering::Relaxed),
             dirs: dirs.into_inner(),

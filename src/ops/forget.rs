@@ -364,6 +364,7 @@ mod tests {
                 parent: None,
                 tree: BlobId::default(),
                 program_version: "test".into(),
+                copied_from: None,
                 summary: Summary::default(),
             },
         )

@@ -93,12 +93,45 @@ impl From<SnapshotV1> for Snapshot {
                 warnings: s.warnings,
                 xattr_nodes: None,
             },
+            copied_from: None,
         }
     }
 }
 
-/// The snapshot format written today: version 2 added [`Summary::xattr_nodes`].
-const SNAPSHOT_VERSION: u8 = 2;
+/// Version 2: before [`Snapshot::copied_from`].
+#[derive(Deserialize)]
+struct SnapshotV2 {
+    time: i64,
+    hostname: String,
+    username: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    parent: Option<SnapshotId>,
+    tree: BlobId,
+    program_version: String,
+    summary: Summary,
+}
+
+impl From<SnapshotV2> for Snapshot {
+    fn from(old: SnapshotV2) -> Snapshot {
+        Snapshot {
+            time: old.time,
+            hostname: old.hostname,
+            username: old.username,
+            paths: old.paths,
+            tags: old.tags,
+            parent: old.parent,
+            tree: old.tree,
+            program_version: old.program_version,
+            summary: old.summary,
+            copied_from: None,
+        }
+    }
+}
+
+/// The snapshot format written today: version 2 added [`Summary::xattr_nodes`], version 3
+/// [`Snapshot::copied_from`].
+const SNAPSHOT_VERSION: u8 = 3;
 
 /// One snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +154,9 @@ pub struct Snapshot {
     pub program_version: String,
     /// Statistics of the run.
     pub summary: Summary,
+    /// The snapshot of another repository this one is a copy of (`cairn copy`): how a re-run
+    /// knows the copy is complete and skips it.
+    pub copied_from: Option<SnapshotId>,
 }
 
 impl Snapshot {
@@ -136,6 +172,7 @@ impl Snapshot {
     pub fn decode(plain: &[u8], name: &str) -> Result<Snapshot> {
         match serial::split_version(plain, name)? {
             (1, body) => serial::decode_body::<SnapshotV1>(body, name).map(Snapshot::from),
+            (2, body) => serial::decode_body::<SnapshotV2>(body, name).map(Snapshot::from),
             (SNAPSHOT_VERSION, body) => serial::decode_body(body, name),
             (version, _) => Err(serial::unknown_version(version, name)),
         }
@@ -169,6 +206,7 @@ mod tests {
                 time, hostname: host, username: "me".into(), paths: vec!["/a".into()], tags,
                 parent: Some(SnapshotId([3; 32])), tree: BlobId([4; 32]), program_version: "x".into(),
                 summary: Summary { files: 3, ..Summary::default() },
+                copied_from: Some(SnapshotId([5; 32])),
             };
             prop_assert_eq!(Snapshot::open(&key, "s", &snap.seal(&key)).unwrap(), snap);
         }
@@ -194,6 +232,27 @@ mod tests {
     }
 
     #[test]
+    fn version_2_snapshots_still_open_as_no_copy() {
+        let snap = Snapshot {
+            time: 9,
+            hostname: "h".into(),
+            username: "u".into(),
+            paths: vec!["/p".into()],
+            tags: vec![],
+            parent: None,
+            tree: BlobId([4; 32]),
+            program_version: "cairn 0.1.0".into(),
+            summary: Summary::default(),
+            copied_from: None,
+        };
+        // Version 2 is version 3 without the last field.
+        let mut written = serial::encode_version(SNAPSHOT_VERSION, &snap);
+        assert_eq!(written.pop(), Some(0), "None is one zero byte in postcard");
+        written[0] = 2;
+        assert_eq!(Snapshot::decode(&written, "s").unwrap(), snap);
+    }
+
+    #[test]
     fn version_1_snapshots_still_open_without_an_xattr_count() {
         let old = WrittenV1 {
             time: 7,
@@ -212,9 +271,9 @@ mod tests {
         assert_eq!(snap.summary.files, 1);
         assert_eq!(snap.summary.warnings, 9);
         assert_eq!(snap.summary.xattr_nodes, None);
-        let err = Snapshot::decode(&serial::encode_version(3, &old), "s").unwrap_err();
+        let err = Snapshot::decode(&serial::encode_version(4, &old), "s").unwrap_err();
         assert!(
-            err.to_string().contains("unknown format version 3"),
+            err.to_string().contains("unknown format version 4"),
             "{err}"
         );
     }

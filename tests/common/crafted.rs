@@ -106,6 +106,7 @@ impl Crafter {
             parent: None,
             tree,
             program_version: "crafted".into(),
+            copied_from: None,
             summary: Summary {
                 files: claims.0,
                 dirs: claims.1,

@@ -262,6 +262,7 @@ impl Stage {
             parent: self.snapshot.parent,
             tree,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
+            copied_from: None,
             summary: Summary {
                 new_blobs: totals.new_blobs,
                 new_bytes: totals.new_bytes,
