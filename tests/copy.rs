@@ -207,11 +207,11 @@ fn damage_packs(env: &Env, at: u64) {
         .iter()
         .filter(|p| fs::metadata(p).unwrap().len() > 512 << 10);
     for pack in data {
-        fs::set_permissions(&pack, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(pack, fs::Permissions::from_mode(0o600)).unwrap();
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&pack)
+            .open(pack)
             .unwrap();
         let mut byte = [0u8];
         file.seek(SeekFrom::Start(at)).unwrap();
