@@ -266,3 +266,50 @@ fn a_wrong_source_password_is_exit_12_and_copies_nothing() {
     assert_eq!(out.status.code(), Some(12));
     assert!(dest.snapshot_ids().is_empty());
 }
+
+#[test]
+fn a_repaired_copy_is_copied_again_not_taken_for_complete() {
+    let source = Env::with_repo(&["--pack-size", "1MiB"]);
+    let src = source.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("kept.txt"),
+        b"small and in a tree pack? no: a data pack\n",
+    )
+    .unwrap();
+    fs::write(src.join("big.bin"), pseudo_random(5, 2 << 20)).unwrap();
+    source.ok(&["backup", src.to_str().unwrap()]);
+    let dest = dest_like(&source, None);
+    copied(&copy(&dest, &source, &[]));
+    // The copy is damaged and repaired: what remains is no longer a complete copy.
+    damage_packs(&dest, 100);
+    let _ = dest.run(&["repair", "packs"]);
+    dest.ok(&["repair", "snapshots", "--forget"]);
+    let again = copied(&copy(&dest, &source, &[]));
+    assert_eq!(again[0]["status"], "copied", "{again}");
+    let latest = dest.json(&["snapshots"]);
+    let complete = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == again[0]["copy"])
+        .unwrap();
+    let out = dest.path("out");
+    dest.restore(complete["id"].as_str().unwrap(), &out, &[]);
+    assert_same_tree(&src, &out.join("src"));
+}
+
+#[test]
+fn a_source_snapshot_that_does_not_read_fails_the_run_after_the_rest_is_copied() {
+    let (source, _) = source_with_snapshots();
+    let dest = dest_like(&source, None);
+    let files = source.id_files("snapshots");
+    fs::set_permissions(&files[0], fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&files[0], b"not a snapshot").unwrap();
+    let out = copy(&dest, &source, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = files[0].file_name().unwrap().to_str().unwrap();
+    assert!(err.lines().last().unwrap().contains(name), "{err}");
+    assert_eq!(dest.snapshot_ids().len(), 2);
+}

@@ -6,12 +6,14 @@ use crate::cli::filter::SnapshotFilter;
 use anyhow::Result;
 use cairn::ingest::IngestLimits;
 use cairn::ops::copy::{Copied, CopyOptions, copy_snapshots};
-use cairn::ops::restore::DEFAULT_READ_WINDOW;
 use cairn::ops::session::Lease;
 use indicatif::HumanBytes;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Bytes of a source pack one reading thread holds at once.
+const COPY_READ_WINDOW: usize = 8 << 20;
 
 /// Options of `copy`.
 #[derive(clap::Args)]
@@ -43,8 +45,20 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     )?);
     let dest = globals.open()?;
     let mut chosen = Vec::new();
+    // Snapshot files of the source that do not open are left out by the listing (with a
+    // warning each); the run then copies the rest and fails, naming them.
+    let mut unreadable = Vec::new();
     if args.snapshots.is_empty() {
         chosen = source.snapshots()?;
+        let opened: std::collections::HashSet<String> =
+            chosen.iter().map(|(id, _)| id.to_hex()).collect();
+        unreadable = source
+            .backend()
+            .list("snapshots/")?
+            .into_iter()
+            .filter_map(|o| o.name.rsplit('/').next().map(str::to_string))
+            .filter(|n| n.len() == 64 && !opened.contains(n))
+            .collect();
     } else {
         for spec in &args.snapshots {
             chosen.push(source.find_snapshot(spec)?);
@@ -59,7 +73,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             parallel_uploads: globals.connections,
             ..IngestLimits::default()
         },
-        read_window: DEFAULT_READ_WINDOW,
+        // Per reading thread, and there are --connections of them at least.
+        read_window: COPY_READ_WINDOW,
     };
     let mut results = Vec::new();
     let mut report = |outcome: &Copied| {
@@ -92,6 +107,14 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         println!("{}", serde_json::Value::Array(results));
     }
     copied?;
+    if !unreadable.is_empty() {
+        anyhow::bail!(
+            "{} snapshot file(s) of {} did not read and were not copied: {}",
+            unreadable.len(),
+            source.backend().location(),
+            unreadable.join(", ")
+        );
+    }
     Ok(0)
 }
 

@@ -51,7 +51,7 @@ struct Cli {
     /// Requests to the repository's store in flight at once: parallel pack uploads, and the
     /// least number of parallel readers (restore, check, copy). More helps on a network store.
     #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
+          value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: u16,
     /// Machine-readable JSON output; no progress bars.
     #[arg(long, global = true)]

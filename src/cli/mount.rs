@@ -100,6 +100,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     };
     let opts = ViewOptions {
         cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+        read_workers: globals.connections.max(ViewOptions::default().read_workers),
         ..ViewOptions::default()
     };
     let view = View::new(repo, scope, opts)?;

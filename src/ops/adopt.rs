@@ -4,21 +4,26 @@
 //! again; a backup that failed after hours re-sends only what never arrived.
 //!
 //! A pack is adopted only when its bytes are exactly what its writer verified before the
-//! upload: the whole pack is read and must hash to its name, and its header must open. A pack
+//! upload: the whole pack is read (in windows of [`READ_WINDOW`], whatever its size) and must
+//! hash to its name, and its header must open. A pack
 //! that fails (damaged on the wire and stored anyway by a server that checked too late) is left
 //! alone and named in a warning; `check` reports it, `prune` removes it.
 
 use crate::error::Result;
-use crate::ops::check::stored_packs;
+use crate::ops::check::{read_pack_header, stored_packs};
 use crate::repo::Repository;
-use crate::repo::ids::{PackId, sha256};
+use crate::repo::ids::PackId;
 use crate::repo::index::{Index, Segment, SegmentPack};
-use crate::repo::pack::{pack_name, read_header};
+use crate::repo::pack::pack_name;
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
 /// Packs indexed per segment written: segments stay small, as the packer's do.
 const PACKS_PER_SEGMENT: usize = 64;
+
+/// Bytes of one pack held at once while it is hashed.
+const READ_WINDOW: u64 = 8 << 20;
 
 /// What adoption found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,7 +32,7 @@ pub struct Adopted {
     pub packs: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Unindexed packs whose bytes did not match their name.
+    /// Unindexed packs not re-used: their bytes do not match their name, or did not read.
     pub damaged: u64,
 }
 
@@ -49,12 +54,18 @@ pub fn adopt_unindexed(
     }
     let verified: Vec<Result<Option<SegmentPack>>> = orphans
         .par_iter()
-        .map(|(pack, _)| verify(repo, pack))
+        .map(|(pack, size)| verify(repo, pack, *size))
         .collect();
     let mut found = Vec::new();
     let mut adopted = Adopted::default();
-    for ((_, size), pack) in orphans.iter().zip(verified) {
-        match pack? {
+    for ((pack_id, size), pack) in orphans.iter().zip(verified) {
+        // Adoption only saves sending again: a pack that does not read is left for check and
+        // prune to deal with, never a reason to fail the job.
+        let pack = pack.unwrap_or_else(|e| {
+            tracing::warn!("pack {pack_id} not re-used: {e}");
+            None
+        });
+        match pack {
             Some(pack) => {
                 adopted.packs += 1;
                 adopted.bytes += size;
@@ -78,21 +89,29 @@ pub fn adopt_unindexed(
     Ok(adopted)
 }
 
-/// The index entry of `pack` if its bytes hash to its name and its header opens; `None` (with
-/// a warning) if not. A pack gone meanwhile (a prune) is `None` too.
-fn verify(repo: &Repository, pack: &PackId) -> Result<Option<SegmentPack>> {
+/// The index entry of `pack` (of `size` bytes) if its bytes hash to its name and its header
+/// opens; `None` (with a warning) if not. A pack gone meanwhile (a prune) is `None` too.
+fn verify(repo: &Repository, pack: &PackId, size: u64) -> Result<Option<SegmentPack>> {
     let name = pack_name(pack);
-    let bytes = match repo.backend().get(&name, None) {
-        Ok(bytes) => bytes,
-        Err(crate::Error::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if sha256(&bytes) != pack.0 {
+    let mut hasher = Sha256::new();
+    let mut window = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let end = size.min(at + READ_WINDOW);
+        match repo.backend().get_into(&name, at..end, &mut window) {
+            Ok(()) => hasher.update(&window),
+            Err(crate::Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        at = end;
+    }
+    if hasher.finalize().as_slice() != pack.0 {
         tracing::warn!("{name}: stored bytes do not hash to its name; not re-used");
         return Ok(None);
     }
-    match read_header(repo.key(), pack, &bytes) {
+    match read_pack_header(repo, pack, size) {
         Ok(blobs) => Ok(Some(SegmentPack { pack: *pack, blobs })),
+        Err(crate::Error::NotFound(_)) => Ok(None),
         Err(e) => {
             tracing::warn!("{e}; not re-used");
             Ok(None)

@@ -82,12 +82,13 @@ pub fn check_compatible(source: &Repository, dest: &Repository) -> Result<()> {
     }
 }
 
-/// The destination snapshots that are complete copies, by the source snapshot they copy.
-pub fn copies_in(dest: &Repository) -> Result<HashMap<SnapshotId, SnapshotId>> {
+/// The destination snapshots that record a source snapshot, by that source: (copy, its root
+/// tree). A copy is complete only if its tree is the source's (trees copy unchanged).
+pub fn copies_in(dest: &Repository) -> Result<HashMap<SnapshotId, (SnapshotId, BlobId)>> {
     Ok(dest
         .snapshots()?
         .into_iter()
-        .filter_map(|(id, s)| s.copied_from.map(|from| (from, id)))
+        .filter_map(|(id, s)| s.copied_from.map(|from| (from, (id, s.tree))))
         .collect())
 }
 
@@ -105,15 +106,19 @@ pub fn copy_snapshots(
     snapshots.sort_by_key(|(id, s)| (s.time, *id));
     let existing = copies_in(dest)?;
     let source_index = source.load_index()?;
-    // Blobs this run has stored already, so a later snapshot does not look for them again.
-    let mut sent: HashSet<BlobId> = HashSet::new();
+    // What an interrupted run stored is looked for once, by the first snapshot copied.
+    let mut adopt = true;
     for (id, snapshot) in snapshots {
         let outcome = match existing.get(&id) {
-            Some(copy) => Copied::Already {
+            Some((copy, tree)) if *tree == snapshot.tree => Copied::Already {
                 source: id,
                 copy: *copy,
             },
-            None => copy_one(source, &source_index, dest, id, snapshot, opts, &mut sent)?,
+            _ => {
+                let copied = copy_one(source, &source_index, dest, id, snapshot, opts, adopt)?;
+                adopt = false;
+                copied
+            }
         };
         done(&outcome);
     }
@@ -127,17 +132,19 @@ fn copy_one(
     id: SnapshotId,
     snapshot: Snapshot,
     opts: &CopyOptions,
-    sent: &mut HashSet<BlobId>,
+    adopt: bool,
 ) -> Result<Copied> {
     let session = WriterSession::begin(dest.clone(), "copy", opts.lease)?;
+    // Read with the session open, so it holds what earlier snapshots of this run stored, and
+    // their blobs are re-used only outside condemned packs.
     let mut index = Arc::new(dest.load_index()?);
     let unusable = session.unusable_packs(&index)?;
-    if adopt_unindexed(dest, &index, &unusable)?.packs > 0 {
+    if adopt && adopt_unindexed(dest, &index, &unusable)?.packs > 0 {
         index = Arc::new(dest.load_index()?);
     }
     let needed: Vec<BlobId> = reachable(source, source_index, vec![snapshot.tree])?
         .into_iter()
-        .filter(|b| !sent.contains(b) && !index.contains_outside(b, &unusable))
+        .filter(|b| !index.contains_outside(b, &unusable))
         .collect();
     let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for blob in &needed {
@@ -181,7 +188,6 @@ fn copy_one(
         return Err(name_users(source, source_index, id, &snapshot, error));
     }
     let totals = packer.finish()?;
-    sent.extend(needed);
     let copy = Snapshot {
         copied_from: Some(id),
         ..snapshot

@@ -371,6 +371,8 @@ pub fn repair_snapshots(repo: &Arc<Repository>, forget: bool) -> Result<Snapshot
                 let mut fixed = snapshot.clone();
                 fixed.tree = tree;
                 fixed.parent = Some(*id);
+                // No longer a complete copy of anything: a copy run must send it again.
+                fixed.copied_from = None;
                 if !fixed.tags.iter().any(|t| t == REPAIRED_TAG) {
                     fixed.tags.push(REPAIRED_TAG.into());
                 }
