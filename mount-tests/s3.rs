@@ -6,6 +6,7 @@
 mod common;
 mod support;
 
+use common::proxy::Proxy;
 use common::s3::S3Server;
 use common::{Env, assert_same_tree, make_tree};
 use std::fs;
@@ -80,4 +81,63 @@ fn a_tree_rsynced_into_a_stage_on_s3_becomes_an_exact_snapshot() {
     env.restore(&id, &target, &[]);
     assert_same_tree(&src, &target.join("src"));
     env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_mount_with_a_cache_dir_reads_again_from_it_and_survives_its_damage() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let env = Env::at(server.location_via(proxy.port, "cached"));
+    env.ok(&[
+        "init",
+        "--kdf-time",
+        "1",
+        "--kdf-memory",
+        "1",
+        "--pack-size",
+        "1MiB",
+    ]);
+    let src = env.path("src");
+    make_tree(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let cache = env.path("disk-cache");
+    let args = [
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--cache-size",
+        "4MiB",
+    ];
+    let big = fs::read(src.join("dir/big.bin")).unwrap();
+    // Requests sent (upstream bytes) to read the file through a fresh mount.
+    let read_through_mount = || {
+        let mnt = Mounted::start(&env, "mount", &args);
+        let before = proxy.upstream_bytes();
+        assert_eq!(
+            fs::read(mnt.dir.join("latest/src/dir/big.bin")).unwrap(),
+            big
+        );
+        let sent = proxy.upstream_bytes() - before;
+        mnt.stop();
+        sent
+    };
+    let first = read_through_mount();
+    let second = read_through_mount();
+    assert!(
+        second * 4 < first,
+        "first read asked {first} bytes, second {second}"
+    );
+    let cached: Vec<_> = fs::read_dir(&cache).unwrap().flatten().collect();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // Every cached file damaged: reads still return the right bytes (from the store).
+    for entry in &cached {
+        let mut bytes = fs::read(entry.path()).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(entry.path(), bytes).unwrap();
+    }
+    read_through_mount();
 }

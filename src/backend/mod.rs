@@ -2,6 +2,7 @@
 //! paths such as `data/ab/<id>`; `put` is atomic (a reader sees the whole object or nothing)
 //! and `put_if_absent` never replaces, which is what makes snapshot commits exclusive.
 
+pub mod disk_cache;
 pub mod faulty;
 pub mod local;
 pub mod retry;

@@ -119,7 +119,15 @@ impl Globals {
 
     /// Opens the repository with the user's password.
     pub fn open(&self) -> Result<Arc<Repository>> {
-        let backend = self.backend()?;
+        self.open_through(Ok)
+    }
+
+    /// Opens the repository through a layer `wrap` puts in front of its store (a disk cache).
+    pub fn open_through(
+        &self,
+        wrap: impl FnOnce(Arc<dyn Backend>) -> cairn::Result<Arc<dyn Backend>>,
+    ) -> Result<Arc<Repository>> {
+        let backend = wrap(self.backend()?)?;
         // Checked before asking for a password, so a wrong path is not a password prompt.
         if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
             return Err(cairn::Error::NoRepository(backend.location()).into());

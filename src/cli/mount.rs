@@ -5,12 +5,14 @@ use crate::cli::{
     Globals, block_stop_signals, fuse_config, parse_size, split_snapshot_path, unmount,
 };
 use anyhow::{Context, Result, bail};
+use cairn::backend::disk_cache::DiskCached;
 use cairn::fs::view::{Scope, View, ViewOptions, snapshot_root};
 use cairn::ops::walk::resolve;
 use cairn::repo::tree::NodeKind;
 use fuser::{MountOption, SessionACL};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Options of `mount`.
 #[derive(clap::Args)]
@@ -25,6 +27,13 @@ pub struct Args {
     /// Let other users (and root) see the mount; needs `user_allow_other` for non-root users.
     #[arg(long)]
     allow_other: bool,
+    /// Keep what is read from the repository's store (index, snapshots, pack ranges) in this
+    /// directory too, so a remote repository is not asked twice; optional.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The most the --cache-dir directory holds; the oldest files go first.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size, requires = "cache_dir")]
+    cache_dir_size: u64,
 }
 
 /// How long a signalled stop waits for the session to end by itself.
@@ -69,7 +78,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());
     }
-    let repo = globals.open()?;
+    let repo = match &args.cache_dir {
+        None => globals.open()?,
+        Some(dir) => globals.open_through(|store| {
+            let cached = DiskCached::new(store, dir.clone(), args.cache_dir_size)?;
+            Ok(Arc::new(cached))
+        })?,
+    };
     let scope = match &args.snapshot {
         None => Scope::All,
         Some(spec) => {
