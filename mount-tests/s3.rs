@@ -108,15 +108,15 @@ fn a_mount_with_a_cache_dir_reads_again_from_it_and_survives_its_damage() {
         "4MiB",
     ];
     let big = fs::read(src.join("dir/big.bin")).unwrap();
-    // Requests sent (upstream bytes) to read the file through a fresh mount.
+    // Bytes the store sent to read the file through a fresh mount.
     let read_through_mount = || {
         let mnt = Mounted::start(&env, "mount", &args);
-        let before = proxy.upstream_bytes();
+        let before = proxy.downstream_bytes();
         assert_eq!(
             fs::read(mnt.dir.join("latest/src/dir/big.bin")).unwrap(),
             big
         );
-        let sent = proxy.upstream_bytes() - before;
+        let sent = proxy.downstream_bytes() - before;
         mnt.stop();
         sent
     };
@@ -124,20 +124,34 @@ fn a_mount_with_a_cache_dir_reads_again_from_it_and_survives_its_damage() {
     let second = read_through_mount();
     assert!(
         second * 4 < first,
-        "first read asked {first} bytes, second {second}"
+        "the first read fetched {first} bytes, the second {second}"
     );
-    let cached: Vec<_> = fs::read_dir(&cache).unwrap().flatten().collect();
+    // The user's directory holds cairn's own private one, and nothing else was touched.
+    fs::write(cache.join("mine.txt"), b"the user's file").unwrap();
+    let ours = cache.join("cairn-cache");
+    let cached: Vec<_> = fs::read_dir(&ours)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().len() == 64)
+        .collect();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        fs::metadata(&ours).unwrap().permissions().mode() & 0o777,
         0o700
     );
     // Every cached file damaged: reads still return the right bytes (from the store).
+    assert!(cached.len() > 3, "{} files cached", cached.len());
     for entry in &cached {
         let mut bytes = fs::read(entry.path()).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
+        assert!(bytes.len() >= 32, "a cache file starts with its checksum");
+        // The checksum, or the last byte of what it covers: either way it no longer checks.
+        let at = if bytes.len() > 32 { bytes.len() - 1 } else { 0 };
+        bytes[at] ^= 1;
         fs::write(entry.path(), bytes).unwrap();
     }
     read_through_mount();
+    assert_eq!(
+        fs::read(cache.join("mine.txt")).unwrap(),
+        b"the user's file"
+    );
 }

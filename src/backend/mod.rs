@@ -86,6 +86,9 @@ pub trait Backend: Send + Sync {
     fn stat(&self, name: &str) -> Result<u64>;
     /// Where the repository is, for messages.
     fn location(&self) -> String;
+    /// Drops any local copy of `range` of `name` (all of it for `None`): called by a reader
+    /// whose bytes failed verification before it reads again, so a cache never replays them.
+    fn forget_cached(&self, _name: &str, _range: Option<Range<u64>>) {}
 }
 
 fn too_large(name: &str, size: u64, limit: u64) -> crate::Error {

@@ -105,6 +105,10 @@ impl Backend for RetryingBackend {
     fn location(&self) -> String {
         self.inner.location()
     }
+
+    fn forget_cached(&self, name: &str, range: Option<Range<u64>>) {
+        self.inner.forget_cached(name, range)
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 
 use crate::backend::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
+use crate::repo::ids::sha256;
+use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use opendal::{ErrorKind as DalKind, Operator};
 use std::io::ErrorKind;
@@ -184,6 +186,19 @@ impl S3Backend {
         })
     }
 
+    /// Every entry under `dir`, each step of the listing (a page, at most) within the time of
+    /// one call: a large directory takes as many steps as it needs, a stalled one ends.
+    fn list_paged(&self, dir: &str) -> opendal::Result<Vec<opendal::Entry>> {
+        let mut lister = self.run(0, async {
+            self.operator.lister_with(dir).recursive(true).await
+        })?;
+        let mut entries = Vec::new();
+        while let Some(entry) = self.run(0, lister.try_next())? {
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
     /// Reads back what a put stored and compares its length and ETag (the MD5 of the body for a
     /// single-part upload; other ETag forms are not digests and only the length is compared).
     fn confirm_stored(&self, name: &str, data: &[u8]) -> Result<()> {
@@ -340,24 +355,29 @@ impl Backend for S3Backend {
             // and its answer was lost), the stored bytes are ours: that is a success, not a
             // conflict, or a retried commit would report a snapshot it did write as not written.
             Err(e) if e.kind() == DalKind::ConditionNotMatch => Ok(self.get(name, None)? == data),
-            Err(e) => {
+            // The server checked the condition (the name was free), then found the body
+            // damaged; a server that stores before it checks (s3s-fs) may now hold damaged
+            // bytes under the name, which would make the retry a "conflict". When the name is
+            // the hash of the content (snapshots) and what is stored does not hash to it, it is
+            // such a leftover and is removed; anything else is left as it is.
+            Err(e) if e.message().contains("BadDigest") => {
                 let error = storage_error(name, e);
-                // The server checked the condition (the name was free), then found the body
-                // damaged; a server that stores before it checks (s3s-fs) holds our damaged
-                // bytes under the name now, which would make the retry a "conflict": removed.
-                if error.to_string().contains("BadDigest") {
-                    self.delete(name)?;
+                let id = name.rsplit('/').next().unwrap_or_default();
+                if id.len() == 64
+                    && let Ok(stored) = self.get(name, None)
+                    && hex::encode(sha256(&stored)) != id
+                {
+                    let _ = self.delete(name);
                 }
                 Err(error)
             }
+            Err(e) => Err(storage_error(name, e)),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir = format!("{}/", prefix.trim_end_matches('/'));
-        let entries = match self.run(0, async {
-            self.operator.list_with(&dir).recursive(true).await
-        }) {
+        let entries = match self.list_paged(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == DalKind::NotFound => Vec::new(),
             Err(e) => return Err(storage_error(prefix, e)),

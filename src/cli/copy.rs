@@ -49,16 +49,17 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     // warning each); the run then copies the rest and fails, naming them.
     let mut unreadable = Vec::new();
     if args.snapshots.is_empty() {
-        chosen = source.snapshots()?;
-        let opened: std::collections::HashSet<String> =
-            chosen.iter().map(|(id, _)| id.to_hex()).collect();
-        unreadable = source
-            .backend()
-            .list("snapshots/")?
-            .into_iter()
-            .filter_map(|o| o.name.rsplit('/').next().map(str::to_string))
-            .filter(|n| n.len() == 64 && !opened.contains(n))
-            .collect();
+        for (name, opened) in source.snapshot_files()? {
+            match opened {
+                Ok(file) => chosen.push(file),
+                // Damaged (it does not open): named at the end, after the rest is copied.
+                Err(e @ cairn::Error::Corrupt { .. }) => {
+                    tracing::warn!("{e}");
+                    unreadable.push(name);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     } else {
         for spec in &args.snapshots {
             chosen.push(source.find_snapshot(spec)?);

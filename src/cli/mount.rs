@@ -28,7 +28,8 @@ pub struct Args {
     #[arg(long)]
     allow_other: bool,
     /// Keep what is read from the repository's store (index, snapshots, pack ranges) in this
-    /// directory too, so a remote repository is not asked twice; optional.
+    /// directory too (in its private subdirectory `cairn-cache`), so a remote repository is
+    /// not asked twice; optional.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// The most the --cache-dir directory holds; the oldest files go first.
@@ -80,10 +81,17 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     }
     let repo = match &args.cache_dir {
         None => globals.open()?,
-        Some(dir) => globals.open_through(|store| {
-            let cached = DiskCached::new(store, dir.clone(), args.cache_dir_size)?;
-            Ok(Arc::new(cached))
-        })?,
+        Some(dir) => {
+            // A directory of cairn's own inside the one given, checked private: eviction
+            // removes files there, and another user must not plant or read any.
+            std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+            let ours = dir.join("cairn-cache");
+            crate::cli::private_dir::ensure_private(&ours, nix::unistd::geteuid().as_raw())?;
+            globals.open_through(|store| {
+                let cached = DiskCached::new(store, ours, args.cache_dir_size)?;
+                Ok(Arc::new(cached))
+            })?
+        }
     };
     let scope = match &args.snapshot {
         None => Scope::All,

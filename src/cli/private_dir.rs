@@ -58,7 +58,7 @@ fn env_dir(name: &str) -> Option<PathBuf> {
 }
 
 /// Makes `dir` (0700) unless it exists, then insists it is a private directory of `uid`.
-fn ensure_private(dir: &Path, uid: u32) -> Result<()> {
+pub fn ensure_private(dir: &Path, uid: u32) -> Result<()> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

@@ -82,14 +82,16 @@ pub fn check_compatible(source: &Repository, dest: &Repository) -> Result<()> {
     }
 }
 
-/// The destination snapshots that record a source snapshot, by that source: (copy, its root
-/// tree). A copy is complete only if its tree is the source's (trees copy unchanged).
-pub fn copies_in(dest: &Repository) -> Result<HashMap<SnapshotId, (SnapshotId, BlobId)>> {
-    Ok(dest
-        .snapshots()?
-        .into_iter()
-        .filter_map(|(id, s)| s.copied_from.map(|from| (from, (id, s.tree))))
-        .collect())
+/// The destination snapshots that record a source snapshot, by that source: each (copy, its
+/// root tree). A copy is complete only if its tree is the source's (trees copy unchanged).
+pub fn copies_in(dest: &Repository) -> Result<HashMap<SnapshotId, Vec<(SnapshotId, BlobId)>>> {
+    let mut copies: HashMap<SnapshotId, Vec<(SnapshotId, BlobId)>> = HashMap::new();
+    for (id, snapshot) in dest.snapshots()? {
+        if let Some(from) = snapshot.copied_from {
+            copies.entry(from).or_default().push((id, snapshot.tree));
+        }
+    }
+    Ok(copies)
 }
 
 /// Copies `snapshots` of `source` into `dest`, oldest first, calling `done` after each. A
@@ -109,12 +111,15 @@ pub fn copy_snapshots(
     // What an interrupted run stored is looked for once, by the first snapshot copied.
     let mut adopt = true;
     for (id, snapshot) in snapshots {
-        let outcome = match existing.get(&id) {
-            Some((copy, tree)) if *tree == snapshot.tree => Copied::Already {
+        let complete = existing
+            .get(&id)
+            .and_then(|copies| copies.iter().find(|(_, tree)| *tree == snapshot.tree));
+        let outcome = match complete {
+            Some((copy, _)) => Copied::Already {
                 source: id,
                 copy: *copy,
             },
-            _ => {
+            None => {
                 let copied = copy_one(source, &source_index, dest, id, snapshot, opts, adopt)?;
                 adopt = false;
                 copied

@@ -39,6 +39,7 @@ fn get_addressed(backend: &dyn Backend, name: &str, limit: u64) -> Result<Vec<u8
     let matches = |bytes: &[u8]| hex::encode(sha256(bytes)) == id_of(name);
     let mut bytes = backend.get_bounded(name, limit)?;
     if !matches(&bytes) {
+        backend.forget_cached(name, None);
         bytes = backend.get_bounded(name, limit)?;
     }
     if !matches(&bytes) {
@@ -353,7 +354,10 @@ impl Repository {
                 reason,
             })
         };
-        attempt().or_else(|_| attempt())
+        attempt().or_else(|_| {
+            self.backend.forget_cached(&name, Some(range.clone()));
+            attempt()
+        })
     }
 
     /// Reads and verifies blob `id` from the first of its locations that yields it. A blob

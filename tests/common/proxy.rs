@@ -29,6 +29,7 @@ struct Faults {
 
 struct Shared {
     upstream: AtomicU64,
+    downstream: AtomicU64,
     down: AtomicBool,
     flips: AtomicU64,
     faults: Mutex<Faults>,
@@ -46,6 +47,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             upstream: AtomicU64::new(0),
+            downstream: AtomicU64::new(0),
             down: AtomicBool::new(false),
             flips: AtomicU64::new(0),
             faults: Mutex::new(Faults::default()),
@@ -77,6 +79,11 @@ impl Proxy {
     /// Bytes forwarded to the server so far.
     pub fn upstream_bytes(&self) -> u64 {
         self.shared.upstream.load(Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded from the server so far.
+    pub fn downstream_bytes(&self) -> u64 {
+        self.shared.downstream.load(Ordering::SeqCst)
     }
 
     /// Bits flipped so far.
@@ -128,6 +135,7 @@ fn serve(shared: Arc<Shared>, mut client: TcpStream, mut server: TcpStream) {
             {
                 break;
             }
+            down.downstream.fetch_add(n as u64, Ordering::SeqCst);
         }
         let _ = client_w.shutdown(Shutdown::Both);
         if let Some(s) = s2 {
