@@ -70,16 +70,13 @@ fn names(snaps: Vec<(SnapshotId, Snapshot)>) -> Vec<Listed> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (_, s) in &snaps {
         *seen
-            .entry(s.local_time().format("%Y-%m-%dT%H:%M:%S").to_string())
+            .entry(crate::fs::history::time_name(s.time))
             .or_default() += 1;
     }
     snaps
         .into_iter()
         .map(|(id, snapshot)| {
-            let time = snapshot
-                .local_time()
-                .format("%Y-%m-%dT%H:%M:%S")
-                .to_string();
+            let time = crate::fs::history::time_name(snapshot.time);
             let name = if seen[&time] > 1 {
                 format!("{time}-{}", id.short())
             } else {

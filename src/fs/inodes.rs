@@ -6,6 +6,7 @@
 //! only inodes the kernel has looked up and not yet forgotten, so its size follows what is in
 //! use, not the size of the repository.
 
+use crate::fs::history::{Source, Version};
 use crate::fs::node_path::NodePath;
 use crate::repo::ids::SnapshotId;
 use crate::repo::tree::Node;
@@ -34,6 +35,8 @@ pub enum VirtualDir {
     Tags,
     /// `tags/<tag>/`: links to snapshots with that tag.
     Tag(String),
+    /// `history/`: every snapshot's root merged.
+    History,
 }
 
 impl Entry {
@@ -46,6 +49,7 @@ impl Entry {
                 Entry::Virtual(_) => 0,
                 Entry::Link { target, .. } => target.capacity(),
                 Entry::Node { node, path, .. } => node.memory_size() + path.own_memory(),
+                Entry::History { path, .. } => path.own_memory(),
             }
     }
 }
@@ -73,6 +77,15 @@ pub enum Entry {
         /// Its path from the mount point, for log lines (shared with its parent's).
         path: NodePath,
     },
+    /// A directory below `history/`: one path merged across snapshots.
+    History {
+        /// The distinct trees the path has had as a directory, oldest first.
+        dirs: Arc<[Source]>,
+        /// Its distinct contents as anything else, oldest first.
+        versions: Arc<[Version]>,
+        /// Its path from the mount point, for log lines.
+        path: NodePath,
+    },
 }
 
 fn hash(parts: &[&[u8]]) -> u64 {
@@ -96,6 +109,7 @@ pub fn virtual_ino(dir: &VirtualDir) -> u64 {
         VirtualDir::Tags => hash(&[b"tags"]),
         VirtualDir::Host(h) => hash(&[b"host", h.as_bytes()]),
         VirtualDir::Tag(t) => hash(&[b"tag", t.as_bytes()]),
+        VirtualDir::History => hash(&[b"history"]),
     }
 }
 
@@ -126,12 +140,21 @@ pub struct InodeTable {
 }
 
 impl InodeTable {
-    /// Records that the kernel looked up `ino` once more; true when it was not live before.
-    pub fn remember(&self, ino: u64, entry: Arc<Entry>) -> bool {
+    /// Records that the kernel looked up `ino` once more, as `entry`: a path of `history/`
+    /// gains versions as snapshots are made, so the newest lookup's entry replaces the one
+    /// held. Returns the entry it replaced, if `ino` was live.
+    pub fn remember(&self, ino: u64, entry: Arc<Entry>) -> Option<Arc<Entry>> {
         let mut live = self.live.lock();
-        let slot = live.entry(ino).or_insert((entry, 0));
-        slot.1 += 1;
-        slot.1 == 1
+        match live.get_mut(&ino) {
+            Some(slot) => {
+                slot.1 += 1;
+                Some(std::mem::replace(&mut slot.0, entry))
+            }
+            None => {
+                live.insert(ino, (entry, 1));
+                None
+            }
+        }
     }
 
     /// Records an inode the kernel never forgets (the root).
@@ -179,8 +202,8 @@ mod tests {
             target: "x".into(),
             time: 0,
         });
-        assert!(table.remember(5, entry.clone()));
-        assert!(!table.remember(5, entry));
+        assert!(table.remember(5, entry.clone()).is_none());
+        assert!(table.remember(5, entry).is_some());
         assert!(table.forget(5, 1).is_none());
         assert!(table.get(5).is_some());
         assert!(table.forget(5, 1).is_some());

@@ -1,6 +1,7 @@
 //! FUSE faces of the repository. [`view`] serves snapshots read-only; [`inodes`] gives every
 //! (snapshot, path) a stable inode number and keeps only what the kernel still remembers;
-//! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear.
+//! [`catalog`] is the list of snapshots and the index, refreshed as new snapshots appear;
+//! [`history`] merges one directory across every snapshot for the view's `history/`.
 //! [`stage`] is the writable face: a copy-on-write tree ([`stage_tree`]) whose files
 //! ([`stage_file`]) are stored as they are written, committed as a snapshot.
 //! [`workers`] are the threads that answer reads; [`kernel_pages`] stores chunks fetched ahead
@@ -9,6 +10,7 @@
 
 pub mod attrs;
 pub mod catalog;
+pub mod history;
 pub mod inodes;
 pub mod kernel_pages;
 pub mod node_path;

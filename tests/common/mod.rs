@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crafted;
+pub mod edits;
 pub mod proxy;
 pub mod s3;
 

@@ -74,6 +74,7 @@ impl View {
                     ("ids", VirtualDir::Ids),
                     ("hosts", VirtualDir::Hosts),
                     ("tags", VirtualDir::Tags),
+                    ("history", VirtualDir::History),
                 ]
                 .into_iter()
                 .map(|(n, d)| (n.to_string(), Entry::Virtual(d)))
@@ -147,6 +148,8 @@ impl View {
                     )
                 })
                 .collect(),
+            // Its entries need not be UTF-8: see `history_children`.
+            VirtualDir::History => Vec::new(),
         }
     }
 
@@ -159,7 +162,7 @@ impl View {
         mut add: impl FnMut(u64, u64, &OsStr, Entry) -> bool,
     ) -> std::result::Result<(), Errno> {
         let entry = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
-        if !matches!(&*entry, Entry::Virtual(_))
+        if !matches!(&*entry, Entry::Virtual(_) | Entry::History { .. })
             && !matches!(&*entry, Entry::Node { node, .. } if node.kind == NodeKind::Dir)
         {
             return Err(Errno::ENOTDIR);
@@ -170,6 +173,16 @@ impl View {
             }
         }
         let skip = offset.saturating_sub(2) as usize;
+        if let Some(dir) = self.history_dir(&entry) {
+            let children = self.history_children(ino, &dir, None)?;
+            for (i, child) in children.into_iter().enumerate().skip(skip) {
+                let name = OsStr::from_bytes(&child.name);
+                if add(child.ino, (i + 3) as u64, name, child.entry) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         match &*entry {
             Entry::Virtual(dir) => {
                 let contents = self.refreshed();
@@ -201,7 +214,7 @@ impl View {
                     }
                 }
             }
-            Entry::Link { .. } => return Err(Errno::ENOTDIR),
+            Entry::Link { .. } | Entry::History { .. } => return Err(Errno::ENOTDIR),
         }
         Ok(())
     }
@@ -209,7 +222,7 @@ impl View {
     pub(super) fn ino_of(&self, parent: u64, name: &[u8], entry: &Entry) -> u64 {
         match entry {
             Entry::Virtual(dir) => virtual_ino(dir),
-            Entry::Link { .. } => child_ino(parent, name, None, None),
+            Entry::Link { .. } | Entry::History { .. } => child_ino(parent, name, None, None),
             Entry::Node { snapshot, node, .. } => {
                 child_ino(parent, name, Some(snapshot), Some(node))
             }
@@ -225,6 +238,21 @@ impl View {
                     .snapshots
                     .last()
                     .map_or(0, |s| s.snapshot.time);
+                (
+                    FileType::Directory,
+                    0o555,
+                    0,
+                    2,
+                    self.owner.0,
+                    self.owner.1,
+                    0,
+                    time,
+                    time,
+                    time,
+                )
+            }
+            Entry::History { dirs, versions, .. } => {
+                let time = history::history_time(dirs, versions);
                 (
                     FileType::Directory,
                     0o555,
@@ -296,6 +324,14 @@ impl View {
         name: &[u8],
     ) -> std::result::Result<(u64, Entry), Errno> {
         let parent_entry = self.inodes.get(parent).ok_or(Errno::ENOENT)?;
+        if let Some(dir) = self.history_dir(&parent_entry) {
+            let child = self
+                .history_children(parent, &dir, Some(name))?
+                .into_iter()
+                .next()
+                .ok_or(Errno::ENOENT)?;
+            return Ok((child.ino, child.entry));
+        }
         let found = match &*parent_entry {
             Entry::Virtual(dir) => {
                 let contents = self.refreshed();

@@ -6,6 +6,8 @@
 //! hosts/<host>/<time>  -> ../../snapshots/<time>
 //! tags/<tag>/<time>    -> ../../snapshots/<time>
 //! latest               -> snapshots/<newest>
+//! history/<path>/…     one path merged across every snapshot; a file is a directory of its
+//!                      distinct contents, named by the time each first appeared
 //! ```
 //!
 //! Lookups and listings are answered on the session threads from cached trees; reads are
@@ -15,6 +17,7 @@
 //! offset, the pack and the blob. Snapshots never change, so attributes and entries get long
 //! TTLs and open files keep the kernel's page cache.
 
+mod history;
 mod lookup;
 mod read_path;
 
@@ -122,6 +125,8 @@ pub struct View {
     fetcher: Arc<Fetcher>,
     inodes: InodeTable,
     trees: Mutex<TreeCache>,
+    /// Merged directories of `history/`.
+    merges: Mutex<history::MergeCache>,
     read_states: Mutex<LruCache<u64, Arc<OpenFile>>>,
     /// Directories whose files were recently fetched ahead.
     dirs_ahead: Mutex<LruCache<u64, ()>>,
@@ -191,6 +196,7 @@ impl View {
                 trees: LruCache::unbounded(),
                 bytes: 0,
             }),
+            merges: Mutex::new(history::MergeCache::new()),
             read_states: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READ_STATES).expect("a non-zero constant"),
             )),
@@ -240,9 +246,9 @@ impl View {
 
     /// Records a lookup of `ino` by the kernel, charging a newly live inode to the budget.
     fn remember(&self, ino: u64, entry: Entry) {
-        let bytes = entry.memory_size();
-        if self.inodes.remember(ino, Arc::new(entry)) {
-            self.fetcher.cache.charge(bytes);
+        self.fetcher.cache.charge(entry.memory_size());
+        if let Some(old) = self.inodes.remember(ino, Arc::new(entry)) {
+            self.fetcher.cache.discharge(old.memory_size());
         }
     }
 }
@@ -309,7 +315,7 @@ impl Filesystem for View {
     ) {
         let listed = self.list(ino.0, offset, |child, at, name, entry| {
             let kind = match &entry {
-                Entry::Virtual(_) => FileType::Directory,
+                Entry::Virtual(_) | Entry::History { .. } => FileType::Directory,
                 Entry::Link { .. } => FileType::Symlink,
                 Entry::Node { node, .. } => file_type(node.kind),
             };

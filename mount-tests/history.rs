@@ -1,0 +1,175 @@
+//! The mount's `history/`, mounted for real, against a brute-force reading of every snapshot:
+//! every name any snapshot has at a path is listed, each distinct content of a file is shown
+//! exactly once, named by the first snapshot that has it, with that snapshot's attributes and
+//! the bytes that were backed up.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::Env;
+use common::edits::{PATHS, State, content, dirs, states, write_state};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use support::Mounted;
+
+/// The names in a directory of the mount.
+fn names(dir: &Path) -> BTreeSet<Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect()
+}
+
+/// Backs up each state of `src` in turn; returns each snapshot's (short id, time name).
+fn back_up_states(env: &Env, src: &Path, states: &[State]) -> Vec<(String, String)> {
+    for state in states {
+        write_state(src, state);
+        env.ok(&["backup", "-q", src.to_str().unwrap()]);
+    }
+    env.json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["short_id"].as_str().unwrap().to_string(),
+                s["time"].as_str().unwrap()[..19].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Checks `history/src` of a mount of the snapshots of `states` against the states.
+fn check_history(mnt: &Path, states: &[State], snaps: &[(String, String)]) {
+    assert_eq!(snaps.len(), states.len());
+    let root = mnt.join("history/src");
+    // Directories: every name any snapshot has there.
+    let mut merged: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for state in states {
+        for (dir, entries) in dirs(state) {
+            merged.entry(dir).or_default().extend(entries);
+        }
+    }
+    for (dir, expected) in &merged {
+        let shown = names(&root.join(OsStr::from_bytes(dir)));
+        let expected_names: BTreeSet<Vec<u8>> = expected.clone();
+        // A path that was a file shows its versions as well as any entries it had as a
+        // directory; these paths are never both.
+        assert_eq!(
+            shown,
+            expected_names,
+            "history of {:?}",
+            String::from_utf8_lossy(dir)
+        );
+    }
+    // Files: each distinct content once, first snapshot's time and mode, right bytes.
+    for path in PATHS {
+        let mut versions: Vec<(u8, usize)> = Vec::new();
+        for (i, state) in states.iter().enumerate() {
+            if let Some((n, _)) = state.get(path)
+                && !versions.iter().any(|(m, _)| m == n)
+            {
+                versions.push((*n, i));
+            }
+        }
+        let dir = root.join(OsStr::from_bytes(path));
+        if versions.is_empty() {
+            assert!(!dir.exists(), "{} shown but never backed up", dir.display());
+            continue;
+        }
+        let shown = names(&dir);
+        assert_eq!(shown.len(), versions.len(), "versions of {}", dir.display());
+        let mut seen = BTreeSet::new();
+        for (n, first) in &versions {
+            let (short, time) = &snaps[*first];
+            let clash = versions
+                .iter()
+                .any(|(m, other)| m != n && snaps[*other].1 == *time);
+            let label = if clash {
+                format!("{time}-{short}")
+            } else {
+                time.clone()
+            };
+            let file = dir.join(&label);
+            assert!(
+                shown.contains(label.as_bytes()),
+                "{}: no version {label} in {:?}",
+                dir.display(),
+                shown
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(fs::read(&file).unwrap(), content(*n), "{}", file.display());
+            let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, states[*first][path].1, "{}", file.display());
+            seen.insert(label);
+        }
+        assert_eq!(seen.len(), versions.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    #[test]
+    fn history_shows_every_version_once_with_its_bytes(states in states(6)) {
+        let env = Env::with_repo(&[]);
+        let src = env.path("src");
+        let snaps = back_up_states(&env, &src, &states);
+        let mnt = Mounted::start(&env, "mount", &[]);
+        check_history(&mnt.dir, &states, &snaps);
+        mnt.stop();
+    }
+}
+
+#[test]
+fn a_file_deleted_and_back_and_paths_in_some_snapshots_only() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let s = |items: &[(&[u8], u8)]| -> State {
+        items
+            .iter()
+            .map(|(p, n)| (p.to_vec(), (*n, 0o644)))
+            .collect()
+    };
+    let states = vec![
+        s(&[(b"a", 1), (b"d/c", 1)]),
+        s(&[(b"a", 2)]),
+        s(&[(b"d/c", 1), (b"b\xff\xfe", 3)]),
+        s(&[(b"a", 1), (b"d/c", 2)]),
+    ];
+    let snaps = back_up_states(&env, &src, &states);
+    // Another path backed up once: history/ merges every snapshot's root.
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("x"), b"x").unwrap();
+    env.ok(&["backup", "-q", other.to_str().unwrap()]);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    assert_eq!(
+        names(&mnt.dir.join("history")),
+        BTreeSet::from([b"other".to_vec(), b"src".to_vec()])
+    );
+    check_history(&mnt.dir, &states, &snaps);
+    // `a` had 1, then 2, was deleted, came back as 1: two versions, the first one's bytes.
+    assert_eq!(names(&mnt.dir.join("history/src/a")).len(), 2);
+    assert_eq!(
+        fs::read_dir(mnt.dir.join("history/other/x"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // A snapshot made while mounted adds its version within the view's refresh.
+    write_state(&src, &s(&[(b"a", 0)]));
+    env.ok(&["backup", "-q", src.to_str().unwrap()]);
+    support::wait_for("the new version", || {
+        names(&mnt.dir.join("history/src/a")).len() == 3
+    });
+    mnt.stop();
+}

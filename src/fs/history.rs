@@ -1,0 +1,329 @@
+//! The history view's merge: one directory of `history/` is every name that directory has had in
+//! any snapshot, and a file is the list of its distinct contents.
+//!
+//! A directory of `history/` is described by its *sources*: the distinct trees that directory
+//! has had, each with the first snapshot that has it. Snapshots share unchanged directories by
+//! tree id, so a directory unchanged in a thousand snapshots is one source, read once. Merging
+//! reads each source tree once, in the order the trees first appeared, and keeps for every name
+//! the distinct subtrees it has had (the sources of the merged child directory) and the distinct
+//! contents of its other nodes (its versions). Because sources are visited oldest first, the
+//! first time a subtree or a content is met is its first appearance in any snapshot.
+
+use crate::error::Result;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::tree::{Node, NodeKind};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// Trees read in parallel at a time while merging: enough to keep the readers busy, few enough
+/// that the parsed trees held at once stay small.
+const READ_BATCH: usize = 16;
+
+/// The first snapshot that has something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The snapshot's time, nanoseconds.
+    pub time: i64,
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+}
+
+/// One distinct tree a directory has had (`None`: an empty directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The directory's tree.
+    pub tree: Option<BlobId>,
+    /// The first snapshot where the directory has this tree.
+    pub first: Seen,
+}
+
+/// One distinct content of a non-directory name, with the attributes it had when it appeared.
+#[derive(Clone, Debug)]
+pub struct Version {
+    /// The first snapshot where the name has this content.
+    pub first: Seen,
+    /// The node as that snapshot recorded it.
+    pub node: Arc<Node>,
+}
+
+/// Everything one name has been across the merged trees.
+#[derive(Clone, Debug)]
+pub struct MergedName {
+    /// The name.
+    pub name: Vec<u8>,
+    /// The distinct trees it has had as a directory, oldest first.
+    pub dirs: Arc<[Source]>,
+    /// Its distinct contents as anything else, oldest first.
+    pub versions: Arc<[Version]>,
+}
+
+/// A merged directory: its names in byte order, and the memory they hold.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Every name any source has.
+    pub names: Vec<MergedName>,
+    /// Roughly the bytes the names hold, for the memory budget.
+    pub bytes: usize,
+}
+
+impl Merged {
+    /// The merged name `name`, if any source has it.
+    pub fn get(&self, name: &[u8]) -> Option<&MergedName> {
+        self.names
+            .binary_search_by(|m| m.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.names[i])
+    }
+}
+
+/// What makes two versions of a name the same: its kind and content (chunks, link target or
+/// device number), not its attributes.
+fn content_key(node: &Node) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([node.kind as u8]);
+    match node.kind {
+        NodeKind::File => {
+            for id in &node.content {
+                h.update(id.0);
+            }
+        }
+        NodeKind::Symlink => h.update(&node.target),
+        _ => h.update(node.rdev.to_le_bytes()),
+    }
+    h.finalize().into()
+}
+
+/// A name being merged, with what it has been seen as so far.
+#[derive(Default)]
+struct Building {
+    dirs: Vec<Source>,
+    dir_trees: HashSet<Option<BlobId>>,
+    versions: Vec<Version>,
+    contents: HashSet<[u8; 32]>,
+}
+
+/// Merges the directories `sources` (oldest first, distinct trees), reading each tree once
+/// with `read`, a few in parallel.
+pub fn merge(
+    sources: &[Source],
+    read: &(dyn Fn(&BlobId) -> Result<Vec<Node>> + Sync),
+) -> Result<Merged> {
+    let mut names: BTreeMap<Vec<u8>, Building> = BTreeMap::new();
+    for batch in sources.chunks(READ_BATCH) {
+        let trees: Vec<Result<Vec<Node>>> = batch
+            .par_iter()
+            .map(|source| match &source.tree {
+                Some(tree) => read(tree),
+                None => Ok(Vec::new()),
+            })
+            .collect();
+        for (source, nodes) in batch.iter().zip(trees) {
+            for node in nodes? {
+                let building = names.entry(node.name.clone()).or_default();
+                if node.kind == NodeKind::Dir {
+                    if building.dir_trees.insert(node.subtree) {
+                        building.dirs.push(Source {
+                            tree: node.subtree,
+                            first: source.first,
+                        });
+                    }
+                } else if building.contents.insert(content_key(&node)) {
+                    building.versions.push(Version {
+                        first: source.first,
+                        node: Arc::new(node),
+                    });
+                }
+            }
+        }
+    }
+    let mut bytes = 0;
+    let names = names
+        .into_iter()
+        .map(|(name, b)| {
+            bytes += 96
+                + name.len()
+                + b.dirs.len() * std::mem::size_of::<Source>()
+                + b.versions
+                    .iter()
+                    .map(|v| std::mem::size_of::<Version>() + v.node.memory_size())
+                    .sum::<usize>();
+            MergedName {
+                name,
+                dirs: b.dirs.into(),
+                versions: b.versions.into(),
+            }
+        })
+        .collect();
+    Ok(Merged { names, bytes })
+}
+
+/// The distinct trees of `sources`, keeping each one's first appearance; `sources` must be
+/// oldest first.
+pub fn distinct(sources: impl IntoIterator<Item = Source>) -> Vec<Source> {
+    let mut seen = HashSet::new();
+    sources
+        .into_iter()
+        .filter(|s| seen.insert(s.tree))
+        .collect()
+}
+
+/// A key naming a set of sources, for caching their merge.
+pub fn sources_key(sources: &[Source]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for s in sources {
+        match &s.tree {
+            Some(tree) => h.update(tree.0),
+            None => h.update([0u8; 32]),
+        }
+        h.update(s.first.time.to_le_bytes());
+        h.update(s.first.snapshot.0);
+    }
+    h.finalize().into()
+}
+
+/// The name of a snapshot time in the view: its local time to the second, as `snapshots/`
+/// names snapshots.
+pub fn time_name(time: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(time)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// The names of `versions` inside their directory: each the time of its first snapshot, with
+/// `-<shortid>` added when another version, or a name for which `taken` is true (the merged
+/// directory's own entries), would have the same one.
+pub fn version_names(versions: &[Version], taken: impl Fn(&[u8]) -> bool) -> Vec<String> {
+    let times: Vec<String> = versions.iter().map(|v| time_name(v.first.time)).collect();
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for t in &times {
+        *counts.entry(t).or_default() += 1;
+    }
+    times
+        .iter()
+        .zip(versions)
+        .map(|(t, v)| {
+            if counts[t.as_str()] > 1 || taken(t.as_bytes()) {
+                format!("{t}-{}", v.first.snapshot.short())
+            } else {
+                t.clone()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::tree::tests::node;
+    use std::collections::HashMap;
+
+    fn seen(n: u8) -> Seen {
+        Seen {
+            time: i64::from(n) * 1_000_000_000,
+            snapshot: SnapshotId([n; 32]),
+        }
+    }
+
+    fn file(name: &str, chunk: u8, mode: u32) -> Node {
+        let mut n = node(name.as_bytes());
+        n.kind = NodeKind::File;
+        n.mode = mode;
+        n.content = vec![BlobId([chunk; 32])];
+        n
+    }
+
+    fn dir(name: &str, tree: u8) -> Node {
+        let mut n = node(name.as_bytes());
+        n.kind = NodeKind::Dir;
+        n.subtree = Some(BlobId([tree; 32]));
+        n
+    }
+
+    #[test]
+    fn names_merge_and_versions_are_distinct_contents_first_seen() {
+        let trees: HashMap<BlobId, Vec<Node>> = [
+            (1, vec![file("a", 1, 0o644), dir("d", 10)]),
+            // Same content, other mode: not a new version.
+            (
+                2,
+                vec![file("a", 1, 0o600), dir("d", 10), file("b", 5, 0o644)],
+            ),
+            (3, vec![file("a", 2, 0o644), dir("d", 11)]),
+            // `a` back to its first content: no new version either.
+            (4, vec![file("a", 1, 0o644), file("d", 7, 0o644)]),
+        ]
+        .into_iter()
+        .map(|(t, nodes)| (BlobId([t; 32]), nodes))
+        .collect();
+        let sources: Vec<Source> = (1..=4)
+            .map(|n| Source {
+                tree: Some(BlobId([n; 32])),
+                first: seen(n),
+            })
+            .collect();
+        let merged = merge(&sources, &|id| Ok(trees[id].clone())).unwrap();
+        let names: Vec<&[u8]> = merged.names.iter().map(|m| m.name.as_slice()).collect();
+        assert_eq!(names, [b"a".as_slice(), b"b", b"d"]);
+        let a = merged.get(b"a").unwrap();
+        assert!(a.dirs.is_empty());
+        let firsts: Vec<Seen> = a.versions.iter().map(|v| v.first).collect();
+        assert_eq!(firsts, [seen(1), seen(3)]);
+        assert_eq!(
+            a.versions[0].node.mode, 0o644,
+            "attributes of the first snapshot"
+        );
+        let d = merged.get(b"d").unwrap();
+        let dirs: Vec<Source> = d.dirs.to_vec();
+        assert_eq!(
+            dirs,
+            [
+                Source {
+                    tree: Some(BlobId([10; 32])),
+                    first: seen(1)
+                },
+                Source {
+                    tree: Some(BlobId([11; 32])),
+                    first: seen(3)
+                }
+            ]
+        );
+        assert_eq!(d.versions.len(), 1, "a file that was a directory before");
+        assert!(merged.get(b"c").is_none());
+    }
+
+    #[test]
+    fn versions_first_seen_in_the_same_second_get_their_snapshot_id() {
+        let mut late = seen(2);
+        late.time = seen(1).time + 1;
+        let versions = [
+            Version {
+                first: seen(1),
+                node: Arc::new(file("a", 1, 0)),
+            },
+            Version {
+                first: late,
+                node: Arc::new(file("a", 2, 0)),
+            },
+            Version {
+                first: seen(9),
+                node: Arc::new(file("a", 3, 0)),
+            },
+        ];
+        let names = version_names(&versions, |n| n == time_name(seen(9).time).as_bytes());
+        assert_eq!(
+            names[0],
+            format!("{}-{}", time_name(seen(1).time), seen(1).snapshot.short())
+        );
+        assert_eq!(
+            names[1],
+            format!("{}-{}", time_name(late.time), late.snapshot.short())
+        );
+        assert_eq!(
+            names[2],
+            format!("{}-{}", time_name(seen(9).time), seen(9).snapshot.short())
+        );
+    }
+}
