@@ -6,7 +6,9 @@ mod backup;
 mod cat;
 mod check;
 mod copy;
+mod diff;
 mod filter;
+mod find;
 mod forget;
 mod init;
 mod key;
@@ -91,6 +93,10 @@ enum Command {
     Key(key::Args),
     /// Copy snapshots from another repository into this one (verified, resumable).
     Copy(copy::Args),
+    /// Find files by name or path across snapshots, with the snapshots each appears in.
+    Find(find::Args),
+    /// Show what was added, removed and changed between two snapshots.
+    Diff(diff::Args),
     /// Verify the repository: structure, and with --read-data every byte.
     Check(check::Args),
     /// Recover from damage: rebuild the index, salvage packs, rewrite snapshots.
@@ -374,6 +380,8 @@ pub fn run() -> Result<u8> {
         Command::Key(args) => key::run(&globals, args),
         Command::Check(args) => check::run(&globals, args),
         Command::Copy(args) => copy::run(&globals, args),
+        Command::Find(args) => find::run(&globals, args),
+        Command::Diff(args) => diff::run(&globals, args),
         Command::Repair(args) => repair::run(&globals, args),
     }
 }

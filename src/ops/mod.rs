@@ -1,10 +1,12 @@
 //! Operations over whole snapshots and the whole repository: walking, restoring, checking,
-//! repairing, retention (forget), what the snapshots use (usage), and re-using what an
-//! interrupted job stored (adopt).
+//! repairing, retention (forget), what the snapshots use (usage), re-using what an
+//! interrupted job stored (adopt), and looking across snapshots (find, diff).
 
 pub mod adopt;
 pub mod check;
 pub mod copy;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod prune;
 pub mod repair;

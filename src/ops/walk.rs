@@ -153,6 +153,41 @@ pub fn resolve(
     Ok(Start { nodes, node })
 }
 
+/// The node at `path` in `snapshot` (relative to its root, not empty), if it has one there;
+/// an error only when the repository cannot be read or the path has `..`.
+pub fn lookup(
+    repo: &Repository,
+    index: &Index,
+    snapshot: &Snapshot,
+    path: &Path,
+) -> Result<Option<Node>> {
+    let mut tree = Some(snapshot.tree);
+    let mut node = None;
+    for component in path.components() {
+        let name = match component {
+            Component::Normal(name) => name.as_bytes(),
+            Component::RootDir | Component::CurDir => continue,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "path {} may not contain '..'",
+                    path.display()
+                )));
+            }
+        };
+        let Some(dir) = tree else { return Ok(None) };
+        let nodes = repo.read_tree(index, &dir)?;
+        let Some(found) = nodes.into_iter().find(|n| n.name == name) else {
+            return Ok(None);
+        };
+        tree = match found.kind {
+            NodeKind::Dir => found.subtree,
+            _ => None,
+        };
+        node = Some(found);
+    }
+    Ok(node)
+}
+
 /// Visits `nodes` and everything below them, parents before their entries; `base` is prefixed
 /// to every path. A tree deeper than [`MAX_DEPTH`] or whose work exceeds `budget` is refused
 /// before anything is visited.

@@ -9,7 +9,7 @@ use crate::repo::serial;
 use serde::{Deserialize, Serialize};
 
 /// What a node is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NodeKind {
     /// A regular file; its content is a list of data blobs.
     File,
