@@ -7,6 +7,7 @@ mod cat;
 mod check;
 mod copy;
 mod diff;
+mod dump;
 mod filter;
 mod find;
 mod forget;
@@ -97,6 +98,8 @@ enum Command {
     Find(find::Args),
     /// Show what was added, removed and changed between two snapshots.
     Diff(diff::Args),
+    /// Write a file, or a directory as a tar or zip archive, to standard output.
+    Dump(dump::Args),
     /// Verify the repository: structure, and with --read-data every byte.
     Check(check::Args),
     /// Recover from damage: rebuild the index, salvage packs, rewrite snapshots.
@@ -382,6 +385,7 @@ pub fn run() -> Result<u8> {
         Command::Copy(args) => copy::run(&globals, args),
         Command::Find(args) => find::run(&globals, args),
         Command::Diff(args) => diff::run(&globals, args),
+        Command::Dump(args) => dump::run(&globals, args),
         Command::Repair(args) => repair::run(&globals, args),
     }
 }

@@ -6,6 +6,7 @@ pub mod adopt;
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod dump;
 pub mod find;
 pub mod forget;
 pub mod prune;
