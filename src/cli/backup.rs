@@ -12,6 +12,9 @@ use std::sync::atomic::Ordering;
 
 /// Options of `backup`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn backup ~/ --exclude '*.o' --exclude ~/.cache --tag daily\n  cairn backup /etc /srv --one-file-system --dry-run"
+)]
 pub struct Args {
     /// Files and directories to back up.
     #[arg(required = true)]

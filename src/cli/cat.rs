@@ -9,6 +9,9 @@ use std::io::Write;
 
 /// Options of `cat`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn cat config\n  cairn cat snapshot latest\n  cairn cat tree 4f1c..."
+)]
 pub struct Args {
     /// What to print.
     #[arg(value_parser = ["config", "snapshot", "tree", "blob", "index"])]

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Options of `check`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn check\n  cairn check --read-data-subset 10%\n  cairn check --read-data"
+)]
 pub struct Args {
     /// Also read every pack and verify every blob in it.
     #[arg(long)]

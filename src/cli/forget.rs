@@ -12,6 +12,9 @@ use std::collections::HashMap;
 
 /// Options of `forget`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --prune\n  cairn forget 1a2b3c4d --dry-run"
+)]
 pub struct Args {
     /// Snapshots to remove (id prefixes, `latest`, `latest~N`); instead of a policy.
     snapshots: Vec<String>,

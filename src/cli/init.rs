@@ -11,6 +11,9 @@ use std::time::Duration;
 
 /// Options of `init`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn -r /srv/backup init\n  cairn -r s3:https://s3.example.com/bucket/cairn init --pack-size 32MiB\n  cairn -r /mnt/usb/backup init --copy-params-from /srv/backup"
+)]
 pub struct Args {
     /// argon2id memory in MiB (at most 1024: key files asking for more are refused when read).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=i64::from(cairn::repo::keys::MAX_KDF_MEMORY_MIB)))]

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 /// Options of `key`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn key list\n  CAIRN_NEW_PASSWORD=... cairn key add\n  cairn key passwd"
+)]
 pub struct Args {
     #[command(subcommand)]
     action: Action,

@@ -11,6 +11,7 @@ use std::path::Path;
 
 /// Options of `ls`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  cairn ls latest\n  cairn ls latest~2:home/me/src -l")]
 pub struct Args {
     /// Snapshot (id prefix, `latest`, `latest~N`), optionally with `:PATH` inside it.
     snapshot: String,

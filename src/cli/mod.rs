@@ -5,6 +5,7 @@
 mod backup;
 mod cat;
 mod check;
+mod completions;
 mod copy;
 mod diff;
 mod dump;
@@ -100,6 +101,8 @@ enum Command {
     Diff(diff::Args),
     /// Write a file, or a directory as a tar or zip archive, to standard output.
     Dump(dump::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
     /// Verify the repository: structure, and with --read-data every byte.
     Check(check::Args),
     /// Recover from damage: rebuild the index, salvage packs, rewrite snapshots.
@@ -386,6 +389,7 @@ pub fn run() -> Result<u8> {
         Command::Find(args) => find::run(&globals, args),
         Command::Diff(args) => diff::run(&globals, args),
         Command::Dump(args) => dump::run(&globals, args),
+        Command::Completions(args) => completions::run(args),
         Command::Repair(args) => repair::run(&globals, args),
     }
 }

@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 /// Options of `mount`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn mount /mnt/cairn            then: ls /mnt/cairn/history/home/me/notes.txt/\n  cairn mount /mnt/snap latest:home/me --cache-size 1GiB"
+)]
 pub struct Args {
     /// Empty directory to mount on.
     dir: PathBuf,

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 /// Options of `prune`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn prune --dry-run\n  cairn prune --max-unused 10% --max-repack 2GiB"
+)]
 pub struct Args {
     /// Also delete what this run condemns, at once, when no writer session is open.
     #[arg(long)]

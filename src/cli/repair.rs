@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Options of `repair`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn repair index\n  cairn repair packs --from /mnt/old-disk/backup\n  cairn repair snapshots --forget"
+)]
 pub struct Args {
     #[command(subcommand)]
     what: What,

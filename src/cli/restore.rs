@@ -12,6 +12,9 @@ use std::sync::atomic::Ordering;
 
 /// Options of `restore`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn restore latest --target /tmp/restored --verify\n  cairn restore 1a2b3c4d:home/me/src --target ~/src --overwrite if-changed --delete"
+)]
 pub struct Args {
     /// Snapshot (id prefix, `latest`, `latest~N`), optionally with `:PATH` inside it.
     snapshot: String,

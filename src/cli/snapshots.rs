@@ -6,6 +6,9 @@ use indicatif::HumanBytes;
 
 /// Options of `snapshots`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn snapshots\n  cairn snapshots --host laptop --tag daily --json"
+)]
 pub struct Args {
     /// Only snapshots of this host.
     #[arg(long)]

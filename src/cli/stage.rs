@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Options of `stage`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn stage /mnt/stage --path /home/me   (in another terminal:)\n    rsync -a ~/ /mnt/stage/ && cairn stage --commit /mnt/stage\n  cairn stage /mnt/stage --path /srv --empty --commit-on-unmount"
+)]
 pub struct Args {
     /// Empty directory to mount the stage on (or, with --commit/--abort, the stage's mount).
     dir: PathBuf,

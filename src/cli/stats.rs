@@ -10,6 +10,7 @@ use indicatif::HumanBytes;
 
 /// Options of `stats`.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  cairn stats --json")]
 pub struct Args {}
 
 /// Runs `stats`.
