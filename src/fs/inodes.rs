@@ -49,7 +49,19 @@ impl Entry {
                 Entry::Virtual(_) => 0,
                 Entry::Link { target, .. } => target.capacity(),
                 Entry::Node { node, path, .. } => node.memory_size() + path.own_memory(),
-                Entry::History { path, .. } => path.own_memory(),
+                // The merge cache may have let go of what these share.
+                Entry::History {
+                    dirs,
+                    versions,
+                    path,
+                } => {
+                    path.own_memory()
+                        + std::mem::size_of_val::<[Source]>(dirs)
+                        + versions
+                            .iter()
+                            .map(|v| std::mem::size_of::<Version>() + v.node.memory_size())
+                            .sum::<usize>()
+                }
             }
     }
 }
