@@ -292,17 +292,17 @@ trap unmount EXIT
 
 # ids TOOL: the ids of the last two snapshots, oldest first.
 ids() {
-  local out
+  local out="$LOGS/snapshots.$1.json"
   case $1 in
-    cairn) out=$("$CAIRN" -r "$WORK/repo-cairn" snapshots --json 2>/dev/null) || return 0 ;;
-    restic) out=$(restic -r "$WORK/repo-restic" snapshots --json 2>/dev/null) || return 0 ;;
+    cairn) "$CAIRN" -r "$WORK/repo-cairn" snapshots --json > "$out" 2>/dev/null || return 0 ;;
+    restic) restic -r "$WORK/repo-restic" snapshots --json > "$out" 2>/dev/null || return 0 ;;
   esac
   python3 -c '
 import json, re, sys
 def key(s):  # RFC 3339 with up to 9 fractional digits
     m = re.match(r"(.{19})(\.\d+)?(.*)", s["time"])
     return (m.group(1) + m.group(3), float(m.group(2) or 0))
-snaps = sorted(json.loads(sys.argv[1]) or [], key=key)
+snaps = sorted(json.load(open(sys.argv[1])) or [], key=key)
 print(" ".join(s["id"] for s in snaps[-2:]))' "$out"
 }
 
