@@ -232,13 +232,11 @@ fn equal_snapshots_diff_empty_without_reading_a_tree() {
     let env = Env::with_repo(&[]);
     let s: State = [(b"d/c".to_vec(), (1u8, 0o644))].into_iter().collect();
     back_up(&env, &[s]);
-    // The same tree again, untouched (twice: the first backup's reads move the directories'
-    // access times, which snapshots record).
-    for _ in 0..2 {
-        env.ok(&["backup", "-q", "--force", env.path("src").to_str().unwrap()]);
-    }
+    // The same tree again, untouched: the first backup's reads did not move access times
+    // (which snapshots record), so the trees are the same.
+    env.ok(&["backup", "-q", "--force", env.path("src").to_str().unwrap()]);
     let ids = env.snapshot_ids();
-    let report = env.json(&["diff", &ids[1], &ids[2]]);
+    let report = env.json(&["diff", &ids[0], &ids[1]]);
     assert_eq!(report["changes"].as_array().unwrap().len(), 0);
     assert_eq!(report["summary"]["trees_skipped"], 1, "{report}");
     let _ = mtime(0);

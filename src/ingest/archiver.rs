@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -428,7 +428,7 @@ impl Archiver<'_> {
 
     /// Chunks and stores one file's content in bounded batches, chunks of a batch in parallel.
     fn read_content(&self, path: &Path, meta: &Metadata) -> Result<(Vec<BlobId>, u64), FileError> {
-        let file = File::open(path)?;
+        let file = crate::ingest::noatime::open_file(path)?;
         let mut content = Vec::new();
         let read = for_each_batch::<_, FileError>(
             &self.chunker,
@@ -465,10 +465,8 @@ impl Archiver<'_> {
 
     /// Stores a directory's tree, visiting its entries in parallel.
     fn dir_tree(&self, path: &Path, parent_tree: Option<BlobId>, root_dev: u64) -> Result<BlobId> {
-        let mut names: Vec<OsString> = match fs::read_dir(path) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.file_name()))
-                .collect(),
+        let mut names: Vec<OsString> = match crate::ingest::noatime::list_dir(path) {
+            Ok(names) => names,
             Err(e) => {
                 self.warn(path, format!("cannot list directory: {e}"));
                 return self.packer.store_tree(Vec::new());

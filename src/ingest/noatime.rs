@@ -1,0 +1,80 @@
+//! Reading the tree being backed up without moving its access times.
+//!
+//! Snapshots record each entry's access time. Reading a file or listing a directory moves it
+//! (under `relatime`, on the first read after a change and once a day after that), so without
+//! care a backup's own reads would change what the next backup records: every directory it
+//! listed would get a new tree id a day later, unchanged or not, and snapshots would stop
+//! sharing trees — the sharing that de-duplicates metadata and lets `history/`, `find` and
+//! `diff` skip unchanged directories. Opening with `O_NOATIME` leaves access times alone; the
+//! kernel allows it only to the owner (or root), so for others the plain open is used.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+fn open(path: &Path, flags: i32) -> io::Result<File> {
+    let with = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_NOATIME)
+        .open(path);
+    match with {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            OpenOptions::new().read(true).custom_flags(flags).open(path)
+        }
+        other => other,
+    }
+}
+
+/// Opens a file for reading without moving its access time where allowed.
+pub fn open_file(path: &Path) -> io::Result<File> {
+    open(path, libc::O_NOFOLLOW)
+}
+
+/// The names in directory `path` (without `.` and `..`), listed without moving its access time
+/// where allowed.
+pub fn list_dir(path: &Path) -> io::Result<Vec<OsString>> {
+    let fd = open(path, libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+    let mut dir = nix::dir::Dir::from_fd(fd.into()).map_err(io::Error::from)?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn reading_and_listing_leave_access_times_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"content").unwrap();
+        // An access time before the modification time: any plain read would move it.
+        let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+        let new = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+        for p in [&file, &dir.path().to_path_buf()] {
+            filetime::set_file_times(p, old, new).unwrap();
+        }
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut open_file(&file).unwrap(), &mut read).unwrap();
+        assert_eq!(read, b"content");
+        assert_eq!(list_dir(dir.path()).unwrap(), vec![OsString::from("f")]);
+        for p in [&file, &dir.path().to_path_buf()] {
+            assert_eq!(
+                std::fs::metadata(p).unwrap().atime(),
+                1_000_000_000,
+                "{p:?}"
+            );
+        }
+    }
+}
