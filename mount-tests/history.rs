@@ -171,5 +171,57 @@ fn a_file_deleted_and_back_and_paths_in_some_snapshots_only() {
     support::wait_for("the new version", || {
         names(&mnt.dir.join("history/src/a")).len() == 3
     });
+    // Forgetting the second snapshot (the only one with a = 2) takes that version away from
+    // listings the kernel had cached.
+    env.ok(&["forget", &snaps[1].0]);
+    support::wait_for("the forgotten version to go", || {
+        names(&mnt.dir.join("history/src/a")).len() == 2
+    });
+    mnt.stop();
+}
+
+#[test]
+fn a_merge_larger_than_the_cache_allows_is_eio_not_memory() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let many = src.join("many");
+    fs::create_dir_all(&many).unwrap();
+    for round in 0..3 {
+        for i in 0..2000 {
+            fs::write(many.join(format!("file-{i:04}")), format!("{round} {i}")).unwrap();
+        }
+        env.ok(&["backup", "-q", src.to_str().unwrap()]);
+    }
+    // 6,000 versions do not fit a quarter of a 1 MiB cache.
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "1MiB"]);
+    // The directory opens (no round trip) and reading it fails.
+    let listed: Vec<Option<i32>> = fs::read_dir(mnt.dir.join("history/src/many"))
+        .unwrap()
+        .map(|e| e.err().and_then(|e| e.raw_os_error()))
+        .collect();
+    assert_eq!(listed, [Some(libc::EIO)], "a merge over budget must fail");
+    support::wait_for("the log line", || mnt.log().contains("--cache-size"));
+    // The snapshots themselves still read.
+    assert_eq!(
+        fs::read_dir(mnt.dir.join("latest/src/many"))
+            .unwrap()
+            .count(),
+        2000
+    );
+    mnt.stop();
+    // With room, the same directory lists.
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "64MiB"]);
+    assert_eq!(
+        fs::read_dir(mnt.dir.join("history/src/many"))
+            .unwrap()
+            .count(),
+        2000
+    );
+    assert_eq!(
+        fs::read_dir(mnt.dir.join("history/src/many/file-0007"))
+            .unwrap()
+            .count(),
+        3
+    );
     mnt.stop();
 }

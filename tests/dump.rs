@@ -113,6 +113,23 @@ fn a_directory_dumped_as_zip_reads_back() {
     // first appearance in the archive).
     let (linked, _) = read("dir/hardlink");
     assert_eq!(linked, b"hello, world\n");
+    // A name that is not UTF-8 (src/ has one) is refused, not replaced.
+    let out = env.run(&["dump", "latest:src", "--archive", "zip"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use --archive tar"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A file with --archive is an archive of one entry.
+    let one = dump(&env, &["latest:src/small.txt", "--archive", "tar"]);
+    let mut archive = tar::Archive::new(std::io::Cursor::new(one));
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["small.txt"]);
     // Its entries, itself and deeper/text.txt.
     assert_eq!(
         zip.len(),

@@ -9,7 +9,7 @@ use cairn::repo::tree::{Node, NodeKind};
 use indicatif::HumanBytes;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 /// Options of `diff`.
 #[derive(clap::Args)]
@@ -33,7 +33,15 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let (_, before) = repo.find_snapshot(&args.before)?;
     let (_, after) = repo.find_snapshot(&args.after)?;
     let index = repo.load_index()?;
-    let path = Path::new("/").join(args.path.as_deref().unwrap_or("").trim_start_matches('/'));
+    // `.` and repeated slashes name nothing: the path is its normal components under `/`.
+    let mut path = PathBuf::from("/");
+    for component in Path::new(args.path.as_deref().unwrap_or("")).components() {
+        match component {
+            Component::Normal(name) => path.push(name),
+            Component::ParentDir => anyhow::bail!("a path to compare may not contain '..'"),
+            _ => {}
+        }
+    }
     // The whole snapshots compare their roots' entries; a path compares its node on each side.
     let (old, new, base): (Vec<Node>, Vec<Node>, &Path) = match path.parent() {
         None => (

@@ -19,9 +19,10 @@ cairn dump 1a2b3c4d:srv/www --archive zip > www.zip"
 pub struct Args {
     /// Snapshot (id prefix, `latest`, `latest~N`), optionally with `:PATH` inside it.
     snapshot: String,
-    /// The archive a directory is written as.
-    #[arg(long, value_enum, default_value = "tar")]
-    archive: ArchiveFormat,
+    /// The archive a directory is written as (tar when not given); given for a file, the file
+    /// is written as an archive of one entry.
+    #[arg(long, value_enum)]
+    archive: Option<ArchiveFormat>,
 }
 
 /// Runs `dump`.
@@ -42,13 +43,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let stdout = std::io::stdout();
     if let Some(node) = &node {
         match node.kind {
-            NodeKind::File => {
+            NodeKind::File if args.archive.is_none() => {
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
                 dump_file(&repo, &index, node, inside, &mut out)?;
                 out.flush()?;
                 return Ok(0);
             }
-            NodeKind::Dir => {}
+            NodeKind::Dir | NodeKind::File => {}
             other => bail!(
                 "{path} is a {}: only files and directories can be dumped",
                 format!("{other:?}").to_lowercase()
@@ -63,7 +64,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         Some(node) => vec![node],
         None => nodes,
     };
-    let dumped = dump_tree(&repo, &index, nodes, Path::new(""), args.archive, out)?;
+    let format = args.archive.unwrap_or(ArchiveFormat::Tar);
+    let dumped = dump_tree(&repo, &index, nodes, Path::new(""), format, out)?;
     if !globals.quiet {
         eprintln!(
             "{} entries, {} of files{}",

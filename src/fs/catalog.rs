@@ -32,6 +32,10 @@ pub struct Contents {
     pub snapshots: Vec<Listed>,
     /// An index covering every listed snapshot.
     pub index: Arc<Index>,
+    /// When this list of snapshots was read (nanoseconds): the modification time of the
+    /// made-up directories, so that the kernel drops listings it cached (`snapshots/`,
+    /// `history/…`) when snapshots come or go, a forget of an old one included.
+    pub changed: i64,
 }
 
 impl Contents {
@@ -47,9 +51,13 @@ impl Contents {
                 );
             }
         }
+        let changed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         Contents {
             snapshots: names(snapshots),
             index: Arc::new(index),
+            changed,
         }
     }
 }
@@ -126,6 +134,7 @@ impl Catalog {
         current.0 = Arc::new(Contents {
             snapshots,
             index: index.clone(),
+            changed: current.0.changed,
         });
         Some(index)
     }

@@ -9,7 +9,7 @@
 //! contents of its other nodes (its versions). Because sources are visited oldest first, the
 //! first time a subtree or a content is met is its first appearance in any snapshot.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::tree::{Node, NodeKind};
 use rayon::prelude::*;
@@ -44,6 +44,9 @@ pub struct Source {
 pub struct Version {
     /// The first snapshot where the name has this content.
     pub first: Seen,
+    /// What identifies the content ([`Node::content_key`]): a version keeps its inode number when
+    /// forgetting snapshots renames it.
+    pub key: [u8; 32],
     /// The node as that snapshot recorded it.
     pub node: Arc<Node>,
 }
@@ -66,6 +69,8 @@ pub struct Merged {
     pub names: Vec<MergedName>,
     /// Roughly the bytes the names hold, for the memory budget.
     pub bytes: usize,
+    /// Sources whose tree could not be read (damaged), left out, with why.
+    pub skipped: Vec<(Source, Error)>,
 }
 
 impl Merged {
@@ -78,23 +83,6 @@ impl Merged {
     }
 }
 
-/// What makes two versions of a name the same: its kind and content (chunks, link target or
-/// device number), not its attributes.
-fn content_key(node: &Node) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([node.kind as u8]);
-    match node.kind {
-        NodeKind::File => {
-            for id in &node.content {
-                h.update(id.0);
-            }
-        }
-        NodeKind::Symlink => h.update(&node.target),
-        _ => h.update(node.rdev.to_le_bytes()),
-    }
-    h.finalize().into()
-}
-
 /// A name being merged, with what it has been seen as so far.
 #[derive(Default)]
 struct Building {
@@ -104,13 +92,30 @@ struct Building {
     contents: HashSet<[u8; 32]>,
 }
 
+/// What one more name, subtree or version costs while merging and once merged, beyond its own
+/// bytes: map and set slots.
+const SLOT: usize = 96;
+
 /// Merges the directories `sources` (oldest first, distinct trees), reading each tree once
-/// with `read`, a few in parallel.
+/// with `read`, a few in parallel. A source that does not read is left out and reported in
+/// [`Merged::skipped`]; a merge that would hold more than `limit` bytes is refused (the
+/// mount's memory budget bounds it, whatever the number and size of the snapshots).
 pub fn merge(
     sources: &[Source],
     read: &(dyn Fn(&BlobId) -> Result<Vec<Node>> + Sync),
+    limit: usize,
 ) -> Result<Merged> {
     let mut names: BTreeMap<Vec<u8>, Building> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    let mut held = 0usize;
+    let over = || {
+        Error::Invalid(format!(
+            "merging {} trees needs more than {} MiB, the share of the mount's cache merges may \
+             take: mount with a larger --cache-size",
+            sources.len(),
+            limit >> 20
+        ))
+    };
     for batch in sources.chunks(READ_BATCH) {
         let trees: Vec<Result<Vec<Node>>> = batch
             .par_iter()
@@ -120,20 +125,42 @@ pub fn merge(
             })
             .collect();
         for (source, nodes) in batch.iter().zip(trees) {
-            for node in nodes? {
-                let building = names.entry(node.name.clone()).or_default();
+            let nodes = match nodes {
+                Ok(nodes) => nodes,
+                Err(e) => {
+                    skipped.push((*source, e));
+                    continue;
+                }
+            };
+            for node in nodes {
+                let building = match names.get_mut(&node.name) {
+                    Some(b) => b,
+                    None => {
+                        held += SLOT + node.name.len();
+                        names.entry(node.name.clone()).or_default()
+                    }
+                };
                 if node.kind == NodeKind::Dir {
                     if building.dir_trees.insert(node.subtree) {
+                        held += SLOT;
                         building.dirs.push(Source {
                             tree: node.subtree,
                             first: source.first,
                         });
                     }
-                } else if building.contents.insert(content_key(&node)) {
-                    building.versions.push(Version {
-                        first: source.first,
-                        node: Arc::new(node),
-                    });
+                } else {
+                    let key = node.content_key();
+                    if building.contents.insert(key) {
+                        held += SLOT + node.memory_size();
+                        building.versions.push(Version {
+                            first: source.first,
+                            key,
+                            node: Arc::new(node),
+                        });
+                    }
+                }
+                if held > limit {
+                    return Err(over());
                 }
             }
         }
@@ -156,7 +183,11 @@ pub fn merge(
             }
         })
         .collect();
-    Ok(Merged { names, bytes })
+    Ok(Merged {
+        names,
+        bytes,
+        skipped,
+    })
 }
 
 /// The distinct trees of `sources`, keeping each one's first appearance; `sources` must be
@@ -264,7 +295,7 @@ mod tests {
                 first: seen(n),
             })
             .collect();
-        let merged = merge(&sources, &|id| Ok(trees[id].clone())).unwrap();
+        let merged = merge(&sources, &|id| Ok(trees[id].clone()), 1 << 20).unwrap();
         let names: Vec<&[u8]> = merged.names.iter().map(|m| m.name.as_slice()).collect();
         assert_eq!(names, [b"a".as_slice(), b"b", b"d"]);
         let a = merged.get(b"a").unwrap();
@@ -292,6 +323,24 @@ mod tests {
         );
         assert_eq!(d.versions.len(), 1, "a file that was a directory before");
         assert!(merged.get(b"c").is_none());
+        // A budget too small is an error, not a merge beyond it.
+        let refused = merge(&sources, &|id| Ok(trees[id].clone()), 1000).unwrap_err();
+        assert!(refused.to_string().contains("--cache-size"), "{refused}");
+        // A damaged source is left out and named.
+        let partial = merge(
+            &sources,
+            &|id| {
+                if id.0[0] == 3 {
+                    Err(Error::MissingBlob(*id))
+                } else {
+                    Ok(trees[id].clone())
+                }
+            },
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(partial.skipped.len(), 1);
+        assert_eq!(partial.get(b"a").unwrap().versions.len(), 1);
     }
 
     #[test]
@@ -301,14 +350,17 @@ mod tests {
         let versions = [
             Version {
                 first: seen(1),
+                key: [1; 32],
                 node: Arc::new(file("a", 1, 0)),
             },
             Version {
                 first: late,
+                key: [2; 32],
                 node: Arc::new(file("a", 2, 0)),
             },
             Version {
                 first: seen(9),
+                key: [3; 32],
                 node: Arc::new(file("a", 3, 0)),
             },
         ];

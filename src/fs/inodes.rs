@@ -49,19 +49,9 @@ impl Entry {
                 Entry::Virtual(_) => 0,
                 Entry::Link { target, .. } => target.capacity(),
                 Entry::Node { node, path, .. } => node.memory_size() + path.own_memory(),
-                // The merge cache may have let go of what these share.
-                Entry::History {
-                    dirs,
-                    versions,
-                    path,
-                } => {
-                    path.own_memory()
-                        + std::mem::size_of_val::<[Source]>(dirs)
-                        + versions
-                            .iter()
-                            .map(|v| std::mem::size_of::<Version>() + v.node.memory_size())
-                            .sum::<usize>()
-                }
+                // What it shares with its merge is counted by the merge cache, which keeps the
+                // merges of live inodes.
+                Entry::History { path, .. } => path.own_memory(),
             }
     }
 }
@@ -91,6 +81,8 @@ pub enum Entry {
     },
     /// A directory below `history/`: one path merged across snapshots.
     History {
+        /// The key of the merge of `dirs` ([`crate::fs::history::sources_key`]).
+        key: [u8; 32],
         /// The distinct trees the path has had as a directory, oldest first.
         dirs: Arc<[Source]>,
         /// Its distinct contents as anything else, oldest first.

@@ -9,8 +9,10 @@
 //!
 //! A tree may have been crafted by anyone who holds a key: the search is iterative (no depth
 //! overflows the stack), refuses directories nested deeper than [`MAX_DEPTH`], and counts every
-//! entry it visits against [`MAX_WALK_WORK`], so a subtree named over and over at different
-//! paths ends in an error, not a search without end.
+//! entry it visits in one snapshot against [`MAX_WALK_WORK`], so a subtree named over and over
+//! at different paths ends in an error, not a search without end. The memo holds at most
+//! [`MEMO_LIMIT`] match references; past that it starts afresh (later snapshots are then
+//! walked again), so its memory does not grow with the number of snapshots.
 
 use crate::error::{Error, Result};
 use crate::ingest::patterns::Patterns;
@@ -24,6 +26,9 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+
+/// Match references the memo may hold (8 bytes each) before it is emptied.
+pub const MEMO_LIMIT: usize = 1 << 22;
 
 /// One matching path with one set of attributes, and where it appears.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,9 +94,14 @@ pub fn find(
     let mut by_key: HashMap<MatchKey, usize> = HashMap::new();
     // (tree, path) -> the matches below it.
     let mut memo: HashMap<(BlobId, PathBuf), Vec<usize>> = HashMap::new();
-    let mut work = 0u64;
+    let mut memo_refs = 0usize;
     for (position, snapshot) in snapshots.iter().enumerate() {
         let position = position as u32;
+        let mut work = 0u64;
+        if memo_refs > MEMO_LIMIT {
+            memo.clear();
+            memo_refs = 0;
+        }
         let root = PathBuf::from("/");
         let mut stack = vec![open(repo, index, snapshot.tree, root.clone(), &mut out)?];
         while let Some(frame) = stack.last_mut() {
@@ -101,6 +111,7 @@ pub fn find(
                     parent.below.extend(&done.below);
                 }
                 if let Some(key) = done.key {
+                    memo_refs += done.below.len() + 1;
                     memo.insert(key, done.below);
                 }
                 continue;

@@ -80,6 +80,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// What makes two nodes the same content: kind and chunks, link target or device number,
+    /// not attributes. The history view's versions and hard links (restore, dump) compare it.
+    pub fn content_key(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update([self.kind as u8]);
+        match self.kind {
+            NodeKind::File => {
+                for id in &self.content {
+                    h.update(id.0);
+                }
+            }
+            NodeKind::Symlink => h.update(&self.target),
+            _ => h.update(self.rdev.to_le_bytes()),
+        }
+        h.finalize().into()
+    }
+
     /// Roughly the memory this node holds, itself and its heap parts, for caches that count
     /// what they keep.
     pub fn memory_size(&self) -> usize {

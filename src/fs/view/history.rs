@@ -5,18 +5,28 @@
 //! the time of the first snapshot that has it and served like any file of the view. Merges
 //! ([`crate::fs::history::merge`]) read each distinct tree once and are kept in a cache charged
 //! to the mount's one memory budget, so listing a path again costs nothing and a thousand
-//! snapshots that share a directory read it once.
+//! snapshots that share a directory read it once. A merge is refused (EIO, one log line) when
+//! it would not fit the cache's share for merges, whatever the repository holds.
+//!
+//! The merge of a directory the kernel holds is pinned: looking up its entries one by one
+//! (`stat` of each, as `ls -l` without READDIRPLUS does) must not merge it again each time
+//! other merges push it out. One thread merges a directory while others wait for it.
 
 use super::*;
 use crate::fs::history::{
     Merged, MergedName, Seen, Source, Version, distinct, merge, sources_key, version_names,
 };
 use crate::fs::node_path::NodePath;
+use std::collections::HashMap;
 
-/// Merged directories remembered, with the bytes they hold.
+/// Merged directories remembered, with the bytes they hold, and which of them live inodes use.
 pub(super) struct MergeCache {
     merges: LruCache<[u8; 32], (Arc<Merged>, usize)>,
     bytes: usize,
+    /// Merge key -> live history inodes that merge it.
+    pins: HashMap<[u8; 32], usize>,
+    /// Merges being computed, so a second asker waits instead of merging again.
+    merging: HashMap<[u8; 32], Arc<Mutex<()>>>,
 }
 
 impl MergeCache {
@@ -25,7 +35,29 @@ impl MergeCache {
         MergeCache {
             merges: LruCache::unbounded(),
             bytes: 0,
+            pins: HashMap::new(),
+            merging: HashMap::new(),
         }
+    }
+
+    /// Drops the least recently used merges no live inode uses until the cache is within
+    /// `limit`; returns the bytes released.
+    fn shrink(&mut self, limit: usize) -> usize {
+        let mut released = 0;
+        while self.bytes > limit {
+            let victim = self
+                .merges
+                .iter()
+                .rev()
+                .map(|(key, _)| *key)
+                .find(|key| !self.pins.contains_key(key));
+            let Some(key) = victim else { break };
+            if let Some((_, bytes)) = self.merges.pop(&key) {
+                released += bytes;
+                self.bytes -= bytes;
+            }
+        }
+        released
     }
 }
 
@@ -71,6 +103,7 @@ impl View {
                 dirs,
                 versions,
                 path,
+                ..
             } => Some(HistoryDir {
                 dirs: dirs.clone(),
                 versions: versions.clone(),
@@ -80,56 +113,81 @@ impl View {
         }
     }
 
+    /// Counts one more live inode of the history directory merging `key` (`live`), or one
+    /// fewer.
+    pub(super) fn pin_merge(&self, key: &[u8; 32], live: bool) {
+        let mut cache = self.merges.lock();
+        if live {
+            *cache.pins.entry(*key).or_default() += 1;
+        } else if let Some(count) = cache.pins.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                cache.pins.remove(key);
+            }
+        }
+    }
+
     /// The merge of `dirs`, from the cache or read now; a failure is logged with the path and
     /// becomes EIO.
     fn merged(&self, dirs: &[Source], path: &NodePath) -> std::result::Result<Arc<Merged>, Errno> {
         let key = sources_key(dirs);
+        let gate = {
+            let mut cache = self.merges.lock();
+            if let Some((hit, _)) = cache.merges.get(&key) {
+                return Ok(hit.clone());
+            }
+            cache.merging.entry(key).or_default().clone()
+        };
+        let _merging = gate.lock();
         if let Some((hit, _)) = self.merges.lock().merges.get(&key) {
             return Ok(hit.clone());
         }
-        let index = self.catalog.contents().index.clone();
-        let merged = merge(dirs, &|tree| self.fetcher.tree(&index, tree)).map_err(|e| {
-            tracing::error!("{path}: {e}");
-            Errno::EIO
-        })?;
-        let merged = Arc::new(merged);
-        let bytes = merged.bytes;
         let budget = &self.fetcher.cache;
         let limit = budget.capacity() / TREE_SHARE;
-        let mut released = 0;
-        {
-            let mut cache = self.merges.lock();
-            if let Some((_, old)) = cache.merges.put(key, (merged.clone(), bytes)) {
-                released += old;
-                cache.bytes -= old;
+        let index = self.catalog.contents().index.clone();
+        let result = merge(dirs, &|tree| self.fetcher.tree(&index, tree), limit);
+        let merged = match result {
+            Ok(merged) => Arc::new(merged),
+            Err(e) => {
+                self.merges.lock().merging.remove(&key);
+                tracing::error!("{path}: {e}");
+                return Err(Errno::EIO);
             }
-            cache.bytes += bytes;
-            while cache.bytes > limit && cache.merges.len() > 1 {
-                if let Some((_, (_, evicted))) = cache.merges.pop_lru() {
-                    released += evicted;
-                    cache.bytes -= evicted;
-                }
-            }
+        };
+        for (source, e) in &merged.skipped {
+            tracing::error!(
+                "{path}: the version of snapshot {} left out: {e}",
+                source.first.snapshot.short()
+            );
         }
+        let bytes = merged.bytes;
+        let released = {
+            let mut cache = self.merges.lock();
+            cache.merging.remove(&key);
+            cache.merges.put(key, (merged.clone(), bytes));
+            cache.bytes += bytes;
+            cache.shrink(limit)
+        };
         budget.discharge(released);
         budget.charge(bytes);
         Ok(merged)
     }
 
-    /// The entries of the history directory `ino`: every merged name as a history directory,
-    /// then every version as a file named by its first snapshot's time. `only` restricts them
-    /// to one name (a lookup).
+    /// The entries of the history directory `ino` from the `skip`th on: every merged name as a
+    /// history directory, then every version as a file named by its first snapshot's time.
+    /// `only` restricts them to one name (a lookup).
     pub(super) fn history_children(
         &self,
         ino: u64,
         dir: &HistoryDir,
         only: Option<&[u8]>,
+        skip: usize,
     ) -> std::result::Result<Vec<HistoryChild>, Errno> {
         let (versions, path) = (&dir.versions, &dir.path);
         let merged = self.merged(&dir.dirs, path)?;
         let mut out = Vec::new();
         let names: &[MergedName] = match only {
-            None => &merged.names,
+            None => merged.names.get(skip..).unwrap_or_default(),
             Some(name) => match merged
                 .names
                 .binary_search_by(|m| m.name.as_slice().cmp(name))
@@ -142,6 +200,7 @@ impl View {
             out.push(HistoryChild {
                 ino: child_ino(ino, &m.name, None, None),
                 entry: Entry::History {
+                    key: sources_key(&m.dirs),
                     dirs: m.dirs.clone(),
                     versions: m.versions.clone(),
                     path: path.child(&m.name),
@@ -153,7 +212,13 @@ impl View {
             return Ok(out);
         }
         let labels = version_names(versions, |name| merged.get(name).is_some());
-        for (version, label) in versions.iter().zip(labels) {
+        let skip_versions = skip.saturating_sub(merged.names.len());
+        for (version, label) in
+            versions
+                .iter()
+                .zip(labels)
+                .skip(if only.is_some() { 0 } else { skip_versions })
+        {
             let label = label.into_bytes();
             if only.is_some_and(|name| name != label.as_slice()) {
                 continue;
@@ -161,7 +226,7 @@ impl View {
             let mut node = (*version.node).clone();
             node.name = label.clone();
             out.push(HistoryChild {
-                ino: child_ino(ino, &label, None, None),
+                ino: version_ino(ino, version),
                 entry: Entry::Node {
                     snapshot: version.first.snapshot,
                     parent: ino,
@@ -175,9 +240,11 @@ impl View {
     }
 }
 
-/// The newest first appearance among a history directory's sources and versions: its time.
-pub(super) fn history_time(dirs: &[Source], versions: &[Version]) -> i64 {
-    let dir = dirs.iter().map(|s| s.first.time).max();
-    let version = versions.iter().map(|v| v.first.time).max();
-    dir.max(version).unwrap_or(0)
+/// The inode number of a version: from its snapshot and content, not its name, which forgetting
+/// a snapshot can change (or give to another version).
+fn version_ino(parent: u64, version: &Version) -> u64 {
+    let mut name = b"version".to_vec();
+    name.extend_from_slice(&version.first.snapshot.0);
+    name.extend_from_slice(&version.key);
+    child_ino(parent, &name, None, None)
 }

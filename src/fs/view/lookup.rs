@@ -174,8 +174,8 @@ impl View {
         }
         let skip = offset.saturating_sub(2) as usize;
         if let Some(dir) = self.history_dir(&entry) {
-            let children = self.history_children(ino, &dir, None)?;
-            for (i, child) in children.into_iter().enumerate().skip(skip) {
+            let children = self.history_children(ino, &dir, None, skip)?;
+            for (i, child) in children.into_iter().enumerate().map(|(i, c)| (i + skip, c)) {
                 let name = OsStr::from_bytes(&child.name);
                 if add(child.ino, (i + 3) as u64, name, child.entry) {
                     break;
@@ -231,28 +231,8 @@ impl View {
 
     pub(super) fn attr(&self, ino: u64, entry: &Entry) -> FileAttr {
         let (kind, perm, size, nlink, uid, gid, rdev, mtime, ctime, atime) = match entry {
-            Entry::Virtual(_) => {
-                let time = self
-                    .catalog
-                    .contents()
-                    .snapshots
-                    .last()
-                    .map_or(0, |s| s.snapshot.time);
-                (
-                    FileType::Directory,
-                    0o555,
-                    0,
-                    2,
-                    self.owner.0,
-                    self.owner.1,
-                    0,
-                    time,
-                    time,
-                    time,
-                )
-            }
-            Entry::History { dirs, versions, .. } => {
-                let time = history::history_time(dirs, versions);
+            Entry::Virtual(_) | Entry::History { .. } => {
+                let time = self.catalog.contents().changed;
                 (
                     FileType::Directory,
                     0o555,
@@ -326,7 +306,7 @@ impl View {
         let parent_entry = self.inodes.get(parent).ok_or(Errno::ENOENT)?;
         if let Some(dir) = self.history_dir(&parent_entry) {
             let child = self
-                .history_children(parent, &dir, Some(name))?
+                .history_children(parent, &dir, Some(name), 0)?
                 .into_iter()
                 .next()
                 .ok_or(Errno::ENOENT)?;

@@ -247,8 +247,19 @@ impl View {
     /// Records a lookup of `ino` by the kernel, charging a newly live inode to the budget.
     fn remember(&self, ino: u64, entry: Entry) {
         self.fetcher.cache.charge(entry.memory_size());
+        if let Entry::History { key, .. } = &entry {
+            self.pin_merge(key, true);
+        }
         if let Some(old) = self.inodes.remember(ino, Arc::new(entry)) {
-            self.fetcher.cache.discharge(old.memory_size());
+            self.let_go(&old);
+        }
+    }
+
+    /// Releases what a live inode's entry held: its charge, and its pin of a merge.
+    fn let_go(&self, entry: &Entry) {
+        self.fetcher.cache.discharge(entry.memory_size());
+        if let Entry::History { key, .. } = entry {
+            self.pin_merge(key, false);
         }
     }
 }
@@ -283,7 +294,7 @@ impl Filesystem for View {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if let Some(entry) = self.inodes.forget(ino.0, nlookup) {
-            self.fetcher.cache.discharge(entry.memory_size());
+            self.let_go(&entry);
         }
     }
 

@@ -161,8 +161,10 @@ pub fn dump_tree(
         ArchiveFormat::Zip => Box::new(zip::ZipArchive::new(out)),
     };
     let mut done = Dumped::default();
-    // Hard-linked files already written: (device, inode) -> path.
-    let mut linked: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    // Hard-linked files already written: (device, inode) -> path and content. A node is
+    // written as a link only when its content is the same: a crafted tree could give another
+    // file the same (device, inode), which must not make it come out with the first's bytes.
+    let mut linked: HashMap<(u64, u64), (Vec<u8>, Vec<BlobId>)> = HashMap::new();
     let mut budget = WalkBudget::default();
     walk(repo, index, nodes, base, &mut budget, &mut |path, node| {
         use std::os::unix::ffi::OsStrExt;
@@ -173,10 +175,9 @@ pub fn dump_tree(
             return Ok(());
         }
         let hard = node.kind == NodeKind::File && node.links > 1;
-        let link_to = if hard {
-            linked.get(&(node.device, node.inode)).cloned()
-        } else {
-            None
+        let link_to = match linked.get(&(node.device, node.inode)) {
+            Some((first, content)) if hard && *content == node.content => Some(first.clone()),
+            _ => None,
         };
         let result = match (&link_to, node.kind) {
             (None, NodeKind::File) => {
@@ -188,7 +189,9 @@ pub fn dump_tree(
         };
         result.map_err(|e| io_error(path, e))?;
         if hard && link_to.is_none() {
-            linked.insert((node.device, node.inode), name.to_vec());
+            linked
+                .entry((node.device, node.inode))
+                .or_insert_with(|| (name.to_vec(), node.content.clone()));
         }
         done.entries += 1;
         Ok(())
@@ -199,6 +202,11 @@ pub fn dump_tree(
 
 /// An I/O error of the dump: a verification failure inside a file's reader keeps its message.
 fn io_error(path: &Path, e: std::io::Error) -> Error {
+    let path = if path.as_os_str().is_empty() {
+        Path::new("the archive")
+    } else {
+        path
+    };
     Error::Invalid(format!("{}: {e}", path.display()))
 }
 

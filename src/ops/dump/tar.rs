@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 
 /// The largest id a ustar header holds (7 octal digits).
 const USTAR_ID_MAX: u32 = 0o7777777;
+/// The largest size a ustar header holds (11 octal digits); larger ones get a PAX record too.
+const USTAR_SIZE_MAX: u64 = 0o77777777777;
 
 /// A tar stream being written.
 pub struct TarArchive {
@@ -90,23 +92,25 @@ impl Archive for TarArchive {
             header.set_device_minor(libc::minor(rdev))?;
         }
         for x in &node.xattrs {
+            // A PAX key ends at the first '=': a name holding one would come back as another
+            // xattr.
             match std::str::from_utf8(&x.name) {
-                Ok(name) => pax.push((format!("SCHILY.xattr.{name}"), x.value.clone())),
-                Err(_) => tracing::warn!(
-                    "{}: an xattr whose name is not UTF-8 cannot be put in a tar",
-                    String::from_utf8_lossy(path)
+                Ok(name) if !name.contains('=') => {
+                    pax.push((format!("SCHILY.xattr.{name}"), x.value.clone()))
+                }
+                _ => tracing::warn!(
+                    "{}: xattr {:?} cannot be put in a tar (not UTF-8, or holds '='): left out",
+                    String::from_utf8_lossy(path),
+                    String::from_utf8_lossy(&x.name)
                 ),
             }
         }
-        if std::str::from_utf8(path).is_err()
-            || pax
-                .iter()
-                .any(|(k, _)| k == "linkpath" && std::str::from_utf8(&node.target).is_err())
-        {
-            // PAX values are UTF-8 unless this says otherwise.
-            pax.insert(0, ("hdrcharset".into(), b"BINARY".to_vec()));
-        }
+        // Names that are not UTF-8 go in PAX records as raw bytes, which GNU tar and bsdtar
+        // read back as they are.
         let size = if content.is_some() { node.size } else { 0 };
+        if size > USTAR_SIZE_MAX {
+            pax.push(("size".into(), size.to_string().into_bytes()));
+        }
         header.set_size(size);
         header.set_cksum();
         self.builder

@@ -50,15 +50,30 @@ impl Archive for ZipArchive {
         link_to: Option<&[u8]>,
         content: Option<&mut dyn Read>,
     ) -> std::io::Result<()> {
-        let name = String::from_utf8_lossy(path).into_owned();
+        // Names go in as they are or not at all: replacing bytes that are not UTF-8 could make
+        // two entries one (or a file land inside an earlier link), and `\` is a separator to
+        // Windows extractors.
+        let name = match std::str::from_utf8(path) {
+            Ok(name) if !name.contains('\\') => name.to_string(),
+            _ => {
+                return Err(std::io::Error::other(format!(
+                    "{}: a zip holds only UTF-8 names without '\\': use --archive tar",
+                    String::from_utf8_lossy(path)
+                )));
+            }
+        };
         let opts = options(node);
         match (node.kind, content) {
             (NodeKind::Dir, _) => self.writer.add_directory(name, opts)?,
-            (NodeKind::Symlink, _) => self.writer.add_symlink(
-                name,
-                String::from_utf8_lossy(&node.target).into_owned(),
-                opts,
-            )?,
+            (NodeKind::Symlink, _) => {
+                let target = std::str::from_utf8(&node.target).map_err(|_| {
+                    std::io::Error::other(format!(
+                        "{name}: a link target that is not UTF-8 does not fit a zip: use \
+                         --archive tar"
+                    ))
+                })?;
+                self.writer.add_symlink(name, target, opts)?
+            }
             (NodeKind::File, Some(reader)) => {
                 self.writer.start_file(name, opts)?;
                 std::io::copy(reader, &mut self.writer)?;
@@ -66,8 +81,8 @@ impl Archive for ZipArchive {
             (NodeKind::File, None) => {
                 // A hard link: zip has none; the first path's bytes are not repeated, a link
                 // to it stands in (as `zip --symlinks` would store it).
-                let first = String::from_utf8_lossy(link_to.unwrap_or_default()).into_owned();
-                let target = relative_to(&name, &first);
+                let first = std::str::from_utf8(link_to.unwrap_or_default()).unwrap_or_default();
+                let target = relative_to(&name, first);
                 self.writer.add_symlink(name, target, opts)?
             }
             _ => tracing::warn!("{name}: a device or fifo, not put in the zip"),

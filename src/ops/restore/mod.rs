@@ -403,7 +403,7 @@ struct Plan<'a> {
     /// Hard links: the path to make and the path of the file it links to.
     links: Vec<(PathBuf, PathBuf)>,
     /// The first path seen of each hard-linked file, by (device, inode).
-    first_link: HashMap<(u64, u64), PathBuf>,
+    first_link: HashMap<(u64, u64), (PathBuf, [u8; 32])>,
     /// A directory kept as something else (overwrite policy): nothing below it is restored.
     blocked: Option<PathBuf>,
     /// Directories `--include` did not select, by path, with their place in `dirs`: made only
@@ -525,11 +525,18 @@ impl<'a> Plan<'a> {
         let planned = Planned::new(rel, node);
         match node.kind {
             NodeKind::File if node.links > 1 => {
+                // Linked only to a first file of the same content: a crafted tree could give
+                // another file the same (device, inode), which must not make it come out with
+                // the first one's bytes.
+                let content = node.content_key();
                 match self.first_link.get(&(node.device, node.inode)) {
-                    Some(first) => self.links.push((rel.to_path_buf(), first.clone())),
+                    Some((first, same)) if *same == content => {
+                        self.links.push((rel.to_path_buf(), first.clone()))
+                    }
+                    Some(_) => self.files.push(planned),
                     None => {
                         self.first_link
-                            .insert((node.device, node.inode), rel.to_path_buf());
+                            .insert((node.device, node.inode), (rel.to_path_buf(), content));
                         self.files.push(planned);
                     }
                 }
