@@ -56,6 +56,8 @@ pub struct Version {
 pub struct MergedName {
     /// The name.
     pub name: Vec<u8>,
+    /// The key of the merge of `dirs` ([`sources_key`]), computed once.
+    pub key: [u8; 32],
     /// The distinct trees it has had as a directory, oldest first.
     pub dirs: Arc<[Source]>,
     /// Its distinct contents as anything else, oldest first.
@@ -67,7 +69,7 @@ pub struct MergedName {
 pub struct Merged {
     /// Every name any source has.
     pub names: Vec<MergedName>,
-    /// Roughly the bytes the names hold, for the memory budget.
+    /// Roughly the bytes the names hold (as counted while merging), for the memory budget.
     pub bytes: usize,
     /// Sources whose tree could not be read (damaged), left out, with why.
     pub skipped: Vec<(Source, Error)>,
@@ -165,27 +167,18 @@ pub fn merge(
             }
         }
     }
-    let mut bytes = 0;
     let names = names
         .into_iter()
-        .map(|(name, b)| {
-            bytes += 96
-                + name.len()
-                + b.dirs.len() * std::mem::size_of::<Source>()
-                + b.versions
-                    .iter()
-                    .map(|v| std::mem::size_of::<Version>() + v.node.memory_size())
-                    .sum::<usize>();
-            MergedName {
-                name,
-                dirs: b.dirs.into(),
-                versions: b.versions.into(),
-            }
+        .map(|(name, b)| MergedName {
+            name,
+            key: sources_key(&b.dirs),
+            dirs: b.dirs.into(),
+            versions: b.versions.into(),
         })
         .collect();
     Ok(Merged {
         names,
-        bytes,
+        bytes: held,
         skipped,
     })
 }

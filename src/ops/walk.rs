@@ -126,31 +126,25 @@ pub fn resolve(
     snapshot: &Snapshot,
     path: &Path,
 ) -> Result<Start> {
-    let mut nodes = repo.read_tree(index, &snapshot.tree)?;
-    let mut node = None;
-    for component in path.components() {
-        let name = match component {
-            Component::Normal(name) => name.as_bytes(),
-            Component::RootDir | Component::CurDir => continue,
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "path {} may not contain '..'",
-                    path.display()
-                )));
-            }
-        };
-        let found = nodes
-            .iter()
-            .find(|n| n.name == name)
-            .cloned()
-            .ok_or_else(|| Error::Invalid(format!("{} is not in the snapshot", path.display())))?;
-        nodes = match (found.kind, found.subtree) {
-            (NodeKind::Dir, Some(tree)) => repo.read_tree(index, &tree)?,
-            _ => vec![found.clone()],
-        };
-        node = Some(found);
+    let root = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::CurDir));
+    if root {
+        return Ok(Start {
+            nodes: repo.read_tree(index, &snapshot.tree)?,
+            node: None,
+        });
     }
-    Ok(Start { nodes, node })
+    let found = lookup(repo, index, snapshot, path)?
+        .ok_or_else(|| Error::Invalid(format!("{} is not in the snapshot", path.display())))?;
+    let nodes = match (found.kind, found.subtree) {
+        (NodeKind::Dir, Some(tree)) => repo.read_tree(index, &tree)?,
+        _ => vec![found.clone()],
+    };
+    Ok(Start {
+        nodes,
+        node: Some(found),
+    })
 }
 
 /// The node at `path` in `snapshot` (relative to its root, not empty), if it has one there;

@@ -63,6 +63,8 @@ impl MergeCache {
 
 /// A directory of `history/`: what it merges, and its path for log lines.
 pub(super) struct HistoryDir {
+    /// The key of the merge of `dirs`.
+    pub key: [u8; 32],
     /// The distinct trees the path has had as a directory, oldest first.
     pub dirs: Arc<[Source]>,
     /// Its distinct contents as anything else, oldest first.
@@ -94,17 +96,22 @@ impl View {
     /// the snapshots listed now).
     pub(super) fn history_dir(&self, entry: &Entry) -> Option<HistoryDir> {
         match entry {
-            Entry::Virtual(VirtualDir::History) => Some(HistoryDir {
-                dirs: self.history_roots(&self.refreshed()),
-                versions: Arc::from(Vec::new()),
-                path: NodePath::root("history"),
-            }),
+            Entry::Virtual(VirtualDir::History) => {
+                let dirs = self.history_roots(&self.refreshed());
+                Some(HistoryDir {
+                    key: sources_key(&dirs),
+                    dirs,
+                    versions: Arc::from(Vec::new()),
+                    path: NodePath::root("history"),
+                })
+            }
             Entry::History {
+                key,
                 dirs,
                 versions,
                 path,
-                ..
             } => Some(HistoryDir {
+                key: *key,
                 dirs: dirs.clone(),
                 versions: versions.clone(),
                 path: path.clone(),
@@ -127,10 +134,10 @@ impl View {
         }
     }
 
-    /// The merge of `dirs`, from the cache or read now; a failure is logged with the path and
+    /// The merge of `dir`, from the cache or read now; a failure is logged with the path and
     /// becomes EIO.
-    fn merged(&self, dirs: &[Source], path: &NodePath) -> std::result::Result<Arc<Merged>, Errno> {
-        let key = sources_key(dirs);
+    fn merged(&self, dir: &HistoryDir) -> std::result::Result<Arc<Merged>, Errno> {
+        let (key, path) = (dir.key, &dir.path);
         let gate = {
             let mut cache = self.merges.lock();
             if let Some((hit, _)) = cache.merges.get(&key) {
@@ -145,7 +152,7 @@ impl View {
         let budget = &self.fetcher.cache;
         let limit = budget.capacity() / TREE_SHARE;
         let index = self.catalog.contents().index.clone();
-        let result = merge(dirs, &|tree| self.fetcher.tree(&index, tree), limit);
+        let result = merge(&dir.dirs, &|tree| self.fetcher.tree(&index, tree), limit);
         let merged = match result {
             Ok(merged) => Arc::new(merged),
             Err(e) => {
@@ -184,7 +191,7 @@ impl View {
         skip: usize,
     ) -> std::result::Result<Vec<HistoryChild>, Errno> {
         let (versions, path) = (&dir.versions, &dir.path);
-        let merged = self.merged(&dir.dirs, path)?;
+        let merged = self.merged(dir)?;
         let mut out = Vec::new();
         let names: &[MergedName] = match only {
             None => merged.names.get(skip..).unwrap_or_default(),
@@ -200,7 +207,7 @@ impl View {
             out.push(HistoryChild {
                 ino: child_ino(ino, &m.name, None, None),
                 entry: Entry::History {
-                    key: sources_key(&m.dirs),
+                    key: m.key,
                     dirs: m.dirs.clone(),
                     versions: m.versions.clone(),
                     path: path.child(&m.name),

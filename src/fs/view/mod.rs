@@ -246,18 +246,31 @@ impl View {
 
     /// Records a lookup of `ino` by the kernel, charging a newly live inode to the budget.
     fn remember(&self, ino: u64, entry: Entry) {
-        self.fetcher.cache.charge(entry.memory_size());
+        let bytes = entry.memory_size();
         if let Entry::History { key, .. } = &entry {
             self.pin_merge(key, true);
         }
-        if let Some(old) = self.inodes.remember(ino, Arc::new(entry)) {
-            self.let_go(&old);
+        match self.inodes.remember(ino, Arc::new(entry)) {
+            None => self.fetcher.cache.charge(bytes),
+            // Looked up again (most lookups): only a change of size is charged.
+            Some(old) => {
+                let old_bytes = old.memory_size();
+                if bytes > old_bytes {
+                    self.fetcher.cache.charge(bytes - old_bytes);
+                }
+                self.let_go_but(&old, bytes.min(old_bytes));
+            }
         }
     }
 
     /// Releases what a live inode's entry held: its charge, and its pin of a merge.
     fn let_go(&self, entry: &Entry) {
-        self.fetcher.cache.discharge(entry.memory_size());
+        self.let_go_but(entry, 0);
+    }
+
+    /// [`View::let_go`], keeping `kept` bytes of its charge (taken over by its replacement).
+    fn let_go_but(&self, entry: &Entry, kept: usize) {
+        self.fetcher.cache.discharge(entry.memory_size() - kept);
         if let Entry::History { key, .. } = entry {
             self.pin_merge(key, false);
         }

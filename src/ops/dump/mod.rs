@@ -164,7 +164,7 @@ pub fn dump_tree(
     // Hard-linked files already written: (device, inode) -> path and content. A node is
     // written as a link only when its content is the same: a crafted tree could give another
     // file the same (device, inode), which must not make it come out with the first's bytes.
-    let mut linked: HashMap<(u64, u64), (Vec<u8>, Vec<BlobId>)> = HashMap::new();
+    let mut linked: HashMap<(u64, u64), (Vec<u8>, [u8; 32])> = HashMap::new();
     let mut budget = WalkBudget::default();
     walk(repo, index, nodes, base, &mut budget, &mut |path, node| {
         use std::os::unix::ffi::OsStrExt;
@@ -175,8 +175,9 @@ pub fn dump_tree(
             return Ok(());
         }
         let hard = node.kind == NodeKind::File && node.links > 1;
+        let content = if hard { node.content_key() } else { [0; 32] };
         let link_to = match linked.get(&(node.device, node.inode)) {
-            Some((first, content)) if hard && *content == node.content => Some(first.clone()),
+            Some((first, same)) if hard && *same == content => Some(first.clone()),
             _ => None,
         };
         let result = match (&link_to, node.kind) {
@@ -191,7 +192,7 @@ pub fn dump_tree(
         if hard && link_to.is_none() {
             linked
                 .entry((node.device, node.inode))
-                .or_insert_with(|| (name.to_vec(), node.content.clone()));
+                .or_insert_with(|| (name.to_vec(), content));
         }
         done.entries += 1;
         Ok(())
