@@ -1,9 +1,10 @@
 //! cairn: a deduplicating, compressing, encrypting backup repository.
 //!
-//! Layers, one direction: `cli → ops, fs → ingest, fetch → repo → backend`. The repository format is
+//! Layers, one direction: `cli → ops, fs → ingest, fetch → repo → backend → digest`. The repository format is
 //! written down in `docs/FORMAT.md`; this crate is the reference implementation of it.
 
 pub mod backend;
+pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod fs;

@@ -40,7 +40,7 @@ fn options(paths: Vec<PathBuf>) -> BackupOptions {
         hostname: "test".into(),
         parent: ParentChoice::Latest,
         dry_run: false,
-        lease: cairn::ops::session::Lease::configured(),
+        lease: cairn::repo::writer::Lease::configured(),
         limits: IngestLimits {
             index_flush_packs: 2,
             ..IngestLimits::default()

@@ -81,7 +81,7 @@ impl Fixture {
             hostname: "test".into(),
             parent: ParentChoice::Nothing,
             dry_run: false,
-            lease: cairn::ops::session::Lease::configured(),
+            lease: cairn::repo::writer::Lease::configured(),
             limits: IngestLimits {
                 index_flush_packs: 1,
                 ..IngestLimits::default()
@@ -581,7 +581,7 @@ fn prune_options() -> cairn::ops::prune::PruneOptions {
         limits: Default::default(),
         dry_run: false,
         now: true,
-        lease: cairn::ops::session::Lease::configured(),
+        lease: cairn::repo::writer::Lease::configured(),
     }
 }
 

@@ -39,7 +39,7 @@ fn directory_larger_than_a_tree_blob_is_split_and_restores_whole() {
         hostname: "h".into(),
         parent: ParentChoice::Latest,
         dry_run: false,
-        lease: cairn::ops::session::Lease::configured(),
+        lease: cairn::repo::writer::Lease::configured(),
         limits: IngestLimits::default(),
     };
     let outcome = backup(repo.clone(), &opts, &Progress::default(), None).unwrap();

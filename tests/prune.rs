@@ -13,7 +13,7 @@ use cairn::ingest::patterns::Patterns;
 use cairn::ingest::progress::Progress;
 use cairn::ops::prune::rules::PlanLimits;
 use cairn::ops::prune::{PruneOptions, PruneReport, condemn, sweep};
-use cairn::ops::session::{Lease, now_secs};
+use cairn::repo::writer::{Lease, now_secs};
 use cairn::repo::Repository;
 use cairn::repo::session::{self, SessionFile};
 use common::{Env, assert_same_tree, pseudo_random};

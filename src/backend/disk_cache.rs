@@ -15,7 +15,7 @@
 
 use crate::backend::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
-use crate::repo::ids::sha256;
+use crate::digest::sha256;
 use parking_lot::Mutex;
 use std::fs;
 use std::io::{Read, Write};

@@ -14,7 +14,7 @@
 
 use crate::backend::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
-use crate::repo::ids::sha256;
+use crate::digest::sha256;
 use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use opendal::{ErrorKind as DalKind, Operator};

@@ -71,7 +71,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             parallel_uploads: globals.connections,
             ..IngestLimits::default()
         },
-        lease: cairn::ops::session::Lease::configured(),
+        lease: cairn::repo::writer::Lease::configured(),
     };
     let progress = Progress::default();
     let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");

@@ -6,7 +6,7 @@ use crate::cli::filter::SnapshotFilter;
 use anyhow::Result;
 use cairn::ingest::IngestLimits;
 use cairn::ops::copy::{Copied, CopyOptions, copy_snapshots};
-use cairn::ops::session::Lease;
+use cairn::repo::writer::Lease;
 use indicatif::HumanBytes;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -88,12 +88,22 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                     copy,
                     blobs,
                     bytes,
-                } => println!(
-                    "copied snapshot {} as {} ({blobs} new blobs, {})",
-                    source.short(),
-                    copy.short(),
-                    HumanBytes(*bytes)
-                ),
+                    dropped,
+                } => {
+                    for path in dropped {
+                        eprintln!(
+                            "warning: snapshot {}: {path} left out: its name is not a valid \
+                             file name (damaged or crafted; restore skips it too)",
+                            source.short()
+                        );
+                    }
+                    println!(
+                        "copied snapshot {} as {} ({blobs} new blobs, {})",
+                        source.short(),
+                        copy.short(),
+                        HumanBytes(*bytes)
+                    )
+                }
                 Copied::Already { source, copy } => println!(
                     "snapshot {} was already copied as {}",
                     source.short(),
@@ -126,9 +136,10 @@ fn json_of(outcome: &Copied) -> serde_json::Value {
             copy,
             blobs,
             bytes,
+            dropped,
         } => serde_json::json!({
             "source": source.to_hex(), "copy": copy.to_hex(), "status": "copied",
-            "new_blobs": blobs, "new_bytes": bytes,
+            "new_blobs": blobs, "new_bytes": bytes, "dropped": dropped,
         }),
         Copied::Already { source, copy } => serde_json::json!({
             "source": source.to_hex(), "copy": copy.to_hex(), "status": "already_copied",

@@ -180,7 +180,7 @@ fn finish(
             limits: args.limits.limits(),
             dry_run: false,
             now: true,
-            lease: cairn::ops::session::Lease::configured(),
+            lease: cairn::repo::writer::Lease::configured(),
         };
         Some(crate::cli::prune::execute(globals, repo, &opts)?)
     } else {

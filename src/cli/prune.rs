@@ -63,7 +63,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         limits: args.limits.limits(),
         dry_run: args.dry_run,
         now: args.now,
-        lease: cairn::ops::session::Lease::configured(),
+        lease: cairn::repo::writer::Lease::configured(),
     };
     run_with(globals, &repo, &opts)
 }

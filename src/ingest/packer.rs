@@ -427,7 +427,7 @@ impl Packer {
     }
 
     /// Stops de-duplicating against `packs`: a blob held only by them is stored again. A
-    /// writer passes what [`crate::ops::session::WriterSession::unusable_packs`] found.
+    /// writer passes what [`crate::repo::writer::WriterSession::unusable_packs`] found.
     pub fn avoid_packs(&mut self, packs: HashSet<PackId>) {
         self.unusable = packs;
     }

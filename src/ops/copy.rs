@@ -16,15 +16,16 @@ use crate::error::{Error, Result};
 use crate::fetch::packs::for_each_blob;
 use crate::ingest::IngestLimits;
 use crate::ingest::packer::Packer;
-use crate::ops::adopt::adopt_unindexed;
+use crate::repo::adopt::adopt_unindexed;
 use crate::ops::check::find_uses;
-use crate::ops::session::{Lease, WriterSession};
-use crate::ops::usage::reachable;
+use crate::repo::writer::{Lease, WriterSession};
+use crate::repo::reach::reachable_noting_names;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{MAX_DEPTH, invalid_name};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -45,11 +46,14 @@ pub struct CopyOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Copied {
     /// Copied now as `copy`, sending `blobs` blobs the destination lacked (`bytes` plaintext).
+    /// `dropped` names the entries left out because readers refuse their names (`..`, a `/`
+    /// inside): carried over, they would fail the destination's `check`.
     Now {
         source: SnapshotId,
         copy: SnapshotId,
         blobs: u64,
         bytes: u64,
+        dropped: Vec<String>,
     },
     /// A complete copy was already there.
     Already {
@@ -111,9 +115,15 @@ pub fn copy_snapshots(
     // What an interrupted run stored is looked for once, by the first snapshot copied.
     let mut adopt = true;
     for (id, snapshot) in snapshots {
-        let complete = existing
-            .get(&id)
-            .and_then(|copies| copies.iter().find(|(_, tree)| *tree == snapshot.tree));
+        let copies = existing.get(&id).map(Vec::as_slice).unwrap_or_default();
+        let mut complete = copies.iter().find(|(_, tree)| *tree == snapshot.tree);
+        // A copy of a snapshot with names readers refuse has a tree of its own: the source's
+        // with those entries left out, computed again here (without storing) to recognise it.
+        if complete.is_none() && !copies.is_empty() {
+            let dry = Packer::new(dest.clone(), Arc::new(Index::default()), opts.limits.clone(), true);
+            let cleaned = NameCleaner::new(source, &source_index, &dry).clean(snapshot.tree)?;
+            complete = copies.iter().find(|(_, tree)| *tree == cleaned);
+        }
         let outcome = match complete {
             Some((copy, _)) => Copied::Already {
                 source: id,
@@ -147,7 +157,9 @@ fn copy_one(
     if adopt && adopt_unindexed(dest, &index, &unusable)?.packs > 0 {
         index = Arc::new(dest.load_index()?);
     }
-    let needed: Vec<BlobId> = reachable(source, source_index, vec![snapshot.tree])?
+    let (reached, invalid_names) =
+        reachable_noting_names(source, source_index, vec![snapshot.tree])?;
+    let needed: Vec<BlobId> = reached
         .into_iter()
         .filter(|b| !index.contains_outside(b, &unusable))
         .collect();
@@ -192,9 +204,18 @@ fn copy_one(
         session.end();
         return Err(name_users(source, source_index, id, &snapshot, error));
     }
+    let (tree, dropped) = match invalid_names {
+        false => (Ok(snapshot.tree), Vec::new()),
+        true => {
+            let mut cleaner = NameCleaner::new(source, source_index, &packer);
+            let tree = cleaner.clean(snapshot.tree);
+            (tree, cleaner.dropped)
+        }
+    };
     let totals = packer.finish()?;
     let copy = Snapshot {
         copied_from: Some(id),
+        tree: tree?,
         ..snapshot
     };
     let copy_id = session.commit(&copy)?;
@@ -204,7 +225,72 @@ fn copy_one(
         copy: copy_id,
         blobs: totals.new_blobs,
         bytes: totals.new_bytes,
+        dropped,
     })
+}
+
+/// Rewrites a source tree without the entries whose names readers refuse ([`invalid_name`]),
+/// as restore and the mount skip them, storing the rewritten trees through `packer` (a dry
+/// packer only computes their ids). Trees holding no such name, at any depth, keep their ids.
+struct NameCleaner<'a> {
+    source: &'a Repository,
+    index: &'a Index,
+    packer: &'a Packer,
+    /// Tree id → its id without invalid names, each distinct tree rewritten once.
+    done: HashMap<BlobId, BlobId>,
+    /// The paths left out, for the user.
+    dropped: Vec<String>,
+}
+
+impl<'a> NameCleaner<'a> {
+    fn new(source: &'a Repository, index: &'a Index, packer: &'a Packer) -> Self {
+        NameCleaner {
+            source,
+            index,
+            packer,
+            done: HashMap::new(),
+            dropped: Vec::new(),
+        }
+    }
+
+    /// The id of the root `tree` without invalid names.
+    fn clean(&mut self, tree: BlobId) -> Result<BlobId> {
+        self.clean_at(tree, "", 0)
+    }
+
+    fn clean_at(&mut self, tree: BlobId, path: &str, depth: usize) -> Result<BlobId> {
+        if let Some(done) = self.done.get(&tree) {
+            return Ok(*done);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(Error::Invalid(format!(
+                "tree {tree} at {path} lies deeper than {MAX_DEPTH} directories: not copied"
+            )));
+        }
+        let nodes = self.source.read_tree_unfiltered(self.index, &tree)?;
+        let mut changed = false;
+        let mut kept = Vec::with_capacity(nodes.len());
+        for mut node in nodes {
+            let shown = String::from_utf8_lossy(&node.name).into_owned();
+            if invalid_name(&node.name).is_some() {
+                self.dropped.push(format!("{path}/{shown:?}"));
+                changed = true;
+                continue;
+            }
+            if let Some(sub) = node.subtree {
+                let cleaned = self.clean_at(sub, &format!("{path}/{shown}"), depth + 1)?;
+                changed |= cleaned != sub;
+                node.subtree = Some(cleaned);
+            }
+            kept.push(node);
+        }
+        let cleaned = match changed {
+            true => self.packer.store_tree(kept)?,
+            false => tree,
+        };
+        self.done.insert(tree, cleaned);
+        Ok(cleaned)
+    }
 }
 
 /// A damaged source blob's error, with the files of the snapshot that use it.

@@ -1,8 +1,8 @@
 //! Operations over whole snapshots and the whole repository: walking, restoring, checking,
-//! repairing, retention (forget), what the snapshots use (usage), re-using what an
-//! interrupted job stored (adopt), and looking across snapshots (find, diff).
+//! repairing, retention (forget), what the snapshots use (usage), copying, and looking across
+//! snapshots (find, diff). The writer's half of the prune protocol lives below, in
+//! [`crate::repo::writer`], so backup never passes through these.
 
-pub mod adopt;
 pub mod check;
 pub mod copy;
 pub mod diff;
@@ -12,6 +12,5 @@ pub mod forget;
 pub mod prune;
 pub mod repair;
 pub mod restore;
-pub mod session;
 pub mod usage;
 pub mod walk;

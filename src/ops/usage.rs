@@ -6,16 +6,14 @@
 //! that cannot be read is an error: nothing below it could be marked, and a count that left it
 //! out would call its blobs unused.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::check::Inventory;
 use crate::ops::prune::rules::{self, PlanLimits};
 use crate::repo::Repository;
 use crate::repo::garbage;
-use crate::repo::ids::{BlobId, SnapshotId};
-use crate::repo::index::Index;
+use crate::repo::reach::used_blobs;
+use crate::repo::ids::SnapshotId;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::Tree;
-use std::collections::HashSet;
 
 /// How much of the repository the snapshots use.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -43,47 +41,6 @@ pub struct Usage {
     pub condemned_packs: u64,
     /// Their bytes.
     pub condemned_bytes: u64,
-}
-
-/// The blobs `snapshots` reference: every tree reachable from their roots and every data blob
-/// those trees list.
-pub fn used_blobs(
-    repo: &Repository,
-    index: &Index,
-    snapshots: &[(SnapshotId, Snapshot)],
-) -> Result<HashSet<BlobId>> {
-    reachable(repo, index, snapshots.iter().map(|(_, s)| s.tree).collect())
-}
-
-/// Every blob reachable from the trees `roots` — trees, the pieces of split directories, file
-/// content — each tree read once.
-pub fn reachable(repo: &Repository, index: &Index, roots: Vec<BlobId>) -> Result<HashSet<BlobId>> {
-    let mut used: HashSet<BlobId> = HashSet::new();
-    let mut pending = roots;
-    while let Some(tree) = pending.pop() {
-        if !used.insert(tree) {
-            continue;
-        }
-        let unreadable =
-            |e: Error| Error::Invalid(format!("tree {tree} does not read ({e}): run check"));
-        let nodes = match repo.read_tree_blob(index, &tree).map_err(unreadable)? {
-            Tree::Nodes(nodes) => nodes,
-            // A piece is a tree blob of its own; pieces of pieces are damage, which
-            // read_tree_unfiltered reports.
-            Tree::Pieces(pieces) => {
-                used.extend(pieces.iter().map(|p| p.tree));
-                repo.read_tree_unfiltered(index, &tree)
-                    .map_err(unreadable)?
-            }
-        };
-        for node in nodes {
-            used.extend(node.content.iter().copied());
-            if let Some(sub) = node.subtree {
-                pending.push(sub);
-            }
-        }
-    }
-    Ok(used)
 }
 
 /// How much of the repository `snapshots` use.

@@ -115,7 +115,10 @@ pub fn read(repo: &Repository, id: &GarbageId) -> Result<Option<GarbageFile>> {
 }
 
 /// Every garbage file. One that does not open is an error, never skipped: a writer that
-/// ignored it could de-duplicate against a pack about to be deleted.
+/// ignored it could de-duplicate against a pack about to be deleted. A name no prune gives a
+/// garbage file (`garbage/README`, an editor's backup) is skipped with a warning, as
+/// `sessions/` does: no prune wrote it, so it condemns nothing, and it must not stop every
+/// backup and prune.
 pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
     let mut out = Vec::new();
     for info in repo.backend().list("garbage/")? {
@@ -123,7 +126,10 @@ pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
             continue;
         }
         let tail = info.name.rsplit('/').next().unwrap_or_default();
-        let id = GarbageId::from_hex(tail).map_err(|e| Error::corrupt(&info.name, e))?;
+        let Ok(id) = GarbageId::from_hex(tail) else {
+            tracing::warn!("{}: not a garbage file name; ignored", info.name);
+            continue;
+        };
         let sealed = match repo.backend().get_bounded(&info.name, MAX_GARBAGE_LEN) {
             Err(Error::NotFound(_)) => continue, // a prune finished it meanwhile
             other => other?,
@@ -261,6 +267,22 @@ pub fn condemned(files: &[(GarbageId, GarbageFile)]) -> HashSet<PackId> {
     files
         .iter()
         .flat_map(|(_, file)| file.packs.iter().copied())
+        .collect()
+}
+
+/// Packs a writer must not de-duplicate against: condemned by a garbage file (about to be
+/// deleted), or named by the index but no longer stored (an index file a concurrent prune had
+/// not yet rewritten).
+pub fn unusable_packs(
+    indexed: &[PackId],
+    stored: &HashSet<PackId>,
+    condemned: &HashSet<PackId>,
+) -> HashSet<PackId> {
+    indexed
+        .iter()
+        .filter(|p| condemned.contains(p) || !stored.contains(p))
+        .copied()
+        .chain(condemned.iter().copied())
         .collect()
 }
 

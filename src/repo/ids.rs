@@ -4,13 +4,9 @@
 //! other.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// The SHA-256 of `bytes`: the name of every content-addressed repository file.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
+pub use crate::digest::sha256;
 
 /// An id string that is not 64 hex digits.
 #[derive(Debug, thiserror::Error)]

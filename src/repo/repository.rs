@@ -10,13 +10,14 @@ use crate::repo::blob::open_blob_owned;
 use crate::repo::config::{Config, DEFAULT_RETRIES, MAX_CONFIG_LEN, Params};
 use crate::repo::crypto::{MasterKey, MasterSecrets};
 use crate::repo::identity;
-use crate::repo::ids::{BlobId, BlobKind, IndexId, KeyId, SnapshotId, sha256};
+use crate::repo::ids::{BlobId, BlobKind, IndexId, KeyId, PackId, SnapshotId, sha256};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_LEN, Segment};
 use crate::repo::keys::{KdfParams, KeyFile, MAX_KEY_FILE_LEN};
 use crate::repo::pack::pack_name;
 use crate::repo::snapshot::{MAX_SNAPSHOT_LEN, Snapshot};
 use crate::repo::tree::{Node, Tree, invalid_name};
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// An open repository.
@@ -25,6 +26,23 @@ pub struct Repository {
     key: Arc<MasterKey>,
     key_id: KeyId,
     config: Config,
+    /// Packs this handle indexed: a writer's commit confirms they are still stored.
+    indexed_here: parking_lot::Mutex<HashSet<PackId>>,
+}
+
+/// Whether a key file's bytes hash to its name (a key's id is the SHA-256 of its file): a key
+/// file damaged on the store would otherwise fail to open like a wrong password, and the user
+/// would be told to find another password instead of a backup of the key.
+fn intact_key_file(name: &str, bytes: &[u8]) -> Result<()> {
+    if id_of(name) == hex::encode(sha256(bytes)) {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            name,
+            "damaged: its bytes do not hash to its name (restore the key file from a copy, or \
+             open the repository with another key)",
+        ))
+    }
 }
 
 /// The id part of an object name such as `snapshots/<id>`.
@@ -115,6 +133,7 @@ impl Repository {
             key: Arc::new(key),
             key_id,
             config,
+            indexed_here: Default::default(),
         })
     }
 
@@ -131,6 +150,7 @@ impl Repository {
         for info in &keys {
             let parsed = backend
                 .get_bounded(&info.name, MAX_KEY_FILE_LEN)
+                .and_then(|b| intact_key_file(&info.name, &b).map(|()| b))
                 .and_then(|b| KeyFile::parse(&info.name, &b));
             let unlocked = parsed.and_then(|file| file.unlock(&info.name, password));
             match unlocked {
@@ -145,6 +165,7 @@ impl Repository {
                         key: Arc::new(key),
                         key_id,
                         config,
+                        indexed_here: Default::default(),
                     });
                 }
                 Ok(None) => {}
@@ -280,7 +301,15 @@ impl Repository {
         }
         let id = IndexId(sha256(&sealed));
         self.backend.put(&format!("index/{id}"), &sealed)?;
+        self.indexed_here
+            .lock()
+            .extend(segment.packs.iter().map(|sp| sp.pack));
         Ok(id)
+    }
+
+    /// The packs this handle has indexed (written or adopted).
+    pub fn packs_indexed_here(&self) -> HashSet<PackId> {
+        self.indexed_here.lock().clone()
     }
 
     /// Every snapshot, oldest first. A snapshot file that is damaged (does not parse, does not

@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::crypto::{MasterKey, fill_random};
-use crate::repo::ids::SessionId;
+use crate::repo::ids::{GarbageId, SessionId};
 use crate::repo::serial;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,15 @@ const SESSION_AAD: &[u8] = b"cairn session";
 
 /// Largest session file read: a few names and numbers.
 pub const MAX_SESSION_LEN: u64 = 64 << 10;
+
+/// The longest lease a session may claim: one day. A writer refreshes its lease every third
+/// of it, so no honest writer needs more; a session file claiming more (a crafted one with a
+/// lease of `i64::MAX`) counts as claiming this, so it cannot hold every prune back forever.
+pub const MAX_LEASE_SECS: i64 = 86_400;
+
+/// How far another machine's clock may be ahead of this one's before what its session files
+/// claim stops being believed.
+const CLOCK_SKEW_SECS: i64 = 3600;
 
 /// One open writer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +51,10 @@ pub struct SessionFile {
     /// The writer's lease: a prune waits at least this long past `expires` (the margin), even
     /// if its own setting is shorter.
     pub lease_secs: i64,
+    /// The garbage files the writer read before it de-duplicated: it avoids their packs, so a
+    /// prune deleting them need not wait for it. Any other garbage file waits for this session
+    /// whether or not it recorded it (DESIGN §6, "Defence in depth").
+    pub seen_garbage: Vec<GarbageId>,
 }
 
 /// Whether a recorded session still holds back a prune.
@@ -67,6 +80,7 @@ impl SessionFile {
             started: now,
             expires: now.saturating_add(lease_secs),
             lease_secs,
+            seen_garbage: Vec::new(),
         }
     }
 
@@ -75,13 +89,51 @@ impl SessionFile {
     /// is longer — so a writer that passed that check a moment before its lease ran out still
     /// finds its session at the read-back. A session of this host, boot and pid namespace
     /// whose process is certainly gone lapses at once: its writer cannot commit.
+    ///
+    /// What a session claims is capped (a key holder can write any session file): a lease
+    /// longer than [`MAX_LEASE_SECS`] counts as that long, a session that says it began in the
+    /// future has lapsed, and an expiry further ahead than any refresh could have set is not
+    /// believed — the session then expires one capped lease after it began. So no session
+    /// file holds prunes back for more than about a day after it was written.
     pub fn liveness(&self, now: i64, margin: i64) -> Liveness {
-        let margin = margin.max(self.lease_secs);
-        if now > self.expires.saturating_add(margin) || self.process_gone() {
+        if self.started > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Liveness::Lapsed;
+        }
+        let margin = margin.max(self.capped_lease());
+        if now > self.expiry(now).saturating_add(margin) || self.process_gone() {
             Liveness::Lapsed
         } else {
             Liveness::Open
         }
+    }
+
+    /// The lease the session is granted: its own, at most [`MAX_LEASE_SECS`].
+    fn capped_lease(&self) -> i64 {
+        self.lease_secs.clamp(0, MAX_LEASE_SECS)
+    }
+
+    /// When the session's lease ends as far as a prune at `now` believes it: the expiry it
+    /// claims, unless that is further ahead than a refresh at `now` could have set (a crafted
+    /// or clock-broken file), in which case one capped lease after it began.
+    pub fn expiry(&self, now: i64) -> i64 {
+        let lease = self.capped_lease();
+        if self.expires > now.saturating_add(lease).saturating_add(CLOCK_SKEW_SECS) {
+            self.started.saturating_add(lease)
+        } else {
+            self.expires
+        }
+    }
+
+    /// The end of the lease for messages, as a prune at `now` counts it: a full local date.
+    pub fn describe_expiry(&self, now: i64) -> String {
+        let expiry = self.expiry(now);
+        chrono::DateTime::from_timestamp(expiry, 0)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_else(|| format!("{expiry} s after 1970"))
     }
 
     /// Whether the writer's process is known to be gone: only when the pid was given out by
@@ -304,6 +356,28 @@ mod tests {
         };
         assert_eq!(gone.liveness(now + 7200 + 7199, 1), Liveness::Open);
         assert_eq!(gone.liveness(now + 7200 + 7201, 1), Liveness::Lapsed);
+    }
+
+    #[test]
+    fn a_session_claiming_an_endless_lease_lapses_a_capped_lease_after_it_began() {
+        let now = 1_000_000;
+        let crafted = SessionFile {
+            host: "elsewhere".into(),
+            lease_secs: i64::MAX,
+            expires: i64::MAX,
+            ..SessionFile::for_this_process("backup", now, 3600)
+        };
+        let lapses = now + 2 * MAX_LEASE_SECS;
+        assert_eq!(crafted.expiry(now), now + MAX_LEASE_SECS);
+        assert_eq!(crafted.liveness(lapses, 3600), Liveness::Open);
+        assert_eq!(crafted.liveness(lapses + 1, 3600), Liveness::Lapsed);
+        assert!(crafted.describe_expiry(now).starts_with("1970-01-"));
+        // One that claims to have begun in the future has lapsed already.
+        let future = SessionFile {
+            started: now + 10 * CLOCK_SKEW_SECS,
+            ..crafted
+        };
+        assert_eq!(future.liveness(now, 3600), Liveness::Lapsed);
     }
 
     #[test]

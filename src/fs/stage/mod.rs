@@ -26,7 +26,7 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::packer::{Packer, PackerTotals};
 use crate::ingest::walker::OwnerNames;
-use crate::ops::session::{Lease, WriterSession};
+use crate::repo::writer::{Lease, WriterSession};
 use crate::repo::Repository;
 use crate::repo::ids::{PackId, SnapshotId};
 use crate::repo::index::Index;
@@ -297,7 +297,7 @@ fn check_parent(
     let (Some(subtree), false) = (root.subtree, unusable.is_empty()) else {
         return Ok(());
     };
-    let used = crate::ops::usage::reachable(repo, index, vec![subtree])?;
+    let used = crate::repo::reach::reachable(repo, index, vec![subtree])?;
     match used.iter().find(|id| !index.contains_outside(id, unusable)) {
         Some(blob) => Err(Error::Invalid(format!(
             "the parent snapshot {} holds blob {blob} only in a pack a prune has condemned: run \

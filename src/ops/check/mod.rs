@@ -17,11 +17,12 @@ pub use read_data::{PackReading, read_pack};
 pub use report::{CheckReport, Problem, Use};
 pub use trees::find_uses;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
-use crate::repo::pack::{PackEntry, TRAILER_LEN, header_len_from_trailer, pack_name, parse_header};
+use crate::repo::pack::{PackEntry, TRAILER_LEN};
+use crate::repo::stored::{read_pack_header, stored_packs};
 use crate::repo::snapshot::Snapshot;
 use rayon::prelude::*;
 use read_data::{read_packs, select_packs};
@@ -138,38 +139,6 @@ impl Inventory {
             stored,
         })
     }
-}
-
-/// Every pack in the store, by id, with its size.
-pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
-    let mut stored = HashMap::new();
-    for info in repo.backend().list("data/")? {
-        let id = info.name.rsplit('/').next().unwrap_or_default();
-        match PackId::from_hex(id) {
-            Ok(pack) => {
-                stored.insert(pack, info.size);
-            }
-            Err(_) => tracing::warn!("{}: not a pack name; ignored", info.name),
-        }
-    }
-    Ok(stored)
-}
-
-/// Reads a pack's header from its tail: the entries it lists.
-pub fn read_pack_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<PackEntry>> {
-    let name = pack_name(pack);
-    let trailer_len = TRAILER_LEN as u64;
-    if size < trailer_len {
-        return Err(Error::corrupt(&name, "shorter than a pack trailer"));
-    }
-    let trailer = repo.backend().get(&name, Some(size - trailer_len..size))?;
-    let header_len = u64::from(header_len_from_trailer(pack, &trailer)?);
-    let header_end = size - trailer_len;
-    let header_start = header_end
-        .checked_sub(header_len)
-        .ok_or_else(|| Error::corrupt(&name, "header longer than the pack"))?;
-    let sealed = repo.backend().get(&name, Some(header_start..header_end))?;
-    parse_header(repo.key(), pack, &sealed, header_start)
 }
 
 /// Checks the repository as `opts` asks; `progress` is called with bytes of pack data read.

@@ -3,12 +3,14 @@
 //! sessions open at that moment (DESIGN §6). Nothing is deleted here.
 
 use super::rules::{self, MissingUsedBlob};
-use super::{Progress, PruneOptions, PruneReport, all_snapshots, mark, whole_inventory};
+use super::{
+    Progress, PruneOptions, PruneReport, all_snapshots, mark, refuse_empty_listing, whole_inventory,
+};
 use crate::error::{Error, Result};
 use crate::fetch::packs::for_each_blob;
 use crate::ingest::IngestLimits;
 use crate::ingest::packer::Packer;
-use crate::ops::session::now_secs;
+use crate::repo::writer::now_secs;
 use crate::repo::Repository;
 use crate::repo::garbage::{self, GarbageFile, new_garbage_id};
 use crate::repo::ids::PackId;
@@ -32,6 +34,7 @@ pub fn condemn(
     // seen condemned or seen gone, never as a usable copy of a blob.
     let condemned = garbage::condemned(&garbage::list(repo)?);
     let inventory = whole_inventory(repo)?;
+    refuse_empty_listing(&snapshots, &inventory)?;
     let used = mark(repo, &inventory, &snapshots, progress)?;
     let plan = rules::plan(
         &inventory.stored,
@@ -59,9 +62,8 @@ pub fn condemn(
     }
     // Index entries of packs that are gone (two prunes rewrote one index file at once, or an
     // old index file was put back) are dropped here, so the next check is clean again.
-    let stored: HashSet<PackId> = inventory.stored.keys().copied().collect();
     report.index_files_rewritten +=
-        super::sweep::rewrite_index(repo, &inventory, &stored, &HashSet::new())?;
+        super::sweep::rewrite_index(repo, &inventory, &HashSet::new())?;
     if doomed.is_empty() {
         return Ok(());
     }

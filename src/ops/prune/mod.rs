@@ -14,8 +14,8 @@ mod model;
 
 use crate::error::{Error, Result};
 use crate::ops::check::Inventory;
-use crate::ops::session::{Lease, now_secs};
-use crate::ops::usage::used_blobs;
+use crate::repo::writer::{Lease, now_secs};
+use crate::repo::reach::used_blobs;
 use crate::repo::Repository;
 use crate::repo::garbage;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -193,6 +193,23 @@ fn all_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
             })
         })
         .collect()
+}
+
+/// Refuses to go on when the snapshot listing names no snapshot while the index names packs:
+/// that is what a store whose listing lags shows right after a backup, and believing it would
+/// condemn every pack. A repository whose snapshots were all forgotten on purpose is better
+/// deleted than pruned.
+fn refuse_empty_listing(snapshots: &[(SnapshotId, Snapshot)], inventory: &Inventory) -> Result<()> {
+    if snapshots.is_empty() && !inventory.by_pack.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the store lists no snapshot, yet the index names {} packs: prune stops rather than \
+             delete them all (a store whose listings lag shows this; it must be list-after-write \
+             consistent). If every snapshot was forgotten on purpose, delete the repository \
+             instead",
+            inventory.by_pack.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The index as stored, refusing a damaged index file (its packs' contents would be unknown).

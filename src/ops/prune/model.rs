@@ -5,7 +5,7 @@
 //! read-back, the snapshot of a live writer, which the read-back then deletes.
 //!
 //! Decisions are the commands' own: [`rules::plan`] (phase 1), [`rules::deletable`] (phase 2)
-//! and [`rules::unusable_packs`] (the writer's de-duplication and read-back check) run on every
+//! and [`crate::repo::garbage::unusable_packs`] (the writer's de-duplication and read-back check) run on every
 //! step that makes them. Abstracted, plainly: storage is a set of packs and index entries
 //! (each read or write of one kind of file is one atomic step; a pruner reads the garbage
 //! files and the pack listing in two steps, in the order the commands do); time is a
@@ -16,6 +16,16 @@
 //! forgotten snapshot used; repacking is not modelled (it only adds copies before condemning).
 //!
 //! Each safeguard is shown necessary: without it the explorer finds a loss.
+//!
+//! Apart, the defence in depth against a key holder who writes a garbage file that lies about
+//! the sessions it recorded (none), and against a store whose session listings lag (DESIGN §6):
+//! phase 2 waits for every session it can list that neither a garbage file recorded nor says
+//! it saw that garbage file (guard 1), and a commit confirms that the packs its snapshot uses
+//! are stored and not condemned by a garbage file that will not wait for it (guard 2). With a
+//! liar, guard 1 keeps every snapshot whole; without it a writer killed after its snapshot
+//! write leaves one whose data is gone. With lagging listings no guard can keep a killed
+//! writer's snapshot whole, and guard 2 is what keeps a writer from reporting success for a
+//! snapshot whose data is deleted.
 
 use super::rules::{self, PlanLimits};
 use crate::repo::ids::{BlobId, BlobKind, PackId};
@@ -36,9 +46,11 @@ const STAYS: u8 = 1;
 /// Most writers and pruners a configuration explores.
 const WRITERS: usize = 2;
 const PRUNERS: usize = 2;
-/// Garbage files at most: every pruner's phase-1 runs together (each may crash and be resumed
-/// by a phase 2).
+/// Garbage files honest pruners write at most: every pruner's phase-1 runs together (each may
+/// crash and be resumed by a phase 2).
 const GARBAGE_SLOTS: usize = 2;
+/// The slot of the lying key holder's garbage file, after the honest ones.
+const LIAR_SLOT: usize = GARBAGE_SLOTS;
 
 fn bit(n: u8) -> u8 {
     1 << n
@@ -87,6 +99,9 @@ enum Pc {
 struct Writer {
     pc: Pc,
     seen_index: u8,
+    /// Garbage files (by slot) the writer read before it de-duplicated, which its session
+    /// file then names.
+    seen_garbage: u8,
 }
 
 /// A pruner's step. Reads of the garbage files and of the pack listing are separate steps
@@ -163,13 +178,15 @@ struct State {
     /// Session files present, by writer.
     sessions: u8,
     leases: [Lease; WRITERS],
-    garbage: [Garbage; GARBAGE_SLOTS],
+    garbage: [Garbage; GARBAGE_SLOTS + 1],
     writers: [Writer; WRITERS],
     pruners: [Pruner; PRUNERS],
     phase1_runs: [u8; PRUNERS],
     /// Claims on garbage files, by pruner: `(garbage id + 1)`, 0 for none.
     claims: [u8; PRUNERS],
     forgotten: bool,
+    /// The lying key holder wrote its garbage file.
+    lied: bool,
 }
 
 /// Variants of the protocol the explorer runs; the correct one has every safeguard.
@@ -191,6 +208,18 @@ struct Safeguards {
     /// Writers and pruners running; each pruner runs phase 1 `GARBAGE_SLOTS / pruners` times.
     writers: usize,
     pruners: usize,
+    /// A key holder writes, once and at any moment, a garbage file condemning one stored pack
+    /// and recording no session.
+    liar: bool,
+    /// Session listings see no session (a store whose listings lag, at its worst): neither
+    /// phase 1's recording nor guard 1 sees any writer.
+    lagging_sessions: bool,
+    /// Guard 1: phase 2 also waits for every listed session not recorded by the garbage file
+    /// and not naming it as seen.
+    phase2_lists_sessions: bool,
+    /// Guard 2: a commit confirms its blob is in a stored pack no garbage file condemns that
+    /// will not wait for it (one that did not record it).
+    commit_confirms: bool,
 }
 
 const SAFE: Safeguards = Safeguards {
@@ -203,6 +232,17 @@ const SAFE: Safeguards = Safeguards {
     claims: false,
     writers: 2,
     pruners: 1,
+    liar: false,
+    lagging_sessions: false,
+    phase2_lists_sessions: true,
+    commit_confirms: true,
+};
+
+/// A lying garbage file beside one writer and a pruner.
+const LIAR: Safeguards = Safeguards {
+    writers: 1,
+    liar: true,
+    ..SAFE
 };
 
 /// Two prunes at once beside one writer.
@@ -271,6 +311,7 @@ impl State {
         let idle = Writer {
             pc: Pc::Idle,
             seen_index: 0,
+            seen_garbage: 0,
         };
         State {
             stored: bit(OLD_PACK) | bit(KEPT_PACK),
@@ -278,13 +319,52 @@ impl State {
             snapshots: bit(FORGOTTEN) | bit(STAYS),
             sessions: 0,
             leases: [Lease::Fresh; WRITERS],
-            garbage: [None; GARBAGE_SLOTS],
+            garbage: [None; GARBAGE_SLOTS + 1],
             writers: [idle; WRITERS],
             pruners: [Pruner::Idle; PRUNERS],
             phase1_runs: [0; PRUNERS],
             claims: [0; PRUNERS],
             forgotten: false,
+            lied: false,
         }
+    }
+
+    /// The garbage files present, as a mask of slots.
+    fn garbage_slots(&self) -> u8 {
+        (0..self.garbage.len())
+            .filter(|g| self.garbage[*g].is_some())
+            .fold(0, |m, g| m | bit(g as u8))
+    }
+
+    /// The session files a listing returns now.
+    fn listed_sessions(&self, guard: Safeguards) -> u8 {
+        if guard.lagging_sessions {
+            0
+        } else {
+            self.sessions
+        }
+    }
+
+    /// Packs condemned by garbage files that will not wait for writer `w`: those that did not
+    /// record it (guard 2's question; one it saw it avoided, one it did not see may hold what
+    /// it re-used).
+    fn condemned_without_waiting(&self, w: usize) -> u8 {
+        self.garbage
+            .iter()
+            .flatten()
+            .filter(|(_, recorded)| recorded.is_none_or(|r| r & bit(w as u8) == 0))
+            .fold(0, |m, (packs, _)| m | packs)
+    }
+
+    /// A writer reporting success for a snapshot whose blob is not stored.
+    fn false_success(&self) -> Option<String> {
+        (0..WRITERS).find_map(|w| {
+            let own = 2 + w as u8;
+            let succeeded = matches!(self.writers[w].pc, Pc::End | Pc::Done);
+            let stored = members(self.stored).any(|p| blob_in(p) == blob_in(own));
+            (succeeded && self.snapshots & bit(own) != 0 && !stored)
+                .then(|| format!("writer {w} reports success, its blob is gone: {self:?}"))
+        })
     }
 
     fn condemned(&self) -> u8 {
@@ -296,7 +376,7 @@ impl State {
     fn shared_usable(&self, seen_index: u8) -> bool {
         let (index, _, _) = real_view(seen_index, self.stored);
         let unusable =
-            rules::unusable_packs(index.packs(), &packs(self.stored), &packs(self.condemned()));
+            crate::repo::garbage::unusable_packs(index.packs(), &packs(self.stored), &packs(self.condemned()));
         index.contains_outside(&bid(SHARED), &unusable)
     }
 
@@ -346,6 +426,14 @@ impl State {
                 ..*self
             });
         }
+        if guard.liar && !self.lied {
+            for pack in members(self.stored) {
+                let mut lied = *self;
+                lied.lied = true;
+                lied.garbage[LIAR_SLOT] = Some((bit(pack), Some(0)));
+                out.push(lied);
+            }
+        }
     }
 
     fn crash_writer(&self, w: usize) -> Option<State> {
@@ -394,6 +482,7 @@ impl State {
                 writer.pc = Pc::ReadGarbage;
             }
             Pc::ReadGarbage => {
+                writer.seen_garbage = self.garbage_slots();
                 writer.pc = if self.shared_usable(writer.seen_index) {
                     Pc::CheckLease
                 } else {
@@ -422,7 +511,11 @@ impl State {
             }
             Pc::ReadBack => {
                 let mine = self.sessions & me != 0 || !guard.read_back;
-                if mine || self.shared_usable(self.indexed) {
+                let unsafe_homes = self.condemned_without_waiting(w);
+                let confirmed = !guard.commit_confirms
+                    || members(self.indexed & self.stored & !unsafe_homes)
+                        .any(|p| blob_in(p) == blob_in(own));
+                if (mine || self.shared_usable(self.indexed)) && confirmed {
                     writer.pc = Pc::End;
                 } else {
                     s.snapshots &= !bit(own);
@@ -441,11 +534,16 @@ impl State {
 
     /// Phase 2's wait: on to drop the lapsed sessions once every recorded one has ended or
     /// lapsed, else back to idle.
-    fn ready(&self, gid: u8) -> Pruner {
+    fn ready(&self, gid: u8, guard: Safeguards) -> Pruner {
         let Some((_, Some(recorded))) = self.garbage[usize::from(gid)] else {
             return Pruner::Idle;
         };
-        let present = recorded & self.sessions;
+        let mut present = recorded & self.sessions;
+        if guard.phase2_lists_sessions {
+            present |= members(self.listed_sessions(guard))
+                .filter(|w| self.writers[usize::from(*w)].seen_garbage & bit(gid) == 0)
+                .fold(0, |m, w| m | bit(w));
+        }
         let open = members(present).any(|w| self.leases[usize::from(w)] != Lease::Lapsed);
         if open {
             Pruner::Idle
@@ -540,7 +638,7 @@ impl State {
             }
             Pruner::P1List { gid } => {
                 if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
-                    *sessions = Some(self.sessions);
+                    *sessions = Some(self.listed_sessions(guard));
                 }
                 Pruner::Idle
             }
@@ -548,7 +646,7 @@ impl State {
                 None => Pruner::Idle,
                 Some((_, None)) => {
                     if let Some((_, sessions)) = &mut s.garbage[usize::from(gid)] {
-                        *sessions = Some(self.sessions);
+                        *sessions = Some(self.listed_sessions(guard));
                     }
                     Pruner::Idle
                 }
@@ -556,14 +654,14 @@ impl State {
                     s.claims[p] = gid + 1;
                     Pruner::P2Claimed { gid }
                 }
-                Some(_) => self.ready(gid),
+                Some(_) => self.ready(gid, guard),
             },
             Pruner::P2Claimed { gid } => {
                 let contested = (0..guard.pruners).any(|q| q != p && self.claims[q] == gid + 1);
                 let next = if contested {
                     Pruner::Idle
                 } else {
-                    self.ready(gid)
+                    self.ready(gid, guard)
                 };
                 if next == Pruner::Idle {
                     s.claims[p] = 0;
@@ -627,6 +725,16 @@ impl State {
     }
 }
 
+/// What an exploration looks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Property {
+    /// No snapshot ever references a blob that is not stored (but a live writer's, between
+    /// its write and its check).
+    Whole,
+    /// No writer reports success for a snapshot whose blob is not stored.
+    HonestSuccess,
+}
+
 /// What an exploration found.
 struct Explored {
     states: usize,
@@ -636,6 +744,10 @@ struct Explored {
 }
 
 fn explore(guard: Safeguards) -> Explored {
+    explore_for(guard, Property::Whole)
+}
+
+fn explore_for(guard: Safeguards, property: Property) -> Explored {
     let mut seen: HashSet<State> = HashSet::new();
     let mut stack = vec![State::initial()];
     let mut next = Vec::new();
@@ -644,7 +756,11 @@ fn explore(guard: Safeguards) -> Explored {
         if !seen.insert(state) {
             continue;
         }
-        if let Some(v) = state.violation() {
+        let violation = match property {
+            Property::Whole => state.violation(),
+            Property::HonestSuccess => state.false_success(),
+        };
+        if let Some(v) = violation {
             return Explored {
                 states: seen.len(),
                 violation: Some(v),
@@ -764,4 +880,75 @@ fn two_prunes_at_once_beside_a_writer_lose_nothing_when_they_read_garbage_before
             result.states
         );
     }
+}
+
+#[test]
+fn a_garbage_file_lying_about_its_sessions_loses_nothing_when_phase_2_lists_sessions() {
+    let result = explore(LIAR);
+    eprintln!("liar: explored {} states", result.states);
+    assert!(
+        result.violation.is_none(),
+        "{}",
+        result.violation.unwrap_or_default()
+    );
+    assert!(result.freed > 0);
+    // Without guard 1 the lie deletes what a paused writer re-uses: guard 2 stops the writer
+    // from reporting success, but a writer killed after its snapshot write leaves a snapshot
+    // whose data is gone.
+    let trusting = Safeguards {
+        phase2_lists_sessions: false,
+        ..LIAR
+    };
+    let result = explore(trusting);
+    assert!(
+        result.violation.is_some(),
+        "trusting the recorded sessions alone: no loss in {} states",
+        result.states
+    );
+    let result = explore_for(trusting, Property::HonestSuccess);
+    assert!(
+        result.violation.is_none(),
+        "{}",
+        result.violation.unwrap_or_default()
+    );
+    // And without guard 2 as well, the writer reports success for it.
+    let result = explore_for(
+        Safeguards {
+            commit_confirms: false,
+            ..trusting
+        },
+        Property::HonestSuccess,
+    );
+    assert!(
+        result.violation.is_some(),
+        "with neither guard: no false success in {} states",
+        result.states
+    );
+}
+
+#[test]
+fn with_session_listings_that_lag_the_commit_check_keeps_every_success_true() {
+    let lagging = Safeguards {
+        lagging_sessions: true,
+        ..LIAR
+    };
+    let result = explore_for(lagging, Property::HonestSuccess);
+    eprintln!("lagging listings: explored {} states", result.states);
+    assert!(
+        result.violation.is_none(),
+        "{}",
+        result.violation.unwrap_or_default()
+    );
+    let result = explore_for(
+        Safeguards {
+            commit_confirms: false,
+            ..lagging
+        },
+        Property::HonestSuccess,
+    );
+    assert!(
+        result.violation.is_some(),
+        "without guard 2, lagging listings: no false success in {} states",
+        result.states
+    );
 }

@@ -1,5 +1,5 @@
 //! The decisions of the prune protocol (DESIGN §6), as pure functions of what each side read:
-//! which packs a writer may not de-duplicate against, which packs phase 1 condemns or repacks,
+//! which packs phase 1 condemns or repacks,
 //! which condemned packs phase 2 may delete. The commands call these, and the model test
 //! (`model.rs`) explores every interleaving of the protocol's steps over them.
 
@@ -7,22 +7,6 @@ use crate::repo::ids::{BlobId, PackId};
 use crate::repo::index::Index;
 use crate::repo::pack::PackEntry;
 use std::collections::{HashMap, HashSet};
-
-/// Packs a writer must not de-duplicate against: condemned by a garbage file (about to be
-/// deleted), or named by the index but no longer stored (an index file a concurrent prune had
-/// not yet rewritten).
-pub fn unusable_packs(
-    indexed: &[PackId],
-    stored: &HashSet<PackId>,
-    condemned: &HashSet<PackId>,
-) -> HashSet<PackId> {
-    indexed
-        .iter()
-        .filter(|p| condemned.contains(p) || !stored.contains(p))
-        .copied()
-        .chain(condemned.iter().copied())
-        .collect()
-}
 
 /// Whether a pack can be counted on to hold its blobs from now on: stored and not condemned.
 fn usable(pack: &PackId, stored: &HashSet<PackId>, condemned: &HashSet<PackId>) -> bool {
@@ -358,7 +342,7 @@ mod tests {
         let stored: HashSet<PackId> = [PackId([1; 32]), PackId([2; 32])].into();
         let condemned: HashSet<PackId> = [PackId([2; 32])].into();
         let indexed = [PackId([1; 32]), PackId([2; 32]), PackId([3; 32])];
-        let unusable = unusable_packs(&indexed, &stored, &condemned);
+        let unusable = crate::repo::garbage::unusable_packs(&indexed, &stored, &condemned);
         assert_eq!(unusable, [PackId([2; 32]), PackId([3; 32])].into());
     }
 }

@@ -7,10 +7,10 @@
 //! redoes what is left.
 
 use super::rules;
-use super::{Progress, PruneReport, all_snapshots, mark, whole_inventory};
+use super::{Progress, PruneReport, all_snapshots, mark, refuse_empty_listing, whole_inventory};
 use crate::error::{Error, Result};
 use crate::ops::check::Inventory;
-use crate::ops::session::{Lease, now_secs};
+use crate::repo::writer::{Lease, now_secs};
 use crate::repo::Repository;
 use crate::repo::garbage::{self, GarbageFile};
 use crate::repo::ids::{GarbageId, PackId, SessionId};
@@ -96,28 +96,42 @@ enum Ready {
 
 /// Whether every session recorded in `file` has ended or lapsed. A file whose sessions were
 /// never recorded (its prune died in between) has them recorded now and waits for them.
+///
+/// The recorded list is not trusted alone (DESIGN §6, "Defence in depth": a key holder can
+/// write a garbage file recording no session, and a lagging listing can leave a writer out):
+/// every session listed now that does not name this garbage file as seen — so may have
+/// de-duplicated against its packs — is waited for as well.
 fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -> Result<Ready> {
     let Some(recorded) = &file.sessions else {
         return Ok(Ready::Wait(record_sessions(repo, gid)?));
     };
+    let mut waited_for: Vec<(SessionId, Option<Result<SessionFile>>)> =
+        recorded.iter().map(|id| (*id, None)).collect();
+    for (id, listed) in session::list(repo)? {
+        let names_this = listed
+            .as_ref()
+            .is_ok_and(|open| open.seen_garbage.contains(gid));
+        if !recorded.contains(&id) && !names_this {
+            waited_for.push((id, Some(listed)));
+        }
+    }
     let now = now_secs();
     let mut lapsed = Vec::new();
-    for id in recorded {
-        match session::read(repo, id) {
+    for (id, listed) in waited_for {
+        let read = match listed {
+            Some(listed) => listed,
+            None => session::read(repo, &id),
+        };
+        match read {
             Err(Error::NotFound(_)) => {}
             Ok(open) => match open.liveness(now, lease.margin_secs) {
-                Liveness::Lapsed => lapsed.push(*id),
+                Liveness::Lapsed => lapsed.push(id),
                 Liveness::Open => {
                     return Ok(Ready::Wait(format!(
                         "garbage/{}: waits for {} to finish (lease until {})",
                         gid.short(),
                         open.describe(),
-                        chrono::DateTime::from_timestamp(open.expires, 0)
-                            .map(|t| t
-                                .with_timezone(&chrono::Local)
-                                .format("%H:%M:%S")
-                                .to_string())
-                            .unwrap_or_default()
+                        open.describe_expiry(now)
                     )));
                 }
             },
@@ -132,7 +146,7 @@ fn ready(repo: &Repository, gid: &GarbageId, file: &GarbageFile, lease: Lease) -
                         .saturating_add(lease.margin_secs.max(3600)) =>
             {
                 tracing::warn!("session {}: {e}; treated as lapsed", id.short());
-                lapsed.push(*id);
+                lapsed.push(id);
             }
             Err(e) => {
                 return Ok(Ready::Wait(format!(
@@ -161,6 +175,7 @@ fn delete_condemned(
     // is seen condemned or gone, never as the usable copy that lets this one go.
     let condemned_anywhere = garbage::condemned(&garbage::list(repo)?);
     let inventory = whole_inventory(repo)?;
+    refuse_empty_listing(&snapshots, &inventory)?;
     let used = mark(repo, &inventory, &snapshots, progress)?;
     let stored: HashSet<PackId> = inventory.stored.keys().copied().collect();
     let (delete, revived) = rules::deletable(
@@ -189,7 +204,7 @@ fn delete_condemned(
     // The index first: killed after it, the packs are merely unindexed (harmless, and `check`
     // passes); the other way round the index would name packs that are gone.
     let gone: HashSet<PackId> = delete.iter().copied().collect();
-    report.index_files_rewritten += rewrite_index(repo, &inventory, &stored, &gone)?;
+    report.index_files_rewritten += rewrite_index(repo, &inventory, &gone)?;
     for (i, pack) in delete.iter().enumerate() {
         tracing::debug!("garbage/{}: deleting pack {}", gid.short(), pack.short());
         repo.backend().delete(&pack_name(pack))?;
@@ -203,19 +218,21 @@ fn delete_condemned(
     Ok(())
 }
 
-/// Writes every index file that names a pack in `gone` or not stored again without it (the new
-/// file first, then the old one removed), so a writer never de-duplicates against a pack that
-/// is gone once the garbage file that condemned it is removed, and `check` finds no index
-/// entry without its pack. Returns the files rewritten.
+/// Writes every index file that names a pack in `deleted` (this prune deleted it) or one
+/// confirmed absent again without it (the new file first, then the old one removed), so a
+/// writer never de-duplicates against a pack that is gone once the garbage file that condemned
+/// it is removed, and `check` finds no index entry without its pack. A pack the listing left
+/// out is asked for by name first: a listing that lags or omits a live pack must not strip
+/// the index of it. Returns the files rewritten.
 pub(super) fn rewrite_index(
     repo: &Repository,
     inventory: &Inventory,
-    stored: &HashSet<PackId>,
-    gone: &HashSet<PackId>,
+    deleted: &HashSet<PackId>,
 ) -> Result<u64> {
+    let absent = confirmed_absent(repo, inventory, deleted)?;
     let mut rewritten = 0;
     for (name, segment) in &inventory.segments {
-        let keeps = |sp: &&SegmentPack| stored.contains(&sp.pack) && !gone.contains(&sp.pack);
+        let keeps = |sp: &&SegmentPack| !absent.contains(&sp.pack);
         if segment.packs.iter().all(|sp| keeps(&sp)) {
             continue;
         }
@@ -229,4 +246,35 @@ pub(super) fn rewrite_index(
         rewritten += 1;
     }
     Ok(rewritten)
+}
+
+/// The indexed packs that are gone: `deleted`, and those the listing did not show that a
+/// request by name confirms missing. One the listing missed but the store holds is kept, with
+/// a warning.
+fn confirmed_absent(
+    repo: &Repository,
+    inventory: &Inventory,
+    deleted: &HashSet<PackId>,
+) -> Result<HashSet<PackId>> {
+    let mut absent = deleted.clone();
+    let unlisted: HashSet<PackId> = inventory
+        .by_pack
+        .keys()
+        .filter(|pack| !inventory.stored.contains_key(pack) && !deleted.contains(pack))
+        .copied()
+        .collect();
+    for pack in unlisted {
+        match repo.backend().stat(&pack_name(&pack)) {
+            Err(Error::NotFound(_)) => {
+                absent.insert(pack);
+            }
+            Ok(_) => tracing::warn!(
+                "pack {}: stored, but the store's listing left it out; its index entries are \
+                 kept (is the store's listing consistent?)",
+                pack.short()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(absent)
 }

@@ -10,7 +10,7 @@
 //! alone and named in a warning; `check` reports it, `prune` removes it.
 
 use crate::error::Result;
-use crate::ops::check::{read_pack_header, stored_packs};
+use crate::repo::stored::{read_pack_header, stored_packs};
 use crate::repo::Repository;
 use crate::repo::ids::PackId;
 use crate::repo::index::{Index, Segment, SegmentPack};

@@ -5,11 +5,10 @@
 //! writer that a prune gave up on finds out before it reports success.
 
 use crate::error::{Error, Result};
-use crate::ops::prune::rules::unusable_packs;
-use crate::ops::usage::used_blobs;
 use crate::repo::Repository;
-use crate::repo::garbage;
-use crate::repo::ids::{PackId, SessionId, SnapshotId};
+use crate::repo::garbage::{self, unusable_packs};
+use crate::repo::reach::used_blobs;
+use crate::repo::ids::{GarbageId, PackId, SessionId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::session::{self, SessionFile, new_session_id};
 use crate::repo::snapshot::Snapshot;
@@ -50,7 +49,8 @@ impl Lease {
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
             .filter(|s| *s > 0)
-            .unwrap_or(DEFAULT_LEASE_SECS);
+            .unwrap_or(DEFAULT_LEASE_SECS)
+            .min(crate::repo::session::MAX_LEASE_SECS);
         Lease::of_secs(secs)
     }
 }
@@ -68,11 +68,24 @@ struct LeaseState {
     lapsed: bool,
 }
 
+/// What a writer counts on, as read by [`WriterSession::unusable_packs`]: the commit confirms
+/// it is still there (DESIGN §6, "Defence in depth").
+#[derive(Default)]
+struct Reliance {
+    /// Packs the index named, stored and not condemned, when the writer looked: what it may
+    /// have de-duplicated against.
+    packs: HashSet<PackId>,
+    /// The garbage files it read then (and so avoided), named in its session file so that a
+    /// prune deleting their packs need not wait for it.
+    seen: HashSet<GarbageId>,
+}
+
 /// An open writer session. Dropping it ends the session (its file is removed).
 pub struct WriterSession {
     repo: Arc<Repository>,
     id: SessionId,
     state: Arc<Mutex<LeaseState>>,
+    reliance: Mutex<Reliance>,
     stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -107,6 +120,7 @@ impl WriterSession {
             repo,
             id,
             state,
+            reliance: Mutex::new(Reliance::default()),
             stop: Some(stop),
             refresher: Some(refresher),
         })
@@ -119,10 +133,44 @@ impl WriterSession {
 
     /// The packs this writer must not de-duplicate against: those garbage files condemn, and
     /// those `index` names that are no longer stored. Read after the session file is stored.
+    ///
+    /// The garbage files read are then named in the session file: a prune that did not record
+    /// this session (a lagging listing, or a garbage file a key holder wrote) waits for it
+    /// unless it names that garbage file, whose packs this writer avoids.
     pub fn unusable_packs(&self, index: &Index) -> Result<HashSet<PackId>> {
-        let condemned = garbage::condemned(&garbage::list(&self.repo)?);
+        let listed = garbage::list(&self.repo)?;
+        let condemned = garbage::condemned(&listed);
         let stored = stored_pack_ids(&self.repo)?;
-        Ok(unusable_packs(index.packs(), &stored, &condemned))
+        let unusable = unusable_packs(index.packs(), &stored, &condemned);
+        let seen: Vec<GarbageId> = {
+            let mut reliance = self.reliance.lock();
+            reliance.packs.extend(
+                index
+                    .packs()
+                    .iter()
+                    .filter(|pack| !unusable.contains(pack))
+                    .copied(),
+            );
+            reliance.seen.extend(listed.iter().map(|(gid, _)| *gid));
+            reliance.seen.iter().copied().collect()
+        };
+        if !listed.is_empty() {
+            self.name_seen_garbage(seen)?;
+        }
+        Ok(unusable)
+    }
+
+    /// Rewrites the session file naming `seen`, at most [`MAX_SEEN_GARBAGE`] of them (naming
+    /// fewer only makes prunes wait longer).
+    fn name_seen_garbage(&self, mut seen: Vec<GarbageId>) -> Result<()> {
+        seen.sort();
+        seen.truncate(MAX_SEEN_GARBAGE);
+        let file = {
+            let mut state = self.state.lock();
+            state.file.seen_garbage = seen;
+            state.file.clone()
+        };
+        session::write(&self.repo, &self.id, &file)
     }
 
     /// Commits `snapshot`, whose blobs this session stored or found usable. Refused once the
@@ -151,7 +199,17 @@ impl WriterSession {
             Err(e) => Err(e.to_string()),
         };
         match given_up {
-            Ok(()) => Ok(id),
+            Ok(()) => match self.confirm_reused(snapshot) {
+                Ok(()) => Ok(id),
+                Err(why) => Err(self.withdraw(
+                    id,
+                    &format!(
+                        "{why}; a prune that did not wait for this writer (a store whose \
+                         listings lag, or a garbage file that does not name its sessions) took \
+                         it"
+                    ),
+                )),
+            },
             Err(gone) => {
                 tracing::warn!(
                     "the session is gone or was given up by a prune ({gone}): checking the \
@@ -159,21 +217,58 @@ impl WriterSession {
                 );
                 match still_stored(&self.repo, snapshot) {
                     Ok(()) => Ok(id),
-                    Err(why) => {
-                        let removed = self.repo.backend().delete(&format!("snapshots/{id}"));
-                        let removed = match removed {
-                            Ok(()) => "it was removed".to_string(),
-                            Err(e) => format!("removing it failed ({e}): `cairn forget {id}`"),
-                        };
-                        Err(Error::Invalid(format!(
-                            "snapshot {} not committed: {why}; a prune gave up on this session \
-                             while it was paused; {removed}; run the command again",
-                            id.short()
-                        )))
-                    }
+                    Err(why) => Err(self.withdraw(
+                        id,
+                        &format!("{why}; a prune gave up on this session while it was paused"),
+                    )),
                 }
             }
         }
+    }
+
+    /// Removes snapshot `id`, just written, whose data a prune took: the error to report.
+    fn withdraw(&self, id: SnapshotId, why: &str) -> Error {
+        let removed = match self.repo.backend().delete(&format!("snapshots/{id}")) {
+            Ok(()) => "it was removed".to_string(),
+            Err(e) => format!("removing it failed ({e}): `cairn forget {id}`"),
+        };
+        Error::Invalid(format!(
+            "snapshot {} not committed: {why}; {removed}; run the command again (what was \
+             stored is re-used)",
+            id.short()
+        ))
+    }
+
+    /// Confirms, after the snapshot is written, that what it re-uses is still there (DESIGN
+    /// §6, guard 2): every pack the writer counted on or indexed is stored, and none is
+    /// condemned by a garbage file that will not wait for this writer (one that did not record
+    /// its session). Two listings in the common case; only when a pack fails that does the
+    /// snapshot's tree get walked, to see whether it needs one. A prune that starts later sees the snapshot; one that is
+    /// deleting left its garbage file in place until done, so the read here finds it.
+    fn confirm_reused(&self, snapshot: &Snapshot) -> std::result::Result<(), String> {
+        let look = || -> Result<std::result::Result<(), String>> {
+            let listed = garbage::list(&self.repo)?;
+            let stored = stored_pack_ids(&self.repo)?;
+            // A garbage file waits for this writer only if it recorded it; the packs of one it
+            // read first it avoided, so only another's can hold what it re-used.
+            let reliance = self.reliance.lock();
+            let not_waiting: HashSet<PackId> = listed
+                .iter()
+                .filter(|(_, file)| !file.sessions.as_ref().is_some_and(|s| s.contains(&self.id)))
+                .flat_map(|(_, file)| file.packs.iter().copied())
+                .collect();
+            let suspect = reliance
+                .packs
+                .iter()
+                .chain(self.repo.packs_indexed_here().iter())
+                .any(|pack| not_waiting.contains(pack) || !stored.contains(pack));
+            drop(reliance);
+            if !suspect {
+                return Ok(Ok(()));
+            }
+            Ok(blobs_outside(&self.repo, snapshot, &stored, &not_waiting))
+        };
+        look().unwrap_or_else(|e| Err(format!("could not confirm its blobs are stored: {e}")))
     }
 
     /// Ends the session: its file is removed, and prunes waiting for it may go on. A failure
@@ -247,7 +342,8 @@ fn refresh(repo: &Repository, id: &SessionId, state: &Mutex<LeaseState>, lease_s
         return false;
     }
     match written {
-        Ok(()) => state.file = file,
+        // Only the expiry: what else the file says may have changed since it was copied.
+        Ok(()) => state.file.expires = file.expires,
         Err(e) => tracing::warn!("refreshing the session lease: {e} (retrying)"),
     }
     true
@@ -255,7 +351,7 @@ fn refresh(repo: &Repository, id: &SessionId, state: &Mutex<LeaseState>, lease_s
 
 /// Every stored pack's id.
 pub fn stored_pack_ids(repo: &Repository) -> Result<HashSet<PackId>> {
-    Ok(crate::ops::check::stored_packs(repo)?.into_keys().collect())
+    Ok(crate::repo::stored::stored_packs(repo)?.into_keys().collect())
 }
 
 /// Whether every blob `snapshot` references is in a stored pack no garbage file condemns,
@@ -264,25 +360,33 @@ pub fn still_stored(repo: &Repository, snapshot: &Snapshot) -> std::result::Resu
     let look = || -> Result<std::result::Result<(), String>> {
         let condemned = garbage::condemned(&garbage::list(repo)?);
         let stored = stored_pack_ids(repo)?;
-        let index = repo.load_index()?;
-        let unusable = unusable_packs(index.packs(), &stored, &condemned);
-        let used = used_blobs(repo, &index, &[(SnapshotId::default(), snapshot.clone())])
-            .map_err(|e| Error::Invalid(e.to_string()));
-        let used = match used {
-            Ok(used) => used,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        Ok(
-            match used
-                .iter()
-                .find(|id| !index.contains_outside(id, &unusable))
-            {
-                Some(blob) => Err(format!(
-                    "blob {blob} is only in a pack a prune condemned or deleted"
-                )),
-                None => Ok(()),
-            },
-        )
+        Ok(blobs_outside(repo, snapshot, &stored, &condemned))
     };
     look().unwrap_or_else(|e| Err(format!("could not confirm its blobs are stored: {e}")))
 }
+
+/// Whether every blob `snapshot` references is, by the index as stored now, in a pack of
+/// `stored` outside `condemned`; else which blob is not.
+fn blobs_outside(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    stored: &HashSet<PackId>,
+    condemned: &HashSet<PackId>,
+) -> std::result::Result<(), String> {
+    let index = repo.load_index().map_err(|e| e.to_string())?;
+    let unusable = unusable_packs(index.packs(), stored, condemned);
+    let used = used_blobs(repo, &index, &[(SnapshotId::default(), snapshot.clone())])
+        .map_err(|e| e.to_string())?;
+    match used
+        .iter()
+        .find(|id| !index.contains_outside(id, &unusable))
+    {
+        Some(blob) => Err(format!(
+            "blob {blob} is only in a pack a prune condemned or deleted"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Most garbage files a session file names as seen: 32 bytes each, well inside a session file.
+const MAX_SEEN_GARBAGE: usize = 1024;
