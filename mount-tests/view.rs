@@ -760,3 +760,96 @@ fn after_a_prune_moves_a_blob_the_mount_finds_it_and_data_gone_fails_with_eio() 
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     mnt.stop();
 }
+
+/// Issue 22, item 1: the cache directory is opened once and used through its descriptor. A
+/// `cairn-cache` swapped for a link after the mount started is not followed (the cache keeps
+/// writing, and evicting, in the directory it opened), and nothing in the link's target — files
+/// named like cache files included — is written or removed.
+#[test]
+fn a_cache_dir_swapped_for_a_link_after_the_mount_starts_is_not_followed() {
+    let (env, src) = common::backed_up_tree();
+    let cache = env.path("cache");
+    fs::create_dir(&cache).unwrap();
+    let victim = env.path("victim");
+    fs::create_dir(&victim).unwrap();
+    let planted: Vec<String> = (0..4u8).map(|i| hex_name(i)).collect();
+    for name in &planted {
+        fs::write(victim.join(name), vec![7u8; 100 << 10]).unwrap();
+    }
+    let mnt = Mounted::start(
+        &env,
+        "mount",
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--cache-dir-size",
+            "1MiB",
+        ],
+    );
+    // What another user with write access to the path would do, done after the start.
+    fs::rename(cache.join("cairn-cache"), cache.join("moved")).unwrap();
+    std::os::unix::fs::symlink(&victim, cache.join("cairn-cache")).unwrap();
+    let big = fs::read(src.join("dir/big.bin")).unwrap();
+    assert_eq!(fs::read(mnt.dir.join("latest/src/dir/big.bin")).unwrap(), big);
+    mnt.stop();
+    let mut in_victim: Vec<String> = fs::read_dir(&victim)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    in_victim.sort();
+    let mut expected = planted.clone();
+    expected.sort();
+    assert_eq!(in_victim, expected, "the link's target was written to or evicted from");
+    for name in &planted {
+        assert_eq!(fs::read(victim.join(name)).unwrap(), vec![7u8; 100 << 10]);
+    }
+    let cached = fs::read_dir(cache.join("moved")).unwrap().count();
+    assert!(cached > 0, "the cache wrote nothing to the directory it opened");
+}
+
+/// Issue 22, item 1: a cache directory another user could change is refused before the mount
+/// starts — below a directory others may write to (not sticky), or one owned by someone else.
+#[test]
+fn a_cache_dir_another_user_could_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, _src) = common::backed_up_tree();
+    let open = env.path("open-to-all");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let mnt = env.path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let refused = |dir: &std::path::Path| {
+        let out = env.run(&[
+            "mount",
+            mnt.to_str().unwrap(),
+            "--cache-dir",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err.into_owned()
+    };
+    let err = refused(&open.join("cache"));
+    assert!(err.contains("can be changed by another user"), "{err}");
+    assert!(!open.join("cache").exists(), "nothing made below it");
+    if common::is_root() {
+        // Made by another user before cairn ran (as in a shared /tmp).
+        let theirs = env.path("theirs");
+        fs::create_dir(&theirs).unwrap();
+        fs::create_dir(theirs.join("cairn-cache")).unwrap();
+        fs::set_permissions(theirs.join("cairn-cache"), fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&theirs.join("cairn-cache"), nobody, None).unwrap();
+        let err = refused(&theirs);
+        assert!(err.contains("not a private directory of this user"), "{err}");
+        // A link on the path.
+        std::os::unix::fs::symlink(&theirs, env.path("link")).unwrap();
+        let err = refused(&env.path("link"));
+        assert!(err.contains("is a link"), "{err}");
+    }
+}
+
+fn hex_name(i: u8) -> String {
+    hex::encode([i; 32])
+}

@@ -7,6 +7,8 @@
 mod common;
 
 use cairn::backend::local::LocalBackend;
+use cairn::backend::{Backend, ObjectInfo};
+use cairn::repo::garbage::GarbageFile;
 use cairn::ingest::IngestLimits;
 use cairn::ingest::archiver::{BackupOptions, ParentChoice, PreparedBackup, prepare_backup};
 use cairn::ingest::patterns::Patterns;
@@ -19,7 +21,7 @@ use cairn::repo::session::{self, SessionFile};
 use common::{Env, assert_same_tree, pseudo_random};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const HOUR: Lease = Lease {
     secs: 3600,
@@ -520,4 +522,213 @@ fn a_second_prune_while_one_runs_stops_with_an_error_and_changes_nothing() {
         out["report"]["deleted_packs"].as_u64().unwrap() >= 2,
         "{out}"
     );
+}
+
+/// A store whose listings lag: names under the hidden prefixes are left out of every listing
+/// (each can still be read by name), as a store without list-after-write consistency shows a
+/// file written a moment ago.
+struct Lagging {
+    inner: Arc<dyn Backend>,
+    hidden: Mutex<Vec<String>>,
+}
+
+impl Lagging {
+    fn over(env: &Env) -> Arc<Lagging> {
+        Arc::new(Lagging {
+            inner: Arc::new(LocalBackend::new(env.repo())),
+            hidden: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn hide(&self, prefix: &str) {
+        self.hidden.lock().unwrap().push(prefix.to_string());
+    }
+
+    fn show_all(&self) {
+        self.hidden.lock().unwrap().clear();
+    }
+}
+
+impl Backend for Lagging {
+    fn get(&self, name: &str, range: Option<std::ops::Range<u64>>) -> cairn::Result<Vec<u8>> {
+        self.inner.get(name, range)
+    }
+    fn put(&self, name: &str, data: &[u8]) -> cairn::Result<()> {
+        self.inner.put(name, data)
+    }
+    fn put_if_absent(&self, name: &str, data: &[u8]) -> cairn::Result<bool> {
+        self.inner.put_if_absent(name, data)
+    }
+    fn list(&self, prefix: &str) -> cairn::Result<Vec<ObjectInfo>> {
+        let hidden = self.hidden.lock().unwrap().clone();
+        Ok(self
+            .inner
+            .list(prefix)?
+            .into_iter()
+            .filter(|o| !hidden.iter().any(|h| o.name.starts_with(h.as_str())))
+            .collect())
+    }
+    fn delete(&self, name: &str) -> cairn::Result<()> {
+        self.inner.delete(name)
+    }
+    fn stat(&self, name: &str) -> cairn::Result<u64> {
+        self.inner.stat(name)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+fn open_through(store: &Arc<Lagging>) -> Arc<Repository> {
+    Arc::new(Repository::open(store.clone(), b"correct horse").expect("open"))
+}
+
+/// Issue 22, 2(a): a prune whose session listing missed a running backup deletes the packs
+/// that backup de-duplicated against; the backup's commit then finds them gone and fails,
+/// removing its snapshot, instead of reporting it saved.
+#[test]
+fn a_lagging_session_listing_cannot_make_a_backup_report_deleted_data_saved() {
+    let (env, old, kept) = forgotten_old_tree();
+    let store = Lagging::over(&env);
+    let repo = open_through(&store);
+    let writer = prepare(&repo, &old, HOUR);
+    assert_eq!(writer.snapshot().summary.new_blobs, 0);
+    store.hide("sessions/");
+    let mut report = PruneReport::default();
+    cairn::ops::prune::prune(&repo, &prune_options(true, HOUR), &quiet)
+        .map(|r| report = r)
+        .expect("prune --now");
+    assert!(report.deleted_packs >= 2, "{report:?}");
+    let err = writer.commit().err().expect("the commit finds its data gone");
+    assert!(err.to_string().contains("not committed"), "{err}");
+    assert!(err.to_string().contains("it was removed"), "{err}");
+    store.show_all();
+    assert_eq!(env.snapshot_ids().len(), 1);
+    env.ok(&["check", "--read-data"]);
+    restores_as(&env, &env.snapshot_ids()[0].clone(), &kept);
+}
+
+/// Issue 22, 2(b): right after a backup, a snapshot listing that lags names no snapshot while
+/// the index names packs: prune stops instead of deleting every pack.
+#[test]
+fn a_snapshot_listing_that_names_nothing_stops_prune() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.bin"), pseudo_random(3, 1 << 20)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let packs = env.repo_files("data").len();
+    let store = Lagging::over(&env);
+    store.hide("snapshots/");
+    let repo = open_through(&store);
+    let err = cairn::ops::prune::prune(&repo, &prune_options(true, HOUR), &quiet)
+        .err()
+        .expect("prune refuses");
+    assert!(err.to_string().contains("lists no snapshot"), "{err}");
+    assert!(env.id_files("garbage").is_empty());
+    assert_eq!(env.repo_files("data").len(), packs);
+    env.ok(&["check", "--read-data"]);
+}
+
+/// Issue 22, 2(c): a key holder's garbage file condemns the packs a paused backup re-uses and
+/// records no session. An honest `prune --now` does not trust that record alone: it waits for
+/// the backup's session (which does not name the file as seen), deleting nothing it re-uses;
+/// the backup, which cannot know the prune will wait, refuses to commit rather than risk it.
+#[test]
+fn a_garbage_file_recording_no_session_cannot_delete_what_a_paused_backup_reuses() {
+    let (env, old, kept) = forgotten_old_tree();
+    let repo = open(&env);
+    let writer = prepare(&repo, &old, HOUR);
+    assert_eq!(writer.snapshot().summary.new_blobs, 0);
+    let packs: Vec<cairn::repo::ids::PackId> = env
+        .id_files("data")
+        .iter()
+        .map(|p| cairn::repo::ids::PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap())
+        .collect();
+    let crafted = cairn::repo::garbage::new_garbage_id();
+    let lie = GarbageFile {
+        created: 0,
+        packs: packs.clone(),
+        bytes: 0,
+        sessions: None,
+    };
+    cairn::repo::garbage::write(&repo, &crafted, &lie).unwrap();
+    cairn::repo::garbage::record_sessions(&repo, &crafted, &[]).unwrap();
+    let report = cairn::ops::prune::prune(&repo, &prune_options(true, HOUR), &quiet).unwrap();
+    assert_eq!(report.deleted_packs, 0, "{report:?}");
+    assert!(
+        report.waiting.iter().any(|w| w.contains("backup on")),
+        "{report:?}"
+    );
+    assert_eq!(env.id_files("data").len(), packs.len());
+    let err = writer.commit().err().expect("the commit does not count on the lie");
+    assert!(err.to_string().contains("not committed"), "{err}");
+    // With the backup gone, the lie is swept like any garbage file: what a snapshot uses stays.
+    env.ok(&["prune", "--now"]);
+    env.ok(&["check", "--read-data"]);
+    restores_as(&env, &env.snapshot_ids()[0].clone(), &kept);
+}
+
+/// Issue 22, item 3: a `data/` listing that omits a live pack during a sweep leaves its index
+/// entries in place (the pack is asked for by name first).
+#[test]
+fn a_data_listing_that_omits_a_live_pack_does_not_strip_the_index() {
+    let (env, _old, kept) = forgotten_old_tree();
+    let store = Lagging::over(&env);
+    let repo = open_through(&store);
+    phase1(&repo);
+    let condemned: Vec<String> = cairn::repo::garbage::list(&repo)
+        .unwrap()
+        .iter()
+        .flat_map(|(_, g)| g.packs.iter().map(|p| p.to_hex()))
+        .collect();
+    let live = env
+        .id_files("data")
+        .into_iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .find(|name| !condemned.contains(name))
+        .expect("a live pack");
+    store.hide(&format!("data/{}/{live}", &live[..2]));
+    let swept = phase2(&repo, HOUR);
+    assert!(swept.deleted_packs >= 2, "{swept:?}");
+    store.show_all();
+    let report = env.json(&["check", "--read-data"]);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0, "{report}");
+    restores_as(&env, &env.snapshot_ids()[0].clone(), &kept);
+}
+
+/// Issue 22, item 7: a stray file in `garbage/` (no key needed to put one there) is skipped
+/// with a warning; a session claiming an endless lease from another host counts as claiming
+/// the longest lease there is, and prune prints when that ends.
+#[test]
+fn a_stray_garbage_file_and_an_endless_session_do_not_stop_the_repository() {
+    let (env, old, _kept) = forgotten_old_tree();
+    fs::create_dir_all(env.repo().join("garbage")).unwrap();
+    fs::write(env.repo().join("garbage/README"), b"not a garbage file").unwrap();
+    let out = env.command(&["backup", old.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("garbage/README: not a garbage file name"),
+        "{out:?}"
+    );
+    let repo = open(&env);
+    let now = now_secs();
+    let endless = SessionFile {
+        host: "elsewhere".into(),
+        lease_secs: i64::MAX,
+        expires: i64::MAX,
+        ..SessionFile::for_this_process("backup", now, 3600)
+    };
+    session::write(&repo, &session::new_session_id(), &endless).unwrap();
+    env.ok(&["forget", &env.snapshot_ids().last().unwrap().clone()]);
+    env.ok(&["prune"]);
+    let out = env.json(&["prune"]);
+    let waiting = out["report"]["waiting"][0].as_str().unwrap().to_string();
+    assert!(waiting.contains("backup on elsewhere"), "{out}");
+    let ends = chrono::DateTime::from_timestamp(now + 86_400, 0)
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    assert!(waiting.contains(&ends), "expected the lease to end at {ends}: {waiting}");
 }

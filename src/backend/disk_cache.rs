@@ -9,19 +9,30 @@
 //! whose bytes fail verification calls [`Backend::forget_cached`] before it reads again. Each
 //! cached file starts with the SHA-256 of its bytes, checked on every hit, and is opened
 //! without following links or blocking, as a regular file no larger than what was asked for.
-//! The caller hands over a private directory (the CLI checks owner and mode); only files named
-//! as this cache names them are counted and evicted, the least recently written first, until
-//! three quarters of the size remain.
+//! The cache lives in `DIR/cairn-cache`, opened once: every component of the path is opened
+//! relative to the one above it without following links and checked with `fstat` (each above
+//! owned by root or the user and not writable by others unless sticky, `cairn-cache` itself the
+//! user's and private), and every create, read, rename and unlink afterwards is relative to
+//! that descriptor. Swapping a directory on the path for a link after the mount starts changes
+//! nothing: the cache keeps using the directory it opened. Only regular files of this user
+//! named as this cache names them are counted and evicted, the least recently written first,
+//! until three quarters of the size remain.
 
 use crate::backend::{Backend, ObjectInfo};
-use crate::error::{Error, Result};
 use crate::digest::sha256;
+use crate::error::{Error, Result};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use parking_lot::Mutex;
-use std::fs;
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -29,11 +40,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 const IMMUTABLE: [&str; 3] = ["data/", "index/", "snapshots/"];
 /// Bytes before a cached file's content: its SHA-256.
 const CHECKSUM_LEN: u64 = 32;
+/// The directory of cairn's own inside the one the user names.
+const CACHE_DIR_NAME: &str = "cairn-cache";
 
 /// A store with a disk cache of its immutable objects in front.
 pub struct DiskCached {
     inner: Arc<dyn Backend>,
-    dir: PathBuf,
+    /// `DIR/cairn-cache`, opened once; every file operation is relative to it.
+    dir: OwnedFd,
+    /// Where it is, for messages.
+    shown: String,
+    /// The user the cache's files belong to.
+    uid: u32,
     limit: u64,
     /// Bytes of cache files in the directory, as this process counts them.
     used: Mutex<u64>,
@@ -44,105 +62,227 @@ pub struct DiskCached {
 }
 
 /// Whether `name` is one this cache gives its files: 64 hex digits.
-fn is_cache_file(name: &std::ffi::OsStr) -> bool {
-    name.to_str()
-        .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+fn is_cache_name(name: &[u8]) -> bool {
+    name.len() == 64 && name.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// The cache files in `dir`, with their write time and size.
-fn cache_files(dir: &Path) -> Vec<(std::time::SystemTime, u64, PathBuf)> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
+/// Whether a directory on the way to the cache is safe to pass through: owned by root or
+/// `uid`, and not open to others' writes unless sticky (as `/tmp` is: others cannot rename or
+/// remove what the user made there).
+fn safe_to_pass(stat: &FileStat, uid: u32) -> bool {
+    let mode = stat.st_mode;
+    let writable_by_others = mode & 0o022 != 0;
+    let sticky = mode & libc::S_ISVTX != 0;
+    (stat.st_uid == 0 || stat.st_uid == uid) && (!writable_by_others || sticky)
+}
+
+fn is_dir(stat: &FileStat) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR
+}
+
+fn is_regular(stat: &FileStat) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens directory `name` in `parent` (made 0700 when missing) without following a link.
+fn open_or_make(parent: &OwnedFd, name: &OsStr) -> std::result::Result<OwnedFd, Errno> {
+    match openat(parent.as_fd(), name, dir_flags(), Mode::empty()) {
+        Err(Errno::ENOENT) => {
+            match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            openat(parent.as_fd(), name, dir_flags(), Mode::empty())
+        }
+        other => other,
+    }
+}
+
+/// Opens `dir/cairn-cache` for user `uid` as described in the module comment, making what is
+/// missing; refuses a path through a link, a directory another user could change, or a cache
+/// directory that is not the user's and private.
+fn open_cache_dir(dir: &Path, uid: u32) -> Result<OwnedFd> {
+    let shown = dir.display().to_string();
+    let refuse = |what: String| Error::Invalid(format!("--cache-dir {shown}: {what}"));
+    let absolute = std::path::absolute(dir).map_err(|e| refuse(e.to_string()))?;
+    let mut at: OwnedFd = openat(nix::fcntl::AT_FDCWD, "/", dir_flags(), Mode::empty())
+        .map_err(|e| refuse(format!("opening /: {e}")))?;
+    let mut walked = std::path::PathBuf::from("/");
+    let check = |fd: &OwnedFd, walked: &Path| -> Result<()> {
+        let stat = fstat(fd.as_fd()).map_err(|e| refuse(e.to_string()))?;
+        if !is_dir(&stat) {
+            return Err(refuse(format!("{} is not a directory", walked.display())));
+        }
+        if !safe_to_pass(&stat, uid) {
+            return Err(refuse(format!(
+                "{} can be changed by another user (owned by uid {}, mode {:o}): refusing to \
+                 keep a cache below it",
+                walked.display(),
+                stat.st_uid,
+                stat.st_mode & 0o7777
+            )));
+        }
+        Ok(())
     };
-    entries
-        .flatten()
-        .filter(|e| is_cache_file(&e.file_name()))
-        .filter_map(|e| {
-            let meta = e.metadata().ok().filter(|m| m.is_file())?;
-            Some((meta.modified().ok()?, meta.len(), e.path()))
-        })
-        .collect()
+    check(&at, &walked)?;
+    for component in absolute.components() {
+        let name = match component {
+            Component::Normal(name) => name,
+            Component::RootDir | Component::CurDir => continue,
+            Component::ParentDir => {
+                return Err(refuse("'..' in the path: name the directory plainly".into()));
+            }
+            Component::Prefix(_) => continue,
+        };
+        walked.push(name);
+        at = open_or_make(&at, name).map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => {
+                refuse(format!("{} is a link or not a directory", walked.display()))
+            }
+            e => refuse(format!("opening {}: {e}", walked.display())),
+        })?;
+        check(&at, &walked)?;
+    }
+    walked.push(CACHE_DIR_NAME);
+    let ours = open_or_make(&at, OsStr::new(CACHE_DIR_NAME))
+        .map_err(|e| refuse(format!("opening {}: {e}", walked.display())))?;
+    let stat = fstat(ours.as_fd()).map_err(|e| refuse(e.to_string()))?;
+    if !is_dir(&stat) || stat.st_uid != uid || stat.st_mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "{} is not a private directory of this user (someone else's, or open to others): \
+             refusing to use it",
+            walked.display()
+        )));
+    }
+    Ok(ours)
 }
 
 impl DiskCached {
-    /// A cache of at most `limit` bytes in the private directory `dir`, in front of `inner`.
-    pub fn new(inner: Arc<dyn Backend>, dir: PathBuf, limit: u64) -> Result<DiskCached> {
-        if !dir.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{}: not a directory",
-                dir.display()
-            )));
-        }
-        // Temporary files of a process killed while writing one: never renamed, never counted.
-        // (One being written by a concurrent mount only loses its rename: not cached.)
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let used = cache_files(&dir).iter().map(|f| f.1).sum();
-        Ok(DiskCached {
+    /// A cache of at most `limit` bytes in `dir/cairn-cache`, in front of `inner`, for the
+    /// user running this process.
+    pub fn open(inner: Arc<dyn Backend>, dir: &Path, limit: u64) -> Result<DiskCached> {
+        let uid = nix::unistd::geteuid().as_raw();
+        let fd = open_cache_dir(dir, uid)?;
+        let cache = DiskCached {
             inner,
-            dir,
+            dir: fd,
+            shown: dir.join(CACHE_DIR_NAME).display().to_string(),
+            uid,
             limit,
-            used: Mutex::new(used),
+            used: Mutex::new(0),
             full: AtomicBool::new(false),
             temps: AtomicU64::new(0),
-        })
+        };
+        // Temporary files of a process killed while writing one: never renamed, never counted.
+        // (One being written by a concurrent mount only loses its rename: not cached.)
+        for (name, _) in cache.entries(|name| name.starts_with(b".tmp-")) {
+            let _ = unlinkat(cache.dir.as_fd(), name.as_slice(), UnlinkatFlags::NoRemoveDir);
+        }
+        let used = cache.cache_files().iter().map(|f| f.1).sum();
+        *cache.used.lock() = used;
+        Ok(cache)
     }
 
-    fn file_of(&self, name: &str, range: &Option<Range<u64>>) -> PathBuf {
+    /// The entries of the cache directory whose names pass `wanted` and that are regular files
+    /// of this user, each with its `fstatat` (never following a link).
+    fn entries(&self, wanted: impl Fn(&[u8]) -> bool) -> Vec<(Vec<u8>, FileStat)> {
+        // Opened afresh through the descriptor: its own offset, the same directory.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let Ok(mut listing) = Dir::openat(self.dir.as_fd(), ".", flags, Mode::empty()) else {
+            return Vec::new();
+        };
+        let names: Vec<Vec<u8>> = listing
+            .iter()
+            .flatten()
+            .map(|entry| entry.file_name().to_bytes().to_vec())
+            .filter(|name| wanted(name))
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let stat =
+                    fstatat(self.dir.as_fd(), name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+                (is_regular(&stat) && stat.st_uid == self.uid).then_some((name, stat))
+            })
+            .collect()
+    }
+
+    /// The cache files, with their write time and size.
+    fn cache_files(&self) -> Vec<((i64, i64), u64, Vec<u8>)> {
+        self.entries(is_cache_name)
+            .into_iter()
+            .map(|(name, stat)| ((stat.st_mtime, stat.st_mtime_nsec), stat.st_size as u64, name))
+            .collect()
+    }
+
+    fn file_of(&self, name: &str, range: &Option<Range<u64>>) -> String {
         let key = match range {
             Some(r) => format!("{name}:{}-{}", r.start, r.end),
             None => name.to_string(),
         };
-        self.dir.join(hex::encode(sha256(key.as_bytes())))
+        hex::encode(sha256(key.as_bytes()))
+    }
+
+    fn remove(&self, file: &str) {
+        let _ = unlinkat(self.dir.as_fd(), file, UnlinkatFlags::NoRemoveDir);
     }
 
     /// The cached bytes of at most `max` bytes, if present and intact; a damaged file is
     /// removed. Never follows a link, never blocks on a FIFO.
-    fn lookup(&self, file: &Path, max: u64) -> Option<Vec<u8>> {
-        let mut opened = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(file)
-            .ok()?;
-        let meta = opened.metadata().ok()?;
-        if !meta.is_file() || meta.len() < CHECKSUM_LEN || meta.len() > max + CHECKSUM_LEN {
-            let _ = fs::remove_file(file);
+    fn lookup(&self, file: &str, max: u64) -> Option<Vec<u8>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let opened = openat(self.dir.as_fd(), file, flags, Mode::empty()).ok()?;
+        let stat = fstat(opened.as_fd()).ok()?;
+        let len = stat.st_size as u64;
+        if !is_regular(&stat) || stat.st_uid != self.uid || len < CHECKSUM_LEN || len > max + CHECKSUM_LEN {
+            self.remove(file);
             return None;
         }
-        let mut stored = Vec::with_capacity(meta.len() as usize);
-        opened.read_to_end(&mut stored).ok()?;
-        let (sum, data) = stored.split_at(CHECKSUM_LEN as usize);
-        if sha256(data) == sum {
-            return Some(data.to_vec());
+        let mut stored = Vec::with_capacity(len as usize);
+        File::from(opened)
+            .take(max + CHECKSUM_LEN)
+            .read_to_end(&mut stored)
+            .ok()?;
+        if stored.len() as u64 >= CHECKSUM_LEN {
+            let (sum, data) = stored.split_at(CHECKSUM_LEN as usize);
+            if sha256(data) == sum {
+                return Some(data.to_vec());
+            }
         }
-        tracing::warn!("{}: damaged cache file, read again", file.display());
-        let _ = fs::remove_file(file);
+        tracing::warn!("{}/{file}: damaged cache file, read again", self.shown);
+        self.remove(file);
         None
     }
 
     /// Stores `data` as `file` (best effort: a full disk only means no cache).
-    fn remember(&self, file: &Path, data: &[u8]) {
+    fn remember(&self, file: &str, data: &[u8]) {
         if self.full.load(Ordering::Relaxed) {
             return;
         }
         let n = self.temps.fetch_add(1, Ordering::Relaxed);
-        let temp = self.dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut f| {
+        let temp = format!(".tmp-{}-{n}", std::process::id());
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let written = openat(self.dir.as_fd(), temp.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .map_err(std::io::Error::from)
+            .and_then(|fd| {
+                let mut f = File::from(fd);
                 f.write_all(&sha256(data))?;
                 f.write_all(data)
             })
-            .and_then(|()| fs::rename(&temp, file));
+            .and_then(|()| {
+                renameat(self.dir.as_fd(), temp.as_str(), self.dir.as_fd(), file)
+                    .map_err(std::io::Error::from)
+            });
         if written.is_err() {
-            let _ = fs::remove_file(&temp);
+            self.remove(&temp);
             return;
         }
         let over = {
@@ -157,22 +297,19 @@ impl DiskCached {
 
     /// Removes the oldest cache files until three quarters of the limit remain.
     fn shrink(&self) {
-        let mut files = cache_files(&self.dir);
+        let mut files = self.cache_files();
         files.sort();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
-        for (_, len, path) in files {
+        for (_, len, name) in files {
             if total <= self.limit / 4 * 3 {
                 break;
             }
-            if fs::remove_file(&path).is_ok() {
+            if unlinkat(self.dir.as_fd(), name.as_slice(), UnlinkatFlags::NoRemoveDir).is_ok() {
                 total -= len;
             }
         }
         if total > self.limit {
-            tracing::warn!(
-                "{}: cannot shrink the cache; caching stops",
-                self.dir.display()
-            );
+            tracing::warn!("{}: cannot shrink the cache; caching stops", self.shown);
             self.full.store(true, Ordering::Relaxed);
         }
         *self.used.lock() = total;
@@ -243,7 +380,7 @@ impl Backend for DiskCached {
     }
 
     fn forget_cached(&self, name: &str, range: Option<Range<u64>>) {
-        let _ = fs::remove_file(self.file_of(name, &range));
+        self.remove(&self.file_of(name, &range));
         self.inner.forget_cached(name, range);
     }
 }

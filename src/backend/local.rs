@@ -149,6 +149,23 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    /// Refused unread when larger than `limit`, and read with `limit` as a hard stop: a file
+    /// that grows while it is read (another process appending) costs no more either.
+    fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let err = |e| Self::storage_error(name, e);
+        let file = self.open_object(name)?;
+        let size = file.metadata().map_err(err)?.len();
+        if size > limit {
+            return Err(super::too_large(name, size, limit));
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        file.take(limit + 1).read_to_end(&mut out).map_err(err)?;
+        if out.len() as u64 > limit {
+            return Err(super::too_large(name, out.len() as u64, limit));
+        }
+        Ok(out)
+    }
+
     fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
         let err = |e| Self::storage_error(name, e);
         let file = self.open_object(name)?;

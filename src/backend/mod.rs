@@ -91,7 +91,8 @@ pub trait Backend: Send + Sync {
     fn forget_cached(&self, _name: &str, _range: Option<Range<u64>>) {}
 }
 
-fn too_large(name: &str, size: u64, limit: u64) -> crate::Error {
+/// The error for an object larger than its kind may be, refused unread.
+pub(crate) fn too_large(name: &str, size: u64, limit: u64) -> crate::Error {
     crate::Error::corrupt(
         name,
         format!("{size} bytes, more than such a file can hold ({limit}): refused unread"),

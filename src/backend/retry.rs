@@ -82,6 +82,10 @@ impl Backend for RetryingBackend {
         self.retry(name, || self.inner.get_into(name, range.clone(), buf))
     }
 
+    fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        self.retry(name, || self.inner.get_bounded(name, limit))
+    }
+
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.retry(name, || self.inner.put(name, data))
     }

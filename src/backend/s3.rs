@@ -91,10 +91,13 @@ impl S3Credentials {
 /// How long one call may take before it counts as a (transient) failure: a stalled connection
 /// must end in an error the retry layer sees, never in a hang. A call with a body gets `call`
 /// plus the time its bytes take at [`S3Timeouts::MIN_RATE`], so a 16 MiB pack on a slow uplink
-/// is not cut off while it is still moving.
+/// is not cut off while it is still moving. The bytes are always those cairn sends or asked
+/// for (a range, or the most an object of its kind may hold), never a size the server states,
+/// and a read that receives nothing for `call` ends too: no answer stretches a wait.
 #[derive(Clone, Copy, Debug)]
 pub struct S3Timeouts {
-    /// A call without a body (stat, delete, a listing page), and the base of one with a body.
+    /// A call without a body (stat, delete, a listing page), the base of one with a body, and
+    /// the longest a body may stall.
     pub call: Duration,
 }
 
@@ -187,16 +190,91 @@ impl S3Backend {
     }
 
     /// Every entry under `dir`, each step of the listing (a page, at most) within the time of
-    /// one call: a large directory takes as many steps as it needs, a stalled one ends.
+    /// one call: a large directory takes as many steps as it needs, a stalled one ends, and one
+    /// that lists more than [`max_listed`] objects (a server inventing keys without end) is
+    /// refused.
     fn list_paged(&self, dir: &str) -> opendal::Result<Vec<opendal::Entry>> {
         let mut lister = self.run(0, async {
             self.operator.lister_with(dir).recursive(true).await
         })?;
+        let most = max_listed();
         let mut entries = Vec::new();
         while let Some(entry) = self.run(0, lister.try_next())? {
+            if entries.len() >= most {
+                return Err(opendal::Error::new(
+                    DalKind::Unexpected,
+                    format!(
+                        "the store lists more than {most} objects under {dir}: refused (set \
+                         CAIRN_MAX_LISTED for a larger repository)"
+                    ),
+                ));
+            }
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// Reads `range` of `name`, or all of it for `None`, refusing more than `limit` bytes:
+    /// the body is read as it arrives and the read ends, with a one-line error, the moment the
+    /// server sends more than that (a GET that ignores its range, a body far longer than
+    /// asked), so memory follows what cairn asked for, never what the server sends. The whole
+    /// read has one deadline, set by `limit`, and a body that stalls for [`S3Timeouts::call`]
+    /// ends it whatever the deadline.
+    fn read_capped(&self, name: &str, range: Option<Range<u64>>, limit: u64) -> Result<Vec<u8>> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.timeouts.for_bytes(limit);
+        let stall = self.timeouts.call;
+        let late = |what: &str| {
+            storage_error(
+                name,
+                opendal::Error::new(DalKind::Unexpected, what.to_string()).set_temporary(),
+            )
+        };
+        self.runtime.block_on(async {
+            let reader = tokio::time::timeout_at(deadline.min(started + stall), async {
+                self.operator.reader_with(name).await
+            })
+            .await
+            .map_err(|_| late("no answer in time"))?
+            .map_err(|e| storage_error(name, e))?;
+            let body = match range {
+                Some(range) => reader.into_bytes_stream(range).await,
+                None => reader.into_bytes_stream(..).await,
+            }
+            .map_err(|e| storage_error(name, e))?;
+            futures::pin_mut!(body);
+            let mut out = Vec::new();
+            loop {
+                let wait = deadline.min(tokio::time::Instant::now() + stall);
+                let next = tokio::time::timeout_at(wait, futures::StreamExt::next(&mut body))
+                    .await
+                    .map_err(|_| {
+                        late(&format!(
+                            "body stalled or slower than {} KiB/s",
+                            S3Timeouts::MIN_RATE >> 10
+                        ))
+                    })?;
+                match next {
+                    None => return Ok(out),
+                    Some(Err(e)) => return Err(body_error(name, e)),
+                    Some(Ok(bytes)) => {
+                        if (out.len() + bytes.len()) as u64 > limit {
+                            return Err(Error::Storage {
+                                name: name.to_string(),
+                                source: std::io::Error::new(
+                                    ErrorKind::InvalidData,
+                                    format!(
+                                        "the server sent more than the {limit} bytes asked for; \
+                                         read stopped"
+                                    ),
+                                ),
+                            });
+                        }
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+            }
+        })
     }
 
     /// Reads back what a put stored and compares its length and ETag (the MD5 of the body for a
@@ -229,10 +307,8 @@ impl S3Backend {
         }
         // Either the bytes differ, or this store's ETags are not MD5s (encrypted buckets): the
         // stored object itself decides, once.
-        let stored = self
-            .run(data.len() as u64, self.operator.read(name))
-            .map_err(|e| storage_error(name, e))?;
-        if stored.to_vec() == data {
+        let stored = self.read_capped(name, None, data.len() as u64 + 1)?;
+        if stored == data {
             tracing::info!(
                 "{}: ETags are not MD5 digests here; comparing lengths",
                 self.location
@@ -241,6 +317,32 @@ impl S3Backend {
             return Ok(());
         }
         Err(wire_damage(name, format!("stored MD5 {etag}, sent {sent}")))
+    }
+}
+
+/// Most objects one listing may return: 10 million (about a gigabyte of names), a repository
+/// of 150 TB in 16 MiB packs; `CAIRN_MAX_LISTED` sets another bound.
+fn max_listed() -> usize {
+    std::env::var("CAIRN_MAX_LISTED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+/// An error met while a body streamed in: opendal's own when it carries one, so its kind (a
+/// missing object, a temporary failure) is kept.
+fn body_error(name: &str, error: std::io::Error) -> Error {
+    let kind = error.kind();
+    match error.into_inner().map(|inner| inner.downcast::<opendal::Error>()) {
+        Some(Ok(dal)) => storage_error(name, *dal),
+        Some(Err(other)) => Error::Storage {
+            name: name.to_string(),
+            source: std::io::Error::new(kind, other.to_string()),
+        },
+        None => Error::Storage {
+            name: name.to_string(),
+            source: std::io::Error::from(kind),
+        },
     }
 }
 
@@ -299,6 +401,10 @@ fn describe(error: &opendal::Error) -> String {
     line
 }
 
+/// The most bytes a whole-object read takes: the largest limit of any kind of repository file
+/// (index and garbage files, docs/FORMAT.md).
+pub const MAX_WHOLE_READ: u64 = 256 << 20;
+
 /// Longest store error message shown.
 const MAX_MESSAGE: usize = 300;
 
@@ -313,25 +419,34 @@ fn short_read(name: &str, got: usize, wanted: u64) -> Error {
 }
 
 impl Backend for S3Backend {
+    /// A whole object is read as [`Backend::get_bounded`] with the largest limit any kind has
+    /// ([`MAX_WHOLE_READ`]); a range is read stopping at its length.
     fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
-        let bytes = match &range {
-            None => {
-                // Sized first, so the time allowed follows the object (an index file may be
-                // hundreds of MB, a config a few hundred bytes).
-                let size = self.stat(name)?;
-                self.run(size, self.operator.read(name))
-            }
-            Some(range) if range.is_empty() => return Ok(Vec::new()),
-            Some(range) => self.run(range.end - range.start, async {
-                self.operator.read_with(name).range(range.clone()).await
-            }),
+        let Some(range) = range else {
+            return self.get_bounded(name, MAX_WHOLE_READ);
+        };
+        if range.is_empty() {
+            return Ok(Vec::new());
         }
-        .map_err(|e| storage_error(name, e))?
-        .to_vec();
-        if let Some(range) = range
-            && bytes.len() as u64 != range.end - range.start
-        {
-            return Err(short_read(name, bytes.len(), range.end - range.start));
+        let wanted = range.end - range.start;
+        let bytes = self.read_capped(name, Some(range), wanted)?;
+        if bytes.len() as u64 != wanted {
+            return Err(short_read(name, bytes.len(), wanted));
+        }
+        Ok(bytes)
+    }
+
+    fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        // Sized first, so a larger object is refused unread and the time allowed follows the
+        // object (an index file may be hundreds of MB, a config a few hundred bytes); the read
+        // stops at the stated size, so a server cannot send more than it said.
+        let size = self.stat(name)?;
+        if size > limit {
+            return Err(super::too_large(name, size, limit));
+        }
+        let bytes = self.read_capped(name, None, size)?;
+        if bytes.len() as u64 != size {
+            return Err(short_read(name, bytes.len(), size));
         }
         Ok(bytes)
     }
@@ -354,7 +469,19 @@ impl Backend for S3Backend {
             // The name is taken. When the taker is this very call (an earlier attempt stored it
             // and its answer was lost), the stored bytes are ours: that is a success, not a
             // conflict, or a retried commit would report a snapshot it did write as not written.
-            Err(e) if e.kind() == DalKind::ConditionNotMatch => Ok(self.get(name, None)? == data),
+            // Only as many bytes as were sent (and one more) are read back: a longer object is
+            // someone else's.
+            Err(e) if e.kind() == DalKind::ConditionNotMatch => {
+                let stored = match self.read_capped(name, None, data.len() as u64 + 1) {
+                    Err(Error::Storage { source, .. })
+                        if source.kind() == ErrorKind::InvalidData =>
+                    {
+                        return Ok(false);
+                    }
+                    other => other?,
+                };
+                Ok(stored == data)
+            }
             // The server checked the condition (the name was free), then found the body
             // damaged; a server that stores before it checks (s3s-fs) may now hold damaged
             // bytes under the name, which would make the retry a "conflict". When the name is
@@ -364,7 +491,7 @@ impl Backend for S3Backend {
                 let error = storage_error(name, e);
                 let id = name.rsplit('/').next().unwrap_or_default();
                 if id.len() == 64
-                    && let Ok(stored) = self.get(name, None)
+                    && let Ok(stored) = self.read_capped(name, None, data.len() as u64)
                     && hex::encode(sha256(&stored)) != id
                 {
                     let _ = self.delete(name);

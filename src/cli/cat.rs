@@ -40,7 +40,11 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             .ok_or_else(|| anyhow!("cat {} needs an id", args.kind))
     };
     let value = match args.kind.as_str() {
-        "config" => serde_json::from_slice(&repo.backend().get("config", None)?)?,
+        "config" => serde_json::from_slice(
+            &repo
+                .backend()
+                .get_bounded("config", cairn::repo::config::MAX_CONFIG_LEN)?,
+        )?,
         "snapshot" => serde_json::to_value(repo.find_snapshot(&id()?)?.1)?,
         "tree" => {
             let blob = BlobId::from_hex(&id()?)?;
@@ -69,7 +73,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             serde_json::to_value(Segment::open(
                 repo.key(),
                 &name,
-                &repo.backend().get(&name, None)?,
+                &repo
+                    .backend()
+                    .get_bounded(&name, cairn::repo::index::MAX_SEGMENT_LEN)?,
             )?)?
         }
         _ => unreachable!("clap restricts the kinds"),

@@ -84,17 +84,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     }
     let repo = match &args.cache_dir {
         None => globals.open()?,
-        Some(dir) => {
-            // A directory of cairn's own inside the one given, checked private: eviction
-            // removes files there, and another user must not plant or read any.
-            std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
-            let ours = dir.join("cairn-cache");
-            crate::cli::private_dir::ensure_private(&ours, nix::unistd::geteuid().as_raw())?;
-            globals.open_through(|store| {
-                let cached = DiskCached::new(store, ours, args.cache_dir_size)?;
-                Ok(Arc::new(cached))
-            })?
-        }
+        // A directory of cairn's own inside the one given, opened once and checked private
+        // (with the path above it): eviction removes files there, and another user must not
+        // plant, read or redirect any.
+        Some(dir) => globals.open_through(|store| {
+            let cached = DiskCached::open(store, dir, args.cache_dir_size)?;
+            Ok(Arc::new(cached))
+        })?,
     };
     let scope = match &args.snapshot {
         None => Scope::All,

@@ -48,7 +48,7 @@ pub fn for_each_blob(
             && pack_size <= window
             && pack_size - (end - start) <= MERGE_GAP * 4;
         let (bytes, base) = if whole {
-            let bytes = repo.backend().get(&name, None)?;
+            let bytes = repo.backend().get_bounded(&name, window)?;
             if sha256(&bytes) != pack.0 {
                 return read_one_by_one(repo, pack, &wanted, &mut on_blob);
             }

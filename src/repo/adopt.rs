@@ -45,19 +45,40 @@ pub fn adopt_unindexed(
     unusable: &HashSet<PackId>,
 ) -> Result<Adopted> {
     let indexed: HashSet<&PackId> = index.packs().iter().collect();
+    let largest = repo.config().params.largest_pack();
+    let mut oversized = 0;
     let orphans: Vec<(PackId, u64)> = stored_packs(repo)?
         .into_iter()
         .filter(|(pack, _)| !indexed.contains(pack) && !unusable.contains(pack))
+        .filter(|(pack, size)| {
+            // A size no writer of this repository makes (a phantom in a lying listing): not
+            // worth reading, whatever the listing says.
+            let plausible = *size <= largest;
+            if !plausible {
+                tracing::warn!(
+                    "pack {pack} is listed with {size} bytes, more than a pack of this \
+                     repository can hold ({largest}); not re-used"
+                );
+                oversized += 1;
+            }
+            plausible
+        })
         .collect();
     if orphans.is_empty() {
-        return Ok(Adopted::default());
+        return Ok(Adopted {
+            damaged: oversized,
+            ..Adopted::default()
+        });
     }
     let verified: Vec<Result<Option<SegmentPack>>> = orphans
         .par_iter()
         .map(|(pack, size)| verify(repo, pack, *size))
         .collect();
     let mut found = Vec::new();
-    let mut adopted = Adopted::default();
+    let mut adopted = Adopted {
+        damaged: oversized,
+        ..Adopted::default()
+    };
     for ((pack_id, size), pack) in orphans.iter().zip(verified) {
         // Adoption only saves sending again: a pack that does not read is left for check and
         // prune to deal with, never a reason to fail the job.

@@ -54,6 +54,16 @@ impl Default for Params {
 }
 
 impl Params {
+    /// The largest pack a writer with these parameters can store, generously: a pack is closed
+    /// once it reaches its target size, so it holds at most that plus one blob (a chunk or a
+    /// tree piece, sealed) and its header. A listed pack larger than twice this was not written
+    /// by cairn, and adoption does not spend a read on it.
+    pub fn largest_pack(&self) -> u64 {
+        let target = u64::from(self.pack_size.max(self.tree_pack_size));
+        let blob = u64::from(self.chunk_max.max(self.tree_split_size));
+        2 * (target + blob) + (1 << 20)
+    }
+
     /// Retries of a transient store error.
     pub fn retries(&self) -> u32 {
         self.retries.unwrap_or(DEFAULT_RETRIES)
