@@ -509,3 +509,23 @@ fn one_damaged_snapshot_file_does_not_hide_the_others() {
     assert!(!damaged.exists());
     env.ok(&["snapshots"]);
 }
+
+/// Issue 22, item 8: a key file damaged on the store (one digit of its salt changed, still
+/// well-formed JSON) no longer hashes to its name: reported as damaged, exit 1, not taken for a
+/// wrong password (exit 12).
+#[test]
+fn a_damaged_key_file_is_named_not_taken_for_a_wrong_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_repo(&[]);
+    let key = env.repo_files("keys").remove(0);
+    let mut text = fs::read_to_string(&key).unwrap();
+    let at = text.find("\"salt\": \"").unwrap() + "\"salt\": \"".len();
+    let digit = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    text.replace_range(at..at + 1, digit);
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&key, text).unwrap();
+    let name = key.file_name().unwrap().to_str().unwrap().to_string();
+    let out = env.run(&["snapshots"]);
+    assert_one_line_error(&out, 1, &name);
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+}

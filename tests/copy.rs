@@ -313,3 +313,49 @@ fn a_source_snapshot_that_does_not_read_fails_the_run_after_the_rest_is_copied()
     assert!(err.lines().last().unwrap().contains(name), "{err}");
     assert_eq!(dest.snapshot_ids().len(), 2);
 }
+
+/// Issue 22, item 8: entries whose names readers refuse (`..`, a `/` inside) are left out of
+/// the copy, each named, so the destination checks clean; the copy restores as its source does
+/// and a re-run recognises it as complete.
+#[test]
+fn names_readers_refuse_are_left_out_of_a_copy_naming_each() {
+    let source = Env::with_repo(&["--pack-size", "1MiB"]);
+    let crafter = common::crafted::Crafter::new(&source);
+    let inner = vec![
+        crafter.file(b"kept", 0o644, b"kept below"),
+        crafter.file(b"..", 0o644, b"climbs out"),
+    ];
+    let root = vec![
+        crafter.file(b"good.txt", 0o644, b"fine"),
+        crafter.file(b"..", 0o644, b"escape"),
+        crafter.file(b"a/b", 0o644, b"slash"),
+        crafter.dir(b"sub", 0o755, inner),
+    ];
+    crafter.commit(root);
+    let dest = dest_like(&source, None);
+    let report = copied(&copy(&dest, &source, &[]));
+    assert_eq!(report[0]["status"], "copied", "{report}");
+    let mut dropped: Vec<String> = report[0]["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    dropped.sort();
+    assert_eq!(dropped, ["/\"..\"", "/\"a/b\"", "/sub/\"..\""], "{report}");
+    let checked = dest.json(&["check", "--read-data"]);
+    assert_eq!(checked["problems"].as_array().unwrap().len(), 0, "{checked}");
+    assert_copies_restore_alike(&source, &dest);
+    let again = copied(&copy(&dest, &source, &[]));
+    assert_eq!(again[0]["status"], "already_copied", "{again}");
+    // In text, each left-out entry is a warning line of its own.
+    let other = dest_like(&source, None);
+    let out = other
+        .command(&["copy", "--from", source.repo().to_str().unwrap()])
+        .env("CAIRN_FROM_PASSWORD", SOURCE_PASSWORD)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("left out").count(), 3, "{err}");
+}

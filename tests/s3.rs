@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::liar::{Liar, Lies};
 use common::proxy::Proxy;
 use common::s3::S3Server;
 use common::{Env, assert_same_tree, make_tree, pseudo_random};
@@ -201,4 +202,184 @@ fn a_bit_flipped_on_the_wire_never_reaches_a_pack_unnoticed() {
     let out = env.path("out");
     env.restore("latest", &out, &[]);
     assert_same_tree(&src, &out.join(src.file_name().unwrap()));
+}
+
+/// A repository on the real server reached through a proxy that lies (issue 22).
+fn lying_repo(server: &S3Server, name: &str) -> (Liar, Env) {
+    let liar = Liar::start(server.port);
+    let env = s3_repo(server.location_via(liar.port, name), "1");
+    let src = env.path("src");
+    make_tree(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    (liar, env)
+}
+
+/// Fails with exit 1, naming `expect` in an error line (or check's report), with no panic and
+/// a peak RSS under `max_mib`.
+fn fails_bounded(env: &Env, args: &[&str], extra_env: &[(&str, &str)], expect: &str, max_mib: u64) {
+    let mut cmd = env.command(args);
+    cmd.envs(extra_env.iter().copied());
+    let (status, stderr, peak_kib) = Env::measured(cmd);
+    assert_eq!(status.code(), Some(1), "cairn {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "cairn {args:?}: {stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("cairn:") || l.contains("more than"))
+        .collect();
+    assert!(!errors.is_empty(), "cairn {args:?}: {stderr}");
+    assert!(errors.iter().any(|e| e.contains(expect)), "cairn {args:?}: {stderr}");
+    assert!(
+        peak_kib < max_mib << 10,
+        "cairn {args:?} peaked at {} MiB",
+        peak_kib >> 10
+    );
+}
+
+/// Issue 22, item 4: GETs answered with 1 GiB whatever was asked (a range, or a snapshot
+/// file of a few hundred bytes) are read only as far as what was asked, then refused in one
+/// line: restore, check --read-data and snapshots stay within a bounded memory.
+#[test]
+fn bodies_far_longer_than_asked_are_refused_in_bounded_memory() {
+    let server = S3Server::start();
+    let (liar, env) = lying_repo(&server, "long");
+    let target = env.path("out");
+    for (key, args) in [
+        ("/data/", vec!["restore", "latest", "--target", target.to_str().unwrap()]),
+        ("/data/", vec!["check", "--read-data"]),
+        ("/snapshots/", vec!["snapshots"]),
+    ] {
+        liar.lie(Lies {
+            long_bodies: Some((key.to_string(), 1 << 30)),
+            ..Lies::default()
+        });
+        fails_bounded(&env, &args, &[], "more than the", 300);
+    }
+    liar.honest();
+    env.ok(&["check", "--read-data"]);
+}
+
+/// Issue 22, item 4: a server that lists keys without end is refused past the bound on one
+/// listing, in bounded memory; a phantom pack of a terabyte in a listing is not read by the
+/// adoption of unindexed packs.
+#[test]
+fn endless_listings_are_refused_and_a_phantom_pack_is_not_read() {
+    let server = S3Server::start();
+    let (liar, env) = lying_repo(&server, "listing");
+    liar.lie(Lies {
+        endless_listing: true,
+        ..Lies::default()
+    });
+    fails_bounded(
+        &env,
+        &["snapshots"],
+        &[("CAIRN_MAX_LISTED", "200000")],
+        "lists more than 200000 objects",
+        300,
+    );
+    liar.lie(Lies {
+        phantom_pack_size: Some(1 << 40),
+        ..Lies::default()
+    });
+    let src = env.path("src");
+    std::fs::write(src.join("new.txt"), b"a change").unwrap();
+    let mut cmd = env.command(&["backup", src.to_str().unwrap()]);
+    cmd.env("CAIRN_IO_TIMEOUT_SECS", "5");
+    let (status, stderr, _) = Env::measured(cmd);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("not re-used"), "{stderr}");
+}
+
+/// Issue 22, item 5: a commit answered 412, then a HEAD claiming a terabyte and a GET whose
+/// body never comes: the command ends within its configured timeouts (here 2 s a stall, one
+/// retry), with one line, instead of waiting as long as the claimed size would take.
+#[test]
+fn a_commit_answered_with_a_stalled_terabyte_ends_within_the_timeouts() {
+    let server = S3Server::start();
+    let (liar, env) = lying_repo(&server, "stall");
+    liar.lie(Lies {
+        lying_commit: Some("/snapshots/".into()),
+        ..Lies::default()
+    });
+    let src = env.path("src");
+    std::fs::write(src.join("new.txt"), b"a change").unwrap();
+    let started = std::time::Instant::now();
+    fails_bounded(
+        &env,
+        &["backup", "--force", src.to_str().unwrap()],
+        &[("CAIRN_IO_TIMEOUT_SECS", "2")],
+        "",
+        300,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    liar.honest();
+    env.ok(&["check"]);
+}
+
+/// Issue 22, item 2(b), on a real store: right after a backup, a snapshot listing that lags
+/// names nothing while the index names packs; prune refuses, deleting nothing.
+#[test]
+fn a_lagging_snapshot_listing_on_s3_stops_prune() {
+    let server = S3Server::start();
+    let (liar, env) = lying_repo(&server, "lagging");
+    liar.lie(Lies {
+        hide: vec!["/snapshots/".into()],
+        ..Lies::default()
+    });
+    let packs = server.objects("lagging").iter().filter(|o| o.starts_with("data/")).count();
+    let out = env.run(&["prune", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lists no snapshot"), "{out:?}");
+    liar.honest();
+    let after = server.objects("lagging").iter().filter(|o| o.starts_with("data/")).count();
+    assert_eq!(after, packs);
+    env.ok(&["check", "--read-data"]);
+}
+
+/// Issue 22, item 6: no command prints the secret key, at the most verbose log level.
+#[test]
+fn no_command_logs_the_secret_key_at_any_level() {
+    let server = S3Server::start();
+    let env = s3_repo(server.location("secret"), "1");
+    let src = env.path("src");
+    make_tree(&src);
+    let out_dir = env.path("out");
+    let dest = Env::at(server.location("secret-copy"));
+    let from = server.location("secret");
+    let src = src.to_str().unwrap();
+    let runs: Vec<(&Env, Vec<&str>)> = vec![
+        (&env, vec!["backup", src]),
+        (&env, vec!["backup", src]),
+        (&env, vec!["snapshots"]),
+        (&env, vec!["ls", "latest"]),
+        (&env, vec!["restore", "latest", "--target", out_dir.to_str().unwrap()]),
+        (&env, vec!["check", "--read-data"]),
+        (&env, vec!["stats"]),
+        (&env, vec!["cat", "config"]),
+        (&env, vec!["find", "*.bin"]),
+        (&env, vec!["diff", "latest", "latest"]),
+        (&env, vec!["key", "list"]),
+        (&env, vec!["forget", "--keep-last", "1", "--prune"]),
+        (&dest, vec!["init", "--kdf-time", "1", "--kdf-memory", "1", "--copy-params-from", &from]),
+        (&dest, vec!["copy", "--from", &from]),
+    ];
+    let mut logged = String::new();
+    for (on, args) in runs {
+        let out = on
+            .command(&args)
+            .env("CAIRN_LOG", "trace")
+            .env("CAIRN_FROM_PASSWORD", "correct horse")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        logged.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(logged.len() > 10_000, "trace logging printed little: {logged}");
+    assert!(
+        !logged.contains(common::s3::SECRET_KEY),
+        "the secret key reached a log"
+    );
 }

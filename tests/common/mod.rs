@@ -5,6 +5,7 @@
 
 pub mod crafted;
 pub mod edits;
+pub mod liar;
 pub mod proxy;
 pub mod s3;
 
@@ -106,6 +107,32 @@ impl Env {
                 .env_remove("XDG_CACHE_HOME");
         }
         cmd
+    }
+
+    /// Runs `cmd` to its end and returns its exit status, its standard error (after its
+    /// standard output) and the peak resident memory of that one process in KiB (from `wait4`,
+    /// which reports it for exactly the child waited for).
+    pub fn measured(mut cmd: Command) -> (std::process::ExitStatus, String, u64) {
+        use std::os::unix::process::ExitStatusExt;
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let err = tempfile::NamedTempFile::new().unwrap();
+        let child = cmd
+            .stdout(out.reopen().unwrap())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .expect("cairn runs");
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child, once; std never waits for it after this.
+        let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(waited, child.id() as i32, "wait4");
+        let stderr = fs::read_to_string(out.path()).unwrap_or_default()
+            + &fs::read_to_string(err.path()).unwrap_or_default();
+        (
+            std::process::ExitStatus::from_raw(status),
+            stderr,
+            usage.ru_maxrss as u64,
+        )
     }
 
     /// Runs cairn and insists on exit code 0; returns stdout.
