@@ -1,6 +1,6 @@
 //! cairn: a deduplicating, compressing, encrypting backup repository.
 //!
-//! Layers, one direction: `cli → ops, fs → ingest, fetch → repo → backend → digest`. The repository format is
+//! Layers, one direction: `cli → ops, fs → ingest, fetch → repo → backend → digest, random`. The repository format is
 //! written down in `docs/FORMAT.md`; this crate is the reference implementation of it.
 
 pub mod backend;
@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod fs;
 pub mod ingest;
 pub mod ops;
+pub mod random;
 pub mod repo;
 
 pub use error::{Error, Result};

@@ -529,3 +529,22 @@ fn a_damaged_key_file_is_named_not_taken_for_a_wrong_password() {
     assert_one_line_error(&out, 1, &name);
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
 }
+
+/// A stray file in `keys/` is skipped, and beside an intact key a damaged one does not turn a
+/// wrong password into a report of damage: the password is wrong (exit 12), the damage a
+/// warning.
+#[test]
+fn a_wrong_password_beside_a_stray_or_damaged_key_file_is_still_exit_12() {
+    let env = Env::with_repo(&[]);
+    let key = env.repo_files("keys").remove(0);
+    fs::write(env.repo().join("keys/README"), b"stray").unwrap();
+    fs::write(env.repo().join("keys").join("ab".repeat(32)), fs::read(&key).unwrap()).unwrap();
+    let out = env
+        .command(&["snapshots"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 12, "wrong password");
+    assert!(stderr(&out).contains("keys/README: not a key file name"), "{}", stderr(&out));
+    env.ok(&["snapshots"]);
+}

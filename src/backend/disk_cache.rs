@@ -7,16 +7,19 @@
 //! hash of the object name and range. Whole index and snapshot files are cached only when they
 //! hash to their name; pack ranges cannot be checked here (that needs the key), so a reader
 //! whose bytes fail verification calls [`Backend::forget_cached`] before it reads again. Each
-//! cached file starts with the SHA-256 of its bytes, checked on every hit, and is opened
-//! without following links or blocking, as a regular file no larger than what was asked for.
-//! The cache lives in `DIR/cairn-cache`, opened once: every component of the path is opened
-//! relative to the one above it without following links and checked with `fstat` (each above
-//! owned by root or the user and not writable by others unless sticky, `cairn-cache` itself the
-//! user's and private), and every create, read, rename and unlink afterwards is relative to
-//! that descriptor. Swapping a directory on the path for a link after the mount starts changes
-//! nothing: the cache keeps using the directory it opened. Only regular files of this user
-//! named as this cache names them are counted and evicted, the least recently written first,
-//! until three quarters of the size remain.
+//! cached file's checksum is checked on every hit, and the file is opened without following
+//! links or blocking, as a regular file no larger than what was asked for.
+//!
+//! The cache lives in `DIR/cairn-cache`, opened once: links in the path the user gave are
+//! resolved at the start, then every directory of the result is opened relative to the one
+//! above it without following links (as a path: search permission is enough) and checked with
+//! `fstat` — each owned by root or the user and not writable by others unless sticky,
+//! `cairn-cache` itself the user's and private — and every create, read, rename and unlink
+//! afterwards is relative to that descriptor. Swapping a directory on the path for a link after
+//! the mount starts changes nothing: the cache keeps using the directory it opened. Each cached
+//! file starts with the SHA-256 of its name and bytes. Only regular files of this user named as
+//! this cache names them are counted and evicted, the least recently written first, until
+//! three quarters of the size remain, by one eviction at a time.
 
 use crate::backend::{Backend, ObjectInfo};
 use crate::digest::sha256;
@@ -55,10 +58,21 @@ pub struct DiskCached {
     limit: u64,
     /// Bytes of cache files in the directory, as this process counts them.
     used: Mutex<u64>,
+    /// Held by the one eviction running; others skip theirs (it frees room for them too).
+    shrinking: Mutex<()>,
     /// Set when eviction could not bring the directory under its size: nothing more is cached.
     full: AtomicBool,
     /// Makes each temporary file name unique within the process.
     temps: AtomicU64,
+}
+
+/// What a cache file starts with: the SHA-256 of its name and bytes, so a file renamed under
+/// another key does not pass for it.
+fn checksum(file: &str, data: &[u8]) -> [u8; 32] {
+    let mut keyed = Vec::with_capacity(file.len() + data.len());
+    keyed.extend_from_slice(file.as_bytes());
+    keyed.extend_from_slice(data);
+    sha256(&keyed)
 }
 
 /// Whether `name` is one this cache gives its files: 64 hex digits.
@@ -84,21 +98,52 @@ fn is_regular(stat: &FileStat) -> bool {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
 }
 
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+/// How a directory on the way is opened: as a path only (search permission is enough, as on a
+/// 0711 home), never through a link.
+fn path_flags() -> OFlag {
+    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
-/// Opens directory `name` in `parent` (made 0700 when missing) without following a link.
-fn open_or_make(parent: &OwnedFd, name: &OsStr) -> std::result::Result<OwnedFd, Errno> {
-    match openat(parent.as_fd(), name, dir_flags(), Mode::empty()) {
+/// Opens directory `name` in `parent` with `flags` (made 0700 when missing), never through a
+/// link.
+fn open_or_make(
+    parent: &OwnedFd,
+    name: &OsStr,
+    flags: OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    match openat(parent.as_fd(), name, flags, Mode::empty()) {
         Err(Errno::ENOENT) => {
             match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o700)) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => return Err(e),
             }
-            openat(parent.as_fd(), name, dir_flags(), Mode::empty())
+            openat(parent.as_fd(), name, flags, Mode::empty())
         }
         other => other,
+    }
+}
+
+/// `dir` with the links of the part that exists resolved (`/var/run/x` is `/run/x`): the user
+/// named it, and every directory of the result is checked as it is opened. What does not exist
+/// yet is appended as given.
+fn resolved(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(mut real) => {
+                real.extend(missing.iter().rev());
+                return Ok(real);
+            }
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return Ok(absolute),
+            },
+        }
     }
 }
 
@@ -108,8 +153,8 @@ fn open_or_make(parent: &OwnedFd, name: &OsStr) -> std::result::Result<OwnedFd, 
 fn open_cache_dir(dir: &Path, uid: u32) -> Result<OwnedFd> {
     let shown = dir.display().to_string();
     let refuse = |what: String| Error::Invalid(format!("--cache-dir {shown}: {what}"));
-    let absolute = std::path::absolute(dir).map_err(|e| refuse(e.to_string()))?;
-    let mut at: OwnedFd = openat(nix::fcntl::AT_FDCWD, "/", dir_flags(), Mode::empty())
+    let absolute = resolved(dir).map_err(|e| refuse(e.to_string()))?;
+    let mut at: OwnedFd = openat(nix::fcntl::AT_FDCWD, "/", path_flags(), Mode::empty())
         .map_err(|e| refuse(format!("opening /: {e}")))?;
     let mut walked = std::path::PathBuf::from("/");
     let check = |fd: &OwnedFd, walked: &Path| -> Result<()> {
@@ -139,7 +184,7 @@ fn open_cache_dir(dir: &Path, uid: u32) -> Result<OwnedFd> {
             Component::Prefix(_) => continue,
         };
         walked.push(name);
-        at = open_or_make(&at, name).map_err(|e| match e {
+        at = open_or_make(&at, name, path_flags()).map_err(|e| match e {
             Errno::ELOOP | Errno::ENOTDIR => {
                 refuse(format!("{} is a link or not a directory", walked.display()))
             }
@@ -148,7 +193,8 @@ fn open_cache_dir(dir: &Path, uid: u32) -> Result<OwnedFd> {
         check(&at, &walked)?;
     }
     walked.push(CACHE_DIR_NAME);
-    let ours = open_or_make(&at, OsStr::new(CACHE_DIR_NAME))
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let ours = open_or_make(&at, OsStr::new(CACHE_DIR_NAME), flags)
         .map_err(|e| refuse(format!("opening {}: {e}", walked.display())))?;
     let stat = fstat(ours.as_fd()).map_err(|e| refuse(e.to_string()))?;
     if !is_dir(&stat) || stat.st_uid != uid || stat.st_mode & 0o077 != 0 {
@@ -174,6 +220,7 @@ impl DiskCached {
             uid,
             limit,
             used: Mutex::new(0),
+            shrinking: Mutex::new(()),
             full: AtomicBool::new(false),
             temps: AtomicU64::new(0),
         };
@@ -249,7 +296,7 @@ impl DiskCached {
             .ok()?;
         if stored.len() as u64 >= CHECKSUM_LEN {
             let (sum, data) = stored.split_at(CHECKSUM_LEN as usize);
-            if sha256(data) == sum {
+            if checksum(file, data) == sum {
                 return Some(data.to_vec());
             }
         }
@@ -264,23 +311,28 @@ impl DiskCached {
             return;
         }
         let n = self.temps.fetch_add(1, Ordering::Relaxed);
-        let temp = format!(".tmp-{}-{n}", std::process::id());
+        let mut salt = [0u8; 8];
+        crate::random::fill_random(&mut salt);
+        // Random as well as numbered: two mounts in containers may both be pid 1.
+        let temp = format!(".tmp-{}-{n}-{}", std::process::id(), hex::encode(salt));
         let flags = OFlag::O_WRONLY
             | OFlag::O_CREAT
             | OFlag::O_EXCL
             | OFlag::O_NOFOLLOW
             | OFlag::O_CLOEXEC;
-        let written = openat(self.dir.as_fd(), temp.as_str(), flags, Mode::from_bits_truncate(0o600))
-            .map_err(std::io::Error::from)
-            .and_then(|fd| {
-                let mut f = File::from(fd);
-                f.write_all(&sha256(data))?;
-                f.write_all(data)
-            })
-            .and_then(|()| {
-                renameat(self.dir.as_fd(), temp.as_str(), self.dir.as_fd(), file)
-                    .map_err(std::io::Error::from)
-            });
+        let Ok(fd) = openat(self.dir.as_fd(), temp.as_str(), flags, Mode::from_bits_truncate(0o600))
+        else {
+            // Not made here (the name was taken, the disk is full): nothing of ours to remove.
+            return;
+        };
+        let written = {
+            let mut f = File::from(fd);
+            f.write_all(&checksum(file, data)).and_then(|()| f.write_all(data))
+        }
+        .and_then(|()| {
+            renameat(self.dir.as_fd(), temp.as_str(), self.dir.as_fd(), file)
+                .map_err(std::io::Error::from)
+        });
         if written.is_err() {
             self.remove(&temp);
             return;
@@ -295,24 +347,35 @@ impl DiskCached {
         }
     }
 
-    /// Removes the oldest cache files until three quarters of the limit remain.
+    /// Removes the oldest cache files until three quarters of the limit remain. One eviction
+    /// at a time (the mount reads on several threads); a file already gone counts as removed,
+    /// and the count is taken again from the directory afterwards, so files other threads
+    /// added meanwhile are not forgotten. Caching stops only when a file cannot be removed.
     fn shrink(&self) {
+        let Some(_shrinking) = self.shrinking.try_lock() else {
+            return;
+        };
         let mut files = self.cache_files();
         files.sort();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
+        let mut stuck = None;
         for (_, len, name) in files {
             if total <= self.limit / 4 * 3 {
                 break;
             }
-            if unlinkat(self.dir.as_fd(), name.as_slice(), UnlinkatFlags::NoRemoveDir).is_ok() {
-                total -= len;
+            match unlinkat(self.dir.as_fd(), name.as_slice(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => total -= len,
+                Err(e) => stuck = Some(e),
             }
         }
-        if total > self.limit {
-            tracing::warn!("{}: cannot shrink the cache; caching stops", self.shown);
+        let recounted: u64 = self.cache_files().iter().map(|f| f.1).sum();
+        *self.used.lock() = recounted;
+        if let Some(e) = stuck
+            && recounted > self.limit
+        {
+            tracing::warn!("{}: cannot shrink the cache ({e}); caching stops", self.shown);
             self.full.store(true, Ordering::Relaxed);
         }
-        *self.used.lock() = total;
     }
 
     fn cacheable(name: &str) -> bool {

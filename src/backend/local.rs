@@ -111,7 +111,7 @@ impl LocalBackend {
                 .map_err(err)?;
         }
         let mut suffix = [0u8; 8];
-        crate::repo::crypto::fill_random(&mut suffix);
+        crate::random::fill_random(&mut suffix);
         let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
         let written = (|| {
             use std::os::unix::fs::OpenOptionsExt;

@@ -42,6 +42,11 @@ impl S3Location {
             return None;
         }
         let (host, path) = rest.split_once('/')?;
+        // Credentials in the URL (`http://KEY:SECRET@host`) would be echoed in every message
+        // naming the location: refused; they come from the environment.
+        if host.contains('@') {
+            return None;
+        }
         let path = path.trim_matches('/');
         let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
         if host.is_empty() || bucket.is_empty() {
@@ -65,13 +70,24 @@ impl std::fmt::Display for S3Location {
     }
 }
 
-/// Who the backend is to the store, and where.
-#[derive(Clone, Debug)]
+/// Who the backend is to the store, and where. Its `Debug` leaves the secret out, so no log
+/// line can carry it.
+#[derive(Clone)]
 pub struct S3Credentials {
     /// Access key id and secret; `None` leaves them to opendal's own lookup (profiles, roles).
     pub keys: Option<(String, String)>,
     /// The region requests are signed for.
     pub region: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.keys.as_ref().map(|(id, _)| id))
+            .field("secret_access_key", &self.keys.as_ref().map(|_| "(hidden)"))
+            .field("region", &self.region)
+            .finish()
+    }
 }
 
 impl S3Credentials {
@@ -91,9 +107,11 @@ impl S3Credentials {
 /// How long one call may take before it counts as a (transient) failure: a stalled connection
 /// must end in an error the retry layer sees, never in a hang. A call with a body gets `call`
 /// plus the time its bytes take at [`S3Timeouts::MIN_RATE`], so a 16 MiB pack on a slow uplink
-/// is not cut off while it is still moving. The bytes are always those cairn sends or asked
-/// for (a range, or the most an object of its kind may hold), never a size the server states,
-/// and a read that receives nothing for `call` ends too: no answer stretches a wait.
+/// is not cut off while it is still moving. Those bytes are what cairn sends, the range it
+/// asked for, or the size a whole file's kind allows at most (the size the store states, only
+/// when smaller); a read that receives nothing for `call` ends too, so no answer stretches a
+/// wait. Each attempt has its own deadline; the retry layer makes at most `init --retries`
+/// more.
 #[derive(Clone, Copy, Debug)]
 pub struct S3Timeouts {
     /// A call without a body (stat, delete, a listing page), the base of one with a body, and
@@ -193,25 +211,42 @@ impl S3Backend {
     /// one call: a large directory takes as many steps as it needs, a stalled one ends, and one
     /// that lists more than [`max_listed`] objects (a server inventing keys without end) is
     /// refused.
-    fn list_paged(&self, dir: &str) -> opendal::Result<Vec<opendal::Entry>> {
+    ///
+    /// A listing as a whole must also keep moving: past its first call it may take a second per
+    /// [`MIN_LISTED_PER_SEC`] entries received, so a server that sends a key a page, each just
+    /// inside the timeout, cannot hold a command for months.
+    fn list_paged(&self, dir: &str) -> opendal::Result<Vec<ObjectInfo>> {
+        let started = std::time::Instant::now();
         let mut lister = self.run(0, async {
             self.operator.lister_with(dir).recursive(true).await
         })?;
         let most = max_listed();
-        let mut entries = Vec::new();
+        let refused = |what: String| opendal::Error::new(DalKind::Unexpected, what);
+        let mut out = Vec::new();
         while let Some(entry) = self.run(0, lister.try_next())? {
-            if entries.len() >= most {
-                return Err(opendal::Error::new(
-                    DalKind::Unexpected,
-                    format!(
-                        "the store lists more than {most} objects under {dir}: refused (set \
-                         CAIRN_MAX_LISTED for a larger repository)"
-                    ),
-                ));
+            if out.len() >= most {
+                return Err(refused(format!(
+                    "the store lists more than {most} objects under {dir}: refused (set \
+                     CAIRN_MAX_LISTED for a larger repository)"
+                )));
             }
-            entries.push(entry);
+            let allowed =
+                self.timeouts.call + Duration::from_secs(out.len() as u64 / MIN_LISTED_PER_SEC);
+            if started.elapsed() > allowed {
+                return Err(refused(format!(
+                    "listing {dir} is slower than {MIN_LISTED_PER_SEC} objects a second: the \
+                     store stalls"
+                ))
+                .set_temporary());
+            }
+            if entry.metadata().is_file() {
+                out.push(ObjectInfo {
+                    size: entry.metadata().content_length(),
+                    name: entry.path().trim_start_matches('/').to_string(),
+                });
+            }
         }
-        Ok(entries)
+        Ok(out)
     }
 
     /// Reads `range` of `name`, or all of it for `None`, refusing more than `limit` bytes:
@@ -319,6 +354,9 @@ impl S3Backend {
         Err(wire_damage(name, format!("stored MD5 {etag}, sent {sent}")))
     }
 }
+
+/// Entries a second a listing must average past its first call (see `list_paged`).
+const MIN_LISTED_PER_SEC: u64 = 100;
 
 /// Most objects one listing may return: 10 million (about a gigabyte of names), a repository
 /// of 150 TB in 16 MiB packs; `CAIRN_MAX_LISTED` sets another bound.
@@ -504,19 +542,11 @@ impl Backend for S3Backend {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir = format!("{}/", prefix.trim_end_matches('/'));
-        let entries = match self.list_paged(&dir) {
+        let mut out = match self.list_paged(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == DalKind::NotFound => Vec::new(),
             Err(e) => return Err(storage_error(prefix, e)),
         };
-        let mut out: Vec<ObjectInfo> = entries
-            .into_iter()
-            .filter(|entry| entry.metadata().is_file())
-            .map(|entry| ObjectInfo {
-                size: entry.metadata().content_length(),
-                name: entry.path().trim_start_matches('/').to_string(),
-            })
-            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -559,5 +589,6 @@ mod tests {
         assert_eq!(S3Location::parse("http://host"), None);
         assert_eq!(S3Location::parse("http://host/"), None);
         assert_eq!(S3Location::parse("http:///b"), None);
+        assert_eq!(S3Location::parse("http://KEY:SECRET@host/b"), None);
     }
 }

@@ -229,70 +229,6 @@ fn copy_one(
     })
 }
 
-/// Rewrites a source tree without the entries whose names readers refuse ([`invalid_name`]),
-/// as restore and the mount skip them, storing the rewritten trees through `packer` (a dry
-/// packer only computes their ids). Trees holding no such name, at any depth, keep their ids.
-struct NameCleaner<'a> {
-    source: &'a Repository,
-    index: &'a Index,
-    packer: &'a Packer,
-    /// Tree id → its id without invalid names, each distinct tree rewritten once.
-    done: HashMap<BlobId, BlobId>,
-    /// The paths left out, for the user.
-    dropped: Vec<String>,
-}
-
-impl<'a> NameCleaner<'a> {
-    fn new(source: &'a Repository, index: &'a Index, packer: &'a Packer) -> Self {
-        NameCleaner {
-            source,
-            index,
-            packer,
-            done: HashMap::new(),
-            dropped: Vec::new(),
-        }
-    }
-
-    /// The id of the root `tree` without invalid names.
-    fn clean(&mut self, tree: BlobId) -> Result<BlobId> {
-        self.clean_at(tree, "", 0)
-    }
-
-    fn clean_at(&mut self, tree: BlobId, path: &str, depth: usize) -> Result<BlobId> {
-        if let Some(done) = self.done.get(&tree) {
-            return Ok(*done);
-        }
-        if depth >= MAX_DEPTH {
-            return Err(Error::Invalid(format!(
-                "tree {tree} at {path} lies deeper than {MAX_DEPTH} directories: not copied"
-            )));
-        }
-        let nodes = self.source.read_tree_unfiltered(self.index, &tree)?;
-        let mut changed = false;
-        let mut kept = Vec::with_capacity(nodes.len());
-        for mut node in nodes {
-            let shown = String::from_utf8_lossy(&node.name).into_owned();
-            if invalid_name(&node.name).is_some() {
-                self.dropped.push(format!("{path}/{shown:?}"));
-                changed = true;
-                continue;
-            }
-            if let Some(sub) = node.subtree {
-                let cleaned = self.clean_at(sub, &format!("{path}/{shown}"), depth + 1)?;
-                changed |= cleaned != sub;
-                node.subtree = Some(cleaned);
-            }
-            kept.push(node);
-        }
-        let cleaned = match changed {
-            true => self.packer.store_tree(kept)?,
-            false => tree,
-        };
-        self.done.insert(tree, cleaned);
-        Ok(cleaned)
-    }
-}
-
 /// A damaged source blob's error, with the files of the snapshot that use it.
 fn name_users(
     source: &Repository,
@@ -323,4 +259,79 @@ fn name_users(
         id.short(),
         paths[..shown].join(", ")
     ))
+}
+
+/// Rewrites a source tree without the entries whose names readers refuse ([`invalid_name`]),
+/// as restore and the mount skip them, storing the rewritten trees through `packer` (a dry
+/// packer only computes their ids). Trees holding no such name, at any depth, keep their ids.
+struct NameCleaner<'a> {
+    source: &'a Repository,
+    index: &'a Index,
+    packer: &'a Packer,
+    /// Tree id → its id without invalid names and the paths it left out (relative to it), each
+    /// distinct tree rewritten once.
+    done: HashMap<BlobId, (BlobId, Vec<String>)>,
+    /// The paths left out, for the user (every path, also below a tree met twice).
+    dropped: Vec<String>,
+}
+
+impl<'a> NameCleaner<'a> {
+    fn new(source: &'a Repository, index: &'a Index, packer: &'a Packer) -> Self {
+        NameCleaner {
+            source,
+            index,
+            packer,
+            done: HashMap::new(),
+            dropped: Vec::new(),
+        }
+    }
+
+    /// The id of the root `tree` without invalid names.
+    fn clean(&mut self, tree: BlobId) -> Result<BlobId> {
+        let mut dropped = Vec::new();
+        let cleaned = self.clean_at(tree, 0, &mut dropped)?;
+        self.dropped = dropped;
+        Ok(cleaned)
+    }
+
+    /// `tree` cleaned, with the paths it left out (relative to it) appended to `dropped`.
+    fn clean_at(&mut self, tree: BlobId, depth: usize, dropped: &mut Vec<String>) -> Result<BlobId> {
+        if let Some((cleaned, below)) = self.done.get(&tree) {
+            dropped.extend(below.iter().cloned());
+            return Ok(*cleaned);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(Error::Invalid(format!(
+                "tree {tree} lies deeper than {MAX_DEPTH} directories: not copied"
+            )));
+        }
+        let nodes = self.source.read_tree_unfiltered(self.index, &tree)?;
+        let mut changed = false;
+        let mut left_out = Vec::new();
+        let mut kept = Vec::with_capacity(nodes.len());
+        for mut node in nodes {
+            // Escaped: a crafted name must not reach a terminal as control characters.
+            let shown = String::from_utf8_lossy(&node.name).escape_debug().to_string();
+            if invalid_name(&node.name).is_some() {
+                left_out.push(format!("/\"{shown}\""));
+                changed = true;
+                continue;
+            }
+            if let Some(sub) = node.subtree {
+                let mut below = Vec::new();
+                let cleaned = self.clean_at(sub, depth + 1, &mut below)?;
+                left_out.extend(below.into_iter().map(|path| format!("/{shown}{path}")));
+                changed |= cleaned != sub;
+                node.subtree = Some(cleaned);
+            }
+            kept.push(node);
+        }
+        let cleaned = match changed {
+            true => self.packer.store_tree(kept)?,
+            false => tree,
+        };
+        dropped.extend(left_out.iter().cloned());
+        self.done.insert(tree, (cleaned, left_out));
+        Ok(cleaned)
+    }
 }

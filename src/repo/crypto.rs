@@ -170,10 +170,7 @@ fn open_with(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, O
     Ok(plain)
 }
 
-/// Fills `buf` from the operating system's random source.
-pub fn fill_random(buf: &mut [u8]) {
-    getrandom::fill(buf).expect("the operating system's random source is available");
-}
+pub use crate::random::fill_random;
 
 /// Serde helper: 32-byte arrays as hex strings in JSON files.
 pub mod hex_bytes {

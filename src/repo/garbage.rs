@@ -77,6 +77,26 @@ pub fn record_sessions(repo: &Repository, id: &GarbageId, sessions: &[SessionId]
         .map(drop)
 }
 
+/// Records, for garbage file `id` whose prune has not recorded its sessions yet, the sessions
+/// open now and `me` (listed or not), as the next prune would; returns the record that holds
+/// (this one, or one written first). A writer's commit calls this: a garbage file recording it
+/// waits for it.
+pub fn record_sessions_now(
+    repo: &Repository,
+    id: &GarbageId,
+    me: SessionId,
+) -> Result<Vec<SessionId>> {
+    let mut open: Vec<SessionId> = crate::repo::session::list(repo)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    if !open.contains(&me) {
+        open.push(me);
+    }
+    record_sessions(repo, id, &open)?;
+    Ok(read_sessions(repo, id)?.unwrap_or(open))
+}
+
 fn read_sessions(repo: &Repository, id: &GarbageId) -> Result<Option<Vec<SessionId>>> {
     let name = format!("garbage/{id}{SESSIONS_SUFFIX}");
     match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
@@ -125,7 +145,8 @@ pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
         if info.name.contains(CLAIM_INFIX) || info.name.ends_with(SESSIONS_SUFFIX) {
             continue;
         }
-        let tail = info.name.rsplit('/').next().unwrap_or_default();
+        // Exactly `garbage/<id>`: a copy in a subdirectory is not one.
+        let tail = info.name.strip_prefix("garbage/").unwrap_or_default();
         let Ok(id) = GarbageId::from_hex(tail) else {
             tracing::warn!("{}: not a garbage file name; ignored", info.name);
             continue;
@@ -188,7 +209,7 @@ fn claim_named(repo: &Repository, scope: &str, me: &SessionFile) -> Result<Optio
     fill_random(&mut cid);
     let prefix = format!("{scope}{CLAIM_INFIX}");
     let name = format!("{prefix}{}", hex::encode(cid));
-    let sealed = repo.key().seal(&serial::encode(me), GARBAGE_AAD);
+    let sealed = repo.key().seal(&me.to_bytes(), GARBAGE_AAD);
     repo.backend().put(&name, &sealed)?;
     let mut contested = false;
     // Listings are by directory: the claims are the names in `garbage/` that start with it.
@@ -202,7 +223,7 @@ fn claim_named(repo: &Repository, scope: &str, me: &SessionFile) -> Result<Optio
             .get_bounded(&info.name, MAX_CLAIM_LEN)
             .ok()
             .and_then(|sealed| repo.key().open(&sealed, GARBAGE_AAD).ok())
-            .and_then(|plain| serial::decode::<SessionFile>(&plain, &info.name).ok());
+            .and_then(|plain| SessionFile::from_bytes(&plain, &info.name).ok());
         match holder {
             Some(holder) if holder.liveness(me.started, 0) == Liveness::Open => contested = true,
             // Left by a prune that died (or unreadable): it holds nothing back.
@@ -229,7 +250,7 @@ impl Claim {
 /// Rewrites a claim with `me` (a later expiry), keeping a long prune's claim alive.
 pub fn renew(repo: &Repository, name: &str, me: &SessionFile) -> Result<()> {
     repo.backend()
-        .put(name, &repo.key().seal(&serial::encode(me), GARBAGE_AAD))
+        .put(name, &repo.key().seal(&me.to_bytes(), GARBAGE_AAD))
 }
 
 /// Removes what garbage files leave behind once they are gone: recorded sessions and claims

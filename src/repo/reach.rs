@@ -24,15 +24,27 @@ pub fn used_blobs(
 /// Every blob reachable from the trees `roots` — trees, the pieces of split directories, file
 /// content — each tree read once.
 pub fn reachable(repo: &Repository, index: &Index, roots: Vec<BlobId>) -> Result<HashSet<BlobId>> {
-    reachable_noting_names(repo, index, roots).map(|(used, _)| used)
+    walk(repo, index, roots, false).map(|(used, _)| used)
 }
 
-/// [`reachable`], and whether any tree reached holds a name that is not one path component
-/// ([`invalid_name`]): copy must then rewrite those trees rather than carry them over.
+/// What readers reach from `roots`: [`reachable`] without descending into entries whose names
+/// are not one path component ([`invalid_name`]), which restore, the mount and copy leave
+/// out; and whether any tree reached holds such a name (copy must then rewrite those trees
+/// rather than carry them over).
 pub fn reachable_noting_names(
     repo: &Repository,
     index: &Index,
     roots: Vec<BlobId>,
+) -> Result<(HashSet<BlobId>, bool)> {
+    walk(repo, index, roots, true)
+}
+
+/// Every blob below `roots`; with `skip_invalid`, not below entries whose names are invalid.
+fn walk(
+    repo: &Repository,
+    index: &Index,
+    roots: Vec<BlobId>,
+    skip_invalid: bool,
 ) -> Result<(HashSet<BlobId>, bool)> {
     let mut invalid_names = false;
     let mut used: HashSet<BlobId> = HashSet::new();
@@ -54,7 +66,12 @@ pub fn reachable_noting_names(
             }
         };
         for node in nodes {
-            invalid_names |= invalid_name(&node.name).is_some();
+            if invalid_name(&node.name).is_some() {
+                invalid_names = true;
+                if skip_invalid {
+                    continue;
+                }
+            }
             used.extend(node.content.iter().copied());
             if let Some(sub) = node.subtree {
                 pending.push(sub);

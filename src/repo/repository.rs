@@ -17,7 +17,6 @@ use crate::repo::pack::pack_name;
 use crate::repo::snapshot::{MAX_SNAPSHOT_LEN, Snapshot};
 use crate::repo::tree::{Node, Tree, invalid_name};
 use rayon::prelude::*;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// An open repository.
@@ -26,8 +25,9 @@ pub struct Repository {
     key: Arc<MasterKey>,
     key_id: KeyId,
     config: Config,
-    /// Packs this handle indexed: a writer's commit confirms they are still stored.
-    indexed_here: parking_lot::Mutex<HashSet<PackId>>,
+    /// Packs this handle indexed, in order: a writer's commit confirms those indexed since its
+    /// session began are still stored.
+    indexed_here: parking_lot::Mutex<Vec<PackId>>,
 }
 
 /// Whether a key file's bytes hash to its name (a key's id is the SHA-256 of its file): a key
@@ -39,8 +39,8 @@ fn intact_key_file(name: &str, bytes: &[u8]) -> Result<()> {
     } else {
         Err(Error::corrupt(
             name,
-            "damaged: its bytes do not hash to its name (restore the key file from a copy, or \
-             open the repository with another key)",
+            "its bytes do not hash to its name (restore the key file from a copy, or open the \
+             repository with another key)",
         ))
     }
 }
@@ -147,7 +147,12 @@ impl Repository {
         };
         let keys = backend.list("keys/")?;
         let mut last_corrupt = None;
+        let mut intact_tried = false;
         for info in &keys {
+            if KeyId::from_hex(id_of(&info.name)).is_err() {
+                tracing::warn!("{}: not a key file name; ignored", info.name);
+                continue;
+            }
             let parsed = backend
                 .get_bounded(&info.name, MAX_KEY_FILE_LEN)
                 .and_then(|b| intact_key_file(&info.name, &b).map(|()| b))
@@ -168,13 +173,20 @@ impl Repository {
                         indexed_here: Default::default(),
                     });
                 }
-                Ok(None) => {}
+                Ok(None) => intact_tried = true,
                 Err(e) => last_corrupt = Some(e),
             }
         }
-        // A damaged key file is reported only if no other key opened: one bad copy of several
-        // must not lock the user out.
-        Err(last_corrupt.unwrap_or(Error::WrongPassword))
+        // A damaged key file is reported as the error only when no intact key was there to
+        // try the password on; otherwise the password is wrong, and the damage a warning.
+        match last_corrupt {
+            Some(damage) if !intact_tried => Err(damage),
+            Some(damage) => {
+                tracing::warn!("{damage}");
+                Err(Error::WrongPassword)
+            }
+            None => Err(Error::WrongPassword),
+        }
     }
 
     /// The store.
@@ -307,9 +319,14 @@ impl Repository {
         Ok(id)
     }
 
-    /// The packs this handle has indexed (written or adopted).
-    pub fn packs_indexed_here(&self) -> HashSet<PackId> {
-        self.indexed_here.lock().clone()
+    /// How many packs this handle has indexed so far: where a writer session starts counting.
+    pub fn packs_indexed_count(&self) -> usize {
+        self.indexed_here.lock().len()
+    }
+
+    /// The packs this handle indexed (written or adopted) after the first `from`.
+    pub fn packs_indexed_since(&self, from: usize) -> Vec<PackId> {
+        self.indexed_here.lock().get(from..).unwrap_or_default().to_vec()
     }
 
     /// Every snapshot, oldest first. A snapshot file that is damaged (does not parse, does not

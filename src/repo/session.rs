@@ -24,8 +24,9 @@ pub const MAX_SESSION_LEN: u64 = 64 << 10;
 pub const MAX_LEASE_SECS: i64 = 86_400;
 
 /// How far another machine's clock may be ahead of this one's before what its session files
-/// claim stops being believed.
-const CLOCK_SKEW_SECS: i64 = 3600;
+/// claim stops being believed: a day, so that a host whose clock is hours off (a hardware
+/// clock kept in local time) is never taken for a crafted file.
+const CLOCK_SKEW_SECS: i64 = 86_400;
 
 /// One open writer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +56,40 @@ pub struct SessionFile {
     /// prune deleting them need not wait for it. Any other garbage file waits for this session
     /// whether or not it recorded it (DESIGN §6, "Defence in depth").
     pub seen_garbage: Vec<GarbageId>,
+}
+
+/// The session format written: 2 added `seen_garbage`.
+const SESSION_VERSION: u8 = 2;
+
+/// A session as the first format had it, read from writers not yet upgraded.
+#[derive(Deserialize)]
+struct SessionFileV1 {
+    command: String,
+    host: String,
+    boot_id: String,
+    pid_namespace: String,
+    pid: u32,
+    process_start: u64,
+    started: i64,
+    expires: i64,
+    lease_secs: i64,
+}
+
+impl From<SessionFileV1> for SessionFile {
+    fn from(v1: SessionFileV1) -> SessionFile {
+        SessionFile {
+            command: v1.command,
+            host: v1.host,
+            boot_id: v1.boot_id,
+            pid_namespace: v1.pid_namespace,
+            pid: v1.pid,
+            process_start: v1.process_start,
+            started: v1.started,
+            expires: v1.expires,
+            lease_secs: v1.lease_secs,
+            seen_garbage: Vec::new(),
+        }
+    }
 }
 
 /// Whether a recorded session still holds back a prune.
@@ -91,10 +126,10 @@ impl SessionFile {
     /// whose process is certainly gone lapses at once: its writer cannot commit.
     ///
     /// What a session claims is capped (a key holder can write any session file): a lease
-    /// longer than [`MAX_LEASE_SECS`] counts as that long, a session that says it began in the
-    /// future has lapsed, and an expiry further ahead than any refresh could have set is not
-    /// believed — the session then expires one capped lease after it began. So no session
-    /// file holds prunes back for more than about a day after it was written.
+    /// longer than [`MAX_LEASE_SECS`] counts as that long, a session that says it began more
+    /// than a day in the future has lapsed, and an expiry further ahead than any refresh could
+    /// have set is not believed — the session then expires one capped lease after it began. So
+    /// no session file holds prunes back for more than a few days after it was written.
     pub fn liveness(&self, now: i64, margin: i64) -> Liveness {
         if self.started > now.saturating_add(CLOCK_SKEW_SECS) {
             return Liveness::Lapsed;
@@ -174,14 +209,29 @@ impl SessionFile {
     }
 
     fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&serial::encode(self), SESSION_AAD)
+        key.seal(&self.to_bytes(), SESSION_AAD)
     }
 
     fn open(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<SessionFile> {
         let plain = key
             .open(sealed, SESSION_AAD)
             .map_err(|e| Error::corrupt(name, e))?;
-        serial::decode(&plain, name)
+        SessionFile::from_bytes(&plain, name)
+    }
+
+    /// The serialized session, at [`SESSION_VERSION`] (claims carry one too).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serial::encode_version(SESSION_VERSION, self)
+    }
+
+    /// Parses a session of any version written so far; `what` names it in errors. A first
+    /// version's session named no garbage files as seen.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<SessionFile> {
+        match serial::split_version(bytes, what)? {
+            (1, body) => serial::decode_body::<SessionFileV1>(body, what).map(SessionFile::from),
+            (SESSION_VERSION, body) => serial::decode_body(body, what),
+            (version, _) => Err(serial::unknown_version(version, what)),
+        }
     }
 }
 

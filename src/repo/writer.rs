@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::garbage::{self, unusable_packs};
+use crate::repo::pack::pack_name;
 use crate::repo::reach::used_blobs;
 use crate::repo::ids::{GarbageId, PackId, SessionId, SnapshotId};
 use crate::repo::index::Index;
@@ -62,6 +63,8 @@ pub fn now_secs() -> i64 {
 
 /// What the refresher and the committer share.
 struct LeaseState {
+    /// The session file as last written; a writer of it holds [`WriterSession::writing`]
+    /// from taking its copy to storing it, so no rewrite undoes another.
     file: SessionFile,
     /// Set once the lease ran out unrefreshed: the writer may no longer commit, even if its
     /// session file is rewritten (a prune may already have given up on it).
@@ -85,7 +88,12 @@ pub struct WriterSession {
     repo: Arc<Repository>,
     id: SessionId,
     state: Arc<Mutex<LeaseState>>,
+    /// Held across each rewrite of the session file (see [`LeaseState::file`]).
+    writing: Arc<Mutex<()>>,
     reliance: Mutex<Reliance>,
+    /// How many packs the repository handle had indexed when the session began: those it
+    /// indexes after are this session's own.
+    indexed_from: usize,
     stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -102,25 +110,30 @@ impl WriterSession {
             file,
             lapsed: false,
         }));
+        let writing = Arc::new(Mutex::new(()));
         let (stop, stopped) = bounded::<()>(1);
         let refresher = {
-            let (repo, state) = (repo.clone(), state.clone());
+            let (repo, state, writing) = (repo.clone(), state.clone(), writing.clone());
             let every = Duration::from_secs((lease.secs as u64 / 3).max(1));
             std::thread::spawn(move || {
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
+                    let _writing = writing.lock();
                     if !refresh(&repo, &id, &state, lease.secs) {
                         break;
                     }
                 }
             })
         };
+        let indexed_from = repo.packs_indexed_count();
         Ok(WriterSession {
             repo,
             id,
             state,
+            writing,
             reliance: Mutex::new(Reliance::default()),
+            indexed_from,
             stop: Some(stop),
             refresher: Some(refresher),
         })
@@ -165,6 +178,7 @@ impl WriterSession {
     fn name_seen_garbage(&self, mut seen: Vec<GarbageId>) -> Result<()> {
         seen.sort();
         seen.truncate(MAX_SEEN_GARBAGE);
+        let _writing = self.writing.lock();
         let file = {
             let mut state = self.state.lock();
             state.file.seen_garbage = seen;
@@ -177,7 +191,8 @@ impl WriterSession {
     /// lease has run out. After the snapshot is written the session file is read back: if a
     /// prune removed it as lapsed, the snapshot is checked against the garbage files and the
     /// stored packs as they are now, and deleted (with an error) if it needs a condemned or
-    /// deleted pack.
+    /// deleted pack. Otherwise what it re-uses is confirmed still there
+    /// ([`WriterSession::confirm_reused`]), with the same consequence if it is not.
     pub fn commit(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         {
             let state = self.state.lock();
@@ -243,26 +258,48 @@ impl WriterSession {
     /// §6, guard 2): every pack the writer counted on or indexed is stored, and none is
     /// condemned by a garbage file that will not wait for this writer (one that did not record
     /// its session). Two listings in the common case; only when a pack fails that does the
-    /// snapshot's tree get walked, to see whether it needs one. A prune that starts later sees the snapshot; one that is
-    /// deleting left its garbage file in place until done, so the read here finds it.
+    /// snapshot's tree get walked, to see whether it needs one. A prune that starts later sees
+    /// the snapshot; one that is deleting left its garbage file in place until done, so the
+    /// read here finds it.
     fn confirm_reused(&self, snapshot: &Snapshot) -> std::result::Result<(), String> {
         let look = || -> Result<std::result::Result<(), String>> {
             let listed = garbage::list(&self.repo)?;
-            let stored = stored_pack_ids(&self.repo)?;
-            // A garbage file waits for this writer only if it recorded it; the packs of one it
-            // read first it avoided, so only another's can hold what it re-used.
-            let reliance = self.reliance.lock();
-            let not_waiting: HashSet<PackId> = listed
-                .iter()
-                .filter(|(_, file)| !file.sessions.as_ref().is_some_and(|s| s.contains(&self.id)))
-                .flat_map(|(_, file)| file.packs.iter().copied())
-                .collect();
-            let suspect = reliance
+            let mut stored = stored_pack_ids(&self.repo)?;
+            // A garbage file waits for this writer if it records it. One whose sessions are not
+            // recorded yet (its prune is between the two steps, or was killed there) is
+            // recorded now, as the next prune would: the sessions open now, this one included.
+            let mut not_waiting: HashSet<PackId> = HashSet::new();
+            for (gid, file) in &listed {
+                let recorded = match &file.sessions {
+                    Some(recorded) => recorded.clone(),
+                    None => garbage::record_sessions_now(&self.repo, gid, self.id)?,
+                };
+                if !recorded.contains(&self.id) {
+                    not_waiting.extend(file.packs.iter().copied());
+                }
+            }
+            let relied: HashSet<PackId> = self
+                .reliance
+                .lock()
                 .packs
                 .iter()
-                .chain(self.repo.packs_indexed_here().iter())
+                .copied()
+                .chain(self.repo.packs_indexed_since(self.indexed_from))
+                .collect();
+            // A pack the listing left out is asked for by name: a listing that lags behind
+            // new packs must not fail every backup.
+            for pack in relied.iter().filter(|p| !stored.contains(p)).copied().collect::<Vec<_>>() {
+                match self.repo.backend().stat(&pack_name(&pack)) {
+                    Ok(_) => {
+                        stored.insert(pack);
+                    }
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let suspect = relied
+                .iter()
                 .any(|pack| not_waiting.contains(pack) || !stored.contains(pack));
-            drop(reliance);
             if !suspect {
                 return Ok(Ok(()));
             }

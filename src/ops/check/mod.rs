@@ -17,11 +17,11 @@ pub use read_data::{PackReading, read_pack};
 pub use report::{CheckReport, Problem, Use};
 pub use trees::find_uses;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
-use crate::repo::pack::{PackEntry, TRAILER_LEN};
+use crate::repo::pack::{PackEntry, TRAILER_LEN, pack_name};
 use crate::repo::stored::{read_pack_header, stored_packs};
 use crate::repo::snapshot::Snapshot;
 use rayon::prelude::*;
@@ -106,7 +106,8 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Reads every index file and lists every pack.
+    /// Reads every index file and lists every pack (asking for an indexed pack the listing
+    /// left out by name).
     pub fn load(repo: &Repository) -> Result<Inventory> {
         let mut segments = Vec::new();
         let mut damaged_index_files = Vec::new();
@@ -130,7 +131,28 @@ impl Inventory {
             entries.dedup();
         }
         let index = Index::from_segments(segments.iter().map(|(_, s)| s.clone()).collect());
-        let stored = stored_packs(repo)?;
+        let mut stored = stored_packs(repo)?;
+        // An indexed pack the listing left out is asked for by name: a listing that lags or
+        // omits a live pack must not make it missing to check, repair or prune.
+        let unlisted: Vec<PackId> = by_pack
+            .keys()
+            .filter(|pack| !stored.contains_key(pack))
+            .copied()
+            .collect();
+        for pack in unlisted {
+            match repo.backend().stat(&pack_name(&pack)) {
+                Ok(size) => {
+                    tracing::warn!(
+                        "pack {}: stored, but the store's listing left it out (is its listing \
+                         consistent?)",
+                        pack.short()
+                    );
+                    stored.insert(pack, size);
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Inventory {
             segments,
             damaged_index_files,

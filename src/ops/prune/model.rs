@@ -92,6 +92,8 @@ enum Pc {
     End,
     Done,
     Failed,
+    /// Failed by the commit's check (guard 2) while its session was still its own.
+    Refused,
     Crashed,
 }
 
@@ -356,6 +358,15 @@ impl State {
             .fold(0, |m, (packs, _)| m | packs)
     }
 
+    /// A writer the commit's check refused while nothing lied: with honest garbage files and
+    /// consistent listings, every garbage file records a writer or was read by it, so the
+    /// check must never fail one.
+    fn false_refusal(&self) -> Option<String> {
+        (0..WRITERS)
+            .find(|w| self.writers[*w].pc == Pc::Refused)
+            .map(|w| format!("writer {w} refused with nothing lying: {self:?}"))
+    }
+
     /// A writer reporting success for a snapshot whose blob is not stored.
     fn false_success(&self) -> Option<String> {
         (0..WRITERS).find_map(|w| {
@@ -439,7 +450,7 @@ impl State {
     fn crash_writer(&self, w: usize) -> Option<State> {
         let alive = !matches!(
             self.writers[w].pc,
-            Pc::Idle | Pc::Done | Pc::Failed | Pc::Crashed
+            Pc::Idle | Pc::Done | Pc::Failed | Pc::Refused | Pc::Crashed
         );
         alive.then(|| {
             let mut s = *self;
@@ -511,7 +522,20 @@ impl State {
             }
             Pc::ReadBack => {
                 let mine = self.sessions & me != 0 || !guard.read_back;
-                let unsafe_homes = self.condemned_without_waiting(w);
+                // A garbage file whose sessions are not recorded yet is recorded by the
+                // writer's check, as the next prune would: the sessions listed, and itself.
+                if guard.commit_confirms {
+                    for file in s.garbage.iter_mut().flatten() {
+                        if file.1.is_none() {
+                            file.1 = Some(self.listed_sessions(guard) | me);
+                        }
+                    }
+                }
+                let unsafe_homes = State {
+                    garbage: s.garbage,
+                    ..*self
+                }
+                .condemned_without_waiting(w);
                 let confirmed = !guard.commit_confirms
                     || members(self.indexed & self.stored & !unsafe_homes)
                         .any(|p| blob_in(p) == blob_in(own));
@@ -519,7 +543,11 @@ impl State {
                     writer.pc = Pc::End;
                 } else {
                     s.snapshots &= !bit(own);
-                    writer.pc = Pc::Failed;
+                    writer.pc = if self.sessions & me != 0 && !confirmed {
+                        Pc::Refused
+                    } else {
+                        Pc::Failed
+                    };
                     s.sessions &= !me;
                 }
             }
@@ -527,7 +555,7 @@ impl State {
                 s.sessions &= !me;
                 writer.pc = Pc::Done;
             }
-            Pc::Done | Pc::Failed | Pc::Crashed => return None,
+            Pc::Done | Pc::Failed | Pc::Refused | Pc::Crashed => return None,
         }
         Some(s)
     }
@@ -729,7 +757,7 @@ impl State {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Property {
     /// No snapshot ever references a blob that is not stored (but a live writer's, between
-    /// its write and its check).
+    /// its write and its check); and, where nothing lies, no writer is refused by the check.
     Whole,
     /// No writer reports success for a snapshot whose blob is not stored.
     HonestSuccess,
@@ -756,8 +784,11 @@ fn explore_for(guard: Safeguards, property: Property) -> Explored {
         if !seen.insert(state) {
             continue;
         }
+        let honest = !guard.liar && !guard.lagging_sessions;
         let violation = match property {
-            Property::Whole => state.violation(),
+            Property::Whole => state
+                .violation()
+                .or_else(|| honest.then(|| state.false_refusal()).flatten()),
             Property::HonestSuccess => state.false_success(),
         };
         if let Some(v) = violation {

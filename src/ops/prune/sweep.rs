@@ -218,21 +218,22 @@ fn delete_condemned(
     Ok(())
 }
 
-/// Writes every index file that names a pack in `deleted` (this prune deleted it) or one
-/// confirmed absent again without it (the new file first, then the old one removed), so a
-/// writer never de-duplicates against a pack that is gone once the garbage file that condemned
-/// it is removed, and `check` finds no index entry without its pack. A pack the listing left
-/// out is asked for by name first: a listing that lags or omits a live pack must not strip
-/// the index of it. Returns the files rewritten.
+/// Writes every index file that names a pack in `deleted` (this prune deleted it) or one that
+/// is gone — not in `inventory.stored`, which [`Inventory::load`] confirmed by asking for each
+/// unlisted pack by name, so a listing that lags or omits a live pack does not strip the index
+/// of it — again without it (the new file first, then the old one removed), so a writer never
+/// de-duplicates against a pack that is gone once the garbage file that condemned it is
+/// removed, and `check` finds no index entry without its pack. Returns the files rewritten.
 pub(super) fn rewrite_index(
     repo: &Repository,
     inventory: &Inventory,
     deleted: &HashSet<PackId>,
 ) -> Result<u64> {
-    let absent = confirmed_absent(repo, inventory, deleted)?;
     let mut rewritten = 0;
     for (name, segment) in &inventory.segments {
-        let keeps = |sp: &&SegmentPack| !absent.contains(&sp.pack);
+        let keeps = |sp: &&SegmentPack| {
+            inventory.stored.contains_key(&sp.pack) && !deleted.contains(&sp.pack)
+        };
         if segment.packs.iter().all(|sp| keeps(&sp)) {
             continue;
         }
@@ -246,35 +247,4 @@ pub(super) fn rewrite_index(
         rewritten += 1;
     }
     Ok(rewritten)
-}
-
-/// The indexed packs that are gone: `deleted`, and those the listing did not show that a
-/// request by name confirms missing. One the listing missed but the store holds is kept, with
-/// a warning.
-fn confirmed_absent(
-    repo: &Repository,
-    inventory: &Inventory,
-    deleted: &HashSet<PackId>,
-) -> Result<HashSet<PackId>> {
-    let mut absent = deleted.clone();
-    let unlisted: HashSet<PackId> = inventory
-        .by_pack
-        .keys()
-        .filter(|pack| !inventory.stored.contains_key(pack) && !deleted.contains(pack))
-        .copied()
-        .collect();
-    for pack in unlisted {
-        match repo.backend().stat(&pack_name(&pack)) {
-            Err(Error::NotFound(_)) => {
-                absent.insert(pack);
-            }
-            Ok(_) => tracing::warn!(
-                "pack {}: stored, but the store's listing left it out; its index entries are \
-                 kept (is the store's listing consistent?)",
-                pack.short()
-            ),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(absent)
 }
