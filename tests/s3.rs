@@ -383,3 +383,54 @@ fn no_command_logs_the_secret_key_at_any_level() {
         "the secret key reached a log"
     );
 }
+
+/// Issue 22, item 2(a), on a real store: a backup that re-uses a forgotten snapshot's data is
+/// held at its commit while a `prune --now` whose session listing lags (the backup's session is
+/// not in it) deletes that data. The backup then finds its data gone, removes its snapshot and
+/// fails; it does not print "saved".
+#[test]
+fn a_backup_beside_a_prune_whose_session_listing_lags_does_not_report_deleted_data_saved() {
+    let server = S3Server::start();
+    let liar = Liar::start(server.port);
+    let env = s3_repo(server.location_via(liar.port, "race"), "1");
+    let old = env.path("old");
+    random_tree(&old, 3);
+    let kept = env.path("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("k.bin"), pseudo_random(7, 1 << 20)).unwrap();
+    env.ok(&["backup", old.to_str().unwrap()]);
+    env.ok(&["backup", kept.to_str().unwrap()]);
+    let forgotten = env.snapshot_ids()[0].clone();
+    env.ok(&["forget", &forgotten]);
+    liar.lie(Lies {
+        hold_puts: Some("/snapshots/".into()),
+        ..Lies::default()
+    });
+    let backup = env
+        .command(&["backup", old.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while liar.held() == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "the backup never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    liar.lie(Lies {
+        hold_puts: Some("/snapshots/".into()),
+        hide: vec!["/sessions/".into()],
+        ..Lies::default()
+    });
+    let pruned = env.json(&["prune", "--now"]);
+    assert!(pruned["report"]["deleted_packs"].as_u64().unwrap() >= 3, "{pruned}");
+    liar.honest();
+    let out = backup.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("saved"), "{stdout}");
+    assert!(stderr.contains("not committed") && stderr.contains("it was removed"), "{stderr}");
+    assert_eq!(env.snapshot_ids().len(), 1);
+    env.ok(&["check", "--read-data"]);
+}

@@ -28,12 +28,16 @@ pub struct Lies {
     /// Conditional PUTs of keys containing the string are refused (412); HEADs of them claim a
     /// terabyte; GETs of them send their headers and then nothing.
     pub lying_commit: Option<String>,
+    /// PUTs of keys containing the string are held, unanswered, until the lie is lifted: a
+    /// writer paused at that step, while the test does something else.
+    pub hold_puts: Option<String>,
 }
 
 /// A lying proxy on its own loopback port.
 pub struct Liar {
     pub port: u16,
     lies: Arc<Mutex<Lies>>,
+    held: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Liar {
@@ -42,16 +46,22 @@ impl Liar {
         let listener = TcpListener::bind("127.0.0.1:0").expect("liar port");
         let port = listener.local_addr().unwrap().port();
         let lies = Arc::new(Mutex::new(Lies::default()));
-        let shared = lies.clone();
+        let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (shared, counted) = (lies.clone(), held.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let lies = shared.clone();
+                let (lies, held) = (shared.clone(), counted.clone());
                 std::thread::spawn(move || {
-                    let _ = exchange(&lies, client, target);
+                    let _ = exchange(&lies, &held, client, target);
                 });
             }
         });
-        Liar { port, lies }
+        Liar { port, lies, held }
+    }
+
+    /// Requests held so far by [`Lies::hold_puts`].
+    pub fn held(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Replaces what the proxy lies about.
@@ -130,7 +140,12 @@ impl Head {
 }
 
 /// One request from `client`, answered truly or not, then the connection closed.
-fn exchange(lies: &Mutex<Lies>, client: TcpStream, target: u16) -> std::io::Result<()> {
+fn exchange(
+    lies: &Mutex<Lies>,
+    held: &std::sync::atomic::AtomicU64,
+    client: TcpStream,
+    target: u16,
+) -> std::io::Result<()> {
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut to_client = client;
     let Some(request) = Head::read(&mut from_client)? else {
@@ -140,6 +155,15 @@ fn exchange(lies: &Mutex<Lies>, client: TcpStream, target: u16) -> std::io::Resu
     let mut parts = request.first.split(' ');
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    let holds = |lies: &Lies| {
+        method == "PUT" && lies.hold_puts.as_ref().is_some_and(|k| path.contains(k.as_str()))
+    };
+    if holds(&lies.lock()) {
+        held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        while holds(&lies.lock()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let lies = lies.lock().clone();
     let listing = method == "GET" && path.contains("list-type=");
 
