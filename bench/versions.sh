@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compares two builds of cairn on the rows users feel every day, in interleaved rounds (A B A B
+# Compares two builds of cairn on the rows users feel every day, in interleaved rounds (A B B A
 # ...), and reports each row's median per build: whether a change slowed anything down.
 #   OLD=/path/to/old/cairn NEW=target/release/cairn ROUNDS=3 bash bench/versions.sh
 # Rows: backup of linux/ into a fresh repository, backup of random.bin, restore of linux/ into a
@@ -66,10 +66,15 @@ round() { # BUILD BIN
   rm -rf "$TMPFS/copy"
 }
 
+# The order alternates (old new, new old, ...): on these VMs whichever runs second in a pair is
+# measurably slower (a mount's `cp -a` by a fifth), so a fixed order would favour one build.
 for r in $(seq "$ROUNDS"); do
   echo "round $r"
-  round old "$OLD"
-  round new "$NEW"
+  if [ $((r % 2)) = 1 ]; then
+    round old "$OLD"; round new "$NEW"
+  else
+    round new "$NEW"; round old "$OLD"
+  fi
 done
 
 python3 - "$RESULTS" "$HERE/versions-results.md" "$ROUNDS" <<'EOF'
@@ -78,7 +83,7 @@ rows = {}
 for line in open(sys.argv[1]):
     build, row, secs = line.split()
     rows.setdefault(row, {}).setdefault(build, []).append(float(secs))
-out = [f"Two builds of cairn, {sys.argv[3]} interleaved rounds (old, new, old, new ...); "
+out = [f"Two builds of cairn, {sys.argv[3]} interleaved rounds (old new, new old, ...); "
        "median seconds, every run in brackets.", "",
        "| row | old | new | new / old |", "|---|---|---|---|"]
 for row, builds in rows.items():
