@@ -913,15 +913,27 @@ fn two_prunes_at_once_beside_a_writer_lose_nothing_when_they_read_garbage_before
     }
 }
 
+impl Explored {
+    /// Insists the property held in every state explored; returns the exploration.
+    fn holds(self) -> Explored {
+        assert!(self.violation.is_none(), "{}", self.violation.unwrap_or_default());
+        self
+    }
+
+    /// Insists the explorer found the property broken: `without` names what was left out.
+    fn breaks(self, without: &str) {
+        assert!(
+            self.violation.is_some(),
+            "without {without}: nothing found in {} states",
+            self.states
+        );
+    }
+}
+
 #[test]
 fn a_garbage_file_lying_about_its_sessions_loses_nothing_when_phase_2_lists_sessions() {
-    let result = explore(LIAR);
+    let result = explore(LIAR).holds();
     eprintln!("liar: explored {} states", result.states);
-    assert!(
-        result.violation.is_none(),
-        "{}",
-        result.violation.unwrap_or_default()
-    );
     assert!(result.freed > 0);
     // Without guard 1 the lie deletes what a paused writer re-uses: guard 2 stops the writer
     // from reporting success, but a writer killed after its snapshot write leaves a snapshot
@@ -930,31 +942,14 @@ fn a_garbage_file_lying_about_its_sessions_loses_nothing_when_phase_2_lists_sess
         phase2_lists_sessions: false,
         ..LIAR
     };
-    let result = explore(trusting);
-    assert!(
-        result.violation.is_some(),
-        "trusting the recorded sessions alone: no loss in {} states",
-        result.states
-    );
-    let result = explore_for(trusting, Property::HonestSuccess);
-    assert!(
-        result.violation.is_none(),
-        "{}",
-        result.violation.unwrap_or_default()
-    );
+    explore(trusting).breaks("guard 1 (trusting the recorded sessions alone)");
+    explore_for(trusting, Property::HonestSuccess).holds();
     // And without guard 2 as well, the writer reports success for it.
-    let result = explore_for(
-        Safeguards {
-            commit_confirms: false,
-            ..trusting
-        },
-        Property::HonestSuccess,
-    );
-    assert!(
-        result.violation.is_some(),
-        "with neither guard: no false success in {} states",
-        result.states
-    );
+    let neither = Safeguards {
+        commit_confirms: false,
+        ..trusting
+    };
+    explore_for(neither, Property::HonestSuccess).breaks("either guard");
 }
 
 #[test]
@@ -963,23 +958,11 @@ fn with_session_listings_that_lag_the_commit_check_keeps_every_success_true() {
         lagging_sessions: true,
         ..LIAR
     };
-    let result = explore_for(lagging, Property::HonestSuccess);
+    let result = explore_for(lagging, Property::HonestSuccess).holds();
     eprintln!("lagging listings: explored {} states", result.states);
-    assert!(
-        result.violation.is_none(),
-        "{}",
-        result.violation.unwrap_or_default()
-    );
-    let result = explore_for(
-        Safeguards {
-            commit_confirms: false,
-            ..lagging
-        },
-        Property::HonestSuccess,
-    );
-    assert!(
-        result.violation.is_some(),
-        "without guard 2, lagging listings: no false success in {} states",
-        result.states
-    );
+    let unconfirmed = Safeguards {
+        commit_confirms: false,
+        ..lagging
+    };
+    explore_for(unconfirmed, Property::HonestSuccess).breaks("guard 2, listings lagging");
 }
