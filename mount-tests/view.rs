@@ -790,7 +790,10 @@ fn a_cache_dir_swapped_for_a_link_after_the_mount_starts_is_not_followed() {
     fs::rename(cache.join("cairn-cache"), cache.join("moved")).unwrap();
     std::os::unix::fs::symlink(&victim, cache.join("cairn-cache")).unwrap();
     let big = fs::read(src.join("dir/big.bin")).unwrap();
-    assert_eq!(fs::read(mnt.dir.join("latest/src/dir/big.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read(mnt.dir.join("latest/src/dir/big.bin")).unwrap(),
+        big
+    );
     mnt.stop();
     let mut in_victim: Vec<String> = fs::read_dir(&victim)
         .unwrap()
@@ -799,12 +802,18 @@ fn a_cache_dir_swapped_for_a_link_after_the_mount_starts_is_not_followed() {
     in_victim.sort();
     let mut expected = planted.clone();
     expected.sort();
-    assert_eq!(in_victim, expected, "the link's target was written to or evicted from");
+    assert_eq!(
+        in_victim, expected,
+        "the link's target was written to or evicted from"
+    );
     for name in &planted {
         assert_eq!(fs::read(victim.join(name)).unwrap(), vec![7u8; 100 << 10]);
     }
     let cached = fs::read_dir(cache.join("moved")).unwrap().count();
-    assert!(cached > 0, "the cache wrote nothing to the directory it opened");
+    assert!(
+        cached > 0,
+        "the cache wrote nothing to the directory it opened"
+    );
 }
 
 /// Issue 22, item 1: a cache directory another user could change is refused before the mount
@@ -838,15 +847,25 @@ fn a_cache_dir_another_user_could_change_is_refused() {
         let theirs = env.path("theirs");
         fs::create_dir(&theirs).unwrap();
         fs::create_dir(theirs.join("cairn-cache")).unwrap();
-        fs::set_permissions(theirs.join("cairn-cache"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(
+            theirs.join("cairn-cache"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         let nobody = Some(nix::unistd::Uid::from_raw(65534));
         nix::unistd::chown(&theirs.join("cairn-cache"), nobody, None).unwrap();
         let err = refused(&theirs);
-        assert!(err.contains("not a private directory of this user"), "{err}");
+        assert!(
+            err.contains("not a private directory of this user"),
+            "{err}"
+        );
         // A link given in the path leads to the same refusal: it is resolved, then checked.
         std::os::unix::fs::symlink(&theirs, env.path("link")).unwrap();
         let err = refused(&env.path("link"));
-        assert!(err.contains("not a private directory of this user"), "{err}");
+        assert!(
+            err.contains("not a private directory of this user"),
+            "{err}"
+        );
     }
 }
 

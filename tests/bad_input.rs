@@ -28,14 +28,18 @@ fn backed_up() -> Env {
     common::backed_up_tree().0
 }
 
+/// `cairn snapshots` with a password no key opens.
+fn snapshots_with_wrong_password(env: &Env) -> Output {
+    env.command(&["snapshots"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn wrong_password_exits_12() {
     let env = Env::with_repo(&[]);
-    let out = env
-        .command(&["snapshots"])
-        .env("CAIRN_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let out = snapshots_with_wrong_password(&env);
     assert_one_line_error(&out, 12, "wrong password");
 }
 
@@ -538,13 +542,17 @@ fn a_wrong_password_beside_a_stray_or_damaged_key_file_is_still_exit_12() {
     let env = Env::with_repo(&[]);
     let key = env.repo_files("keys").remove(0);
     fs::write(env.repo().join("keys/README"), b"stray").unwrap();
-    fs::write(env.repo().join("keys").join("ab".repeat(32)), fs::read(&key).unwrap()).unwrap();
-    let out = env
-        .command(&["snapshots"])
-        .env("CAIRN_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    fs::write(
+        env.repo().join("keys").join("ab".repeat(32)),
+        fs::read(&key).unwrap(),
+    )
+    .unwrap();
+    let out = snapshots_with_wrong_password(&env);
     assert_one_line_error(&out, 12, "wrong password");
-    assert!(stderr(&out).contains("keys/README: not a key file name"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("keys/README: not a key file name"),
+        "{}",
+        stderr(&out)
+    );
     env.ok(&["snapshots"]);
 }

@@ -344,7 +344,11 @@ fn names_readers_refuse_are_left_out_of_a_copy_naming_each() {
     dropped.sort();
     assert_eq!(dropped, ["/\"..\"", "/\"a/b\"", "/sub/\"..\""], "{report}");
     let checked = dest.json(&["check", "--read-data"]);
-    assert_eq!(checked["problems"].as_array().unwrap().len(), 0, "{checked}");
+    assert_eq!(
+        checked["problems"].as_array().unwrap().len(),
+        0,
+        "{checked}"
+    );
     assert_copies_restore_alike(&source, &dest);
     let again = copied(&copy(&dest, &source, &[]));
     assert_eq!(again[0]["status"], "already_copied", "{again}");

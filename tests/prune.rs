@@ -8,16 +8,16 @@ mod common;
 
 use cairn::backend::local::LocalBackend;
 use cairn::backend::{Backend, ObjectInfo};
-use cairn::repo::garbage::GarbageFile;
 use cairn::ingest::IngestLimits;
 use cairn::ingest::archiver::{BackupOptions, ParentChoice, PreparedBackup, prepare_backup};
 use cairn::ingest::patterns::Patterns;
 use cairn::ingest::progress::Progress;
 use cairn::ops::prune::rules::PlanLimits;
 use cairn::ops::prune::{PruneOptions, PruneReport, condemn, sweep};
-use cairn::repo::writer::{Lease, now_secs};
 use cairn::repo::Repository;
+use cairn::repo::garbage::GarbageFile;
 use cairn::repo::session::{self, SessionFile};
+use cairn::repo::writer::{Lease, now_secs};
 use common::{Env, assert_same_tree, pseudo_random};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -599,7 +599,10 @@ fn a_lagging_session_listing_cannot_make_a_backup_report_deleted_data_saved() {
         .map(|r| report = r)
         .expect("prune --now");
     assert!(report.deleted_packs >= 2, "{report:?}");
-    let err = writer.commit().err().expect("the commit finds its data gone");
+    let err = writer
+        .commit()
+        .err()
+        .expect("the commit finds its data gone");
     assert!(err.to_string().contains("not committed"), "{err}");
     assert!(err.to_string().contains("it was removed"), "{err}");
     store.show_all();
@@ -643,7 +646,9 @@ fn a_garbage_file_recording_no_session_cannot_delete_what_a_paused_backup_reuses
     let packs: Vec<cairn::repo::ids::PackId> = env
         .id_files("data")
         .iter()
-        .map(|p| cairn::repo::ids::PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap())
+        .map(|p| {
+            cairn::repo::ids::PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap()
+        })
         .collect();
     let crafted = cairn::repo::garbage::new_garbage_id();
     let lie = GarbageFile {
@@ -661,7 +666,10 @@ fn a_garbage_file_recording_no_session_cannot_delete_what_a_paused_backup_reuses
         "{report:?}"
     );
     assert_eq!(env.id_files("data").len(), packs.len());
-    let err = writer.commit().err().expect("the commit does not count on the lie");
+    let err = writer
+        .commit()
+        .err()
+        .expect("the commit does not count on the lie");
     assert!(err.to_string().contains("not committed"), "{err}");
     // With the backup gone, the lie is swept like any garbage file: what a snapshot uses stays.
     env.ok(&["prune", "--now"]);
@@ -707,7 +715,10 @@ fn a_stray_garbage_file_and_an_endless_session_do_not_stop_the_repository() {
     let (env, old, _kept) = forgotten_old_tree();
     fs::create_dir_all(env.repo().join("garbage")).unwrap();
     fs::write(env.repo().join("garbage/README"), b"not a garbage file").unwrap();
-    let out = env.command(&["backup", old.to_str().unwrap()]).output().unwrap();
+    let out = env
+        .command(&["backup", old.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("garbage/README: not a garbage file name"),
@@ -732,5 +743,8 @@ fn a_stray_garbage_file_and_an_endless_session_do_not_stop_the_repository() {
         .with_timezone(&chrono::Local)
         .format("%Y-%m-%d %H:%M")
         .to_string();
-    assert!(waiting.contains(&ends), "expected the lease to end at {ends}: {waiting}");
+    assert!(
+        waiting.contains(&ends),
+        "expected the lease to end at {ends}: {waiting}"
+    );
 }

@@ -227,7 +227,10 @@ fn fails_bounded(env: &Env, args: &[&str], extra_env: &[(&str, &str)], expect: &
         .filter(|l| l.starts_with("cairn:") || l.contains("more than"))
         .collect();
     assert!(!errors.is_empty(), "cairn {args:?}: {stderr}");
-    assert!(errors.iter().any(|e| e.contains(expect)), "cairn {args:?}: {stderr}");
+    assert!(
+        errors.iter().any(|e| e.contains(expect)),
+        "cairn {args:?}: {stderr}"
+    );
     assert!(
         peak_kib < max_mib << 10,
         "cairn {args:?} peaked at {} MiB",
@@ -244,7 +247,10 @@ fn bodies_far_longer_than_asked_are_refused_in_bounded_memory() {
     let (liar, env) = lying_repo(&server, "long");
     let target = env.path("out");
     for (key, args) in [
-        ("/data/", vec!["restore", "latest", "--target", target.to_str().unwrap()]),
+        (
+            "/data/",
+            vec!["restore", "latest", "--target", target.to_str().unwrap()],
+        ),
         ("/data/", vec!["check", "--read-data"]),
         ("/snapshots/", vec!["snapshots"]),
     ] {
@@ -329,12 +335,23 @@ fn a_lagging_snapshot_listing_on_s3_stops_prune() {
         hide: vec!["/snapshots/".into()],
         ..Lies::default()
     });
-    let packs = server.objects("lagging").iter().filter(|o| o.starts_with("data/")).count();
+    let packs = server
+        .objects("lagging")
+        .iter()
+        .filter(|o| o.starts_with("data/"))
+        .count();
     let out = env.run(&["prune", "--now"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lists no snapshot"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lists no snapshot"),
+        "{out:?}"
+    );
     liar.honest();
-    let after = server.objects("lagging").iter().filter(|o| o.starts_with("data/")).count();
+    let after = server
+        .objects("lagging")
+        .iter()
+        .filter(|o| o.starts_with("data/"))
+        .count();
     assert_eq!(after, packs);
     env.ok(&["check", "--read-data"]);
 }
@@ -355,7 +372,10 @@ fn no_command_logs_the_secret_key_at_any_level() {
         (&env, vec!["backup", src]),
         (&env, vec!["snapshots"]),
         (&env, vec!["ls", "latest"]),
-        (&env, vec!["restore", "latest", "--target", out_dir.to_str().unwrap()]),
+        (
+            &env,
+            vec!["restore", "latest", "--target", out_dir.to_str().unwrap()],
+        ),
         (&env, vec!["check", "--read-data"]),
         (&env, vec!["stats"]),
         (&env, vec!["cat", "config"]),
@@ -363,7 +383,18 @@ fn no_command_logs_the_secret_key_at_any_level() {
         (&env, vec!["diff", "latest", "latest"]),
         (&env, vec!["key", "list"]),
         (&env, vec!["forget", "--keep-last", "1", "--prune"]),
-        (&dest, vec!["init", "--kdf-time", "1", "--kdf-memory", "1", "--copy-params-from", &from]),
+        (
+            &dest,
+            vec![
+                "init",
+                "--kdf-time",
+                "1",
+                "--kdf-memory",
+                "1",
+                "--copy-params-from",
+                &from,
+            ],
+        ),
         (&dest, vec!["copy", "--from", &from]),
     ];
     let mut logged = String::new();
@@ -374,10 +405,17 @@ fn no_command_logs_the_secret_key_at_any_level() {
             .env("CAIRN_FROM_PASSWORD", "correct horse")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         logged.push_str(&String::from_utf8_lossy(&out.stderr));
     }
-    assert!(logged.len() > 10_000, "trace logging printed little: {logged}");
+    assert!(
+        logged.len() > 10_000,
+        "trace logging printed little: {logged}"
+    );
     assert!(
         !logged.contains(common::s3::SECRET_KEY),
         "the secret key reached a log"
@@ -414,7 +452,10 @@ fn a_backup_beside_a_prune_whose_session_listing_lags_does_not_report_deleted_da
         .unwrap();
     let waited = std::time::Instant::now();
     while liar.held() == 0 {
-        assert!(waited.elapsed() < Duration::from_secs(60), "the backup never committed");
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the backup never committed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     liar.lie(Lies {
@@ -423,14 +464,20 @@ fn a_backup_beside_a_prune_whose_session_listing_lags_does_not_report_deleted_da
         ..Lies::default()
     });
     let pruned = env.json(&["prune", "--now"]);
-    assert!(pruned["report"]["deleted_packs"].as_u64().unwrap() >= 3, "{pruned}");
+    assert!(
+        pruned["report"]["deleted_packs"].as_u64().unwrap() >= 3,
+        "{pruned}"
+    );
     liar.honest();
     let out = backup.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(!stdout.contains("saved"), "{stdout}");
-    assert!(stderr.contains("not committed") && stderr.contains("it was removed"), "{stderr}");
+    assert!(
+        stderr.contains("not committed") && stderr.contains("it was removed"),
+        "{stderr}"
+    );
     assert_eq!(env.snapshot_ids().len(), 1);
     env.ok(&["check", "--read-data"]);
 }

@@ -179,7 +179,9 @@ fn open_cache_dir(dir: &Path, uid: u32) -> Result<OwnedFd> {
             Component::Normal(name) => name,
             Component::RootDir | Component::CurDir => continue,
             Component::ParentDir => {
-                return Err(refuse("'..' in the path: name the directory plainly".into()));
+                return Err(refuse(
+                    "'..' in the path: name the directory plainly".into(),
+                ));
             }
             Component::Prefix(_) => continue,
         };
@@ -227,7 +229,11 @@ impl DiskCached {
         // Temporary files of a process killed while writing one: never renamed, never counted.
         // (One being written by a concurrent mount only loses its rename: not cached.)
         for (name, _) in cache.entries(|name| name.starts_with(b".tmp-")) {
-            let _ = unlinkat(cache.dir.as_fd(), name.as_slice(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(
+                cache.dir.as_fd(),
+                name.as_slice(),
+                UnlinkatFlags::NoRemoveDir,
+            );
         }
         let used = cache.cache_files().iter().map(|f| f.1).sum();
         *cache.used.lock() = used;
@@ -251,8 +257,12 @@ impl DiskCached {
         names
             .into_iter()
             .filter_map(|name| {
-                let stat =
-                    fstatat(self.dir.as_fd(), name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+                let stat = fstatat(
+                    self.dir.as_fd(),
+                    name.as_slice(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .ok()?;
                 (is_regular(&stat) && stat.st_uid == self.uid).then_some((name, stat))
             })
             .collect()
@@ -262,7 +272,13 @@ impl DiskCached {
     fn cache_files(&self) -> Vec<((i64, i64), u64, Vec<u8>)> {
         self.entries(is_cache_name)
             .into_iter()
-            .map(|(name, stat)| ((stat.st_mtime, stat.st_mtime_nsec), stat.st_size as u64, name))
+            .map(|(name, stat)| {
+                (
+                    (stat.st_mtime, stat.st_mtime_nsec),
+                    stat.st_size as u64,
+                    name,
+                )
+            })
             .collect()
     }
 
@@ -285,7 +301,11 @@ impl DiskCached {
         let opened = openat(self.dir.as_fd(), file, flags, Mode::empty()).ok()?;
         let stat = fstat(opened.as_fd()).ok()?;
         let len = stat.st_size as u64;
-        if !is_regular(&stat) || stat.st_uid != self.uid || len < CHECKSUM_LEN || len > max + CHECKSUM_LEN {
+        if !is_regular(&stat)
+            || stat.st_uid != self.uid
+            || len < CHECKSUM_LEN
+            || len > max + CHECKSUM_LEN
+        {
             self.remove(file);
             return None;
         }
@@ -315,19 +335,21 @@ impl DiskCached {
         crate::random::fill_random(&mut salt);
         // Random as well as numbered: two mounts in containers may both be pid 1.
         let temp = format!(".tmp-{}-{n}-{}", std::process::id(), hex::encode(salt));
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
-        let Ok(fd) = openat(self.dir.as_fd(), temp.as_str(), flags, Mode::from_bits_truncate(0o600))
-        else {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Ok(fd) = openat(
+            self.dir.as_fd(),
+            temp.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        ) else {
             // Not made here (the name was taken, the disk is full): nothing of ours to remove.
             return;
         };
         let written = {
             let mut f = File::from(fd);
-            f.write_all(&checksum(file, data)).and_then(|()| f.write_all(data))
+            f.write_all(&checksum(file, data))
+                .and_then(|()| f.write_all(data))
         }
         .and_then(|()| {
             renameat(self.dir.as_fd(), temp.as_str(), self.dir.as_fd(), file)
@@ -363,7 +385,11 @@ impl DiskCached {
             if total <= self.limit / 4 * 3 {
                 break;
             }
-            match unlinkat(self.dir.as_fd(), name.as_slice(), UnlinkatFlags::NoRemoveDir) {
+            match unlinkat(
+                self.dir.as_fd(),
+                name.as_slice(),
+                UnlinkatFlags::NoRemoveDir,
+            ) {
                 Ok(()) | Err(Errno::ENOENT) => total -= len,
                 Err(e) => stuck = Some(e),
             }
@@ -373,7 +399,10 @@ impl DiskCached {
         if let Some(e) = stuck
             && recounted > self.limit
         {
-            tracing::warn!("{}: cannot shrink the cache ({e}); caching stops", self.shown);
+            tracing::warn!(
+                "{}: cannot shrink the cache ({e}); caching stops",
+                self.shown
+            );
             self.full.store(true, Ordering::Relaxed);
         }
     }

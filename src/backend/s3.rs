@@ -13,8 +13,8 @@
 //! upload is repeated). `put_if_absent` is a conditional PUT (`If-None-Match: *`).
 
 use crate::backend::{Backend, ObjectInfo};
-use crate::error::{Error, Result};
 use crate::digest::sha256;
+use crate::error::{Error, Result};
 use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use opendal::{ErrorKind as DalKind, Operator};
@@ -371,7 +371,10 @@ fn max_listed() -> usize {
 /// missing object, a temporary failure) is kept.
 fn body_error(name: &str, error: std::io::Error) -> Error {
     let kind = error.kind();
-    match error.into_inner().map(|inner| inner.downcast::<opendal::Error>()) {
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<opendal::Error>())
+    {
         Some(Ok(dal)) => storage_error(name, *dal),
         Some(Err(other)) => Error::Storage {
             name: name.to_string(),

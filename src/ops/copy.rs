@@ -16,16 +16,16 @@ use crate::error::{Error, Result};
 use crate::fetch::packs::for_each_blob;
 use crate::ingest::IngestLimits;
 use crate::ingest::packer::Packer;
-use crate::repo::adopt::adopt_unindexed;
 use crate::ops::check::find_uses;
-use crate::repo::writer::{Lease, WriterSession};
-use crate::repo::reach::reachable_noting_names;
 use crate::repo::Repository;
+use crate::repo::adopt::adopt_unindexed;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::pack::PackEntry;
+use crate::repo::reach::reachable_noting_names;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{MAX_DEPTH, invalid_name};
+use crate::repo::writer::{Lease, WriterSession};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -120,7 +120,12 @@ pub fn copy_snapshots(
         // A copy of a snapshot with names readers refuse has a tree of its own: the source's
         // with those entries left out, computed again here (without storing) to recognise it.
         if complete.is_none() && !copies.is_empty() {
-            let dry = Packer::new(dest.clone(), Arc::new(Index::default()), opts.limits.clone(), true);
+            let dry = Packer::new(
+                dest.clone(),
+                Arc::new(Index::default()),
+                opts.limits.clone(),
+                true,
+            );
             let cleaned = NameCleaner::new(source, &source_index, &dry).clean(snapshot.tree)?;
             complete = copies.iter().find(|(_, tree)| *tree == cleaned);
         }
@@ -295,7 +300,12 @@ impl<'a> NameCleaner<'a> {
     }
 
     /// `tree` cleaned, with the paths it left out (relative to it) appended to `dropped`.
-    fn clean_at(&mut self, tree: BlobId, depth: usize, dropped: &mut Vec<String>) -> Result<BlobId> {
+    fn clean_at(
+        &mut self,
+        tree: BlobId,
+        depth: usize,
+        dropped: &mut Vec<String>,
+    ) -> Result<BlobId> {
         if let Some((cleaned, below)) = self.done.get(&tree) {
             dropped.extend(below.iter().cloned());
             return Ok(*cleaned);
@@ -311,7 +321,9 @@ impl<'a> NameCleaner<'a> {
         let mut kept = Vec::with_capacity(nodes.len());
         for mut node in nodes {
             // Escaped: a crafted name must not reach a terminal as control characters.
-            let shown = String::from_utf8_lossy(&node.name).escape_debug().to_string();
+            let shown = String::from_utf8_lossy(&node.name)
+                .escape_debug()
+                .to_string();
             if invalid_name(&node.name).is_some() {
                 left_out.push(format!("/\"{shown}\""));
                 changed = true;

@@ -11,8 +11,8 @@ use crate::ops::check::Inventory;
 use crate::ops::prune::rules::{self, PlanLimits};
 use crate::repo::Repository;
 use crate::repo::garbage;
-use crate::repo::reach::used_blobs;
 use crate::repo::ids::SnapshotId;
+use crate::repo::reach::used_blobs;
 use crate::repo::snapshot::Snapshot;
 
 /// How much of the repository the snapshots use.

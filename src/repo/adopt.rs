@@ -10,11 +10,11 @@
 //! alone and named in a warning; `check` reports it, `prune` removes it.
 
 use crate::error::Result;
-use crate::repo::stored::{read_pack_header, stored_packs};
 use crate::repo::Repository;
 use crate::repo::ids::PackId;
 use crate::repo::index::{Index, Segment, SegmentPack};
 use crate::repo::pack::pack_name;
+use crate::repo::stored::{read_pack_header, stored_packs};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;

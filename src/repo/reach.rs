@@ -80,4 +80,3 @@ fn walk(
     }
     Ok((used, invalid_names))
 }
-

@@ -326,7 +326,11 @@ impl Repository {
 
     /// The packs this handle indexed (written or adopted) after the first `from`.
     pub fn packs_indexed_since(&self, from: usize) -> Vec<PackId> {
-        self.indexed_here.lock().get(from..).unwrap_or_default().to_vec()
+        self.indexed_here
+            .lock()
+            .get(from..)
+            .unwrap_or_default()
+            .to_vec()
     }
 
     /// Every snapshot, oldest first. A snapshot file that is damaged (does not parse, does not

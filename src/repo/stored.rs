@@ -23,6 +23,36 @@ pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
     Ok(stored)
 }
 
+/// The packs a listing shows, and of `wanted` (packs the caller counts on) those it left out
+/// that the store holds when asked by name: a listing that lags or omits a live pack must not
+/// make it missing to a writer, check, repair or prune. One request per pack left out; none
+/// when the listing is whole.
+pub fn stored_packs_confirming(
+    repo: &Repository,
+    wanted: impl IntoIterator<Item = PackId>,
+) -> Result<HashMap<PackId, u64>> {
+    let mut stored = stored_packs(repo)?;
+    let unlisted: Vec<PackId> = wanted
+        .into_iter()
+        .filter(|pack| !stored.contains_key(pack))
+        .collect();
+    for pack in unlisted {
+        match repo.backend().stat(&pack_name(&pack)) {
+            Ok(size) => {
+                tracing::warn!(
+                    "pack {}: stored, but the store's listing left it out (is its listing \
+                     consistent?)",
+                    pack.short()
+                );
+                stored.insert(pack, size);
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(stored)
+}
+
 /// Reads a pack's header from its tail: the entries it lists.
 pub fn read_pack_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<PackEntry>> {
     let name = pack_name(pack);
@@ -39,4 +69,3 @@ pub fn read_pack_header(repo: &Repository, pack: &PackId, size: u64) -> Result<V
     let sealed = repo.backend().get(&name, Some(header_start..header_end))?;
     parse_header(repo.key(), pack, &sealed, header_start)
 }
-

@@ -7,10 +7,9 @@
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::garbage::{self, unusable_packs};
-use crate::repo::pack::pack_name;
-use crate::repo::reach::used_blobs;
 use crate::repo::ids::{GarbageId, PackId, SessionId, SnapshotId};
 use crate::repo::index::Index;
+use crate::repo::reach::used_blobs;
 use crate::repo::session::{self, SessionFile, new_session_id};
 use crate::repo::snapshot::Snapshot;
 use crossbeam_channel::{Sender, bounded};
@@ -264,7 +263,6 @@ impl WriterSession {
     fn confirm_reused(&self, snapshot: &Snapshot) -> std::result::Result<(), String> {
         let look = || -> Result<std::result::Result<(), String>> {
             let listed = garbage::list(&self.repo)?;
-            let mut stored = stored_pack_ids(&self.repo)?;
             // A garbage file waits for this writer if it records it. One whose sessions are not
             // recorded yet (its prune is between the two steps, or was killed there) is
             // recorded now, as the next prune would: the sessions open now, this one included.
@@ -286,17 +284,13 @@ impl WriterSession {
                 .copied()
                 .chain(self.repo.packs_indexed_since(self.indexed_from))
                 .collect();
-            // A pack the listing left out is asked for by name: a listing that lags behind
-            // new packs must not fail every backup.
-            for pack in relied.iter().filter(|p| !stored.contains(p)).copied().collect::<Vec<_>>() {
-                match self.repo.backend().stat(&pack_name(&pack)) {
-                    Ok(_) => {
-                        stored.insert(pack);
-                    }
-                    Err(Error::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            // Garbage files before packs, as prune reads them; a pack counted on that the
+            // listing left out is asked for by name (a listing lagging behind new packs must
+            // not fail every backup).
+            let stored: HashSet<PackId> =
+                crate::repo::stored::stored_packs_confirming(&self.repo, relied.iter().copied())?
+                    .into_keys()
+                    .collect();
             let suspect = relied
                 .iter()
                 .any(|pack| not_waiting.contains(pack) || !stored.contains(pack));
@@ -388,7 +382,9 @@ fn refresh(repo: &Repository, id: &SessionId, state: &Mutex<LeaseState>, lease_s
 
 /// Every stored pack's id.
 pub fn stored_pack_ids(repo: &Repository) -> Result<HashSet<PackId>> {
-    Ok(crate::repo::stored::stored_packs(repo)?.into_keys().collect())
+    Ok(crate::repo::stored::stored_packs(repo)?
+        .into_keys()
+        .collect())
 }
 
 /// Whether every blob `snapshot` references is in a stored pack no garbage file condemns,

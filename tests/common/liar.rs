@@ -156,7 +156,11 @@ fn exchange(
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
     let holds = |lies: &Lies| {
-        method == "PUT" && lies.hold_puts.as_ref().is_some_and(|k| path.contains(k.as_str()))
+        method == "PUT"
+            && lies
+                .hold_puts
+                .as_ref()
+                .is_some_and(|k| path.contains(k.as_str()))
     };
     if holds(&lies.lock()) {
         held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -257,7 +261,10 @@ fn exchange(
         ("HEAD", Some(len)) => len.to_string(),
         _ => answer.len().to_string(),
     };
-    write!(to_client, "content-length: {length}\r\nconnection: close\r\n\r\n")?;
+    write!(
+        to_client,
+        "content-length: {length}\r\nconnection: close\r\n\r\n"
+    )?;
     to_client.write_all(&answer)?;
     to_client.flush()?;
     let _ = to_client.shutdown(Shutdown::Both);

@@ -26,12 +26,12 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::packer::{Packer, PackerTotals};
 use crate::ingest::walker::OwnerNames;
-use crate::repo::writer::{Lease, WriterSession};
 use crate::repo::Repository;
 use crate::repo::ids::{PackId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind, Xattr};
+use crate::repo::writer::{Lease, WriterSession};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,

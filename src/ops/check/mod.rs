@@ -17,13 +17,13 @@ pub use read_data::{PackReading, read_pack};
 pub use report::{CheckReport, Problem, Use};
 pub use trees::find_uses;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
-use crate::repo::pack::{PackEntry, TRAILER_LEN, pack_name};
-use crate::repo::stored::{read_pack_header, stored_packs};
+use crate::repo::pack::{PackEntry, TRAILER_LEN};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::stored::{read_pack_header, stored_packs_confirming};
 use rayon::prelude::*;
 use read_data::{read_packs, select_packs};
 use std::collections::{HashMap, HashSet};
@@ -131,28 +131,7 @@ impl Inventory {
             entries.dedup();
         }
         let index = Index::from_segments(segments.iter().map(|(_, s)| s.clone()).collect());
-        let mut stored = stored_packs(repo)?;
-        // An indexed pack the listing left out is asked for by name: a listing that lags or
-        // omits a live pack must not make it missing to check, repair or prune.
-        let unlisted: Vec<PackId> = by_pack
-            .keys()
-            .filter(|pack| !stored.contains_key(pack))
-            .copied()
-            .collect();
-        for pack in unlisted {
-            match repo.backend().stat(&pack_name(&pack)) {
-                Ok(size) => {
-                    tracing::warn!(
-                        "pack {}: stored, but the store's listing left it out (is its listing \
-                         consistent?)",
-                        pack.short()
-                    );
-                    stored.insert(pack, size);
-                }
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let stored = stored_packs_confirming(repo, by_pack.keys().copied())?;
         Ok(Inventory {
             segments,
             damaged_index_files,

@@ -10,12 +10,12 @@ use crate::error::{Error, Result};
 use crate::fetch::packs::for_each_blob;
 use crate::ingest::IngestLimits;
 use crate::ingest::packer::Packer;
-use crate::repo::writer::now_secs;
 use crate::repo::Repository;
 use crate::repo::garbage::{self, GarbageFile, new_garbage_id};
 use crate::repo::ids::PackId;
 use crate::repo::index::Index;
 use crate::repo::session;
+use crate::repo::writer::now_secs;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -62,8 +62,7 @@ pub fn condemn(
     }
     // Index entries of packs that are gone (two prunes rewrote one index file at once, or an
     // old index file was put back) are dropped here, so the next check is clean again.
-    report.index_files_rewritten +=
-        super::sweep::rewrite_index(repo, &inventory, &HashSet::new())?;
+    report.index_files_rewritten += super::sweep::rewrite_index(repo, &inventory, &HashSet::new())?;
     if doomed.is_empty() {
         return Ok(());
     }

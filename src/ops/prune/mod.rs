@@ -14,13 +14,13 @@ mod model;
 
 use crate::error::{Error, Result};
 use crate::ops::check::Inventory;
-use crate::repo::writer::{Lease, now_secs};
-use crate::repo::reach::used_blobs;
 use crate::repo::Repository;
 use crate::repo::garbage;
 use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::reach::used_blobs;
 use crate::repo::session::{self, Liveness, SessionFile};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::writer::{Lease, now_secs};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::Arc;

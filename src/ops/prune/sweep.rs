@@ -10,13 +10,13 @@ use super::rules;
 use super::{Progress, PruneReport, all_snapshots, mark, refuse_empty_listing, whole_inventory};
 use crate::error::{Error, Result};
 use crate::ops::check::Inventory;
-use crate::repo::writer::{Lease, now_secs};
 use crate::repo::Repository;
 use crate::repo::garbage::{self, GarbageFile};
 use crate::repo::ids::{GarbageId, PackId, SessionId};
 use crate::repo::index::{Segment, SegmentPack};
 use crate::repo::pack::pack_name;
 use crate::repo::session::{self, Liveness, SessionFile};
+use crate::repo::writer::{Lease, now_secs};
 use std::collections::HashSet;
 
 /// Runs phase 2 over every garbage file, adding what it did to `report`.
