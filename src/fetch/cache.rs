@@ -28,11 +28,26 @@ const RESIDENT_SLACK: usize = 32 << 20;
 /// Verified plaintext, shared without copying.
 pub type Plain = Arc<Vec<u8>>;
 
+/// How a fetch in progress ended.
+#[derive(Clone)]
+enum Outcome {
+    Fetched(std::result::Result<Plain, String>),
+    /// A read ahead that claimed the blob did not deliver it: whoever waits fetches it.
+    Abandoned,
+}
+
 /// A fetch in progress that later requests for the same blob wait on.
 #[derive(Default)]
 struct InFlight {
-    result: Mutex<Option<std::result::Result<Plain, String>>>,
+    outcome: Mutex<Option<Outcome>>,
     ready: Condvar,
+}
+
+impl InFlight {
+    fn end(&self, outcome: Outcome) {
+        *self.outcome.lock() = Some(outcome);
+        self.ready.notify_all();
+    }
 }
 
 struct Lru {
@@ -119,40 +134,78 @@ impl BlobCache {
     }
 
     /// The blob from the cache, or from `fetch` — run once however many threads ask at once.
+    /// A blob a read ahead has claimed is waited for, and fetched here if it is abandoned.
     pub fn get_or_fetch(
         &self,
         id: BlobId,
         fetch: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Plain> {
-        if let Some(hit) = self.lru.lock().entries.get(&id) {
-            return Ok(hit.clone());
-        }
-        let (slot, leader) = {
-            let mut in_flight = self.in_flight.lock();
-            match in_flight.get(&id) {
-                Some(slot) => (slot.clone(), false),
-                None => {
-                    let slot = Arc::new(InFlight::default());
-                    in_flight.insert(id, slot.clone());
-                    (slot, true)
+        loop {
+            if let Some(hit) = self.lru.lock().entries.get(&id) {
+                return Ok(hit.clone());
+            }
+            let (slot, leader) = {
+                let mut in_flight = self.in_flight.lock();
+                match in_flight.get(&id) {
+                    Some(slot) => (slot.clone(), false),
+                    None => {
+                        let slot = Arc::new(InFlight::default());
+                        in_flight.insert(id, slot.clone());
+                        (slot, true)
+                    }
                 }
+            };
+            if leader {
+                let fetched = fetch().map(Arc::new);
+                match &fetched {
+                    Ok(plain) => self.fulfil(id, plain.clone()),
+                    Err(e) => self.end_flight(id, Outcome::Fetched(Err(e.to_string()))),
+                }
+                return fetched;
             }
-        };
-        if !leader {
-            let mut result = slot.result.lock();
-            while result.is_none() {
-                slot.ready.wait(&mut result);
+            let mut outcome = slot.outcome.lock();
+            while outcome.is_none() {
+                slot.ready.wait(&mut outcome);
             }
-            return result.clone().expect("set above").map_err(Error::Invalid);
+            match outcome.clone().expect("set above") {
+                Outcome::Fetched(result) => return result.map_err(Error::Invalid),
+                Outcome::Abandoned => continue,
+            }
         }
-        let fetched = fetch().map(Arc::new);
-        if let Ok(plain) = &fetched {
-            self.insert(id, plain.clone());
+    }
+
+    /// Marks `id` as being fetched by a read ahead, unless it is cached or on its way already
+    /// (then false). Readers of a claimed blob wait for it rather than fetch it a second time;
+    /// the claimant must end the claim with [`BlobCache::fulfil`] or [`BlobCache::abandon`].
+    pub fn claim(&self, id: BlobId) -> bool {
+        if self.lru.lock().entries.contains(&id) {
+            return false;
         }
-        *slot.result.lock() = Some(fetched.as_ref().map(Arc::clone).map_err(|e| e.to_string()));
-        slot.ready.notify_all();
-        self.in_flight.lock().remove(&id);
-        fetched
+        let mut in_flight = self.in_flight.lock();
+        if in_flight.contains_key(&id) {
+            return false;
+        }
+        in_flight.insert(id, Arc::new(InFlight::default()));
+        true
+    }
+
+    /// Delivers the verified plaintext of a claimed (or led) fetch of `id`: cached, and handed
+    /// to whoever waits.
+    pub fn fulfil(&self, id: BlobId, plain: Plain) {
+        self.insert(id, plain.clone());
+        self.end_flight(id, Outcome::Fetched(Ok(plain)));
+    }
+
+    /// Gives up a claim on `id`: a reader waiting for it fetches it itself (and reports what
+    /// fails).
+    pub fn abandon(&self, id: BlobId) {
+        self.end_flight(id, Outcome::Abandoned);
+    }
+
+    fn end_flight(&self, id: BlobId, outcome: Outcome) {
+        if let Some(slot) = self.in_flight.lock().remove(&id) {
+            slot.end(outcome);
+        }
     }
 
     fn insert(&self, id: BlobId, plain: Plain) {
@@ -335,6 +388,38 @@ mod tests {
             assert_eq!(*t.join().unwrap(), vec![7; 10]);
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_claimed_blob_is_waited_for_and_fetched_by_the_reader_if_abandoned() {
+        let cache = Arc::new(BlobCache::new(1 << 20));
+        assert!(cache.claim(BlobId([1; 32])));
+        assert!(!cache.claim(BlobId([1; 32])), "claimed once");
+        let waiting = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache
+                    .get_or_fetch(BlobId([1; 32]), || panic!("delivered by the claim"))
+                    .unwrap()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        cache.fulfil(BlobId([1; 32]), Arc::new(vec![5; 3]));
+        assert_eq!(*waiting.join().unwrap(), vec![5; 3]);
+        assert!(!cache.claim(BlobId([1; 32])), "cached now");
+
+        assert!(cache.claim(BlobId([2; 32])));
+        let waiting = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache
+                    .get_or_fetch(BlobId([2; 32]), || Ok(vec![6; 2]))
+                    .unwrap()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        cache.abandon(BlobId([2; 32]));
+        assert_eq!(*waiting.join().unwrap(), vec![6; 2]);
     }
 
     #[test]

@@ -14,8 +14,38 @@ const MERGE_GAP: u64 = 256 << 10;
 pub fn for_each_blob(
     repo: &Repository,
     pack: &PackId,
+    wanted: Vec<PackEntry>,
+    window: usize,
+    on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let pack_size = if wanted.is_empty() {
+        0
+    } else {
+        repo.backend().stat(&pack_name(pack))?
+    };
+    read_wanted(repo, pack, wanted, window, Some(pack_size), on_blob)
+}
+
+/// [`for_each_blob`] without asking the pack's size first (one round trip less: what a read
+/// ahead wants), so never reading the pack whole.
+pub fn for_each_blob_in_ranges(
+    repo: &Repository,
+    pack: &PackId,
+    wanted: Vec<PackEntry>,
+    window: usize,
+    on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    read_wanted(repo, pack, wanted, window, None, on_blob)
+}
+
+/// The reads of [`for_each_blob`]; with `pack_size` known, a run spanning most of a pack that
+/// fits the window reads it whole.
+fn read_wanted(
+    repo: &Repository,
+    pack: &PackId,
     mut wanted: Vec<PackEntry>,
     window: usize,
+    pack_size: Option<u64>,
     mut on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
 ) -> Result<()> {
     wanted.sort_by_key(|e| e.offset);
@@ -23,11 +53,6 @@ pub fn for_each_blob(
     let name = pack_name(pack);
     let window = window as u64;
     let mut i = 0;
-    let pack_size = if wanted.is_empty() {
-        0
-    } else {
-        repo.backend().stat(&name)?
-    };
     while i < wanted.len() {
         let start = u64::from(wanted[i].offset);
         let mut end = start + u64::from(wanted[i].sealed_len);
@@ -42,11 +67,13 @@ pub fn for_each_blob(
         }
         // When the run spans (almost) the whole pack and the pack fits the window, read it whole
         // and check its name: that also proves the header and padding intact.
-        let whole = i == 0
-            && j == wanted.len()
-            && end <= pack_size
-            && pack_size <= window
-            && pack_size - (end - start) <= MERGE_GAP * 4;
+        let whole = pack_size.is_some_and(|pack_size| {
+            i == 0
+                && j == wanted.len()
+                && end <= pack_size
+                && pack_size <= window
+                && pack_size - (end - start) <= MERGE_GAP * 4
+        });
         let (bytes, base) = if whole {
             let bytes = repo.backend().get_bounded(&name, window)?;
             if sha256(&bytes) != pack.0 {

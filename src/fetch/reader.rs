@@ -8,6 +8,8 @@ use crate::fetch::cache::{BlobCache, Plain};
 use crate::repo::Repository;
 use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
+use crate::repo::repository::{check_is_tree, join_tree, valid_nodes};
+use crate::repo::tree::{Node, Tree};
 use std::sync::Arc;
 
 /// Reads the index again when a pack that the given index names is gone; `None` when no
@@ -41,15 +43,17 @@ impl Fetcher {
         })
     }
 
-    /// A tree's nodes, with the same fallback as [`Fetcher::blob`].
-    pub fn tree(&self, index: &Index, id: &BlobId) -> Result<Vec<crate::repo::tree::Node>> {
-        match self.repo.read_tree(index, id) {
-            Err(Error::NotFound(pack)) => match self.reload.as_ref().and_then(|r| r(index)) {
-                Some(fresh) => self.repo.read_tree(&fresh, id),
-                None => Err(Error::NotFound(pack)),
-            },
-            other => other,
-        }
+    /// A tree's nodes, through the cache as [`Fetcher::blob`] (so a tree a read ahead is
+    /// fetching is waited for, not asked for again), with the same fallback. The parsed nodes are
+    /// the caller's to keep: the plaintext leaves the cache.
+    pub fn tree(&self, index: &Index, id: &BlobId) -> Result<Vec<Node>> {
+        let nodes = join_tree(id, |piece| {
+            check_is_tree(index, piece)?;
+            let plain = self.blob(index, piece)?;
+            self.cache.forget(piece);
+            Tree::decode(&plain, piece)
+        })?;
+        Ok(valid_nodes(id, nodes))
     }
 }
 

@@ -441,59 +441,18 @@ impl Repository {
     /// that builds a path from a name (restore, ls, the mount) ever sees them. `check` and
     /// `repair` use [`Repository::read_tree_unfiltered`] to report and drop them.
     pub fn read_tree(&self, index: &Index, id: &BlobId) -> Result<Vec<Node>> {
-        let mut nodes = self.read_tree_unfiltered(index, id)?;
-        let before = nodes.len();
-        nodes.retain(|node| invalid_name(&node.name).is_none());
-        if nodes.len() != before {
-            tracing::warn!(
-                "tree {id}: skipped {} entries whose names are not valid file names (damaged or \
-                 crafted; `cairn check` reports them, `cairn repair snapshots` drops them)",
-                before - nodes.len()
-            );
-        }
-        Ok(nodes)
+        Ok(valid_nodes(id, self.read_tree_unfiltered(index, id)?))
     }
 
     /// A directory's nodes exactly as stored, invalid names included.
     pub fn read_tree_unfiltered(&self, index: &Index, id: &BlobId) -> Result<Vec<Node>> {
-        match self.read_tree_blob(index, id)? {
-            Tree::Nodes(nodes) => Ok(nodes),
-            Tree::Pieces(pieces) => {
-                let mut nodes = Vec::new();
-                for piece in pieces {
-                    match self.read_tree_blob(index, &piece.tree)? {
-                        Tree::Nodes(part) => nodes.extend(part),
-                        Tree::Pieces(_) => {
-                            return Err(Error::corrupt(
-                                format!("tree {id}"),
-                                "piece is itself split",
-                            ));
-                        }
-                    }
-                }
-                // Each piece is sorted on its own; joined, two pieces could still repeat a
-                // name (a file and a link both called `x`): no reader may see that.
-                if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
-                    return Err(Error::corrupt(
-                        format!("tree {id}"),
-                        "pieces overlap: names not sorted and unique",
-                    ));
-                }
-                Ok(nodes)
-            }
-        }
+        join_tree(id, |piece| self.read_tree_blob(index, piece))
     }
 
     /// One tree blob as stored: a directory's nodes, or the pieces of a split directory (whose
     /// blobs a walk that marks what is used must count too).
     pub fn read_tree_blob(&self, index: &Index, id: &BlobId) -> Result<Tree> {
-        let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
-        if at.entry.kind != BlobKind::Tree {
-            return Err(Error::corrupt(
-                format!("tree {id}"),
-                "indexed as a data blob",
-            ));
-        }
+        check_is_tree(index, id)?;
         Tree::decode(&self.read_indexed(index, id)?, id)
     }
 
@@ -568,4 +527,62 @@ fn store_key(
     let id = KeyId(sha256(&bytes));
     backend.put(&format!("keys/{id}"), &bytes)?;
     Ok(id)
+}
+
+/// Refuses to read `id` as a tree unless the index says it is one.
+pub fn check_is_tree(index: &Index, id: &BlobId) -> Result<()> {
+    let at = index.get(id).ok_or(Error::MissingBlob(*id))?;
+    if at.entry.kind != BlobKind::Tree {
+        return Err(Error::corrupt(
+            format!("tree {id}"),
+            "indexed as a data blob",
+        ));
+    }
+    Ok(())
+}
+
+/// A directory's nodes from tree `id`, read with `read` (one tree blob each): the nodes
+/// themselves, or the pieces of a split directory joined.
+pub fn join_tree(id: &BlobId, mut read: impl FnMut(&BlobId) -> Result<Tree>) -> Result<Vec<Node>> {
+    match read(id)? {
+        Tree::Nodes(nodes) => Ok(nodes),
+        Tree::Pieces(pieces) => {
+            let mut nodes = Vec::new();
+            for piece in pieces {
+                match read(&piece.tree)? {
+                    Tree::Nodes(part) => nodes.extend(part),
+                    Tree::Pieces(_) => {
+                        return Err(Error::corrupt(
+                            format!("tree {id}"),
+                            "piece is itself split",
+                        ));
+                    }
+                }
+            }
+            // Each piece is sorted on its own; joined, two pieces could still repeat a name (a
+            // file and a link both called `x`): no reader may see that.
+            if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
+                return Err(Error::corrupt(
+                    format!("tree {id}"),
+                    "pieces overlap: names not sorted and unique",
+                ));
+            }
+            Ok(nodes)
+        }
+    }
+}
+
+/// `nodes` of tree `id` without entries whose names are not valid file names, with one log line
+/// when there were any.
+pub fn valid_nodes(id: &BlobId, mut nodes: Vec<Node>) -> Vec<Node> {
+    let before = nodes.len();
+    nodes.retain(|node| invalid_name(&node.name).is_none());
+    if nodes.len() != before {
+        tracing::warn!(
+            "tree {id}: skipped {} entries whose names are not valid file names (damaged or \
+             crafted; `cairn check` reports them, `cairn repair snapshots` drops them)",
+            before - nodes.len()
+        );
+    }
+    nodes
 }

@@ -7,42 +7,18 @@ use crate::fs::node_path::NodePath;
 
 impl View {
     /// The entries of a directory node, parsed once and kept in a cache that takes at most a
-    /// [`TREE_SHARE`] of the memory budget and is charged against it.
+    /// [`TREE_SHARE`] of the memory budget and is charged against it. A directory fetched now
+    /// (not ahead) starts fetching the trees below it.
     pub(super) fn children(&self, index: &Index, node: &Node) -> Result<Children> {
         let Some(tree) = node.subtree else {
             return Ok(Arc::new(Vec::new()));
         };
-        if let Some((hit, _)) = self.trees.lock().trees.get(&tree) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.trees.get(&tree) {
+            return Ok(hit);
         }
-        let nodes: Vec<Arc<Node>> = self
-            .fetcher
-            .tree(index, &tree)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        let bytes = nodes.iter().map(|n| n.memory_size()).sum::<usize>();
-        let nodes = Arc::new(nodes);
-        let budget = &self.fetcher.cache;
-        let limit = budget.capacity() / TREE_SHARE;
-        let mut released = 0;
-        {
-            let mut cache = self.trees.lock();
-            if let Some((_, old)) = cache.trees.put(tree, (nodes.clone(), bytes)) {
-                released += old;
-                cache.bytes -= old;
-            }
-            cache.bytes += bytes;
-            while cache.bytes > limit && cache.trees.len() > 1 {
-                if let Some((_, (_, evicted))) = cache.trees.pop_lru() {
-                    released += evicted;
-                    cache.bytes -= evicted;
-                }
-            }
-        }
-        budget.discharge(released);
-        budget.charge(bytes);
-        Ok(nodes)
+        let children = self.trees.insert(tree, self.fetcher.tree(index, &tree)?);
+        self.fetch_trees_below(super::trees::subtrees(&children));
+        Ok(children)
     }
 
     /// A directory node's entries for lookup and listing; a failure is logged with the path and
@@ -201,6 +177,9 @@ impl View {
                 ..
             } => {
                 let children = self.dir_children(node, path)?;
+                if offset == 0 {
+                    self.arrived_at(ino, false);
+                }
                 for (i, child) in children.iter().enumerate().skip(skip) {
                     let child_ino = child_ino(ino, &child.name, Some(snapshot), Some(child));
                     let entry = child_entry(*snapshot, ino, path, child);

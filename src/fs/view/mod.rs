@@ -17,9 +17,11 @@
 //! offset, the pack and the blob. Snapshots never change, so attributes and entries get long
 //! TTLs and open files keep the kernel's page cache.
 
+mod ahead;
 mod history;
 mod lookup;
 mod read_path;
+mod trees;
 
 use crate::error::{Error, Result};
 use crate::fetch::cache::BlobCache;
@@ -50,6 +52,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use read_path::OpenFile;
+use trees::Children;
 
 /// Snapshot content never changes: the kernel may keep what it learnt this long.
 const NODE_TTL: Duration = Duration::from_secs(3600);
@@ -74,8 +77,6 @@ pub struct ViewOptions {
 
 /// The share of the cache budget parsed trees may take; live inodes and chunks share the rest.
 const TREE_SHARE: usize = 4;
-/// The share of the cache one directory's files fetched ahead may take.
-const DIR_AHEAD_SHARE: usize = 8;
 /// How far out of order the reads of one stream may arrive (the kernel's readahead requests
 /// for `cat` of a 1 GiB file arrived up to 5 MiB apart from the previous one answered), and how
 /// far behind the latest read the chunks of a stream are kept for the stragglers.
@@ -85,8 +86,6 @@ const STREAM_SLACK: u64 = 8 << 20;
 const STREAM_READ_MIN: u64 = 128 << 10;
 /// The share of the cache chunks fetched ahead of one sequential reader may take.
 const STREAM_AHEAD_SHARE: usize = 4;
-/// Directories remembered as fetched ahead, so each is fetched once while it is read.
-const DIRS_AHEAD: usize = 64;
 
 impl Default for ViewOptions {
     fn default() -> Self {
@@ -111,25 +110,17 @@ pub enum Scope {
     },
 }
 
-/// A directory's entries, shared with the inodes made from them.
-type Children = Arc<Vec<Arc<Node>>>;
-
-struct TreeCache {
-    trees: LruCache<BlobId, (Children, usize)>,
-    bytes: usize,
-}
-
 /// The read-only file system.
 pub struct View {
     catalog: Arc<Catalog>,
     fetcher: Arc<Fetcher>,
     inodes: InodeTable,
-    trees: Mutex<TreeCache>,
+    trees: Arc<trees::Trees>,
     /// Merged directories of `history/`.
     merges: Mutex<history::MergeCache>,
     read_states: Mutex<LruCache<u64, Arc<OpenFile>>>,
-    /// Directories whose files were recently fetched ahead.
-    dirs_ahead: Mutex<LruCache<u64, ()>>,
+    /// What a walk through a snapshot reads next.
+    ahead: Mutex<ahead::ReadAhead>,
     /// The kernel agreed to skip open/opendir when they answer ENOSYS.
     no_open: bool,
     /// Whether a snapshot in view may have extended attributes. When none has, getxattr and
@@ -140,6 +131,10 @@ pub struct View {
     /// A later snapshot with xattrs was reported.
     xattrs_missed: AtomicBool,
     pool: Workers,
+    /// The threads reading ahead ([`crate::fetch::batch`]), apart from `pool`: a read waiting
+    /// for a blob a read ahead has claimed holds its worker, and must never hold the thread
+    /// that would deliver it.
+    ahead_pool: Workers,
     /// Where chunks fetched ahead go, so that their reads never reach the view.
     kernel_pages: KernelPages,
     opts: ViewOptions,
@@ -164,6 +159,8 @@ impl View {
         let catalog = Arc::new(Catalog::load(repo.clone())?);
         let pool = Workers::start(opts.read_workers, "cairn-read")
             .map_err(|e| Error::Invalid(format!("starting read workers: {e}")))?;
+        let ahead_pool = Workers::start(opts.read_workers, "cairn-ahead")
+            .map_err(|e| Error::Invalid(format!("starting read-ahead workers: {e}")))?;
         let cache = Arc::new(BlobCache::new(opts.cache_bytes));
         let kernel_pages = KernelPages::start(cache.clone())
             .map_err(|e| Error::Invalid(format!("starting the page-cache thread: {e}")))?;
@@ -188,25 +185,25 @@ impl View {
             cache,
             reload: Some(Arc::new(move |failed| reload_from.reload_index(failed))),
         });
+        let trees = Arc::new(trees::Trees::new(
+            fetcher.cache.clone(),
+            opts.cache_bytes / TREE_SHARE,
+        ));
         let view = View {
             catalog,
             fetcher,
             inodes: InodeTable::default(),
-            trees: Mutex::new(TreeCache {
-                trees: LruCache::unbounded(),
-                bytes: 0,
-            }),
+            trees,
             merges: Mutex::new(history::MergeCache::new()),
             read_states: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READ_STATES).expect("a non-zero constant"),
             )),
-            dirs_ahead: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIRS_AHEAD).expect("a non-zero constant"),
-            )),
+            ahead: Mutex::new(ahead::ReadAhead::default()),
             no_open: false,
             xattrs,
             xattrs_missed: AtomicBool::new(false),
             pool,
+            ahead_pool,
             kernel_pages,
             opts,
             owner,
@@ -287,6 +284,8 @@ impl Filesystem for View {
         // parallel, and open/opendir/release cost no round trip: nothing here needs them.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Links never change either: without this, every path through `latest` asks for it.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         self.no_open = config
             .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT | InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();

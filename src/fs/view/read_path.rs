@@ -2,6 +2,7 @@
 //! ahead of it (and of a directory whose files are being copied) on the read workers.
 
 use super::*;
+use crate::fetch::batch::plan_reads;
 
 /// What reads of one file need: its chunk layout and where a sequential reader is. Kept per
 /// inode, not per open, so the kernel need not send open and release at all.
@@ -55,9 +56,9 @@ impl View {
             let end = offset + range.len() as u64;
             reply.data(&chunk[range]);
             if file.continues_stream(offset, end) {
-                let pool = self.pool.clone();
+                let ahead = self.ahead_pool.clone();
                 self.pool
-                    .spawn(move || follow_stream(&file, &fetcher, &pool, offset..end, prefetch));
+                    .spawn(move || follow_stream(&file, &fetcher, &ahead, offset..end, prefetch));
             }
             return;
         }
@@ -65,13 +66,13 @@ impl View {
             let end = offset + data.len() as u64;
             reply.data(&data);
             if file.continues_stream(offset, end) {
-                let pool = self.pool.clone();
+                let ahead = self.ahead_pool.clone();
                 self.pool
-                    .spawn(move || follow_stream(&file, &fetcher, &pool, offset..end, prefetch));
+                    .spawn(move || follow_stream(&file, &fetcher, &ahead, offset..end, prefetch));
             }
             return;
         }
-        let pool = self.pool.clone();
+        let ahead = self.ahead_pool.clone();
         self.pool.spawn(move || {
             match file
                 .reader
@@ -81,7 +82,7 @@ impl View {
                     let end = offset + data.len() as u64;
                     reply.data(&data);
                     if file.continues_stream(offset, end) {
-                        follow_stream(&file, &fetcher, &pool, offset..end, prefetch);
+                        follow_stream(&file, &fetcher, &ahead, offset..end, prefetch);
                     }
                 }
                 Err(failed) => {
@@ -131,78 +132,12 @@ impl View {
             passed_to: AtomicUsize::new(0),
         });
         self.read_states.lock().put(ino, file.clone());
-        // The first file read from a directory starts fetching the others: waiting for a second
-        // read measured 5 % slower for `cp -a` of linux/ (each file read before the fetching
-        // starts is a round trip to a worker). A file manager opening one file fetches its
-        // neighbours too, at most a [`DIR_AHEAD_SHARE`] of the cache.
-        if self.dirs_ahead.lock().put(*parent, ()).is_none() {
-            self.fetch_dir_ahead(*parent, ino);
-        }
+        // The first read of a file starts reading ahead of the walk, or keeps it going: waiting
+        // for a second read measured 5 % slower for `cp -a` of linux/ (each file read before the
+        // fetching starts is a round trip to a worker). A file manager opening one file fetches
+        // the ones after it too.
+        self.arrived_at(*parent, true);
         Ok(file)
-    }
-
-    /// Fetches the chunks of directory `dir`'s files but `reading` (being read already), in tree
-    /// order (their order in the packs) and up to a [`DIR_AHEAD_SHARE`] of the cache, on the
-    /// workers when no read waits, and offers each to the kernel's page cache. `cp -a`, `rsync`
-    /// and `tar` read a directory's files one after the other: the files stored ahead are read
-    /// without a request, the others are answered from the cache on the session thread.
-    pub(super) fn fetch_dir_ahead(&self, dir: u64, reading: u64) {
-        let Some(entry) = self.inodes.get(dir) else {
-            return;
-        };
-        let Entry::Node {
-            snapshot,
-            node,
-            path,
-            ..
-        } = &*entry
-        else {
-            return;
-        };
-        let Ok(children) = self.dir_children(node, path) else {
-            return;
-        };
-        let snapshot = *snapshot;
-        let index = self.catalog.contents().index.clone();
-        let fetcher = self.fetcher.clone();
-        let pool = self.pool.clone();
-        let kernel = self.kernel_pages.clone();
-        let budget = fetcher.cache.capacity() / DIR_AHEAD_SHARE;
-        self.pool.spawn_ahead(move || {
-            let mut planned = 0usize;
-            for file in children.iter().filter(|c| c.kind == NodeKind::File) {
-                let ino = child_ino(dir, &file.name, Some(&snapshot), Some(file));
-                if ino == reading {
-                    continue;
-                }
-                let mut offset = 0u64;
-                for id in &file.content {
-                    let Some(at) = index.get(id) else { break };
-                    if planned >= budget {
-                        return;
-                    }
-                    planned += at.entry.raw_len as usize;
-                    if let Some(plain) = fetcher.cache.get(id) {
-                        kernel.offer(ino, offset, *id, plain, file.size);
-                    } else {
-                        let (fetcher, index, kernel, id, size) = (
-                            fetcher.clone(),
-                            index.clone(),
-                            kernel.clone(),
-                            *id,
-                            file.size,
-                        );
-                        // A failure here is reported by the read that needs the chunk.
-                        pool.spawn_ahead(move || {
-                            if let Ok(plain) = fetcher.blob(&index, &id) {
-                                kernel.offer(ino, offset, id, plain, size);
-                            }
-                        });
-                    }
-                    offset += u64::from(at.entry.raw_len);
-                }
-            }
-        });
     }
 }
 
@@ -210,8 +145,8 @@ impl View {
 /// for stragglers (the kernel keeps them in its page cache; here they would only push out
 /// what others still want, and a stream longer than the cache would empty it), and starts
 /// fetching the `count` chunks after it that are neither cached nor on their way — no more than
-/// a share of the cache, so a small cache is not filled by what lies ahead. Runs on a read
-/// worker, so the fetches go to the same pool.
+/// a share of the cache, so a small cache is not filled by what lies ahead. The fetches run on
+/// the read-ahead workers `pool`.
 fn follow_stream(
     file: &OpenFile,
     fetcher: &Arc<Fetcher>,
@@ -245,14 +180,10 @@ fn follow_stream(
         .prefetched_to
         .fetch_max(upto, Ordering::Relaxed)
         .max(next);
-    for id in file.reader.chunks(from, upto) {
-        if fetcher.cache.contains(id) {
-            continue;
-        }
-        let (fetcher, index, id) = (fetcher.clone(), file.index.clone(), *id);
-        pool.spawn(move || {
-            // A failure here is reported by the read that needs the chunk.
-            let _ = fetcher.blob(&index, &id);
-        });
+    // By pack in merged ranges, several reads in flight: enough bytes on their way to cover
+    // a remote store's round trip. A failure is reported by the read that needs the chunk.
+    for read in plan_reads(&fetcher.cache, &file.index, file.reader.chunks(from, upto)) {
+        let fetcher = fetcher.clone();
+        pool.spawn(move || read.run(&fetcher, |_, _| {}));
     }
 }
