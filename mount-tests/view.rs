@@ -737,7 +737,8 @@ fn after_a_prune_moves_a_blob_the_mount_finds_it_and_data_gone_fails_with_eio() 
     env.ok(&["backup", src.to_str().unwrap()]);
     let ids = env.snapshot_ids();
 
-    let mnt = Mounted::start(&env, "mount", &[]);
+    // A cache small enough that opening `big` reads ahead only its first chunk.
+    let mnt = Mounted::start(&env, "mount", &["--cache-size", "8MiB"]);
     let opened_before =
         fs::File::open(mnt.dir.join("ids").join(&ids[0][..8]).join("src/big")).unwrap();
 
@@ -756,7 +757,9 @@ fn after_a_prune_moves_a_blob_the_mount_finds_it_and_data_gone_fails_with_eio() 
     assert_eq!(fs::read(mnt.dir.join("latest/src/small")).unwrap(), small);
     // The forgotten snapshot's file, opened before, now has no data: EIO, never other bytes.
     let mut buf = vec![0u8; 4096];
-    let err = opened_before.read_at(&mut buf, 0).unwrap_err();
+    let err = opened_before
+        .read_at(&mut buf, big.len() as u64 - 4096)
+        .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     mnt.stop();
 }

@@ -21,7 +21,7 @@
 //! this cache names them are counted and evicted, the least recently written first, until
 //! three quarters of the size remain, by one eviction at a time.
 
-use crate::backend::{Backend, ObjectInfo};
+use crate::backend::{Backend, ObjectInfo, Ranges};
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use nix::dir::Dir;
@@ -327,7 +327,9 @@ impl DiskCached {
 
     /// Stores `data` as `file` (best effort: a full disk only means no cache).
     fn remember(&self, file: &str, data: &[u8]) {
-        if self.full.load(Ordering::Relaxed) {
+        // A range larger than a quarter of the cache is not kept: it would push out most of
+        // what is there, and itself be next.
+        if self.full.load(Ordering::Relaxed) || data.len() as u64 + CHECKSUM_LEN > self.limit / 4 {
             return;
         }
         let n = self.temps.fetch_add(1, Ordering::Relaxed);
@@ -430,6 +432,43 @@ impl Backend for DiskCached {
         let data = self.inner.get(name, Some(range))?;
         self.remember(&file, &data);
         Ok(data)
+    }
+
+    fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
+        if !Self::cacheable(name) {
+            return self.inner.get_ranges(name, ranges);
+        }
+        let mut found: Vec<Option<Vec<u8>>> = ranges
+            .iter()
+            .map(|r| self.lookup(&self.file_of(name, &Some(r.clone())), r.end - r.start))
+            .collect();
+        let missing: Vec<Range<u64>> = ranges
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let fetched = self.inner.get_ranges(name, &missing)?;
+        let mut next_fetched = 0;
+        let mut out = Ranges::default();
+        for (range, hit) in ranges.iter().zip(found.iter_mut()) {
+            let bytes = match hit.take() {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = fetched
+                        .range(next_fetched)
+                        .ok_or_else(|| Error::corrupt(name, "the store sent fewer bytes"))?
+                        .to_vec();
+                    next_fetched += 1;
+                    self.remember(&self.file_of(name, &Some(range.clone())), &bytes);
+                    bytes
+                }
+            };
+            let start = out.bytes.len();
+            out.bytes.extend_from_slice(&bytes);
+            out.at.push(start..out.bytes.len());
+        }
+        Ok(out)
     }
 
     fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {

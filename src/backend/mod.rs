@@ -47,6 +47,23 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// Several ranges of one object read together ([`Backend::get_ranges`]): one buffer, and where
+/// each range lies in it.
+#[derive(Debug, Default)]
+pub struct Ranges {
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// Where each range asked for lies in `bytes`, in the order asked.
+    pub at: Vec<Range<usize>>,
+}
+
+impl Ranges {
+    /// The bytes of the `i`th range asked for; `None` if the store sent fewer.
+    pub fn range(&self, i: usize) -> Option<&[u8]> {
+        self.bytes.get(self.at.get(i)?.clone())
+    }
+}
+
 /// Where a repository's objects live.
 pub trait Backend: Send + Sync {
     /// Reads a whole object, or the given byte range of it. A range past the end is an error,
@@ -58,6 +75,21 @@ pub trait Backend: Send + Sync {
     fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
         *buf = self.get(name, Some(range))?;
         Ok(())
+    }
+    /// Reads the byte ranges `ranges` (ascending, not overlapping) of one object, as one read
+    /// from the first's start to the last's end unless a layer knows better: a cache in front
+    /// keeps and finds each range on its own, so what it holds does not depend on how a reader
+    /// merged its reads.
+    fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(Ranges::default());
+        };
+        let bytes = self.get(name, Some(first.start..last.end))?;
+        let at = ranges
+            .iter()
+            .map(|r| (r.start - first.start) as usize..(r.end - first.start) as usize)
+            .collect();
+        Ok(Ranges { bytes, at })
     }
     /// Reads a whole object that its kind bounds to `limit` bytes. A larger one is refused
     /// before its bytes are read (and, in a local store, anything that is not a regular file

@@ -5,7 +5,7 @@
 //! permission or damaged content are answered at once. Every retried read is verified again by
 //! its caller, as every read is.
 
-use crate::backend::{Backend, ObjectInfo};
+use crate::backend::{Backend, ObjectInfo, Ranges};
 use crate::error::{Error, Result};
 use std::io::ErrorKind;
 use std::ops::Range;
@@ -84,6 +84,10 @@ impl Backend for RetryingBackend {
 
     fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
         self.retry(name, || self.inner.get_bounded(name, limit))
+    }
+
+    fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
+        self.retry(name, || self.inner.get_ranges(name, ranges))
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {

@@ -95,8 +95,9 @@ impl BatchRead {
             }
             _ => return,
         };
+        // The sealed bytes in flight; each blob, once opened, is the cache's.
         let cache = fetcher.cache.clone();
-        let _room = cache.reserve(self.bytes() as usize + span as usize);
+        let _room = cache.reserve(span as usize);
         let entries = std::mem::take(&mut self.entries);
         let read = for_each_blob_in_ranges(
             &fetcher.repo,

@@ -74,34 +74,53 @@ fn read_wanted(
                 && pack_size <= window
                 && pack_size - (end - start) <= MERGE_GAP * 4
         });
-        let (bytes, base) = if whole {
+        if whole {
             let bytes = repo.backend().get_bounded(&name, window)?;
             if sha256(&bytes) != pack.0 {
                 return read_one_by_one(repo, pack, &wanted, &mut on_blob);
             }
-            (bytes, 0)
+            for entry in &wanted[i..j] {
+                let from = u64::from(entry.offset) as usize;
+                let sealed = bytes.get(from..from + entry.sealed_len as usize);
+                deliver(repo, pack, entry, sealed, &mut on_blob)?;
+            }
         } else {
-            (repo.backend().get(&name, Some(start..end))?, start)
-        };
-        for entry in &wanted[i..j] {
-            let from = (u64::from(entry.offset) - base) as usize;
-            let sealed = bytes
-                .get(from..from + entry.sealed_len as usize)
-                .ok_or_else(|| Error::corrupt(&name, "shorter than its index says"))?;
-            let plain = match open_blob(repo.key(), &entry.meta(), sealed) {
-                Ok(plain) => Ok(plain),
-                // A failed blob is fetched once more on its own: a transient read fault is then
-                // not reported as damage at rest.
-                Err(_) => repo.read_blob(&crate::repo::index::BlobLocation {
-                    pack: *pack,
-                    entry: *entry,
-                }),
-            };
-            on_blob(entry, plain)?;
+            let ranges: Vec<_> = wanted[i..j].iter().map(sealed_range).collect();
+            let got = repo.backend().get_ranges(&name, &ranges)?;
+            for (k, entry) in wanted[i..j].iter().enumerate() {
+                deliver(repo, pack, entry, got.range(k), &mut on_blob)?;
+            }
         }
         i = j;
     }
     Ok(())
+}
+
+/// Where blob `entry` lies in its pack.
+fn sealed_range(entry: &PackEntry) -> std::ops::Range<u64> {
+    u64::from(entry.offset)..u64::from(entry.offset) + u64::from(entry.sealed_len)
+}
+
+/// Opens the sealed bytes of `entry` (`None` when the store sent fewer than the index says) and
+/// hands the plaintext to `on_blob`. A blob that fails is fetched once more on its own: a
+/// transient read fault is then not reported as damage at rest.
+fn deliver(
+    repo: &Repository,
+    pack: &PackId,
+    entry: &PackEntry,
+    sealed: Option<&[u8]>,
+    on_blob: &mut impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let sealed =
+        sealed.ok_or_else(|| Error::corrupt(pack_name(pack), "shorter than its index says"))?;
+    let plain = match open_blob(repo.key(), &entry.meta(), sealed) {
+        Ok(plain) => Ok(plain),
+        Err(_) => repo.read_blob(&crate::repo::index::BlobLocation {
+            pack: *pack,
+            entry: *entry,
+        }),
+    };
+    on_blob(entry, plain)
 }
 
 /// Fallback when a whole-pack read failed its hash: each blob on its own, so the intact ones are

@@ -89,6 +89,11 @@ impl S3Server {
         ]
     }
 
+    /// Where the server keeps object `object` of the repository `name` (to damage it).
+    pub fn object_path(&self, name: &str, object: &str) -> std::path::PathBuf {
+        self.dir.path().join(BUCKET).join(name).join(object)
+    }
+
     /// The files the server stores for the repository `name`, by name within it.
     pub fn objects(&self, name: &str) -> Vec<String> {
         let root = self.dir.path().join(BUCKET).join(name);
