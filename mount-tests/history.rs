@@ -91,10 +91,14 @@ fn check_history(mnt: &Path, states: &[State], snaps: &[(String, String)]) {
             let clash = versions
                 .iter()
                 .any(|(m, other)| m != n && snaps[*other].1 == *time);
+            // `2026-12-05T14:09:00` as a version is named: `2026-12-05_14-09-00`, with the
+            // file's extension.
+            let stamp = time.replace('T', "_").replace(':', "-");
+            let ext = cairn::fs::history::extension(path);
             let label = if clash {
-                format!("{time}-{short}")
+                format!("{stamp}-{short}{ext}")
             } else {
-                time.clone()
+                format!("{stamp}{ext}")
             };
             let file = dir.join(&label);
             assert!(
@@ -150,6 +154,7 @@ fn a_file_deleted_and_back_and_paths_in_some_snapshots_only() {
     let other = env.path("other");
     fs::create_dir_all(&other).unwrap();
     fs::write(other.join("x"), b"x").unwrap();
+    fs::write(other.join("notes.txt"), b"n").unwrap();
     env.ok(&["backup", "-q", other.to_str().unwrap()]);
     let mnt = Mounted::start(&env, "mount", &[]);
     assert_eq!(
@@ -164,6 +169,17 @@ fn a_file_deleted_and_back_and_paths_in_some_snapshots_only() {
             .unwrap()
             .count(),
         1
+    );
+    // A version keeps its file's extension and has no character FAT or SMB refuse.
+    let notes: Vec<String> = names(&mnt.dir.join("history/other/notes.txt"))
+        .into_iter()
+        .map(|n| String::from_utf8(n).unwrap())
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].ends_with(".txt"), "{notes:?}");
+    assert!(
+        !notes[0].contains([':', '\\', '*', '?', '"', '<', '>', '|']),
+        "{notes:?}"
     );
     // A snapshot made while mounted adds its version within the view's refresh.
     write_state(&src, &s(&[(b"a", 0)]));

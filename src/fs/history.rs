@@ -216,23 +216,59 @@ pub fn time_name(time: i64) -> String {
         .to_string()
 }
 
-/// The names of `versions` inside their directory: each the time of its first snapshot, with
-/// `-<shortid>` added when another version, or a name for which `taken` is true (the merged
-/// directory's own entries), would have the same one.
-pub fn version_names(versions: &[Version], taken: impl Fn(&[u8]) -> bool) -> Vec<String> {
-    let times: Vec<String> = versions.iter().map(|v| time_name(v.first.time)).collect();
-    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for t in &times {
-        *counts.entry(t).or_default() += 1;
+/// The name of a version first seen at `time`: its local time to the second, as
+/// `2026-12-05_14-09-00`, which sorts by time and has none of the characters FAT, exFAT and SMB
+/// shares refuse (`: \ * ? " < > |`), so a version copies to a USB stick or a Windows share.
+pub fn version_time_name(time: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(time)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d_%H-%M-%S")
+        .to_string()
+}
+
+/// The extension of file name `name` with its dot (`.txt`), kept on the names of its versions
+/// so that a file manager and the application a double-click opens know the type; empty when it
+/// has none, or one that is not a short run of letters and digits.
+pub fn extension(name: &[u8]) -> &str {
+    let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+        return "";
+    };
+    let ext = &name[dot + 1..];
+    if dot == 0 || ext.is_empty() || ext.len() > 16 || !ext.iter().all(u8::is_ascii_alphanumeric) {
+        return "";
     }
-    times
+    std::str::from_utf8(&name[dot..]).unwrap_or_default()
+}
+
+/// The names of `versions` (of one path) inside their directory: each the time of its first
+/// snapshot ([`version_time_name`]) and the path's extension, with `-<shortid>` before the
+/// extension when another version, or a name for which `taken` is true (the merged directory's
+/// own entries), would have the same one.
+pub fn version_names(versions: &[Version], taken: impl Fn(&[u8]) -> bool) -> Vec<String> {
+    let ext = versions
+        .first()
+        .map_or("", |v| extension(&v.node.name))
+        .to_string();
+    let names: Vec<String> = versions
+        .iter()
+        .map(|v| format!("{}{ext}", version_time_name(v.first.time)))
+        .collect();
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for name in &names {
+        *counts.entry(name).or_default() += 1;
+    }
+    names
         .iter()
         .zip(versions)
-        .map(|(t, v)| {
-            if counts[t.as_str()] > 1 || taken(t.as_bytes()) {
-                format!("{t}-{}", v.first.snapshot.short())
+        .map(|(name, v)| {
+            if counts[name.as_str()] > 1 || taken(name.as_bytes()) {
+                format!(
+                    "{}-{}{ext}",
+                    version_time_name(v.first.time),
+                    v.first.snapshot.short()
+                )
             } else {
-                t.clone()
+                name.clone()
             }
         })
         .collect()
@@ -340,35 +376,36 @@ mod tests {
     fn versions_first_seen_in_the_same_second_get_their_snapshot_id() {
         let mut late = seen(2);
         late.time = seen(1).time + 1;
-        let versions = [
-            Version {
-                first: seen(1),
-                key: [1; 32],
-                node: Arc::new(file("a", 1, 0)),
-            },
-            Version {
-                first: late,
-                key: [2; 32],
-                node: Arc::new(file("a", 2, 0)),
-            },
-            Version {
-                first: seen(9),
-                key: [3; 32],
-                node: Arc::new(file("a", 3, 0)),
-            },
-        ];
-        let names = version_names(&versions, |n| n == time_name(seen(9).time).as_bytes());
+        let version = |first: Seen, chunk: u8| Version {
+            first,
+            key: [chunk; 32],
+            node: Arc::new(file("notes.txt", chunk, 0)),
+        };
+        let versions = [version(seen(1), 1), version(late, 2), version(seen(9), 3)];
+        let at = |s: &Seen| version_time_name(s.time);
+        let names = version_names(&versions, |n| {
+            n == format!("{}.txt", at(&seen(9))).as_bytes()
+        });
         assert_eq!(
-            names[0],
-            format!("{}-{}", time_name(seen(1).time), seen(1).snapshot.short())
+            names,
+            [
+                format!("{}-{}.txt", at(&seen(1)), seen(1).snapshot.short()),
+                format!("{}-{}.txt", at(&late), late.snapshot.short()),
+                format!("{}-{}.txt", at(&seen(9)), seen(9).snapshot.short()),
+            ]
         );
-        assert_eq!(
-            names[1],
-            format!("{}-{}", time_name(late.time), late.snapshot.short())
-        );
-        assert_eq!(
-            names[2],
-            format!("{}-{}", time_name(seen(9).time), seen(9).snapshot.short())
-        );
+    }
+
+    #[test]
+    fn version_names_keep_the_extension_sort_by_time_and_suit_any_file_system() {
+        let name = version_time_name(1_764_943_740_000_000_000);
+        assert_eq!(name.len(), "2025-12-05_14-09-00".len(), "{name}");
+        assert!(!name.contains([':', '\\', '*', '?', '"', '<', '>', '|', ' ']));
+        assert!(version_time_name(10_000_000_000) < version_time_name(99_000_000_000));
+        assert_eq!(extension(b"thesis.tex"), ".tex");
+        assert_eq!(extension(b"archive.tar.gz"), ".gz");
+        for none in [&b"Makefile"[..], b".bashrc", b"odd.", b"a.b c", b"x.\xff"] {
+            assert_eq!(extension(none), "", "{}", String::from_utf8_lossy(none));
+        }
     }
 }

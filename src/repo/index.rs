@@ -98,6 +98,9 @@ pub struct Index {
     /// Distinct blobs.
     distinct: usize,
     duplicates: usize,
+    /// The slots of tree blobs in pack order (by pack, then offset), made on first use by
+    /// [`Index::trees_near`].
+    trees_in_place: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl Index {
@@ -138,6 +141,7 @@ impl Index {
             duplicates: before - distinct,
             distinct,
             slots,
+            trees_in_place: Default::default(),
         }
     }
 
@@ -184,6 +188,36 @@ impl Index {
     /// Entries listed more than once across segments (harmless; `repair index` folds them).
     pub fn duplicates(&self) -> usize {
         self.duplicates
+    }
+
+    /// The tree blobs stored in `at`'s pack within `span` bytes around it (`at` among them), in
+    /// pack order: what a walk reads next is usually stored next to what it reads now, so a
+    /// reader of trees fetches them together.
+    pub fn trees_near(&self, at: &BlobLocation, span: u32) -> Vec<PackEntry> {
+        let in_place = self.trees_in_place.get_or_init(|| {
+            let mut trees: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].sealed_len_and_flags & FLAG_TREE != 0)
+                .collect();
+            trees.sort_by_key(|&i| (self.slots[i].pack, self.slots[i].offset));
+            trees
+        });
+        let Some(pack) = self
+            .slots_of(&at.entry.id)
+            .iter()
+            .map(|s| s.pack as usize)
+            .find(|&p| self.packs[p] == at.pack)
+        else {
+            return Vec::new();
+        };
+        let from = (pack, at.entry.offset.saturating_sub(span / 2));
+        let to = (pack, at.entry.offset.saturating_add(span / 2));
+        let place = |i: &usize| (self.slots[*i].pack as usize, self.slots[*i].offset);
+        let start = in_place.partition_point(|i| place(i) < from);
+        in_place[start..]
+            .iter()
+            .take_while(|i| place(i) <= to)
+            .map(|i| self.location(&self.slots[*i]).entry)
+            .collect()
     }
 
     /// Every pack the index knows.

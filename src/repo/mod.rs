@@ -20,6 +20,7 @@ pub mod session;
 pub mod snapshot;
 pub mod stored;
 pub mod tree;
+pub mod tree_reads;
 pub mod tree_sum;
 pub mod writer;
 

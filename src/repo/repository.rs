@@ -28,6 +28,8 @@ pub struct Repository {
     /// Packs this handle indexed, in order: a writer's commit confirms those indexed since its
     /// session began are still stored.
     indexed_here: parking_lot::Mutex<Vec<PackId>>,
+    /// Trees read, and read around ([`crate::repo::tree_reads`]).
+    tree_reads: crate::repo::tree_reads::TreeReads,
 }
 
 /// Whether a key file's bytes hash to its name (a key's id is the SHA-256 of its file): a key
@@ -134,6 +136,7 @@ impl Repository {
             key_id,
             config,
             indexed_here: Default::default(),
+            tree_reads: Default::default(),
         })
     }
 
@@ -171,6 +174,7 @@ impl Repository {
                         key_id,
                         config,
                         indexed_here: Default::default(),
+                        tree_reads: Default::default(),
                     });
                 }
                 Ok(None) => intact_tried = true,
@@ -451,8 +455,20 @@ impl Repository {
 
     /// One tree blob as stored: a directory's nodes, or the pieces of a split directory (whose
     /// blobs a walk that marks what is used must count too).
+    /// Trees come a window at a time ([`crate::repo::tree_reads`]); one that does not open
+    /// there is read again on its own, from each of its locations, and reported.
     pub fn read_tree_blob(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         check_is_tree(index, id)?;
+        if let Some(plain) = self.tree_reads.kept(id) {
+            return Tree::decode(&plain, id);
+        }
+        if let Some(at) = index.get(id)
+            && let Some(plain) =
+                self.tree_reads
+                    .read_around(self.backend.as_ref(), &self.key, index, &at)
+        {
+            return Tree::decode(&plain, id);
+        }
         Tree::decode(&self.read_indexed(index, id)?, id)
     }
 
