@@ -5,6 +5,7 @@
 //! permission or damaged content are answered at once. Every retried read is verified again by
 //! its caller, as every read is.
 
+use crate::backend::stats::{store_stats, timed};
 use crate::backend::{Backend, ObjectInfo, Ranges};
 use crate::error::{Error, Result};
 use std::io::ErrorKind;
@@ -28,13 +29,24 @@ impl RetryingBackend {
         RetryingBackend { inner, retries }
     }
 
-    fn retry<T>(&self, what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    /// Runs `op` until it succeeds, fails for good or the retries are spent, counting each
+    /// attempt in the process's [`store_stats`] with the bytes `moved` says it moved.
+    fn retry<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut() -> Result<T>,
+        moved: impl Fn(&T) -> (u64, u64),
+    ) -> Result<T> {
         let mut delay = FIRST_DELAY;
         let mut attempt = 0;
         loop {
-            match op() {
+            let (result, took) = timed(&mut op);
+            let (read, written) = result.as_ref().map_or((0, 0), &moved);
+            store_stats().call(took, read, written);
+            match result {
                 Err(e) if attempt < self.retries && is_transient(&e) => {
                     attempt += 1;
+                    store_stats().retry();
                     tracing::warn!(
                         "{what}: {e}; retry {attempt} of {} in {delay:?}",
                         self.retries
@@ -75,39 +87,64 @@ pub fn is_transient(error: &Error) -> bool {
 
 impl Backend for RetryingBackend {
     fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
-        self.retry(name, || self.inner.get(name, range.clone()))
+        self.retry(
+            name,
+            || self.inner.get(name, range.clone()),
+            |data| (data.len() as u64, 0),
+        )
     }
 
     fn get_into(&self, name: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
-        self.retry(name, || self.inner.get_into(name, range.clone(), buf))
+        let len = range.end - range.start;
+        self.retry(
+            name,
+            || self.inner.get_into(name, range.clone(), buf),
+            |()| (len, 0),
+        )
     }
 
     fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
-        self.retry(name, || self.inner.get_bounded(name, limit))
+        self.retry(
+            name,
+            || self.inner.get_bounded(name, limit),
+            |data| (data.len() as u64, 0),
+        )
     }
 
     fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
-        self.retry(name, || self.inner.get_ranges(name, ranges))
+        self.retry(
+            name,
+            || self.inner.get_ranges(name, ranges),
+            |got| (got.bytes.len() as u64, 0),
+        )
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.retry(name, || self.inner.put(name, data))
+        self.retry(
+            name,
+            || self.inner.put(name, data),
+            |()| (0, data.len() as u64),
+        )
     }
 
     fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool> {
-        self.retry(name, || self.inner.put_if_absent(name, data))
+        self.retry(
+            name,
+            || self.inner.put_if_absent(name, data),
+            |_| (0, data.len() as u64),
+        )
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.retry(prefix, || self.inner.list(prefix))
+        self.retry(prefix, || self.inner.list(prefix), |_| (0, 0))
     }
 
     fn delete(&self, name: &str) -> Result<()> {
-        self.retry(name, || self.inner.delete(name))
+        self.retry(name, || self.inner.delete(name), |()| (0, 0))
     }
 
     fn stat(&self, name: &str) -> Result<u64> {
-        self.retry(name, || self.inner.stat(name))
+        self.retry(name, || self.inner.stat(name), |_| (0, 0))
     }
 
     fn location(&self) -> String {

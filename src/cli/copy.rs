@@ -112,7 +112,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             }
         }
     };
-    let copied = copy_snapshots(&source, &dest, chosen, &opts, &mut report);
+    let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");
+    let rate = cairn::backend::stats::ReadRate::default();
+    let copied = super::with_ticker(
+        &bar,
+        || super::store_traffic(&rate),
+        || copy_snapshots(&source, &dest, chosen, &opts, &mut report),
+    );
     // The snapshots finished before a failure are reported as such, and only they.
     if globals.json {
         println!("{}", serde_json::Value::Array(results));

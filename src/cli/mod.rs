@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use cairn::backend::Backend;
 use cairn::repo::Repository;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +60,10 @@ struct Cli {
     /// Machine-readable JSON output; no progress bars.
     #[arg(long, global = true)]
     json: bool,
+    /// At the end, one line on stderr of what the store was asked: calls, bytes each way,
+    /// retries, time spent waiting on it (the log at `info` has it always).
+    #[arg(long, env = "CAIRN_STATS", global = true)]
+    stats: bool,
     /// No progress bars or summaries, errors only.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -395,6 +399,7 @@ pub fn run() -> Result<u8> {
                 .map(drop)
         })
         .build_global();
+    let stats = cli.stats;
     let globals = Globals {
         repo: cli.repo,
         password_file: cli.password_file,
@@ -402,7 +407,7 @@ pub fn run() -> Result<u8> {
         json: cli.json,
         quiet: cli.quiet,
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Init(args) => init::run(&globals, args),
         Command::Backup(args) => backup::run(&globals, args),
         Command::Snapshots(args) => snapshots::run(&globals, args),
@@ -422,7 +427,35 @@ pub fn run() -> Result<u8> {
         Command::Dump(args) => dump::run(&globals, args),
         Command::Completions(args) => completions::run(args),
         Command::Repair(args) => repair::run(&globals, args),
+    };
+    let line = store_stats_line(&cairn::backend::stats::store_stats().now());
+    tracing::info!("{line}");
+    if stats {
+        eprintln!("{line}");
     }
+    result
+}
+
+/// The `--stats` line.
+fn store_stats_line(counted: &cairn::backend::stats::Counted) -> String {
+    format!(
+        "store: {} calls ({} retried), {} read, {} written, {:.1} s waiting",
+        counted.calls,
+        counted.retries,
+        HumanBytes(counted.read),
+        HumanBytes(counted.written),
+        counted.waited.as_secs_f64()
+    )
+}
+
+/// What a progress bar says of the store: bytes received and their rate.
+pub fn store_traffic(rate: &cairn::backend::stats::ReadRate) -> String {
+    let (read, per_sec) = rate.read_and_rate();
+    format!(
+        "{} from the store at {}/s",
+        HumanBytes(read),
+        HumanBytes(per_sec)
+    )
 }
 
 /// The error as one line: its chain joined with `: `.

@@ -60,11 +60,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     };
     let progress = RestoreProgress::default();
     let bar = globals.progress_bar(None, "{spinner} {elapsed_precise} {msg}");
+    let rate = cairn::backend::stats::ReadRate::default();
     let message = || {
         let done = HumanBytes(progress.bytes.load(Ordering::Relaxed));
         format!(
-            "{done} of {}",
-            HumanBytes(progress.total.load(Ordering::Relaxed))
+            "{done} of {}, {}",
+            HumanBytes(progress.total.load(Ordering::Relaxed)),
+            super::store_traffic(&rate)
         )
     };
     let outcome = with_ticker(&bar, message, || {
