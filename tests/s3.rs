@@ -88,6 +88,22 @@ fn a_wrong_s3_location_or_credentials_is_one_line_and_an_exit_code() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Nobody listening: the system's reason, once, in the one line.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let env = Env::at(format!("s3:http://127.0.0.1:{port}/bucket/repo"));
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("cairn:"))
+        .unwrap_or_default();
+    assert_eq!(line.matches("Connection refused").count(), 1, "{err}");
+    for part in line.split(": ") {
+        assert_eq!(line.matches(part).count(), 1, "{part:?} repeated in {line}");
+    }
 }
 
 #[test]

@@ -414,8 +414,9 @@ fn storage_error(name: &str, error: opendal::Error) -> Error {
     }
 }
 
-/// One line for an opendal error: its kind, the server's message and the cause, without the
-/// request dump opendal's own display carries.
+/// One line for an opendal error: its kind, the server's message and the innermost cause
+/// (what the system said: `Connection refused (os error 111)`, not the HTTP layers wrapped
+/// around it), without the request dump opendal's own display carries.
 fn describe(error: &opendal::Error) -> String {
     let mut line = error.kind().to_string();
     if error.is_temporary() {
@@ -424,8 +425,12 @@ fn describe(error: &opendal::Error) -> String {
     if !error.message().is_empty() {
         line = format!("{line}: {}", error.message());
     }
-    if let Some(cause) = std::error::Error::source(error)
-        && !line.contains(&cause.to_string())
+    let mut cause = std::error::Error::source(error);
+    while let Some(deeper) = cause.and_then(std::error::Error::source) {
+        cause = Some(deeper);
+    }
+    if let Some(cause) = cause.map(|c| c.to_string())
+        && !line.contains(&cause)
     {
         line = format!("{line}: {cause}");
     }

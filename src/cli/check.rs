@@ -68,8 +68,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         if !globals.quiet {
             if !report.unindexed_packs.is_empty() {
                 println!(
-                    "{} packs are in no index (left by an interrupted job; harmless; \
-                     `cairn repair index` makes their blobs reusable)",
+                    "{} packs are in no index (left by an interrupted job; harmless: the next \
+                     backup adopts them)",
                     report.unindexed_packs.len()
                 );
             }

@@ -458,9 +458,22 @@ pub fn store_traffic(rate: &cairn::backend::stats::ReadRate) -> String {
     )
 }
 
-/// The error as one line: its chain joined with `: `.
+/// The error as one line: its chain joined with `: `, each cause once. An error that shows its
+/// cause in its own message (`storage error on config: <cause>`) also gives it as its source,
+/// which would otherwise be printed a second time.
 pub fn one_line(error: &anyhow::Error) -> String {
-    format!("{error:#}").replace('\n', " ")
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if text.is_empty() || line.contains(text.as_str()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// restic's exit codes for the library errors that have one.
