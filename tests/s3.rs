@@ -106,6 +106,109 @@ fn a_wrong_s3_location_or_credentials_is_one_line_and_an_exit_code() {
     }
 }
 
+/// The `cairn:` line of a command that must fail with exit 1, with `extra` in its environment.
+fn error_line(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> String {
+    let out = env
+        .command(args)
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("cairn:")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    lines[0].to_string()
+}
+
+/// A store on loopback that answers every request with `status`, `headers` and `body`, as AWS
+/// answers a request for a bucket in another region.
+fn fake_store(status: &str, headers: &str, body: &str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = format!(
+        "HTTP/1.1 {status}\r\n{headers}content-type: application/xml\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            // The request's head (HEAD and GET have no body), read whole so that closing the
+            // connection does not reset it under the answer.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match std::io::Read::read(&mut client, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = std::io::Write::write_all(&mut client, answer.as_bytes());
+        }
+    });
+    port
+}
+
+/// A missing bucket, an unknown key, a wrong secret, a bucket in another region and a store
+/// nobody answers for each end in one line that names what to fix, the cause once.
+#[test]
+fn each_refusal_is_one_line_naming_what_to_fix() {
+    let server = S3Server::start();
+    let missing = Env::at(format!(
+        "s3:http://127.0.0.1:{}/no-such-bucket/r",
+        server.port
+    ));
+    let err = error_line(&missing, &["snapshots"], &[]);
+    assert!(
+        err.contains("bucket no-such-bucket does not exist"),
+        "{err}"
+    );
+    assert_eq!(err.matches("NoSuchBucket").count(), 1, "{err}");
+
+    let env = s3_repo(server.location("creds"), "1");
+    let err = error_line(&env, &["snapshots"], &[("AWS_SECRET_ACCESS_KEY", "wrong")]);
+    assert!(err.contains("check AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert_eq!(err.matches("SignatureDoesNotMatch").count(), 1, "{err}");
+    let err = error_line(&env, &["snapshots"], &[("AWS_ACCESS_KEY_ID", "nobody")]);
+    assert!(err.contains("check AWS_ACCESS_KEY_ID"), "{err}");
+
+    let redirect = fake_store(
+        "301 Moved Permanently",
+        "x-amz-bucket-region: eu-west-1\r\n",
+        "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access \
+         must be addressed using the specified endpoint.</Message></Error>",
+    );
+    let elsewhere = Env::at(format!("s3:http://127.0.0.1:{redirect}/b/r"));
+    let err = error_line(&elsewhere, &["snapshots"], &[]);
+    assert!(
+        err.contains("in region eu-west-1, not us-east-1: set --s3-region eu-west-1"),
+        "{err}"
+    );
+    let malformed = fake_store(
+        "400 Bad Request",
+        "",
+        "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is \
+         malformed; the region 'us-east-1' is wrong; expecting 'ap-south-1'</Message>\
+         <Region>ap-south-1</Region></Error>",
+    );
+    let elsewhere = Env::at(format!("s3:http://127.0.0.1:{malformed}/b/r"));
+    let err = error_line(&elsewhere, &["snapshots"], &[]);
+    assert!(err.contains("set --s3-region ap-south-1"), "{err}");
+    let err = error_line(&elsewhere, &["snapshots", "--s3-region", "ap-south-1"], &[]);
+    assert!(
+        err.contains("AuthorizationHeaderMalformed"),
+        "the fake store refuses any region: {err}"
+    );
+
+    let nobody = common::s3::free_port();
+    let gone = Env::at(format!("s3:http://127.0.0.1:{nobody}/b/r"));
+    let err = error_line(&gone, &["snapshots"], &[]);
+    assert!(
+        err.contains(&format!("cannot reach http://127.0.0.1:{nobody}")),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+}
+
 #[test]
 fn an_outage_near_the_end_fails_cleanly_and_the_rerun_sends_under_a_tenth() {
     let server = S3Server::start();
@@ -496,4 +599,43 @@ fn a_backup_beside_a_prune_whose_session_listing_lags_does_not_report_deleted_da
     );
     assert_eq!(env.snapshot_ids().len(), 1);
     env.ok(&["check", "--read-data"]);
+}
+
+/// Issue 23: a walk of a snapshot's directories reads the trees stored around each one in the
+/// same request, so restore and find of 104 directories make a few requests, not one (or two)
+/// per directory.
+#[test]
+fn restore_and_find_read_a_hundred_directories_in_a_few_requests() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let env = s3_repo(server.location_via(proxy.port, "walk"), "1");
+    let src = env.path("src");
+    for a in 0..4 {
+        for b in 0..5 {
+            for c in 0..4 {
+                let dir = src.join(format!("t/a{a}/b{b}/c{c}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("leaf"), format!("{a}{b}{c}")).unwrap();
+            }
+        }
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let before = proxy.requests();
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]);
+    let restore = proxy.requests() - before;
+    assert_same_tree(&src, &target.join("src"));
+    let before = proxy.requests();
+    let found = env.ok(&["find", "leaf"]);
+    let find = proxy.requests() - before;
+    assert_eq!(
+        found.lines().filter(|l| l.contains("/leaf")).count(),
+        80,
+        "{found}"
+    );
+    assert!(
+        restore < 25 && find < 15,
+        "restore made {restore} requests, find {find}: {:#?}",
+        proxy.request_lines(before)
+    );
 }

@@ -15,20 +15,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Opens the backend a repository location names: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`,
-/// `local:PATH`, or a plain path. One parser for every command and for `--from`/
+/// `s3:https://BUCKET.s3.REGION.amazonaws.com[/PREFIX]`, `local:PATH`, or a plain path, with
+/// `options` for what an S3 URL does not say. One parser for every command and for `--from`/
 /// `--copy-params-from`, so a location means the same thing wherever it is given.
-pub fn open_location(location: &std::ffi::OsStr) -> Result<Arc<dyn Backend>> {
+pub fn open_location(
+    location: &std::ffi::OsStr,
+    options: &s3::S3Options,
+) -> Result<Arc<dyn Backend>> {
     let text = location.to_str();
     if let Some(url) = text.and_then(|t| t.strip_prefix("s3:")) {
-        let at = s3::S3Location::parse(url).ok_or_else(|| {
+        let mut at = s3::S3Location::parse(url).ok_or_else(|| {
             Error::Invalid(format!(
-                "{}: an S3 location is s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]",
+                "{}: an S3 location is s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX] or \
+                 s3:https://BUCKET.s3.REGION.amazonaws.com[/PREFIX]",
                 location.to_string_lossy()
             ))
         })?;
+        at.virtual_host |= options.virtual_host;
+        let mut credentials = s3::S3Credentials::from_env();
+        if let Some(region) = &options.region {
+            credentials.region = region.clone();
+        }
         return Ok(Arc::new(s3::S3Backend::new(
             at,
-            s3::S3Credentials::from_env(),
+            credentials,
             s3::S3Timeouts::configured(),
         )?));
     }

@@ -23,15 +23,24 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Where an S3 repository is: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+/// Where an S3 repository is: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, or on AWS
+/// `s3:https://BUCKET.s3.REGION.amazonaws.com[/PREFIX]` (virtual-host style).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Location {
-    /// `http(s)://HOST[:PORT]`.
+    /// `http(s)://HOST[:PORT]`, without the bucket.
     pub endpoint: String,
     /// The bucket, which must exist.
     pub bucket: String,
     /// Objects are stored under this prefix (no leading or trailing `/`; may be empty).
     pub prefix: String,
+    /// The region an AWS host name names (`s3.REGION.amazonaws.com`, with or without the
+    /// bucket in front): the only one requests there can be signed for.
+    pub region: Option<String>,
+    /// The URL names the bucket in the host (`BUCKET.s3.REGION.amazonaws.com`).
+    pub bucket_in_host: bool,
+    /// Requests address the bucket as a host name (virtual-host style), not as the first
+    /// component of the path.
+    pub virtual_host: bool,
 }
 
 impl S3Location {
@@ -41,28 +50,75 @@ impl S3Location {
         if scheme != "http" && scheme != "https" {
             return None;
         }
-        let (host, path) = rest.split_once('/')?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         // Credentials in the URL (`http://KEY:SECRET@host`) would be echoed in every message
         // naming the location: refused; they come from the environment.
-        if host.contains('@') {
+        if host.contains('@') || host.is_empty() {
             return None;
         }
         let path = path.trim_matches('/');
+        let aws = aws_host(host);
+        if let Some((bucket, region, bare)) = aws
+            && !bucket.is_empty()
+        {
+            return Some(S3Location {
+                endpoint: format!("{scheme}://{bare}"),
+                bucket: bucket.to_string(),
+                prefix: path.to_string(),
+                region: region.map(str::to_string),
+                bucket_in_host: true,
+                // A bucket with dots matches no certificate of `*.s3.REGION.amazonaws.com`, and
+                // opendal refuses it virtual-host style: it is addressed path-style.
+                virtual_host: !bucket.contains('.'),
+            });
+        }
         let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-        if host.is_empty() || bucket.is_empty() {
+        if bucket.is_empty() {
             return None;
         }
         Some(S3Location {
             endpoint: format!("{scheme}://{host}"),
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
+            region: aws.and_then(|(_, region, _)| region).map(str::to_string),
+            bucket_in_host: false,
+            virtual_host: false,
         })
     }
 }
 
+/// An AWS S3 host name as `(bucket, region, host without the bucket)`: `s3.amazonaws.com`,
+/// `s3.REGION.amazonaws.com` or `s3.dualstack.REGION.amazonaws.com` (`.amazonaws.com.cn`
+/// too), each with `BUCKET.` in front for a virtual-host name (the bucket is empty for a
+/// path-style one). `None` for any other host.
+fn aws_host(host: &str) -> Option<(&str, Option<&str>, &str)> {
+    let stem = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let labels: Vec<&str> = stem.split('.').collect();
+    let s3 = labels.iter().rposition(|label| *label == "s3")?;
+    let region = match &labels[s3 + 1..] {
+        [] => None,
+        [region] | ["dualstack", region] if *region != "dualstack" => Some(*region),
+        _ => return None,
+    };
+    // The bucket's labels and the dot after them.
+    let bucket_len: usize = labels[..s3].iter().map(|label| label.len() + 1).sum();
+    Some((
+        &host[..bucket_len.saturating_sub(1)],
+        region,
+        &host[bucket_len..],
+    ))
+}
+
 impl std::fmt::Display for S3Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3:{}/{}", self.endpoint, self.bucket)?;
+        match self.endpoint.split_once("://") {
+            Some((scheme, host)) if self.bucket_in_host => {
+                write!(f, "s3:{scheme}://{}.{host}", self.bucket)?
+            }
+            _ => write!(f, "s3:{}/{}", self.endpoint, self.bucket)?,
+        }
         if !self.prefix.is_empty() {
             write!(f, "/{}", self.prefix)?;
         }
@@ -70,13 +126,25 @@ impl std::fmt::Display for S3Location {
     }
 }
 
+/// S3 settings a location's URL does not carry (`--s3-region`, `--s3-virtual-host`).
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// The region to sign for when the location's host names none.
+    pub region: Option<String>,
+    /// Address the bucket as a host name (`BUCKET.HOST`), for stores that require it.
+    pub virtual_host: bool,
+}
+
 /// Who the backend is to the store, and where. Its `Debug` leaves the secret out, so no log
 /// line can carry it.
 #[derive(Clone)]
 pub struct S3Credentials {
-    /// Access key id and secret; `None` leaves them to opendal's own lookup (profiles, roles).
+    /// Access key id and secret; `None` leaves them to opendal's own lookup: the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), then the profile
+    /// (`AWS_PROFILE`) in `~/.aws/credentials` and `~/.aws/config`, SSO, web identity, ECS and
+    /// EC2 roles.
     pub keys: Option<(String, String)>,
-    /// The region requests are signed for.
+    /// The region requests are signed for, unless the location's host names one.
     pub region: String,
 }
 
@@ -91,17 +159,50 @@ impl std::fmt::Debug for S3Credentials {
 }
 
 impl S3Credentials {
-    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, and `AWS_DEFAULT_REGION` (or
-    /// `AWS_REGION`, else `us-east-1`), as every S3 tool reads them.
+    /// What the AWS tools use: the keys as opendal's chain finds them (see
+    /// [`S3Credentials::keys`]), and the region from `AWS_REGION`, else `AWS_DEFAULT_REGION`,
+    /// else the profile's `region` in the AWS config file, else `us-east-1`.
     pub fn from_env() -> S3Credentials {
-        let var = |name: &str| std::env::var(name).ok();
         S3Credentials {
-            keys: var("AWS_ACCESS_KEY_ID").zip(var("AWS_SECRET_ACCESS_KEY")),
-            region: var("AWS_DEFAULT_REGION")
-                .or_else(|| var("AWS_REGION"))
+            keys: None,
+            region: env_var("AWS_REGION")
+                .or_else(|| env_var("AWS_DEFAULT_REGION"))
+                .or_else(profile_region)
                 .unwrap_or_else(|| "us-east-1".to_string()),
         }
     }
+}
+
+/// A set, non-empty environment variable.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The `region` of the profile the AWS tools use (`AWS_PROFILE`, else `default`) in their
+/// config file (`AWS_CONFIG_FILE`, else `~/.aws/config`). opendal reads the profile's keys
+/// there but not its region.
+fn profile_region() -> Option<String> {
+    let home = || std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = match env_var("AWS_CONFIG_FILE") {
+        Some(path) => match path.strip_prefix("~/") {
+            Some(rest) => home()?.join(rest),
+            None => std::path::PathBuf::from(path),
+        },
+        None => home()?.join(".aws/config"),
+    };
+    let text = std::fs::read_to_string(file).ok()?;
+    let config = ini::Ini::load_from_str(&text).ok()?;
+    let profile = env_var("AWS_PROFILE").unwrap_or_else(|| "default".to_string());
+    let section = match profile.as_str() {
+        "default" => "default".to_string(),
+        name => format!("profile {name}"),
+    };
+    config
+        .section(Some(section))?
+        .get("region")
+        .map(str::trim)
+        .filter(|region| !region.is_empty())
+        .map(str::to_string)
 }
 
 /// How long one call may take before it counts as a (transient) failure: a stalled connection
@@ -146,27 +247,45 @@ pub struct S3Backend {
     runtime: tokio::runtime::Runtime,
     operator: Operator,
     location: S3Location,
+    /// The region requests are signed for.
+    region: String,
     timeouts: S3Timeouts,
     /// Set once a stored object's ETag is found not to be its MD5 (SSE-KMS and SSE-C buckets):
     /// from then on only the length is compared (the server has checked Content-MD5).
     etag_not_md5: AtomicBool,
+    /// Set once a failed HEAD has been asked again as a listing (see [`S3Backend::explained`]).
+    probed: AtomicBool,
 }
 
 impl S3Backend {
     /// A backend for `location`. Addressing is path-style, which every S3-compatible server
-    /// accepts.
+    /// accepts, unless the location asks for virtual-host style. Requests are signed for the
+    /// region the location's host names, else for `credentials.region`.
     pub fn new(
         location: S3Location,
         credentials: S3Credentials,
         timeouts: S3Timeouts,
     ) -> Result<S3Backend> {
         opendal::install_default();
+        let region = location
+            .region
+            .clone()
+            .unwrap_or_else(|| credentials.region.clone());
         let mut builder = opendal::services::S3::default()
             .endpoint(&location.endpoint)
             .bucket(&location.bucket)
             .root(&format!("/{}", location.prefix))
-            .region(&credentials.region)
+            .region(&region)
             .checksum_algorithm("md5");
+        if location.virtual_host {
+            if location.bucket.contains('.') {
+                return Err(Error::Invalid(format!(
+                    "{location}: a bucket name with dots cannot be a host name: address it \
+                     path-style (without --s3-virtual-host)"
+                )));
+            }
+            builder = builder.enable_virtual_host_style();
+        }
         if let Some((id, secret)) = &credentials.keys {
             builder = builder.access_key_id(id).secret_access_key(secret);
         }
@@ -182,8 +301,10 @@ impl S3Backend {
             runtime,
             operator,
             location,
+            region,
             timeouts,
             etag_not_md5: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
         })
     }
 
@@ -260,7 +381,7 @@ impl S3Backend {
         let deadline = started + self.timeouts.for_bytes(limit);
         let stall = self.timeouts.call;
         let late = |what: &str| {
-            storage_error(
+            self.storage_error(
                 name,
                 opendal::Error::new(DalKind::Unexpected, what.to_string()).set_temporary(),
             )
@@ -271,12 +392,12 @@ impl S3Backend {
             })
             .await
             .map_err(|_| late("no answer in time"))?
-            .map_err(|e| storage_error(name, e))?;
+            .map_err(|e| self.storage_error(name, e))?;
             let body = match range {
                 Some(range) => reader.into_bytes_stream(range).await,
                 None => reader.into_bytes_stream(..).await,
             }
-            .map_err(|e| storage_error(name, e))?;
+            .map_err(|e| self.storage_error(name, e))?;
             futures::pin_mut!(body);
             let mut out = Vec::new();
             loop {
@@ -291,7 +412,7 @@ impl S3Backend {
                     })?;
                 match next {
                     None => return Ok(out),
-                    Some(Err(e)) => return Err(body_error(name, e)),
+                    Some(Err(e)) => return Err(self.body_error(name, e)),
                     Some(Ok(bytes)) => {
                         if (out.len() + bytes.len()) as u64 > limit {
                             return Err(Error::Storage {
@@ -317,7 +438,7 @@ impl S3Backend {
     fn confirm_stored(&self, name: &str, data: &[u8]) -> Result<()> {
         let meta = self
             .run(0, self.operator.stat(name))
-            .map_err(|e| storage_error(name, e))?;
+            .map_err(|e| self.storage_error(name, e))?;
         if meta.content_length() != data.len() as u64 {
             let what = format!(
                 "stored {} bytes, sent {}",
@@ -367,26 +488,6 @@ fn max_listed() -> usize {
         .unwrap_or(10_000_000)
 }
 
-/// An error met while a body streamed in: opendal's own when it carries one, so its kind (a
-/// missing object, a temporary failure) is kept.
-fn body_error(name: &str, error: std::io::Error) -> Error {
-    let kind = error.kind();
-    match error
-        .into_inner()
-        .map(|inner| inner.downcast::<opendal::Error>())
-    {
-        Some(Ok(dal)) => storage_error(name, *dal),
-        Some(Err(other)) => Error::Storage {
-            name: name.to_string(),
-            source: std::io::Error::new(kind, other.to_string()),
-        },
-        None => Error::Storage {
-            name: name.to_string(),
-            source: std::io::Error::from(kind),
-        },
-    }
-}
-
 /// A stored object that differs from what was sent: transient, so the put is repeated.
 fn wire_damage(name: &str, what: String) -> Error {
     Error::Storage {
@@ -395,46 +496,285 @@ fn wire_damage(name: &str, what: String) -> Error {
     }
 }
 
-/// Maps an opendal error onto the library's kinds, keeping transient ones retryable.
-fn storage_error(name: &str, error: opendal::Error) -> Error {
-    let kind = match error.kind() {
-        DalKind::NotFound => return Error::NotFound(name.to_string()),
-        // A checksum the server rejected is damage on the wire: sending again may pass.
-        _ if error.message().contains("BadDigest") => ErrorKind::Other,
-        _ if error.is_temporary() => ErrorKind::Other,
-        DalKind::RateLimited => ErrorKind::Other,
-        DalKind::PermissionDenied => ErrorKind::PermissionDenied,
-        DalKind::RangeNotSatisfied => ErrorKind::UnexpectedEof,
-        DalKind::Unsupported => ErrorKind::Unsupported,
-        _ => ErrorKind::InvalidInput,
-    };
-    Error::Storage {
-        name: name.to_string(),
-        source: std::io::Error::new(kind, describe(&error)),
+impl S3Backend {
+    /// An error met while a body streamed in: opendal's own when it carries one, so its kind (a
+    /// missing object, a temporary failure) is kept.
+    fn body_error(&self, name: &str, error: std::io::Error) -> Error {
+        let kind = error.kind();
+        match error
+            .into_inner()
+            .map(|inner| inner.downcast::<opendal::Error>())
+        {
+            Some(Ok(dal)) => self.storage_error(name, *dal),
+            Some(Err(other)) => Error::Storage {
+                name: name.to_string(),
+                source: std::io::Error::new(kind, other.to_string()),
+            },
+            None => Error::Storage {
+                name: name.to_string(),
+                source: std::io::Error::from(kind),
+            },
+        }
+    }
+
+    /// Maps an opendal error onto the library's kinds, keeping transient ones retryable, with
+    /// [`S3Backend::render`]'s line as its message.
+    fn storage_error(&self, name: &str, error: opendal::Error) -> Error {
+        let kind = match error.kind() {
+            DalKind::NotFound => return Error::NotFound(name.to_string()),
+            // A checksum the server rejected is damage on the wire: sending again may pass.
+            _ if error.message().contains("BadDigest") => ErrorKind::Other,
+            _ if error.is_temporary() => ErrorKind::Other,
+            DalKind::RateLimited => ErrorKind::Other,
+            DalKind::PermissionDenied => ErrorKind::PermissionDenied,
+            DalKind::RangeNotSatisfied => ErrorKind::UnexpectedEof,
+            DalKind::Unsupported => ErrorKind::Unsupported,
+            _ => ErrorKind::InvalidInput,
+        };
+        Error::Storage {
+            name: name.to_string(),
+            source: std::io::Error::new(kind, self.render(&error)),
+        }
+    }
+
+    /// One line for an opendal error. A refusal with one clear cause (a missing bucket, an
+    /// unknown key, a wrong secret, another region) is named with what to fix; any other
+    /// answer as the operation, the HTTP status and the S3 code and message; a call that got
+    /// no answer as the operation and the innermost cause (`Connection refused (os error
+    /// 111)`), never the wrappers above it or the request dump opendal's display carries.
+    fn render(&self, error: &opendal::Error) -> String {
+        let shown = error.to_string();
+        let answer = Answer::of(error, &shown);
+        if let Some(remedy) = self.remedy(error, &answer) {
+            return clip(&remedy);
+        }
+        let mut line = match operation(&shown) {
+            "" => String::new(),
+            op => format!("{op}: "),
+        };
+        if let Some(status) = answer.status {
+            line.push_str(&format!("HTTP {status}"));
+            match (&answer.code, &answer.message) {
+                (Some(code), Some(message)) => line.push_str(&format!(" {code}: {message}")),
+                (Some(code), None) => line.push_str(&format!(" {code}")),
+                // No S3 error document: a proxy's page, or nothing (a HEAD).
+                (None, _) if !error.message().is_empty() => {
+                    line.push_str(&format!(": {}", error.message()))
+                }
+                (None, _) => {}
+            }
+        } else if let Some(cause) = innermost(error) {
+            let what = match error.message() {
+                "send http request" => format!("cannot reach {}", self.location.endpoint),
+                "read data from http response" => {
+                    format!("the answer from {} broke off", self.location.endpoint)
+                }
+                other => other.to_string(),
+            };
+            line.push_str(&format!("{what}: {cause}"));
+        } else {
+            line.push_str(error.message());
+        }
+        clip(&line)
+    }
+
+    /// What to fix, for the refusals that have one clear cause; the status and S3 code follow
+    /// in parentheses.
+    fn remedy(&self, error: &opendal::Error, answer: &Answer) -> Option<String> {
+        let bucket = &self.location.bucket;
+        let code = answer.code.as_deref().unwrap_or_default();
+        // A store that names the very region signed for has another complaint.
+        let elsewhere = answer.region.as_deref() != Some(self.region.as_str());
+        let fix = match code {
+            "NoSuchBucket" => format!(
+                "bucket {bucket} does not exist at {}: create it, or correct the bucket in the \
+                 repository location",
+                self.location.endpoint
+            ),
+            "InvalidAccessKeyId" | "NotSignedUp" => "the store does not know the access key id: \
+                 check AWS_ACCESS_KEY_ID (or aws_access_key_id in the AWS_PROFILE profile)"
+                .to_string(),
+            "SignatureDoesNotMatch" => "the secret key does not belong to the access key id: \
+                 check AWS_SECRET_ACCESS_KEY (or aws_secret_access_key in the AWS_PROFILE \
+                 profile)"
+                .to_string(),
+            "InvalidToken" | "ExpiredToken" | "TokenRefreshRequired" => {
+                "the session token is invalid or expired: renew the credentials \
+                 (AWS_SESSION_TOKEN)"
+                    .to_string()
+            }
+            "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => format!(
+                "access to bucket {bucket} denied: the credentials lack permission for it (the \
+                 key's or the bucket's policy)"
+            ),
+            "RequestTimeTooSkewed" => {
+                "this machine's clock is more than 15 minutes off the store's: set it right"
+                    .to_string()
+            }
+            "PermanentRedirect" | "IllegalLocationConstraintException" if elsewhere => {
+                self.wrong_region(answer)
+            }
+            "AuthorizationHeaderMalformed" if answer.region.is_some() && elsewhere => {
+                self.wrong_region(answer)
+            }
+            // A HEAD's refusal has no body: only its status tells.
+            "" => match answer.status {
+                Some(301) if elsewhere => self.wrong_region(answer),
+                Some(403) => format!(
+                    "access to bucket {bucket} refused: check the credentials (AWS_ACCESS_KEY_ID \
+                     and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and their permissions"
+                ),
+                None if innermost(error)
+                    .is_some_and(|cause| cause.contains("failed to load signing credential")) =>
+                {
+                    return Some(
+                        "no S3 credentials found: set AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile in \
+                         ~/.aws/credentials"
+                            .to_string(),
+                    );
+                }
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let said: Vec<String> = answer
+            .status
+            .map(|status| format!("HTTP {status}"))
+            .into_iter()
+            .chain(answer.code.clone())
+            .collect();
+        Some(format!("{fix} ({})", said.join(" ")))
+    }
+
+    /// The remedy for a bucket in another region than the one requests are signed for: its
+    /// region, when the store said it (`x-amz-bucket-region`, or AWS's "expecting 'REGION'").
+    fn wrong_region(&self, answer: &Answer) -> String {
+        let bucket = &self.location.bucket;
+        let signed = &self.region;
+        match (&answer.region, &self.location.region) {
+            (Some(theirs), Some(ours)) => {
+                let mut there = self.location.clone();
+                there.endpoint =
+                    there
+                        .endpoint
+                        .replacen(&format!(".{ours}."), &format!(".{theirs}."), 1);
+                there.region = Some(theirs.clone());
+                format!(
+                    "bucket {bucket} is in region {theirs}, not {signed}: use the location \
+                     {there}"
+                )
+            }
+            (Some(theirs), None) => format!(
+                "bucket {bucket} is in region {theirs}, not {signed}: set --s3-region {theirs} \
+                 (or AWS_REGION)"
+            ),
+            (None, _) => format!(
+                "bucket {bucket} is not in region {signed}: set its region with --s3-region (or \
+                 AWS_REGION)"
+            ),
+        }
+    }
+
+    /// A HEAD is answered without a body, so its error carries no S3 code: a missing bucket
+    /// looks like a missing object, and an unknown key like any refusal. The first such answer
+    /// is asked again as a one-key listing (opendal's `check`), whose error has a body naming
+    /// the reason; that error replaces the HEAD's when it names one. For a HEAD that found
+    /// nothing only a missing bucket does: a listing may be refused where a read is not.
+    fn explained(&self, error: opendal::Error) -> opendal::Error {
+        let answer = Answer::of(&error, &error.to_string());
+        let unexplained = answer.code.is_none()
+            && (error.kind() == DalKind::NotFound
+                || matches!(answer.status, Some(301 | 400 | 403)));
+        if !unexplained || self.probed.swap(true, Ordering::Relaxed) {
+            return error;
+        }
+        match self.run(0, self.operator.check()) {
+            Err(probe) => {
+                let code = Answer::of(&probe, &probe.to_string()).code;
+                let names_it = match error.kind() {
+                    DalKind::NotFound => code.as_deref() == Some("NoSuchBucket"),
+                    _ => code.is_some(),
+                };
+                if names_it { probe } else { error }
+            }
+            Ok(()) => error,
+        }
     }
 }
 
-/// One line for an opendal error: its kind, the server's message and the innermost cause
-/// (what the system said: `Connection refused (os error 111)`, not the HTTP layers wrapped
-/// around it), without the request dump opendal's own display carries.
-fn describe(error: &opendal::Error) -> String {
-    let mut line = error.kind().to_string();
-    if error.is_temporary() {
-        line.push_str(" (temporary)");
+/// What the store answered, as far as an opendal error keeps it (opendal-service-s3's
+/// `parse_error`): the HTTP status and the bucket's region (`x-amz-bucket-region`) from the
+/// response head it puts in the error's context, which only its display shows; the S3 error
+/// code and message from the XML body, which it makes the error's message in `Debug` form
+/// (`S3Error { code: "NoSuchBucket", message: "…", resource: "…", request_id: "…" }`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Answer {
+    status: Option<u16>,
+    code: Option<String>,
+    message: Option<String>,
+    region: Option<String>,
+}
+
+impl Answer {
+    /// Reads `error`, whose display is `shown`.
+    fn of(error: &opendal::Error, shown: &str) -> Answer {
+        let body = error.message();
+        let document = body.starts_with("S3Error {");
+        let field = |start: &str, end: &str| {
+            between(body, start, end)
+                .filter(|value| document && !value.is_empty())
+                .map(|value| value.replace("\\\"", "\"").replace("\\\\", "\\"))
+        };
+        let message = field(", message: \"", "\", resource: \"");
+        Answer {
+            status: between(shown, "response: Parts { status: ", ",").and_then(|s| s.parse().ok()),
+            code: field("S3Error { code: \"", "\""),
+            region: between(shown, "\"x-amz-bucket-region\": \"", "\"")
+                .map(str::to_string)
+                .or_else(|| {
+                    // AuthorizationHeaderMalformed: "… the region 'us-east-1' is wrong;
+                    // expecting 'eu-west-1'".
+                    between(message.as_deref()?, "expecting '", "'").map(str::to_string)
+                }),
+            message,
+        }
     }
-    if !error.message().is_empty() {
-        line = format!("{line}: {}", error.message());
+}
+
+/// The text between the first `start` in `text` and the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+/// The operation opendal's display names (`Unexpected (temporary) at stat, context: …`), or
+/// nothing for an error cairn made.
+fn operation(shown: &str) -> &str {
+    let Some(at) = shown.find(") at ") else {
+        return "";
+    };
+    let op = shown[at + ") at ".len()..]
+        .split([',', ' '])
+        .next()
+        .unwrap_or_default();
+    if op.contains("::") { "" } else { op }
+}
+
+/// The innermost cause of an error: what the system said (`Connection refused (os error
+/// 111)`, `failed to lookup address information: …`, `invalid peer certificate: …`) under the
+/// wrappers that each name a layer of the HTTP stack.
+fn innermost(error: &opendal::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(error)?;
+    while let Some(next) = cause.source() {
+        cause = next;
     }
-    let mut cause = std::error::Error::source(error);
-    while let Some(deeper) = cause.and_then(std::error::Error::source) {
-        cause = Some(deeper);
-    }
-    if let Some(cause) = cause.map(|c| c.to_string())
-        && !line.contains(&cause)
-    {
-        line = format!("{line}: {cause}");
-    }
-    // A proxy's error page arrives as the message: one line, and not a page long.
+    Some(cause.to_string())
+}
+
+/// One line, and not a page long: a proxy's error page arrives as the message.
+fn clip(line: &str) -> String {
     let mut line = line.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.len() > MAX_MESSAGE {
         let cut = (0..=MAX_MESSAGE)
@@ -499,7 +839,7 @@ impl Backend for S3Backend {
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.run(data.len() as u64, self.operator.write(name, data.to_vec()))
-            .map_err(|e| storage_error(name, e))?;
+            .map_err(|e| self.storage_error(name, e))?;
         self.confirm_stored(name, data)
     }
 
@@ -534,7 +874,7 @@ impl Backend for S3Backend {
             // the hash of the content (snapshots) and what is stored does not hash to it, it is
             // such a leftover and is removed; anything else is left as it is.
             Err(e) if e.message().contains("BadDigest") => {
-                let error = storage_error(name, e);
+                let error = self.storage_error(name, e);
                 let id = name.rsplit('/').next().unwrap_or_default();
                 if id.len() == 64
                     && let Ok(stored) = self.read_capped(name, None, data.len() as u64)
@@ -544,7 +884,7 @@ impl Backend for S3Backend {
                 }
                 Err(error)
             }
-            Err(e) => Err(storage_error(name, e)),
+            Err(e) => Err(self.storage_error(name, e)),
         }
     }
 
@@ -553,7 +893,7 @@ impl Backend for S3Backend {
         let mut out = match self.list_paged(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == DalKind::NotFound => Vec::new(),
-            Err(e) => return Err(storage_error(prefix, e)),
+            Err(e) => return Err(self.storage_error(prefix, e)),
         };
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -561,7 +901,7 @@ impl Backend for S3Backend {
 
     fn delete(&self, name: &str) -> Result<()> {
         match self.run(0, self.operator.delete(name)) {
-            Err(e) if e.kind() != DalKind::NotFound => Err(storage_error(name, e)),
+            Err(e) if e.kind() != DalKind::NotFound => Err(self.storage_error(name, e)),
             _ => Ok(()),
         }
     }
@@ -569,7 +909,7 @@ impl Backend for S3Backend {
     fn stat(&self, name: &str) -> Result<u64> {
         self.run(0, self.operator.stat(name))
             .map(|meta| meta.content_length())
-            .map_err(|e| storage_error(name, e))
+            .map_err(|e| self.storage_error(name, self.explained(e)))
     }
 
     fn location(&self) -> String {
@@ -598,5 +938,142 @@ mod tests {
         assert_eq!(S3Location::parse("http://host/"), None);
         assert_eq!(S3Location::parse("http:///b"), None);
         assert_eq!(S3Location::parse("http://KEY:SECRET@host/b"), None);
+        assert_eq!((at.region, at.virtual_host), (None, false));
+    }
+
+    #[test]
+    fn aws_host_names_give_the_region_and_virtual_host_ones_the_bucket() {
+        let at = S3Location::parse("https://my-bucket.s3.eu-west-1.amazonaws.com/cairn/x").unwrap();
+        assert_eq!(at.endpoint, "https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(at.bucket, "my-bucket");
+        assert_eq!(at.prefix, "cairn/x");
+        assert_eq!(at.region.as_deref(), Some("eu-west-1"));
+        assert!(at.virtual_host);
+        assert_eq!(
+            at.to_string(),
+            "s3:https://my-bucket.s3.eu-west-1.amazonaws.com/cairn/x"
+        );
+        let root = S3Location::parse("https://b.s3.us-east-2.amazonaws.com").unwrap();
+        assert_eq!((root.bucket.as_str(), root.prefix.as_str()), ("b", ""));
+        // Path-style on a regional endpoint: the region, and the bucket from the path.
+        let path = S3Location::parse("https://s3.eu-central-1.amazonaws.com/b/p").unwrap();
+        assert_eq!(path.region.as_deref(), Some("eu-central-1"));
+        assert_eq!((path.bucket.as_str(), path.virtual_host), ("b", false));
+        // Dots in the bucket: named in the host, addressed path-style.
+        let dotted = S3Location::parse("https://a.b.s3.eu-west-1.amazonaws.com/p").unwrap();
+        assert_eq!(
+            (dotted.bucket.as_str(), dotted.virtual_host),
+            ("a.b", false)
+        );
+        assert_eq!(
+            dotted.to_string(),
+            "s3:https://a.b.s3.eu-west-1.amazonaws.com/p"
+        );
+        let dual = S3Location::parse("https://b.s3.dualstack.ap-south-1.amazonaws.com/").unwrap();
+        assert_eq!(
+            dual.endpoint,
+            "https://s3.dualstack.ap-south-1.amazonaws.com"
+        );
+        assert_eq!(dual.region.as_deref(), Some("ap-south-1"));
+        // Other hosts are path-style, with no region.
+        let minio = S3Location::parse("https://minio.example.com/b").unwrap();
+        assert_eq!((minio.region, minio.virtual_host), (None, false));
+        assert_eq!(
+            S3Location::parse("https://s3.eu-west-1.amazonaws.com/"),
+            None
+        );
+    }
+
+    fn answered(message: &str, head: &str) -> Answer {
+        let error = opendal::Error::new(DalKind::Unexpected, message)
+            .with_operation("stat")
+            .with_context("response", head);
+        Answer::of(&error, &error.to_string())
+    }
+
+    #[test]
+    fn the_s3_code_status_and_region_are_read_from_opendal_errors() {
+        let answer = answered(
+            "S3Error { code: \"AuthorizationHeaderMalformed\", message: \"The authorization \
+             header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'\", \
+             resource: \"\", request_id: \"X\" }",
+            "Parts { status: 400, version: HTTP/1.1, headers: {\"content-type\": \"application/xml\"} }",
+        );
+        assert_eq!(answer.status, Some(400));
+        assert_eq!(answer.code.as_deref(), Some("AuthorizationHeaderMalformed"));
+        assert_eq!(answer.region.as_deref(), Some("eu-west-1"));
+        let head = answered(
+            "",
+            "Parts { status: 301, version: HTTP/1.1, headers: {\"x-amz-bucket-region\": \"ap-south-1\"} }",
+        );
+        assert_eq!((head.status, head.code), (Some(301), None));
+        assert_eq!(head.region.as_deref(), Some("ap-south-1"));
+        let page = answered(
+            "<html>502 Bad Gateway</html>",
+            "Parts { status: 502, version: HTTP/1.1, headers: {} }",
+        );
+        assert_eq!(
+            (page.status, page.code, page.message),
+            (Some(502), None, None)
+        );
+        let made = opendal::Error::new(DalKind::Unexpected, "no answer in time");
+        assert_eq!(operation(&made.to_string()), "");
+        assert_eq!(Answer::of(&made, &made.to_string()), Answer::default());
+    }
+
+    #[test]
+    fn refusals_name_what_to_fix() {
+        let at = S3Location::parse("https://s3.us-east-1.amazonaws.com/b/p").unwrap();
+        let credentials = S3Credentials {
+            keys: None,
+            region: "ap-south-1".into(),
+        };
+        let timeouts = S3Timeouts {
+            call: Duration::from_secs(1),
+        };
+        let backend = S3Backend::new(at, credentials, timeouts).unwrap();
+        let error = |code: &str, status: u16, headers: &str| {
+            opendal::Error::new(
+                DalKind::Unexpected,
+                format!(
+                    "S3Error {{ code: \"{code}\", message: \"m\", resource: \"\", request_id: \
+                     \"\" }}"
+                ),
+            )
+            .with_operation("stat")
+            .with_context(
+                "response",
+                format!("Parts {{ status: {status}, version: HTTP/1.1, headers: {{{headers}}} }}"),
+            )
+        };
+        // The host's region is the one signed for, whatever the credentials say.
+        assert_eq!(
+            backend.render(&error(
+                "PermanentRedirect",
+                301,
+                "\"x-amz-bucket-region\": \"eu-west-1\""
+            )),
+            "bucket b is in region eu-west-1, not us-east-1: use the location \
+             s3:https://s3.eu-west-1.amazonaws.com/b/p (HTTP 301 PermanentRedirect)"
+        );
+        assert!(
+            backend
+                .render(&error("NoSuchBucket", 404, ""))
+                .starts_with("bucket b does not exist")
+        );
+        assert!(
+            backend
+                .render(&error("SignatureDoesNotMatch", 403, ""))
+                .contains("AWS_SECRET_ACCESS_KEY")
+        );
+        assert!(
+            backend
+                .render(&error("InvalidAccessKeyId", 403, ""))
+                .contains("AWS_ACCESS_KEY_ID")
+        );
+        assert_eq!(
+            backend.render(&error("InternalError", 500, "")),
+            "stat: HTTP 500 InternalError: m"
+        );
     }
 }

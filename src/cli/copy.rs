@@ -40,6 +40,7 @@ pub struct Args {
 /// Runs `copy`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let source = Arc::new(crate::cli::open_source(
+        globals,
         &args.from,
         args.from_password_file.as_deref(),
     )?);

@@ -72,7 +72,8 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = match &args.copy_params_from {
         None => Repository::init(backend, &password, kdf, params)?,
         Some(from) => {
-            let source = crate::cli::open_source(from, args.from_password_file.as_deref())?;
+            let source =
+                crate::cli::open_source(globals, from, args.from_password_file.as_deref())?;
             Repository::init_like(backend, &password, kdf, params, &source)?
         }
     };

@@ -45,8 +45,9 @@ pub const EXIT_PARTIAL: u8 = 3;
     about = "Deduplicating, encrypting backups you can mount"
 )]
 struct Cli {
-    /// Repository location: a directory (or local:PATH), or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
-    /// with credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    /// Repository location: a directory (or local:PATH), s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
+    /// or s3:https://BUCKET.s3.REGION.amazonaws.com[/PREFIX], with credentials as the AWS tools
+    /// find them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE).
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     repo: Option<std::ffi::OsString>,
     /// Read the password from this file (else CAIRN_PASSWORD, else a prompt on a terminal).
@@ -57,6 +58,15 @@ struct Cli {
     #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: u16,
+    /// Region of an S3 repository whose host name names none (else AWS_REGION,
+    /// AWS_DEFAULT_REGION, the AWS profile's region, us-east-1).
+    #[arg(long, env = "CAIRN_S3_REGION", global = true, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// Address S3 buckets as host names (BUCKET.HOST), for stores that require it. AWS
+    /// locations written s3:https://BUCKET.s3.REGION.amazonaws.com/... are addressed so anyway.
+    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true,
+          value_parser = clap::builder::FalseyValueParser::new())]
+    s3_virtual_host: bool,
     /// Machine-readable JSON output; no progress bars.
     #[arg(long, global = true)]
     json: bool,
@@ -117,6 +127,8 @@ enum Command {
 pub struct Globals {
     repo: Option<std::ffi::OsString>,
     password_file: Option<PathBuf>,
+    /// What an S3 location's URL does not say (`--s3-region`, `--s3-virtual-host`).
+    s3: cairn::backend::s3::S3Options,
     /// Store requests in flight at once (`--connections`).
     pub connections: usize,
     /// JSON output requested.
@@ -128,7 +140,7 @@ pub struct Globals {
 impl Globals {
     fn backend(&self) -> Result<Arc<dyn Backend>> {
         match &self.repo {
-            Some(location) => Ok(cairn::backend::open_location(location)?),
+            Some(location) => Ok(cairn::backend::open_location(location, &self.s3)?),
             None => bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"),
         }
     }
@@ -144,10 +156,7 @@ impl Globals {
         wrap: impl FnOnce(Arc<dyn Backend>) -> cairn::Result<Arc<dyn Backend>>,
     ) -> Result<Arc<Repository>> {
         let backend = wrap(self.backend()?)?;
-        // Checked before asking for a password, so a wrong path is not a password prompt.
-        if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
-            return Err(cairn::Error::NoRepository(backend.location()).into());
-        }
+        check_reachable(backend.as_ref())?;
         let password = self.password(false)?;
         Ok(Arc::new(Repository::open(backend, &password)?))
     }
@@ -185,16 +194,28 @@ impl Globals {
     }
 }
 
+/// Checked before asking for a password, so a wrong path, a missing bucket or refused
+/// credentials are not a password prompt: no `config` is no repository, and a failure that
+/// cannot pass is reported as it is. A transient one is left to the retrying open.
+fn check_reachable(backend: &dyn Backend) -> Result<()> {
+    match backend.stat("config") {
+        Err(cairn::Error::NotFound(_)) => {
+            Err(cairn::Error::NoRepository(backend.location()).into())
+        }
+        Err(error) if !cairn::backend::retry::is_transient(&error) => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Opens a second repository (the source of `copy --from` or `init --copy-params-from`) with
 /// its own password: from `password_file`, else `CAIRN_FROM_PASSWORD`, else a prompt naming it.
 pub fn open_source(
+    globals: &Globals,
     location: &std::ffi::OsStr,
     password_file: Option<&std::path::Path>,
 ) -> Result<Repository> {
-    let backend = cairn::backend::open_location(location)?;
-    if let Err(cairn::Error::NotFound(_)) = backend.stat("config") {
-        return Err(cairn::Error::NoRepository(backend.location()).into());
-    }
+    let backend = cairn::backend::open_location(location, &globals.s3)?;
+    check_reachable(backend.as_ref())?;
     let password = match (password_file, std::env::var_os("CAIRN_FROM_PASSWORD")) {
         (Some(file), _) => read_password_file(file)?,
         (None, Some(pw)) => std::os::unix::ffi::OsStrExt::as_bytes(pw.as_os_str()).to_vec(),
@@ -403,6 +424,10 @@ pub fn run() -> Result<u8> {
     let globals = Globals {
         repo: cli.repo,
         password_file: cli.password_file,
+        s3: cairn::backend::s3::S3Options {
+            region: cli.s3_region,
+            virtual_host: cli.s3_virtual_host,
+        },
         connections: usize::from(cli.connections),
         json: cli.json,
         quiet: cli.quiet,

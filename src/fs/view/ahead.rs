@@ -35,6 +35,9 @@ pub(super) struct ReadAhead {
     waiting_at: Option<u64>,
     /// Directories whose cached chunks were offered to the kernel once the walk read there.
     offered: HashSet<u64>,
+    /// The file whose first read started the plan: its reads fetch it (and follow its stream),
+    /// and the kernel keeps what they return.
+    reading: Option<u64>,
 }
 
 struct Frame {
@@ -54,12 +57,12 @@ struct Planned {
 }
 
 impl View {
-    /// The walk has arrived at directory `dir`: listing it, or `reading` one of its files for
-    /// the first time. A walk the plan foresaw keeps the plan a share ahead; a file read
+    /// The walk has arrived at directory `dir`: listing it, or `reading` one of its files (this
+    /// inode) for the first time. A walk the plan foresaw keeps the plan a share ahead; a file read
     /// elsewhere starts a new plan at the start of its directory (`cp -a` reads a directory's
     /// entries in the order of their inode numbers, which is not the order of their names). A
     /// listing alone never starts one (`find` and `ls -R` read no file).
-    pub(super) fn arrived_at(&self, dir: u64, reading: bool) {
+    pub(super) fn arrived_at(&self, dir: u64, reading: Option<u64>) {
         let budget = (self.fetcher.cache.capacity() / AHEAD_SHARE) as u64;
         let mut guard = self.ahead.lock();
         let ahead = &mut *guard;
@@ -68,8 +71,10 @@ impl View {
             None if ahead.waiting_at == Some(dir) => Some(ahead.planned),
             None => None,
         };
-        if mark.is_some() && reading && ahead.offered.insert(dir) {
-            self.offer_cached(dir);
+        if let (Some(_), Some(file)) = (mark, reading)
+            && ahead.offered.insert(dir)
+        {
+            self.offer_cached(dir, file);
         }
         match (mark, reading) {
             (Some(mark), _) => {
@@ -82,21 +87,21 @@ impl View {
                 let until = mark + budget;
                 self.extend(ahead, until);
             }
-            (None, true) => {
-                let Some(started) = self.plan_from(dir) else {
+            (None, Some(file)) => {
+                let Some(started) = self.plan_from(dir, file) else {
                     return;
                 };
                 *ahead = started;
                 self.extend(ahead, budget);
             }
-            (None, false) => {}
+            (None, None) => {}
         }
     }
 
     /// Offers the kernel the cached chunks of directory `dir`'s files: the plan read them before
     /// the kernel knew the files (it learns them from the listing), and a chunk in the kernel's
-    /// page cache is a read that never reaches the view.
-    fn offer_cached(&self, dir: u64) {
+    /// page cache is a read that never reaches the view. File `reading` is left to its reads.
+    fn offer_cached(&self, dir: u64, reading: u64) {
         let Some(entry) = self.inodes.get(dir) else {
             return;
         };
@@ -109,7 +114,7 @@ impl View {
         let index = self.catalog.contents().index.clone();
         for file in children.iter().filter(|c| c.kind == NodeKind::File) {
             let ino = child_ino(dir, &file.name, Some(snapshot), Some(file));
-            if self.inodes.get(ino).is_none() {
+            if ino == reading || self.inodes.get(ino).is_none() {
                 continue;
             }
             let mut offset = 0u64;
@@ -123,8 +128,8 @@ impl View {
         }
     }
 
-    /// A plan starting at directory `dir`.
-    fn plan_from(&self, dir: u64) -> Option<ReadAhead> {
+    /// A plan starting at directory `dir`, whose file `reading` is being read.
+    fn plan_from(&self, dir: u64, reading: u64) -> Option<ReadAhead> {
         let entry = self.inodes.get(dir)?;
         let Entry::Node { snapshot, node, .. } = &*entry else {
             return None;
@@ -132,6 +137,7 @@ impl View {
         let children = self.trees.peek(&node.subtree?)?;
         let mut plan = ReadAhead {
             snapshot: Some(*snapshot),
+            reading: Some(reading),
             ..ReadAhead::default()
         };
         plan.marks.insert(dir, 0);
@@ -187,6 +193,7 @@ impl View {
                         next: 0,
                     });
                 }
+                NodeKind::File if Some(ino) == ahead.reading => frame.next += 1,
                 NodeKind::File => {
                     frame.next += 1;
                     let known = self.inodes.get(ino).is_some();

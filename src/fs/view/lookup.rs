@@ -178,7 +178,7 @@ impl View {
             } => {
                 let children = self.dir_children(node, path)?;
                 if offset == 0 {
-                    self.arrived_at(ino, false);
+                    self.arrived_at(ino, None);
                 }
                 for (i, child) in children.iter().enumerate().skip(skip) {
                     let child_ino = child_ino(ino, &child.name, Some(snapshot), Some(child));

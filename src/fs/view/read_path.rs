@@ -136,7 +136,7 @@ impl View {
         // for a second read measured 5 % slower for `cp -a` of linux/ (each file read before the
         // fetching starts is a round trip to a worker). A file manager opening one file fetches
         // the ones after it too.
-        self.arrived_at(*parent, true);
+        self.arrived_at(*parent, Some(ino));
         Ok(file)
     }
 }
