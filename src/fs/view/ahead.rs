@@ -19,6 +19,8 @@ use std::collections::{HashMap, HashSet};
 
 /// The share of the cache a plan keeps ahead of the walk.
 const AHEAD_SHARE: usize = 8;
+/// Directories remembered as planned, across plans.
+const DONE_DIRS: usize = 1 << 16;
 
 /// The plan of what a walk reads next.
 #[derive(Default)]
@@ -38,12 +40,29 @@ pub(super) struct ReadAhead {
     /// The file whose first read started the plan: its reads fetch it (and follow its stream),
     /// and the kernel keeps what they return.
     reading: Option<u64>,
+    /// Directories whose files a plan (this one or an earlier) has read ahead: `cp -a` goes
+    /// through a directory's entries in the order of their inode numbers, so a new plan often
+    /// starts in a directory an earlier one covered, whose chunks the kernel holds now (and the
+    /// cache has let go). Their files are passed over, not read again.
+    done: Option<LruCache<u64, ()>>,
+}
+
+impl ReadAhead {
+    /// Records that the plan enters directory `dir`; true when its files are still to be read.
+    fn enter(&mut self, dir: u64) -> bool {
+        let done = self.done.get_or_insert_with(|| {
+            LruCache::new(NonZeroUsize::new(DONE_DIRS).expect("a non-zero constant"))
+        });
+        done.put(dir, ()).is_none()
+    }
 }
 
 struct Frame {
     ino: u64,
     children: Children,
     next: usize,
+    /// Whether the directory's files are to be read (not done by an earlier plan).
+    files: bool,
 }
 
 /// A chunk planned: the bytes of file `ino` (of `size` bytes) at `offset`.
@@ -91,7 +110,13 @@ impl View {
                 let Some(started) = self.plan_from(dir, file) else {
                     return;
                 };
+                let done = ahead.done.take();
                 *ahead = started;
+                ahead.done = done;
+                let files = ahead.enter(dir);
+                if let Some(frame) = ahead.cursor.last_mut() {
+                    frame.files = files;
+                }
                 self.extend(ahead, budget);
             }
             (None, None) => {}
@@ -146,6 +171,7 @@ impl View {
             ino: dir,
             children,
             next: 0,
+            files: true,
         });
         Some(plan)
     }
@@ -167,8 +193,9 @@ impl View {
             let Some(child) = frame.children.get(frame.next).cloned() else {
                 let done = ahead.cursor.pop().expect("a frame was there");
                 if ahead.cursor.is_empty()
-                    && let Some(up) = self.frame_above(done.ino, &snapshot)
+                    && let Some(mut up) = self.frame_above(done.ino, &snapshot)
                 {
+                    up.files = ahead.enter(up.ino);
                     ahead.cursor.push(up);
                 }
                 continue;
@@ -187,13 +214,20 @@ impl View {
                     };
                     frame.next += 1;
                     ahead.marks.insert(ino, ahead.planned);
+                    let files = ahead.enter(ino);
                     ahead.cursor.push(Frame {
                         ino,
                         children,
                         next: 0,
+                        files,
                     });
                 }
-                NodeKind::File if Some(ino) == ahead.reading => frame.next += 1,
+                // Counted as covered: a plan over directories done before moves on through
+                // them by their size, not node by node to the end of the snapshot.
+                NodeKind::File if !frame.files || Some(ino) == ahead.reading => {
+                    frame.next += 1;
+                    ahead.planned += child.size;
+                }
                 NodeKind::File => {
                     frame.next += 1;
                     let known = self.inodes.get(ino).is_some();
@@ -251,6 +285,7 @@ impl View {
             ino: *parent,
             children,
             next: at + 1,
+            files: true,
         })
     }
 

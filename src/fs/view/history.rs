@@ -13,6 +13,7 @@
 //! other merges push it out. One thread merges a directory while others wait for it.
 
 use super::*;
+use crate::fetch::batch::plan_reads;
 use crate::fs::history::{
     Merged, MergedName, Seen, Source, Version, distinct, merge, sources_key, version_names,
 };
@@ -134,6 +135,30 @@ impl View {
         }
     }
 
+    /// Reads `trees` into the cache by pack before a merge reads them one by one, as many reads
+    /// in flight as there are read workers, up to an eighth of the cache: the versions of one
+    /// directory lie in as many packs as there were backups, and read in turn each would be a
+    /// round trip to the store.
+    fn fetch_trees_now(&self, index: &Index, mut trees: Vec<BlobId>) {
+        let share = (self.fetcher.cache.capacity() / 8) as u64;
+        let mut planned = 0u64;
+        trees.retain(|tree| {
+            planned += index.get(tree).map_or(0, |at| u64::from(at.entry.raw_len));
+            planned <= share
+        });
+        let mut reads = plan_reads(&self.fetcher.cache, index, &trees)
+            .into_iter()
+            .peekable();
+        while reads.peek().is_some() {
+            let group: Vec<_> = reads.by_ref().take(self.opts.read_workers.max(1)).collect();
+            std::thread::scope(|scope| {
+                for read in group {
+                    scope.spawn(|| read.run(&self.fetcher, |_, _| {}));
+                }
+            });
+        }
+    }
+
     /// The merge of `dir`, from the cache or read now; a failure is logged with the path and
     /// becomes EIO.
     fn merged(&self, dir: &HistoryDir) -> std::result::Result<Arc<Merged>, Errno> {
@@ -152,6 +177,7 @@ impl View {
         let budget = &self.fetcher.cache;
         let limit = budget.capacity() / TREE_SHARE;
         let index = self.catalog.contents().index.clone();
+        self.fetch_trees_now(&index, dir.dirs.iter().filter_map(|s| s.tree).collect());
         let result = merge(&dir.dirs, &|tree| self.fetcher.tree(&index, tree), limit);
         let merged = match result {
             Ok(merged) => Arc::new(merged),
