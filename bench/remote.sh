@@ -179,6 +179,8 @@ def cell(tool, step):
     m = statistics.median(num(x[0]) for x in r)
     all_ = ", ".join(x[0] for x in r)
     stopped = " (stopped)" if any(x[0].endswith("!") for x in r) else ""
+    if tool.endswith("-local") or tool.endswith("-nodelay"):
+        return f"{m:.2f}{stopped} ({all_}) / {max(int(x[1]) for x in r)} MB / server {statistics.median(x[2] for x in r) / 100:.1f} s"
     return f"{m:.2f}{stopped} ({all_}) / {max(int(x[1]) for x in r)} MB / server {statistics.median(x[2] for x in r) / 100:.1f} s / {int(statistics.median(x[3] for x in r))} req"
 def ratio(a, b):
     return "–" if a is None or b is None else f"{a / b:.2f}x"

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! netproxy --listen PORT --to PORT [--rtt 20ms] [--bandwidth 100MB] [--counts FILE]
+//!          [--requests FILE]
 //! ```
 //!
 //! Every byte is delayed by half the round trip each way and each direction is capped at the
 //! bandwidth (bytes a second); `--counts` keeps `REQUESTS UP_BYTES DOWN_BYTES` in FILE,
-//! rewritten every 100 ms, for the benchmark to read after each step.
+//! rewritten every 100 ms, for the benchmark to read after each step; `--requests` appends each
+//! request's line (`GET /bucket/key`) to FILE, to see what a command asked for.
 
 #[path = "../tests/common/proxy.rs"]
 #[allow(dead_code)]
@@ -24,7 +26,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
-    let (mut listen, mut to, mut counts) = (None, None, None);
+    let (mut listen, mut to, mut counts, mut lines) = (None, None, None, None);
     let mut shaping = proxy::Shaping::default();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -34,6 +36,7 @@ fn run() -> Result<(), String> {
             "--rtt" => shaping.rtt = millis(&value)?,
             "--bandwidth" => shaping.bytes_per_sec = bytes(&value)?,
             "--counts" => counts = Some(value),
+            "--requests" => lines = Some(value),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -42,8 +45,22 @@ fn run() -> Result<(), String> {
         TcpListener::bind(("127.0.0.1", listen)).map_err(|e| format!("port {listen}: {e}"))?;
     let proxy = proxy::Proxy::listen(listener, to);
     proxy.shape(shaping);
+    let mut logged = 0;
     loop {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(file) = &lines {
+            let new = proxy.request_lines(logged);
+            logged += new.len();
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .map_err(|e| format!("{file}: {e}"))?;
+            for line in new {
+                std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())
+                    .map_err(|e| format!("{file}: {e}"))?;
+            }
+        }
         if let Some(file) = &counts {
             let line = format!(
                 "{} {} {}\n",

@@ -118,6 +118,11 @@ impl BlobCache {
         self.lru.lock().entries.contains(id)
     }
 
+    /// Whether `id` is cached or being fetched: a read of it will not wait for a new request.
+    pub fn has_or_coming(&self, id: &BlobId) -> bool {
+        self.contains(id) || self.in_flight.lock().contains_key(id)
+    }
+
     /// Drops `id` from the cache. For chunks a sequential reader has passed: the kernel keeps
     /// what it read in its own page cache, and keeping the chunks here as well would push out
     /// everything else (a stream longer than the cache would empty it).

@@ -1,8 +1,9 @@
 //! Inode numbers and the table of live inodes.
 //!
-//! Numbers are derived, not allocated: a child's number is a hash of its parent's number and its
-//! name, so the same (snapshot, path) gets the same number in every mount; hard-linked files
-//! hash their snapshot, device and original inode instead, so they share one. The table holds
+//! Numbers are derived, not allocated, so the same (snapshot, path) gets the same number in every
+//! mount: an entry of a snapshot's directory is a number drawn from its parent's plus its index
+//! in name order ([`node_child_ino`]), any other a hash of its parent's number and its name;
+//! hard-linked files hash their snapshot, device and original inode instead, so they share one. The table holds
 //! only inodes the kernel has looked up and not yet forgotten, so its size follows what is in
 //! use, not the size of the repository.
 
@@ -117,6 +118,21 @@ pub fn virtual_ino(dir: &VirtualDir) -> u64 {
     }
 }
 
+/// The number of the child at `index` (in name order) of `parent`, a directory of a snapshot:
+/// a number drawn for the directory plus the index, so a directory's entries are numbered in
+/// the order of their names. `cp -a` copies a directory's entries in the order of their inode
+/// numbers (GNU's `savedir` sorts them so, for disks); in name order that is the order the
+/// backup stored them in, which the mount reads ahead in. Two directories' ranges overlap with
+/// about the chance two hashed numbers of their entries would collide. Hard-linked files of one
+/// snapshot share theirs, as with [`child_ino`].
+pub fn node_child_ino(parent: u64, index: usize, snapshot: &SnapshotId, node: &Node) -> u64 {
+    if node.links > 1 && node.kind == crate::repo::tree::NodeKind::File {
+        return child_ino(parent, &node.name, Some(snapshot), Some(node));
+    }
+    let base = hash(&[b"dir", &parent.to_le_bytes()]);
+    (base.wrapping_add(index as u64 + 1)) | (1 << 63)
+}
+
 /// The number of the child `name` of `parent`; hard-linked files of one snapshot share theirs.
 pub fn child_ino(
     parent: u64,
@@ -196,6 +212,31 @@ mod tests {
         assert_ne!(
             virtual_ino(&VirtualDir::Host("x".into())),
             virtual_ino(&VirtualDir::Tag("x".into()))
+        );
+    }
+
+    #[test]
+    fn a_directorys_entries_are_numbered_in_name_order() {
+        let snap = SnapshotId([1; 32]);
+        let node = |name: &[u8]| {
+            let mut n = crate::repo::tree::tests::node(name);
+            n.kind = crate::repo::tree::NodeKind::File;
+            n
+        };
+        let numbers: Vec<u64> = (0..100)
+            .map(|i| node_child_ino(ROOT, i, &snap, &node(format!("{i:03}").as_bytes())))
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        assert_ne!(
+            node_child_ino(ROOT, 0, &snap, &node(b"a")),
+            node_child_ino(numbers[0], 0, &snap, &node(b"a"))
+        );
+        let mut linked = node(b"x");
+        linked.links = 2;
+        assert_eq!(
+            node_child_ino(ROOT, 3, &snap, &linked),
+            node_child_ino(numbers[5], 7, &snap, &linked),
+            "hard links share one number"
         );
     }
 

@@ -77,15 +77,18 @@ struct Planned {
 
 impl View {
     /// The walk has arrived at directory `dir`: listing it, or `reading` one of its files (this
-    /// inode) for the first time. A walk the plan foresaw keeps the plan a share ahead; a file read
+    /// inode) for the first time, `missed` when its first chunk is neither cached nor on its way
+    /// (what was read ahead there was let go before the walk came, or nothing was). A walk the plan foresaw keeps the plan a share ahead; a file read
     /// elsewhere starts a new plan at the start of its directory (`cp -a` reads a directory's
     /// entries in the order of their inode numbers, which is not the order of their names). A
     /// listing alone never starts one (`find` and `ls -R` read no file).
-    pub(super) fn arrived_at(&self, dir: u64, reading: Option<u64>) {
+    pub(super) fn arrived_at(&self, dir: u64, reading: Option<u64>, missed: bool) {
         let budget = (self.fetcher.cache.capacity() / AHEAD_SHARE) as u64;
         let mut guard = self.ahead.lock();
         let ahead = &mut *guard;
         let mark = match ahead.marks.get(&dir) {
+            // A planned directory whose chunks are gone is planned again, from its start.
+            _ if missed => None,
             Some(&mark) => Some(mark),
             None if ahead.waiting_at == Some(dir) => Some(ahead.planned),
             None => None,
@@ -110,7 +113,10 @@ impl View {
                 let Some(started) = self.plan_from(dir, file) else {
                     return;
                 };
-                let done = ahead.done.take();
+                let mut done = ahead.done.take();
+                if let Some(done) = done.as_mut() {
+                    done.pop(&dir);
+                }
                 *ahead = started;
                 ahead.done = done;
                 let files = ahead.enter(dir);
@@ -137,8 +143,11 @@ impl View {
             return;
         };
         let index = self.catalog.contents().index.clone();
-        for file in children.iter().filter(|c| c.kind == NodeKind::File) {
-            let ino = child_ino(dir, &file.name, Some(snapshot), Some(file));
+        for (i, file) in children.iter().enumerate() {
+            if file.kind != NodeKind::File {
+                continue;
+            }
+            let ino = node_child_ino(dir, i, snapshot, file);
             if ino == reading || self.inodes.get(ino).is_none() {
                 continue;
             }
@@ -200,7 +209,7 @@ impl View {
                 }
                 continue;
             };
-            let ino = child_ino(frame.ino, &child.name, Some(&snapshot), Some(&child));
+            let ino = node_child_ino(frame.ino, frame.next, &snapshot, &child);
             match child.kind {
                 NodeKind::Dir => {
                     let children = match child.subtree {

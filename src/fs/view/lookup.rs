@@ -178,10 +178,10 @@ impl View {
             } => {
                 let children = self.dir_children(node, path)?;
                 if offset == 0 {
-                    self.arrived_at(ino, None);
+                    self.arrived_at(ino, None, false);
                 }
                 for (i, child) in children.iter().enumerate().skip(skip) {
-                    let child_ino = child_ino(ino, &child.name, Some(snapshot), Some(child));
+                    let child_ino = node_child_ino(ino, i, snapshot, child);
                     let entry = child_entry(*snapshot, ino, path, child);
                     if add(
                         child_ino,
@@ -202,6 +202,7 @@ impl View {
         match entry {
             Entry::Virtual(dir) => virtual_ino(dir),
             Entry::Link { .. } | Entry::History { .. } => child_ino(parent, name, None, None),
+            // A snapshot's root, a child of a made-up directory.
             Entry::Node { snapshot, node, .. } => {
                 child_ino(parent, name, Some(snapshot), Some(node))
             }
@@ -291,13 +292,16 @@ impl View {
                 .ok_or(Errno::ENOENT)?;
             return Ok((child.ino, child.entry));
         }
-        let found = match &*parent_entry {
+        match &*parent_entry {
             Entry::Virtual(dir) => {
                 let contents = self.refreshed();
-                self.virtual_children(dir, &contents)
+                let entry = self
+                    .virtual_children(dir, &contents)
                     .into_iter()
                     .find(|(n, _)| n.as_bytes() == name)
                     .map(|(_, e)| e)
+                    .ok_or(Errno::ENOENT)?;
+                Ok((self.ino_of(parent, name, &entry), entry))
             }
             Entry::Node {
                 snapshot,
@@ -306,15 +310,16 @@ impl View {
                 ..
             } if node.kind == NodeKind::Dir => {
                 let children = self.dir_children(node, path)?;
-                children
+                let i = children
                     .binary_search_by(|n| n.name.as_slice().cmp(name))
-                    .ok()
-                    .map(|i| child_entry(*snapshot, parent, path, &children[i]))
+                    .map_err(|_| Errno::ENOENT)?;
+                Ok((
+                    node_child_ino(parent, i, snapshot, &children[i]),
+                    child_entry(*snapshot, parent, path, &children[i]),
+                ))
             }
-            _ => return Err(Errno::ENOTDIR),
-        };
-        let entry = found.ok_or(Errno::ENOENT)?;
-        Ok((self.ino_of(parent, name, &entry), entry))
+            _ => Err(Errno::ENOTDIR),
+        }
     }
 }
 

@@ -28,7 +28,9 @@ use crate::fetch::cache::BlobCache;
 use crate::fetch::reader::{Fetcher, FileReader};
 use crate::fs::attrs::{file_type, system_time, xattr_names, xattr_reply};
 use crate::fs::catalog::{Catalog, Contents};
-use crate::fs::inodes::{Entry, InodeTable, ROOT, VirtualDir, child_ino, virtual_ino};
+use crate::fs::inodes::{
+    Entry, InodeTable, ROOT, VirtualDir, child_ino, node_child_ino, virtual_ino,
+};
 use crate::fs::kernel_pages::KernelPages;
 use crate::fs::workers::Workers;
 use crate::repo::Repository;

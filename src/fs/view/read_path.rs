@@ -136,7 +136,11 @@ impl View {
         // for a second read measured 5 % slower for `cp -a` of linux/ (each file read before the
         // fetching starts is a round trip to a worker). A file manager opening one file fetches
         // the ones after it too.
-        self.arrived_at(*parent, Some(ino));
+        let missed = node
+            .content
+            .first()
+            .is_some_and(|id| !self.fetcher.cache.has_or_coming(id));
+        self.arrived_at(*parent, Some(ino), missed);
         Ok(file)
     }
 }
