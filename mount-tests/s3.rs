@@ -17,8 +17,9 @@ use std::process::Command;
 use std::time::Duration;
 use support::{Mounted, peak_rss_kib};
 
-fn s3_env(server: &S3Server, name: &str) -> Env {
-    let env = Env::at(server.location(name));
+/// A repository initialised at `location` (cheap key derivation, packs of `pack_size`).
+fn init_at(location: String, pack_size: &str) -> Env {
+    let env = Env::at(location);
     env.ok(&[
         "init",
         "--kdf-time",
@@ -26,9 +27,13 @@ fn s3_env(server: &S3Server, name: &str) -> Env {
         "--kdf-memory",
         "1",
         "--pack-size",
-        "1MiB",
+        pack_size,
     ]);
     env
+}
+
+fn s3_env(server: &S3Server, name: &str) -> Env {
+    init_at(server.location(name), "1MiB")
 }
 
 #[test]
@@ -91,16 +96,7 @@ fn a_tree_rsynced_into_a_stage_on_s3_becomes_an_exact_snapshot() {
 fn a_mount_with_a_cache_dir_reads_again_from_it_and_survives_its_damage() {
     let server = S3Server::start();
     let proxy = Proxy::start(server.port);
-    let env = Env::at(server.location_via(proxy.port, "cached"));
-    env.ok(&[
-        "init",
-        "--kdf-time",
-        "1",
-        "--kdf-memory",
-        "1",
-        "--pack-size",
-        "1MiB",
-    ]);
+    let env = init_at(server.location_via(proxy.port, "cached"), "1MiB");
     let src = env.path("src");
     make_tree(&src);
     env.ok(&["backup", src.to_str().unwrap()]);
@@ -169,16 +165,7 @@ fn remote_repo(
 ) -> (S3Server, Proxy, Env, PathBuf) {
     let server = S3Server::start();
     let proxy = Proxy::start(server.port);
-    let env = Env::at(server.location_via(proxy.port, name));
-    env.ok(&[
-        "init",
-        "--kdf-time",
-        "1",
-        "--kdf-memory",
-        "1",
-        "--pack-size",
-        "4MiB",
-    ]);
+    let env = init_at(server.location_via(proxy.port, name), "4MiB");
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     tree(&src);
