@@ -603,7 +603,8 @@ fn a_backup_beside_a_prune_whose_session_listing_lags_does_not_report_deleted_da
 
 /// Issue 23: a walk of a snapshot's directories reads the trees stored around each one in the
 /// same request, so restore and find of 104 directories make a few requests, not one (or two)
-/// per directory.
+/// per directory; restore asks no pack's size before reading it, and no repository file is
+/// sized before it is read (11 and 9 requests; 17 and 13 when they were).
 #[test]
 fn restore_and_find_read_a_hundred_directories_in_a_few_requests() {
     let server = S3Server::start();
@@ -634,7 +635,7 @@ fn restore_and_find_read_a_hundred_directories_in_a_few_requests() {
         "{found}"
     );
     assert!(
-        restore < 25 && find < 15,
+        restore < 13 && find < 11,
         "restore made {restore} requests, find {find}: {:#?}",
         proxy.request_lines(before)
     );

@@ -9,7 +9,7 @@
 //! its file's name).
 
 use crate::fetch::cache::{BlobCache, Plain};
-use crate::fetch::packs::for_each_blob_in_ranges;
+use crate::fetch::packs::for_each_blob;
 use crate::fetch::reader::Fetcher;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::index::Index;
@@ -99,7 +99,7 @@ impl BatchRead {
         let cache = fetcher.cache.clone();
         let _room = cache.reserve(span as usize);
         let entries = std::mem::take(&mut self.entries);
-        let read = for_each_blob_in_ranges(
+        let read = for_each_blob(
             &fetcher.repo,
             &self.pack,
             entries,

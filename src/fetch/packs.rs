@@ -3,49 +3,22 @@
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::blob::open_blob;
-use crate::repo::ids::{PackId, sha256};
+use crate::repo::ids::PackId;
 use crate::repo::pack::{PackEntry, pack_name};
 
 /// Ranges closer than this are read together rather than as two requests.
 const MERGE_GAP: u64 = 256 << 10;
 
 /// Calls `on_blob` with each of `wanted` (blobs of `pack`) and its verified plaintext — or the
-/// error that names it, if it is damaged — in pack order. At most `window` bytes are held at once, unless a single blob is larger.
+/// error that names it, if it is damaged — in pack order. At most `window` bytes are held at
+/// once, unless a single blob is larger. Only the ranges the index gives are asked for, merged
+/// when close: no round trip to learn the pack's size first, and every blob is proven by its
+/// own tag and id, so nothing is gained by reading (and hashing) the pack whole.
 pub fn for_each_blob(
-    repo: &Repository,
-    pack: &PackId,
-    wanted: Vec<PackEntry>,
-    window: usize,
-    on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
-) -> Result<()> {
-    let pack_size = if wanted.is_empty() {
-        0
-    } else {
-        repo.backend().stat(&pack_name(pack))?
-    };
-    read_wanted(repo, pack, wanted, window, Some(pack_size), on_blob)
-}
-
-/// [`for_each_blob`] without asking the pack's size first (one round trip less: what a read
-/// ahead wants), so never reading the pack whole.
-pub fn for_each_blob_in_ranges(
-    repo: &Repository,
-    pack: &PackId,
-    wanted: Vec<PackEntry>,
-    window: usize,
-    on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
-) -> Result<()> {
-    read_wanted(repo, pack, wanted, window, None, on_blob)
-}
-
-/// The reads of [`for_each_blob`]; with `pack_size` known, a run spanning most of a pack that
-/// fits the window reads it whole.
-fn read_wanted(
     repo: &Repository,
     pack: &PackId,
     mut wanted: Vec<PackEntry>,
     window: usize,
-    pack_size: Option<u64>,
     mut on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
 ) -> Result<()> {
     wanted.sort_by_key(|e| e.offset);
@@ -65,31 +38,10 @@ fn read_wanted(
             end = next_end;
             j += 1;
         }
-        // When the run spans (almost) the whole pack and the pack fits the window, read it whole
-        // and check its name: that also proves the header and padding intact.
-        let whole = pack_size.is_some_and(|pack_size| {
-            i == 0
-                && j == wanted.len()
-                && end <= pack_size
-                && pack_size <= window
-                && pack_size - (end - start) <= MERGE_GAP * 4
-        });
-        if whole {
-            let bytes = repo.backend().get_bounded(&name, window)?;
-            if sha256(&bytes) != pack.0 {
-                return read_one_by_one(repo, pack, &wanted, &mut on_blob);
-            }
-            for entry in &wanted[i..j] {
-                let from = u64::from(entry.offset) as usize;
-                let sealed = bytes.get(from..from + entry.sealed_len as usize);
-                deliver(repo, pack, entry, sealed, &mut on_blob)?;
-            }
-        } else {
-            let ranges: Vec<_> = wanted[i..j].iter().map(sealed_range).collect();
-            let got = repo.backend().get_ranges(&name, &ranges)?;
-            for (k, entry) in wanted[i..j].iter().enumerate() {
-                deliver(repo, pack, entry, got.range(k), &mut on_blob)?;
-            }
+        let ranges: Vec<_> = wanted[i..j].iter().map(sealed_range).collect();
+        let got = repo.backend().get_ranges(&name, &ranges)?;
+        for (k, entry) in wanted[i..j].iter().enumerate() {
+            deliver(repo, pack, entry, got.range(k), &mut on_blob)?;
         }
         i = j;
     }
@@ -121,22 +73,4 @@ fn deliver(
         }),
     };
     on_blob(entry, plain)
-}
-
-/// Fallback when a whole-pack read failed its hash: each blob on its own, so the intact ones are
-/// still delivered and the damaged one is named.
-fn read_one_by_one(
-    repo: &Repository,
-    pack: &PackId,
-    wanted: &[PackEntry],
-    on_blob: &mut impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
-) -> Result<()> {
-    for entry in wanted {
-        let plain = repo.read_blob(&crate::repo::index::BlobLocation {
-            pack: *pack,
-            entry: *entry,
-        });
-        on_blob(entry, plain)?;
-    }
-    Ok(())
 }

@@ -534,18 +534,10 @@ impl Backend for S3Backend {
     }
 
     fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
-        // Sized first, so a larger object is refused unread and the time allowed follows the
-        // object (an index file may be hundreds of MB, a config a few hundred bytes); the read
-        // stops at the stated size, so a server cannot send more than it said.
-        let size = self.stat(name)?;
-        if size > limit {
-            return Err(super::too_large(name, size, limit));
-        }
-        let bytes = self.read_capped(name, None, size)?;
-        if bytes.len() as u64 != size {
-            return Err(short_read(name, bytes.len(), size));
-        }
-        Ok(bytes)
+        // One request, not a size asked first: the body is read as it arrives and the read
+        // stops the moment it passes `limit`, so a larger object costs at most `limit` bytes
+        // and never more memory; the time allowed follows `limit`, and a stall ends it sooner.
+        self.read_capped(name, None, limit)
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
