@@ -89,12 +89,15 @@ impl BatchRead {
     /// Reads the blobs, verifies each, caches it and hands it to `on_blob`. Whatever fails is
     /// abandoned to the readers that want it.
     pub fn run(mut self, fetcher: &Fetcher, mut on_blob: impl FnMut(&BlobId, &Plain)) {
-        let span = match (self.entries.first(), self.entries.last()) {
-            (Some(first), Some(last)) => {
-                u64::from(last.offset) + u64::from(last.sealed_len) - u64::from(first.offset)
-            }
-            _ => return,
+        // Entries are in offset order; one written by a liar may reach past those after it.
+        let Some(first) = self.entries.first() else {
+            return;
         };
+        let end = self
+            .entries
+            .iter()
+            .map(|e| u64::from(e.offset) + u64::from(e.sealed_len));
+        let span = end.max().unwrap_or_default() - u64::from(first.offset);
         // The sealed bytes in flight; each blob, once opened, is the cache's.
         let cache = fetcher.cache.clone();
         let _room = cache.reserve(span as usize);
@@ -105,11 +108,16 @@ impl BatchRead {
             entries,
             span as usize,
             |entry, plain| {
-                if let Ok(plain) = plain {
-                    let plain = Arc::new(plain);
-                    self.claims.pending.remove(&entry.id);
-                    cache.fulfil(entry.id, plain.clone());
-                    on_blob(&entry.id, &plain);
+                self.claims.pending.remove(&entry.id);
+                match plain {
+                    Ok(plain) => {
+                        let plain = Arc::new(plain);
+                        cache.fulfil(entry.id, plain.clone());
+                        on_blob(&entry.id, &plain);
+                    }
+                    // At once, not when the whole read ends: its reader fetches it and names
+                    // the damage.
+                    Err(_) => cache.abandon(entry.id),
                 }
                 Ok(())
             },

@@ -161,7 +161,11 @@ impl BlobCache {
                 }
             };
             if leader {
+                // Should `fetch` unwind, the guard abandons the flight: its waiters fetch for
+                // themselves rather than wait for an end that never comes.
+                let lead = Leading { cache: self, id };
                 let fetched = fetch().map(Arc::new);
+                std::mem::forget(lead);
                 match &fetched {
                     Ok(plain) => self.fulfil(id, plain.clone()),
                     Err(e) => self.end_flight(id, Outcome::Fetched(Err(e.to_string()))),
@@ -286,6 +290,18 @@ fn resident_bytes() -> Option<usize> {
     // SAFETY: sysconf only reads a constant of the system.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
     Some(pages * page)
+}
+
+/// The flight a [`BlobCache::get_or_fetch`] leads, abandoned if its fetch unwinds.
+struct Leading<'a> {
+    cache: &'a BlobCache,
+    id: BlobId,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.cache.abandon(self.id);
+    }
 }
 
 #[cfg(test)]

@@ -131,7 +131,8 @@ impl FileReader {
         size: usize,
     ) -> Option<(Plain, std::ops::Range<usize>)> {
         let (i, from, to) = self.within_one_chunk(offset, size)?;
-        Some((fetcher.cache.get(&self.content[i])?, from..to))
+        let plain = fetcher.cache.get(&self.content[i])?;
+        (to <= plain.len()).then_some((plain, from..to))
     }
 
     /// The bytes at `offset`, only if every chunk they need is cached (never fetches).
@@ -143,7 +144,7 @@ impl FileReader {
             let plain = fetcher.cache.get(&self.content[i])?;
             let from = offset.max(self.starts[i]) - self.starts[i];
             let to = end.min(self.starts[i + 1]) - self.starts[i];
-            out.extend_from_slice(&plain[from as usize..to as usize]);
+            out.extend_from_slice(plain.get(from as usize..to as usize)?);
             i += 1;
         }
         Some(out)
@@ -174,7 +175,17 @@ impl FileReader {
                 })?;
             let from = offset.max(self.starts[i]) - self.starts[i];
             let to = end.min(self.starts[i + 1]) - self.starts[i];
-            out.extend_from_slice(&plain[from as usize..to as usize]);
+            let bytes = plain
+                .get(from as usize..to as usize)
+                .ok_or_else(|| ReadError {
+                    chunk_offset: self.starts[i],
+                    blob: self.content[i],
+                    error: Box::new(Error::corrupt(
+                        self.content[i].to_string(),
+                        "shorter than the index says",
+                    )),
+                })?;
+            out.extend_from_slice(bytes);
             i += 1;
         }
         Ok(out)

@@ -129,7 +129,9 @@ pub fn node_child_ino(parent: u64, index: usize, snapshot: &SnapshotId, node: &N
     if node.links > 1 && node.kind == crate::repo::tree::NodeKind::File {
         return child_ino(parent, &node.name, Some(snapshot), Some(node));
     }
-    let base = hash(&[b"dir", &parent.to_le_bytes()]);
+    // The snapshot is drawn in too: a snapshot whose name (so whose root's number) another
+    // one takes later must not hand its entries' numbers on to the newcomer's.
+    let base = hash(&[b"dir", &parent.to_le_bytes(), &snapshot.0]);
     (base.wrapping_add(index as u64 + 1)) | (1 << 63)
 }
 
@@ -162,19 +164,30 @@ pub struct InodeTable {
 impl InodeTable {
     /// Records that the kernel looked up `ino` once more, as `entry`: a path of `history/`
     /// gains versions as snapshots are made, so the newest lookup's entry replaces the one
-    /// held. Returns the entry it replaced, if `ino` was live.
-    pub fn remember(&self, ino: u64, entry: Arc<Entry>) -> Option<Arc<Entry>> {
+    /// held. Returns the entry it replaced, if `ino` was live — or, when `ino` is live as
+    /// something else ([`InodeTable::collides`]), that entry as the error, changing nothing.
+    pub fn remember(&self, ino: u64, entry: Arc<Entry>) -> Result<Option<Arc<Entry>>, Arc<Entry>> {
         let mut live = self.live.lock();
         match live.get_mut(&ino) {
+            Some(slot) if !same_place(&slot.0, &entry) => Err(slot.0.clone()),
             Some(slot) => {
                 slot.1 += 1;
-                Some(std::mem::replace(&mut slot.0, entry))
+                Ok(Some(std::mem::replace(&mut slot.0, entry)))
             }
             None => {
                 live.insert(ino, (entry, 1));
-                None
+                Ok(None)
             }
         }
+    }
+
+    /// The entry `ino` is live as, when that is not `entry`'s place: numbers are hashes, and a
+    /// repository written by a liar can make two entries' numbers meet. Serving one under the
+    /// other's number would show one file's bytes under another's name.
+    pub fn collides(&self, ino: u64, entry: &Entry) -> Option<Arc<Entry>> {
+        let live = self.live.lock();
+        let (held, _) = live.get(&ino)?;
+        (!same_place(held, entry)).then(|| held.clone())
     }
 
     /// Records an inode the kernel never forgets (the root).
@@ -196,6 +209,38 @@ impl InodeTable {
             return live.remove(&ino).map(|(entry, _)| entry);
         }
         None
+    }
+}
+
+/// Whether two entries are one place of the mount: entries of one directory (numbered apart
+/// within it, so one number there is one place: a snapshot's root whose name a newer snapshot
+/// took, a version of `history/` renamed as snapshots come and go), or the links of one
+/// hard-linked file of a snapshot.
+fn same_place(held: &Entry, new: &Entry) -> bool {
+    match (held, new) {
+        (
+            Entry::Node {
+                snapshot: s1,
+                parent: p1,
+                node: n1,
+                ..
+            },
+            Entry::Node {
+                snapshot: s2,
+                parent: p2,
+                node: n2,
+                ..
+            },
+        ) => {
+            let linked = |n: &Node| n.links > 1 && n.kind == crate::repo::tree::NodeKind::File;
+            p1 == p2
+                || (s1 == s2
+                    && linked(n1)
+                    && linked(n2)
+                    && (n1.device, n1.inode) == (n2.device, n2.inode))
+        }
+        (Entry::Node { .. }, _) | (_, Entry::Node { .. }) => false,
+        _ => std::mem::discriminant(held) == std::mem::discriminant(new),
     }
 }
 
@@ -247,11 +292,47 @@ mod tests {
             target: "x".into(),
             time: 0,
         });
-        assert!(table.remember(5, entry.clone()).is_none());
-        assert!(table.remember(5, entry).is_some());
+        assert!(table.remember(5, entry.clone()).unwrap().is_none());
+        assert!(table.remember(5, entry).unwrap().is_some());
         assert!(table.forget(5, 1).is_none());
         assert!(table.get(5).is_some());
         assert!(table.forget(5, 1).is_some());
         assert!(table.get(5).is_none());
+    }
+
+    /// A number live as one file is refused to another (numbers are hashes a liar can make
+    /// meet), while the same place looked up again, or a hard link's other name, shares it.
+    #[test]
+    fn a_number_live_as_another_entry_is_refused() {
+        let snap = SnapshotId([1; 32]);
+        let at = |parent: u64, name: &[u8], links: u64| {
+            let mut node = crate::repo::tree::tests::node(name);
+            node.kind = crate::repo::tree::NodeKind::File;
+            node.links = links;
+            node.inode = 7;
+            Arc::new(Entry::Node {
+                snapshot: snap,
+                parent,
+                node: Arc::new(node),
+                path: NodePath::root("x"),
+            })
+        };
+        let table = InodeTable::default();
+        assert!(table.remember(9, at(1, b"a", 1)).unwrap().is_none());
+        assert!(table.remember(9, at(1, b"a2", 1)).unwrap().is_some());
+        assert!(table.collides(9, &at(2, b"b", 1)).is_some());
+        assert!(table.remember(9, at(2, b"b", 1)).is_err());
+        assert!(table.remember(10, at(1, b"c", 2)).unwrap().is_none());
+        assert!(table.collides(10, &at(3, b"d", 2)).is_none());
+        assert_ne!(
+            node_child_ino(ROOT, 0, &snap, &crate::repo::tree::tests::node(b"a")),
+            node_child_ino(
+                ROOT,
+                0,
+                &SnapshotId([2; 32]),
+                &crate::repo::tree::tests::node(b"a")
+            ),
+            "a snapshot taking another's name takes none of its entries' numbers"
+        );
     }
 }

@@ -418,9 +418,20 @@ impl Repository {
     /// listed in a pack that is gone (an old index file replayed after `repair packs`) is read
     /// from its next location, with one log line; only when none yields it is it an error (the
     /// first location's).
+    /// Every reader lays files out by the first location's length, so a location that states
+    /// another length (written by a key holder who lied) is never read: its bytes would not fit.
     pub fn read_indexed(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
         let mut first_error = None;
+        let laid_out = index.get(id).map(|at| at.entry.raw_len);
         for at in index.locations(id) {
+            if Some(at.entry.raw_len) != laid_out {
+                first_error.get_or_insert(Error::BadBlob {
+                    pack: at.pack,
+                    blob: *id,
+                    reason: "the index gives it another length in another pack".into(),
+                });
+                continue;
+            }
             match self.read_blob(&at) {
                 Ok(plain) => {
                     if let Some(e) = &first_error {

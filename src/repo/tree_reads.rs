@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub const WINDOW: u32 = 1 << 20;
 /// Bytes of opened trees kept.
 pub const KEPT: usize = 32 << 20;
+/// The most trees one read around a tree asks for.
+const MAX_NEAR: usize = 4096;
 
 struct Kept {
     trees: LruCache<BlobId, Arc<Vec<u8>>>,
@@ -56,11 +58,23 @@ impl TreeReads {
         index: &Index,
         at: &BlobLocation,
     ) -> Option<Arc<Vec<u8>>> {
+        // Neighbours whole inside the window only, and not too many: one an index written by a
+        // liar says is 256 MiB long, or thousands laid over each other, would make every read
+        // near them fetch that much.
+        let window_end = u64::from(at.entry.offset) + u64::from(WINDOW / 2);
         let near: Vec<_> = index
             .trees_near(at, WINDOW)
             .into_iter()
-            .filter(|e| e.id == at.entry.id || !self.kept.lock().trees.contains(&e.id))
+            .filter(|e| {
+                e.id == at.entry.id
+                    || (u64::from(e.offset) + u64::from(e.sealed_len) <= window_end
+                        && !self.kept.lock().trees.contains(&e.id))
+            })
+            .take(MAX_NEAR)
             .collect();
+        if !near.iter().any(|e| e.id == at.entry.id) {
+            return None;
+        }
         let ranges: Vec<_> = near
             .iter()
             .map(|e| u64::from(e.offset)..u64::from(e.offset) + u64::from(e.sealed_len))

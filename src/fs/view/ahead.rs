@@ -21,6 +21,10 @@ use std::collections::{HashMap, HashSet};
 const AHEAD_SHARE: usize = 8;
 /// Directories remembered as planned, across plans.
 const DONE_DIRS: usize = 1 << 16;
+/// What each node a plan passes counts against its share besides its bytes: a snapshot of
+/// millions of empty files or directories (one tree a crafted repository repeats) is walked a
+/// share at a time like any other, not to its end under the plan's lock.
+const NODE_COST: u64 = 512;
 
 /// The plan of what a walk reads next.
 #[derive(Default)]
@@ -96,17 +100,17 @@ impl View {
         if let (Some(_), Some(file)) = (mark, reading)
             && ahead.offered.insert(dir)
         {
-            self.offer_cached(dir, file);
+            self.offer_cached(dir, file, budget);
         }
         match (mark, reading) {
             (Some(mark), _) => {
-                if ahead.planned >= mark + budget / 2 {
+                if ahead.planned >= mark.saturating_add(budget / 2) {
                     return;
                 }
                 ahead.marks.retain(|_, at| *at >= mark);
                 let marks = &ahead.marks;
                 ahead.offered.retain(|dir| marks.contains_key(dir));
-                let until = mark + budget;
+                let until = mark.saturating_add(budget);
                 self.extend(ahead, until);
             }
             (None, Some(file)) => {
@@ -131,8 +135,9 @@ impl View {
 
     /// Offers the kernel the cached chunks of directory `dir`'s files: the plan read them before
     /// the kernel knew the files (it learns them from the listing), and a chunk in the kernel's
-    /// page cache is a read that never reaches the view. File `reading` is left to its reads.
-    fn offer_cached(&self, dir: u64, reading: u64) {
+    /// page cache is a read that never reaches the view. File `reading` is left to its reads;
+    /// entries past what a plan's `budget` passes are not looked at.
+    fn offer_cached(&self, dir: u64, reading: u64, budget: u64) {
         let Some(entry) = self.inodes.get(dir) else {
             return;
         };
@@ -143,8 +148,9 @@ impl View {
             return;
         };
         let index = self.catalog.contents().index.clone();
-        for (i, file) in children.iter().enumerate() {
-            if file.kind != NodeKind::File {
+        let passed = usize::try_from(budget / NODE_COST).unwrap_or(usize::MAX);
+        for (i, file) in children.iter().enumerate().take(passed) {
+            if file.kind != NodeKind::File || !offerable(file) {
                 continue;
             }
             let ino = node_child_ino(dir, i, snapshot, file);
@@ -196,6 +202,7 @@ impl View {
         let mut wanted = Vec::new();
         ahead.waiting_at = None;
         while ahead.planned < until {
+            ahead.planned = ahead.planned.saturating_add(NODE_COST);
             let Some(frame) = ahead.cursor.last_mut() else {
                 break;
             };
@@ -235,11 +242,11 @@ impl View {
                 // them by their size, not node by node to the end of the snapshot.
                 NodeKind::File if !frame.files || Some(ino) == ahead.reading => {
                     frame.next += 1;
-                    ahead.planned += child.size;
+                    ahead.planned = ahead.planned.saturating_add(child.size);
                 }
                 NodeKind::File => {
                     frame.next += 1;
-                    let known = self.inodes.get(ino).is_some();
+                    let known = offerable(&child) && self.inodes.get(ino).is_some();
                     let (mut offset, mut taken) = (0u64, 0u64);
                     for id in &child.content {
                         let Some(at) = index.get(id) else {
@@ -259,7 +266,7 @@ impl View {
                         offset += len;
                         taken += len;
                     }
-                    ahead.planned += taken;
+                    ahead.planned = ahead.planned.saturating_add(taken);
                 }
                 _ => frame.next += 1,
             }
@@ -347,4 +354,12 @@ impl View {
             fetch_below(&fetcher, &index, &trees, level, budget, parallel);
         });
     }
+}
+
+/// Whether a file's read-ahead chunks may go into the kernel's page cache before it asks. Not
+/// those of hard-linked files: they share one inode number, and the backup read each link on
+/// its own, so two links may hold different bytes (a file changed between the reads, or a tree
+/// written by a liar) — their pages are only ever what a read of the link returned.
+fn offerable(file: &Node) -> bool {
+    file.links <= 1
 }

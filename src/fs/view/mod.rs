@@ -243,22 +243,48 @@ impl View {
         contents
     }
 
-    /// Records a lookup of `ino` by the kernel, charging a newly live inode to the budget.
-    fn remember(&self, ino: u64, entry: Entry) {
+    /// Records a lookup of `ino` by the kernel, charging a newly live inode to the budget; false
+    /// (and a log line) when `ino` is live as another entry: the lookup must fail.
+    fn remember(&self, ino: u64, entry: Entry) -> bool {
         let bytes = entry.memory_size();
-        if let Entry::History { key, .. } = &entry {
+        let pinned = match &entry {
+            Entry::History { key, .. } => Some(*key),
+            _ => None,
+        };
+        if let Some(key) = &pinned {
             self.pin_merge(key, true);
         }
-        match self.inodes.remember(ino, Arc::new(entry)) {
-            None => self.fetcher.cache.charge(bytes),
+        let entry = Arc::new(entry);
+        match self.inodes.remember(ino, entry.clone()) {
+            Err(held) => {
+                if let Some(key) = &pinned {
+                    self.pin_merge(key, false);
+                }
+                collision(&entry, &held);
+                return false;
+            }
+            Ok(None) => self.fetcher.cache.charge(bytes),
             // Looked up again (most lookups): only a change of size is charged.
-            Some(old) => {
+            Ok(Some(old)) => {
                 let old_bytes = old.memory_size();
                 if bytes > old_bytes {
                     self.fetcher.cache.charge(bytes - old_bytes);
                 }
                 self.let_go_but(&old, bytes.min(old_bytes));
             }
+        }
+        true
+    }
+
+    /// Whether `ino` may be sent for `entry` in a listing: not when it is live as another entry
+    /// (a log line says which; the entry is left out of the listing).
+    fn may_list(&self, ino: u64, entry: &Entry) -> bool {
+        match self.inodes.collides(ino, entry) {
+            Some(held) => {
+                collision(entry, &held);
+                false
+            }
+            None => true,
         }
     }
 
@@ -299,8 +325,11 @@ impl Filesystem for View {
             Ok((ino, entry)) => {
                 let attr = self.attr(ino, &entry);
                 let ttl = Self::ttl(&entry);
-                self.remember(ino, entry);
-                reply.entry(&ttl, &attr, Generation(0));
+                if self.remember(ino, entry) {
+                    reply.entry(&ttl, &attr, Generation(0));
+                } else {
+                    reply.error(Errno::EIO);
+                }
             }
             Err(e) => reply.error(e),
         }
@@ -361,6 +390,9 @@ impl Filesystem for View {
         mut reply: ReplyDirectoryPlus,
     ) {
         let listed = self.list(ino.0, offset, |child, at, name, entry| {
+            if at > 2 && !self.may_list(child, &entry) {
+                return false;
+            }
             let attr = self.attr(child, &entry);
             let full = reply.add(
                 INodeNo(child),
@@ -488,4 +520,22 @@ impl Filesystem for View {
 /// before they were counted.
 fn may_have_xattrs(listed: &crate::fs::catalog::Listed) -> bool {
     listed.snapshot.summary.xattr_nodes != Some(0)
+}
+
+/// Logs two entries whose numbers met: the one asked for is not shown.
+fn collision(wanted: &Entry, held: &Entry) {
+    tracing::warn!(
+        "{} is not shown: its inode number is that of {} (a repository built to make them meet?)",
+        entry_name(wanted),
+        entry_name(held)
+    );
+}
+
+/// An entry's path for a log line.
+fn entry_name(entry: &Entry) -> String {
+    match entry {
+        Entry::Node { path, .. } | Entry::History { path, .. } => path.to_string(),
+        Entry::Virtual(dir) => format!("{dir:?}"),
+        Entry::Link { target, .. } => format!("the link to {target}"),
+    }
 }

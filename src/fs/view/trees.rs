@@ -91,6 +91,9 @@ pub(super) fn subtrees(children: &[Arc<Node>]) -> Vec<BlobId> {
         .collect()
 }
 
+/// What a tree counts against a [`fetch_below`]'s budget at least.
+const MIN_TREE_BYTES: usize = 256;
+
 /// Fetches the trees `level` and those below them, a level at a time, until `budget` bytes of
 /// parsed entries are planned or the levels end. Each level's trees not parsed yet are read by
 /// pack in merged ranges, `parallel` reads at a time. A tree that fails (or is split in pieces)
@@ -115,11 +118,16 @@ pub(super) fn fetch_below(
                 None => wanted.push(tree),
             }
         }
+        // No more trees than the budget's rest could hold, each counted at least a node: a
+        // level of a million directories is read a budget at a time, as the walk gets there.
+        wanted.truncate((budget.saturating_sub(planned) / MIN_TREE_BYTES).max(1));
         let mut reads = plan_reads(&fetcher.cache, index, &wanted)
             .into_iter()
             .peekable();
-        let found = Mutex::new(Vec::new());
-        while reads.peek().is_some() {
+        // What the level's reads parsed: its bytes, and the trees below it (not the parsed
+        // trees themselves, which the tree cache may let go).
+        let found = Mutex::new((0usize, Vec::new()));
+        while reads.peek().is_some() && planned + found.lock().0 < budget {
             let group: Vec<_> = reads.by_ref().take(parallel.max(1)).collect();
             std::thread::scope(|scope| {
                 for read in group {
@@ -129,17 +137,19 @@ pub(super) fn fetch_below(
                             fetcher.cache.forget(id);
                             if let Ok(Tree::Nodes(nodes)) = Tree::decode(plain, id) {
                                 let children = trees.insert(*id, valid_nodes(id, nodes));
-                                found.lock().push(children);
+                                let bytes: usize = children.iter().map(|n| n.memory_size()).sum();
+                                let mut found = found.lock();
+                                found.0 += bytes.max(MIN_TREE_BYTES);
+                                found.1.extend(subtrees(&children));
                             }
                         })
                     });
                 }
             });
         }
-        for children in found.into_inner() {
-            planned += children.iter().map(|n| n.memory_size()).sum::<usize>();
-            next.extend(subtrees(&children));
-        }
+        let (bytes, below) = found.into_inner();
+        planned += bytes;
+        next.extend(below);
         level = next;
     }
 }
