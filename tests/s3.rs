@@ -76,6 +76,19 @@ fn a_wrong_s3_location_or_credentials_is_one_line_and_an_exit_code() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("s3:http(s)://HOST[:PORT]/BUCKET"), "{err}");
+    // Credentials typed into the location, a secret with a `/` in it: refused, and not shown.
+    let env = Env::at("s3:https://AKIAEXAMPLE:wJal/rXUtnFEMI@s3.example/bucket".into());
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("credentials do not belong in the location"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wJal") && !err.contains("AKIAEXAMPLE"),
+        "{err}"
+    );
     let env = Env::at(server.location("nothing-here"));
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(10), "no repository there");
@@ -177,7 +190,7 @@ fn each_refusal_is_one_line_naming_what_to_fix() {
         "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access \
          must be addressed using the specified endpoint.</Message></Error>",
     );
-    let elsewhere = Env::at(format!("s3:http://127.0.0.1:{redirect}/b/r"));
+    let elsewhere = Env::at(format!("s3:http://127.0.0.1:{redirect}/bkt/r"));
     let err = error_line(&elsewhere, &["snapshots"], &[]);
     assert!(
         err.contains("in region eu-west-1, not us-east-1: set --s3-region eu-west-1"),
@@ -190,7 +203,7 @@ fn each_refusal_is_one_line_naming_what_to_fix() {
          malformed; the region 'us-east-1' is wrong; expecting 'ap-south-1'</Message>\
          <Region>ap-south-1</Region></Error>",
     );
-    let elsewhere = Env::at(format!("s3:http://127.0.0.1:{malformed}/b/r"));
+    let elsewhere = Env::at(format!("s3:http://127.0.0.1:{malformed}/bkt/r"));
     let err = error_line(&elsewhere, &["snapshots"], &[]);
     assert!(err.contains("set --s3-region ap-south-1"), "{err}");
     let err = error_line(&elsewhere, &["snapshots", "--s3-region", "ap-south-1"], &[]);
@@ -200,7 +213,7 @@ fn each_refusal_is_one_line_naming_what_to_fix() {
     );
 
     let nobody = common::s3::free_port();
-    let gone = Env::at(format!("s3:http://127.0.0.1:{nobody}/b/r"));
+    let gone = Env::at(format!("s3:http://127.0.0.1:{nobody}/bkt/r"));
     let err = error_line(&gone, &["snapshots"], &[]);
     assert!(
         err.contains(&format!("cannot reach http://127.0.0.1:{nobody}")),

@@ -24,13 +24,8 @@ pub fn open_location(
 ) -> Result<Arc<dyn Backend>> {
     let text = location.to_str();
     if let Some(url) = text.and_then(|t| t.strip_prefix("s3:")) {
-        let mut at = s3::S3Location::parse(url).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: an S3 location is s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX] or \
-                 s3:https://BUCKET.s3.REGION.amazonaws.com[/PREFIX]",
-                location.to_string_lossy()
-            ))
-        })?;
+        // A refused location is not echoed: it may hold a secret (see `S3Location::parse`).
+        let mut at = s3::S3Location::parse(url).map_err(|e| Error::Invalid(e.to_string()))?;
         at.virtual_host |= options.virtual_host;
         let mut credentials = s3::S3Credentials::from_env();
         if let Some(region) = &options.region {
