@@ -26,8 +26,25 @@ fn names(dir: &Path) -> BTreeSet<Vec<u8>> {
         .collect()
 }
 
-/// Backs up each state of `src` in turn; returns each snapshot's (short id, time name).
-fn back_up_states(env: &Env, src: &Path, states: &[State]) -> Vec<(String, String)> {
+/// A snapshot as `snapshots --json` gives it.
+struct Snap {
+    /// Its short id, as `forget` takes it.
+    short: String,
+    /// Its full id in hex, which orders as its bytes do.
+    id: String,
+    /// Its time, to the nanosecond.
+    time: chrono::DateTime<chrono::Utc>,
+}
+
+impl Snap {
+    /// The name its versions start with: its UTC time to the second, `2026-12-05_14-09-00Z`.
+    fn stamp(&self) -> String {
+        self.time.format("%Y-%m-%d_%H-%M-%SZ").to_string()
+    }
+}
+
+/// Backs up each state of `src` in turn; returns each snapshot.
+fn back_up_states(env: &Env, src: &Path, states: &[State]) -> Vec<Snap> {
     for state in states {
         write_state(src, state);
         env.ok(&["backup", "-q", src.to_str().unwrap()]);
@@ -36,17 +53,18 @@ fn back_up_states(env: &Env, src: &Path, states: &[State]) -> Vec<(String, Strin
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["short_id"].as_str().unwrap().to_string(),
-                s["time"].as_str().unwrap()[..19].to_string(),
-            )
+        .map(|s| Snap {
+            short: s["short_id"].as_str().unwrap().to_string(),
+            id: s["id"].as_str().unwrap().to_string(),
+            time: chrono::DateTime::parse_from_rfc3339(s["time"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc),
         })
         .collect()
 }
 
 /// Checks `history/src` of a mount of the snapshots of `states` against the states.
-fn check_history(mnt: &Path, states: &[State], snaps: &[(String, String)]) {
+fn check_history(mnt: &Path, states: &[State], snaps: &[Snap]) {
     assert_eq!(snaps.len(), states.len());
     let root = mnt.join("history/src");
     // Directories: every name any snapshot has there.
@@ -87,18 +105,22 @@ fn check_history(mnt: &Path, states: &[State], snaps: &[(String, String)]) {
         assert_eq!(shown.len(), versions.len(), "versions of {}", dir.display());
         let mut seen = BTreeSet::new();
         for (n, first) in &versions {
-            let (short, time) = &snaps[*first];
-            let clash = versions
+            // Snapshot `2026-12-05T15:09:00+01:00` names a version `2026-12-05_14-09-00Z`, with
+            // the file's extension; versions of the same second are numbered in time order.
+            let stamp = snaps[*first].stamp();
+            let mut twins: Vec<&Snap> = versions
                 .iter()
-                .any(|(m, other)| m != n && snaps[*other].1 == *time);
-            // `2026-12-05T14:09:00` as a version is named: `2026-12-05_14-09-00`, with the
-            // file's extension.
-            let stamp = time.replace('T', "_").replace(':', "-");
+                .map(|(_, other)| &snaps[*other])
+                .filter(|other| other.stamp() == stamp)
+                .collect();
+            twins.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
             let ext = cairn::fs::history::extension(path);
-            let label = if clash {
-                format!("{stamp}-{short}{ext}")
-            } else {
-                format!("{stamp}{ext}")
+            let label = match twins.iter().position(|s| s.id == snaps[*first].id) {
+                Some(at) if twins.len() > 1 => {
+                    let width = twins.len().to_string().len();
+                    format!("{stamp}-{:0width$}{ext}", at + 1)
+                }
+                _ => format!("{stamp}{ext}"),
             };
             let file = dir.join(&label);
             assert!(
@@ -189,7 +211,7 @@ fn a_file_deleted_and_back_and_paths_in_some_snapshots_only() {
     });
     // Forgetting the second snapshot (the only one with a = 2) takes that version away from
     // listings the kernel had cached.
-    env.ok(&["forget", &snaps[1].0]);
+    env.ok(&["forget", &snaps[1].short]);
     support::wait_for("the forgotten version to go", || {
         names(&mnt.dir.join("history/src/a")).len() == 2
     });

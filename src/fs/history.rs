@@ -216,13 +216,14 @@ pub fn time_name(time: i64) -> String {
         .to_string()
 }
 
-/// The name of a version first seen at `time`: its local time to the second, as
-/// `2026-12-05_14-09-00`, which sorts by time and has none of the characters FAT, exFAT and SMB
-/// shares refuse (`: \ * ? " < > |`), so a version copies to a USB stick or a Windows share.
+/// The name of a version first seen at `time`: its UTC time to the second, marked `Z`, as
+/// `2026-12-05_14-09-00Z`. UTC, not local time, because local time repeats an hour when clocks
+/// go back, and names in local time would then sort out of time order. The name sorts by time
+/// and has none of the characters FAT, exFAT and SMB shares refuse (`: \ * ? " < > |`), so a
+/// version copies to a USB stick or a Windows share.
 pub fn version_time_name(time: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(time)
-        .with_timezone(&chrono::Local)
-        .format("%Y-%m-%d_%H-%M-%S")
+        .format("%Y-%m-%d_%H-%M-%SZ")
         .to_string()
 }
 
@@ -240,38 +241,55 @@ pub fn extension(name: &[u8]) -> &str {
     std::str::from_utf8(&name[dot..]).unwrap_or_default()
 }
 
-/// The names of `versions` (of one path) inside their directory: each the time of its first
-/// snapshot ([`version_time_name`]) and the path's extension, with `-<shortid>` before the
-/// extension when another version, or a name for which `taken` is true (the merged directory's
-/// own entries), would have the same one.
+/// The names of `versions` (of one path) inside their directory, in the order of `versions`:
+/// each the time of its first snapshot ([`version_time_name`]) and the path's extension, all
+/// distinct and none a name for which `taken` is true (the merged directory's own entries), so
+/// a listing never shows a name twice.
+///
+/// Versions first seen in the same second are numbered before the extension (`-1`, `-2`, …,
+/// zero-padded to one width) in the order of their snapshots' times, then ids, so their names
+/// sort as they happened; a lone version whose name is taken is numbered too. A number whose
+/// name is taken is skipped.
 pub fn version_names(versions: &[Version], taken: impl Fn(&[u8]) -> bool) -> Vec<String> {
     let ext = versions
         .first()
         .map_or("", |v| extension(&v.node.name))
         .to_string();
-    let names: Vec<String> = versions
-        .iter()
-        .map(|v| format!("{}{ext}", version_time_name(v.first.time)))
-        .collect();
-    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for name in &names {
-        *counts.entry(name).or_default() += 1;
+    let mut same_second: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, v) in versions.iter().enumerate() {
+        same_second
+            .entry(version_time_name(v.first.time))
+            .or_default()
+            .push(i);
+    }
+    let mut names = vec![String::new(); versions.len()];
+    let mut used = HashSet::new();
+    let free = |name: &str, used: &HashSet<String>| !taken(name.as_bytes()) && !used.contains(name);
+    for (stamp, mut group) in same_second {
+        let bare = format!("{stamp}{ext}");
+        if let [only] = group[..]
+            && free(&bare, &used)
+        {
+            used.insert(bare.clone());
+            names[only] = bare;
+            continue;
+        }
+        group.sort_by_key(|&i| (versions[i].first.time, versions[i].first.snapshot.0));
+        let width = group.len().to_string().len();
+        // Each number tried is a new name, and only finitely many names are taken or used: the
+        // search ends.
+        let mut numbers = 1usize..;
+        for i in group {
+            let name = numbers
+                .by_ref()
+                .map(|n| format!("{stamp}-{n:0width$}{ext}"))
+                .find(|name| free(name, &used))
+                .unwrap_or_default();
+            used.insert(name.clone());
+            names[i] = name;
+        }
     }
     names
-        .iter()
-        .zip(versions)
-        .map(|(name, v)| {
-            if counts[name.as_str()] > 1 || taken(name.as_bytes()) {
-                format!(
-                    "{}-{}{ext}",
-                    version_time_name(v.first.time),
-                    v.first.snapshot.short()
-                )
-            } else {
-                name.clone()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -372,34 +390,104 @@ mod tests {
         assert_eq!(partial.get(b"a").unwrap().versions.len(), 1);
     }
 
-    #[test]
-    fn versions_first_seen_in_the_same_second_get_their_snapshot_id() {
-        let mut late = seen(2);
-        late.time = seen(1).time + 1;
-        let version = |first: Seen, chunk: u8| Version {
+    fn version(first: Seen, chunk: u8) -> Version {
+        Version {
             first,
             key: [chunk; 32],
             node: Arc::new(file("notes.txt", chunk, 0)),
+        }
+    }
+
+    #[test]
+    fn versions_first_seen_in_the_same_second_are_numbered_in_time_order() {
+        // The later of the two has the smaller snapshot id: time decides, not the id.
+        let early = Seen {
+            time: seen(1).time,
+            snapshot: SnapshotId([9; 32]),
         };
-        let versions = [version(seen(1), 1), version(late, 2), version(seen(9), 3)];
+        let late = Seen {
+            time: seen(1).time + 1,
+            snapshot: SnapshotId([2; 32]),
+        };
+        // Same time, to the nanosecond: the id decides.
+        let tie = Seen {
+            time: late.time,
+            snapshot: SnapshotId([3; 32]),
+        };
+        let versions = [
+            version(tie, 4),
+            version(late, 2),
+            version(early, 1),
+            version(seen(9), 3),
+        ];
         let at = |s: &Seen| version_time_name(s.time);
-        let names = version_names(&versions, |n| {
-            n == format!("{}.txt", at(&seen(9))).as_bytes()
-        });
+        let names = version_names(&versions, |_| false);
         assert_eq!(
             names,
             [
-                format!("{}-{}.txt", at(&seen(1)), seen(1).snapshot.short()),
-                format!("{}-{}.txt", at(&late), late.snapshot.short()),
-                format!("{}-{}.txt", at(&seen(9)), seen(9).snapshot.short()),
+                format!("{}-3.txt", at(&seen(1))),
+                format!("{}-2.txt", at(&seen(1))),
+                format!("{}-1.txt", at(&seen(1))),
+                format!("{}.txt", at(&seen(9))),
+            ]
+        );
+        let mut sorted = names.clone();
+        sorted.sort();
+        let in_time_order = [2, 1, 0, 3].map(|i| names[i].clone());
+        assert_eq!(sorted, in_time_order);
+    }
+
+    #[test]
+    fn ten_or_more_versions_in_one_second_are_zero_padded_to_sort() {
+        let versions: Vec<Version> = (0..12)
+            .map(|n| {
+                let first = Seen {
+                    time: seen(1).time + i64::from(n),
+                    snapshot: SnapshotId([n; 32]),
+                };
+                version(first, n)
+            })
+            .collect();
+        let names = version_names(&versions, |_| false);
+        let stamp = version_time_name(seen(1).time);
+        assert_eq!(names[0], format!("{stamp}-01.txt"));
+        assert_eq!(names[11], format!("{stamp}-12.txt"));
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, names);
+    }
+
+    #[test]
+    fn version_names_are_never_a_name_the_directory_already_has() {
+        let stamp = |s: Seen| version_time_name(s.time);
+        let twin = Seen {
+            time: seen(1).time + 1,
+            snapshot: SnapshotId([2; 32]),
+        };
+        let versions = [version(seen(1), 1), version(twin, 2), version(seen(9), 3)];
+        // The entries: the lone version's plain name and its first number, and the twins'
+        // first number.
+        let entries = [
+            format!("{}.txt", stamp(seen(9))),
+            format!("{}-1.txt", stamp(seen(9))),
+            format!("{}-1.txt", stamp(seen(1))),
+        ];
+        let names = version_names(&versions, |n| entries.iter().any(|e| e.as_bytes() == n));
+        assert_eq!(
+            names,
+            [
+                format!("{}-2.txt", stamp(seen(1))),
+                format!("{}-3.txt", stamp(seen(1))),
+                format!("{}-2.txt", stamp(seen(9))),
             ]
         );
     }
 
     #[test]
     fn version_names_keep_the_extension_sort_by_time_and_suit_any_file_system() {
+        // UTC, whatever this machine's time zone: no name repeats when clocks go back.
         let name = version_time_name(1_764_943_740_000_000_000);
-        assert_eq!(name.len(), "2025-12-05_14-09-00".len(), "{name}");
+        assert_eq!(name, "2025-12-05_14-09-00Z");
         assert!(!name.contains([':', '\\', '*', '?', '"', '<', '>', '|', ' ']));
         assert!(version_time_name(10_000_000_000) < version_time_name(99_000_000_000));
         assert_eq!(extension(b"thesis.tex"), ".tex");
