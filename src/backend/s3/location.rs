@@ -50,10 +50,7 @@ pub enum LocationError {
     #[error("the port of an S3 location is a number (HOST:PORT)")]
     Port,
     /// A bucket name S3 refuses.
-    #[error(
-        "bucket {0:?} is not a valid S3 bucket name: 3 to 63 characters of a-z, 0-9, '.' and \
-         '-', starting and ending with a letter or digit"
-    )]
+    #[error("bucket {0:?} is not a bucket name: at most 255 letters, digits, '.', '-' and '_'")]
     Bucket(String),
 }
 
@@ -141,17 +138,15 @@ fn split_port(authority: &str) -> Result<(&str, &str), LocationError> {
     Ok((&authority[..colon], &authority[colon..]))
 }
 
-/// Refuses a bucket name S3 would: 3 to 63 characters of `a-z`, `0-9`, `.` and `-`, starting
-/// and ending with a letter or digit.
+/// Refuses a bucket name no store takes: anything but 1 to 255 of ASCII letters, digits, `.`,
+/// `-` and `_` (AWS's legacy rules; Ceph and MinIO deployments still hold such buckets). It
+/// goes into every request's path unencoded, so anything else would address something else.
 fn check_bucket(bucket: &str) -> Result<(), LocationError> {
-    let letter_or_digit = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let bytes = bucket.as_bytes();
-    let valid = (3..=63).contains(&bytes.len())
+    let valid = (1..=255).contains(&bytes.len())
         && bytes
             .iter()
-            .all(|b| letter_or_digit(b) || *b == b'.' || *b == b'-')
-        && bytes.first().is_some_and(letter_or_digit)
-        && bytes.last().is_some_and(letter_or_digit);
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     if valid {
         Ok(())
     } else {
@@ -283,21 +278,13 @@ mod tests {
     }
 
     #[test]
-    fn buckets_follow_s3_naming_rules_and_a_refusal_names_the_bucket() {
-        let (longest, too_long) = ("a".repeat(63), "a".repeat(64));
-        for good in ["abc", "my-bucket.2", longest.as_str()] {
+    fn buckets_are_names_a_store_takes_and_a_refusal_names_the_bucket() {
+        let (longest, too_long) = ("a".repeat(255), "a".repeat(256));
+        for good in ["b", "my-bucket.2", "My_Bucket", longest.as_str()] {
             let at = S3Location::parse(&format!("http://host/{good}")).unwrap();
             assert_eq!(at.bucket, good);
         }
-        for bad in [
-            "b",
-            "ab",
-            "My-Bucket",
-            "a_b",
-            "-abc",
-            "abc.",
-            too_long.as_str(),
-        ] {
+        for bad in ["a b", "a%2fb", "a!b", "bü", too_long.as_str()] {
             let refused = S3Location::parse(&format!("http://host/{bad}/p")).unwrap_err();
             assert_eq!(refused, LocationError::Bucket(bad.to_string()));
             assert!(
@@ -305,8 +292,6 @@ mod tests {
                 "{refused}"
             );
         }
-        let in_host = S3Location::parse("https://x.s3.eu-west-1.amazonaws.com/p");
-        assert_eq!(in_host, Err(LocationError::Bucket("x".into())));
     }
 
     #[test]
