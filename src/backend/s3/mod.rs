@@ -369,7 +369,15 @@ impl Backend for S3Backend {
         // One request, not a size asked first: the body is read as it arrives and the read
         // stops the moment it passes `limit`, so a larger object costs at most `limit` bytes
         // and never more memory; the time allowed follows `limit`, and a stall ends it sooner.
-        self.read_capped(name, None, limit)
+        match self.read_capped(name, None, limit) {
+            Err(Error::Storage { source, .. }) if source.kind() == ErrorKind::InvalidData => {
+                Err(Error::corrupt(
+                    name,
+                    format!("more than the {limit} bytes such a file can hold: read stopped"),
+                ))
+            }
+            other => other,
+        }
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
