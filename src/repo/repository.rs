@@ -613,3 +613,66 @@ pub fn valid_nodes(id: &BlobId, mut nodes: Vec<Node>) -> Vec<Node> {
     }
     nodes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::repo::blob::seal_blob;
+    use crate::repo::index::SegmentPack;
+    use crate::repo::pack::PackEntry;
+
+    /// Readers lay a file out by the first location's length: a later location that states
+    /// another (an index written by a liar) is never read, or its bytes would land where they
+    /// do not fit (a reader slicing by the first length panicked on them).
+    #[test]
+    fn a_location_stating_another_length_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(dir.path()));
+        let kdf = KdfParams {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let repo = Repository::init(backend.clone(), b"pw", kdf, Params::default()).unwrap();
+        let plain = b"a chunk of twenty bytes".to_vec();
+        let id = repo.key().blob_id(&plain);
+        let sealed = seal_blob(repo.key(), id, BlobKind::Data, &plain, 3);
+        let pack = PackId([7; 32]);
+        backend.put(&pack_name(&pack), &sealed.bytes).unwrap();
+        let entry = PackEntry {
+            id,
+            kind: BlobKind::Data,
+            offset: 0,
+            sealed_len: sealed.bytes.len() as u32,
+            raw_len: sealed.raw_len,
+            compressed: sealed.compressed,
+        };
+        let located = |pack, raw_len| Segment {
+            packs: vec![SegmentPack {
+                pack,
+                blobs: vec![PackEntry { raw_len, ..entry }],
+            }],
+        };
+        let honest = Index::from_segments(vec![located(pack, sealed.raw_len)]);
+        assert_eq!(repo.read_indexed(&honest, &id).unwrap(), plain);
+        // Listed first in a pack that is gone, with another length: the intact copy is not
+        // read in its place.
+        let lying = Index::from_segments(vec![
+            located(PackId([9; 32]), sealed.raw_len + 5),
+            located(pack, sealed.raw_len),
+        ]);
+        assert!(matches!(
+            repo.read_indexed(&lying, &id),
+            Err(Error::NotFound(_))
+        ));
+        let lying = Index::from_segments(vec![
+            located(pack, sealed.raw_len + 5),
+            located(pack, sealed.raw_len),
+        ]);
+        assert!(matches!(
+            repo.read_indexed(&lying, &id),
+            Err(Error::BadBlob { pack: p, .. }) if p == pack
+        ));
+    }
+}
