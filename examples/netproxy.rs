@@ -68,7 +68,11 @@ fn run() -> Result<(), String> {
                 proxy.upstream_bytes(),
                 proxy.downstream_bytes()
             );
-            std::fs::write(file, line).map_err(|e| format!("{file}: {e}"))?;
+            // Replaced whole, never seen half written by a reader (a benchmark step that read
+            // the file mid-write counted thousands of requests less than none).
+            let fresh = format!("{file}.new");
+            std::fs::write(&fresh, line).map_err(|e| format!("{fresh}: {e}"))?;
+            std::fs::rename(&fresh, file).map_err(|e| format!("{file}: {e}"))?;
         }
     }
 }
