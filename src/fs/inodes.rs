@@ -1,11 +1,11 @@
 //! Inode numbers and the table of live inodes.
 //!
 //! Numbers are derived, not allocated, so the same (snapshot, path) gets the same number in every
-//! mount: an entry of a snapshot's directory is a number drawn from its parent's plus its index
-//! in name order ([`node_child_ino`]), any other a hash of its parent's number and its name;
-//! hard-linked files hash their snapshot, device and original inode instead, so they share one. The table holds
-//! only inodes the kernel has looked up and not yet forgotten, so its size follows what is in
-//! use, not the size of the repository.
+//! mount: an entry of a snapshot's directory is a number drawn from its parent's number and its
+//! snapshot, plus its index in name order ([`node_child_ino`]), any other a hash of its parent's
+//! number and its name; hard-linked files hash their snapshot, device and original inode
+//! instead, so they share one. The table holds only inodes the kernel has looked up and not yet
+//! forgotten, so its size follows what is in use, not the size of the repository.
 
 use crate::fs::history::{Source, Version};
 use crate::fs::node_path::NodePath;

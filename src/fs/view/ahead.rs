@@ -82,10 +82,11 @@ struct Planned {
 impl View {
     /// The walk has arrived at directory `dir`: listing it, or `reading` one of its files (this
     /// inode) for the first time, `missed` when its first chunk is neither cached nor on its way
-    /// (what was read ahead there was let go before the walk came, or nothing was). A walk the plan foresaw keeps the plan a share ahead; a file read
-    /// elsewhere starts a new plan at the start of its directory (`cp -a` reads a directory's
-    /// entries in the order of their inode numbers, which is not the order of their names). A
-    /// listing alone never starts one (`find` and `ls -R` read no file).
+    /// (what was read ahead there was let go before the walk came, or nothing was). A walk the
+    /// plan foresaw keeps the plan a share ahead; a file read elsewhere starts a new plan at the
+    /// start of its directory (`cp -a` reads a directory's entries in the order of their inode
+    /// numbers, which is not the order of their names). A listing alone never starts one
+    /// (`find` and `ls -R` read no file).
     pub(super) fn arrived_at(&self, dir: u64, reading: Option<u64>, missed: bool) {
         let budget = (self.fetcher.cache.capacity() / AHEAD_SHARE) as u64;
         let mut guard = self.ahead.lock();
