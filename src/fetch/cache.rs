@@ -456,4 +456,37 @@ mod tests {
             vec![1]
         );
     }
+
+    /// A fetch that unwinds ends its flight: a reader waiting on it fetches for itself instead
+    /// of waiting for ever.
+    #[test]
+    fn a_fetch_that_unwinds_leaves_no_flight_behind() {
+        let cache = Arc::new(BlobCache::new(1 << 20));
+        let id = BlobId([3; 32]);
+        let (started, go) = (
+            Arc::new(std::sync::Barrier::new(2)),
+            Arc::new(std::sync::Barrier::new(2)),
+        );
+        let leader = {
+            let (cache, started, go) = (cache.clone(), started.clone(), go.clone());
+            std::thread::spawn(move || {
+                cache.get_or_fetch(id, || {
+                    started.wait();
+                    go.wait();
+                    panic!("a fetch that unwinds")
+                })
+            })
+        };
+        started.wait();
+        let waiter = {
+            let cache = cache.clone();
+            std::thread::spawn(move || cache.get_or_fetch(id, || Ok(vec![7; 4])))
+        };
+        // Not a timing asserted: time for the waiter to find the flight and wait on it, so the
+        // unwinding is what it must outlive (without the guard it waits for ever).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        go.wait();
+        assert!(leader.join().is_err());
+        assert_eq!(*waiter.join().unwrap().unwrap(), vec![7; 4]);
+    }
 }
