@@ -8,6 +8,7 @@
 use crate::cli::private_dir::{cache_dir, runtime_dir};
 use crate::cli::{Globals, block_stop_signals, fuse_config, parse_label, parse_size, unmount};
 use anyhow::{Context, Result, bail};
+use cairn::fs::overlay::{OverlayOptions, OverlayStage};
 use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
 use cairn::fs::stage_tree::now_nanos;
 use cairn::repo::Repository;
@@ -59,10 +60,46 @@ pub struct Args {
     /// Memory for verified chunks of the parent's files (rsync reads them as delta bases).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     cache_size: u64,
-    /// Directory for spool files of files written out of order (default: the user's cache,
-    /// `~/.cache/cairn`, made 0700). They have no name (O_TMPFILE) and are mode 0600.
+    /// Directory for spool files (default: the user's cache, `~/.cache/cairn`, made 0700): an
+    /// overlay stage's upper directory, which holds what the copy writes until the commit, or a
+    /// FUSE stage's files written out of order (no name, O_TMPFILE, mode 0600).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Serve the stage through FUSE even where overlayfs can be mounted (as root): slower, but
+    /// nothing the copy writes is kept on local disk until the commit.
+    #[arg(long)]
+    fuse: bool,
+}
+
+/// A mounted stage of either kind.
+enum Mounted {
+    /// Served through FUSE: every request of the copy is answered by cairn.
+    Fuse(Arc<Stage>),
+    /// The kernel's overlayfs over the parent's view.
+    Overlay(Arc<OverlayStage>),
+}
+
+impl Mounted {
+    fn commit(&self) -> cairn::error::Result<SnapshotId> {
+        match self {
+            Mounted::Fuse(stage) => stage.commit(),
+            Mounted::Overlay(stage) => stage.commit(),
+        }
+    }
+
+    fn abort(&self) {
+        match self {
+            Mounted::Fuse(stage) => stage.abort(),
+            Mounted::Overlay(stage) => stage.abort(),
+        }
+    }
+
+    fn clone(&self) -> Mounted {
+        match self {
+            Mounted::Fuse(stage) => Mounted::Fuse(stage.clone()),
+            Mounted::Overlay(stage) => Mounted::Overlay(stage.clone()),
+        }
+    }
 }
 
 /// The control socket of the stage mounted on `dir`, in the user's private directory.
@@ -229,13 +266,9 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         .clone()
         .unwrap_or_else(cairn::repo::identity::hostname);
     let (parent, root, path) = starting_point(&repo, &args, &hostname)?;
-    let opts = StageOptions {
-        cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
-        spool_dir: match &args.spool_dir {
-            Some(dir) => dir.clone(),
-            None => cache_dir()?,
-        },
-        parallel_uploads: globals.connections,
+    let spool_dir = match &args.spool_dir {
+        Some(dir) => dir.clone(),
+        None => cache_dir()?,
     };
     let snapshot = StageSnapshot {
         hostname,
@@ -243,24 +276,37 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         tags: args.tag.clone(),
         parent,
     };
-    let stage = Arc::new(Stage::new(
-        repo,
-        root.unwrap_or_else(empty_root),
-        snapshot,
-        opts,
-    )?);
+    let root = root.unwrap_or_else(empty_root);
+    let cache_bytes = usize::try_from(args.cache_size).unwrap_or(usize::MAX);
 
     let socket = ControlSocket::bind(&args.dir)?;
-
-    // No `default_permissions`: only the owner can reach the stage (it is never mounted for
-    // others), and with it the kernel re-reads a directory's attributes after every create and
-    // rename in it before the next permission check, two round trips per file rsync copies.
-    let config = fuse_config(
-        vec![MountOption::RW, MountOption::FSName("cairn-stage".into())],
-        SessionACL::Owner,
-    );
-    let session = fuser::spawn_mount(StageFs::new(stage.clone()), &args.dir, &config)
-        .with_context(|| format!("mounting on {}", args.dir.display()))?;
+    let (stage, session) = if args.fuse || !nix::unistd::geteuid().is_root() {
+        let opts = StageOptions {
+            cache_bytes,
+            spool_dir,
+            parallel_uploads: globals.connections,
+        };
+        let stage = Arc::new(Stage::new(repo, root, snapshot, opts)?);
+        // No `default_permissions`: only the owner can reach the stage (it is never mounted for
+        // others), and with it the kernel re-reads a directory's attributes after every create
+        // and rename in it before the next permission check, two round trips per file rsync
+        // copies.
+        let config = fuse_config(
+            vec![MountOption::RW, MountOption::FSName("cairn-stage".into())],
+            SessionACL::Owner,
+        );
+        let session = fuser::spawn_mount(StageFs::new(stage.clone()), &args.dir, &config)
+            .with_context(|| format!("mounting on {}", args.dir.display()))?;
+        (Mounted::Fuse(stage), session)
+    } else {
+        let opts = OverlayOptions {
+            spool_base: spool_dir,
+            cache_bytes,
+            parallel_uploads: globals.connections,
+        };
+        let (stage, session) = OverlayStage::mount(repo, root, snapshot, opts, &args.dir)?;
+        (Mounted::Overlay(Arc::new(stage)), session)
+    };
     if !globals.quiet {
         eprintln!(
             "stage on {}{}; `cairn stage --commit {}` commits it, `--abort` discards it",
@@ -291,7 +337,20 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         });
     }
     session.join().context("file system session")?;
+    if let Mounted::Overlay(stage) = &stage {
+        stage.unmounted();
+    }
     drop(socket);
+    let outcome = decide(globals, &args, &stage, &decided);
+    if let Mounted::Overlay(stage) = &stage {
+        stage.clean_up();
+    }
+    outcome
+}
+
+/// What happens once the stage is unmounted: nothing if a commit or abort already decided,
+/// otherwise a commit (`--commit-on-unmount`) or a discard.
+fn decide(globals: &Globals, args: &Args, stage: &Mounted, decided: &AtomicBool) -> Result<u8> {
     if decided.load(Ordering::SeqCst) {
         return Ok(0);
     }
@@ -310,7 +369,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
 }
 
 /// Handles one control connection; true when the stage is done (committed or aborted).
-fn answer(stage: &Stage, stream: UnixStream, dir: &Path, decided: &AtomicBool) -> bool {
+fn answer(stage: &Mounted, stream: UnixStream, dir: &Path, decided: &AtomicBool) -> bool {
     let mut line = String::new();
     let Ok(reader) = stream.try_clone() else {
         return false;

@@ -14,6 +14,7 @@ pub mod history;
 pub mod inodes;
 pub mod kernel_pages;
 pub mod node_path;
+pub mod overlay;
 pub mod stage;
 pub mod stage_file;
 pub mod stage_tree;

@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::fs::stage_file::{Body, Store};
 use crate::ingest::packer::Packer;
+use crate::repo::Repository;
 use crate::repo::ids::BlobId;
+use crate::repo::index::Index;
 use crate::repo::snapshot::Summary;
 use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
 use crate::repo::tree_sum::{SumError, Tally, sum_below};
@@ -437,38 +439,42 @@ impl StageTree {
                 node.subtree = Some(packer.store_tree(children)?);
             }
             // Never entered: the parent's tree stands, and is only read to be counted.
-            (None, Some(tree)) => count_tree(store, &tree, summary)?,
+            (None, Some(tree)) => count_subtree(store.repo, store.index, &tree, summary)?,
             (None, None) => {}
         }
         Ok(node)
     }
 }
 
-/// Adds the files, directories, bytes and nodes with xattrs below `tree` to `summary`. The parent
-/// snapshot may have been crafted: [`sum_below`] reads each distinct subtree once, in a loop,
-/// so neither a deep tree nor one naming a subtree over and over costs more than its stored size.
-fn count_tree(store: &Store, tree: &BlobId, summary: &mut Summary) -> Result<()> {
+/// Adds the files, directories, bytes and nodes with xattrs below `tree` to `summary`: a stage
+/// counts what it keeps of the parent without walking it. The parent snapshot may have been
+/// crafted: [`sum_below`] reads each distinct subtree once, in a loop, so neither a deep tree nor
+/// one naming a subtree over and over costs more than its stored size.
+pub fn count_subtree(
+    repo: &Repository,
+    index: &Index,
+    tree: &BlobId,
+    summary: &mut Summary,
+) -> Result<()> {
     let mut memo = HashMap::new();
-    let counts = sum_below(
-        store.repo,
-        store.index,
-        *tree,
-        0,
-        &mut memo,
-        &Counts::of,
-        &|_| false,
-    )
-    .map_err(|e| match e {
-        SumError::Repo(e) => e,
-        SumError::TooDeep | SumError::Over => Error::Invalid(format!(
-            "the parent snapshot's directories nest deeper than {MAX_DEPTH} levels"
-        )),
-    })?;
+    let counts = sum_below(repo, index, *tree, 0, &mut memo, &Counts::of, &|_| false).map_err(
+        |e| match e {
+            SumError::Repo(e) => e,
+            SumError::TooDeep | SumError::Over => Error::Invalid(format!(
+                "the parent snapshot's directories nest deeper than {MAX_DEPTH} levels"
+            )),
+        },
+    )?;
     counts.add_to(summary);
     Ok(())
 }
 
-/// What [`count_tree`] adds up, saturating (a crafted tree may claim anything).
+/// Adds one node (not what is below it) to `summary`.
+pub fn count_node(node: &Node, summary: &mut Summary) {
+    Counts::of(node).add_to(summary);
+}
+
+/// What [`count_subtree`] adds up, saturating (a crafted tree may claim anything).
 #[derive(Clone, Default)]
 struct Counts {
     files: u64,

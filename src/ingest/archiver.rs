@@ -9,14 +9,15 @@
 
 use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
-use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
+use crate::ingest::chunker::ChunkerConfig;
+use crate::ingest::content::{FileError, store_content};
 use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
 use crate::ingest::progress::Progress;
 use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
 use crate::repo::Repository;
 use crate::repo::adopt::adopt_unindexed;
-use crate::repo::ids::{BlobId, BlobKind, SnapshotId};
+use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind};
@@ -26,7 +27,6 @@ use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -273,20 +273,6 @@ fn find_parent(
     }
 }
 
-/// Why one file's content could not be stored.
-enum FileError {
-    /// The local file: a warning, the backup goes on.
-    Local(io::Error),
-    /// The repository: fatal.
-    Repo(Error),
-}
-
-impl From<io::Error> for FileError {
-    fn from(e: io::Error) -> Self {
-        FileError::Local(e)
-    }
-}
-
 struct Archiver<'a> {
     repo: &'a Repository,
     index: &'a Index,
@@ -429,29 +415,12 @@ impl Archiver<'_> {
     /// Chunks and stores one file's content in bounded batches, chunks of a batch in parallel.
     fn read_content(&self, path: &Path, meta: &Metadata) -> Result<(Vec<BlobId>, u64), FileError> {
         let file = crate::ingest::noatime::open_file(path)?;
-        let mut content = Vec::new();
-        let read = for_each_batch::<_, FileError>(
+        let (content, read) = store_content(
             &self.chunker,
+            &self.packer,
             &file,
             meta.size(),
             self.opts.limits.read_batch,
-            |chunks| {
-                let ids = if chunks.len() == 1 {
-                    vec![
-                        self.packer
-                            .add(BlobKind::Data, chunks[0])
-                            .map_err(FileError::Repo)?,
-                    ]
-                } else {
-                    chunks
-                        .par_iter()
-                        .map(|c| self.packer.add(BlobKind::Data, c))
-                        .collect::<Result<Vec<_>>>()
-                        .map_err(FileError::Repo)?
-                };
-                content.extend(ids);
-                Ok(())
-            },
         )?;
         let after = file.metadata()?;
         if after.mtime() != meta.mtime()

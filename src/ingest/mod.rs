@@ -4,6 +4,7 @@
 
 pub mod archiver;
 pub mod chunker;
+pub mod content;
 pub mod noatime;
 pub mod packer;
 pub mod patterns;

@@ -249,28 +249,43 @@ impl Stage {
         totals: &PackerTotals,
         counted: Summary,
     ) -> Snapshot {
-        let time = self
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        Snapshot {
-            time,
-            hostname: self.snapshot.hostname.clone(),
-            username: self.owners.user(nix::unistd::geteuid().as_raw()),
-            paths: vec![self.snapshot.path.clone()],
-            tags: self.snapshot.tags.clone(),
-            parent: self.snapshot.parent,
-            tree,
-            program_version: env!("CARGO_PKG_VERSION").to_string(),
-            copied_from: None,
-            summary: Summary {
-                new_blobs: totals.new_blobs,
-                new_bytes: totals.new_bytes,
-                stored_bytes: totals.stored_bytes,
-                duration_ms: u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-                ..counted
-            },
-        }
+        let started = (self.started, self.clock.elapsed());
+        snapshot_record(&self.snapshot, &self.owners, started, tree, totals, counted)
+    }
+}
+
+/// The snapshot a stage commits: what `snapshot` says, the tree, and the counts of what was
+/// stored (`totals`) and what the tree holds (`counted`). `started` is when the stage started and
+/// how long ago that was.
+pub(crate) fn snapshot_record(
+    snapshot: &StageSnapshot,
+    owners: &OwnerNames,
+    started: (SystemTime, Duration),
+    tree: crate::repo::ids::BlobId,
+    totals: &PackerTotals,
+    counted: Summary,
+) -> Snapshot {
+    let time = started
+        .0
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    Snapshot {
+        time,
+        hostname: snapshot.hostname.clone(),
+        username: owners.user(nix::unistd::geteuid().as_raw()),
+        paths: vec![snapshot.path.clone()],
+        tags: snapshot.tags.clone(),
+        parent: snapshot.parent,
+        tree,
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        copied_from: None,
+        summary: Summary {
+            new_blobs: totals.new_blobs,
+            new_bytes: totals.new_bytes,
+            stored_bytes: totals.stored_bytes,
+            duration_ms: u64::try_from(started.1.as_millis()).unwrap_or(u64::MAX),
+            ..counted
+        },
     }
 }
 
@@ -278,7 +293,7 @@ impl Stage {
 /// forgotten meanwhile (a prune may already have deleted its data), or one holding blobs only
 /// in packs a prune condemned (DESIGN §6: a writer never de-duplicates against those). Walking
 /// the parent is needed only while a prune has condemned something.
-fn check_parent(
+pub(crate) fn check_parent(
     repo: &Repository,
     index: &Index,
     root: &Node,

@@ -1,0 +1,278 @@
+//! The overlay stage: `rsync` into the kernel's overlayfs, at the kernel's speed.
+//!
+//! A FUSE stage answers every request of the copy itself — eleven round trips per file for
+//! rsync — so it cannot come near `cairn backup`. Here the kernel's overlayfs is mounted on the
+//! stage's directory instead, with the parent snapshot's read-only view ([`crate::fs::view`])
+//! as its lower layer and upper and work directories in a private spool ([`spool`]): rsync's
+//! quick check still finds every unchanged file's size and mtime, and what it writes goes to a
+//! local directory with no round trip to cairn at all. A watcher chunks and stores each file as
+//! the copy closes it ([`watch`]); the commit makes the mount read-only, walks only the upper
+//! directory and merges it over the parent's trees ([`upper`]).
+//!
+//! Mounting overlayfs needs CAP_SYS_ADMIN, as does the watcher (fanotify); users without it get
+//! the FUSE stage ([`crate::fs::stage`]).
+
+mod mount;
+mod spool;
+mod upper;
+mod watch;
+
+use crate::error::{Error, Result};
+use crate::fs::stage::{StageSnapshot, check_parent, snapshot_record};
+use crate::fs::view::{Scope, View, ViewOptions};
+use crate::ingest::IngestLimits;
+use crate::ingest::chunker::ChunkerConfig;
+use crate::ingest::packer::Packer;
+use crate::ingest::walker::OwnerNames;
+use crate::repo::Repository;
+use crate::repo::ids::SnapshotId;
+use crate::repo::index::Index;
+use crate::repo::tree::Node;
+use crate::repo::writer::{Lease, WriterSession};
+use parking_lot::Mutex;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use spool::Spool;
+use upper::UpperWalk;
+use watch::{Chunking, Records, Watcher};
+
+/// The overlay stage's bounds.
+#[derive(Clone, Debug)]
+pub struct OverlayOptions {
+    /// The user's private directory the spool goes in (the upper directory holds every file
+    /// the copy writes until the commit).
+    pub spool_base: PathBuf,
+    /// Bytes of memory the parent's view may use for its caches.
+    pub cache_bytes: usize,
+    /// Packs uploaded at once.
+    pub parallel_uploads: usize,
+}
+
+/// Snapshot content is indexed every this many packs, so a killed stage's packs are found.
+const INDEX_FLUSH_PACKS: usize = 2;
+
+/// A mounted overlay stage, shared by whoever commits or aborts it.
+pub struct OverlayStage {
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    /// The writer session a prune waits for; `None` once committed or aborted.
+    session: Mutex<Option<WriterSession>>,
+    /// `None` once committed or aborted.
+    packer: Mutex<Option<Arc<Packer>>>,
+    watcher: Mutex<Option<Watcher>>,
+    records: Arc<Records>,
+    chunker: ChunkerConfig,
+    /// Dropped last: removing it needs the mounts gone.
+    spool: Spool,
+    target: PathBuf,
+    /// The parent's directory the stage started from.
+    root: Node,
+    /// The overlay is still mounted on `target` (a commit must freeze it first).
+    mounted: AtomicBool,
+    owners: OwnerNames,
+    started: (SystemTime, Instant),
+    snapshot: StageSnapshot,
+}
+
+impl OverlayStage {
+    /// Mounts a stage over `root` (a directory node; its subtree, if any, is the parent's
+    /// content) on `target`. The returned session is the parent's view: it ends when the
+    /// overlay on `target` is unmounted, however that happens.
+    pub fn mount(
+        repo: Arc<Repository>,
+        root: Node,
+        snapshot: StageSnapshot,
+        opts: OverlayOptions,
+        target: &Path,
+    ) -> Result<(OverlayStage, fuser::BackgroundSession)> {
+        let session = WriterSession::begin(repo.clone(), "stage", Lease::configured())?;
+        let index = Arc::new(repo.load_index()?);
+        let unusable = session.unusable_packs(&index)?;
+        check_parent(&repo, &index, &root, &snapshot, &unusable)?;
+        let limits = IngestLimits {
+            index_flush_packs: INDEX_FLUSH_PACKS,
+            sealer_threads: 1,
+            parallel_uploads: opts.parallel_uploads,
+            ..IngestLimits::default()
+        };
+        let mut packer = Packer::new(repo.clone(), index.clone(), limits, false);
+        packer.avoid_packs(unusable);
+        let packer = Arc::new(packer);
+        let chunker = ChunkerConfig::new(&repo.config().params, repo.key().gear_seed());
+        let spool = Spool::create(&opts.spool_base)?;
+        dress_like(&spool.upper(), &root)?;
+        let view = View::new(
+            repo.clone(),
+            Scope::One {
+                snapshot: snapshot.parent.unwrap_or_default(),
+                node: Box::new(root.clone()),
+            },
+            ViewOptions {
+                cache_bytes: opts.cache_bytes,
+                ..ViewOptions::default()
+            },
+        )?;
+        let kernel_pages = view.kernel_pages();
+        let lower = fuser::spawn_mount(view, spool.lower(), &view_config())
+            .map_err(|e| Error::io(&spool.lower(), e))?;
+        kernel_pages.connect(lower.notifier());
+        mount::mount_overlay(target, &spool.lower(), &spool.upper(), &spool.work()).map_err(
+            |e| Error::Invalid(format!("mounting overlayfs on {}: {e}", target.display())),
+        )?;
+        // The overlay holds the view from now on; nobody else needs to reach it.
+        if let Err(e) = mount::detach(&spool.lower()) {
+            tracing::debug!("detaching the parent's view: {e}");
+        }
+        let records = Arc::new(Records::default());
+        let watcher = Watcher::start(
+            target,
+            Chunking {
+                packer: packer.clone(),
+                chunker: chunker.clone(),
+                read_batch: IngestLimits::default().read_batch,
+                records: records.clone(),
+            },
+        );
+        let watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = mount::detach(target);
+                return Err(e);
+            }
+        };
+        let stage = OverlayStage {
+            repo,
+            index,
+            session: Mutex::new(Some(session)),
+            packer: Mutex::new(Some(packer)),
+            watcher: Mutex::new(Some(watcher)),
+            records,
+            chunker,
+            spool,
+            target: target.to_path_buf(),
+            root,
+            mounted: AtomicBool::new(true),
+            owners: OwnerNames::default(),
+            started: (SystemTime::now(), Instant::now()),
+            snapshot,
+        };
+        Ok((stage, lower))
+    }
+
+    /// Notes that the overlay was unmounted (its view's session ended): nothing can change any
+    /// more, so a commit reads the upper directory as it is.
+    pub fn unmounted(&self) {
+        self.mounted.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the stage read-only, stores what the copy changed and commits the snapshot. Refused,
+    /// with the stage left as it was, while a file in it is open for writing.
+    pub fn commit(&self) -> Result<SnapshotId> {
+        if self.mounted.load(Ordering::SeqCst)
+            && let Err(e) = mount::freeze(&self.target)
+        {
+            return Err(match e.raw_os_error() {
+                Some(libc::EBUSY) => Error::Invalid(format!(
+                    "a file in {} is still open for writing: close it and commit again",
+                    self.target.display()
+                )),
+                _ => Error::Invalid(format!("making {} read-only: {e}", self.target.display())),
+            });
+        }
+        let gone = || Error::Invalid("the stage was already committed or aborted".into());
+        let watcher = self.watcher.lock().take().ok_or_else(gone)?;
+        let packer = self.packer.lock().take().ok_or_else(gone)?;
+        watcher.stop()?;
+        let name = Path::new(&self.snapshot.path)
+            .file_name()
+            .map_or_else(|| b"stage".to_vec(), |n| n.as_bytes().to_vec());
+        let mut walk = UpperWalk::new(
+            &self.repo,
+            &self.index,
+            &packer,
+            &self.chunker,
+            &self.records,
+            &self.owners,
+        );
+        let root = walk.root(&self.spool.upper(), &name, &self.root)?;
+        let summary = std::mem::take(&mut walk.summary);
+        let tree = packer.store_tree(vec![root])?;
+        let packer = Arc::try_unwrap(packer)
+            .map_err(|_| Error::Invalid("the chunking thread still holds the packer".into()))?;
+        let totals = packer.finish()?;
+        let started = (self.started.0, self.started.1.elapsed());
+        let snapshot = snapshot_record(
+            &self.snapshot,
+            &self.owners,
+            started,
+            tree,
+            &totals,
+            summary,
+        );
+        let session = self.session.lock().take().ok_or_else(gone)?;
+        let id = session.commit(&snapshot)?;
+        session.end();
+        Ok(id)
+    }
+
+    /// Removes the spool and everything the copy wrote there, once the overlay is unmounted.
+    pub fn clean_up(&self) {
+        self.spool.remove();
+    }
+
+    /// Discards the stage: no snapshot is written. What was stored stays indexed, so a later
+    /// stage or backup re-uses it.
+    pub fn abort(&self) {
+        if let Some(watcher) = self.watcher.lock().take() {
+            let _ = watcher.stop();
+        }
+        if let Some(packer) = self.packer.lock().take()
+            && let Ok(packer) = Arc::try_unwrap(packer)
+        {
+            let _ = packer.finish();
+        }
+        if let Some(session) = self.session.lock().take() {
+            session.end();
+        }
+    }
+}
+
+/// Gives the upper directory the parent root's mode, owner, times and extended attributes: the
+/// overlay's root shows the upper directory's, and the snapshot records them.
+fn dress_like(upper: &Path, root: &Node) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| Error::io(upper, e);
+    std::os::unix::fs::lchown(upper, Some(root.uid), Some(root.gid)).map_err(fail)?;
+    std::fs::set_permissions(upper, std::fs::Permissions::from_mode(root.mode & 0o7777))
+        .map_err(fail)?;
+    for x in &root.xattrs {
+        xattr::set(upper, std::ffi::OsStr::from_bytes(&x.name), &x.value).map_err(fail)?;
+    }
+    let time = |nanos: i64| {
+        filetime::FileTime::from_unix_time(
+            nanos.div_euclid(1_000_000_000),
+            u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0),
+        )
+    };
+    filetime::set_symlink_file_times(upper, time(root.atime), time(root.mtime)).map_err(fail)
+}
+
+/// The parent's view as the overlay's lower layer: read-only, modes checked by the kernel.
+fn view_config() -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("cairn".into()),
+        fuser::MountOption::Subtype("cairn".into()),
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    config.acl = fuser::SessionACL::Owner;
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    config
+}

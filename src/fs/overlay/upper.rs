@@ -1,0 +1,279 @@
+//! The commit of an overlay stage: the snapshot's tree from the parent's and the upper
+//! directory.
+//!
+//! Only the upper directory is walked. A directory there is merged with the parent's directory
+//! at the same path (unless it is opaque, or new): the parent's entries stay as they were —
+//! nodes, content and subtree ids — except where the upper directory has an entry of the same
+//! name, which replaces it, or a whiteout, which deletes it. Directories the copy never touched
+//! are not in the upper directory and keep the parent's tree ids. Files are stored from the
+//! watcher's records when unchanged since ([`super::watch`]), otherwise chunked here.
+
+use crate::error::{Error, Result};
+use crate::fs::overlay::watch::Records;
+use crate::fs::stage_tree::{count_node, count_subtree};
+use crate::ingest::chunker::ChunkerConfig;
+use crate::ingest::content::{FileError, store_content};
+use crate::ingest::noatime;
+use crate::ingest::packer::Packer;
+use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
+use crate::repo::Repository;
+use crate::repo::ids::BlobId;
+use crate::repo::index::Index;
+use crate::repo::snapshot::Summary;
+use crate::repo::tree::{MAX_DEPTH, Node, NodeKind, Xattr};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// overlayfs' own extended attributes on the upper directory (as root).
+const OVERLAY_XATTR: &[u8] = b"trusted.overlay.";
+/// A user's `trusted.overlay.*` attribute, as overlayfs escapes it in the upper directory.
+const ESCAPED_XATTR: &[u8] = b"trusted.overlay.overlay.";
+/// Marks a directory that hides the parent's directory of the same name.
+const OPAQUE: &str = "trusted.overlay.opaque";
+
+/// Upper inode numbers are recorded above this, clear of the numbers the parent's nodes keep
+/// (restore links files of the same number and content).
+const UPPER_INODES: u64 = 1 << 48;
+
+/// The walk's inputs and what it adds up.
+pub struct UpperWalk<'a> {
+    /// The repository, for the parent's trees.
+    pub repo: &'a Repository,
+    /// Its index.
+    pub index: &'a Index,
+    /// Where new content and trees go.
+    pub packer: &'a Packer,
+    /// How content is cut.
+    pub chunker: &'a ChunkerConfig,
+    /// Bytes of a file read at a time.
+    pub read_batch: usize,
+    /// What the watcher chunked during the copy.
+    pub records: &'a Records,
+    /// Names of owners.
+    pub owners: &'a OwnerNames,
+    /// Files, directories and bytes of the snapshot.
+    pub summary: Summary,
+    /// Files the walk could not read (stored empty, as backup does).
+    pub warnings: Vec<String>,
+    /// Content of hard-linked upper files already stored, by inode.
+    linked: HashMap<u64, Vec<BlobId>>,
+}
+
+impl<'a> UpperWalk<'a> {
+    /// A walk with nothing counted yet.
+    pub fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        packer: &'a Packer,
+        chunker: &'a ChunkerConfig,
+        records: &'a Records,
+        owners: &'a OwnerNames,
+    ) -> UpperWalk<'a> {
+        UpperWalk {
+            repo,
+            index,
+            packer,
+            chunker,
+            read_batch: crate::ingest::IngestLimits::default().read_batch,
+            records,
+            owners,
+            summary: Summary {
+                xattr_nodes: Some(0),
+                ..Summary::default()
+            },
+            warnings: Vec::new(),
+            linked: HashMap::new(),
+        }
+    }
+
+    /// The node of the stage's root, named `name`, from the upper directory `upper` over the
+    /// parent's `root` (its subtree, if any, is the parent's content).
+    pub fn root(&mut self, upper: &Path, name: &[u8], root: &Node) -> Result<Node> {
+        let meta = std::fs::symlink_metadata(upper).map_err(|e| Error::io(upper, e))?;
+        let mut node = self.upper_node(upper, OsStr::from_bytes(name), &meta)?;
+        node.subtree = Some(self.dir(upper, root.subtree, 0)?);
+        Ok(node)
+    }
+
+    /// Stores the tree of upper directory `path` merged over the parent's tree `lower`.
+    fn dir(&mut self, path: &Path, lower: Option<BlobId>, depth: usize) -> Result<BlobId> {
+        if depth >= MAX_DEPTH {
+            return Err(Error::Invalid(format!(
+                "{}: directories nest deeper than {MAX_DEPTH} levels",
+                path.display()
+            )));
+        }
+        let mut merged: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+        let opaque = xattr::get(path, OPAQUE)
+            .map_err(|e| Error::io(path, e))?
+            .is_some_and(|v| v == b"y");
+        if let (Some(tree), false) = (lower, opaque) {
+            for node in self.repo.read_tree(self.index, &tree)? {
+                merged.insert(node.name.clone(), node);
+            }
+        }
+        let mut names = noatime::list_dir(path).map_err(|e| Error::io(path, e))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut replaced: Vec<Vec<u8>> = Vec::new();
+        for name in names {
+            let child = path.join(&name);
+            let meta = std::fs::symlink_metadata(&child).map_err(|e| Error::io(&child, e))?;
+            let key = name.as_bytes().to_vec();
+            let below = merged.remove(&key);
+            if is_whiteout(&meta) {
+                continue;
+            }
+            let mut node = self.upper_node(&child, &name, &meta)?;
+            if node.kind == NodeKind::Dir {
+                let lower_dir = below
+                    .filter(|n| n.kind == NodeKind::Dir)
+                    .and_then(|n| n.subtree);
+                node.subtree = Some(self.dir(&child, lower_dir, depth + 1)?);
+            }
+            replaced.push(key.clone());
+            merged.insert(key, node);
+        }
+        // The parent's entries kept as they were are counted with everything below them.
+        for (name, node) in &merged {
+            if replaced.binary_search(name).is_err() {
+                count_node(node, &mut self.summary);
+                if let (NodeKind::Dir, Some(tree)) = (node.kind, node.subtree) {
+                    count_subtree(self.repo, self.index, &tree, &mut self.summary)?;
+                }
+            }
+        }
+        self.packer.store_tree(merged.into_values().collect())
+    }
+
+    /// The node of an entry of the upper directory, with its content stored (a directory's
+    /// subtree is the caller's).
+    fn upper_node(&mut self, path: &Path, name: &OsStr, meta: &Metadata) -> Result<Node> {
+        let mut node = node_from_metadata(name, meta, self.owners);
+        node.inode = UPPER_INODES | meta.ino();
+        node.xattrs = match read_xattrs(path) {
+            Ok(all) => user_xattrs(all),
+            Err(e) => {
+                self.warn(path, format!("cannot read extended attributes: {e}"));
+                Vec::new()
+            }
+        };
+        match node.kind {
+            NodeKind::File => self.file_content(path, meta, &mut node)?,
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(target) => node.target = target.as_os_str().as_bytes().to_vec(),
+                Err(e) => return Err(Error::io(path, e)),
+            },
+            _ => {}
+        }
+        count_node(&node, &mut self.summary);
+        Ok(node)
+    }
+
+    /// Fills a file's content: the watcher's record if the file is unchanged since, the content
+    /// of another name of the same inode, or read now.
+    fn file_content(&mut self, path: &Path, meta: &Metadata, node: &mut Node) -> Result<()> {
+        if let Some(content) = self.records.content_of(meta) {
+            node.content = content;
+            return Ok(());
+        }
+        if let Some(content) = self.linked.get(&meta.ino()) {
+            node.content = content.clone();
+            return Ok(());
+        }
+        let stored = noatime::open_file(path)
+            .map_err(FileError::Local)
+            .and_then(|file| {
+                store_content(
+                    self.chunker,
+                    self.packer,
+                    &file,
+                    meta.size(),
+                    self.read_batch,
+                )
+            });
+        match stored {
+            Ok((content, read)) => {
+                if read != meta.size() {
+                    self.warn(path, "changed while being read; stored what was read");
+                    node.size = read;
+                }
+                node.content = content;
+            }
+            Err(FileError::Local(e)) => {
+                self.warn(path, format!("cannot read: {e}"));
+                node.size = 0;
+            }
+            Err(FileError::Repo(e)) => return Err(e),
+        }
+        if meta.nlink() > 1 {
+            self.linked.insert(meta.ino(), node.content.clone());
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
+        let line = format!("{}: {what}", path.display());
+        tracing::warn!("{line}");
+        self.warnings.push(line);
+    }
+}
+
+/// A whiteout: the character device 0/0 overlayfs leaves where an entry was deleted.
+fn is_whiteout(meta: &Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// The extended attributes a user set: overlayfs' own dropped, a user's `trusted.overlay.*`
+/// (escaped by overlayfs) given back its name.
+fn user_xattrs(all: Vec<Xattr>) -> Vec<Xattr> {
+    let mut kept = all
+        .into_iter()
+        .filter_map(|mut x| {
+            if x.name.starts_with(ESCAPED_XATTR) {
+                x.name.drain(OVERLAY_XATTR.len()..ESCAPED_XATTR.len());
+                Some(x)
+            } else if x.name.starts_with(OVERLAY_XATTR) {
+                None
+            } else {
+                Some(x)
+            }
+        })
+        .collect::<Vec<_>>();
+    kept.sort_by(|a, b| a.name.cmp(&b.name));
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x(name: &str) -> Xattr {
+        Xattr {
+            name: name.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    #[test]
+    fn overlay_attributes_are_dropped_and_escaped_user_ones_restored() {
+        let kept = user_xattrs(vec![
+            x("trusted.overlay.opaque"),
+            x("trusted.overlay.overlay.mine"),
+            x("user.note"),
+            x("trusted.other"),
+        ]);
+        let names: Vec<&[u8]> = kept.iter().map(|x| x.name.as_slice()).collect();
+        assert_eq!(
+            names,
+            vec![
+                b"trusted.other".as_slice(),
+                b"trusted.overlay.mine",
+                b"user.note"
+            ]
+        );
+    }
+}

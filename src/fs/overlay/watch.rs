@@ -1,0 +1,231 @@
+//! Chunking files while the copy runs: fanotify reports each file of the overlay closed after
+//! writing, and a thread chunks, compresses, encrypts and packs it through the writer's
+//! pipeline, so by the time the copy ends most of its content is stored.
+//!
+//! What it chunked is recorded by inode with the size, mtime and ctime the file had; the commit
+//! uses a record only when the upper file still has all four ([`Records::content_of`]), and
+//! chunks again whatever changed since. ctime is the kernel's and moves with every write,
+//! truncate and attribute change, so a file changed again after it was chunked is never stored
+//! as it was. rsync sets a file's mode, owner and times and renames it just after closing it,
+//! each of which moves its ctime, so a file is chunked [`SETTLE`] after its close: by then
+//! those are done and the record matches at commit.
+
+use crate::error::{Error, Result};
+use crate::ingest::chunker::ChunkerConfig;
+use crate::ingest::content::{FileError, store_content};
+use crate::ingest::packer::Packer;
+use crate::repo::ids::BlobId;
+use nix::fcntl::OFlag;
+use nix::sys::fanotify::{EventFFlags, Fanotify, FanotifyEvent, InitFlags, MarkFlags, MaskFlags};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long after its close a file is chunked (see the module's comment).
+const SETTLE: Duration = Duration::from_millis(50);
+/// Closed files waiting to settle, each holding a descriptor; past this, reading events waits
+/// (the kernel queues them).
+const PENDING_FILES: usize = 512;
+/// How often the thread looks for a stop while no event comes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A file's content as chunked, with the attributes it had then.
+pub struct Chunked {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    /// The content ids, in order.
+    pub content: Vec<BlobId>,
+}
+
+/// What the watcher chunked, by inode number.
+#[derive(Default)]
+pub struct Records {
+    by_inode: Mutex<HashMap<u64, Chunked>>,
+}
+
+impl Records {
+    /// The content recorded for a file with these attributes, if the file has not changed since.
+    pub fn content_of(&self, meta: &std::fs::Metadata) -> Option<Vec<BlobId>> {
+        let records = self.by_inode.lock();
+        let record = records.get(&meta.ino())?;
+        let same = record.size == meta.size()
+            && record.mtime == (meta.mtime(), meta.mtime_nsec())
+            && record.ctime == (meta.ctime(), meta.ctime_nsec());
+        same.then(|| record.content.clone())
+    }
+
+    /// Forgets every record: after lost events, none can be trusted to be the latest.
+    fn clear(&self) {
+        self.by_inode.lock().clear();
+    }
+}
+
+/// The thread chunking closed files; [`Watcher::stop`] ends it after the files already closed.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<()>>,
+}
+
+/// What the watching thread works with.
+pub struct Chunking {
+    /// Where content goes.
+    pub packer: Arc<Packer>,
+    /// How content is cut.
+    pub chunker: ChunkerConfig,
+    /// Bytes of a file read at a time.
+    pub read_batch: usize,
+    /// Where results go.
+    pub records: Arc<Records>,
+}
+
+impl Watcher {
+    /// Watches the overlay mounted on `target` (needs CAP_SYS_ADMIN).
+    pub fn start(target: &Path, chunking: Chunking) -> Result<Watcher> {
+        let fail = |what: &str, e: nix::Error| {
+            Error::Invalid(format!("watching {} ({what}): {e}", target.display()))
+        };
+        let group = Fanotify::init(
+            InitFlags::FAN_CLASS_NOTIF
+                | InitFlags::FAN_CLOEXEC
+                | InitFlags::FAN_NONBLOCK
+                | InitFlags::FAN_UNLIMITED_QUEUE,
+            EventFFlags::try_from(OFlag::O_RDONLY | OFlag::O_LARGEFILE | OFlag::O_NOATIME)
+                .map_err(|e| fail("flags", e))?,
+        )
+        .map_err(|e| fail("fanotify_init", e))?;
+        group
+            .mark(
+                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
+                MaskFlags::FAN_CLOSE_WRITE,
+                std::os::fd::BorrowedFd::from(nix::fcntl::AT_FDCWD),
+                Some(target),
+            )
+            .map_err(|e| fail("fanotify_mark", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cairn-chunk".into())
+            .spawn(move || watch(&group, &chunking, &stopping))
+            .map_err(|e| Error::Invalid(format!("starting the chunking thread: {e}")))?;
+        Ok(Watcher { stop, thread })
+    }
+
+    /// Chunks what was closed so far (the caller made sure nothing more is written) and ends
+    /// the thread; its error, if storing failed.
+    pub fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the chunking thread panicked".into())))
+    }
+}
+
+/// The thread's loop: reads events into a queue of settling files and chunks each once settled.
+fn watch(group: &Fanotify, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
+    let mut pending: VecDeque<(Instant, FanotifyEvent)> = VecDeque::new();
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let mut drained = false;
+        while pending.len() < PENDING_FILES {
+            match group.read_events() {
+                Ok(events) if events.is_empty() => {
+                    drained = true;
+                    break;
+                }
+                Ok(events) => {
+                    let now = Instant::now();
+                    for event in events {
+                        if event.fd().is_none() {
+                            // The queue overflowed: some closes went unreported.
+                            chunking.records.clear();
+                        } else {
+                            pending.push_back((now, event));
+                        }
+                    }
+                }
+                Err(nix::Error::EAGAIN) => {
+                    drained = true;
+                    break;
+                }
+                Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(Error::Invalid(format!("reading fanotify events: {e}"))),
+            }
+        }
+        if stopping && drained && pending.is_empty() {
+            return Ok(());
+        }
+        let due = |at: &Instant| stopping || at.elapsed() >= SETTLE;
+        match pending.front() {
+            Some((at, _)) if due(at) || pending.len() >= PENDING_FILES => {
+                if !due(at) {
+                    std::thread::sleep(SETTLE.saturating_sub(at.elapsed()));
+                }
+                if let Some((_, event)) = pending.pop_front() {
+                    chunk(&event, chunking)?;
+                }
+            }
+            Some((at, _)) => std::thread::sleep(SETTLE.saturating_sub(at.elapsed()).min(POLL)),
+            None => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// Chunks the file an event reports and records it, unless it changed while read or is not a
+/// regular file. A repository error ends the watch (the commit reports it).
+fn chunk(event: &FanotifyEvent, chunking: &Chunking) -> Result<()> {
+    let Some(fd) = event.fd() else {
+        return Ok(());
+    };
+    let Ok(owned) = fd.as_fd().try_clone_to_owned() else {
+        return Ok(());
+    };
+    let file = File::from(owned);
+    let Ok(before) = file.metadata() else {
+        return Ok(());
+    };
+    if !before.is_file() {
+        return Ok(());
+    }
+    let stored = store_content(
+        &chunking.chunker,
+        &chunking.packer,
+        &file,
+        before.size(),
+        chunking.read_batch,
+    );
+    let (content, read) = match stored {
+        Ok(done) => done,
+        Err(FileError::Local(_)) => return Ok(()),
+        Err(FileError::Repo(e)) => return Err(e),
+    };
+    let Ok(after) = file.metadata() else {
+        return Ok(());
+    };
+    let unchanged = read == after.size()
+        && after.size() == before.size()
+        && (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec())
+        && (after.ctime(), after.ctime_nsec()) == (before.ctime(), before.ctime_nsec());
+    let mut records = chunking.records.by_inode.lock();
+    if unchanged {
+        records.insert(
+            after.ino(),
+            Chunked {
+                size: read,
+                mtime: (after.mtime(), after.mtime_nsec()),
+                ctime: (after.ctime(), after.ctime_nsec()),
+                content,
+            },
+        );
+    } else {
+        records.remove(&after.ino());
+    }
+    Ok(())
+}
