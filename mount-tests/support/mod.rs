@@ -23,6 +23,18 @@ pub fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(1) == Some(dir))
 }
 
+/// The file system type mounted on `dir`, if any (the last mount there).
+pub fn fs_type(dir: &Path) -> Option<String> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.to_str().unwrap();
+    mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(dir))
+        .last()
+        .and_then(|l| l.split_whitespace().nth(2))
+        .map(str::to_string)
+}
+
 pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -114,6 +126,11 @@ impl Drop for Mounted {
             let _ = std::process::Command::new("fusermount3")
                 .arg("-u")
                 .arg("-z")
+                .arg(&self.dir)
+                .status();
+            // An overlay stage's mount outlives its process.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
                 .arg(&self.dir)
                 .status();
         }

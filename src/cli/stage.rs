@@ -328,25 +328,41 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
             }
         });
     }
+    let stopped = Arc::new(AtomicBool::new(false));
     {
-        let dir = args.dir.clone();
+        let (dir, stopped) = (args.dir.clone(), stopped.clone());
+        let fuse = matches!(stage, Mounted::Fuse(_));
         std::thread::spawn(move || {
             if signals.wait().is_ok() {
-                unmount(&dir);
+                stopped.store(true, Ordering::SeqCst);
+                // An overlay stage is committed or discarded while still mounted, then
+                // unmounted (below).
+                if fuse {
+                    unmount(&dir);
+                }
             }
         });
     }
-    session.join().context("file system session")?;
-    if let Mounted::Overlay(stage) = &stage {
-        stage.unmounted();
+    let Mounted::Overlay(overlay) = &stage else {
+        session.join().context("file system session")?;
+        drop(socket);
+        return decide(globals, &args, &stage, &decided);
+    };
+    // Until a commit or abort, a stop signal, or the user unmounts the overlay.
+    while !decided.load(Ordering::SeqCst) && !stopped.load(Ordering::SeqCst) && overlay.is_mounted()
+    {
+        std::thread::sleep(OVERLAY_POLL);
     }
     drop(socket);
     let outcome = decide(globals, &args, &stage, &decided);
-    if let Mounted::Overlay(stage) = &stage {
-        stage.clean_up();
-    }
+    overlay.release();
+    session.join().context("the parent's view")?;
+    overlay.clean_up();
     outcome
 }
+
+/// How often a waiting overlay stage looks whether the user unmounted it.
+const OVERLAY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What happens once the stage is unmounted: nothing if a commit or abort already decided,
 /// otherwise a commit (`--commit-on-unmount`) or a discard.

@@ -33,7 +33,6 @@ use parking_lot::Mutex;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use spool::Spool;
@@ -71,8 +70,6 @@ pub struct OverlayStage {
     target: PathBuf,
     /// The parent's directory the stage started from.
     root: Node,
-    /// The overlay is still mounted on `target` (a commit must freeze it first).
-    mounted: AtomicBool,
     owners: OwnerNames,
     started: (SystemTime, Instant),
     snapshot: StageSnapshot,
@@ -80,8 +77,8 @@ pub struct OverlayStage {
 
 impl OverlayStage {
     /// Mounts a stage over `root` (a directory node; its subtree, if any, is the parent's
-    /// content) on `target`. The returned session is the parent's view: it ends when the
-    /// overlay on `target` is unmounted, however that happens.
+    /// content) on `target`. The returned session is the parent's view, the overlay's lower
+    /// layer: it ends once [`OverlayStage::release`] unmounted both.
     pub fn mount(
         repo: Arc<Repository>,
         root: Node,
@@ -120,13 +117,11 @@ impl OverlayStage {
         let lower = fuser::spawn_mount(view, spool.lower(), &view_config())
             .map_err(|e| Error::io(&spool.lower(), e))?;
         kernel_pages.connect(lower.notifier());
-        mount::mount_overlay(target, &spool.lower(), &spool.upper(), &spool.work()).map_err(
-            |e| Error::Invalid(format!("mounting overlayfs on {}: {e}", target.display())),
-        )?;
-        // The overlay holds the view from now on; nobody else needs to reach it.
-        if let Err(e) = mount::detach(&spool.lower()) {
-            tracing::debug!("detaching the parent's view: {e}");
-        }
+        let target = &std::path::absolute(target).map_err(|e| Error::io(target, e))?;
+        mount::mount_overlay(target, &spool.lower(), &spool.upper(), &spool.work(), false)
+            .map_err(|e| {
+                Error::Invalid(format!("mounting overlayfs on {}: {e}", target.display()))
+            })?;
         let records = Arc::new(Records::default());
         let watcher = Watcher::start(
             target,
@@ -155,7 +150,6 @@ impl OverlayStage {
             spool,
             target: target.to_path_buf(),
             root,
-            mounted: AtomicBool::new(true),
             owners: OwnerNames::default(),
             started: (SystemTime::now(), Instant::now()),
             snapshot,
@@ -163,26 +157,53 @@ impl OverlayStage {
         Ok((stage, lower))
     }
 
-    /// Notes that the overlay was unmounted (its view's session ended): nothing can change any
-    /// more, so a commit reads the upper directory as it is.
-    pub fn unmounted(&self) {
-        self.mounted.store(false, Ordering::SeqCst);
+    /// Whether the overlay is still mounted on the stage's directory (the user may unmount it).
+    pub fn is_mounted(&self) -> bool {
+        mount::is_mounted(&self.target, &self.spool.upper())
     }
 
     /// Makes the stage read-only, stores what the copy changed and commits the snapshot. Refused,
-    /// with the stage left as it was, while a file in it is open for writing.
+    /// with the stage left as it was, while a file in it is open for writing. A stage the user
+    /// unmounted is mounted again, read-only, in the spool to be read.
     pub fn commit(&self) -> Result<SnapshotId> {
-        if self.mounted.load(Ordering::SeqCst)
-            && let Err(e) = mount::freeze(&self.target)
-        {
-            return Err(match e.raw_os_error() {
+        let merged = if self.is_mounted() {
+            mount::freeze(&self.target).map_err(|e| match e.raw_os_error() {
                 Some(libc::EBUSY) => Error::Invalid(format!(
                     "a file in {} is still open for writing: close it and commit again",
                     self.target.display()
                 )),
                 _ => Error::Invalid(format!("making {} read-only: {e}", self.target.display())),
-            });
+            })?;
+            self.target.clone()
+        } else {
+            self.remount_privately()?
+        };
+        let committed = self.commit_from(&merged);
+        if merged != self.target {
+            let _ = mount::detach(&merged);
         }
+        committed
+    }
+
+    /// Mounts the overlay again, read-only, in the spool.
+    fn remount_privately(&self) -> Result<PathBuf> {
+        let merged = self.spool.merged();
+        // A volatile overlay marks its work directory so that it is not mounted again after a
+        // crash; this one was unmounted, not crashed.
+        let _ = std::fs::remove_dir_all(self.spool.work().join("work/incompat"));
+        mount::mount_overlay(
+            &merged,
+            &self.spool.lower(),
+            &self.spool.upper(),
+            &self.spool.work(),
+            true,
+        )
+        .map_err(|e| Error::Invalid(format!("mounting the stage again to commit it: {e}")))?;
+        Ok(merged)
+    }
+
+    /// The commit proper, the stage read-only at `merged`.
+    fn commit_from(&self, merged: &Path) -> Result<SnapshotId> {
         let gone = || Error::Invalid("the stage was already committed or aborted".into());
         let watcher = self.watcher.lock().take().ok_or_else(gone)?;
         let packer = self.packer.lock().take().ok_or_else(gone)?;
@@ -198,7 +219,7 @@ impl OverlayStage {
             &self.records,
             &self.owners,
         );
-        let root = walk.root(&self.spool.upper(), &name, &self.root)?;
+        let root = walk.root(&self.spool.upper(), merged, &name, &self.root)?;
         let summary = std::mem::take(&mut walk.summary);
         let tree = packer.store_tree(vec![root])?;
         let packer = Arc::try_unwrap(packer)
@@ -217,6 +238,15 @@ impl OverlayStage {
         let id = session.commit(&snapshot)?;
         session.end();
         Ok(id)
+    }
+
+    /// Unmounts the overlay (lazily: files still open there keep it until closed) and the
+    /// parent's view below it.
+    pub fn release(&self) {
+        if self.is_mounted() {
+            let _ = mount::detach(&self.target);
+        }
+        let _ = mount::detach(&self.spool.lower());
     }
 
     /// Removes the spool and everything the copy wrote there, once the overlay is unmounted.

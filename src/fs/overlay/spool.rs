@@ -26,6 +26,7 @@ impl Spool {
     /// Removes spools of stages that are gone, then makes a new one under `base` (a private
     /// directory of this user).
     pub fn create(base: &Path) -> Result<Spool> {
+        let base = &std::path::absolute(base).map_err(|e| Error::io(base, e))?;
         remove_stale(base);
         let mut name = [0u8; 8];
         crate::random::fill_random(&mut name);
@@ -42,7 +43,7 @@ impl Spool {
             return Err(Error::Invalid(format!("cannot lock {}", dir.display())));
         }
         let spool = Spool { dir, _lock: lock };
-        for sub in ["upper", "work", "lower"] {
+        for sub in ["upper", "work", "lower", "merged"] {
             private(&spool.dir.join(sub))?;
         }
         Ok(spool)
@@ -58,9 +59,14 @@ impl Spool {
         self.dir.join("work")
     }
 
-    /// Where the parent's view is mounted until the overlay holds it.
+    /// Where the parent's view is mounted, the overlay's lower layer.
     pub fn lower(&self) -> PathBuf {
         self.dir.join("lower")
+    }
+
+    /// Where the overlay is mounted again, read-only, to commit a stage the user unmounted.
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
     }
 
     /// Removes the spool with whatever the copy left in it (the stage's mounts must be gone).

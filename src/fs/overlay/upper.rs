@@ -91,29 +91,37 @@ impl<'a> UpperWalk<'a> {
     }
 
     /// The node of the stage's root, named `name`, from the upper directory `upper` over the
-    /// parent's `root` (its subtree, if any, is the parent's content).
-    pub fn root(&mut self, upper: &Path, name: &[u8], root: &Node) -> Result<Node> {
+    /// parent's `root` (its subtree, if any, is the parent's content); `merged` is the overlay,
+    /// read-only, for what the upper directory alone does not say.
+    pub fn root(&mut self, upper: &Path, merged: &Path, name: &[u8], root: &Node) -> Result<Node> {
         let meta = std::fs::symlink_metadata(upper).map_err(|e| Error::io(upper, e))?;
-        let mut node = self.upper_node(upper, OsStr::from_bytes(name), &meta)?;
-        node.subtree = Some(self.dir(upper, root.subtree, 0)?);
+        let mut node = self.upper_node(upper, merged, OsStr::from_bytes(name), &meta)?;
+        node.subtree = Some(self.dir(upper, merged, root.subtree, 0)?);
         Ok(node)
     }
 
-    /// Stores the tree of upper directory `path` merged over the parent's tree `lower`.
-    fn dir(&mut self, path: &Path, lower: Option<BlobId>, depth: usize) -> Result<BlobId> {
+    /// Stores the tree of upper directory `path` (the overlay's `merged`) merged over the
+    /// parent's tree `lower`.
+    fn dir(
+        &mut self,
+        path: &Path,
+        merged: &Path,
+        lower: Option<BlobId>,
+        depth: usize,
+    ) -> Result<BlobId> {
         if depth >= MAX_DEPTH {
             return Err(Error::Invalid(format!(
                 "{}: directories nest deeper than {MAX_DEPTH} levels",
                 path.display()
             )));
         }
-        let mut merged: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+        let mut entries: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
         let opaque = xattr::get(path, OPAQUE)
             .map_err(|e| Error::io(path, e))?
             .is_some_and(|v| v == b"y");
         if let (Some(tree), false) = (lower, opaque) {
             for node in self.repo.read_tree(self.index, &tree)? {
-                merged.insert(node.name.clone(), node);
+                entries.insert(node.name.clone(), node);
             }
         }
         let mut names = noatime::list_dir(path).map_err(|e| Error::io(path, e))?;
@@ -123,22 +131,41 @@ impl<'a> UpperWalk<'a> {
             let child = path.join(&name);
             let meta = std::fs::symlink_metadata(&child).map_err(|e| Error::io(&child, e))?;
             let key = name.as_bytes().to_vec();
-            let below = merged.remove(&key);
+            let below = entries.remove(&key);
             if is_whiteout(&meta) {
                 continue;
             }
-            let mut node = self.upper_node(&child, &name, &meta)?;
+            let shown = merged.join(&name);
+            let mut node = self.upper_node(&child, &shown, &name, &meta)?;
             if node.kind == NodeKind::Dir {
                 let lower_dir = below
                     .filter(|n| n.kind == NodeKind::Dir)
                     .and_then(|n| n.subtree);
-                node.subtree = Some(self.dir(&child, lower_dir, depth + 1)?);
+                node.subtree = Some(self.dir(&child, &shown, lower_dir, depth + 1)?);
             }
             replaced.push(key.clone());
-            merged.insert(key, node);
+            entries.insert(key, node);
+        }
+        // A file the parent holds under several names, changed under another name: the overlay
+        // shows it changed here too (index=on), though the upper directory does not hold it.
+        for (name, node) in entries.iter_mut() {
+            if node.kind != NodeKind::File || node.links < 2 || replaced.binary_search(name).is_ok()
+            {
+                continue;
+            }
+            let shown = merged.join(OsStr::from_bytes(name));
+            let meta = std::fs::symlink_metadata(&shown).map_err(|e| Error::io(&shown, e))?;
+            let same = meta.size() == node.size
+                && nanos(meta.mtime(), meta.mtime_nsec()) == node.mtime
+                && nanos(meta.ctime(), meta.ctime_nsec()) == node.ctime;
+            if !same {
+                *node = self.shared_file(&shown, OsStr::from_bytes(name), &meta)?;
+                replaced.push(name.clone());
+                replaced.sort();
+            }
         }
         // The parent's entries kept as they were are counted with everything below them.
-        for (name, node) in &merged {
+        for (name, node) in &entries {
             if replaced.binary_search(name).is_err() {
                 count_node(node, &mut self.summary);
                 if let (NodeKind::Dir, Some(tree)) = (node.kind, node.subtree) {
@@ -146,12 +173,22 @@ impl<'a> UpperWalk<'a> {
                 }
             }
         }
-        self.packer.store_tree(merged.into_values().collect())
+        self.packer.store_tree(entries.into_values().collect())
     }
 
-    /// The node of an entry of the upper directory, with its content stored (a directory's
-    /// subtree is the caller's).
-    fn upper_node(&mut self, path: &Path, name: &OsStr, meta: &Metadata) -> Result<Node> {
+    /// The node of an entry of the upper directory `path` (the overlay's `shown`), with its
+    /// content stored (a directory's subtree is the caller's).
+    fn upper_node(
+        &mut self,
+        path: &Path,
+        shown: &Path,
+        name: &OsStr,
+        meta: &Metadata,
+    ) -> Result<Node> {
+        if meta.is_file() && meta.nlink() > 1 {
+            let meta = std::fs::symlink_metadata(shown).map_err(|e| Error::io(shown, e))?;
+            return self.shared_file(shown, name, &meta);
+        }
         let mut node = node_from_metadata(name, meta, self.owners);
         node.inode = UPPER_INODES | meta.ino();
         node.xattrs = match read_xattrs(path) {
@@ -169,6 +206,24 @@ impl<'a> UpperWalk<'a> {
             },
             _ => {}
         }
+        count_node(&node, &mut self.summary);
+        Ok(node)
+    }
+
+    /// A file with several names, as the overlay shows it at `shown` (`meta`): every name of it
+    /// gets the overlay's inode number, the names still in the parent's directories included,
+    /// so restore links them all again.
+    fn shared_file(&mut self, shown: &Path, name: &OsStr, meta: &Metadata) -> Result<Node> {
+        let mut node = node_from_metadata(name, meta, self.owners);
+        node.inode = UPPER_INODES | meta.ino();
+        node.xattrs = match read_xattrs(shown) {
+            Ok(all) => user_xattrs(all),
+            Err(e) => {
+                self.warn(shown, format!("cannot read extended attributes: {e}"));
+                Vec::new()
+            }
+        };
+        self.file_content(shown, meta, &mut node)?;
         count_node(&node, &mut self.summary);
         Ok(node)
     }
@@ -220,6 +275,11 @@ impl<'a> UpperWalk<'a> {
         tracing::warn!("{line}");
         self.warnings.push(line);
     }
+}
+
+/// Nanoseconds since the epoch, as nodes record times.
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// A whiteout: the character device 0/0 overlayfs leaves where an entry was deleted.
