@@ -69,6 +69,16 @@ pub struct Args {
     /// nothing the copy writes is kept on local disk until the commit.
     #[arg(long)]
     fuse: bool,
+    /// Let other users (and root) use the stage, the kernel checking modes and owners, so a
+    /// service user's stage can be filled by another user's rsync; needs `user_allow_other` in
+    /// /etc/fuse.conf for non-root users. An overlay stage is always open to other users as
+    /// modes allow.
+    #[arg(long)]
+    allow_other: bool,
+    /// A FUSE stage keeps no extended attributes (new and changed files get none): for trees
+    /// without them, the kernel then stops asking for `security.capability` before every write.
+    #[arg(long)]
+    no_xattrs: bool,
 }
 
 /// A mounted stage of either kind.
@@ -287,15 +297,20 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
             parallel_uploads: globals.connections,
         };
         let stage = Arc::new(Stage::new(repo, root, snapshot, opts)?);
-        // No `default_permissions`: only the owner can reach the stage (it is never mounted for
-        // others), and with it the kernel re-reads a directory's attributes after every create
-        // and rename in it before the next permission check, two round trips per file rsync
-        // copies.
-        let config = fuse_config(
-            vec![MountOption::RW, MountOption::FSName("cairn-stage".into())],
-            SessionACL::Owner,
-        );
-        let session = fuser::spawn_mount(StageFs::new(stage.clone()), &args.dir, &config)
+        // No `default_permissions` unless others may use the stage: only the owner reaches
+        // it, and with it the kernel re-reads a directory's attributes after every create and
+        // rename in it before the next permission check, two round trips per file rsync
+        // copies. With `--allow-other` the kernel checks every user's requests.
+        let mut options = vec![MountOption::RW, MountOption::FSName("cairn-stage".into())];
+        let acl = if args.allow_other {
+            options.push(MountOption::DefaultPermissions);
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        let config = fuse_config(options, acl);
+        let fs = StageFs::new(stage.clone(), !args.no_xattrs);
+        let session = fuser::spawn_mount(fs, &args.dir, &config)
             .with_context(|| format!("mounting on {}", args.dir.display()))?;
         (Mounted::Fuse(stage), session)
     } else {

@@ -17,14 +17,23 @@ pub struct StageFs {
     /// sends no release for created files either). rsync opens every file it copied a second
     /// time, to chmod it: three round trips per file saved.
     no_open: bool,
+    /// The kernel agreed to skip opendir and releasedir when opendir answers ENOSYS (listings
+    /// need no handle): two round trips per directory listed.
+    no_opendir: bool,
+    /// Extended attributes are kept; when not (`--no-xattrs`), every xattr request answers
+    /// ENOSYS once and the kernel stops asking, `security.capability` before each write
+    /// included.
+    xattrs: bool,
 }
 
 impl StageFs {
-    /// The FUSE face of `stage`.
-    pub fn new(stage: Arc<Stage>) -> StageFs {
+    /// The FUSE face of `stage`, keeping extended attributes or not.
+    pub fn new(stage: Arc<Stage>, xattrs: bool) -> StageFs {
         StageFs {
             stage,
             no_open: false,
+            no_opendir: false,
+            xattrs,
         }
     }
 }
@@ -37,6 +46,9 @@ impl Filesystem for StageFs {
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         self.no_open = config
             .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
+            .is_ok();
+        self.no_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         // Listings carry attributes: rsync's lstat of every file it compares costs no lookup.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
@@ -523,6 +535,13 @@ impl Filesystem for StageFs {
         }
     }
 
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir {
+            return reply.error(Errno::ENOSYS);
+        }
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // The repository's store has the room; report plenty, so copy tools do not refuse.
         let blocks = 1u64 << 40;
@@ -539,6 +558,9 @@ impl Filesystem for StageFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         if let Err(e) = self.stage.may_write(ino.0) {
             return reply.error(e);
         }
@@ -600,6 +622,9 @@ impl Filesystem for StageFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let tree = self.stage.tree.lock();
         let inode = match tree.get(ino.0) {
             Ok(inode) => inode,
@@ -612,6 +637,9 @@ impl Filesystem for StageFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let tree = self.stage.tree.lock();
         let inode = match tree.get(ino.0) {
             Ok(inode) => inode,
@@ -621,6 +649,9 @@ impl Filesystem for StageFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         if let Err(e) = self.stage.may_write(ino.0) {
             return reply.error(e);
         }
