@@ -932,3 +932,64 @@ fn an_overlay_stage_stores_files_while_the_copy_runs() {
     let id = commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, &id));
 }
+
+/// The FUSE requests the kernel sent to the connection of the mount on `dir` while `run` ran,
+/// by name, from the kernel's FUSE tracepoints; `None` where tracing is not available.
+fn fuse_requests(
+    dir: &Path,
+    run: impl FnOnce(),
+) -> Option<std::collections::BTreeMap<String, u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let tracing = Path::new("/sys/kernel/tracing");
+    let enable = tracing.join("events/fuse/fuse_request_send/enable");
+    if !common::is_root() || !enable.exists() {
+        return None;
+    }
+    let connection = nix::sys::stat::minor(fs::metadata(dir).unwrap().dev());
+    fs::write(tracing.join("tracing_on"), "1").ok()?;
+    fs::write(tracing.join("trace"), "").ok()?;
+    fs::write(&enable, "1").ok()?;
+    run();
+    fs::write(&enable, "0").unwrap();
+    let trace = fs::read_to_string(tracing.join("trace")).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in trace.lines().filter(|l| !l.starts_with('#')) {
+        let mine = line.contains(&format!("connection {connection} "));
+        let name = line.split('(').nth(1).and_then(|r| r.split(')').next());
+        if let (true, Some(name)) = (mine, name) {
+            *counts.entry(name.to_string()).or_insert(0) += 1;
+        }
+    }
+    Some(counts)
+}
+
+#[test]
+fn rsync_inplace_into_a_fuse_stage_without_xattrs_costs_six_requests_per_file() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let files = 300u64;
+    for i in 0..files {
+        fs::write(src.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    let mounted = stage(&env, Kind::Fuse, &["--empty", "--no-xattrs"]);
+    let Some(counts) = fuse_requests(&mounted.dir, || {
+        rsync(&["-a", "--inplace"], &src, &mounted.dir);
+    }) else {
+        eprintln!("no FUSE tracepoints here (needs root and tracefs): requests not counted");
+        return;
+    };
+    let total: u64 = counts.values().sum();
+    assert_eq!(counts.get("FUSE_CREATE"), Some(&files), "{counts:?}");
+    assert!(
+        total <= 6 * files + 10,
+        "{total} requests for {files} files: {counts:?}"
+    );
+    assert!(
+        counts.get("FUSE_GETXATTR").copied().unwrap_or(0) <= 1,
+        "{counts:?}"
+    );
+    assert_eq!(counts.get("FUSE_OPENDIR"), None, "{counts:?}");
+    let id = commit(&env, mounted);
+    assert_same_tree(&src, &restored(&env, &id));
+}
