@@ -993,3 +993,84 @@ fn rsync_inplace_into_a_fuse_stage_without_xattrs_costs_six_requests_per_file() 
     let id = commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, &id));
 }
+
+#[test]
+fn an_overlay_stage_refuses_a_link_a_full_directory_and_someone_elses() {
+    use std::os::unix::fs::DirBuilderExt;
+    if !common::is_root() {
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let spool = spool(&env);
+    fs::DirBuilder::new().mode(0o700).create(&spool).unwrap();
+    let refused = |dir: &Path, why: &str| {
+        let out = env
+            .command(&["stage", dir.to_str().unwrap(), "--path", "/src", "--empty"])
+            .args(["--spool-dir", spool.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{dir:?} accepted");
+        assert!(err.contains(why), "{dir:?}: {err}");
+        assert!(!support::is_mounted(dir), "{dir:?} mounted");
+    };
+    // A link another user planted is followed only to a directory of theirs, which is refused.
+    let theirs = env.path("theirs");
+    fs::create_dir_all(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    refused(&link, "not a directory of the user running the stage");
+    let full = env.path("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("file"), b"hidden").unwrap();
+    refused(&full, "not empty");
+    refused(&spool, "the spool directory is inside the stage");
+}
+
+#[test]
+fn an_overlay_stage_commits_past_a_fifo_closed_after_writing_and_keeps_links_across_directories() {
+    if !common::is_root() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/x"), b"one inode, two names").unwrap();
+    fs::hard_link(src.join("a/x"), src.join("b/y")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mounted = stage(&env, Kind::Overlay, &["--parent", "latest"]);
+    // A fifo opened for writing and closed: its close is reported, and opening it must not
+    // wait for a writer.
+    let fifo = mounted.dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    drop(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap(),
+    );
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    // Changed under one name in place: the other name, in a directory the copy never touched,
+    // shows the change too.
+    fs::set_permissions(mounted.dir.join("a/x"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(src.join("a/x"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        fs::metadata(mounted.dir.join("b/y")).unwrap().mode() & 0o777,
+        0o600
+    );
+    let time = filetime::FileTime::from_unix_time(1_300_000_000, 0);
+    for dir in [mounted.dir.clone(), src.clone()] {
+        filetime::set_file_times(&dir, time, time).unwrap();
+        filetime::set_file_times(dir.join("a"), time, time).unwrap();
+    }
+    let id = commit(&env, mounted);
+    assert_same_tree(&src, &restored(&env, &id));
+}

@@ -5,7 +5,7 @@
 //! commit only after the snapshot is stored, so the next command already sees it; then it
 //! detaches the mount and exits.
 
-use crate::cli::private_dir::{cache_dir, runtime_dir};
+use crate::cli::private_dir::{cache_dir, ensure_private, runtime_dir};
 use crate::cli::{Globals, block_stop_signals, fuse_config, parse_label, parse_size, unmount};
 use anyhow::{Context, Result, bail};
 use cairn::fs::overlay::{OverlayOptions, OverlayStage};
@@ -114,8 +114,10 @@ impl Mounted {
 
 /// The control socket of the stage mounted on `dir`, in the user's private directory.
 fn socket_path(dir: &Path) -> Result<PathBuf> {
-    let absolute =
-        std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    // `/mnt/stage/` and `/mnt/../mnt/stage` name the same stage.
+    let absolute = std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .with_context(|| format!("resolving {}", dir.display()))?;
     let digest = Sha256::digest(absolute.as_os_str().as_bytes());
     Ok(runtime_dir()?.join(format!("stage-{}.sock", hex::encode(&digest[..8]))))
 }
@@ -277,7 +279,12 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         .unwrap_or_else(cairn::repo::identity::hostname);
     let (parent, root, path) = starting_point(&repo, &args, &hostname)?;
     let spool_dir = match &args.spool_dir {
-        Some(dir) => dir.clone(),
+        // An overlay stage's upper directory holds every file copied in: only the user may
+        // enter where it goes.
+        Some(dir) => {
+            ensure_private(dir, nix::unistd::geteuid().as_raw())?;
+            dir.clone()
+        }
         None => cache_dir()?,
     };
     let snapshot = StageSnapshot {
@@ -371,8 +378,17 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
     drop(socket);
     let outcome = decide(globals, &args, &stage, &decided);
     overlay.release();
-    session.join().context("the parent's view")?;
-    overlay.clean_up();
+    // Not joined: a shell still inside the detached overlay would keep the view's session (and
+    // this process) alive; when this process exits, reads there fail with ENOTCONN instead.
+    std::mem::forget(session);
+    match &outcome {
+        Ok(_) => overlay.clean_up(),
+        // What the copy wrote stays until the next overlay stage starts.
+        Err(_) => eprintln!(
+            "the stage's copy is kept in {}",
+            overlay.spool_dir().display()
+        ),
+    }
     outcome
 }
 

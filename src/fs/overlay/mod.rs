@@ -14,6 +14,7 @@
 
 mod mount;
 mod spool;
+mod target;
 mod upper;
 mod watch;
 
@@ -30,12 +31,14 @@ use crate::repo::index::Index;
 use crate::repo::tree::Node;
 use crate::repo::writer::{Lease, WriterSession};
 use parking_lot::Mutex;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use spool::Spool;
+use target::StageDir;
 use upper::UpperWalk;
 use watch::{Chunking, Records, Watcher};
 
@@ -51,6 +54,14 @@ pub struct OverlayOptions {
     pub parallel_uploads: usize,
 }
 
+/// The commit's stack: its walk recurses once per directory level.
+const COMMIT_STACK: usize = 256 << 20;
+
+/// The error of a stage already committed or aborted.
+fn gone() -> Error {
+    Error::Invalid("the stage was already committed or aborted".into())
+}
+
 /// Snapshot content is indexed every this many packs, so a killed stage's packs are found.
 const INDEX_FLUSH_PACKS: usize = 2;
 
@@ -63,6 +74,8 @@ pub struct OverlayStage {
     /// `None` once committed or aborted.
     packer: Mutex<Option<Arc<Packer>>>,
     watcher: Mutex<Option<Watcher>>,
+    /// Our own copy of the overlay's mount ([`mount::clone_tree`]); `None` once released.
+    tree: Mutex<Option<OwnedFd>>,
     records: Arc<Records>,
     chunker: ChunkerConfig,
     /// Dropped last: removing it needs the mounts gone.
@@ -86,6 +99,7 @@ impl OverlayStage {
         opts: OverlayOptions,
         target: &Path,
     ) -> Result<(OverlayStage, fuser::BackgroundSession)> {
+        let dir = StageDir::open(target, &opts.spool_base)?;
         let session = WriterSession::begin(repo.clone(), "stage", Lease::configured())?;
         let index = Arc::new(repo.load_index()?);
         let unusable = session.unusable_packs(&index)?;
@@ -117,11 +131,24 @@ impl OverlayStage {
         let lower = fuser::spawn_mount(view, spool.lower(), &view_config())
             .map_err(|e| Error::io(&spool.lower(), e))?;
         kernel_pages.connect(lower.notifier());
-        let target = &std::path::absolute(target).map_err(|e| Error::io(target, e))?;
-        mount::mount_overlay(target, &spool.lower(), &spool.upper(), &spool.work(), false)
-            .map_err(|e| {
-                Error::Invalid(format!("mounting overlayfs on {}: {e}", target.display()))
-            })?;
+        let target = &dir.path;
+        let mounting = |e: std::io::Error| {
+            Error::Invalid(format!("mounting overlayfs on {}: {e}", target.display()))
+        };
+        mount::mount_overlay(
+            &dir.by_descriptor(),
+            &spool.lower(),
+            &spool.upper(),
+            &spool.work(),
+        )
+        .map_err(mounting)?;
+        let tree = match mount::clone_tree(target) {
+            Ok(tree) => tree,
+            Err(e) => {
+                let _ = mount::detach(target);
+                return Err(mounting(e));
+            }
+        };
         let records = Arc::new(Records::default());
         let watcher = Watcher::start(
             target,
@@ -145,6 +172,7 @@ impl OverlayStage {
             session: Mutex::new(Some(session)),
             packer: Mutex::new(Some(packer)),
             watcher: Mutex::new(Some(watcher)),
+            tree: Mutex::new(Some(tree)),
             records,
             chunker,
             spool,
@@ -163,51 +191,39 @@ impl OverlayStage {
     }
 
     /// Makes the stage read-only, stores what the copy changed and commits the snapshot. Refused,
-    /// with the stage left as it was, while a file in it is open for writing. A stage the user
-    /// unmounted is mounted again, read-only, in the spool to be read.
+    /// with the stage left as it was, while a file in it is open for writing; after any other
+    /// failure the stage stays read-only and the commit may be tried again.
     pub fn commit(&self) -> Result<SnapshotId> {
-        let merged = if self.is_mounted() {
-            mount::freeze(&self.target).map_err(|e| match e.raw_os_error() {
+        let merged = {
+            let tree = self.tree.lock();
+            let tree = tree.as_ref().ok_or_else(gone)?;
+            mount::freeze(tree).map_err(|e| match e.raw_os_error() {
                 Some(libc::EBUSY) => Error::Invalid(format!(
                     "a file in {} is still open for writing: close it and commit again",
                     self.target.display()
                 )),
                 _ => Error::Invalid(format!("making {} read-only: {e}", self.target.display())),
             })?;
-            self.target.clone()
-        } else {
-            self.remount_privately()?
+            PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()))
         };
-        let committed = self.commit_from(&merged);
-        if merged != self.target {
-            let _ = mount::detach(&merged);
+        if let Some(watcher) = self.watcher.lock().take() {
+            watcher.stop();
         }
-        committed
-    }
-
-    /// Mounts the overlay again, read-only, in the spool.
-    fn remount_privately(&self) -> Result<PathBuf> {
-        let merged = self.spool.merged();
-        // A volatile overlay marks its work directory so that it is not mounted again after a
-        // crash; this one was unmounted, not crashed.
-        let _ = std::fs::remove_dir_all(self.spool.work().join("work/incompat"));
-        mount::mount_overlay(
-            &merged,
-            &self.spool.lower(),
-            &self.spool.upper(),
-            &self.spool.work(),
-            true,
-        )
-        .map_err(|e| Error::Invalid(format!("mounting the stage again to commit it: {e}")))?;
-        Ok(merged)
+        // The walk recurses once per directory level (up to the trees' depth limit).
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("cairn-commit".into())
+                .stack_size(COMMIT_STACK)
+                .spawn_scoped(scope, || self.commit_from(&merged))
+                .map_err(|e| Error::Invalid(format!("starting the commit: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("the commit panicked".into())))
+        })
     }
 
     /// The commit proper, the stage read-only at `merged`.
     fn commit_from(&self, merged: &Path) -> Result<SnapshotId> {
-        let gone = || Error::Invalid("the stage was already committed or aborted".into());
-        let watcher = self.watcher.lock().take().ok_or_else(gone)?;
         let packer = self.packer.lock().take().ok_or_else(gone)?;
-        watcher.stop()?;
         let name = Path::new(&self.snapshot.path)
             .file_name()
             .map_or_else(|| b"stage".to_vec(), |n| n.as_bytes().to_vec());
@@ -219,9 +235,19 @@ impl OverlayStage {
             &self.records,
             &self.owners,
         );
-        let root = walk.root(&self.spool.upper(), merged, &name, &self.root)?;
+        walk.descend_lower = self.spool.has_index_entries();
+        let walked = walk
+            .root(&self.spool.upper(), merged, &name, &self.root)
+            .and_then(|root| packer.store_tree(vec![root]));
         let summary = std::mem::take(&mut walk.summary);
-        let tree = packer.store_tree(vec![root])?;
+        let tree = match walked {
+            Ok(tree) => tree,
+            Err(e) => {
+                // Nothing is lost: the next attempt walks again.
+                *self.packer.lock() = Some(packer);
+                return Err(e);
+            }
+        };
         let packer = Arc::try_unwrap(packer)
             .map_err(|_| Error::Invalid("the chunking thread still holds the packer".into()))?;
         let totals = packer.finish()?;
@@ -243,10 +269,20 @@ impl OverlayStage {
     /// Unmounts the overlay (lazily: files still open there keep it until closed) and the
     /// parent's view below it.
     pub fn release(&self) {
-        if self.is_mounted() {
-            let _ = mount::detach(&self.target);
+        if self.is_mounted()
+            && let Err(e) = mount::detach(&self.target)
+        {
+            tracing::warn!("unmounting {}: {e}", self.target.display());
         }
-        let _ = mount::detach(&self.spool.lower());
+        self.tree.lock().take();
+        if let Err(e) = mount::detach(&self.spool.lower()) {
+            tracing::debug!("unmounting the parent's view: {e}");
+        }
+    }
+
+    /// The stage's private directory (the upper directory is in it).
+    pub fn spool_dir(&self) -> &Path {
+        self.spool.dir()
     }
 
     /// Removes the spool and everything the copy wrote there, once the overlay is unmounted.
@@ -258,7 +294,7 @@ impl OverlayStage {
     /// stage or backup re-uses it.
     pub fn abort(&self) {
         if let Some(watcher) = self.watcher.lock().take() {
-            let _ = watcher.stop();
+            watcher.stop();
         }
         if let Some(packer) = self.packer.lock().take()
             && let Ok(packer) = Arc::try_unwrap(packer)

@@ -13,22 +13,17 @@
 //! programs or devices to use.
 
 use nix::mount::{MntFlags, MsFlags};
+use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Per-mount flags of the overlay, kept when it is made read-only.
 const FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
-/// Mounts overlayfs on `target` with the given layers, read-only if asked (to read a stage
-/// whose mount the user took away).
-pub fn mount_overlay(
-    target: &Path,
-    lower: &Path,
-    upper: &Path,
-    work: &Path,
-    read_only: bool,
-) -> io::Result<()> {
+/// Mounts overlayfs on `target` with the given layers.
+pub fn mount_overlay(target: &Path, lower: &Path, upper: &Path, work: &Path) -> io::Result<()> {
     let mut options = Vec::new();
     for (key, path) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
         options.extend_from_slice(key.as_bytes());
@@ -37,16 +32,11 @@ pub fn mount_overlay(
         options.push(b',');
     }
     options.extend_from_slice(b"redirect_dir=off,index=on,metacopy=off,xino=off,volatile");
-    let flags = if read_only {
-        FLAGS | MsFlags::MS_RDONLY
-    } else {
-        FLAGS
-    };
     nix::mount::mount(
         Some("cairn-stage"),
         target,
         Some("overlay"),
-        flags,
+        FLAGS,
         Some(options.as_slice()),
     )
     .map_err(io::Error::from)
@@ -65,17 +55,73 @@ fn escaped(path: &Path) -> Vec<u8> {
     out
 }
 
-/// Makes the mount on `target` read-only, so nothing changes while a commit reads the upper
-/// directory. The kernel refuses (EBUSY) while a file there is open for writing.
-pub fn freeze(target: &Path) -> io::Result<()> {
-    nix::mount::mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | FLAGS,
-        None::<&str>,
-    )
-    .map_err(io::Error::from)
+/// `open_tree(2)`: a copy of the mount, detached from every directory.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// `fspick(2)`: the mount the descriptor itself stands for.
+const FSPICK_EMPTY_PATH: libc::c_uint = 8;
+/// `fspick(2)`: close on exec.
+const FSPICK_CLOEXEC: libc::c_uint = 1;
+/// `fsconfig(2)`: set a flag option.
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+/// `fsconfig(2)`: apply the options to the live superblock.
+const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
+
+/// A private copy of the overlay mounted on `target`, taken as soon as it is mounted: the commit
+/// reads the stage through it, whatever the user later mounts inside or over the stage's
+/// directory, and whether or not the user unmounted it.
+pub fn clone_tree(target: &Path) -> io::Result<OwnedFd> {
+    let path = CString::new(target.as_os_str().as_bytes())?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: open_tree with a valid C string; a non-negative result is a descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    owned(fd)
+}
+
+/// Makes the stage's file system read-only, every mount of it at once (the user's, copies in
+/// other mount namespaces, ours), so nothing changes while a commit reads it. The kernel refuses
+/// (EBUSY) while a file there is open for writing.
+pub fn freeze(tree: &OwnedFd) -> io::Result<()> {
+    let empty = CString::default();
+    // SAFETY: fspick on a descriptor we own; a non-negative result is a descriptor we own.
+    let picked = owned(unsafe {
+        libc::syscall(
+            libc::SYS_fspick,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            FSPICK_EMPTY_PATH | FSPICK_CLOEXEC,
+        )
+    })?;
+    let ro = CString::new("ro")?;
+    for (command, key) in [
+        (FSCONFIG_SET_FLAG, ro.as_ptr()),
+        (FSCONFIG_CMD_RECONFIGURE, std::ptr::null()),
+    ] {
+        // SAFETY: fsconfig on the context fspick gave, with a valid key or none.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                picked.as_raw_fd(),
+                command,
+                key,
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A syscall's descriptor, or its error.
+fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Detaches the mount on `target` at once; files still open there keep it alive until closed.
@@ -87,7 +133,8 @@ pub fn detach(target: &Path) -> io::Result<()> {
 /// may have unmounted it).
 pub fn is_mounted(target: &Path, upper: &Path) -> bool {
     let Ok(table) = std::fs::read("/proc/self/mountinfo") else {
-        return false;
+        // Unknown is not gone: the stage stays until told otherwise.
+        return true;
     };
     let mut wanted = b"upperdir=".to_vec();
     wanted.extend_from_slice(upper.as_os_str().as_bytes());
@@ -98,10 +145,12 @@ pub fn is_mounted(target: &Path, upper: &Path) -> bool {
         let options = fields
             .iter()
             .position(|f| *f == b"-")
-            .and_then(|dash| fields.get(dash + 3))
-            .map(|f| unescape_octal(f));
+            .and_then(|dash| fields.get(dash + 3));
         point.as_deref() == Some(target.as_os_str().as_bytes())
-            && options.is_some_and(|o| o.split(|&b| b == b',').any(|opt| opt == wanted.as_slice()))
+            && options.is_some_and(|o| {
+                o.split(|&b| b == b',')
+                    .any(|opt| unescape_octal(opt) == wanted)
+            })
     })
 }
 

@@ -30,23 +30,32 @@ impl Spool {
         remove_stale(base);
         let mut name = [0u8; 8];
         crate::random::fill_random(&mut name);
-        let dir = base.join(format!("{PREFIX}{}", hex::encode(name)));
+        let name = hex::encode(name);
         let private = |path: &Path| {
             DirBuilder::new()
                 .mode(0o700)
                 .create(path)
                 .map_err(|e| Error::io(path, e))
         };
-        private(&dir)?;
-        let lock = File::create_new(dir.join(LOCK)).map_err(|e| Error::io(&dir, e))?;
+        // Made and locked under a name no other stage takes for stale, then named.
+        let making = base.join(format!(".new-{name}"));
+        private(&making)?;
+        let lock = File::create_new(making.join(LOCK)).map_err(|e| Error::io(&making, e))?;
         if !try_lock(&lock) {
-            return Err(Error::Invalid(format!("cannot lock {}", dir.display())));
+            return Err(Error::Invalid(format!("cannot lock {}", making.display())));
         }
+        let dir = base.join(format!("{PREFIX}{name}"));
+        std::fs::rename(&making, &dir).map_err(|e| Error::io(&dir, e))?;
         let spool = Spool { dir, _lock: lock };
-        for sub in ["upper", "work", "lower", "merged"] {
+        for sub in ["upper", "work", "lower"] {
             private(&spool.dir.join(sub))?;
         }
         Ok(spool)
+    }
+
+    /// The spool itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Where overlayfs keeps what changed.
@@ -64,9 +73,9 @@ impl Spool {
         self.dir.join("lower")
     }
 
-    /// Where the overlay is mounted again, read-only, to commit a stage the user unmounted.
-    pub fn merged(&self) -> PathBuf {
-        self.dir.join("merged")
+    /// Whether overlayfs indexed a copied-up file (one the parent holds under several names).
+    pub fn has_index_entries(&self) -> bool {
+        std::fs::read_dir(self.work().join("index")).is_ok_and(|mut d| d.next().is_some())
     }
 
     /// Removes the spool with whatever the copy left in it (the stage's mounts must be gone).
@@ -133,7 +142,8 @@ fn detach_mounts_of(dir: &Path) {
         let Some(point) = fields.get(4) else {
             continue;
         };
-        let uses = line.contains(&format!("upperdir={dir}/")) || point.starts_with(dir);
+        let within = |p: &str| p == dir || p.starts_with(&format!("{dir}/"));
+        let uses = line.contains(&format!("upperdir={dir}/")) || within(point);
         if uses {
             // mountinfo escapes spaces and such in octal; such a path is left for `umount`.
             let _ = crate::fs::overlay::mount::detach(Path::new(point));

@@ -61,6 +61,9 @@ pub struct UpperWalk<'a> {
     pub warnings: Vec<String>,
     /// Content of hard-linked upper files already stored, by inode.
     linked: HashMap<u64, Vec<BlobId>>,
+    /// Walk the parent's directories the upper directory does not hold too: overlayfs indexed a
+    /// file the parent holds under several names, which may be in any of them.
+    pub descend_lower: bool,
 }
 
 impl<'a> UpperWalk<'a> {
@@ -87,6 +90,7 @@ impl<'a> UpperWalk<'a> {
             },
             warnings: Vec::new(),
             linked: HashMap::new(),
+            descend_lower: false,
         }
     }
 
@@ -96,15 +100,16 @@ impl<'a> UpperWalk<'a> {
     pub fn root(&mut self, upper: &Path, merged: &Path, name: &[u8], root: &Node) -> Result<Node> {
         let meta = std::fs::symlink_metadata(upper).map_err(|e| Error::io(upper, e))?;
         let mut node = self.upper_node(upper, merged, OsStr::from_bytes(name), &meta)?;
-        node.subtree = Some(self.dir(upper, merged, root.subtree, 0)?);
+        node.subtree = Some(self.dir(Some(upper), merged, root.subtree, 0)?);
         Ok(node)
     }
 
     /// Stores the tree of upper directory `path` (the overlay's `merged`) merged over the
-    /// parent's tree `lower`.
+    /// parent's tree `lower`; with no upper directory, the parent's directory as the overlay
+    /// shows it (walked only when a file with several names was copied up).
     fn dir(
         &mut self,
-        path: &Path,
+        path: Option<&Path>,
         merged: &Path,
         lower: Option<BlobId>,
         depth: usize,
@@ -112,22 +117,29 @@ impl<'a> UpperWalk<'a> {
         if depth >= MAX_DEPTH {
             return Err(Error::Invalid(format!(
                 "{}: directories nest deeper than {MAX_DEPTH} levels",
-                path.display()
+                merged.display()
             )));
         }
         let mut entries: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
-        let opaque = xattr::get(path, OPAQUE)
-            .map_err(|e| Error::io(path, e))?
-            .is_some_and(|v| v == b"y");
+        let opaque = match path {
+            Some(path) => xattr::get(path, OPAQUE)
+                .map_err(|e| Error::io(path, e))?
+                .is_some_and(|v| v == b"y"),
+            None => false,
+        };
         if let (Some(tree), false) = (lower, opaque) {
             for node in self.repo.read_tree(self.index, &tree)? {
                 entries.insert(node.name.clone(), node);
             }
         }
-        let mut names = noatime::list_dir(path).map_err(|e| Error::io(path, e))?;
+        let mut names = match path {
+            Some(path) => noatime::list_dir(path).map_err(|e| Error::io(path, e))?,
+            None => Vec::new(),
+        };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut replaced: Vec<Vec<u8>> = Vec::new();
+        let mut done: Vec<Vec<u8>> = Vec::new();
         for name in names {
+            let Some(path) = path else { break };
             let child = path.join(&name);
             let meta = std::fs::symlink_metadata(&child).map_err(|e| Error::io(&child, e))?;
             let key = name.as_bytes().to_vec();
@@ -141,36 +153,41 @@ impl<'a> UpperWalk<'a> {
                 let lower_dir = below
                     .filter(|n| n.kind == NodeKind::Dir)
                     .and_then(|n| n.subtree);
-                node.subtree = Some(self.dir(&child, &shown, lower_dir, depth + 1)?);
+                node.subtree = Some(self.dir(Some(&child), &shown, lower_dir, depth + 1)?);
             }
-            replaced.push(key.clone());
+            done.push(key.clone());
             entries.insert(key, node);
         }
-        // A file the parent holds under several names, changed under another name: the overlay
-        // shows it changed here too (index=on), though the upper directory does not hold it.
+        // The parent's entries the upper directory does not hold.
         for (name, node) in entries.iter_mut() {
-            if node.kind != NodeKind::File || node.links < 2 || replaced.binary_search(name).is_ok()
-            {
+            if done.binary_search(name).is_ok() {
                 continue;
             }
             let shown = merged.join(OsStr::from_bytes(name));
-            let meta = std::fs::symlink_metadata(&shown).map_err(|e| Error::io(&shown, e))?;
-            let same = meta.size() == node.size
-                && nanos(meta.mtime(), meta.mtime_nsec()) == node.mtime
-                && nanos(meta.ctime(), meta.ctime_nsec()) == node.ctime;
-            if !same {
-                *node = self.shared_file(&shown, OsStr::from_bytes(name), &meta)?;
-                replaced.push(name.clone());
-                replaced.sort();
-            }
-        }
-        // The parent's entries kept as they were are counted with everything below them.
-        for (name, node) in &entries {
-            if replaced.binary_search(name).is_err() {
-                count_node(node, &mut self.summary);
-                if let (NodeKind::Dir, Some(tree)) = (node.kind, node.subtree) {
+            match (node.kind, node.subtree) {
+                // A file the parent holds under several names, changed under another name: the
+                // overlay shows it changed here too (index=on).
+                (NodeKind::File, _) if node.links > 1 => {
+                    let meta =
+                        std::fs::symlink_metadata(&shown).map_err(|e| Error::io(&shown, e))?;
+                    let same = meta.size() == node.size
+                        && nanos(meta.mtime(), meta.mtime_nsec()) == node.mtime
+                        && nanos(meta.ctime(), meta.ctime_nsec()) == node.ctime;
+                    if same {
+                        count_node(node, &mut self.summary);
+                    } else {
+                        *node = self.shared_file(&shown, OsStr::from_bytes(name), &meta)?;
+                    }
+                }
+                (NodeKind::Dir, Some(tree)) if self.descend_lower => {
+                    count_node(node, &mut self.summary);
+                    node.subtree = Some(self.dir(None, &shown, Some(tree), depth + 1)?);
+                }
+                (NodeKind::Dir, Some(tree)) => {
+                    count_node(node, &mut self.summary);
                     count_subtree(self.repo, self.index, &tree, &mut self.summary)?;
                 }
+                _ => count_node(node, &mut self.summary),
             }
         }
         self.packer.store_tree(entries.into_values().collect())

@@ -68,10 +68,10 @@ impl Records {
     }
 }
 
-/// The thread chunking closed files; [`Watcher::stop`] ends it after the files already closed.
+/// The thread chunking closed files; [`Watcher::stop`] ends it.
 pub struct Watcher {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<()>>,
+    thread: JoinHandle<()>,
 }
 
 /// What the watching thread works with.
@@ -97,8 +97,12 @@ impl Watcher {
                 | InitFlags::FAN_CLOEXEC
                 | InitFlags::FAN_NONBLOCK
                 | InitFlags::FAN_UNLIMITED_QUEUE,
-            EventFFlags::try_from(OFlag::O_RDONLY | OFlag::O_LARGEFILE | OFlag::O_NOATIME)
-                .map_err(|e| fail("flags", e))?,
+            // Non-blocking: opening a fifo someone closed after writing must not wait for a
+            // writer.
+            EventFFlags::try_from(
+                OFlag::O_RDONLY | OFlag::O_LARGEFILE | OFlag::O_NOATIME | OFlag::O_NONBLOCK,
+            )
+            .map_err(|e| fail("flags", e))?,
         )
         .map_err(|e| fail("fanotify_init", e))?;
         group
@@ -113,33 +117,34 @@ impl Watcher {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-chunk".into())
-            .spawn(move || watch(&group, &chunking, &stopping))
+            .spawn(move || {
+                if let Err(e) = watch(&group, &chunking, &stopping) {
+                    // Nothing is lost: the commit stores what was not recorded.
+                    tracing::error!("stage: storing files as they are closed stopped: {e}");
+                }
+            })
             .map_err(|e| Error::Invalid(format!("starting the chunking thread: {e}")))?;
         Ok(Watcher { stop, thread })
     }
 
-    /// Chunks what was closed so far (the caller made sure nothing more is written) and ends
-    /// the thread; its error, if storing failed.
-    pub fn stop(self) -> Result<()> {
+    /// Ends the thread at once, the file it reads abandoned and the files waiting dropped: the
+    /// commit stores whatever has no record.
+    pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("the chunking thread panicked".into())))
+        if self.thread.join().is_err() {
+            tracing::error!("stage: the chunking thread panicked");
+        }
     }
 }
 
-/// The thread's loop: reads events into a queue of settling files and chunks each once settled.
+/// The thread's loop: reads events into a queue of settling files and chunks each once settled,
+/// until told to stop.
 fn watch(group: &Fanotify, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
     let mut pending: VecDeque<(Instant, FanotifyEvent)> = VecDeque::new();
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        let mut drained = false;
+    while !stop.load(Ordering::SeqCst) {
         while pending.len() < PENDING_FILES {
             match group.read_events() {
-                Ok(events) if events.is_empty() => {
-                    drained = true;
-                    break;
-                }
+                Ok(events) if events.is_empty() => break,
                 Ok(events) => {
                     let now = Instant::now();
                     for event in events {
@@ -151,36 +156,43 @@ fn watch(group: &Fanotify, chunking: &Chunking, stop: &AtomicBool) -> Result<()>
                         }
                     }
                 }
-                Err(nix::Error::EAGAIN) => {
-                    drained = true;
-                    break;
-                }
+                Err(nix::Error::EAGAIN) => break,
                 Err(nix::Error::EINTR) => {}
                 Err(e) => return Err(Error::Invalid(format!("reading fanotify events: {e}"))),
             }
         }
-        if stopping && drained && pending.is_empty() {
-            return Ok(());
-        }
-        let due = |at: &Instant| stopping || at.elapsed() >= SETTLE;
         match pending.front() {
-            Some((at, _)) if due(at) || pending.len() >= PENDING_FILES => {
-                if !due(at) {
-                    std::thread::sleep(SETTLE.saturating_sub(at.elapsed()));
-                }
+            Some((at, _)) if at.elapsed() >= SETTLE || pending.len() >= PENDING_FILES => {
+                std::thread::sleep(SETTLE.saturating_sub(at.elapsed()));
                 if let Some((_, event)) = pending.pop_front() {
-                    chunk(&event, chunking)?;
+                    chunk(&event, chunking, stop)?;
                 }
             }
             Some((at, _)) => std::thread::sleep(SETTLE.saturating_sub(at.elapsed()).min(POLL)),
             None => std::thread::sleep(POLL),
         }
     }
+    Ok(())
+}
+
+/// Reads a file until told to stop.
+struct Stoppable<'a> {
+    file: &'a File,
+    stop: &'a AtomicBool,
+}
+
+impl std::io::Read for Stoppable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the stage is committing"));
+        }
+        self.file.read(buf)
+    }
 }
 
 /// Chunks the file an event reports and records it, unless it changed while read or is not a
 /// regular file. A repository error ends the watch (the commit reports it).
-fn chunk(event: &FanotifyEvent, chunking: &Chunking) -> Result<()> {
+fn chunk(event: &FanotifyEvent, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
     let Some(fd) = event.fd() else {
         return Ok(());
     };
@@ -197,7 +209,7 @@ fn chunk(event: &FanotifyEvent, chunking: &Chunking) -> Result<()> {
     let stored = store_content(
         &chunking.chunker,
         &chunking.packer,
-        &file,
+        Stoppable { file: &file, stop },
         before.size(),
         chunking.read_batch,
     );
