@@ -61,6 +61,11 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// Whether no directory names it any more (unlinked while open, as `fstat` then shows).
+    pub fn unlinked(&self) -> bool {
+        self.names == 0
+    }
+
     fn new(node: Node, store: &Store) -> Inode {
         let body = (node.kind == NodeKind::File).then(|| {
             Arc::new(Mutex::new(Body::from_parent(

@@ -17,7 +17,11 @@ impl Stage {
             crtime: system_time(node.mtime),
             kind: file_type(node.kind),
             perm: (node.mode & 0o7777) as u16,
-            nlink: node.links.clamp(1, u64::from(u32::MAX)) as u32,
+            nlink: if inode.unlinked() {
+                0
+            } else {
+                node.links.clamp(1, u64::from(u32::MAX)) as u32
+            },
             uid: node.uid,
             gid: node.gid,
             rdev: node.rdev as u32,
@@ -199,6 +203,12 @@ pub(super) fn errno_of(error: TreeError) -> Errno {
                     if source.raw_os_error() == Some(libc::ENOSPC) =>
                 {
                     Errno::ENOSPC
+                }
+                // A length the spool's file system cannot hold.
+                Error::Storage { source, .. } | Error::Io { source, .. }
+                    if source.raw_os_error() == Some(libc::EFBIG) =>
+                {
+                    Errno::EFBIG
                 }
                 _ => Errno::EIO,
             }
