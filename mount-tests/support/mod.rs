@@ -2,6 +2,8 @@
 //! and never leave a mount behind.
 #![allow(dead_code)]
 
+pub mod stage;
+
 use crate::common::Env;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@ mod upper;
 mod watch;
 
 use crate::error::{Error, Result};
-use crate::fs::stage::{StageSnapshot, check_parent, snapshot_record};
+use crate::fs::stage::{StageSnapshot, begin_stage, snapshot_record};
 use crate::fs::view::{Scope, View, ViewOptions};
 use crate::ingest::IngestLimits;
 use crate::ingest::chunker::ChunkerConfig;
@@ -29,7 +29,7 @@ use crate::repo::Repository;
 use crate::repo::ids::SnapshotId;
 use crate::repo::index::Index;
 use crate::repo::tree::Node;
-use crate::repo::writer::{Lease, WriterSession};
+use crate::repo::writer::WriterSession;
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -100,10 +100,7 @@ impl OverlayStage {
         target: &Path,
     ) -> Result<(OverlayStage, fuser::BackgroundSession)> {
         let dir = StageDir::open(target, &opts.spool_base)?;
-        let session = WriterSession::begin(repo.clone(), "stage", Lease::configured())?;
-        let index = Arc::new(repo.load_index()?);
-        let unusable = session.unusable_packs(&index)?;
-        check_parent(&repo, &index, &root, &snapshot, &unusable)?;
+        let (session, index, unusable) = begin_stage(&repo, &root, &snapshot)?;
         let limits = IngestLimits {
             index_flush_packs: INDEX_FLUSH_PACKS,
             sealer_threads: 1,

@@ -119,10 +119,7 @@ impl Stage {
         snapshot: StageSnapshot,
         opts: StageOptions,
     ) -> Result<Stage> {
-        let session = WriterSession::begin(repo.clone(), "stage", Lease::configured())?;
-        let index = Arc::new(repo.load_index()?);
-        let unusable = session.unusable_packs(&index)?;
-        check_parent(&repo, &index, &root, &snapshot, &unusable)?;
+        let (session, index, unusable) = begin_stage(&repo, &root, &snapshot)?;
         let limits = IngestLimits {
             index_flush_packs: INDEX_FLUSH_PACKS,
             track_locations: true,
@@ -289,11 +286,26 @@ pub(crate) fn snapshot_record(
     }
 }
 
+/// Opens a stage's writer session (before anything is de-duplicated, so a prune waits for it),
+/// loads the index and checks the parent; gives the session, the index and the packs a prune
+/// condemned, which the stage must not de-duplicate against.
+pub(crate) fn begin_stage(
+    repo: &Arc<Repository>,
+    root: &Node,
+    snapshot: &StageSnapshot,
+) -> Result<(WriterSession, Arc<Index>, HashSet<PackId>)> {
+    let session = WriterSession::begin(repo.clone(), "stage", Lease::configured())?;
+    let index = Arc::new(repo.load_index()?);
+    let unusable = session.unusable_packs(&index)?;
+    check_parent(repo, &index, root, snapshot, &unusable)?;
+    Ok((session, index, unusable))
+}
+
 /// Refuses a parent the stage cannot build on safely once its session is open: one that was
 /// forgotten meanwhile (a prune may already have deleted its data), or one holding blobs only
 /// in packs a prune condemned (DESIGN §6: a writer never de-duplicates against those). Walking
 /// the parent is needed only while a prune has condemned something.
-pub(crate) fn check_parent(
+fn check_parent(
     repo: &Repository,
     index: &Index,
     root: &Node,
