@@ -69,23 +69,8 @@ fn a_tree_rsynced_into_a_stage_on_s3_becomes_an_exact_snapshot() {
     let src = env.path("src");
     make_tree(&src);
     let mounted = Mounted::start(&env, "stage", &["--path", "/src", "--empty"]);
-    let rsync = Command::new("rsync")
-        .args(["-aHAX", "--modify-window=-1"])
-        .arg(format!("{}/", src.display()))
-        .arg(format!("{}/", mounted.dir.display()))
-        .output()
-        .expect("rsync runs (apt-get install rsync)");
-    assert!(
-        rsync.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rsync.stderr)
-    );
-    let id = env
-        .ok(&["stage", "--commit", mounted.dir.to_str().unwrap()])
-        .trim()
-        .to_string();
-    assert_eq!(id.len(), 64, "{id}");
-    mounted.wait_exit();
+    support::stage::rsync(&["-aHAX"], &src, &mounted.dir);
+    let id = support::stage::commit(&env, mounted);
     let target = env.path("restored");
     env.restore(&id, &target, &[]);
     assert_same_tree(&src, &target.join("src"));
