@@ -775,7 +775,7 @@ fn a_cache_dir_swapped_for_a_link_after_the_mount_starts_is_not_followed() {
     fs::create_dir(&cache).unwrap();
     let victim = env.path("victim");
     fs::create_dir(&victim).unwrap();
-    let planted: Vec<String> = (0..4u8).map(|i| hex_name(i)).collect();
+    let planted: Vec<String> = (0..4u8).map(hex_name).collect();
     for name in &planted {
         fs::write(victim.join(name), vec![7u8; 100 << 10]).unwrap();
     }

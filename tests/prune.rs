@@ -625,8 +625,7 @@ fn a_snapshot_listing_that_names_nothing_stops_prune() {
     store.hide("snapshots/");
     let repo = open_through(&store);
     let err = cairn::ops::prune::prune(&repo, &prune_options(true, HOUR), &quiet)
-        .err()
-        .expect("prune refuses");
+        .expect_err("prune refuses");
     assert!(err.to_string().contains("lists no snapshot"), "{err}");
     assert!(env.id_files("garbage").is_empty());
     assert_eq!(env.repo_files("data").len(), packs);

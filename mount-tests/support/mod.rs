@@ -31,8 +31,7 @@ pub fn fs_type(dir: &Path) -> Option<String> {
     let dir = dir.to_str().unwrap();
     mounts
         .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some(dir))
-        .last()
+        .rfind(|l| l.split_whitespace().nth(1) == Some(dir))
         .and_then(|l| l.split_whitespace().nth(2))
         .map(str::to_string)
 }

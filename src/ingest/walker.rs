@@ -51,8 +51,8 @@ impl OwnerNames {
     }
 }
 
-/// Nanoseconds since the epoch from seconds and nanoseconds.
-fn nanos(secs: i64, nsec: i64) -> i64 {
+/// Nanoseconds since the epoch from seconds and nanoseconds, as nodes record times.
+pub fn nanos(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 

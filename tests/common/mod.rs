@@ -112,6 +112,8 @@ impl Env {
     /// Runs `cmd` to its end and returns its exit status, its standard error (after its
     /// standard output) and the peak resident memory of that one process in KiB (from `wait4`,
     /// which reports it for exactly the child waited for).
+    // The child is waited for by wait4, which clippy does not see.
+    #[allow(clippy::zombie_processes)]
     pub fn measured(mut cmd: Command) -> (std::process::ExitStatus, String, u64) {
         use std::os::unix::process::ExitStatusExt;
         let out = tempfile::NamedTempFile::new().unwrap();

@@ -126,7 +126,7 @@ impl OverlayStage {
         )?;
         let kernel_pages = view.kernel_pages();
         let lower = fuser::spawn_mount(view, spool.lower(), &view_config())
-            .map_err(|e| Error::io(&spool.lower(), e))?;
+            .map_err(|e| Error::io(spool.lower(), e))?;
         kernel_pages.connect(lower.notifier());
         let target = &dir.path;
         let mounting = |e: std::io::Error| {
@@ -151,7 +151,7 @@ impl OverlayStage {
             target,
             Chunking {
                 packer: packer.clone(),
-                chunker: chunker.clone(),
+                chunker,
                 read_batch: IngestLimits::default().read_batch,
                 records: records.clone(),
             },

@@ -15,7 +15,7 @@ use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::content::{FileError, store_content};
 use crate::ingest::noatime;
 use crate::ingest::packer::Packer;
-use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
+use crate::ingest::walker::{OwnerNames, nanos, node_from_metadata, read_xattrs};
 use crate::repo::Repository;
 use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
@@ -57,8 +57,6 @@ pub struct UpperWalk<'a> {
     pub owners: &'a OwnerNames,
     /// Files, directories and bytes of the snapshot.
     pub summary: Summary,
-    /// Files the walk could not read (stored empty, as backup does).
-    pub warnings: Vec<String>,
     /// Content of hard-linked upper files already stored, by inode.
     linked: HashMap<u64, Vec<BlobId>>,
     /// Walk the parent's directories the upper directory does not hold too: overlayfs indexed a
@@ -88,7 +86,6 @@ impl<'a> UpperWalk<'a> {
                 xattr_nodes: Some(0),
                 ..Summary::default()
             },
-            warnings: Vec::new(),
             linked: HashMap::new(),
             descend_lower: false,
         }
@@ -206,15 +203,7 @@ impl<'a> UpperWalk<'a> {
             let meta = std::fs::symlink_metadata(shown).map_err(|e| Error::io(shown, e))?;
             return self.shared_file(shown, name, &meta);
         }
-        let mut node = node_from_metadata(name, meta, self.owners);
-        node.inode = UPPER_INODES | meta.ino();
-        node.xattrs = match read_xattrs(path) {
-            Ok(all) => user_xattrs(all),
-            Err(e) => {
-                self.warn(path, format!("cannot read extended attributes: {e}"));
-                Vec::new()
-            }
-        };
+        let mut node = self.node_at(path, name, meta);
         match node.kind {
             NodeKind::File => self.file_content(path, meta, &mut node)?,
             NodeKind::Symlink => match std::fs::read_link(path) {
@@ -227,19 +216,26 @@ impl<'a> UpperWalk<'a> {
         Ok(node)
     }
 
+    /// The node of what `path` holds (`meta`), with its user's extended attributes and its
+    /// inode number above the parent's, without content.
+    fn node_at(&self, path: &Path, name: &OsStr, meta: &Metadata) -> Node {
+        let mut node = node_from_metadata(name, meta, self.owners);
+        node.inode = UPPER_INODES | meta.ino();
+        node.xattrs = match read_xattrs(path) {
+            Ok(all) => user_xattrs(all),
+            Err(e) => {
+                warn(path, format!("cannot read extended attributes: {e}"));
+                Vec::new()
+            }
+        };
+        node
+    }
+
     /// A file with several names, as the overlay shows it at `shown` (`meta`): every name of it
     /// gets the overlay's inode number, the names still in the parent's directories included,
     /// so restore links them all again.
     fn shared_file(&mut self, shown: &Path, name: &OsStr, meta: &Metadata) -> Result<Node> {
-        let mut node = node_from_metadata(name, meta, self.owners);
-        node.inode = UPPER_INODES | meta.ino();
-        node.xattrs = match read_xattrs(shown) {
-            Ok(all) => user_xattrs(all),
-            Err(e) => {
-                self.warn(shown, format!("cannot read extended attributes: {e}"));
-                Vec::new()
-            }
-        };
+        let mut node = self.node_at(shown, name, meta);
         self.file_content(shown, meta, &mut node)?;
         count_node(&node, &mut self.summary);
         Ok(node)
@@ -270,13 +266,13 @@ impl<'a> UpperWalk<'a> {
         match stored {
             Ok((content, read)) => {
                 if read != meta.size() {
-                    self.warn(path, "changed while being read; stored what was read");
+                    warn(path, "changed while being read; stored what was read");
                     node.size = read;
                 }
                 node.content = content;
             }
             Err(FileError::Local(e)) => {
-                self.warn(path, format!("cannot read: {e}"));
+                warn(path, format!("cannot read: {e}"));
                 node.size = 0;
             }
             Err(FileError::Repo(e)) => return Err(e),
@@ -286,17 +282,11 @@ impl<'a> UpperWalk<'a> {
         }
         Ok(())
     }
-
-    fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
-        let line = format!("{}: {what}", path.display());
-        tracing::warn!("{line}");
-        self.warnings.push(line);
-    }
 }
 
-/// Nanoseconds since the epoch, as nodes record times.
-fn nanos(secs: i64, nsec: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+/// Reports what the walk could not read (it stores such a file empty, as backup does).
+fn warn(path: &Path, what: impl std::fmt::Display) {
+    tracing::warn!("{}: {what}", path.display());
 }
 
 /// A whiteout: the character device 0/0 overlayfs leaves where an entry was deleted.

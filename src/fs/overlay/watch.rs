@@ -109,7 +109,7 @@ impl Watcher {
             .mark(
                 MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
                 MaskFlags::FAN_CLOSE_WRITE,
-                std::os::fd::BorrowedFd::from(nix::fcntl::AT_FDCWD),
+                nix::fcntl::AT_FDCWD,
                 Some(target),
             )
             .map_err(|e| fail("fanotify_mark", e))?;
