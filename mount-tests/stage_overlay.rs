@@ -309,3 +309,181 @@ fn an_overlay_stage_commits_past_a_fifo_closed_after_writing_and_keeps_links_acr
     let id = commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, &id));
 }
+
+/// `cairn stage DIR --path /src --spool-dir SPOOL ARGS -- sh -c SCRIPT` as the scratch area's
+/// user, on a fresh `DIR` of that user's; returns the command and `DIR`.
+fn stage_running(env: &Env, args: &[&str], script: &str) -> (Command, std::path::PathBuf) {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = env.path("stage-mnt");
+    let spool = spool(env);
+    for (made, mode) in [(&dir, 0o755), (&spool, 0o700)] {
+        let _ = fs::DirBuilder::new().mode(mode).create(made);
+        if let Some(uid) = env.user {
+            std::os::unix::fs::chown(made, Some(uid), Some(uid)).unwrap();
+        }
+    }
+    let mut all = vec!["stage", dir.to_str().unwrap(), "--path", "/src"];
+    all.extend_from_slice(&["--spool-dir", spool.to_str().unwrap()]);
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", script]);
+    (env.command(&all), dir)
+}
+
+/// Runs a staged command to its end; returns the snapshot id it printed.
+fn committed(mut command: Command) -> String {
+    let out = command.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id} {err}");
+    id
+}
+
+/// The script's copy: rsync of `from` into the stage, links, extended attributes and deletions
+/// too, exact to the nanosecond.
+fn rsync_script(from: &Path, to: &Path) -> String {
+    format!(
+        "rsync -aHX --delete --modify-window=-1 {}/ {}/",
+        from.display(),
+        to.display()
+    )
+}
+
+#[test]
+fn a_stage_with_a_command_is_seen_by_that_command_alone_and_committed_when_it_succeeds() {
+    if !common::is_root() {
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    make_tree(&src);
+    let (ready, go) = (env.path("ready"), env.path("go"));
+    let script = format!(
+        "touch {ready} && while [ ! -e {go} ]; do sleep 0.05; done && {}",
+        rsync_script(&src, &env.path("stage-mnt")),
+        ready = ready.display(),
+        go = go.display()
+    );
+    let (mut command, dir) = stage_running(&env, &["--empty"], &script);
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", || ready.exists());
+    // Mounted in the command's own mount namespace: not here.
+    assert_eq!(support::fs_type(&dir), None);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    fs::write(&go, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_same_tree(&src, &restored(&env, &id));
+    assert_spool_empty(&env);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn a_user_without_root_stages_through_a_command_in_a_user_namespace() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::is_root() {
+        return;
+    }
+    let env = small_pack_repo();
+    let src = env.path("src");
+    // Files in a directory the copy makes: each is stored as it is closed, those closed before
+    // the directory was watched when it is.
+    let total = random_tree(&src.join("sub"), 12);
+    fs::write(src.join("note"), b"first").unwrap();
+    fs::write(src.join("gone"), b"deleted later").unwrap();
+    std::os::unix::fs::symlink("note", src.join("link")).unwrap();
+    let env = env.handed_to(NOBODY);
+    let copied = env.path("copied");
+    let go = env.path("go");
+    let script = format!(
+        "{} && touch {copied} && while [ ! -e {go} ]; do sleep 0.05; done",
+        rsync_script(&src, &env.path("stage-mnt")),
+        copied = copied.display(),
+        go = go.display()
+    );
+    let (mut command, _) = stage_running(&env, &["--empty"], &script);
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the copy", || copied.exists());
+    wait_for("the copied files stored", || data_bytes(&env) >= total);
+    fs::write(&go, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_same_tree(&src, &restored(&env, &id));
+    assert_spool_empty(&env);
+
+    // An edited copy over that snapshot: changed, deleted, new, renamed, mode and xattr only.
+    fs::write(src.join("note"), b"second, longer").unwrap();
+    fs::remove_file(src.join("gone")).unwrap();
+    fs::create_dir_all(src.join("new/deeper")).unwrap();
+    fs::write(src.join("new/deeper/file"), b"new").unwrap();
+    fs::rename(src.join("sub/f000"), src.join("sub/renamed")).unwrap();
+    fs::set_permissions(src.join("sub/f001"), fs::Permissions::from_mode(0o600)).unwrap();
+    xattr::set(src.join("sub/f002"), "user.tag", b"kept").unwrap();
+    run("chown", &[Path::new("-R"), Path::new("65534:65534"), &src]);
+    let (command, _) = stage_running(&env, &[], &rsync_script(&src, &env.path("stage-mnt")));
+    let id = committed(command);
+    fs::remove_dir_all(env.path("restored")).unwrap();
+    assert_same_tree(&src, &restored(&env, &id));
+    assert_spool_empty(&env);
+}
+
+#[test]
+fn a_staged_command_that_fails_or_is_stopped_commits_nothing() {
+    if !common::is_root() {
+        return;
+    }
+    let env = Env::with_repo(&[]);
+    let dir = env.path("stage-mnt");
+    let script = format!("touch {}/half && exit 23", dir.display());
+    let (mut command, _) = stage_running(&env, &["--empty"], &script);
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(23));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sh exited with status 23: stage discarded"),
+        "{err}"
+    );
+
+    let started = env.path("started");
+    let script = format!(
+        "touch {}/half {} && exec sleep 30",
+        dir.display(),
+        started.display()
+    );
+    let (mut command, _) = stage_running(&env, &["--empty"], &script);
+    let child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", || started.exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cairn was stopped: stage discarded"), "{err}");
+    assert_eq!(snapshot_count(&env), 0);
+    assert_spool_empty(&env);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}

@@ -397,10 +397,14 @@ fn init_logging(directives: &str) {
 
 /// Runs the command line; returns the exit code.
 pub fn run() -> Result<u8> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // fuser warns when its own unmount finds the file system already unmounted by ours.
     let level = std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn,fuser=error".into());
     init_logging(&level);
+    // Before any thread starts: the kernel makes a user namespace only for a process with one.
+    if let Command::Stage(args) = &mut cli.command {
+        args.enter_namespace()?;
+    }
     // Parallel readers block on the store: at least one per connection, so a network store's
     // latency is overlapped, and at least one per core for the work between reads.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

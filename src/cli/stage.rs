@@ -8,7 +8,7 @@
 use crate::cli::private_dir::{cache_dir, ensure_private, runtime_dir};
 use crate::cli::{Globals, block_stop_signals, fuse_config, parse_label, parse_size, unmount};
 use anyhow::{Context, Result, bail};
-use cairn::fs::overlay::{OverlayOptions, OverlayStage};
+use cairn::fs::overlay::{Namespace, OverlayOptions, OverlayStage};
 use cairn::fs::stage::{Stage, StageFs, StageOptions, StageSnapshot};
 use cairn::fs::stage_tree::now_nanos;
 use cairn::repo::Repository;
@@ -24,10 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod command;
+
 /// Options of `stage`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  cairn stage /mnt/stage --path /home/me   (in another terminal:)\n    rsync -a ~/ /mnt/stage/ && cairn stage --commit /mnt/stage\n  cairn stage /mnt/stage --path /srv --empty --commit-on-unmount"
+    after_help = "Examples:\n  cairn stage /mnt/stage --path /home/me   (in another terminal:)\n    rsync -a ~/ /mnt/stage/ && cairn stage --commit /mnt/stage\n  cairn stage /mnt/stage --path /home/me -- rsync -a ~/ /mnt/stage/\n  cairn stage /mnt/stage --path /srv --empty --commit-on-unmount"
 )]
 pub struct Args {
     /// Empty directory to mount the stage on (or, with --commit/--abort, the stage's mount).
@@ -79,6 +81,29 @@ pub struct Args {
     /// without them, the kernel then stops asking for `security.capability` before every write.
     #[arg(long)]
     no_xattrs: bool,
+    /// Run COMMAND with the stage mounted on DIR where only it (and what it starts) sees it,
+    /// then commit if it succeeds and discard otherwise. Users without root get the overlay
+    /// stage this way, in a user namespace of their own.
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        conflicts_with_all = ["commit", "abort", "fuse", "allow_other", "commit_on_unmount"]
+    )]
+    command: Vec<std::ffi::OsString>,
+    /// The namespace COMMAND's stage is mounted in, made by [`Args::enter_namespace`].
+    #[arg(skip)]
+    namespace: Option<Namespace>,
+}
+
+impl Args {
+    /// With COMMAND, moves this process into the namespaces its stage is mounted in. Must run
+    /// before any thread starts.
+    pub fn enter_namespace(&mut self) -> Result<()> {
+        if !self.command.is_empty() && !self.commit && !self.abort {
+            self.namespace = Some(cairn::fs::overlay::namespace::enter_private()?);
+        }
+        Ok(())
+    }
 }
 
 /// A mounted stage of either kind.
@@ -162,6 +187,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             &args.dir,
             if args.commit { "commit" } else { "abort" },
         );
+    }
+    if !args.command.is_empty() {
+        return command::run(globals, &args);
     }
     serve(globals, args)
 }
@@ -266,9 +294,17 @@ fn empty_root() -> Node {
     Node::new(NodeKind::Dir, 0o755, owner, now_nanos())
 }
 
-/// Mounts the stage and serves it until a commit, an abort or an unmount.
-fn serve(globals: &Globals, args: Args) -> Result<u8> {
-    let signals = block_stop_signals()?;
+/// What a stage starts from, whatever its kind.
+struct Prepared {
+    repo: Arc<Repository>,
+    root: Node,
+    snapshot: StageSnapshot,
+    spool_dir: PathBuf,
+    cache_bytes: usize,
+}
+
+/// Opens the repository and finds the parent, the spool and the snapshot's record.
+fn prepare(globals: &Globals, args: &Args) -> Result<Prepared> {
     if !args.dir.is_dir() {
         bail!("{} is not a directory", args.dir.display());
     }
@@ -277,7 +313,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         .host
         .clone()
         .unwrap_or_else(cairn::repo::identity::hostname);
-    let (parent, root, path) = starting_point(&repo, &args, &hostname)?;
+    let (parent, root, path) = starting_point(&repo, args, &hostname)?;
     let spool_dir = match &args.spool_dir {
         // An overlay stage's upper directory holds every file copied in: only the user may
         // enter where it goes.
@@ -293,8 +329,26 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
         tags: args.tag.clone(),
         parent,
     };
-    let root = root.unwrap_or_else(empty_root);
-    let cache_bytes = usize::try_from(args.cache_size).unwrap_or(usize::MAX);
+    Ok(Prepared {
+        repo,
+        root: root.unwrap_or_else(empty_root),
+        snapshot,
+        spool_dir,
+        cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+    })
+}
+
+/// Mounts the stage and serves it until a commit, an abort or an unmount.
+fn serve(globals: &Globals, args: Args) -> Result<u8> {
+    let signals = block_stop_signals()?;
+    let Prepared {
+        repo,
+        root,
+        snapshot,
+        spool_dir,
+        cache_bytes,
+    } = prepare(globals, &args)?;
+    let parent = snapshot.parent;
 
     let socket = ControlSocket::bind(&args.dir)?;
     let (stage, session) = if args.fuse || !nix::unistd::geteuid().is_root() {
@@ -326,6 +380,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
             spool_base: spool_dir,
             cache_bytes,
             parallel_uploads: globals.connections,
+            namespace: Namespace::Root,
         };
         let (stage, session) = OverlayStage::mount(repo, root, snapshot, opts, &args.dir)?;
         (Mounted::Overlay(Arc::new(stage)), session)

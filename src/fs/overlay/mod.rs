@@ -9,10 +9,14 @@
 //! the copy closes it ([`watch`]); the commit makes the mount read-only, walks only the upper
 //! directory and merges it over the parent's trees ([`upper`]).
 //!
-//! Mounting overlayfs needs CAP_SYS_ADMIN, as does the watcher (fanotify); users without it get
-//! the FUSE stage ([`crate::fs::stage`]).
+//! Mounting overlayfs needs CAP_SYS_ADMIN, as does the watcher (fanotify): root has it, and a
+//! user running `cairn stage DIR -- COMMAND` has it in a user namespace of their own
+//! ([`namespace`]), where overlayfs keeps its attributes under `user.` and inotify watches the
+//! directories instead. Other users get the FUSE stage ([`crate::fs::stage`]).
 
+mod dir_watch;
 mod mount;
+pub mod namespace;
 mod spool;
 mod target;
 mod upper;
@@ -37,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+pub use namespace::Namespace;
 use spool::Spool;
 use target::StageDir;
 use upper::UpperWalk;
@@ -52,6 +57,8 @@ pub struct OverlayOptions {
     pub cache_bytes: usize,
     /// Packs uploaded at once.
     pub parallel_uploads: usize,
+    /// Where the mounts are made ([`namespace::enter_private`] for a user without root).
+    pub namespace: Namespace,
 }
 
 /// The commit's stack: its walk recurses once per directory level.
@@ -86,6 +93,7 @@ pub struct OverlayStage {
     owners: OwnerNames,
     started: (SystemTime, Instant),
     snapshot: StageSnapshot,
+    namespace: Namespace,
 }
 
 impl OverlayStage {
@@ -112,7 +120,7 @@ impl OverlayStage {
         let packer = Arc::new(packer);
         let chunker = ChunkerConfig::new(&repo.config().params, repo.key().gear_seed());
         let spool = Spool::create(&opts.spool_base)?;
-        dress_like(&spool.upper(), &root)?;
+        dress_like(&spool.upper(), &root, opts.namespace)?;
         let view = View::new(
             repo.clone(),
             Scope::One {
@@ -134,9 +142,8 @@ impl OverlayStage {
         };
         mount::mount_overlay(
             &dir.by_descriptor(),
-            &spool.lower(),
-            &spool.upper(),
-            &spool.work(),
+            [&spool.lower(), &spool.upper(), &spool.work()],
+            opts.namespace,
         )
         .map_err(mounting)?;
         let tree = match mount::clone_tree(target) {
@@ -149,6 +156,7 @@ impl OverlayStage {
         let records = Arc::new(Records::default());
         let watcher = Watcher::start(
             target,
+            opts.namespace,
             Chunking {
                 packer: packer.clone(),
                 chunker,
@@ -178,6 +186,7 @@ impl OverlayStage {
             owners: OwnerNames::default(),
             started: (SystemTime::now(), Instant::now()),
             snapshot,
+            namespace: opts.namespace,
         };
         Ok((stage, lower))
     }
@@ -233,6 +242,7 @@ impl OverlayStage {
             &self.owners,
         );
         walk.descend_lower = self.spool.has_index_entries();
+        walk.namespace = self.namespace;
         let walked = walk
             .root(&self.spool.upper(), merged, &name, &self.root)
             .and_then(|root| packer.store_tree(vec![root]));
@@ -305,15 +315,31 @@ impl OverlayStage {
 }
 
 /// Gives the upper directory the parent root's mode, owner, times and extended attributes: the
-/// overlay's root shows the upper directory's, and the snapshot records them.
-fn dress_like(upper: &Path, root: &Node) -> Result<()> {
+/// overlay's root shows the upper directory's, and the snapshot records them. A user without
+/// root keeps what the user cannot set (another owner, `trusted.*`), as `cp -a` would.
+fn dress_like(upper: &Path, root: &Node, namespace: Namespace) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let fail = |e: std::io::Error| Error::io(upper, e);
-    std::os::unix::fs::lchown(upper, Some(root.uid), Some(root.gid)).map_err(fail)?;
+    let unless_user = |done: std::io::Result<()>| match done {
+        Err(e) if namespace == Namespace::User => {
+            tracing::warn!("{}: {e}", upper.display());
+            Ok(())
+        }
+        done => done.map_err(fail),
+    };
+    unless_user(std::os::unix::fs::lchown(
+        upper,
+        Some(root.uid),
+        Some(root.gid),
+    ))?;
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(root.mode & 0o7777))
         .map_err(fail)?;
     for x in &root.xattrs {
-        xattr::set(upper, std::ffi::OsStr::from_bytes(&x.name), &x.value).map_err(fail)?;
+        unless_user(xattr::set(
+            upper,
+            std::ffi::OsStr::from_bytes(&x.name),
+            &x.value,
+        ))?;
     }
     let time = |nanos: i64| {
         filetime::FileTime::from_unix_time(

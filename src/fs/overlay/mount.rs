@@ -3,7 +3,7 @@
 //!
 //! The options make every change land in the upper directory as a plain file, directory,
 //! whiteout or opaque directory, which is all the commit reads ([`super::upper`]):
-//! `redirect_dir=off` (renaming a directory the parent holds fails with EXDEV, and `mv` and
+//! `redirect_dir=nofollow` (renaming a directory the parent holds fails with EXDEV, and `mv` and
 //! file managers copy instead; rsync never renames directories), `metacopy=off` (a chmod copies
 //! the whole file up, so no upper file depends on the lower one for its data), `index=on` (a
 //! file the parent holds under several names keeps them all when one is changed: the others
@@ -12,6 +12,7 @@
 //! (the upper directory is thrown away after a crash anyway, so nothing is synced to it). `nosuid` and `nodev`: what is copied in is data to back up, not
 //! programs or devices to use.
 
+use super::namespace::Namespace;
 use nix::mount::{MntFlags, MsFlags};
 use std::ffi::CString;
 use std::io;
@@ -22,8 +23,10 @@ use std::path::Path;
 /// Per-mount flags of the overlay, kept when it is made read-only.
 const FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
-/// Mounts overlayfs on `target` with the given layers.
-pub fn mount_overlay(target: &Path, lower: &Path, upper: &Path, work: &Path) -> io::Result<()> {
+/// Mounts overlayfs on `target` with the given layers; in a user namespace it keeps its own
+/// attributes in `user.overlay.*` (`userxattr`: `trusted.*` is root's).
+pub fn mount_overlay(target: &Path, layers: [&Path; 3], namespace: Namespace) -> io::Result<()> {
+    let [lower, upper, work] = layers;
     let mut options = Vec::new();
     for (key, path) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
         options.extend_from_slice(key.as_bytes());
@@ -31,7 +34,10 @@ pub fn mount_overlay(target: &Path, lower: &Path, upper: &Path, work: &Path) -> 
         options.extend_from_slice(&escaped(path));
         options.push(b',');
     }
-    options.extend_from_slice(b"redirect_dir=off,index=on,metacopy=off,xino=off,volatile");
+    options.extend_from_slice(b"redirect_dir=nofollow,index=on,metacopy=off,xino=off,volatile");
+    if namespace == Namespace::User {
+        options.extend_from_slice(b",userxattr");
+    }
     nix::mount::mount(
         Some("cairn-stage"),
         target,

@@ -9,6 +9,7 @@
 //! watcher's records when unchanged since ([`super::watch`]), otherwise chunked here.
 
 use crate::error::{Error, Result};
+use crate::fs::overlay::namespace::Namespace;
 use crate::fs::overlay::watch::Records;
 use crate::fs::stage_tree::{count_node, count_subtree};
 use crate::ingest::chunker::ChunkerConfig;
@@ -28,12 +29,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-/// overlayfs' own extended attributes on the upper directory (as root).
-const OVERLAY_XATTR: &[u8] = b"trusted.overlay.";
-/// A user's `trusted.overlay.*` attribute, as overlayfs escapes it in the upper directory.
-const ESCAPED_XATTR: &[u8] = b"trusted.overlay.overlay.";
-/// Marks a directory that hides the parent's directory of the same name.
-const OPAQUE: &str = "trusted.overlay.opaque";
+/// Marks a directory that hides the parent's directory of the same name (after overlayfs'
+/// prefix).
+const OPAQUE: &[u8] = b"opaque";
 
 /// Upper inode numbers are recorded above this, clear of the numbers the parent's nodes keep
 /// (restore links files of the same number and content).
@@ -62,6 +60,8 @@ pub struct UpperWalk<'a> {
     /// Walk the parent's directories the upper directory does not hold too: overlayfs indexed a
     /// file the parent holds under several names, which may be in any of them.
     pub descend_lower: bool,
+    /// Where the overlay was mounted, which says where it keeps its own extended attributes.
+    pub namespace: Namespace,
 }
 
 impl<'a> UpperWalk<'a> {
@@ -88,6 +88,7 @@ impl<'a> UpperWalk<'a> {
             },
             linked: HashMap::new(),
             descend_lower: false,
+            namespace: Namespace::Root,
         }
     }
 
@@ -119,7 +120,7 @@ impl<'a> UpperWalk<'a> {
         }
         let mut entries: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
         let opaque = match path {
-            Some(path) => xattr::get(path, OPAQUE)
+            Some(path) => xattr::get(path, OsStr::from_bytes(&self.overlay_xattr(OPAQUE)))
                 .map_err(|e| Error::io(path, e))?
                 .is_some_and(|v| v == b"y"),
             None => false,
@@ -222,7 +223,7 @@ impl<'a> UpperWalk<'a> {
         let mut node = node_from_metadata(name, meta, self.owners);
         node.inode = UPPER_INODES | meta.ino();
         node.xattrs = match read_xattrs(path) {
-            Ok(all) => user_xattrs(all),
+            Ok(all) => user_xattrs(all, self.namespace.overlay_xattrs()),
             Err(e) => {
                 warn(path, format!("cannot read extended attributes: {e}"));
                 Vec::new()
@@ -284,6 +285,13 @@ impl<'a> UpperWalk<'a> {
     }
 }
 
+impl UpperWalk<'_> {
+    /// The name of overlayfs' own attribute `name`.
+    fn overlay_xattr(&self, name: &[u8]) -> Vec<u8> {
+        [self.namespace.overlay_xattrs(), name].concat()
+    }
+}
+
 /// Reports what the walk could not read (it stores such a file empty, as backup does).
 fn warn(path: &Path, what: impl std::fmt::Display) {
     tracing::warn!("{}: {what}", path.display());
@@ -294,16 +302,17 @@ fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// The extended attributes a user set: overlayfs' own dropped, a user's `trusted.overlay.*`
-/// (escaped by overlayfs) given back its name.
-fn user_xattrs(all: Vec<Xattr>) -> Vec<Xattr> {
+/// The extended attributes a user set: overlayfs' own (starting with `overlay`) dropped, a
+/// user's of the same prefix (escaped by overlayfs as `overlay` twice) given back its name.
+fn user_xattrs(all: Vec<Xattr>, overlay: &[u8]) -> Vec<Xattr> {
+    let escaped = [overlay, b"overlay."].concat();
     let mut kept = all
         .into_iter()
         .filter_map(|mut x| {
-            if x.name.starts_with(ESCAPED_XATTR) {
-                x.name.drain(OVERLAY_XATTR.len()..ESCAPED_XATTR.len());
+            if x.name.starts_with(&escaped) {
+                x.name.drain(overlay.len()..escaped.len());
                 Some(x)
-            } else if x.name.starts_with(OVERLAY_XATTR) {
+            } else if x.name.starts_with(overlay) {
                 None
             } else {
                 Some(x)
@@ -327,12 +336,15 @@ mod tests {
 
     #[test]
     fn overlay_attributes_are_dropped_and_escaped_user_ones_restored() {
-        let kept = user_xattrs(vec![
-            x("trusted.overlay.opaque"),
-            x("trusted.overlay.overlay.mine"),
-            x("user.note"),
-            x("trusted.other"),
-        ]);
+        let kept = user_xattrs(
+            vec![
+                x("trusted.overlay.opaque"),
+                x("trusted.overlay.overlay.mine"),
+                x("user.note"),
+                x("trusted.other"),
+            ],
+            Namespace::Root.overlay_xattrs(),
+        );
         let names: Vec<&[u8]> = kept.iter().map(|x| x.name.as_slice()).collect();
         assert_eq!(
             names,
@@ -342,5 +354,19 @@ mod tests {
                 b"user.note"
             ]
         );
+    }
+
+    #[test]
+    fn in_a_user_namespace_the_user_prefix_is_overlayfs_own() {
+        let kept = user_xattrs(
+            vec![
+                x("user.overlay.opaque"),
+                x("user.overlay.overlay.mine"),
+                x("user.note"),
+            ],
+            Namespace::User.overlay_xattrs(),
+        );
+        let names: Vec<&[u8]> = kept.iter().map(|x| x.name.as_slice()).collect();
+        assert_eq!(names, vec![b"user.note".as_slice(), b"user.overlay.mine"]);
     }
 }

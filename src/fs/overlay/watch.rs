@@ -1,5 +1,5 @@
-//! Chunking files while the copy runs: fanotify reports each file of the overlay closed after
-//! writing, and a thread chunks, compresses, encrypts and packs it through the writer's
+//! Chunking files while the copy runs: fanotify (as root) or inotify (in a user namespace,
+//! [`super::dir_watch`]) reports each file of the overlay closed after writing, and a thread chunks, compresses, encrypts and packs it through the writer's
 //! pipeline, so by the time the copy ends most of its content is stored.
 //!
 //! What it chunked is recorded by inode with the size, mtime and ctime the file had; the commit
@@ -10,17 +10,18 @@
 //! each of which moves its ctime, so a file is chunked [`SETTLE`] after its close: by then
 //! those are done and the record matches at commit.
 
+use super::dir_watch::{Closed, DirWatches};
+use super::namespace::Namespace;
 use crate::error::{Error, Result};
 use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::content::{FileError, store_content};
 use crate::ingest::packer::Packer;
 use crate::repo::ids::BlobId;
 use nix::fcntl::OFlag;
-use nix::sys::fanotify::{EventFFlags, Fanotify, FanotifyEvent, InitFlags, MarkFlags, MaskFlags};
+use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,12 +87,24 @@ pub struct Chunking {
     pub records: Arc<Records>,
 }
 
-impl Watcher {
-    /// Watches the overlay mounted on `target` (needs CAP_SYS_ADMIN).
-    pub fn start(target: &Path, chunking: Chunking) -> Result<Watcher> {
+/// Where closed files are reported from.
+enum Source {
+    /// fanotify on the whole mount (root): each event carries a descriptor of the file.
+    Mount(Fanotify),
+    /// inotify on every directory (a user namespace, where fanotify cannot watch a mount).
+    Dirs(DirWatches),
+}
+
+impl Source {
+    /// Opens the source for the overlay mounted on `target`.
+    fn open(target: &Path, namespace: Namespace) -> Result<Source> {
         let fail = |what: &str, e: nix::Error| {
             Error::Invalid(format!("watching {} ({what}): {e}", target.display()))
         };
+        if namespace == Namespace::User {
+            let dirs = DirWatches::new(target).map_err(|e| fail("inotify", e))?;
+            return Ok(Source::Dirs(dirs));
+        }
         let group = Fanotify::init(
             InitFlags::FAN_CLASS_NOTIF
                 | InitFlags::FAN_CLOEXEC
@@ -113,12 +126,57 @@ impl Watcher {
                 Some(target),
             )
             .map_err(|e| fail("fanotify_mark", e))?;
+        Ok(Source::Mount(group))
+    }
+
+    /// Adds what happened since the last call to `out`; false once nothing more is queued.
+    fn read(&mut self, out: &mut Vec<Closed>) -> Result<bool> {
+        let failed = |e: nix::Error| Error::Invalid(format!("reading file events: {e}"));
+        let group = match self {
+            Source::Dirs(dirs) => return dirs.read(out).or_else(interrupted).map_err(failed),
+            Source::Mount(group) => group,
+        };
+        let events = match group.read_events() {
+            Ok(events) => events,
+            Err(nix::Error::EAGAIN) => return Ok(false),
+            Err(e) => return interrupted(e).map_err(failed),
+        };
+        for event in &events {
+            match event.fd() {
+                // The queue overflowed: some closes went unreported.
+                None => out.push(Closed::Lost),
+                Some(fd) => {
+                    if let Ok(owned) = fd.try_clone_to_owned() {
+                        out.push(Closed::File(File::from(owned)));
+                    }
+                }
+            }
+        }
+        Ok(!events.is_empty())
+    }
+}
+
+/// An interrupted read is read again.
+fn interrupted(e: nix::Error) -> nix::Result<bool> {
+    match e {
+        nix::Error::EINTR => Ok(true),
+        e => Err(e),
+    }
+}
+
+impl Watcher {
+    /// Watches the overlay mounted on `target` (in `namespace`).
+    pub fn start(target: &Path, namespace: Namespace, chunking: Chunking) -> Result<Watcher> {
+        let mut source = Source::open(target, namespace)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-chunk".into())
             .spawn(move || {
-                if let Err(e) = watch(&group, &chunking, &stopping) {
+                if let Source::Dirs(dirs) = &mut source {
+                    dirs.watch_existing();
+                }
+                if let Err(e) = watch(&mut source, &chunking, &stopping) {
                     // Nothing is lost: the commit stores what was not recorded.
                     tracing::error!("stage: storing files as they are closed stopped: {e}");
                 }
@@ -139,33 +197,24 @@ impl Watcher {
 
 /// The thread's loop: reads events into a queue of settling files and chunks each once settled,
 /// until told to stop.
-fn watch(group: &Fanotify, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
-    let mut pending: VecDeque<(Instant, FanotifyEvent)> = VecDeque::new();
+fn watch(source: &mut Source, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
+    let mut pending: VecDeque<(Instant, Closed)> = VecDeque::new();
+    let mut closed = Vec::new();
     while !stop.load(Ordering::SeqCst) {
-        while pending.len() < PENDING_FILES {
-            match group.read_events() {
-                Ok(events) if events.is_empty() => break,
-                Ok(events) => {
-                    let now = Instant::now();
-                    for event in events {
-                        if event.fd().is_none() {
-                            // The queue overflowed: some closes went unreported.
-                            chunking.records.clear();
-                        } else {
-                            pending.push_back((now, event));
-                        }
-                    }
+        while pending.len() < PENDING_FILES && source.read(&mut closed)? {
+            let now = Instant::now();
+            for file in closed.drain(..) {
+                match file {
+                    Closed::Lost => chunking.records.clear(),
+                    file => pending.push_back((now, file)),
                 }
-                Err(nix::Error::EAGAIN) => break,
-                Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(Error::Invalid(format!("reading fanotify events: {e}"))),
             }
         }
         match pending.front() {
             Some((at, _)) if at.elapsed() >= SETTLE || pending.len() >= PENDING_FILES => {
                 std::thread::sleep(SETTLE.saturating_sub(at.elapsed()));
-                if let Some((_, event)) = pending.pop_front() {
-                    chunk(&event, chunking, stop)?;
+                if let Some(file) = pending.pop_front().and_then(|(_, closed)| closed.open()) {
+                    chunk(&file, chunking, stop)?;
                 }
             }
             Some((at, _)) => std::thread::sleep(SETTLE.saturating_sub(at.elapsed()).min(POLL)),
@@ -192,24 +241,18 @@ impl std::io::Read for Stoppable<'_> {
 
 /// Chunks the file an event reports and records it, unless it changed while read or is not a
 /// regular file. A repository error ends the watch (the commit reports it).
-fn chunk(event: &FanotifyEvent, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
-    let Some(fd) = event.fd() else {
-        return Ok(());
-    };
-    let Ok(owned) = fd.as_fd().try_clone_to_owned() else {
-        return Ok(());
-    };
-    let file = File::from(owned);
+fn chunk(file: &File, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
     let Ok(before) = file.metadata() else {
         return Ok(());
     };
-    if !before.is_file() {
+    // Reported twice (closed, then renamed into a watched directory), or not a file.
+    if !before.is_file() || chunking.records.content_of(&before).is_some() {
         return Ok(());
     }
     let stored = store_content(
         &chunking.chunker,
         &chunking.packer,
-        Stoppable { file: &file, stop },
+        Stoppable { file, stop },
         before.size(),
         chunking.read_batch,
     );
