@@ -106,10 +106,16 @@ pub fn restored(env: &Env, spec: &str) -> PathBuf {
     target.join("src")
 }
 
+/// Bytes of the packs stored: not the temporary files of uploads under way (or cut short by a
+/// kill), which are no one's data.
 pub fn data_bytes(env: &Env) -> u64 {
     // A pack being written may be renamed between the listing and the stat.
     env.repo_files("data")
         .iter()
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
         .filter_map(|p| fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()

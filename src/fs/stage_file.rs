@@ -1,15 +1,17 @@
 //! The content of one file in the stage.
 //!
 //! A file starts as the parent snapshot's chunks (or empty). Written sequentially from offset 0
-//! — what `rsync` and `cp` do — it is cut and stored as it arrives, holding at most a batch of
-//! bytes (two maximum chunks) in memory. Any other write (out of order, into existing content,
+//! — what `rsync` and `cp` do — it is cut and stored as it arrives, by the stage's cutting
+//! thread ([`crate::fs::stage_stream`]), holding at most a batch of bytes (two maximum chunks)
+//! per file and the cutter's queue in memory. Any other write (out of order, into existing content,
 //! a truncation to a non-zero size) first copies the file into an unlinked local spool file;
 //! the spool is chunked and stored when the last handle closes. Reads see the current content in
 //! every state: stored chunks are fetched and verified like every read.
 
 use crate::error::{Error, Result};
 use crate::fetch::cache::{BlobCache, Plain};
-use crate::ingest::chunker::{ChunkerConfig, StreamChunker, for_each_batch};
+use crate::fs::stage_stream::{Cutter, Stream};
+use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
 use crate::ingest::packer::Packer;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, BlobKind};
@@ -18,10 +20,11 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Bytes of a sequential write held before they are cut: 0 asks for the least the chunker
 /// allows, two maximum chunks.
-const STREAM_BATCH: usize = 0;
+pub(crate) const STREAM_BATCH: usize = 0;
 
 /// What file operations need from the stage: where blobs come from and go to.
 pub struct Store<'a> {
@@ -37,6 +40,8 @@ pub struct Store<'a> {
     pub chunker: &'a ChunkerConfig,
     /// Where spool files are made.
     pub spool_dir: &'a Path,
+    /// Cuts sequential writes off the request thread.
+    pub cutter: &'a Cutter,
 }
 
 impl Store<'_> {
@@ -66,11 +71,12 @@ impl Store<'_> {
 pub enum Body {
     /// In the repository: chunk ids and lengths.
     Stored { chunks: Vec<(BlobId, u64)> },
-    /// Being written sequentially: the chunks cut so far and the bytes not yet cut.
+    /// Being written sequentially, cut by the cutting thread; `ended` once the last handle
+    /// closed (its last bytes are queued for cutting then).
     Streaming {
-        chunks: Vec<(BlobId, u64)>,
-        rest: StreamChunker,
+        stream: Arc<Stream>,
         size: u64,
+        ended: bool,
     },
     /// Copied into an unlinked local file, for writes in any order.
     Spooled { file: File, size: u64 },
@@ -127,17 +133,18 @@ impl Body {
         match self {
             Body::Stored { chunks } if chunks.is_empty() && offset == 0 => {
                 *self = Body::Streaming {
-                    chunks: Vec::new(),
-                    rest: StreamChunker::new(*store.chunker, STREAM_BATCH),
+                    stream: store.cutter.stream(),
                     size: 0,
+                    ended: false,
                 };
                 self.write(store, offset, data)
             }
-            Body::Streaming { chunks, rest, size } if offset == *size => {
-                rest.push(data, |chunk| {
-                    chunks.push(store.store(chunk)?);
-                    Ok::<(), Error>(())
-                })?;
+            Body::Streaming {
+                stream,
+                size,
+                ended: false,
+            } if offset == *size => {
+                store.cutter.push(stream, data)?;
                 *size += data.len() as u64;
                 Ok(())
             }
@@ -221,21 +228,40 @@ impl Body {
         Ok(())
     }
 
-    /// Stores whatever is not stored yet, leaving [`Body::Stored`]: the rest of a sequential
-    /// write is cut, a spool file is chunked.
+    /// The last handle closed: a sequential write's last bytes are queued for cutting, without
+    /// waiting for them.
+    pub fn close(&mut self, store: &Store) -> Result<()> {
+        if let Body::Streaming { stream, ended, .. } = self
+            && !*ended
+        {
+            *ended = true;
+            store.cutter.finish(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Stores whatever is not stored yet, leaving [`Body::Stored`]: a sequential write is cut
+    /// to its end (waiting for the cutting thread), a spool file is chunked.
     pub fn settle(&mut self, store: &Store) -> Result<()> {
+        self.close(store)?;
         match std::mem::replace(self, Body::empty()) {
             Body::Stored { chunks } => *self = Body::Stored { chunks },
             unreadable @ Body::Unreadable { .. } => *self = unreadable,
             Body::Streaming {
-                mut chunks, rest, ..
-            } => {
-                rest.finish(|chunk| {
-                    chunks.push(store.store(chunk)?);
-                    Ok::<(), Error>(())
-                })?;
-                *self = Body::Stored { chunks };
-            }
+                stream,
+                size,
+                ended,
+            } => match stream.wait() {
+                Ok(chunks) => *self = Body::Stored { chunks },
+                Err(e) => {
+                    *self = Body::Streaming {
+                        stream,
+                        size,
+                        ended,
+                    };
+                    return Err(e);
+                }
+            },
             Body::Spooled { mut file, size } => {
                 let mut chunks = Vec::new();
                 file.seek(SeekFrom::Start(0))

@@ -90,7 +90,7 @@ impl Stage {
         };
         let Some(oldest) = evicted else { return };
         if let Ok(body) = self.body(oldest)
-            && let Ok(Err(e)) = self.with_store(|store| body.lock().settle(store))
+            && let Ok(Err(e)) = self.with_store(|store| body.lock().close(store))
         {
             // The content stays where it was; the commit tries again and reports it.
             tracing::error!("stage: storing a written file: {e}");

@@ -469,10 +469,10 @@ impl Filesystem for StageFs {
                 Err(_) => None,
             }
         };
-        // The last handle closed: cut what is left of the content now rather than at commit (the
-        // packer's sealer thread compresses and encrypts it).
+        // The last handle closed: the cutting thread cuts what is left of the content now rather
+        // than at commit (the packer's sealer thread compresses and encrypts it).
         if let Some(body) = last
-            && let Ok(Err(e)) = self.stage.with_store(|store| body.lock().settle(store))
+            && let Ok(Err(e)) = self.stage.with_store(|store| body.lock().close(store))
         {
             tracing::error!("stage: storing a closed file: {e}");
             return reply.error(Errno::EIO);

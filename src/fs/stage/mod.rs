@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::fetch::cache::BlobCache;
 use crate::fs::attrs::{file_type, system_time, xattr_names, xattr_reply};
 use crate::fs::stage_file::Store;
+use crate::fs::stage_stream::Cutter;
 use crate::fs::stage_tree::{Inode, ROOT, StageTree, TreeError, now_nanos};
 use crate::ingest::IngestLimits;
 use crate::ingest::chunker::ChunkerConfig;
@@ -84,7 +85,9 @@ pub struct Stage {
     session: Mutex<Option<WriterSession>>,
     tree: Mutex<StageTree>,
     /// `None` once committed or aborted.
-    packer: RwLock<Option<Packer>>,
+    packer: RwLock<Option<Arc<Packer>>>,
+    /// Cuts what is written sequentially, storing into the packer.
+    cutter: Cutter,
     cache: BlobCache,
     chunker: ChunkerConfig,
     spool_dir: PathBuf,
@@ -129,7 +132,9 @@ impl Stage {
         };
         let mut packer = Packer::new(repo.clone(), index.clone(), limits, false);
         packer.avoid_packs(unusable);
+        let packer = Arc::new(packer);
         let chunker = ChunkerConfig::new(&repo.config().params, repo.key().gear_seed());
+        let cutter = Cutter::start(packer.clone(), chunker)?;
         let cache = BlobCache::new(opts.cache_bytes);
         let tree = {
             let store = Store {
@@ -139,6 +144,7 @@ impl Stage {
                 cache: &cache,
                 chunker: &chunker,
                 spool_dir: &opts.spool_dir,
+                cutter: &cutter,
             };
             StageTree::new(root, &store)
         };
@@ -148,6 +154,7 @@ impl Stage {
             session: Mutex::new(Some(session)),
             tree: Mutex::new(tree),
             packer: RwLock::new(Some(packer)),
+            cutter,
             cache,
             chunker,
             spool_dir: opts.spool_dir,
@@ -174,6 +181,7 @@ impl Stage {
             cache: &self.cache,
             chunker: &self.chunker,
             spool_dir: &self.spool_dir,
+            cutter: &self.cutter,
         };
         Ok(f(&store))
     }
@@ -204,6 +212,7 @@ impl Stage {
             cache: &self.cache,
             chunker: &self.chunker,
             spool_dir: &self.spool_dir,
+            cutter: &self.cutter,
         };
         let name = Path::new(&self.snapshot.path)
             .file_name()
@@ -217,6 +226,10 @@ impl Stage {
             .lock()
             .commit_node(ROOT, &name, &store, &packer, &mut summary)?;
         let tree = packer.store_tree(vec![root])?;
+        // Every file is cut (the walk settled each): the thread lets go of the packer.
+        self.cutter.stop();
+        let packer = Arc::try_unwrap(packer)
+            .map_err(|_| Error::Invalid("the cutting thread still holds the packer".into()))?;
         let totals = packer.finish()?;
         let snapshot = self.snapshot_of(tree, &totals, summary);
         let session =
@@ -232,7 +245,10 @@ impl Stage {
     /// stays indexed, so a later stage re-uses it.
     pub fn abort(&self) {
         self.frozen.store(true, Ordering::SeqCst);
-        if let Some(packer) = self.packer.write().take() {
+        self.cutter.stop();
+        if let Some(packer) = self.packer.write().take()
+            && let Ok(packer) = Arc::try_unwrap(packer)
+        {
             let _ = packer.finish();
         }
         if let Some(session) = self.session.lock().take() {
