@@ -313,6 +313,11 @@ fn an_overlay_stage_commits_past_a_fifo_closed_after_writing_and_keeps_links_acr
 /// `cairn stage DIR --path /src --spool-dir SPOOL ARGS -- sh -c SCRIPT` as the scratch area's
 /// user, on a fresh `DIR` of that user's; returns the command and `DIR`.
 fn stage_running(env: &Env, args: &[&str], script: &str) -> (Command, std::path::PathBuf) {
+    stage_running_argv(env, args, &["sh", "-c", script])
+}
+
+/// `cairn stage DIR ... ARGS -- COMMAND...` as [`stage_running`] makes it.
+fn stage_running_argv(env: &Env, args: &[&str], argv: &[&str]) -> (Command, std::path::PathBuf) {
     use std::os::unix::fs::DirBuilderExt;
     let dir = env.path("stage-mnt");
     let spool = spool(env);
@@ -325,12 +330,13 @@ fn stage_running(env: &Env, args: &[&str], script: &str) -> (Command, std::path:
     let mut all = vec!["stage", dir.to_str().unwrap(), "--path", "/src"];
     all.extend_from_slice(&["--spool-dir", spool.to_str().unwrap()]);
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--", "sh", "-c", script]);
+    all.push("--");
+    all.extend_from_slice(argv);
     (env.command(&all), dir)
 }
 
 /// Runs a staged command to its end; returns the snapshot id it printed.
-fn committed(mut command: Command) -> String {
+fn committed(command: &mut Command) -> String {
     let out = command.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -385,6 +391,13 @@ fn a_stage_with_a_command_is_seen_by_that_command_alone_and_committed_when_it_su
     assert_same_tree(&src, &restored(&env, &id));
     assert_spool_empty(&env);
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+
+    // Started from inside DIR, COMMAND works in the stage, not in the directory under it.
+    let (mut command, _) = stage_running(&env, &[], "echo made > made-here");
+    let id = committed(command.current_dir(&dir));
+    let listing = env.ok(&["ls", &id]);
+    assert!(listing.lines().any(|l| l == "/src/made-here"), "{listing}");
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
 }
 
 #[test]
@@ -438,8 +451,8 @@ fn a_user_without_root_stages_through_a_command_in_a_user_namespace() {
     fs::set_permissions(src.join("sub/f001"), fs::Permissions::from_mode(0o600)).unwrap();
     xattr::set(src.join("sub/f002"), "user.tag", b"kept").unwrap();
     run("chown", &[Path::new("-R"), Path::new("65534:65534"), &src]);
-    let (command, _) = stage_running(&env, &[], &rsync_script(&src, &env.path("stage-mnt")));
-    let id = committed(command);
+    let (mut command, _) = stage_running(&env, &[], &rsync_script(&src, &env.path("stage-mnt")));
+    let id = committed(&mut command);
     fs::remove_dir_all(env.path("restored")).unwrap();
     assert_same_tree(&src, &restored(&env, &id));
     assert_spool_empty(&env);
@@ -462,6 +475,12 @@ fn a_staged_command_that_fails_or_is_stopped_commits_nothing() {
         "{err}"
     );
 
+    let (mut command, _) = stage_running_argv(&env, &["--empty"], &["no-such-program-anywhere"]);
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+
+    // Stopped: COMMAND gets the signal (it does not inherit cairn's blocked stop signals), and
+    // cairn ends with it.
     let started = env.path("started");
     let script = format!(
         "touch {}/half {} && exec sleep 30",
@@ -469,18 +488,31 @@ fn a_staged_command_that_fails_or_is_stopped_commits_nothing() {
         started.display()
     );
     let (mut command, _) = stage_running(&env, &["--empty"], &script);
-    let child = command
+    let mut child = command
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_for("the command to start", || started.exists());
+    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let sleeper = children.split_whitespace().next().expect("COMMAND runs");
+    let status = fs::read_to_string(format!("/proc/{sleeper}/status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    let stop_signals = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM]
+        .iter()
+        .fold(0u64, |mask, s| mask | 1 << (s - 1));
+    assert_eq!(blocked & stop_signals, 0, "COMMAND blocks {blocked:x}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
+    wait_for("cairn to end", || child.try_wait().unwrap().is_some());
     let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cairn was stopped: stage discarded"), "{err}");
     assert_eq!(snapshot_count(&env), 0);

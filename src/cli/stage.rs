@@ -87,7 +87,7 @@ pub struct Args {
     #[arg(
         last = true,
         value_name = "COMMAND",
-        conflicts_with_all = ["commit", "abort", "fuse", "allow_other", "commit_on_unmount"]
+        conflicts_with_all = ["commit", "abort", "fuse", "allow_other", "commit_on_unmount", "no_xattrs"]
     )]
     command: Vec<std::ffi::OsString>,
     /// The namespace COMMAND's stage is mounted in, made by [`Args::enter_namespace`].
@@ -99,9 +99,26 @@ impl Args {
     /// With COMMAND, moves this process into the namespaces its stage is mounted in. Must run
     /// before any thread starts.
     pub fn enter_namespace(&mut self) -> Result<()> {
-        if !self.command.is_empty() && !self.commit && !self.abort {
-            self.namespace = Some(cairn::fs::overlay::namespace::enter_private()?);
+        use cairn::fs::overlay::namespace;
+        if self.command.is_empty() || self.commit || self.abort {
+            return Ok(());
         }
+        // Read before the namespace hides them.
+        let groups = namespace::unmapped_groups();
+        let entered = namespace::enter_private()?;
+        if entered == Namespace::User && !groups.is_empty() {
+            eprintln!(
+                "cairn: warning: in the stage only your user and primary group exist: files of \
+                 your other groups ({}) get your primary group, and a parent's files of other \
+                 owners cannot be changed (stage without COMMAND to keep them)",
+                groups
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        self.namespace = Some(entered);
         Ok(())
     }
 }

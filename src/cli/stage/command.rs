@@ -9,9 +9,12 @@ use super::{Args, Prepared, prepare};
 use crate::cli::{Globals, block_stop_signals};
 use anyhow::{Context, Result, bail};
 use cairn::fs::overlay::{OverlayOptions, OverlayStage};
+use cairn::repo::ids::SnapshotId;
+use nix::sys::signal::SigSet;
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,28 +40,28 @@ pub fn run(globals: &Globals, args: &Args) -> Result<u8> {
     let (stage, session) = OverlayStage::mount(repo, root, snapshot, opts, &args.dir)?;
     let stage = Arc::new(stage);
 
-    let program = &args.command[0];
-    let shown = program.to_string_lossy().into_owned();
-    let ended = match Command::new(program).args(&args.command[1..]).spawn() {
+    let shown = args.command[0].to_string_lossy().into_owned();
+    let ended = match spawn(&args.command, signals) {
         Ok(child) => wait_forwarding(child, signals, &shown),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("running {shown}"))),
+        Err(e) => Ok(Ended::Failed(
+            format!("cannot run {shown}: {e}"),
+            // What a shell answers: not found, or found but not runnable.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
+        )),
     };
-    let mut keep_copy = false;
     let outcome = match ended {
-        Ok(Ended::Succeeded) => match stage.commit() {
-            Ok(id) => {
-                if globals.json {
-                    println!("{}", serde_json::json!({ "id": id.to_string() }));
-                } else {
-                    println!("{id}");
-                }
-                Ok(0)
+        Ok(Ended::Succeeded) => commit_when_closed(&stage).map(|id| {
+            if globals.json {
+                println!("{}", serde_json::json!({ "id": id.to_string() }));
+            } else {
+                println!("{id}");
             }
-            Err(e) => {
-                keep_copy = true;
-                Err(e.into())
-            }
-        },
+            0
+        }),
         Ok(Ended::Failed(why, code)) => {
             stage.abort();
             eprintln!("cairn: {why}: stage discarded");
@@ -72,15 +75,55 @@ pub fn run(globals: &Globals, args: &Args) -> Result<u8> {
     stage.release();
     // As in `serve`: a shell still inside the detached overlay keeps the view's session.
     std::mem::forget(session);
-    if keep_copy {
-        eprintln!(
-            "the stage's copy is kept in {}",
-            stage.spool_dir().display()
-        );
-    } else {
-        stage.clean_up();
-    }
+    // Nothing can commit this stage later: its copy goes whatever happened.
+    stage.clean_up();
     outcome
+}
+
+/// How long a process COMMAND left behind may keep a file in the stage open for writing.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Commits the stage once no file in it is open for writing (a process COMMAND started in the
+/// background may still be closing one), waiting up to [`CLOSE_WAIT`].
+fn commit_when_closed(stage: &OverlayStage) -> Result<SnapshotId> {
+    let started = std::time::Instant::now();
+    while stage.make_read_only().is_err() && started.elapsed() < CLOSE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    match stage.commit() {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            stage.abort();
+            Err(anyhow::Error::from(e).context("stage discarded"))
+        }
+    }
+}
+
+/// Starts COMMAND as the shell that started cairn would have: with the stop signals cairn
+/// blocks in its own threads unblocked, in the working directory found again by name (so a
+/// COMMAND started from inside DIR works in the stage, not in the directory under it), without
+/// the repositories' passwords, and killed if cairn dies (its stage is gone then).
+fn spawn(command: &[OsString], signals: SigSet) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(&command[0]);
+    child
+        .args(&command[1..])
+        .env_remove("CAIRN_PASSWORD")
+        .env_remove("CAIRN_FROM_PASSWORD");
+    if let Ok(dir) = std::env::current_dir() {
+        child.current_dir(dir);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls: pthread_sigmask and prctl.
+    unsafe {
+        child.pre_exec(move || {
+            signals.thread_unblock()?;
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    child.spawn()
 }
 
 /// How COMMAND ended.
@@ -93,11 +136,7 @@ enum Ended {
 
 /// Waits for COMMAND; a stop signal cairn receives (SIGINT, SIGTERM, SIGHUP) is passed on to it,
 /// and the stage is then discarded whatever COMMAND does.
-fn wait_forwarding(
-    mut child: std::process::Child,
-    signals: nix::sys::signal::SigSet,
-    shown: &str,
-) -> Result<Ended> {
+fn wait_forwarding(mut child: Child, signals: SigSet, shown: &str) -> Result<Ended> {
     // A descriptor of the process, not its number: once it is reaped, the number may be
     // another process's.
     let pidfd = pidfd_open(child.id()).context("watching the command")?;

@@ -4,7 +4,8 @@
 //!
 //! Nothing depends on an event arriving: a file closed in a directory before its watch was
 //! added, a directory past the watch limit or a queue overflow only means the commit chunks
-//! that file itself ([`super::upper`]).
+//! that file itself ([`super::upper`]). Files are opened by path, which the copy may have
+//! changed meanwhile: whatever is opened must be on the overlay ([`super::watch`] checks).
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::collections::{HashMap, VecDeque};
@@ -12,7 +13,9 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Directories watched at most: each holds its path in memory and a kernel watch.
+/// Directories watched at most: each holds its path in memory and a kernel watch. Never more
+/// than half the user's watches (`fs.inotify.max_user_watches`), which other programs need too,
+/// and the parent's directories only half of that: those the copy makes come first.
 const WATCHED_DIRS: usize = 65_536;
 
 /// What a directory's watch reports: files closed after writing, files renamed into it (rsync
@@ -29,8 +32,11 @@ const SCANNED_FILES: usize = 512;
 
 /// A file the copy closed, or the news that some went unreported.
 pub enum Closed {
-    /// The file, opened just after the event.
+    /// The file, opened just after its close was reported.
     File(File),
+    /// A file renamed into a watched directory, opened just after: rsync renames each file it
+    /// closed a moment before, so this is usually a second report of the same content.
+    Renamed(File),
     /// A file found in a directory when its watch was added (the copy may have closed it
     /// before), opened when chunked.
     Found(PathBuf),
@@ -39,11 +45,13 @@ pub enum Closed {
 }
 
 impl Closed {
-    /// The file to chunk, if it can still be opened.
-    pub fn open(self) -> Option<File> {
+    /// The file to chunk, if it can still be opened, and whether it may be one already chunked
+    /// since its last close (then a record that still matches it stands).
+    pub fn open(self) -> Option<(File, bool)> {
         match self {
-            Closed::File(file) => Some(file),
-            Closed::Found(path) => open_closed(&path).ok(),
+            Closed::File(file) => Some((file, false)),
+            Closed::Renamed(file) => Some((file, true)),
+            Closed::Found(path) => open_closed(&path).ok().map(|file| (file, true)),
             Closed::Lost => None,
         }
     }
@@ -54,7 +62,9 @@ pub struct DirWatches {
     inotify: Inotify,
     /// The path of each watched directory.
     dirs: HashMap<WatchDescriptor, PathBuf>,
-    /// No more watches can be added (our limit or the kernel's).
+    /// Watches this user's programs may hold in all (the kernel's limit), if known.
+    limit: usize,
+    /// No more watches can be added now (our limit or the kernel's).
     full: bool,
 }
 
@@ -64,19 +74,28 @@ impl DirWatches {
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
         let wd = inotify.add_watch(top, MASK)?;
         let dirs = HashMap::from([(wd, top.to_path_buf())]);
+        let kernel = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(8_192);
         Ok(DirWatches {
             inotify,
             dirs,
+            limit: WATCHED_DIRS.min(kernel / 2),
             full: false,
         })
     }
 
     /// Watches every directory below the top one that exists now (the parent's).
     pub fn watch_existing(&mut self) {
+        let whole = self.limit;
+        self.limit = whole / 2;
         let top: Vec<PathBuf> = self.dirs.values().cloned().collect();
         for dir in top {
             self.watch_below(dir, None);
         }
+        self.limit = whole;
+        self.full = false;
     }
 
     /// Watches the directories below `dir` (itself watched). With `found`, the files there are
@@ -110,7 +129,7 @@ impl DirWatches {
 
     /// Adds a watch on `dir`; false if none was added.
     fn watch(&mut self, dir: &Path) -> bool {
-        if self.full || self.dirs.len() >= WATCHED_DIRS {
+        if self.full || self.dirs.len() >= self.limit {
             self.full = true;
             return false;
         }
@@ -141,7 +160,9 @@ impl DirWatches {
                 continue;
             }
             if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                // A watched directory went away: its watch is free again.
                 self.dirs.remove(&event.wd);
+                self.full = false;
                 continue;
             }
             let (Some(dir), Some(name)) = (self.dirs.get(&event.wd), event.name) else {
@@ -152,12 +173,14 @@ impl DirWatches {
                 if self.watch(&path) {
                     self.watch_below(path, Some(out));
                 }
-            } else if event
-                .mask
-                .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO)
+            } else if event.mask.contains(AddWatchFlags::IN_CLOSE_WRITE)
                 && let Ok(file) = open_closed(&path)
             {
                 out.push(Closed::File(file));
+            } else if event.mask.contains(AddWatchFlags::IN_MOVED_TO)
+                && let Ok(file) = open_closed(&path)
+            {
+                out.push(Closed::Renamed(file));
             }
         }
         Ok(true)

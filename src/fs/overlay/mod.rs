@@ -200,16 +200,10 @@ impl OverlayStage {
     /// with the stage left as it was, while a file in it is open for writing; after any other
     /// failure the stage stays read-only and the commit may be tried again.
     pub fn commit(&self) -> Result<SnapshotId> {
+        self.make_read_only()?;
         let merged = {
             let tree = self.tree.lock();
             let tree = tree.as_ref().ok_or_else(gone)?;
-            mount::freeze(tree).map_err(|e| match e.raw_os_error() {
-                Some(libc::EBUSY) => Error::Invalid(format!(
-                    "a file in {} is still open for writing: close it and commit again",
-                    self.target.display()
-                )),
-                _ => Error::Invalid(format!("making {} read-only: {e}", self.target.display())),
-            })?;
             PathBuf::from(format!("/proc/self/fd/{}", tree.as_raw_fd()))
         };
         if let Some(watcher) = self.watcher.lock().take() {
@@ -224,6 +218,20 @@ impl OverlayStage {
                 .map_err(|e| Error::Invalid(format!("starting the commit: {e}")))?
                 .join()
                 .unwrap_or_else(|_| Err(Error::Invalid("the commit panicked".into())))
+        })
+    }
+
+    /// Makes the stage read-only, every mount of it (again, if it already is): refused while a
+    /// file in it is open for writing.
+    pub fn make_read_only(&self) -> Result<()> {
+        let tree = self.tree.lock();
+        let tree = tree.as_ref().ok_or_else(gone)?;
+        mount::freeze(tree).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => Error::Invalid(format!(
+                "a file in {} is still open for writing (commit once it is closed)",
+                self.target.display()
+            )),
+            _ => Error::Invalid(format!("making {} read-only: {e}", self.target.display())),
         })
     }
 

@@ -34,10 +34,13 @@ pub fn mount_overlay(target: &Path, layers: [&Path; 3], namespace: Namespace) ->
         options.extend_from_slice(&escaped(path));
         options.push(b',');
     }
-    options.extend_from_slice(b"redirect_dir=nofollow,index=on,metacopy=off,xino=off,volatile");
-    if namespace == Namespace::User {
-        options.extend_from_slice(b",userxattr");
-    }
+    options.extend_from_slice(b"redirect_dir=nofollow,metacopy=off,xino=off,volatile");
+    // In a user namespace overlayfs cannot index (it needs file handles, which only root may
+    // open) and says so in the kernel log at every mount: not asked for there.
+    options.extend_from_slice(match namespace {
+        Namespace::Root => b",index=on",
+        Namespace::User => b",userxattr",
+    });
     nix::mount::mount(
         Some("cairn-stage"),
         target,

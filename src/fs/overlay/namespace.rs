@@ -3,15 +3,15 @@
 //! namespace of their own.
 //!
 //! The user namespace maps the user to themselves (not to root), so COMMAND runs as the user it
-//! always was, with no capability after its `exec`, and every owner it sees and sets is the real
-//! one: the stage's files are the user's, and the snapshot records the same owners `cairn backup`
-//! would. cairn itself keeps the namespace's capabilities, which are what mounting the parent's
-//! view (FUSE) and overlayfs (`userxattr`) there need.
+//! always was, with no capability after its `exec`, and the owners it sees and sets are the real
+//! ones — but only the user and their primary group exist there: a user may not map more
+//! without a privileged helper, so files of other owners and groups show as `nobody` and cannot
+//! be given to them ([`unmapped_groups`]). cairn itself keeps the namespace's capabilities,
+//! which are what mounting the parent's view (FUSE) and overlayfs (`userxattr`) there need.
 
 use crate::error::{Error, Result};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use std::path::Path;
 
 /// Where the stage's mounts live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,28 +54,33 @@ pub fn enter_private() -> Result<Namespace> {
         ));
     }
     let namespace = Namespace::current();
-    let unshare = |flags: CloneFlags| {
-        nix::sched::unshare(flags).map_err(|e| {
-            Error::Invalid(format!(
-                "making a private mount namespace: {e}{}",
-                if namespace == Namespace::User {
-                    " (this system does not let users make user namespaces: run without \
-                     COMMAND, as a FUSE stage)"
-                } else {
-                    ""
-                }
-            ))
-        })
+    // Where user namespaces are off, or granted without rights (AppArmor's
+    // `apparmor_restrict_unprivileged_userns`), any step below may fail.
+    let refused = |what: &str, e: &dyn std::fmt::Display| {
+        let hint = match namespace {
+            Namespace::User => {
+                " (this system does not let users mount in a namespace of their own: run the \
+                 stage without COMMAND, as a FUSE stage)"
+            }
+            Namespace::Root => "",
+        };
+        Error::Invalid(format!("{what}: {e}{hint}"))
     };
     match namespace {
-        Namespace::Root => unshare(CloneFlags::CLONE_NEWNS)?,
+        Namespace::Root => nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| refused("making a private mount namespace", &e))?,
         Namespace::User => {
             let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-            unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+                .map_err(|e| refused("making a user namespace", &e))?;
             // The kernel wants supplementary groups fixed before a group map is written.
-            write_map("/proc/self/setgroups", "deny")?;
-            write_map("/proc/self/uid_map", &format!("{uid} {uid} 1"))?;
-            write_map("/proc/self/gid_map", &format!("{gid} {gid} 1"))?;
+            for (path, line) in [
+                ("/proc/self/setgroups", "deny".to_string()),
+                ("/proc/self/uid_map", format!("{uid} {uid} 1")),
+                ("/proc/self/gid_map", format!("{gid} {gid} 1")),
+            ] {
+                std::fs::write(path, line).map_err(|e| refused(path, &e))?;
+            }
         }
     }
     // Nothing mounted here propagates back to the namespace we came from.
@@ -86,13 +91,20 @@ pub fn enter_private() -> Result<Namespace> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| Error::Invalid(format!("making the stage's mounts private: {e}")))?;
+    .map_err(|e| refused("making the stage's mounts private", &e))?;
     Ok(namespace)
 }
 
-/// Writes one of the user namespace's maps.
-fn write_map(path: &str, line: &str) -> Result<()> {
-    std::fs::write(path, line).map_err(|e| Error::io(Path::new(path), e))
+/// The groups, other than the user's own, that files may belong to outside the user namespace
+/// but not inside it (only the user and their primary group are mapped there).
+pub fn unmapped_groups() -> Vec<u32> {
+    let own = nix::unistd::getegid();
+    nix::unistd::getgroups()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| *g != own)
+        .map(|g| g.as_raw())
+        .collect()
 }
 
 /// This process's thread count, from the kernel.

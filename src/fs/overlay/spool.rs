@@ -80,7 +80,7 @@ impl Spool {
 
     /// Removes the spool with whatever the copy left in it (the stage's mounts must be gone).
     pub fn remove(&self) {
-        match std::fs::remove_dir_all(&self.dir) {
+        match remove_tree(&self.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(
@@ -94,6 +94,32 @@ impl Spool {
 impl Drop for Spool {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// Removes `dir` and everything in it. overlayfs makes its work directory's own directories
+/// mode 000, which a user without root cannot enter to empty: those are opened up first.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let mut dirs = vec![dir.to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                // The file type of the entry itself: a link is never followed.
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            std::fs::remove_dir_all(dir)
+        }
+        done => done,
     }
 }
 
@@ -121,7 +147,7 @@ fn remove_stale(base: &Path) {
             continue;
         }
         detach_mounts_of(&dir);
-        match std::fs::remove_dir_all(&dir) {
+        match remove_tree(&dir) {
             Ok(()) => tracing::info!("removed {} left by a stage that was killed", dir.display()),
             Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
         }

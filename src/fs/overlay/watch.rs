@@ -213,8 +213,10 @@ fn watch(source: &mut Source, chunking: &Chunking, stop: &AtomicBool) -> Result<
         match pending.front() {
             Some((at, _)) if at.elapsed() >= SETTLE || pending.len() >= PENDING_FILES => {
                 std::thread::sleep(SETTLE.saturating_sub(at.elapsed()));
-                if let Some(file) = pending.pop_front().and_then(|(_, closed)| closed.open()) {
-                    chunk(&file, chunking, stop)?;
+                if let Some((file, again)) =
+                    pending.pop_front().and_then(|(_, closed)| closed.open())
+                {
+                    chunk(&file, again, chunking, stop)?;
                 }
             }
             Some((at, _)) => std::thread::sleep(SETTLE.saturating_sub(at.elapsed()).min(POLL)),
@@ -239,14 +241,24 @@ impl std::io::Read for Stoppable<'_> {
     }
 }
 
-/// Chunks the file an event reports and records it, unless it changed while read or is not a
-/// regular file. A repository error ends the watch (the commit reports it).
-fn chunk(file: &File, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
+/// Chunks the file an event reports (`again`: it may have been reported before) and records it,
+/// unless it changed while read or is not a regular file on an overlay. A repository error ends
+/// the watch (the commit reports it).
+fn chunk(file: &File, again: bool, chunking: &Chunking, stop: &AtomicBool) -> Result<()> {
     let Ok(before) = file.metadata() else {
         return Ok(());
     };
-    // Reported twice (closed, then renamed into a watched directory), or not a file.
-    if !before.is_file() || chunking.records.content_of(&before).is_some() {
+    // Not a file, or not on an overlay: a path the copy changed under the watcher led outside
+    // the stage (a file elsewhere is never read, and its inode number never recorded).
+    let on_overlay = nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
+    if !before.is_file() || !on_overlay {
+        return Ok(());
+    }
+    // Reported again (renamed after its close) with nothing changed since it was chunked. A
+    // close is always chunked: on a kernel with coarse timestamps a rewrite of the same size
+    // may leave all three as they were.
+    if again && chunking.records.content_of(&before).is_some() {
         return Ok(());
     }
     let stored = store_content(
