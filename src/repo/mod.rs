@@ -13,6 +13,7 @@ pub mod ids;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod parity;
 pub mod reach;
 pub mod repository;
 pub mod serial;

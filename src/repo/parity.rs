@@ -1,0 +1,364 @@
+//! The parity of a pack: Reed-Solomon recovery sectors that rebuild a pack's stored bytes when
+//! some of its 4 KiB sectors are lost or wrong — without the original files, and without the key
+//! (parity is over the encrypted bytes, so it reveals nothing). Disks lose whole sectors, and
+//! de-duplication concentrates the risk: one bad sector can lose a chunk every snapshot shares
+//! (DESIGN §9).
+//!
+//! The pack is cut into sectors aligned to its file offsets, so one unreadable disk sector costs
+//! exactly one shard. Each group of up to [`GROUP`] sectors gets `max(4, ⌈n/d⌉)` recovery
+//! sectors (`d` = 40 for data packs, 10 for tree packs); any that many bad sectors in any pattern
+//! heal. A CRC32C of every sector, stored twice, says which sectors are bad; the pack's name (the
+//! SHA-256 of its bytes) proves the result, so a damaged or hostile parity object can make a heal
+//! fail, never change a byte that is served. Byte layout: docs/FORMAT.md, "Parity objects".
+
+use crate::digest::sha256;
+use crate::repo::ids::PackId;
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// Bytes per sector: the disks' unit of loss.
+pub const SECTOR: usize = 4096;
+/// Data sectors per Reed-Solomon group (128 MiB): the codec takes up to 32768 original shards
+/// with any number of recovery shards up to 32768.
+pub const GROUP: u32 = 32_768;
+/// Data sectors per recovery sector in a data pack: 2.7 % of a 16 MiB pack.
+pub const DATA_DENSITY: u32 = 40;
+/// Data sectors per recovery sector in a tree pack: a lost tree loses directories in every
+/// snapshot.
+pub const TREE_DENSITY: u32 = 10;
+/// Recovery sectors a group gets at least, however small.
+const MIN_RECOVERY: u32 = 4;
+
+const MAGIC: &[u8; 8] = b"cairnpar";
+const VERSION: u32 = 1;
+/// The fixed fields, then their SHA-256.
+const FIELDS: usize = 72;
+const HEADER: usize = FIELDS + 32;
+
+/// Why a parity object cannot be used, or a pack cannot be healed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParityError {
+    /// The object is not a parity object of this format, or its header is damaged.
+    Malformed(String),
+    /// The object belongs to another pack.
+    OtherPack,
+    /// Both copies of the sector table are damaged.
+    TablesDamaged,
+    /// More sectors are bad in a group than its recovery sectors can rebuild.
+    NotRepairable {
+        /// Bad data sectors, pack-wide.
+        bad: u32,
+        /// Recovery sectors of the group that failed, usable ones.
+        limit: u32,
+    },
+    /// The rebuilt bytes are not the pack (a wrong table or hostile parity).
+    Mismatch,
+}
+
+impl std::fmt::Display for ParityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParityError::Malformed(why) => write!(f, "malformed parity object: {why}"),
+            ParityError::OtherPack => write!(f, "the parity object is another pack's"),
+            ParityError::TablesDamaged => write!(f, "both sector tables of the parity are damaged"),
+            ParityError::NotRepairable { bad, limit } => write!(
+                f,
+                "not repairable: {bad} bad sectors, a group can rebuild at most {limit}"
+            ),
+            ParityError::Mismatch => {
+                write!(
+                    f,
+                    "the parity does not rebuild the pack (the parity is damaged)"
+                )
+            }
+        }
+    }
+}
+
+/// How a pack's parity is laid out: everything follows from the pack's length, the group size
+/// and the density.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    len: u64,
+    group: u32,
+    density: u32,
+}
+
+impl Layout {
+    /// Data sectors.
+    fn sectors(&self) -> u32 {
+        u32::try_from(self.len.div_ceil(SECTOR as u64)).unwrap_or(u32::MAX)
+    }
+
+    /// Each group's data sectors and recovery sectors, in order.
+    fn groups(&self) -> impl Iterator<Item = (Range<u32>, Range<u32>)> + '_ {
+        let n = self.sectors();
+        let mut recovery = 0;
+        (0..n.div_ceil(self.group)).map(move |g| {
+            let data = g * self.group..n.min((g + 1) * self.group);
+            let r = recovery_count(data.len() as u32, self.density);
+            let range = recovery..recovery + r;
+            recovery += r;
+            (data, range)
+        })
+    }
+
+    /// Recovery sectors in all.
+    fn recovery(&self) -> u32 {
+        self.groups().map(|(_, r)| r.len() as u32).sum()
+    }
+
+    /// One copy of the sector table: a CRC32C per data and recovery sector, then their SHA-256.
+    fn table_len(&self) -> usize {
+        4 * (self.sectors() as usize + self.recovery() as usize) + 32
+    }
+
+    /// The whole object.
+    fn object_len(&self) -> usize {
+        HEADER + 2 * self.table_len() + self.recovery() as usize * SECTOR
+    }
+}
+
+/// Recovery sectors of a group of `n` data sectors at `density`.
+pub fn recovery_count(n: u32, density: u32) -> u32 {
+    MIN_RECOVERY.max(n.div_ceil(density.max(1)))
+}
+
+/// Data sector `i` of `pack`, zero-padded to a whole sector (the last one is short); a sector
+/// past the end is all zeros.
+fn sector(pack: &[u8], i: u32) -> Cow<'_, [u8]> {
+    let start = (i as usize * SECTOR).min(pack.len());
+    let end = (start + SECTOR).min(pack.len());
+    let bytes = &pack[start..end];
+    if bytes.len() == SECTOR {
+        Cow::Borrowed(bytes)
+    } else {
+        let mut padded = bytes.to_vec();
+        padded.resize(SECTOR, 0);
+        Cow::Owned(padded)
+    }
+}
+
+/// The parity object of `pack` (its stored bytes, non-empty) at `density`.
+pub fn build(pack: &[u8], density: u32) -> Vec<u8> {
+    build_with(pack, density, GROUP)
+}
+
+/// [`build`] with groups of `group` sectors (small ones let tests reach several groups).
+fn build_with(pack: &[u8], density: u32, group: u32) -> Vec<u8> {
+    let layout = Layout {
+        len: pack.len() as u64,
+        group,
+        density,
+    };
+    let mut recovery = Vec::with_capacity(layout.recovery() as usize * SECTOR);
+    for (data, r) in layout.groups() {
+        let shards = data.clone().map(|i| sector(pack, i));
+        // Within the codec's limits by construction: at most GROUP originals, fewer recovery.
+        let encoded = reed_solomon_simd::encode(data.len(), r.len(), shards)
+            .unwrap_or_else(|e| unreachable!("group within the codec's limits: {e}"));
+        for shard in encoded {
+            recovery.extend_from_slice(&shard);
+        }
+    }
+    let mut table = Vec::with_capacity(layout.table_len());
+    for i in 0..layout.sectors() {
+        table.extend_from_slice(&crc32c::crc32c(&sector(pack, i)).to_le_bytes());
+    }
+    for shard in recovery.chunks(SECTOR) {
+        table.extend_from_slice(&crc32c::crc32c(shard).to_le_bytes());
+    }
+    let table_hash = sha256(&table);
+    table.extend_from_slice(&table_hash);
+
+    let mut out = Vec::with_capacity(layout.object_len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(SECTOR as u32).to_le_bytes());
+    out.extend_from_slice(&sha256(pack));
+    out.extend_from_slice(&layout.len.to_le_bytes());
+    out.extend_from_slice(&layout.sectors().to_le_bytes());
+    out.extend_from_slice(&layout.group.to_le_bytes());
+    out.extend_from_slice(&layout.density.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let header_hash = sha256(&out);
+    out.extend_from_slice(&header_hash);
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&recovery);
+    out
+}
+
+/// A parity object, checked and ready to heal with.
+pub struct Parity<'a> {
+    pack: PackId,
+    layout: Layout,
+    /// CRC32C of each data sector, then of each recovery sector.
+    crcs: Vec<u32>,
+    recovery: &'a [u8],
+}
+
+/// A pack's sectors against its parity.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Data sectors that are unreadable, missing or wrong.
+    pub bad_sectors: Vec<u32>,
+    /// Recovery sectors that are wrong (unusable).
+    pub bad_recovery: u32,
+    /// The fewest usable recovery sectors of a group with bad sectors (the most it can heal).
+    pub limit: u32,
+    /// Whether every group has at least as many usable recovery sectors as bad data sectors.
+    pub repairable: bool,
+}
+
+impl<'a> Parity<'a> {
+    /// Reads a parity object, which must be `pack`'s.
+    pub fn parse(object: &'a [u8], pack: &PackId) -> Result<Parity<'a>, ParityError> {
+        let malformed = |why: &str| ParityError::Malformed(why.to_string());
+        let header = object.get(..HEADER).ok_or_else(|| malformed("too short"))?;
+        if &header[..8] != MAGIC {
+            return Err(malformed("not a parity object"));
+        }
+        if sha256(&header[..FIELDS]) != header[FIELDS..HEADER] {
+            return Err(malformed("damaged header"));
+        }
+        let u32_at =
+            |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap_or_default());
+        if u32_at(8) != VERSION || u32_at(12) != SECTOR as u32 {
+            return Err(malformed("unknown version"));
+        }
+        if header[16..48] != pack.0 {
+            return Err(ParityError::OtherPack);
+        }
+        let len = u64::from_le_bytes(header[48..56].try_into().unwrap_or_default());
+        let layout = Layout {
+            len,
+            group: u32_at(60),
+            density: u32_at(64),
+        };
+        let sensible = len > 0
+            && layout.sectors() == u32_at(56)
+            && (1..=GROUP).contains(&layout.group)
+            && layout.density >= 1;
+        if !sensible || object.len() != layout.object_len() {
+            return Err(malformed("inconsistent lengths"));
+        }
+        let table_len = layout.table_len();
+        let tables = [HEADER, HEADER + table_len].map(|at| &object[at..at + table_len]);
+        let table = tables
+            .iter()
+            .find(|t| sha256(&t[..table_len - 32]) == t[table_len - 32..])
+            .ok_or(ParityError::TablesDamaged)?;
+        let crcs = table[..table_len - 32]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        Ok(Parity {
+            pack: *pack,
+            layout,
+            crcs,
+            recovery: &object[HEADER + 2 * table_len..],
+        })
+    }
+
+    /// The pack's length, as the parity records it.
+    pub fn pack_len(&self) -> u64 {
+        self.layout.len
+    }
+
+    /// Which sectors of `pack` (as read: perhaps short, perhaps with `unreadable` sectors) are
+    /// bad, and whether the parity can rebuild them.
+    pub fn damage(&self, pack: &[u8], unreadable: &[u32]) -> Damage {
+        let n = self.layout.sectors();
+        let mut damage = Damage {
+            repairable: true,
+            limit: u32::MAX,
+            ..Damage::default()
+        };
+        let readable = |i: u32| (i as usize + 1) * SECTOR <= pack.len() || i + 1 == n;
+        for (data, recovery) in self.layout.groups() {
+            let bad: Vec<u32> = data
+                .filter(|&i| {
+                    unreadable.contains(&i)
+                        || !readable(i)
+                        || crc32c::crc32c(&sector(pack, i)) != self.crcs[i as usize]
+                })
+                .collect();
+            let usable = recovery.clone().filter(|&j| self.recovery_ok(j)).count() as u32;
+            damage.bad_recovery += recovery.len() as u32 - usable;
+            if !bad.is_empty() {
+                damage.limit = damage.limit.min(usable);
+                damage.repairable &= bad.len() as u32 <= usable;
+            }
+            damage.bad_sectors.extend(bad);
+        }
+        // A pack longer than it was written: its end is cut off by the heal.
+        if pack.len() as u64 > self.layout.len && damage.bad_sectors.is_empty() {
+            damage.bad_sectors.push(n - 1);
+        }
+        if damage.limit == u32::MAX {
+            damage.limit = 0;
+        }
+        damage
+    }
+
+    /// Recovery sector `j` (pack-wide numbering), if its CRC says it is sound.
+    fn recovery_ok(&self, j: u32) -> bool {
+        let shard = &self.recovery[j as usize * SECTOR..(j as usize + 1) * SECTOR];
+        crc32c::crc32c(shard) == self.crcs[(self.layout.sectors() + j) as usize]
+    }
+
+    /// The pack's bytes rebuilt from `pack` as read (perhaps short, perhaps with `unreadable`
+    /// sectors) and the parity, proven by the pack's name.
+    pub fn heal(&self, pack: &[u8], unreadable: &[u32]) -> Result<Vec<u8>, ParityError> {
+        let damage = self.damage(pack, unreadable);
+        if !damage.repairable {
+            return Err(ParityError::NotRepairable {
+                bad: damage.bad_sectors.len() as u32,
+                limit: damage.limit,
+            });
+        }
+        let len = usize::try_from(self.layout.len).map_err(|_| ParityError::Mismatch)?;
+        let mut out = Vec::with_capacity(len);
+        for (data, recovery) in self.layout.groups() {
+            let bad: Vec<u32> = damage
+                .bad_sectors
+                .iter()
+                .copied()
+                .filter(|i| data.contains(i))
+                .collect();
+            let mut restored = std::collections::BTreeMap::new();
+            if !bad.is_empty() {
+                let originals = data
+                    .clone()
+                    .filter(|i| !bad.contains(i))
+                    .map(|i| ((i - data.start) as usize, sector(pack, i)));
+                let recoveries = recovery.clone().filter(|&j| self.recovery_ok(j)).map(|j| {
+                    let at = j as usize * SECTOR;
+                    (
+                        (j - recovery.start) as usize,
+                        &self.recovery[at..at + SECTOR],
+                    )
+                });
+                restored =
+                    reed_solomon_simd::decode(data.len(), recovery.len(), originals, recoveries)
+                        .map_err(|_| ParityError::Mismatch)?;
+            }
+            for i in data.clone() {
+                let shard = match restored.get(&((i - data.start) as usize)) {
+                    Some(rebuilt) => Cow::Borrowed(rebuilt.as_slice()),
+                    None => sector(pack, i),
+                };
+                let take = (len - out.len()).min(SECTOR);
+                out.extend_from_slice(&shard[..take]);
+            }
+        }
+        if sha256(&out) != self.pack.0 {
+            return Err(ParityError::Mismatch);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
