@@ -154,12 +154,12 @@ fn restore_all(
 
 #[test]
 fn disk_full_mid_backup_leaves_no_snapshot_and_the_rerun_reuses_stored_packs() {
-    // init stores 2 objects; then 6 more fit. The index segment for the first two packs is
-    // written by the uploader that stored the second, while the other uploader may store two
-    // more packs first: 6 leaves room for that race, and the ~7 packs of the source still fill
-    // the disk before the backup can finish.
+    // init stores 2 objects; then 12 more fit, each pack being two (the pack and its parity).
+    // The index segment for the first two packs is written by the uploader that stored the
+    // second, while the other uploader may store two more packs first: 12 leaves room for that
+    // race, and the ~7 packs of the source still fill the disk before the backup can finish.
     let (dir, faulty, repo) = setup(FaultPlan {
-        fail_puts_after: Some(8),
+        fail_puts_after: Some(14),
         ..FaultPlan::default()
     });
     let src = source(dir.path());

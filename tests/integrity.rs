@@ -664,3 +664,55 @@ fn a_prune_killed_at_any_step_leaves_a_healthy_repository_and_the_next_run_finis
         points.len()
     );
 }
+
+/// The packs a repository holds, by name, and the parity objects it holds, by pack name.
+fn packs_and_parity(env: &common::Env) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    (env.repo_files("data"), env.repo_files("parity"))
+}
+
+#[test]
+fn every_pack_a_writer_stores_has_its_parity_and_prune_deletes_them_together() {
+    use cairn::repo::parity::Parity;
+    let env = common::Env::with_repo(&["--pack-size", "64KiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(i, 100_000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let (packs, parity) = packs_and_parity(&env);
+    assert!(packs.len() > 4, "{packs:?}");
+    assert_eq!(packs.len(), parity.len());
+    for pack in &packs {
+        let name = pack.file_name().unwrap().to_str().unwrap();
+        let id = PackId::from_hex(name).unwrap();
+        let object = fs::read(env.repo().join("parity").join(&name[..2]).join(name)).unwrap();
+        let bytes = fs::read(pack).unwrap();
+        let parity = Parity::parse(&object, &id).unwrap();
+        assert!(parity.damage(&bytes, &[]).bad_sectors.is_empty());
+        assert_eq!(parity.heal(&bytes, &[]).unwrap(), bytes);
+    }
+
+    // A second backup shares nothing with the first: forgetting the first frees its packs,
+    // and their parity goes with them.
+    fs::remove_dir_all(&src).unwrap();
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("other"), pseudo_random(99, 100_000)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let (packs, parity) = packs_and_parity(&env);
+    let names = |files: &[PathBuf]| {
+        let mut names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&packs), names(&parity));
+
+    let off = common::Env::with_repo(&["--parity", "off"]);
+    off.ok(&["backup", src.to_str().unwrap()]);
+    assert!(!off.repo_files("data").is_empty());
+    assert!(off.repo_files("parity").is_empty());
+}

@@ -16,6 +16,7 @@ use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
+use crate::repo::parity::{self, parity_name};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
 use crate::repo::{Repository, config::Params};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -89,6 +90,12 @@ impl Shared {
     fn store(&self, pack: FinishedPack) -> Result<()> {
         if !self.dry_run {
             self.repo.backend().put(&pack_name(&pack.id), &pack.bytes)?;
+            // Before any index segment names the pack (those are written below).
+            if self.repo.config().params.parity() {
+                let kind = pack.entries.first().map_or(BlobKind::Data, |e| e.kind);
+                let parity = parity::for_pack(&pack.bytes, &pack.id, kind)?;
+                self.repo.backend().put(&parity_name(&pack.id), &parity)?;
+            }
             tracing::debug!(
                 "stored pack {} with {:?}",
                 pack.id.short(),

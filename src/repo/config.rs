@@ -33,6 +33,11 @@ pub struct Params {
     /// Absent in configs written before it existed, which then mean [`DEFAULT_RETRIES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Whether writers store a parity object beside every pack ([`crate::repo::parity`]).
+    /// Absent in configs written before parity existed, which then mean no (`repair parity`
+    /// adds it to such a repository's packs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity: Option<bool>,
 }
 
 /// Retries of a transient store error when the config names none.
@@ -49,6 +54,7 @@ impl Default for Params {
             compression: 3,
             tree_split_size: 4 << 20,
             retries: Some(DEFAULT_RETRIES),
+            parity: Some(true),
         }
     }
 }
@@ -62,6 +68,11 @@ impl Params {
         let target = u64::from(self.pack_size.max(self.tree_pack_size));
         let blob = u64::from(self.chunk_max.max(self.tree_split_size));
         2 * (target + blob) + (1 << 20)
+    }
+
+    /// Whether packs get parity.
+    pub fn parity(&self) -> bool {
+        self.parity.unwrap_or(false)
     }
 
     /// Retries of a transient store error.

@@ -12,7 +12,8 @@
 //! fail, never change a byte that is served. Byte layout: docs/FORMAT.md, "Parity objects".
 
 use crate::digest::sha256;
-use crate::repo::ids::PackId;
+use crate::error::{Error, Result};
+use crate::repo::ids::{BlobKind, PackId};
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -117,6 +118,33 @@ impl Layout {
     fn object_len(&self) -> usize {
         HEADER + 2 * self.table_len() + self.recovery() as usize * SECTOR
     }
+}
+
+/// Where the parity of `pack` is stored: beside the pack, under the pack's name.
+pub fn parity_name(pack: &PackId) -> String {
+    let hex = pack.to_hex();
+    format!("parity/{}/{}", &hex[..2], hex)
+}
+
+/// The parity object of a pack a writer is about to store (`bytes`, named `id`, holding blobs
+/// of `kind`), checked against the pack before anyone relies on it: read back, it must name the
+/// pack and find every sector sound.
+pub fn for_pack(bytes: &[u8], id: &PackId, kind: BlobKind) -> Result<Vec<u8>> {
+    let density = match kind {
+        BlobKind::Data => DATA_DENSITY,
+        BlobKind::Tree => TREE_DENSITY,
+    };
+    let object = build(bytes, density);
+    let fail = |why: String| Error::Invalid(format!("the parity of pack {} {why}", id.short()));
+    let parity =
+        Parity::parse(&object, id).map_err(|e| fail(format!("does not read back: {e}")))?;
+    let damage = parity.damage(bytes, &[]);
+    if !damage.bad_sectors.is_empty() || damage.bad_recovery > 0 {
+        return Err(fail(
+            "does not match the pack (memory or a bug changed one)".into(),
+        ));
+    }
+    Ok(object)
 }
 
 /// Recovery sectors of a group of `n` data sectors at `density`.

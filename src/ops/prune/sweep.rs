@@ -15,6 +15,7 @@ use crate::repo::garbage::{self, GarbageFile};
 use crate::repo::ids::{GarbageId, PackId, SessionId};
 use crate::repo::index::{Segment, SegmentPack};
 use crate::repo::pack::pack_name;
+use crate::repo::parity::parity_name;
 use crate::repo::session::{self, Liveness, SessionFile};
 use crate::repo::writer::{Lease, now_secs};
 use std::collections::HashSet;
@@ -208,6 +209,11 @@ fn delete_condemned(
     for (i, pack) in delete.iter().enumerate() {
         tracing::debug!("garbage/{}: deleting pack {}", gid.short(), pack.short());
         repo.backend().delete(&pack_name(pack))?;
+        // Its parity goes with it (one a crash leaves behind is removed as an orphan).
+        match repo.backend().delete(&parity_name(pack)) {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
         report.freed_bytes += inventory.stored.get(pack).copied().unwrap_or(0);
         progress("deleting packs", i as u64 + 1, delete.len() as u64);
     }
