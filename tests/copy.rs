@@ -281,8 +281,10 @@ fn a_repaired_copy_is_copied_again_not_taken_for_complete() {
     source.ok(&["backup", src.to_str().unwrap()]);
     let dest = dest_like(&source, None);
     copied(&copy(&dest, &source, &[]));
-    // The copy is damaged and repaired: what remains is no longer a complete copy.
+    // The copy is damaged beyond what parity heals (it has none left) and repaired: what
+    // remains is no longer a complete copy.
     damage_packs(&dest, 100);
+    fs::remove_dir_all(dest.repo().join("parity")).unwrap();
     let _ = dest.run(&["repair", "packs"]);
     dest.ok(&["repair", "snapshots", "--forget"]);
     let again = copied(&copy(&dest, &source, &[]));

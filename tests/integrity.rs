@@ -264,6 +264,12 @@ fn repair_packs_from_the_source_restores_full_health_after_flipped_bits() {
     }
     let last = data_packs[3];
     flip(&fx.pack_path(last), inventory.stored[last] - 20, 0);
+    // Beyond what parity heals (they have none): salvage and the source must.
+    for pack in data_packs.iter().take(4) {
+        fx.store
+            .delete(&cairn::repo::parity::parity_name(pack))
+            .unwrap();
+    }
     let report = fx.check(true);
     assert_eq!(
         report
@@ -715,4 +721,74 @@ fn every_pack_a_writer_stores_has_its_parity_and_prune_deletes_them_together() {
     off.ok(&["backup", src.to_str().unwrap()]);
     assert!(!off.repo_files("data").is_empty());
     assert!(off.repo_files("parity").is_empty());
+}
+
+/// Overwrites 4 KiB sector `sector` of `file` with zeros (the file is read-only in the store).
+fn zero_sector(file: &Path, sector: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = fs::read(file).unwrap();
+    let start = (sector as usize * 4096).min(bytes.len());
+    let end = (start + 4096).min(bytes.len());
+    bytes[start..end].fill(0);
+    fs::set_permissions(file, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn damaged_sectors_are_reported_and_healed_from_parity_with_no_source() {
+    let env = common::Env::with_repo(&["--pack-size", "256KiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(100 + i, 300_000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mut packs = env.repo_files("data");
+    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    let index_before = env.repo_files("index");
+    // Two packs, four sectors each: within the limit of 4 a small pack has.
+    for pack in &packs[..2] {
+        for sector in [0, 3, 9, 20] {
+            zero_sector(pack, sector);
+        }
+    }
+    let out = env.run(&["check", "--read-data"]);
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said.matches("4 bad sectors, repairable from its parity")
+            .count(),
+        2,
+        "{said}"
+    );
+
+    // The sources are gone: parity alone heals.
+    fs::rename(&src, env.path("gone")).unwrap();
+    let repaired = env.ok(&["repair", "packs"]);
+    assert_eq!(
+        repaired.matches("healed from its parity").count(),
+        2,
+        "{repaired}"
+    );
+    env.ok(&["check", "--read-data"]);
+    let mut after = env.repo_files("data");
+    after.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    assert_eq!(after, packs, "pack names unchanged");
+    assert_eq!(env.repo_files("index"), index_before, "index unchanged");
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]);
+    assert_same_tree(&env.path("gone"), &target.join("src"));
+
+    // One sector more than a group's recovery sectors: reported as beyond repair.
+    for sector in [0, 2, 4, 6, 8] {
+        zero_sector(&packs[0], sector);
+    }
+    let out = env.run(&["check", "--read-data"]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("5 bad sectors, not repairable from its parity (limit 4)"),
+        "{said}"
+    );
 }

@@ -70,6 +70,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                 for blob in &report.still_missing {
                     println!("still missing: blob {blob}");
                 }
+                for pack in &report.healed_packs {
+                    println!("pack {pack}: healed from its parity");
+                }
                 println!(
                     "{} damaged packs: {} blobs salvaged, {} re-created from sources, {} still \
                      missing; {} packs removed",

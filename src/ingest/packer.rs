@@ -89,13 +89,14 @@ impl Shared {
     /// Stores one verified pack and records it for the index.
     fn store(&self, pack: FinishedPack) -> Result<()> {
         if !self.dry_run {
-            self.repo.backend().put(&pack_name(&pack.id), &pack.bytes)?;
-            // Before any index segment names the pack (those are written below).
+            // The parity first: a pack is never stored without it, and a job stopped between
+            // the two leaves only a parity object without a pack, which prune removes.
             if self.repo.config().params.parity() {
                 let kind = pack.entries.first().map_or(BlobKind::Data, |e| e.kind);
                 let parity = parity::for_pack(&pack.bytes, &pack.id, kind)?;
                 self.repo.backend().put(&parity_name(&pack.id), &parity)?;
             }
+            self.repo.backend().put(&pack_name(&pack.id), &pack.bytes)?;
             tracing::debug!(
                 "stored pack {} with {:?}",
                 pack.id.short(),

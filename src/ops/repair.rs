@@ -17,6 +17,7 @@ use crate::ingest::chunker::{ChunkerConfig, for_each_batch};
 use crate::ingest::packer::Packer;
 use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory};
 use crate::repo::Repository;
+use crate::repo::heal::heal_in_place;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
 use crate::repo::pack::pack_name;
@@ -127,10 +128,14 @@ pub struct PackRepair {
     pub still_missing: Vec<BlobId>,
     /// Damaged packs removed from the store and the index.
     pub removed_packs: usize,
+    /// Packs rebuilt from their parity and written back under their names (not in
+    /// `damaged_packs`: nothing else had to change).
+    pub healed_packs: Vec<PackId>,
 }
 
-/// Reads every pack; salvages the good blobs of damaged ones; re-creates lost data blobs from
-/// `sources`; stores all that; then removes the damaged packs from the store and the index.
+/// Reads every pack; heals from its parity each damaged pack the parity can rebuild; salvages
+/// the good blobs of the other damaged ones; re-creates lost data blobs from `sources`; stores
+/// all that; then removes those damaged packs from the store and the index.
 pub fn repair_packs(
     repo: &Arc<Repository>,
     sources: &[PathBuf],
@@ -146,9 +151,33 @@ pub fn repair_packs(
     let inventory = Inventory::load(repo)?;
     let unusable = session.unusable_packs(&inventory.index)?;
     let found = check_inventory(repo, &inventory, &opts, progress)?;
+    // First what parity heals, with no source: those packs are whole again under their names.
+    let mut healed = BTreeSet::new();
+    for problem in &found.problems {
+        if let Problem::DamagedSectors {
+            pack,
+            repairable: true,
+            ..
+        } = problem
+        {
+            match heal_in_place(repo, pack) {
+                Ok(()) => {
+                    tracing::info!("pack {pack}: healed from its parity");
+                    healed.insert(*pack);
+                }
+                Err(e) => tracing::warn!("{e}: salvaging what it holds instead"),
+            }
+        }
+    }
     let mut damaged: BTreeSet<PackId> = BTreeSet::new();
     let mut lost: HashSet<BlobId> = HashSet::new();
-    for problem in &found.problems {
+    let about_healed = |problem: &Problem| match problem {
+        Problem::DamagedPack { pack, .. } | Problem::DamagedBlob { pack, .. } => {
+            healed.contains(pack)
+        }
+        _ => false,
+    };
+    for problem in found.problems.iter().filter(|p| !about_healed(p)) {
         match problem {
             Problem::DamagedPack { pack, .. }
             | Problem::MissingPack { pack, .. }
@@ -167,6 +196,7 @@ pub fn repair_packs(
     }
     let mut report = PackRepair {
         damaged_packs: damaged.iter().copied().collect(),
+        healed_packs: healed.iter().copied().collect(),
         ..PackRepair::default()
     };
     // Deduplicate only against healthy packs: a blob whose one copy is damaged is stored anew.

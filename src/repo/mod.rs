@@ -8,6 +8,7 @@ pub mod blob;
 pub mod config;
 pub mod crypto;
 pub mod garbage;
+pub mod heal;
 pub mod identity;
 pub mod ids;
 pub mod index;

@@ -147,6 +147,52 @@ pub fn for_pack(bytes: &[u8], id: &PackId, kind: BlobKind) -> Result<Vec<u8>> {
     Ok(object)
 }
 
+/// The CRC32C of each 4 KiB sector of a pack read as a stream, in pieces of any size: what
+/// [`Parity::damage_by_crc`] compares with the parity's table.
+#[derive(Default)]
+pub struct SectorCrcs {
+    done: Vec<u32>,
+    current: u32,
+    filled: usize,
+}
+
+impl SectorCrcs {
+    /// Adds the next bytes of the pack.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (SECTOR - self.filled).min(bytes.len());
+            self.current = crc32c::crc32c_append(self.current, &bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == SECTOR {
+                self.done.push(std::mem::take(&mut self.current));
+                self.filled = 0;
+            }
+        }
+    }
+
+    /// The CRCs, the last sector zero-padded.
+    pub fn finish(mut self) -> Vec<u32> {
+        if self.filled > 0 {
+            let pad = [0u8; SECTOR];
+            self.current = crc32c::crc32c_append(self.current, &pad[..SECTOR - self.filled]);
+            self.done.push(self.current);
+        }
+        self.done
+    }
+}
+
+/// The largest parity object a pack of `pack_len` bytes can have (tree density, the writers'
+/// groups): readers refuse a larger one unread.
+pub fn largest_object(pack_len: u64) -> u64 {
+    Layout {
+        len: pack_len.max(1),
+        group: GROUP,
+        density: TREE_DENSITY,
+    }
+    .object_len() as u64
+}
+
 /// Recovery sectors of a group of `n` data sectors at `density`.
 pub fn recovery_count(n: u32, density: u32) -> u32 {
     MIN_RECOVERY.max(n.div_ceil(density.max(1)))
@@ -298,19 +344,28 @@ impl<'a> Parity<'a> {
     /// bad, and whether the parity can rebuild them.
     pub fn damage(&self, pack: &[u8], unreadable: &[u32]) -> Damage {
         let n = self.layout.sectors();
+        let readable = |i: u32| (i as usize + 1) * SECTOR <= pack.len() || i + 1 == n;
+        let crcs: Vec<Option<u32>> = (0..n)
+            .map(|i| {
+                (readable(i) && !unreadable.contains(&i)).then(|| crc32c::crc32c(&sector(pack, i)))
+            })
+            .collect();
+        self.damage_by_crc(&crcs, pack.len() as u64)
+    }
+
+    /// [`Parity::damage`] from the CRC32C of each (zero-padded) data sector as read, `None`
+    /// where it could not be read, for a pack that read as `read_len` bytes: what a reader that
+    /// streams the pack computes on the way.
+    pub fn damage_by_crc(&self, crcs: &[Option<u32>], read_len: u64) -> Damage {
+        let n = self.layout.sectors();
         let mut damage = Damage {
             repairable: true,
             limit: u32::MAX,
             ..Damage::default()
         };
-        let readable = |i: u32| (i as usize + 1) * SECTOR <= pack.len() || i + 1 == n;
         for (data, recovery) in self.layout.groups() {
             let bad: Vec<u32> = data
-                .filter(|&i| {
-                    unreadable.contains(&i)
-                        || !readable(i)
-                        || crc32c::crc32c(&sector(pack, i)) != self.crcs[i as usize]
-                })
+                .filter(|&i| crcs.get(i as usize).copied().flatten() != Some(self.crcs[i as usize]))
                 .collect();
             let usable = recovery.clone().filter(|&j| self.recovery_ok(j)).count() as u32;
             damage.bad_recovery += recovery.len() as u32 - usable;
@@ -321,7 +376,7 @@ impl<'a> Parity<'a> {
             damage.bad_sectors.extend(bad);
         }
         // A pack longer than it was written: its end is cut off by the heal.
-        if pack.len() as u64 > self.layout.len && damage.bad_sectors.is_empty() {
+        if read_len > self.layout.len && damage.bad_sectors.is_empty() {
             damage.bad_sectors.push(n - 1);
         }
         if damage.limit == u32::MAX {

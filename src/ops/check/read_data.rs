@@ -2,11 +2,13 @@
 //! at a time, hashed against their names and every blob opened and re-hashed.
 
 use super::{CheckReport, DataSubset, Inventory, Problem, read_pack_header};
+use crate::error::Error;
 use crate::repo::Repository;
 use crate::repo::blob::open_blob;
 use crate::repo::crypto::fill_random;
 use crate::repo::ids::PackId;
 use crate::repo::pack::{PackEntry, pack_name};
+use crate::repo::parity::{Parity, SECTOR, SectorCrcs, largest_object, parity_name};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -66,6 +68,11 @@ pub struct PackReading {
     pub damaged: Vec<(PackEntry, String)>,
     /// Why the pack as a whole failed (hash, read error), if it did.
     pub failure: Option<String>,
+    /// The CRC32C of each 4 KiB sector read, for the parity to compare (fewer than the pack
+    /// has when a read failed).
+    pub sector_crcs: Vec<u32>,
+    /// Bytes read.
+    pub read_len: u64,
 }
 
 impl PackReading {
@@ -109,6 +116,7 @@ pub fn read_pack(
     cuts.sort_unstable();
     cuts.dedup();
     let mut hasher = Sha256::new();
+    let mut crcs = SectorCrcs::default();
     let mut opened = vec![false; inside.len()];
     let mut next = 0usize;
     let mut pos = 0u64;
@@ -132,14 +140,18 @@ pub fn read_pack(
                     bytes.len(),
                     end - pos
                 ));
+                reading.sector_crcs = whole_sectors(crcs, pos);
                 return reading;
             }
             Err(e) => {
                 reading.failure = Some(format!("unreadable: {e}"));
+                reading.sector_crcs = whole_sectors(crcs, pos);
                 return reading;
             }
         };
         hasher.update(&bytes);
+        crcs.update(&bytes);
+        reading.read_len += bytes.len() as u64;
         progress(bytes.len() as u64);
         while next < inside.len() && u64::from(inside[next].offset) < end {
             let entry = &inside[next];
@@ -172,7 +184,75 @@ pub fn read_pack(
     if PackId(hasher.finalize().into()) != *pack {
         reading.failure = Some("content does not match its name".into());
     }
+    reading.sector_crcs = crcs.finish();
     reading
+}
+
+/// The CRCs of the sectors read whole before a read stopped at `pos`.
+fn whole_sectors(crcs: SectorCrcs, pos: u64) -> Vec<u32> {
+    let mut all = crcs.finish();
+    all.truncate((pos / SECTOR as u64) as usize);
+    all
+}
+
+/// What the parity of `pack` (`size` bytes, read as `reading`) says: missing (where the
+/// repository keeps parity), unreadable or damaged, or, for a damaged pack, how many sectors are
+/// bad and whether it can rebuild them.
+fn parity_problems(
+    repo: &Repository,
+    pack: &PackId,
+    size: u64,
+    reading: &PackReading,
+) -> Vec<Problem> {
+    let name = parity_name(pack);
+    let object = match repo.backend().get_bounded(&name, largest_object(size)) {
+        Ok(object) => object,
+        Err(Error::NotFound(_)) if !repo.config().params.parity() => return Vec::new(),
+        Err(Error::NotFound(_)) => return vec![Problem::ParityMissing { pack: *pack }],
+        Err(e) => {
+            return vec![Problem::ParityDamaged {
+                pack: *pack,
+                reason: e.to_string(),
+            }];
+        }
+    };
+    let parity = match Parity::parse(&object, pack) {
+        Ok(parity) => parity,
+        Err(e) => {
+            return vec![Problem::ParityDamaged {
+                pack: *pack,
+                reason: e.to_string(),
+            }];
+        }
+    };
+    let crcs: Vec<Option<u32>> = reading.sector_crcs.iter().copied().map(Some).collect();
+    let damage = parity.damage_by_crc(&crcs, reading.read_len);
+    let mut problems = Vec::new();
+    if reading.is_clean() {
+        if !damage.bad_sectors.is_empty() {
+            problems.push(Problem::ParityDamaged {
+                pack: *pack,
+                reason: format!(
+                    "its table disagrees with {} sectors of the sound pack",
+                    damage.bad_sectors.len()
+                ),
+            });
+        }
+    } else {
+        problems.push(Problem::DamagedSectors {
+            pack: *pack,
+            bad: damage.bad_sectors.len() as u32,
+            limit: damage.limit,
+            repairable: damage.repairable,
+        });
+    }
+    if damage.bad_recovery > 0 {
+        problems.push(Problem::ParityDamaged {
+            pack: *pack,
+            reason: format!("{} recovery sectors are damaged", damage.bad_recovery),
+        });
+    }
+    problems
 }
 
 /// Reads the selected packs in parallel; a pack that fails is read once more before it counts.
@@ -195,7 +275,7 @@ pub(super) fn read_packs(
             };
             let first = read_pack(repo, pack, *size, &entries, window, progress);
             if first.is_clean() {
-                return Vec::new();
+                return parity_problems(repo, pack, *size, &first);
             }
             let second = read_pack(repo, pack, *size, &entries, window, &|_| {});
             if second.is_clean() {
@@ -207,10 +287,10 @@ pub(super) fn read_packs(
                         .or_else(|| first.damaged.first().map(|(_, r)| r.clone()))
                         .unwrap_or_default()
                 ));
-                return Vec::new();
+                return parity_problems(repo, pack, *size, &second);
             }
-            let mut problems = Vec::new();
-            if let Some(reason) = second.failure {
+            let mut problems = parity_problems(repo, pack, *size, &second);
+            if let Some(reason) = second.failure.clone() {
                 problems.push(Problem::DamagedPack {
                     pack: *pack,
                     reason,

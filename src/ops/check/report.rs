@@ -48,6 +48,17 @@ pub enum Problem {
         name: String,
         reason: &'static str,
     },
+    /// A damaged pack's sectors against its parity: how many are bad, how many it can rebuild.
+    DamagedSectors {
+        pack: PackId,
+        bad: u32,
+        limit: u32,
+        repairable: bool,
+    },
+    /// A pack without the parity the repository keeps for every pack.
+    ParityMissing { pack: PackId },
+    /// A parity object that cannot be read or disagrees with its sound pack.
+    ParityDamaged { pack: PackId, reason: String },
     /// A blob that does not open or whose content does not match its id.
     DamagedBlob {
         pack: PackId,
@@ -115,6 +126,26 @@ impl fmt::Display for Problem {
                 write!(f, "blob {blob} is in no index; {}", describe_uses(uses))
             }
             Problem::DamagedPack { pack, reason } => write!(f, "pack {pack}: {reason}"),
+            Problem::DamagedSectors {
+                pack,
+                bad,
+                limit,
+                repairable: true,
+            } => write!(
+                f,
+                "pack {pack}: {bad} bad sectors, repairable from its parity (limit {limit}): \
+                 `repair packs` heals it"
+            ),
+            Problem::DamagedSectors {
+                pack, bad, limit, ..
+            } => write!(
+                f,
+                "pack {pack}: {bad} bad sectors, not repairable from its parity (limit {limit})"
+            ),
+            Problem::ParityMissing { pack } => write!(f, "pack {pack} has no parity"),
+            Problem::ParityDamaged { pack, reason } => {
+                write!(f, "parity of pack {pack} is damaged: {reason}")
+            }
             Problem::InvalidName { tree, name, reason } => write!(
                 f,
                 "tree {tree}: entry {name}: {reason} (skipped when read; `repair snapshots` drops it)"

@@ -1,0 +1,42 @@
+//! Healing a pack in place from its parity ([`crate::repo::parity`]): the pack is rebuilt from
+//! what is still readable and written back under its own name. The rebuilt bytes hash to that
+//! name, so they are the bytes the index already describes: nothing else changes.
+
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::repo::ids::PackId;
+use crate::repo::pack::pack_name;
+use crate::repo::parity::{Parity, largest_object, parity_name};
+
+/// The bytes of `pack` rebuilt from what the store holds of it and its parity, without writing
+/// anything: an error says why it cannot be (no parity, too much damage, a parity that does not
+/// rebuild the pack).
+pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
+    let name = pack_name(pack);
+    let object = repo
+        .backend()
+        .get_bounded(
+            &parity_name(pack),
+            largest_object(repo.config().params.largest_pack()),
+        )
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::corrupt(&name, "damaged, and it has no parity"),
+            e => e,
+        })?;
+    let parity = Parity::parse(&object, pack)
+        .map_err(|e| Error::corrupt(&name, format!("damaged, and its parity is unusable: {e}")))?;
+    let bytes = repo.backend().get_bounded(
+        &name,
+        repo.config().params.largest_pack().max(parity.pack_len()),
+    )?;
+    parity
+        .heal(&bytes, &[])
+        .map_err(|e| Error::corrupt(&name, format!("damaged: {e}")))
+}
+
+/// Heals `pack` in the store: rebuilt from its parity ([`healed_pack`]) and written back under
+/// its name (the local store writes a temporary file, syncs it and renames it over the pack).
+pub fn heal_in_place(repo: &Repository, pack: &PackId) -> Result<()> {
+    let healed = healed_pack(repo, pack)?;
+    repo.backend().put(&pack_name(pack), &healed)
+}
