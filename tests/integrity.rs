@@ -792,3 +792,59 @@ fn damaged_sectors_are_reported_and_healed_from_parity_with_no_source() {
         "{said}"
     );
 }
+
+#[test]
+fn scrub_heals_packs_and_rewrites_parity_without_the_password() {
+    let env = common::Env::with_repo(&["--pack-size", "256KiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(200 + i, 300_000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let mut packs = env.repo_files("data");
+    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    let before: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    for sector in [1, 5, 7] {
+        zero_sector(&packs[0], sector);
+    }
+    // One parity lost, one damaged: both are written anew from their sound packs.
+    let parity_of = |pack: &Path| {
+        let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+        env.repo().join("parity").join(&name[..2]).join(name)
+    };
+    fs::remove_file(parity_of(&packs[1])).unwrap();
+    zero_sector(&parity_of(&packs[2]), 0);
+    let out = env
+        .command(&["scrub"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("1 healed (3 sectors), 2 parity rewritten, 0 beyond repair"),
+        "{said}"
+    );
+    let after: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert!(after == before, "packs are byte-exact again");
+    env.ok(&["check", "--read-data"]);
+
+    // Beyond its parity: reported, exit code 1, the pack left as it is.
+    for sector in [0, 2, 4, 6, 8] {
+        zero_sector(&packs[0], sector);
+    }
+    let damaged = fs::read(&packs[0]).unwrap();
+    let out = env
+        .command(&["scrub"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 beyond repair"));
+    assert_eq!(fs::read(&packs[0]).unwrap(), damaged);
+}

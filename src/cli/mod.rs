@@ -21,6 +21,7 @@ mod prune;
 mod quote;
 mod repair;
 mod restore;
+mod scrub;
 mod snapshots;
 mod stage;
 mod stats;
@@ -121,6 +122,8 @@ enum Command {
     Check(check::Args),
     /// Recover from damage: rebuild the index, salvage packs, rewrite snapshots.
     Repair(repair::Args),
+    /// Verify every pack against its name and parity and heal it in place (no password).
+    Scrub(scrub::Args),
 }
 
 /// Global options every command sees.
@@ -450,6 +453,7 @@ pub fn run() -> Result<u8> {
         Command::Stats(args) => stats::run(&globals, args),
         Command::Key(args) => key::run(&globals, args),
         Command::Check(args) => check::run(&globals, args),
+        Command::Scrub(args) => scrub::run(&globals, args),
         Command::Copy(args) => copy::run(&globals, args),
         Command::Find(args) => find::run(&globals, args),
         Command::Diff(args) => diff::run(&globals, args),

@@ -12,5 +12,6 @@ pub mod forget;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod scrub;
 pub mod usage;
 pub mod walk;

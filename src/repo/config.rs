@@ -164,6 +164,20 @@ impl Config {
         serde_json::to_vec_pretty(&Stored { body, mac }).expect("config serializes")
     }
 
+    /// The parameters the stored config states, without the key to authenticate them: for
+    /// `scrub`, which runs without the password and uses them only to bound what it reads (an
+    /// altered config can make it refuse a pack, never accept a wrong byte).
+    pub fn unauthenticated_params(bytes: &[u8]) -> Result<Params> {
+        let stored: Stored =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
+        stored
+            .body
+            .params
+            .validate()
+            .map_err(|e| Error::corrupt("config", e))?;
+        Ok(stored.body.params)
+    }
+
     /// Parses and authenticates the stored config.
     pub fn from_json(key: &MasterKey, bytes: &[u8]) -> Result<Config> {
         let stored: Stored =

@@ -182,6 +182,14 @@ impl SectorCrcs {
     }
 }
 
+/// The density a parity object's header names, if its header is sound (whatever the rest).
+pub fn density_of(object: &[u8]) -> Option<u32> {
+    let header = object.get(..HEADER)?;
+    let sound = &header[..8] == MAGIC && sha256(&header[..FIELDS]) == header[FIELDS..HEADER];
+    let density = u32::from_le_bytes(header[64..68].try_into().ok()?);
+    (sound && density >= 1).then_some(density)
+}
+
 /// The largest parity object a pack of `pack_len` bytes can have (tree density, the writers'
 /// groups): readers refuse a larger one unread.
 pub fn largest_object(pack_len: u64) -> u64 {

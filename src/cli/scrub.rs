@@ -1,0 +1,52 @@
+//! `cairn scrub`: every pack checked against its name and its parity and healed in place, with
+//! no password. Exit code 1 when a damaged pack is beyond its parity.
+
+use crate::cli::Globals;
+use anyhow::Result;
+use cairn::ops::scrub::scrub;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Options of `scrub`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cairn -r /srv/backup scrub\n  cairn -r /srv/backup --json scrub"
+)]
+pub struct Args {}
+
+/// Runs `scrub`.
+pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
+    let backend = globals.backend()?;
+    let total: u64 = backend.list("data/")?.iter().map(|p| p.size).sum();
+    let bar = globals.progress_bar(
+        Some(total),
+        "{spinner} scrubbing {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+    );
+    let done = AtomicU64::new(0);
+    let report = scrub(backend.as_ref(), &|n| {
+        bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
+    })?;
+    bar.finish_and_clear();
+    if globals.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for pack in &report.healed {
+            println!("pack {pack}: healed from its parity");
+        }
+        for pack in &report.parity_rewritten {
+            println!("pack {pack}: parity missing or damaged, written anew");
+        }
+        for (pack, why) in &report.beyond_repair {
+            println!("pack {pack}: {why} (`cairn repair packs` salvages what it holds)");
+        }
+        println!(
+            "scrubbed {} packs ({} bytes): {} healed ({} sectors), {} parity rewritten, {} beyond repair",
+            report.packs,
+            report.bytes,
+            report.healed.len(),
+            report.sectors_healed,
+            report.parity_rewritten.len(),
+            report.beyond_repair.len()
+        );
+    }
+    Ok(u8::from(!report.beyond_repair.is_empty()))
+}
