@@ -848,3 +848,38 @@ fn scrub_heals_packs_and_rewrites_parity_without_the_password() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 beyond repair"));
     assert_eq!(fs::read(&packs[0]).unwrap(), damaged);
 }
+
+#[test]
+fn reads_heal_a_damaged_pack_in_memory_and_leave_the_store_as_it_is() {
+    let env = common::Env::with_repo(&["--pack-size", "256KiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(300 + i, 300_000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let packs = env.repo_files("data");
+    for pack in &packs {
+        for sector in [2, 10] {
+            zero_sector(pack, sector);
+        }
+    }
+    let damaged: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    let target = env.path("restored");
+    let out = env
+        .command(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_same_tree(&src, &target.join("src"));
+    assert!(err.contains("healed from its parity"), "{err}");
+    let dumped = env.run(&["dump", "latest:/src/f1"]);
+    assert!(dumped.status.success());
+    assert!(
+        dumped.stdout == fs::read(src.join("f1")).unwrap(),
+        "dump byte-exact"
+    );
+    let after: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert!(after == damaged, "the store is not written to");
+}

@@ -7,6 +7,7 @@ use crate::repo::Repository;
 use crate::repo::ids::PackId;
 use crate::repo::pack::pack_name;
 use crate::repo::parity::{Parity, largest_object, parity_name};
+use std::sync::Arc;
 
 /// The bytes of `pack` rebuilt from what the store holds of it and its parity, without writing
 /// anything: an error says why it cannot be (no parity, too much damage, a parity that does not
@@ -39,4 +40,32 @@ pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
 pub fn heal_in_place(repo: &Repository, pack: &PackId) -> Result<()> {
     let healed = healed_pack(repo, pack)?;
     repo.backend().put(&pack_name(pack), &healed)
+}
+
+/// The pack last healed in memory for reads, so the other blobs of a damaged pack are served
+/// from it: at most one pack held, one heal at a time (the lock is held while healing, so
+/// readers of the same pack wait for that heal rather than start their own).
+#[derive(Default)]
+pub struct HealedPacks {
+    last: parking_lot::Mutex<Option<(PackId, Arc<Vec<u8>>)>>,
+}
+
+impl HealedPacks {
+    /// `pack` as rebuilt from its parity ([`healed_pack`]): the one held, or healed now (with
+    /// one log line), nothing written to the store.
+    pub fn get(&self, repo: &Repository, pack: &PackId) -> Result<Arc<Vec<u8>>> {
+        let mut last = self.last.lock();
+        if let Some((held, bytes)) = &*last
+            && held == pack
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = Arc::new(healed_pack(repo, pack)?);
+        tracing::warn!(
+            "pack {pack} is damaged: its blobs are read from a copy healed from its parity \
+             (`cairn scrub` or `cairn repair packs` heals it in the store)"
+        );
+        *last = Some((*pack, bytes.clone()));
+        Ok(bytes)
+    }
 }

@@ -30,6 +30,8 @@ pub struct Repository {
     indexed_here: parking_lot::Mutex<Vec<PackId>>,
     /// Trees read, and read around ([`crate::repo::tree_reads`]).
     tree_reads: crate::repo::tree_reads::TreeReads,
+    /// A damaged pack healed in memory from its parity, for reads.
+    healed: crate::repo::heal::HealedPacks,
 }
 
 /// Whether a key file's bytes hash to its name (a key's id is the SHA-256 of its file): a key
@@ -137,6 +139,7 @@ impl Repository {
             config,
             indexed_here: Default::default(),
             tree_reads: Default::default(),
+            healed: Default::default(),
         })
     }
 
@@ -175,6 +178,7 @@ impl Repository {
                         config,
                         indexed_here: Default::default(),
                         tree_reads: Default::default(),
+                        healed: Default::default(),
                     });
                 }
                 Ok(None) => intact_tried = true,
@@ -395,7 +399,9 @@ impl Repository {
     }
 
     /// Reads and verifies one blob. A blob that fails verification is read once more before it
-    /// is reported, so a transient read fault is not mistaken for damage at rest.
+    /// is reported, so a transient read fault is not mistaken for damage at rest; then, if its
+    /// pack has parity, read from the pack healed in memory ([`crate::repo::heal`]), verified
+    /// like any read. The store is not written to.
     pub fn read_blob(&self, at: &BlobLocation) -> Result<Vec<u8>> {
         let name = pack_name(&at.pack);
         let range =
@@ -408,10 +414,26 @@ impl Repository {
                 reason,
             })
         };
-        attempt().or_else(|_| {
-            self.backend.forget_cached(&name, Some(range.clone()));
-            attempt()
-        })
+        attempt()
+            .or_else(|_| {
+                self.backend.forget_cached(&name, Some(range.clone()));
+                attempt()
+            })
+            .or_else(|first| {
+                let healed = self.healed.get(self, &at.pack).map_err(|_| first)?;
+                let sealed = usize::try_from(range.start)
+                    .ok()
+                    .zip(usize::try_from(range.end).ok())
+                    .and_then(|(start, end)| healed.get(start..end))
+                    .ok_or_else(|| Error::corrupt(&name, "shorter than its index says"))?;
+                open_blob_owned(&self.key, &at.entry.meta(), sealed.to_vec()).map_err(|reason| {
+                    Error::BadBlob {
+                        pack: at.pack,
+                        blob: at.entry.id,
+                        reason,
+                    }
+                })
+            })
     }
 
     /// Reads and verifies blob `id` from the first of its locations that yields it. A blob
