@@ -883,3 +883,35 @@ fn reads_heal_a_damaged_pack_in_memory_and_leave_the_store_as_it_is() {
     let after: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
     assert!(after == damaged, "the store is not written to");
 }
+
+#[test]
+fn repair_parity_gives_an_older_repositorys_packs_parity_without_touching_them() {
+    let env = common::Env::with_repo(&["--pack-size", "256KiB", "--parity", "off"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(400 + i, 300_000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let packs = env.repo_files("data");
+    let before: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    let index = env.repo_files("index");
+    assert!(env.repo_files("parity").is_empty());
+    let said = env.ok(&["repair", "parity"]);
+    assert!(
+        said.contains(&format!("{} given parity, 0 damaged", packs.len())),
+        "{said}"
+    );
+    assert_eq!(env.repo_files("parity").len(), packs.len());
+    let after: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert!(after == before, "packs untouched");
+    assert_eq!(env.repo_files("index"), index, "index untouched");
+    // A second run finds nothing to do; the parity it wrote heals.
+    assert!(env.ok(&["repair", "parity"]).contains("0 given parity"));
+    zero_sector(&packs[0], 1);
+    assert!(
+        env.ok(&["repair", "packs"])
+            .contains("healed from its parity")
+    );
+    env.ok(&["check", "--read-data"]);
+}

@@ -3,6 +3,7 @@
 use crate::cli::Globals;
 use anyhow::Result;
 use cairn::ops::repair::{repair_index, repair_packs, repair_snapshots};
+use cairn::ops::repair_parity::repair_parity;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,13 +21,16 @@ pub struct Args {
 enum What {
     /// Rebuild the index from the pack headers (also when every index file is lost).
     Index,
-    /// Salvage good blobs out of damaged packs, re-create lost ones from source files, and
-    /// remove the damaged packs.
+    /// Heal damaged packs from their parity; salvage good blobs out of the others, re-create
+    /// lost ones from source files, and remove those packs.
     Packs {
         /// Files or directories holding the original data, to re-create lost blobs from.
         #[arg(long = "from", value_name = "PATH")]
         from: Vec<PathBuf>,
     },
+    /// Give every pack a sound parity object (an older repository's packs, or lost or damaged
+    /// parity), without touching packs or the index.
+    Parity,
     /// Write new snapshots (tagged `repaired`) without the files whose data is lost.
     Snapshots {
         /// Remove the original snapshots once the repaired ones are written.
@@ -89,6 +93,28 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                 }
             }
             Ok(u8::from(!report.still_missing.is_empty()))
+        }
+        What::Parity => {
+            let bar = globals.progress_bar(None, "{spinner} reading packs {bytes} {bytes_per_sec}");
+            let done = AtomicU64::new(0);
+            let report = repair_parity(&repo, &|n| {
+                bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
+            })?;
+            bar.finish_and_clear();
+            if globals.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for pack in &report.damaged {
+                    println!("pack {pack}: damaged, no parity made (`cairn repair packs` first)");
+                }
+                println!(
+                    "{} packs: {} given parity, {} damaged",
+                    report.packs,
+                    report.written.len(),
+                    report.damaged.len()
+                );
+            }
+            Ok(u8::from(!report.damaged.is_empty()))
         }
         What::Snapshots { forget } => {
             let report = repair_snapshots(&repo, forget)?;

@@ -355,26 +355,49 @@ fn prepare(globals: &Globals, args: &Args) -> Result<Prepared> {
     })
 }
 
+impl Prepared {
+    /// Mounts an overlay stage from here on `dir`, in `namespace`.
+    fn mount_overlay(
+        self,
+        globals: &Globals,
+        namespace: Namespace,
+        dir: &Path,
+    ) -> Result<(OverlayStage, fuser::BackgroundSession)> {
+        let opts = OverlayOptions {
+            spool_base: self.spool_dir,
+            cache_bytes: self.cache_bytes,
+            parallel_uploads: globals.connections,
+            namespace,
+        };
+        Ok(OverlayStage::mount(
+            self.repo,
+            self.root,
+            self.snapshot,
+            opts,
+            dir,
+        )?)
+    }
+}
+
 /// Mounts the stage and serves it until a commit, an abort or an unmount.
 fn serve(globals: &Globals, args: Args) -> Result<u8> {
     let signals = block_stop_signals()?;
-    let Prepared {
-        repo,
-        root,
-        snapshot,
-        spool_dir,
-        cache_bytes,
-    } = prepare(globals, &args)?;
-    let parent = snapshot.parent;
+    let prepared = prepare(globals, &args)?;
+    let parent = prepared.snapshot.parent;
 
     let socket = ControlSocket::bind(&args.dir)?;
     let (stage, session) = if args.fuse || !nix::unistd::geteuid().is_root() {
         let opts = StageOptions {
-            cache_bytes,
-            spool_dir,
+            cache_bytes: prepared.cache_bytes,
+            spool_dir: prepared.spool_dir,
             parallel_uploads: globals.connections,
         };
-        let stage = Arc::new(Stage::new(repo, root, snapshot, opts)?);
+        let stage = Arc::new(Stage::new(
+            prepared.repo,
+            prepared.root,
+            prepared.snapshot,
+            opts,
+        )?);
         // No `default_permissions` unless others may use the stage: only the owner reaches
         // it, and with it the kernel re-reads a directory's attributes after every create and
         // rename in it before the next permission check, two round trips per file rsync
@@ -393,13 +416,7 @@ fn serve(globals: &Globals, args: Args) -> Result<u8> {
             .with_context(|| format!("mounting on {}", args.dir.display()))?;
         (Mounted::Fuse(stage), session)
     } else {
-        let opts = OverlayOptions {
-            spool_base: spool_dir,
-            cache_bytes,
-            parallel_uploads: globals.connections,
-            namespace: Namespace::Root,
-        };
-        let (stage, session) = OverlayStage::mount(repo, root, snapshot, opts, &args.dir)?;
+        let (stage, session) = prepared.mount_overlay(globals, Namespace::Root, &args.dir)?;
         (Mounted::Overlay(Arc::new(stage)), session)
     };
     if !globals.quiet {

@@ -11,6 +11,7 @@ pub mod find;
 pub mod forget;
 pub mod prune;
 pub mod repair;
+pub mod repair_parity;
 pub mod restore;
 pub mod scrub;
 pub mod usage;

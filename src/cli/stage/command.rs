@@ -5,10 +5,10 @@
 //! without root gets the overlay stage this way, in a user namespace that maps the user to
 //! themselves: COMMAND runs as that user, with no more rights than without cairn.
 
-use super::{Args, Prepared, prepare};
+use super::{Args, prepare};
 use crate::cli::{Globals, block_stop_signals};
 use anyhow::{Context, Result, bail};
-use cairn::fs::overlay::{OverlayOptions, OverlayStage};
+use cairn::fs::overlay::OverlayStage;
 use cairn::repo::ids::SnapshotId;
 use nix::sys::signal::SigSet;
 use std::ffi::OsString;
@@ -24,20 +24,7 @@ pub fn run(globals: &Globals, args: &Args) -> Result<u8> {
         bail!("the stage's namespace was not made before the threads started");
     };
     let signals = block_stop_signals()?;
-    let Prepared {
-        repo,
-        root,
-        snapshot,
-        spool_dir,
-        cache_bytes,
-    } = prepare(globals, args)?;
-    let opts = OverlayOptions {
-        spool_base: spool_dir,
-        cache_bytes,
-        parallel_uploads: globals.connections,
-        namespace,
-    };
-    let (stage, session) = OverlayStage::mount(repo, root, snapshot, opts, &args.dir)?;
+    let (stage, session) = prepare(globals, args)?.mount_overlay(globals, namespace, &args.dir)?;
     let stage = Arc::new(stage);
 
     let shown = args.command[0].to_string_lossy().into_owned();

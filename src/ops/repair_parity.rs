@@ -1,0 +1,95 @@
+//! `cairn repair parity`: a sound parity object for every stored pack — the packs of a
+//! repository made before parity existed, or packs whose parity was lost or damaged — without
+//! touching a pack or the index.
+
+use crate::digest::sha256;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::repo::ids::{BlobKind, PackId};
+use crate::repo::pack::pack_name;
+use crate::repo::parity::{self, Parity, largest_object, parity_name};
+use crate::repo::stored::read_pack_header;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// What `repair parity` did.
+#[derive(Debug, Default, Serialize)]
+pub struct ParityRepair {
+    /// Packs read.
+    pub packs: usize,
+    /// Packs that got a new parity object (theirs was missing or damaged).
+    pub written: Vec<PackId>,
+    /// Packs whose bytes do not match their name: no parity is made from damaged bytes
+    /// (`repair packs` first).
+    pub damaged: Vec<PackId>,
+}
+
+/// What became of one pack.
+enum Outcome {
+    Sound,
+    Written,
+    Damaged,
+}
+
+/// Reads every stored pack and writes a parity object for each that has no sound one.
+pub fn repair_parity(repo: &Repository, progress: &(dyn Fn(u64) + Sync)) -> Result<ParityRepair> {
+    let listed = repo.backend().list("data/")?;
+    let outcomes: Vec<(PackId, Outcome)> = listed
+        .par_iter()
+        .filter_map(|object| {
+            let hex = object.name.rsplit('/').next()?;
+            let pack = PackId::from_hex(hex).ok()?;
+            let outcome = give_parity(repo, &pack);
+            progress(object.size);
+            Some(outcome.map(|o| (pack, o)))
+        })
+        .collect::<Result<_>>()?;
+    let mut report = ParityRepair {
+        packs: outcomes.len(),
+        ..ParityRepair::default()
+    };
+    for (pack, outcome) in outcomes {
+        match outcome {
+            Outcome::Sound => {}
+            Outcome::Written => report.written.push(pack),
+            Outcome::Damaged => report.damaged.push(pack),
+        }
+    }
+    report.written.sort();
+    report.damaged.sort();
+    Ok(report)
+}
+
+/// Gives `pack` a sound parity object unless it has one.
+fn give_parity(repo: &Repository, pack: &PackId) -> Result<Outcome> {
+    let largest = repo.config().params.largest_pack();
+    let bytes = match repo.backend().get_bounded(&pack_name(pack), largest) {
+        Ok(bytes) => bytes,
+        // Deleted by a prune since the listing.
+        Err(Error::NotFound(_)) => return Ok(Outcome::Sound),
+        Err(e) => return Err(e),
+    };
+    if sha256(&bytes) != pack.0 {
+        return Ok(Outcome::Damaged);
+    }
+    let sound = match repo
+        .backend()
+        .get_bounded(&parity_name(pack), largest_object(largest))
+    {
+        Ok(object) => Parity::parse(&object, pack).is_ok_and(|parity| {
+            let damage = parity.damage(&bytes, &[]);
+            damage.bad_sectors.is_empty() && damage.bad_recovery == 0
+        }),
+        Err(Error::NotFound(_)) => false,
+        Err(e) => return Err(e),
+    };
+    if sound {
+        return Ok(Outcome::Sound);
+    }
+    let kind = read_pack_header(repo, pack, bytes.len() as u64)?
+        .first()
+        .map_or(BlobKind::Data, |e| e.kind);
+    let object = parity::for_pack(&bytes, pack, kind)?;
+    repo.backend().put(&parity_name(pack), &object)?;
+    Ok(Outcome::Written)
+}
