@@ -152,31 +152,32 @@ pub fn repair_packs(
     let unusable = session.unusable_packs(&inventory.index)?;
     let found = check_inventory(repo, &inventory, &opts, progress)?;
     // First what parity heals, with no source: those packs are whole again under their names.
+    // Every damaged stored pack is tried (the heal itself says whether its parity suffices).
+    let pack_of = |problem: &Problem| match problem {
+        Problem::DamagedSectors { pack, .. }
+        | Problem::DamagedPack { pack, .. }
+        | Problem::DamagedBlob { pack, .. }
+        | Problem::ShortPack { pack, .. }
+        | Problem::HeaderMismatch { pack, .. } => Some(*pack),
+        _ => None,
+    };
     let mut healed = BTreeSet::new();
-    for problem in &found.problems {
-        if let Problem::DamagedSectors {
-            pack,
-            repairable: true,
-            ..
-        } = problem
-        {
-            match heal_in_place(repo, pack) {
-                Ok(()) => {
-                    tracing::info!("pack {pack}: healed from its parity");
-                    healed.insert(*pack);
-                }
-                Err(e) => tracing::warn!("{e}: salvaging what it holds instead"),
+    let candidates: BTreeSet<PackId> = found.problems.iter().filter_map(pack_of).collect();
+    for pack in candidates
+        .iter()
+        .filter(|p| inventory.stored.contains_key(p))
+    {
+        match heal_in_place(repo, pack) {
+            Ok(()) => {
+                tracing::info!("pack {pack}: healed from its parity");
+                healed.insert(*pack);
             }
+            Err(e) => tracing::warn!("{e}: salvaging what it holds instead"),
         }
     }
     let mut damaged: BTreeSet<PackId> = BTreeSet::new();
     let mut lost: HashSet<BlobId> = HashSet::new();
-    let about_healed = |problem: &Problem| match problem {
-        Problem::DamagedPack { pack, .. } | Problem::DamagedBlob { pack, .. } => {
-            healed.contains(pack)
-        }
-        _ => false,
-    };
+    let about_healed = |problem: &Problem| pack_of(problem).is_some_and(|p| healed.contains(&p));
     for problem in found.problems.iter().filter(|p| !about_healed(p)) {
         match problem {
             Problem::DamagedPack { pack, .. }

@@ -46,7 +46,9 @@ pub fn scrub(backend: &dyn Backend, progress: &(dyn Fn(u64) + Sync)) -> Result<S
         else {
             return Ok(());
         };
-        let outcome = scrub_pack(backend, &id, largest, keeps_parity)?;
+        // One pack's failure (unreadable, too large) is that pack's outcome, not the scrub's.
+        let outcome = scrub_pack(backend, &id, largest, keeps_parity)
+            .unwrap_or_else(|e| Outcome::BeyondRepair(format!("cannot be scrubbed: {e}")));
         progress(object.size);
         let mut report = report.lock();
         report.packs += 1;

@@ -26,10 +26,16 @@ pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
         })?;
     let parity = Parity::parse(&object, pack)
         .map_err(|e| Error::corrupt(&name, format!("damaged, and its parity is unusable: {e}")))?;
-    let bytes = repo.backend().get_bounded(
-        &name,
-        repo.config().params.largest_pack().max(parity.pack_len()),
-    )?;
+    let largest = repo.config().params.largest_pack();
+    if parity.pack_len() > largest {
+        return Err(Error::corrupt(
+            &name,
+            "damaged, and its parity claims a pack larger than any this repository writes",
+        ));
+    }
+    // Not what a cache kept of the damaged bytes.
+    repo.backend().forget_cached(&name, None);
+    let bytes = repo.backend().get_bounded(&name, largest)?;
     parity
         .heal(&bytes, &[])
         .map_err(|e| Error::corrupt(&name, format!("damaged: {e}")))

@@ -187,7 +187,7 @@ pub fn density_of(object: &[u8]) -> Option<u32> {
     let header = object.get(..HEADER)?;
     let sound = &header[..8] == MAGIC && sha256(&header[..FIELDS]) == header[FIELDS..HEADER];
     let density = u32::from_le_bytes(header[64..68].try_into().ok()?);
-    (sound && density >= 1).then_some(density)
+    (sound && [DATA_DENSITY, TREE_DENSITY].contains(&density)).then_some(density)
 }
 
 /// The largest parity object a pack of `pack_len` bytes can have (tree density, the writers'
@@ -318,10 +318,18 @@ impl<'a> Parity<'a> {
             group: u32_at(60),
             density: u32_at(64),
         };
+        // Every data sector takes 8 bytes of tables and every group at least four recovery
+        // sectors: a header claiming more than the object can hold is refused before its
+        // layout is worked out (which walks the groups).
+        let room = object.len() - HEADER;
+        let n = u64::from(u32_at(56));
         let sensible = len > 0
             && layout.sectors() == u32_at(56)
             && (1..=GROUP).contains(&layout.group)
-            && layout.density >= 1;
+            && [DATA_DENSITY, TREE_DENSITY].contains(&layout.density)
+            && n * 8 <= room as u64
+            && n.div_ceil(u64::from(layout.group)) * u64::from(MIN_RECOVERY) * SECTOR as u64
+                <= room as u64;
         if !sensible || object.len() != layout.object_len() {
             return Err(malformed("inconsistent lengths"));
         }

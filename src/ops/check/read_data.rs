@@ -205,9 +205,14 @@ fn parity_problems(
     reading: &PackReading,
 ) -> Vec<Problem> {
     let name = parity_name(pack);
-    let object = match repo.backend().get_bounded(&name, largest_object(size)) {
+    let largest = largest_object(repo.config().params.largest_pack().max(size));
+    let object = match repo.backend().get_bounded(&name, largest) {
         Ok(object) => object,
         Err(Error::NotFound(_)) if !repo.config().params.parity() => return Vec::new(),
+        // Deleted with its pack by a prune since the pack was read: nothing is missing.
+        Err(Error::NotFound(_)) if repo.backend().stat(&pack_name(pack)).is_err() => {
+            return Vec::new();
+        }
         Err(Error::NotFound(_)) => return vec![Problem::ParityMissing { pack: *pack }],
         Err(e) => {
             return vec![Problem::ParityDamaged {
