@@ -436,7 +436,10 @@ fn damaged_range(env: &Env, pack: &str, pack_offset: u64, file: &str) -> (u64, u
 
 #[test]
 fn bit_flipped_pack_fails_exactly_the_reads_of_the_damaged_chunk() {
+    // Without parity (with it, the read heals: tests/integrity.rs).
     let env = Env::with_repo(&[
+        "--parity",
+        "off",
         "--chunk-min",
         "64KiB",
         "--chunk-avg",
