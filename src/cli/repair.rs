@@ -107,14 +107,20 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                 for pack in &report.damaged {
                     println!("pack {pack}: damaged, no parity made (`cairn repair packs` first)");
                 }
+                for (pack, why) in &report.failed {
+                    println!("pack {pack}: {why}");
+                }
                 println!(
-                    "{} packs: {} given parity, {} damaged",
+                    "{} packs: {} given parity, {} damaged, {} failed",
                     report.packs,
                     report.written.len(),
-                    report.damaged.len()
+                    report.damaged.len(),
+                    report.failed.len()
                 );
             }
-            Ok(u8::from(!report.damaged.is_empty()))
+            Ok(u8::from(
+                !report.damaged.is_empty() || !report.failed.is_empty(),
+            ))
         }
         What::Snapshots { forget } => {
             let report = repair_snapshots(&repo, forget)?;

@@ -22,6 +22,8 @@ pub struct ParityRepair {
     /// Packs whose bytes do not match their name: no parity is made from damaged bytes
     /// (`repair packs` first).
     pub damaged: Vec<PackId>,
+    /// Packs that could not be read or given parity, with why (the others still are).
+    pub failed: Vec<(PackId, String)>,
 }
 
 /// What became of one pack.
@@ -29,6 +31,7 @@ enum Outcome {
     Sound,
     Written,
     Damaged,
+    Failed(String),
 }
 
 /// Reads every stored pack and writes a parity object for each that has no sound one.
@@ -39,11 +42,13 @@ pub fn repair_parity(repo: &Repository, progress: &(dyn Fn(u64) + Sync)) -> Resu
         .filter_map(|object| {
             let hex = object.name.rsplit('/').next()?;
             let pack = PackId::from_hex(hex).ok()?;
-            let outcome = give_parity(repo, &pack);
+            // One pack's failure is that pack's outcome, not the whole repair's.
+            let outcome =
+                give_parity(repo, &pack).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
             progress(object.size);
-            Some(outcome.map(|o| (pack, o)))
+            Some((pack, outcome))
         })
-        .collect::<Result<_>>()?;
+        .collect();
     let mut report = ParityRepair {
         packs: outcomes.len(),
         ..ParityRepair::default()
@@ -53,10 +58,12 @@ pub fn repair_parity(repo: &Repository, progress: &(dyn Fn(u64) + Sync)) -> Resu
             Outcome::Sound => {}
             Outcome::Written => report.written.push(pack),
             Outcome::Damaged => report.damaged.push(pack),
+            Outcome::Failed(why) => report.failed.push((pack, why)),
         }
     }
     report.written.sort();
     report.damaged.sort();
+    report.failed.sort();
     Ok(report)
 }
 
