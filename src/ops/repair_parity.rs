@@ -83,10 +83,7 @@ fn give_parity(repo: &Repository, pack: &PackId) -> Result<Outcome> {
         .backend()
         .get_bounded(&parity_name(pack), largest_object(largest))
     {
-        Ok(object) => Parity::parse(&object, pack).is_ok_and(|parity| {
-            let damage = parity.damage(&bytes, &[]);
-            damage.bad_sectors.is_empty() && damage.bad_recovery == 0
-        }),
+        Ok(object) => Parity::parse(&object, pack).is_ok_and(|parity| parity.fits(&bytes)),
         Err(Error::NotFound(_)) => false,
         Err(e) => return Err(e),
     };

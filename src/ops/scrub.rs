@@ -101,10 +101,7 @@ fn scrub_pack(
     let parsed = object.as_deref().map(|o| Parity::parse(o, pack));
     if sha256(&bytes) == pack.0 {
         let sound = match &parsed {
-            Some(Ok(parity)) => {
-                let damage = parity.damage(&bytes, &[]);
-                damage.bad_sectors.is_empty() && damage.bad_recovery == 0
-            }
+            Some(Ok(parity)) => parity.fits(&bytes),
             Some(Err(_)) => false,
             None => !keeps_parity,
         };

@@ -138,8 +138,7 @@ pub fn for_pack(bytes: &[u8], id: &PackId, kind: BlobKind) -> Result<Vec<u8>> {
     let fail = |why: String| Error::Invalid(format!("the parity of pack {} {why}", id.short()));
     let parity =
         Parity::parse(&object, id).map_err(|e| fail(format!("does not read back: {e}")))?;
-    let damage = parity.damage(bytes, &[]);
-    if !damage.bad_sectors.is_empty() || damage.bad_recovery > 0 {
+    if !parity.fits(bytes) {
         return Err(fail(
             "does not match the pack (memory or a bug changed one)".into(),
         ));
@@ -399,6 +398,12 @@ impl<'a> Parity<'a> {
             damage.limit = 0;
         }
         damage
+    }
+
+    /// Whether this parity fits `pack` (its sound bytes) in every data and recovery sector.
+    pub fn fits(&self, pack: &[u8]) -> bool {
+        let damage = self.damage(pack, &[]);
+        damage.bad_sectors.is_empty() && damage.bad_recovery == 0
     }
 
     /// Recovery sector `j` (pack-wide numbering), if its CRC says it is sound.
