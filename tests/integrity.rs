@@ -641,6 +641,15 @@ fn a_prune_killed_at_any_step_leaves_a_healthy_repository_and_the_next_run_finis
             "after a prune killed at step {k}: {after:?}"
         );
         assert!(fx.store.list("garbage/").unwrap().is_empty(), "step {k}");
+        // Killed between a pack and its parity: the orphan parity is gone too.
+        let ids = |prefix: &str| -> Vec<String> {
+            let mut ids: Vec<String> = (fx.store.list(prefix).unwrap().into_iter())
+                .map(|o| o.name.rsplit('/').next().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids("parity/"), ids("data/"), "step {k}");
         // Converged: nothing left to condemn or repack, and as small as an unbroken prune
         // leaves it (pack boundaries differ from run to run: the uploads race).
         let dry = cairn::ops::prune::prune(
@@ -721,6 +730,58 @@ fn every_pack_a_writer_stores_has_its_parity_and_prune_deletes_them_together() {
     off.ok(&["backup", src.to_str().unwrap()]);
     assert!(!off.repo_files("data").is_empty());
     assert!(off.repo_files("parity").is_empty());
+}
+
+#[test]
+fn parity_a_prune_left_without_its_pack_is_reported_then_removed_by_the_next_prune() {
+    let env = common::Env::with_repo(&["--pack-size", "64KiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("first"), pseudo_random(7, 200_000)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let first_parity = env.repo_files("parity");
+    let saved: Vec<(PathBuf, Vec<u8>)> = first_parity
+        .iter()
+        .map(|p| (p.clone(), fs::read(p).unwrap()))
+        .collect();
+    fs::remove_file(src.join("first")).unwrap();
+    fs::write(src.join("second"), pseudo_random(8, 200_000)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["forget", "--keep-last", "1", "--prune"]);
+    // As a prune killed after deleting the packs and before their parity leaves it.
+    let orphans: Vec<&(PathBuf, Vec<u8>)> = saved.iter().filter(|(p, _)| !p.exists()).collect();
+    assert!(!orphans.is_empty());
+    for (path, bytes) in &orphans {
+        fs::write(path, bytes).unwrap();
+    }
+    let said = env.ok(&["check"]);
+    assert!(
+        said.contains(&format!("{} parity objects have no pack", orphans.len())),
+        "{said}"
+    );
+    // Condemned like a pack no index lists (a writer may be about to store its pack), then
+    // removed by the next prune, once every session open at the first has ended.
+    let pruned = env.ok(&["prune"]);
+    assert!(
+        pruned.contains(&format!(
+            "{} parity objects without their pack condemned",
+            orphans.len()
+        )),
+        "{pruned}"
+    );
+    assert!(orphans.iter().all(|(p, _)| p.exists()));
+    let pruned = env.ok(&["prune"]);
+    assert!(
+        pruned.contains(&format!(
+            "{} parity objects without their pack removed",
+            orphans.len()
+        )),
+        "{pruned}"
+    );
+    assert!(orphans.iter().all(|(p, _)| !p.exists()));
+    assert!(!env.ok(&["check"]).contains("have no pack"));
+    let (packs, parity) = packs_and_parity(&env);
+    assert_eq!(packs.len(), parity.len());
 }
 
 /// Overwrites 4 KiB sector `sector` of `file` with zeros (the file is read-only in the store).

@@ -653,3 +653,49 @@ fn restore_and_find_read_a_hundred_directories_in_a_few_requests() {
         proxy.request_lines(before)
     );
 }
+
+#[test]
+fn a_damaged_pack_on_s3_is_healed_from_its_parity_and_written_back() {
+    let server = S3Server::start();
+    let env = s3_repo(server.location("heal"), "3");
+    let src = env.path("src");
+    random_tree(&src, 3);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let pack = server
+        .objects("heal")
+        .into_iter()
+        .filter(|o| o.starts_with("data/"))
+        .max_by_key(|o| {
+            std::fs::metadata(server.object_path("heal", o))
+                .unwrap()
+                .len()
+        })
+        .unwrap();
+    let path = server.object_path("heal", &pack);
+    let original = std::fs::read(&path).unwrap();
+    let mut damaged = original.clone();
+    for sector in [3usize, 40, 100] {
+        damaged[sector * 4096..sector * 4096 + 4096].fill(0);
+    }
+    damaged[200 * 4096 + 17] ^= 0x10;
+    std::fs::write(&path, &damaged).unwrap();
+    let said = env.run(&["check", "--read-data"]);
+    assert!(
+        String::from_utf8_lossy(&said.stdout).contains("4 bad sectors, repairable"),
+        "{}",
+        String::from_utf8_lossy(&said.stdout)
+    );
+    // Read, it heals in memory; the object in the bucket is left as it is.
+    let out = env.path("out");
+    env.restore("latest", &out, &[]);
+    assert_same_tree(&src, &out.join(src.file_name().unwrap()));
+    assert!(std::fs::read(&path).unwrap() == damaged);
+    // Repaired, it is written back through the store's PUT with its upload checks.
+    let repaired = env.ok(&["repair", "packs"]);
+    assert!(repaired.contains("healed from its parity"), "{repaired}");
+    assert!(
+        std::fs::read(&path).unwrap() == original,
+        "byte-exact again"
+    );
+    env.ok(&["check", "--read-data"]);
+}

@@ -2,6 +2,7 @@
 //! and never leave a mount behind.
 #![allow(dead_code)]
 
+pub mod eio_fs;
 pub mod stage;
 
 use crate::common::Env;

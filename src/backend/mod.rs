@@ -7,6 +7,7 @@ pub mod faulty;
 pub mod local;
 pub mod retry;
 pub mod s3;
+pub mod salvage;
 pub mod stats;
 
 use crate::error::{Error, Result};

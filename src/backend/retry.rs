@@ -65,9 +65,11 @@ pub fn is_transient(error: &Error) -> bool {
     let Error::Storage { source, .. } = error else {
         return false;
     };
+    // EIO: the device has retried already; the reader reads around the lost sectors
+    // (`backend::salvage`) rather than wait on them.
     if matches!(
         source.raw_os_error(),
-        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO)
     ) {
         return false;
     }
@@ -198,5 +200,10 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         };
         assert!(!is_transient(&full));
+        let lost_sector = Error::Storage {
+            name: "x".into(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        assert!(!is_transient(&lost_sector));
     }
 }

@@ -73,6 +73,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
                     report.unindexed_packs.len()
                 );
             }
+            if !report.orphan_parity.is_empty() {
+                println!(
+                    "{} parity objects have no pack (left by an interrupted job; harmless: the \
+                     next prune removes them)",
+                    report.orphan_parity.len()
+                );
+            }
             if !report.gone_unused_packs.is_empty() {
                 println!(
                     "{} packs the index names are gone, but no snapshot uses their blobs (two \

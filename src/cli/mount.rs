@@ -38,6 +38,10 @@ pub struct Args {
     /// The most the --cache-dir directory holds; the oldest files go first.
     #[arg(long, default_value = "2GiB", value_parser = parse_size, requires = "cache_dir")]
     cache_dir_size: u64,
+    /// Write a damaged pack healed from its parity back to the store (by default it is healed
+    /// in memory only, and the store is not written to).
+    #[arg(long)]
+    heal_write: bool,
 }
 
 /// How long a signalled stop waits for the session to end by itself.
@@ -120,8 +124,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             }
         }
     };
+    // A quarter of the memory holds damaged packs healed from their parity (at least one is
+    // held whatever its size), the rest verified chunks.
+    let healing = args.cache_size / 4;
+    repo.healed_packs().set_budget(healing);
+    repo.healed_packs().set_write_back(args.heal_write);
     let opts = ViewOptions {
-        cache_bytes: usize::try_from(args.cache_size).unwrap_or(usize::MAX),
+        cache_bytes: usize::try_from(args.cache_size - healing).unwrap_or(usize::MAX),
         read_workers: globals.connections.max(ViewOptions::default().read_workers),
         ..ViewOptions::default()
     };

@@ -137,6 +137,12 @@ pub fn print_report(report: &PruneReport, dry_run: bool) {
         HumanBytes(report.repacked_live_bytes),
         if dry_run { "would be " } else { "" }
     );
+    if report.condemned_parity > 0 {
+        println!(
+            "{} parity objects without their pack {would}condemned",
+            report.condemned_parity
+        );
+    }
     if report.kept_mixed_packs > 0 {
         println!(
             "{} partly unused packs left for a later run (--max-repack)",
@@ -163,6 +169,12 @@ pub fn print_report(report: &PruneReport, dry_run: bool) {
         report.deleted_packs,
         HumanBytes(report.freed_bytes)
     );
+    if report.removed_parity > 0 {
+        println!(
+            "{} parity objects without their pack removed",
+            report.removed_parity
+        );
+    }
     for waiting in &report.waiting {
         println!("{waiting}");
     }

@@ -41,11 +41,16 @@ pub struct Args {
     /// Remove what restored directories hold that the snapshot does not (filters respected).
     #[arg(long)]
     delete: bool,
+    /// Write a damaged pack healed from its parity back to the store (by default it is healed
+    /// in memory only, and the store is not written to).
+    #[arg(long)]
+    heal_write: bool,
 }
 
 /// Runs `restore`.
 pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     let repo = globals.open()?;
+    repo.healed_packs().set_write_back(args.heal_write);
     let (spec, path) = split_snapshot_path(&args.snapshot);
     let (id, snapshot) = repo.find_snapshot(spec)?;
     let index = repo.load_index()?;

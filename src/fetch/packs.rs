@@ -1,9 +1,11 @@
 //! Reads the wanted blobs of one pack in bounded windows and hands each out verified.
 
+use crate::backend::salvage::is_unreadable;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::blob::open_blob;
 use crate::repo::ids::PackId;
+use crate::repo::index::BlobLocation;
 use crate::repo::pack::{PackEntry, pack_name};
 
 /// Ranges closer than this are read together rather than as two requests.
@@ -39,9 +41,26 @@ pub fn for_each_blob(
             j += 1;
         }
         let ranges: Vec<_> = wanted[i..j].iter().map(sealed_range).collect();
-        let got = repo.backend().get_ranges(&name, &ranges)?;
-        for (k, entry) in wanted[i..j].iter().enumerate() {
-            deliver(repo, pack, entry, got.range(k), &mut on_blob)?;
+        match repo.backend().get_ranges(&name, &ranges) {
+            Ok(got) => {
+                for (k, entry) in wanted[i..j].iter().enumerate() {
+                    deliver(repo, pack, entry, got.range(k), &mut on_blob)?;
+                }
+            }
+            // A device that lost a sector of the window fails all of it: each blob on its own
+            // then, read around the loss or healed from the pack's parity by `read_blob`.
+            Err(e) if is_unreadable(&e) => {
+                for entry in &wanted[i..j] {
+                    on_blob(
+                        entry,
+                        repo.read_blob(&BlobLocation {
+                            pack: *pack,
+                            entry: *entry,
+                        }),
+                    )?;
+                }
+            }
+            Err(e) => return Err(e),
         }
         i = j;
     }
@@ -67,7 +86,7 @@ fn deliver(
         sealed.ok_or_else(|| Error::corrupt(pack_name(pack), "shorter than its index says"))?;
     let plain = match open_blob(repo.key(), &entry.meta(), sealed) {
         Ok(plain) => Ok(plain),
-        Err(_) => repo.read_blob(&crate::repo::index::BlobLocation {
+        Err(_) => repo.read_blob(&BlobLocation {
             pack: *pack,
             entry: *entry,
         }),

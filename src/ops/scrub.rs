@@ -1,13 +1,14 @@
 //! `cairn scrub`: every pack verified against its name and its parity, and healed in place —
-//! without the password. Parity is over the encrypted bytes and a pack is named by their
+//! sectors the device cannot read included — without the password. Parity is over the encrypted bytes and a pack is named by their
 //! SHA-256, so the machine that holds the repository can scrub it without ever holding a key.
 
 use crate::backend::Backend;
+use crate::backend::salvage::{Salvaged, read_salvaging};
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use crate::repo::config::{Config, MAX_CONFIG_LEN};
 use crate::repo::ids::PackId;
-use crate::repo::parity::{self, Parity, TREE_DENSITY, largest_object, parity_name};
+use crate::repo::parity::{self, Parity, SECTOR, TREE_DENSITY, largest_object, parity_name};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -87,8 +88,8 @@ fn scrub_pack(
     keeps_parity: bool,
 ) -> Result<Outcome> {
     let name = crate::repo::pack::pack_name(pack);
-    let bytes = match backend.get_bounded(&name, largest) {
-        Ok(bytes) => bytes,
+    let Salvaged { bytes, lost } = match read_salvaging(backend, &name, largest, SECTOR as u64) {
+        Ok(read) => read,
         // Deleted by a prune since the listing: nothing to scrub.
         Err(Error::NotFound(_)) => return Ok(Outcome::Sound),
         Err(e) => return Err(e),
@@ -99,7 +100,7 @@ fn scrub_pack(
         Err(e) => return Err(e),
     };
     let parsed = object.as_deref().map(|o| Parity::parse(o, pack));
-    if sha256(&bytes) == pack.0 {
+    if lost.is_empty() && sha256(&bytes) == pack.0 {
         let sound = match &parsed {
             Some(Ok(parity)) => parity.fits(&bytes),
             Some(Err(_)) => false,
@@ -126,8 +127,8 @@ fn scrub_pack(
             ));
         }
     };
-    let bad = parity.damage(&bytes, &[]).bad_sectors.len() as u64;
-    match parity.heal(&bytes, &[]) {
+    let bad = parity.damage(&bytes, &lost).bad_sectors.len() as u64;
+    match parity.heal(&bytes, &lost) {
         Ok(healed) => {
             backend.put(&name, &healed)?;
             Ok(Outcome::Healed(bad))

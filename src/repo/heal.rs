@@ -2,15 +2,18 @@
 //! what is still readable and written back under its own name. The rebuilt bytes hash to that
 //! name, so they are the bytes the index already describes: nothing else changes.
 
+use crate::backend::salvage::read_salvaging;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::ids::PackId;
 use crate::repo::pack::pack_name;
-use crate::repo::parity::{Parity, largest_object, parity_name};
+use crate::repo::parity::{Parity, SECTOR, largest_object, parity_name};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The bytes of `pack` rebuilt from what the store holds of it and its parity, without writing
-/// anything: an error says why it cannot be (no parity, too much damage, a parity that does not
+/// The bytes of `pack` rebuilt from what the store holds of it (sectors the device cannot read
+/// count as lost) and its parity, without writing anything: an error says why it cannot be (no parity, too much damage, a parity that does not
 /// rebuild the pack).
 pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
     let name = pack_name(pack);
@@ -35,9 +38,9 @@ pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
     }
     // Not what a cache kept of the damaged bytes.
     repo.backend().forget_cached(&name, None);
-    let bytes = repo.backend().get_bounded(&name, largest)?;
+    let read = read_salvaging(repo.backend().as_ref(), &name, largest, SECTOR as u64)?;
     parity
-        .heal(&bytes, &[])
+        .heal(&read.bytes, &read.lost)
         .map_err(|e| Error::corrupt(&name, format!("damaged: {e}")))
 }
 
@@ -48,30 +51,110 @@ pub fn heal_in_place(repo: &Repository, pack: &PackId) -> Result<()> {
     repo.backend().put(&pack_name(pack), &healed)
 }
 
-/// The pack last healed in memory for reads, so the other blobs of a damaged pack are served
-/// from it: at most one pack held, one heal at a time (the lock is held while healing, so
-/// readers of the same pack wait for that heal rather than start their own).
-#[derive(Default)]
+/// Packs healed in memory for reads ([`healed_pack`]), so the other blobs of a damaged pack are
+/// served without healing it again: a few held (at most [`HealedPacks::set_budget`]'s bytes,
+/// at least one pack), one heal at a time (readers of a pack being healed wait for that heal
+/// rather than start their own), one log line per pack, and a pack its parity cannot heal
+/// remembered as such, so its other blobs fail at once instead of each reading it whole again.
 pub struct HealedPacks {
-    last: parking_lot::Mutex<Option<(PackId, Arc<Vec<u8>>)>>,
+    state: parking_lot::Mutex<Healed>,
+    budget: AtomicU64,
+    write_back: AtomicBool,
+}
+
+/// What [`HealedPacks`] holds.
+struct Healed {
+    packs: lru::LruCache<PackId, Arc<Vec<u8>>>,
+    held: u64,
+    /// Packs their parity could not heal, with why.
+    beyond: HashMap<PackId, String>,
+}
+
+/// Memory for healed packs unless a command says otherwise: two packs of the default size.
+const DEFAULT_BUDGET: u64 = 32 << 20;
+
+impl Default for HealedPacks {
+    fn default() -> Self {
+        HealedPacks {
+            state: parking_lot::Mutex::new(Healed {
+                packs: lru::LruCache::unbounded(),
+                held: 0,
+                beyond: HashMap::new(),
+            }),
+            budget: AtomicU64::new(DEFAULT_BUDGET),
+            write_back: AtomicBool::new(false),
+        }
+    }
 }
 
 impl HealedPacks {
-    /// `pack` as rebuilt from its parity ([`healed_pack`]): the one held, or healed now (with
-    /// one log line), nothing written to the store.
+    /// The memory healed packs may hold (a command charges it to its own budget); one pack is
+    /// always held, whatever its size.
+    pub fn set_budget(&self, bytes: u64) {
+        self.budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a pack healed for a read is also written back to the store under its name
+    /// (`--heal-write`); otherwise the store is never written to.
+    pub fn set_write_back(&self, on: bool) {
+        self.write_back.store(on, Ordering::Relaxed);
+    }
+
+    /// `pack` as rebuilt from its parity ([`healed_pack`]): one held, or healed now (with one
+    /// log line), written back to the store only if [`HealedPacks::set_write_back`] said so.
     pub fn get(&self, repo: &Repository, pack: &PackId) -> Result<Arc<Vec<u8>>> {
-        let mut last = self.last.lock();
-        if let Some((held, bytes)) = &*last
-            && held == pack
-        {
+        let mut state = self.state.lock();
+        if let Some(bytes) = state.packs.get(pack) {
             return Ok(bytes.clone());
         }
-        let bytes = Arc::new(healed_pack(repo, pack)?);
-        tracing::warn!(
-            "pack {pack} is damaged: its blobs are read from a copy healed from its parity \
-             (`cairn scrub` or `cairn repair packs` heals it in the store)"
-        );
-        *last = Some((*pack, bytes.clone()));
+        if let Some(why) = state.beyond.get(pack) {
+            return Err(Error::corrupt(pack_name(pack), why.clone()));
+        }
+        let bytes = match healed_pack(repo, pack) {
+            Ok(bytes) => Arc::new(bytes),
+            Err(Error::Corrupt { reason, .. }) => {
+                tracing::warn!("pack {pack} is {reason}");
+                state.beyond.insert(*pack, reason.clone());
+                return Err(Error::corrupt(pack_name(pack), reason));
+            }
+            // A store that failed to answer may answer the next read.
+            Err(e) => return Err(e),
+        };
+        if self.write_back.load(Ordering::Relaxed) {
+            self.write_back(repo, pack, &bytes);
+        } else {
+            tracing::warn!(
+                "pack {pack} is damaged: its blobs are read from a copy healed from its parity \
+                 (`cairn scrub` or `cairn repair packs` heals it in the store)"
+            );
+        }
+        let budget = self.budget.load(Ordering::Relaxed);
+        state.held += bytes.len() as u64;
+        state.packs.put(*pack, bytes.clone());
+        while state.held > budget && state.packs.len() > 1 {
+            if let Some((_, dropped)) = state.packs.pop_lru() {
+                state.held -= dropped.len() as u64;
+            }
+        }
         Ok(bytes)
+    }
+
+    /// Writes a healed pack back under its name, if it is still stored (a prune may have
+    /// deleted it since: it is not brought back). A failure leaves the damaged pack, and says so.
+    fn write_back(&self, repo: &Repository, pack: &PackId, bytes: &[u8]) {
+        let name = pack_name(pack);
+        let written = repo
+            .backend()
+            .stat(&name)
+            .and_then(|_| repo.backend().put(&name, bytes));
+        match written {
+            Ok(()) => tracing::warn!(
+                "pack {pack} was damaged: healed from its parity and written back to the store"
+            ),
+            Err(e) => tracing::warn!(
+                "pack {pack} is damaged: its blobs are read from a copy healed from its parity, \
+                 but writing it back failed: {e}"
+            ),
+        }
     }
 }

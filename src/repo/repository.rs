@@ -207,6 +207,12 @@ impl Repository {
         &self.key
     }
 
+    /// Damaged packs healed in memory for reads: a command sets their budget and whether they
+    /// are written back (`--heal-write`).
+    pub fn healed_packs(&self) -> &crate::repo::heal::HealedPacks {
+        &self.healed
+    }
+
     /// The parameters fixed at init.
     pub fn config(&self) -> &Config {
         &self.config

@@ -23,6 +23,16 @@ pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
     Ok(stored)
 }
 
+/// The packs whose parity objects the store lists (`parity/<xx>/<pack id>`).
+pub fn listed_parity(repo: &Repository) -> Result<Vec<PackId>> {
+    Ok(repo
+        .backend()
+        .list("parity/")?
+        .iter()
+        .filter_map(|info| PackId::from_hex(info.name.rsplit('/').next()?).ok())
+        .collect())
+}
+
 /// The packs a listing shows, and of `wanted` (packs the caller counts on) those it left out
 /// that the store holds when asked by name: a listing that lags or omits a live pack must not
 /// make it missing to a writer, check, repair or prune. One request per pack left out; none

@@ -23,7 +23,7 @@ use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
 use crate::repo::pack::{PackEntry, TRAILER_LEN};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::stored::{read_pack_header, stored_packs_confirming};
+use crate::repo::stored::{listed_parity, read_pack_header, stored_packs_confirming};
 use rayon::prelude::*;
 use read_data::{read_packs, select_packs};
 use std::collections::{HashMap, HashSet};
@@ -103,6 +103,9 @@ pub struct Inventory {
     pub by_pack: HashMap<PackId, Vec<PackEntry>>,
     /// Every stored pack and its size.
     pub stored: HashMap<PackId, u64>,
+    /// Packs that have a parity object but are not stored: left by a writer between storing
+    /// the parity and the pack, or by a prune between deleting the pack and its parity.
+    pub orphan_parity: Vec<PackId>,
 }
 
 impl Inventory {
@@ -131,13 +134,23 @@ impl Inventory {
             entries.dedup();
         }
         let index = Index::from_segments(segments.iter().map(|(_, s)| s.clone()).collect());
-        let stored = stored_packs_confirming(repo, by_pack.keys().copied())?;
+        // Parity before packs: a writer stores a pack's parity first, so a pack stored between
+        // the two listings is seen, and its parity is no orphan.
+        let parity = listed_parity(repo)?;
+        let stored =
+            stored_packs_confirming(repo, by_pack.keys().copied().chain(parity.iter().copied()))?;
+        let mut orphan_parity: Vec<PackId> = parity
+            .into_iter()
+            .filter(|pack| !stored.contains_key(pack))
+            .collect();
+        orphan_parity.sort();
         Ok(Inventory {
             segments,
             damaged_index_files,
             index,
             by_pack,
             stored,
+            orphan_parity,
         })
     }
 }
@@ -159,6 +172,7 @@ pub fn check_inventory(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CheckReport> {
     let mut report = CheckReport {
+        orphan_parity: inventory.orphan_parity.clone(),
         packs: inventory.stored.len(),
         blobs: inventory.index.len(),
         duplicate_entries: inventory.index.duplicates(),

@@ -2,6 +2,7 @@
 //! at a time, hashed against their names and every blob opened and re-hashed.
 
 use super::{CheckReport, DataSubset, Inventory, Problem, read_pack_header};
+use crate::backend::salvage::{is_unreadable, read_range_by_sectors};
 use crate::error::Error;
 use crate::repo::Repository;
 use crate::repo::blob::open_blob;
@@ -71,6 +72,8 @@ pub struct PackReading {
     /// The CRC32C of each 4 KiB sector read, for the parity to compare (fewer than the pack
     /// has when a read failed).
     pub sector_crcs: Vec<u32>,
+    /// Sectors the device could not read (EIO), read around as zeros.
+    pub lost_sectors: Vec<u32>,
     /// Bytes read.
     pub read_len: u64,
 }
@@ -143,6 +146,21 @@ pub fn read_pack(
                 reading.sector_crcs = whole_sectors(crcs, pos);
                 return reading;
             }
+            // A device that lost sectors: read around them, so the parity learns which.
+            Err(e) if is_unreadable(&e) => {
+                match read_range_by_sectors(repo.backend().as_ref(), &name, pos..end, SECTOR as u64)
+                {
+                    Ok(read) => {
+                        reading.lost_sectors.extend(read.lost);
+                        read.bytes
+                    }
+                    Err(e) => {
+                        reading.failure = Some(format!("unreadable: {e}"));
+                        reading.sector_crcs = whole_sectors(crcs, pos);
+                        return reading;
+                    }
+                }
+            }
             Err(e) => {
                 reading.failure = Some(format!("unreadable: {e}"));
                 reading.sector_crcs = whole_sectors(crcs, pos);
@@ -181,7 +199,14 @@ pub fn read_pack(
             reading.damaged.push((*entry, reason));
         }
     }
-    if PackId(hasher.finalize().into()) != *pack {
+    // A sector met by two pieces was lost once.
+    reading.lost_sectors.dedup();
+    if !reading.lost_sectors.is_empty() {
+        reading.failure = Some(format!(
+            "{} sectors cannot be read (the device fails them)",
+            reading.lost_sectors.len()
+        ));
+    } else if PackId(hasher.finalize().into()) != *pack {
         reading.failure = Some("content does not match its name".into());
     }
     reading.sector_crcs = crcs.finish();
@@ -230,7 +255,12 @@ fn parity_problems(
             }];
         }
     };
-    let crcs: Vec<Option<u32>> = reading.sector_crcs.iter().copied().map(Some).collect();
+    let mut crcs: Vec<Option<u32>> = reading.sector_crcs.iter().copied().map(Some).collect();
+    for &lost in &reading.lost_sectors {
+        if let Some(crc) = crcs.get_mut(lost as usize) {
+            *crc = None;
+        }
+    }
     let damage = parity.damage_by_crc(&crcs, reading.read_len);
     let mut problems = Vec::new();
     if reading.is_clean() {

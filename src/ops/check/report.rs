@@ -185,6 +185,10 @@ pub struct CheckReport {
     /// a pack and indexing it. Harmless — no snapshot can reference a blob only they hold — and
     /// `repair index` makes their blobs reusable.
     pub unindexed_packs: Vec<(PackId, u64)>,
+    /// Parity objects whose pack is not stored: left by a job stopped between the two (a
+    /// writer stores the parity first, a prune deletes it last). Harmless; the next prune
+    /// removes them.
+    pub orphan_parity: Vec<PackId>,
     /// Packs the index names that are gone, none of whose blobs a snapshot uses: left when two
     /// prunes rewrote one index file at once. Harmless — writers do not de-duplicate against
     /// packs that are not stored — and the next prune drops the entries.

@@ -56,7 +56,12 @@ pub fn condemn(
     report.repacked_pack_bytes += plan.repack.iter().map(|(_, s, _)| s).sum::<u64>();
     report.repacked_live_bytes += plan.repacked_bytes();
     report.kept_mixed_packs += plan.kept_mixed;
-    let doomed = plan.condemned();
+    // Parity without its pack goes by the same protocol as a pack no index lists: a writer
+    // that stored it may be about to store the pack, so it is removed only once every session
+    // open now has ended.
+    let mut doomed = plan.condemned();
+    doomed.extend(inventory.orphan_parity.iter().copied());
+    report.condemned_parity += inventory.orphan_parity.len() as u64;
     if opts.dry_run {
         return Ok(());
     }

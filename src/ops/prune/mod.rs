@@ -70,6 +70,10 @@ pub struct PruneReport {
     pub waiting: Vec<String>,
     /// Session files of dead or lapsed writers removed.
     pub sessions_removed: u64,
+    /// Parity objects without their pack phase 1 condemned.
+    pub condemned_parity: u64,
+    /// Parity objects without their pack phase 2 removed.
+    pub removed_parity: u64,
 }
 
 /// Progress of a long step: its name, what is done and the total (0 when unknown).

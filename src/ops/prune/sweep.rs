@@ -217,6 +217,29 @@ fn delete_condemned(
         report.freed_bytes += inventory.stored.get(pack).copied().unwrap_or(0);
         progress("deleting packs", i as u64 + 1, delete.len() as u64);
     }
+    // Parity whose pack is gone (condemned as an orphan, or its pack deleted by another
+    // prune): every writer that could still store the pack has ended. A pack the store holds
+    // after all (its listing lagged) keeps its parity.
+    for pack in file
+        .packs
+        .iter()
+        .filter(|p| !inventory.stored.contains_key(p))
+    {
+        if !matches!(
+            repo.backend().stat(&pack_name(pack)),
+            Err(Error::NotFound(_))
+        ) {
+            continue;
+        }
+        match repo.backend().stat(&parity_name(pack)) {
+            Ok(_) => {
+                repo.backend().delete(&parity_name(pack))?;
+                report.removed_parity += 1;
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     report.deleted_packs += delete.len() as u64;
     report.revived_packs += revived.len() as u64;
     garbage::remove(repo, gid)?;
