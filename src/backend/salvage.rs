@@ -93,16 +93,17 @@ mod tests {
     use super::*;
     use crate::backend::ObjectInfo;
 
-    /// A store of one object whose reads fail with EIO wherever they touch a bad byte.
+    /// A store of one object whose reads fail with EIO wherever they touch a lost 4 KiB sector.
     struct LosingSectors {
         bytes: Vec<u8>,
-        bad: Vec<u64>,
+        lost: Vec<u64>,
     }
 
     impl Backend for LosingSectors {
         fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
             let range = range.unwrap_or(0..self.bytes.len() as u64);
-            if self.bad.iter().any(|b| range.contains(b)) {
+            let touched = range.start / 4096..range.end.div_ceil(4096);
+            if self.lost.iter().any(|s| touched.contains(s)) {
                 return Err(Error::Storage {
                     name: name.into(),
                     source: std::io::Error::from_raw_os_error(libc::EIO),
@@ -135,7 +136,7 @@ mod tests {
         let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8 + 1).collect();
         let store = LosingSectors {
             bytes: bytes.clone(),
-            bad: vec![4096, 9999],
+            lost: vec![1, 2],
         };
         let got = read_salvaging(&store, "x", 1 << 20, 4096).unwrap();
         assert_eq!(got.lost, [1, 2]);
@@ -143,13 +144,15 @@ mod tests {
         assert_eq!(got.bytes[..4096], bytes[..4096]);
         assert!(got.bytes[4096..].iter().all(|&b| b == 0));
         // A range starting mid-sector: its sectors are still counted from the object's start.
-        let got = read_range_by_sectors(&store, "x", 5000..9000, 4096).unwrap();
-        assert_eq!(got.lost, [1]);
-        assert_eq!(got.bytes[3192..], bytes[8192..9000]);
+        let got = read_range_by_sectors(&store, "x", 3000..9000, 4096).unwrap();
+        assert_eq!(got.lost, [1, 2]);
+        assert_eq!(got.bytes.len(), 6000);
+        assert_eq!(got.bytes[..1096], bytes[3000..4096]);
+        assert!(got.bytes[1096..].iter().all(|&b| b == 0));
         // Sound: one read, nothing lost; other errors pass through.
         let sound = LosingSectors {
             bytes: bytes.clone(),
-            bad: vec![],
+            lost: vec![],
         };
         let got = read_salvaging(&sound, "x", 1 << 20, 4096).unwrap();
         assert!(got.lost.is_empty() && got.bytes == bytes);
