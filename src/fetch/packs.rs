@@ -48,12 +48,12 @@ pub fn for_each_blob(
                 }
             }
             // A device that lost a sector of the window fails all of it: each blob on its own
-            // then, read around the loss or healed from the pack's parity by `read_blob`.
+            // then, read around the loss or healed from the pack's parity by `read_blob_again`.
             Err(e) if is_unreadable(&e) => {
                 for entry in &wanted[i..j] {
                     on_blob(
                         entry,
-                        repo.read_blob(&BlobLocation {
+                        repo.read_blob_again(&BlobLocation {
                             pack: *pack,
                             entry: *entry,
                         }),
@@ -86,7 +86,7 @@ fn deliver(
         sealed.ok_or_else(|| Error::corrupt(pack_name(pack), "shorter than its index says"))?;
     let plain = match open_blob(repo.key(), &entry.meta(), sealed) {
         Ok(plain) => Ok(plain),
-        Err(_) => repo.read_blob(&BlobLocation {
+        Err(_) => repo.read_blob_again(&BlobLocation {
             pack: *pack,
             entry: *entry,
         }),

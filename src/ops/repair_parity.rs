@@ -5,6 +5,7 @@
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::repo::heal::put_parity_of_stored;
 use crate::repo::ids::{BlobKind, PackId};
 use crate::repo::pack::pack_name;
 use crate::repo::parity::{self, Parity, largest_object, parity_name};
@@ -94,6 +95,6 @@ fn give_parity(repo: &Repository, pack: &PackId) -> Result<Outcome> {
         .first()
         .map_or(BlobKind::Data, |e| e.kind);
     let object = parity::for_pack(&bytes, pack, kind)?;
-    repo.backend().put(&parity_name(pack), &object)?;
+    put_parity_of_stored(repo.backend().as_ref(), pack, &object)?;
     Ok(Outcome::Written)
 }

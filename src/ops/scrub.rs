@@ -7,6 +7,7 @@ use crate::backend::salvage::{Salvaged, read_salvaging};
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use crate::repo::config::{Config, MAX_CONFIG_LEN};
+use crate::repo::heal::{put_if_stored, put_parity_of_stored};
 use crate::repo::ids::PackId;
 use crate::repo::parity::{self, Parity, SECTOR, TREE_DENSITY, largest_object, parity_name};
 use parking_lot::Mutex;
@@ -115,7 +116,7 @@ fn scrub_pack(
             .as_deref()
             .and_then(parity::density_of)
             .unwrap_or(TREE_DENSITY);
-        backend.put(&parity_name(pack), &parity::build(&bytes, density))?;
+        put_parity_of_stored(backend, pack, &parity::build(&bytes, pack, density))?;
         return Ok(Outcome::ParityRewritten);
     }
     let parity = match parsed {
@@ -129,10 +130,12 @@ fn scrub_pack(
     };
     let bad = parity.damage(&bytes, &lost).bad_sectors.len() as u64;
     match parity.heal(&bytes, &lost) {
-        Ok(healed) => {
-            backend.put(&name, &healed)?;
-            Ok(Outcome::Healed(bad))
-        }
+        Ok(healed) => match put_if_stored(backend, pack, &healed) {
+            Ok(()) => Ok(Outcome::Healed(bad)),
+            // Deleted by a prune since it was read: nothing left to heal.
+            Err(Error::NotFound(_)) => Ok(Outcome::Sound),
+            Err(e) => Err(e),
+        },
         Err(e) => Ok(Outcome::BeyondRepair(format!("damaged: {e}"))),
     }
 }

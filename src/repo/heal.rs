@@ -2,6 +2,7 @@
 //! what is still readable and written back under its own name. The rebuilt bytes hash to that
 //! name, so they are the bytes the index already describes: nothing else changes.
 
+use crate::backend::Backend;
 use crate::backend::salvage::read_salvaging;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -48,7 +49,28 @@ pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
 /// its name (the local store writes a temporary file, syncs it and renames it over the pack).
 pub fn heal_in_place(repo: &Repository, pack: &PackId) -> Result<()> {
     let healed = healed_pack(repo, pack)?;
-    repo.backend().put(&pack_name(pack), &healed)
+    put_if_stored(repo.backend().as_ref(), pack, &healed)
+}
+
+/// Writes the healed bytes of `pack` back under its name, unless a prune deleted it since it was
+/// read (it is not brought back). These jobs run without a writer's session, so a prune does
+/// not wait for them: a pack deleted between the check and the write comes back unindexed,
+/// which `check` notes and the next prune removes.
+pub fn put_if_stored(backend: &dyn Backend, pack: &PackId, healed: &[u8]) -> Result<()> {
+    let name = pack_name(pack);
+    backend.stat(&name)?;
+    backend.put(&name, healed)
+}
+
+/// Stores `object` as the parity of `pack`, and removes it again if a prune deleted the pack
+/// meanwhile (jobs that write parity beside existing packs hold no writer's session): an orphan
+/// left by a narrower race is noted by `check` and removed by the next prune.
+pub fn put_parity_of_stored(backend: &dyn Backend, pack: &PackId, object: &[u8]) -> Result<()> {
+    backend.put(&parity_name(pack), object)?;
+    match backend.stat(&pack_name(pack)) {
+        Err(Error::NotFound(_)) => backend.delete(&parity_name(pack)),
+        _ => Ok(()),
+    }
 }
 
 /// Packs healed in memory for reads ([`healed_pack`]), so the other blobs of a damaged pack are
@@ -100,6 +122,11 @@ impl HealedPacks {
         self.write_back.store(on, Ordering::Relaxed);
     }
 
+    /// The copy of `pack` healed in memory, if one is held.
+    pub fn held(&self, pack: &PackId) -> Option<Arc<Vec<u8>>> {
+        self.state.lock().packs.get(pack).cloned()
+    }
+
     /// `pack` as rebuilt from its parity ([`healed_pack`]): one held, or healed now (with one
     /// log line), written back to the store only if [`HealedPacks::set_write_back`] said so.
     pub fn get(&self, repo: &Repository, pack: &PackId) -> Result<Arc<Vec<u8>>> {
@@ -139,15 +166,10 @@ impl HealedPacks {
         Ok(bytes)
     }
 
-    /// Writes a healed pack back under its name, if it is still stored (a prune may have
-    /// deleted it since: it is not brought back). A failure leaves the damaged pack, and says so.
+    /// Writes a healed pack back under its name ([`put_if_stored`]). A failure leaves the
+    /// damaged pack, and says so.
     fn write_back(&self, repo: &Repository, pack: &PackId, bytes: &[u8]) {
-        let name = pack_name(pack);
-        let written = repo
-            .backend()
-            .stat(&name)
-            .and_then(|_| repo.backend().put(&name, bytes));
-        match written {
+        match put_if_stored(repo.backend().as_ref(), pack, bytes) {
             Ok(()) => tracing::warn!(
                 "pack {pack} was damaged: healed from its parity and written back to the store"
             ),

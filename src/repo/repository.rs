@@ -404,42 +404,57 @@ impl Repository {
         Ok(id)
     }
 
-    /// Reads and verifies one blob. A blob that fails verification is read once more before it
-    /// is reported, so a transient read fault is not mistaken for damage at rest; then, if its
-    /// pack has parity, read from the pack healed in memory ([`crate::repo::heal`]), verified
-    /// like any read. The store is not written to.
+    /// Reads and verifies one blob. A blob that fails verification (or cannot be read) is
+    /// [read again](Repository::read_blob_again) before it is reported.
     pub fn read_blob(&self, at: &BlobLocation) -> Result<Vec<u8>> {
-        let name = pack_name(&at.pack);
+        self.read_blob_once(at)
+            .or_else(|_| self.read_blob_again(at))
+    }
+
+    /// A blob whose first read failed verification or could not be read: from the copy of its
+    /// pack healed in memory if one is held, else read once more (a transient fault is then not
+    /// mistaken for damage at rest), else from its pack healed from its parity now
+    /// ([`crate::repo::heal`]) — verified like any read. The store is not written to unless
+    /// the command asked for it (`--heal-write`).
+    pub fn read_blob_again(&self, at: &BlobLocation) -> Result<Vec<u8>> {
+        if let Some(healed) = self.healed.held(&at.pack) {
+            return self.open_in(&healed, at);
+        }
         let range =
             u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
-        let attempt = || -> Result<Vec<u8>> {
-            let sealed = self.backend.get(&name, Some(range.clone()))?;
-            open_blob_owned(&self.key, &at.entry.meta(), sealed).map_err(|reason| Error::BadBlob {
+        self.backend
+            .forget_cached(&pack_name(&at.pack), Some(range));
+        self.read_blob_once(at).or_else(|first| {
+            let healed = self.healed.get(self, &at.pack).map_err(|_| first)?;
+            self.open_in(&healed, at)
+        })
+    }
+
+    /// One read of a blob from the store, verified.
+    fn read_blob_once(&self, at: &BlobLocation) -> Result<Vec<u8>> {
+        let range =
+            u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
+        let sealed = self.backend.get(&pack_name(&at.pack), Some(range))?;
+        open_blob_owned(&self.key, &at.entry.meta(), sealed).map_err(|reason| Error::BadBlob {
+            pack: at.pack,
+            blob: at.entry.id,
+            reason,
+        })
+    }
+
+    /// Blob `at` opened from `pack`, the bytes of its pack (healed), verified.
+    fn open_in(&self, pack: &[u8], at: &BlobLocation) -> Result<Vec<u8>> {
+        let start = at.entry.offset as usize;
+        let sealed = pack
+            .get(start..start + at.entry.sealed_len as usize)
+            .ok_or_else(|| Error::corrupt(pack_name(&at.pack), "shorter than its index says"))?;
+        open_blob_owned(&self.key, &at.entry.meta(), sealed.to_vec()).map_err(|reason| {
+            Error::BadBlob {
                 pack: at.pack,
                 blob: at.entry.id,
                 reason,
-            })
-        };
-        attempt()
-            .or_else(|_| {
-                self.backend.forget_cached(&name, Some(range.clone()));
-                attempt()
-            })
-            .or_else(|first| {
-                let healed = self.healed.get(self, &at.pack).map_err(|_| first)?;
-                let sealed = usize::try_from(range.start)
-                    .ok()
-                    .zip(usize::try_from(range.end).ok())
-                    .and_then(|(start, end)| healed.get(start..end))
-                    .ok_or_else(|| Error::corrupt(&name, "shorter than its index says"))?;
-                open_blob_owned(&self.key, &at.entry.meta(), sealed.to_vec()).map_err(|reason| {
-                    Error::BadBlob {
-                        pack: at.pack,
-                        blob: at.entry.id,
-                        reason,
-                    }
-                })
-            })
+            }
+        })
     }
 
     /// Reads and verifies blob `id` from the first of its locations that yields it. A blob

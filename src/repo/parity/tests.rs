@@ -33,7 +33,7 @@ fn recovery_sectors_follow_the_density() {
 #[test]
 fn frozen_vector() {
     let pack = pack_bytes(7, 10_000);
-    let object = build(&pack, DATA_DENSITY);
+    let object = build(&pack, &id(&pack), DATA_DENSITY);
     // 3 data sectors, 4 recovery: header 104, two tables of 4·7 + 32, four sectors.
     assert_eq!(object.len(), 104 + 2 * 60 + 4 * 4096);
     assert_eq!(&object[..8], b"cairnpar");
@@ -51,7 +51,7 @@ fn frozen_vector() {
 fn an_undamaged_pack_heals_to_itself() {
     for len in [1, 4095, 4096, 4097, 100_000] {
         let pack = pack_bytes(len as u64, len);
-        let object = build(&pack, DATA_DENSITY);
+        let object = build(&pack, &id(&pack), DATA_DENSITY);
         let parity = Parity::parse(&object, &id(&pack)).unwrap();
         assert_eq!(parity.pack_len(), len as u64);
         let damage = parity.damage(&pack, &[]);
@@ -117,7 +117,7 @@ proptest! {
         burst in any::<bool>(),
     ) {
         let pack = pack_bytes(seed, len);
-        let object = build(&pack, DATA_DENSITY);
+        let object = build(&pack, &id(&pack), DATA_DENSITY);
         let parity = Parity::parse(&object, &id(&pack)).unwrap();
         let n = len.div_ceil(SECTOR) as u32;
         let r = recovery_count(n, DATA_DENSITY);
@@ -143,7 +143,7 @@ proptest! {
 #[test]
 fn a_pack_cut_short_by_up_to_r_sectors_heals() {
     let pack = pack_bytes(3, 300 * SECTOR + 123);
-    let object = build(&pack, DATA_DENSITY);
+    let object = build(&pack, &id(&pack), DATA_DENSITY);
     let parity = Parity::parse(&object, &id(&pack)).unwrap();
     let r = recovery_count(301, DATA_DENSITY) as usize;
     let cut = &pack[..pack.len() - 123 - (r - 1) * SECTOR];
@@ -158,7 +158,7 @@ fn a_pack_cut_short_by_up_to_r_sectors_heals() {
 #[test]
 fn groups_heal_each_on_their_own() {
     let pack = pack_bytes(11, 10 * SECTOR);
-    let object = build_with(&pack, DATA_DENSITY, 3);
+    let object = build_with(&pack, &id(&pack), DATA_DENSITY, 3);
     let parity = Parity::parse(&object, &id(&pack)).unwrap();
     // Four groups (3, 3, 3, 1 sectors), four recovery sectors each: four bad in one group heal.
     let (read, unreadable) = harmed(&pack, &[0, 1, 2, 9], Harm::Unreadable);
@@ -168,7 +168,7 @@ fn groups_heal_each_on_their_own() {
 #[test]
 fn one_damaged_table_copy_is_passed_over_and_two_are_refused() {
     let pack = pack_bytes(5, 50_000);
-    let mut object = build(&pack, DATA_DENSITY);
+    let mut object = build(&pack, &id(&pack), DATA_DENSITY);
     object[HEADER + 3] ^= 1;
     let parity = Parity::parse(&object, &id(&pack)).unwrap();
     let (read, unreadable) = harmed(&pack, &[2], Harm::Zero);
@@ -189,7 +189,7 @@ fn one_damaged_table_copy_is_passed_over_and_two_are_refused() {
 #[test]
 fn a_hostile_parity_object_makes_the_heal_fail_and_serves_nothing() {
     let pack = pack_bytes(9, 40_000);
-    let mut object = build(&pack, DATA_DENSITY);
+    let mut object = build(&pack, &id(&pack), DATA_DENSITY);
     // Wrong recovery data whose CRCs and table hashes are all made valid again.
     let layout = Layout {
         len: pack.len() as u64,
@@ -218,7 +218,7 @@ fn a_hostile_parity_object_makes_the_heal_fail_and_serves_nothing() {
 #[test]
 fn malformed_objects_are_refused_with_a_reason() {
     let pack = pack_bytes(1, 9_000);
-    let object = build(&pack, DATA_DENSITY);
+    let object = build(&pack, &id(&pack), DATA_DENSITY);
     let other = pack_bytes(2, 9_000);
     assert_eq!(
         Parity::parse(&object, &id(&other)).err(),
