@@ -104,6 +104,24 @@ fn sectors_the_disk_cannot_read_are_read_around_healed_on_the_fly_and_scrubbed()
     let failed = disk.failed_reads();
     through.ok(&["check", "--read-data"]);
     assert_eq!(disk.failed_reads(), failed, "the healed packs read clean");
+
+    // The parity lies on the same disk: a sound pack whose parity lost a sector gets a new one.
+    let name = packs[2].file_name().unwrap().to_str().unwrap();
+    let parity = env.repo().join("parity").join(&name[..2]).join(name);
+    let last = (fs::metadata(&parity).unwrap().len() - 1) / 4096;
+    disk.lose_sector(&parity, last);
+    let out = through
+        .command(&["scrub"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("0 healed (0 sectors), 1 parity rewritten"),
+        "{}",
+        said(&out)
+    );
+    through.ok(&["check", "--read-data"]);
 }
 
 /// Overwrites 4 KiB sector `sector` of the read-only store file `file` with zeros.

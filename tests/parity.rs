@@ -75,6 +75,11 @@ fn parity_a_prune_left_without_its_pack_is_reported_then_removed_by_the_next_pru
         .iter()
         .map(|p| (p.clone(), fs::read(p).unwrap()))
         .collect();
+    let first_packs: Vec<(PathBuf, Vec<u8>)> = env
+        .repo_files("data")
+        .iter()
+        .map(|p| (p.clone(), fs::read(p).unwrap()))
+        .collect();
     fs::remove_file(src.join("first")).unwrap();
     fs::write(src.join("second"), pseudo_random(8, 200_000)).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
@@ -101,16 +106,40 @@ fn parity_a_prune_left_without_its_pack_is_reported_then_removed_by_the_next_pru
         "{pruned}"
     );
     assert!(orphans.iter().all(|(p, _)| p.exists()));
+    // One pack arrives after all, as a writer's that stored its parity first would: it is a
+    // pack like any other (here one no index lists) and keeps its parity.
+    let arrived = orphans
+        .iter()
+        .find_map(|(parity, _)| {
+            first_packs
+                .iter()
+                .find(|(pack, _)| pack.file_name() == parity.file_name())
+        })
+        .unwrap();
+    fs::write(&arrived.0, &arrived.1).unwrap();
+    let arrived_parity = env
+        .repo()
+        .join("parity")
+        .join(arrived.0.parent().unwrap().file_name().unwrap())
+        .join(arrived.0.file_name().unwrap());
     let pruned = env.ok(&["prune"]);
     assert!(
         pruned.contains(&format!(
             "{} parity objects without their pack removed",
-            orphans.len()
+            orphans.len() - 1
         )),
         "{pruned}"
     );
-    assert!(orphans.iter().all(|(p, _)| !p.exists()));
+    assert!(arrived.0.exists() && arrived_parity.exists());
+    assert!(
+        orphans
+            .iter()
+            .all(|(p, _)| *p == arrived_parity || !p.exists())
+    );
     assert!(!env.ok(&["check"]).contains("have no pack"));
+    // Unindexed, it is garbage: condemned by that prune, deleted by the next with its parity.
+    env.ok(&["prune"]);
+    assert!(!arrived.0.exists() && !arrived_parity.exists());
     let (packs, parity) = packs_and_parity(&env);
     assert_eq!(packs.len(), parity.len());
 }

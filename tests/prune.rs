@@ -655,6 +655,7 @@ fn a_garbage_file_recording_no_session_cannot_delete_what_a_paused_backup_reuses
         packs: packs.clone(),
         bytes: 0,
         sessions: None,
+        orphan_parity: Vec::new(),
     };
     cairn::repo::garbage::write(&repo, &crafted, &lie).unwrap();
     cairn::repo::garbage::record_sessions(&repo, &crafted, &[]).unwrap();

@@ -29,11 +29,13 @@ impl RetryingBackend {
         RetryingBackend { inner, retries }
     }
 
-    /// Runs `op` until it succeeds, fails for good or the retries are spent, counting each
-    /// attempt in the process's [`store_stats`] with the bytes `moved` says it moved.
+    /// Runs `op` until it succeeds, fails for good (`transient` says which errors may pass) or
+    /// the retries are spent, counting each attempt in the process's [`store_stats`] with the
+    /// bytes `moved` says it moved.
     fn retry<T>(
         &self,
         what: &str,
+        transient: fn(&Error) -> bool,
         mut op: impl FnMut() -> Result<T>,
         moved: impl Fn(&T) -> (u64, u64),
     ) -> Result<T> {
@@ -44,7 +46,7 @@ impl RetryingBackend {
             let (read, written) = result.as_ref().map_or((0, 0), &moved);
             store_stats().call(took, read, written);
             match result {
-                Err(e) if attempt < self.retries && is_transient(&e) => {
+                Err(e) if attempt < self.retries && transient(&e) => {
                     attempt += 1;
                     store_stats().retry();
                     tracing::warn!(
@@ -60,16 +62,22 @@ impl RetryingBackend {
     }
 }
 
+/// Whether a read's error may go away if the read is repeated: as [`is_transient`], except EIO.
+/// A disk that cannot read a sector has retried already; the reader reads around the lost
+/// sectors (`backend::salvage`) rather than wait on them. (A write or listing that meets EIO,
+/// as a network file system answers a blip, is retried.)
+pub fn is_transient_read(error: &Error) -> bool {
+    is_transient(error) && !crate::backend::salvage::is_unreadable(error)
+}
+
 /// Whether an error may go away if the call is repeated.
 pub fn is_transient(error: &Error) -> bool {
     let Error::Storage { source, .. } = error else {
         return false;
     };
-    // EIO: the device has retried already; the reader reads around the lost sectors
-    // (`backend::salvage`) rather than wait on them.
     if matches!(
         source.raw_os_error(),
-        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO)
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
     ) {
         return false;
     }
@@ -91,6 +99,7 @@ impl Backend for RetryingBackend {
     fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         self.retry(
             name,
+            is_transient_read,
             || self.inner.get(name, range.clone()),
             |data| (data.len() as u64, 0),
         )
@@ -100,6 +109,7 @@ impl Backend for RetryingBackend {
         let len = range.end - range.start;
         self.retry(
             name,
+            is_transient_read,
             || self.inner.get_into(name, range.clone(), buf),
             |()| (len, 0),
         )
@@ -108,6 +118,7 @@ impl Backend for RetryingBackend {
     fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
         self.retry(
             name,
+            is_transient_read,
             || self.inner.get_bounded(name, limit),
             |data| (data.len() as u64, 0),
         )
@@ -116,6 +127,7 @@ impl Backend for RetryingBackend {
     fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
         self.retry(
             name,
+            is_transient_read,
             || self.inner.get_ranges(name, ranges),
             |got| (got.bytes.len() as u64, 0),
         )
@@ -124,6 +136,7 @@ impl Backend for RetryingBackend {
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.retry(
             name,
+            is_transient,
             || self.inner.put(name, data),
             |()| (0, data.len() as u64),
         )
@@ -132,21 +145,22 @@ impl Backend for RetryingBackend {
     fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool> {
         self.retry(
             name,
+            is_transient,
             || self.inner.put_if_absent(name, data),
             |_| (0, data.len() as u64),
         )
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.retry(prefix, || self.inner.list(prefix), |_| (0, 0))
+        self.retry(prefix, is_transient, || self.inner.list(prefix), |_| (0, 0))
     }
 
     fn delete(&self, name: &str) -> Result<()> {
-        self.retry(name, || self.inner.delete(name), |()| (0, 0))
+        self.retry(name, is_transient, || self.inner.delete(name), |()| (0, 0))
     }
 
     fn stat(&self, name: &str) -> Result<u64> {
-        self.retry(name, || self.inner.stat(name), |_| (0, 0))
+        self.retry(name, is_transient, || self.inner.stat(name), |_| (0, 0))
     }
 
     fn location(&self) -> String {
@@ -204,6 +218,7 @@ mod tests {
             name: "x".into(),
             source: std::io::Error::from_raw_os_error(libc::EIO),
         };
-        assert!(!is_transient(&lost_sector));
+        assert!(is_transient(&lost_sector));
+        assert!(!is_transient_read(&lost_sector));
     }
 }

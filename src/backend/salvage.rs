@@ -25,12 +25,15 @@ pub fn is_unreadable(error: &Error) -> bool {
 
 /// Reads object `name`, at most `limit` bytes, in one read if it can; if the device fails a
 /// read (EIO), again in `sector`-byte pieces aligned to the object's start, zero-filling and
-/// listing those that fail. Any other error is returned as it is.
+/// listing those that fail — at most `most_lost` of them (what the reader can rebuild: each
+/// may cost the device seconds), beyond which the first error is returned. Any other error is
+/// returned as it is.
 pub fn read_salvaging(
     backend: &dyn Backend,
     name: &str,
     limit: u64,
     sector: u64,
+    most_lost: usize,
 ) -> Result<Salvaged> {
     match backend.get_bounded(name, limit) {
         Ok(bytes) => Ok(Salvaged {
@@ -42,7 +45,7 @@ pub fn read_salvaging(
             if size > limit {
                 return Err(super::too_large(name, size, limit));
             }
-            read_range_by_sectors(backend, name, 0..size, sector)
+            read_range_by_sectors(backend, name, 0..size, sector, most_lost).map_err(|_| e)
         }
         Err(e) => Err(e),
     }
@@ -50,12 +53,14 @@ pub fn read_salvaging(
 
 /// Reads `range` of object `name` piece by piece, each piece the part of one `sector`-byte
 /// sector (aligned to the object's start) that lies in `range`; a piece the device fails (EIO)
-/// is zero-filled and its sector listed. For a reader that met EIO in a larger read.
+/// is zero-filled and its sector listed, and the read stops with that error once more than
+/// `most_lost` are. For a reader that met EIO in a larger read.
 pub fn read_range_by_sectors(
     backend: &dyn Backend,
     name: &str,
     range: Range<u64>,
     sector: u64,
+    most_lost: usize,
 ) -> Result<Salvaged> {
     let sector = sector.max(1);
     let len = usize::try_from(range.end.saturating_sub(range.start))
@@ -75,7 +80,7 @@ pub fn read_range_by_sectors(
                     format!("bytes {pos}..{end} requested but fewer were read"),
                 ));
             }
-            Err(e) if is_unreadable(&e) => {
+            Err(e) if is_unreadable(&e) && out.lost.len() < most_lost => {
                 out.bytes.resize(out.bytes.len() + (end - pos) as usize, 0);
                 let lost = u32::try_from(pos / sector)
                     .map_err(|_| Error::Invalid(format!("{name} has too many sectors")))?;
@@ -111,6 +116,14 @@ mod tests {
             }
             Ok(self.bytes[range.start as usize..range.end as usize].to_vec())
         }
+        /// Reads before it checks the size, as a store that cannot stat cheaply would.
+        fn get_bounded(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+            let bytes = self.get(name, None)?;
+            if bytes.len() as u64 > limit {
+                return Err(crate::backend::too_large(name, bytes.len() as u64, limit));
+            }
+            Ok(bytes)
+        }
         fn put(&self, _: &str, _: &[u8]) -> Result<()> {
             unreachable!()
         }
@@ -138,13 +151,13 @@ mod tests {
             bytes: bytes.clone(),
             lost: vec![1, 2],
         };
-        let got = read_salvaging(&store, "x", 1 << 20, 4096).unwrap();
+        let got = read_salvaging(&store, "x", 1 << 20, 4096, 8).unwrap();
         assert_eq!(got.lost, [1, 2]);
         assert_eq!(got.bytes.len(), bytes.len());
         assert_eq!(got.bytes[..4096], bytes[..4096]);
         assert!(got.bytes[4096..].iter().all(|&b| b == 0));
         // A range starting mid-sector: its sectors are still counted from the object's start.
-        let got = read_range_by_sectors(&store, "x", 3000..9000, 4096).unwrap();
+        let got = read_range_by_sectors(&store, "x", 3000..9000, 4096, 8).unwrap();
         assert_eq!(got.lost, [1, 2]);
         assert_eq!(got.bytes.len(), 6000);
         assert_eq!(got.bytes[..1096], bytes[3000..4096]);
@@ -154,10 +167,20 @@ mod tests {
             bytes: bytes.clone(),
             lost: vec![],
         };
-        let got = read_salvaging(&sound, "x", 1 << 20, 4096).unwrap();
+        let got = read_salvaging(&sound, "x", 1 << 20, 4096, 8).unwrap();
         assert!(got.lost.is_empty() && got.bytes == bytes);
         assert!(matches!(
-            read_salvaging(&sound, "x", 100, 4096),
+            read_salvaging(&sound, "x", 100, 4096, 8),
+            Err(Error::Corrupt { .. })
+        ));
+        // More lost than the reader can rebuild: the device's error, not zeros.
+        assert!(matches!(
+            read_salvaging(&store, "x", 1 << 20, 4096, 1),
+            Err(e) if is_unreadable(&e)
+        ));
+        // Too large, found only after the whole read failed: refused, not read by sectors.
+        assert!(matches!(
+            read_salvaging(&store, "x", 9000, 4096, 8),
             Err(Error::Corrupt { .. })
         ));
     }

@@ -2,13 +2,14 @@
 //! repository made before parity existed, or packs whose parity was lost or damaged — without
 //! touching a pack or the index.
 
+use crate::backend::salvage::read_salvaging;
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::heal::put_parity_of_stored;
 use crate::repo::ids::{BlobKind, PackId};
 use crate::repo::pack::pack_name;
-use crate::repo::parity::{self, Parity, largest_object, parity_name};
+use crate::repo::parity::{self, Parity, SECTOR, largest_object, parity_name};
 use crate::repo::stored::read_pack_header;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -80,11 +81,18 @@ fn give_parity(repo: &Repository, pack: &PackId) -> Result<Outcome> {
     if sha256(&bytes) != pack.0 {
         return Ok(Outcome::Damaged);
     }
-    let sound = match repo
-        .backend()
-        .get_bounded(&parity_name(pack), largest_object(largest))
-    {
-        Ok(object) => Parity::parse(&object, pack).is_ok_and(|parity| parity.fits(&bytes)),
+    // A parity with sectors the device cannot read is read around, found unsound and replaced.
+    let sound = match read_salvaging(
+        repo.backend().as_ref(),
+        &parity_name(pack),
+        largest_object(largest),
+        SECTOR as u64,
+        usize::MAX,
+    ) {
+        Ok(object) => {
+            object.lost.is_empty()
+                && Parity::parse(&object.bytes, pack).is_ok_and(|parity| parity.fits(&bytes))
+        }
         Err(Error::NotFound(_)) => false,
         Err(e) => return Err(e),
     };

@@ -89,21 +89,35 @@ fn scrub_pack(
     keeps_parity: bool,
 ) -> Result<Outcome> {
     let name = crate::repo::pack::pack_name(pack);
-    let Salvaged { bytes, lost } = match read_salvaging(backend, &name, largest, SECTOR as u64) {
-        Ok(read) => read,
-        // Deleted by a prune since the listing: nothing to scrub.
-        Err(Error::NotFound(_)) => return Ok(Outcome::Sound),
-        Err(e) => return Err(e),
-    };
-    let object = match backend.get_bounded(&parity_name(pack), largest_object(largest)) {
-        Ok(object) => Some(object),
-        Err(Error::NotFound(_)) => None,
+    // The parity first, read around its own lost sectors (it may lie on the same failing
+    // disk): it says how many lost sectors of the pack are worth reading around.
+    let (object, parity_lost) = match read_salvaging(
+        backend,
+        &parity_name(pack),
+        largest_object(largest),
+        SECTOR as u64,
+        usize::MAX,
+    ) {
+        Ok(read) => (Some(read.bytes), !read.lost.is_empty()),
+        Err(Error::NotFound(_)) => (None, false),
         Err(e) => return Err(e),
     };
     let parsed = object.as_deref().map(|o| Parity::parse(o, pack));
+    let most_lost = match &parsed {
+        Some(Ok(parity)) => parity.recovery_sectors() as usize,
+        _ => 0,
+    };
+    let Salvaged { bytes, lost } =
+        match read_salvaging(backend, &name, largest, SECTOR as u64, most_lost) {
+            Ok(read) => read,
+            // Deleted by a prune since the listing: nothing to scrub.
+            Err(Error::NotFound(_)) => return Ok(Outcome::Sound),
+            Err(e) => return Err(e),
+        };
     if lost.is_empty() && sha256(&bytes) == pack.0 {
         let sound = match &parsed {
-            Some(Ok(parity)) => parity.fits(&bytes),
+            // A parity with lost sectors is written anew, even if what it lost was spare.
+            Some(Ok(parity)) => !parity_lost && parity.fits(&bytes),
             Some(Err(_)) => false,
             None => !keeps_parity,
         };

@@ -36,6 +36,13 @@ pub struct GarbageFile {
     /// no garbage file is ever rewritten, so no listing can miss one being replaced.
     #[serde(skip)]
     pub sessions: Option<Vec<SessionId>>,
+    /// Packs whose parity object was stored without the pack (a writer between the two, or a
+    /// prune between deleting them), to remove once every session open now has ended if the
+    /// pack is still not stored. Stored beside the file, in `garbage/<id>.parity`, so that
+    /// nothing that reads which packs are condemned ever counts them: such a pack may yet
+    /// arrive, and is then a pack like any other.
+    #[serde(skip)]
+    pub orphan_parity: Vec<PackId>,
 }
 
 impl GarbageFile {
@@ -58,10 +65,37 @@ pub fn new_garbage_id() -> GarbageId {
     id
 }
 
-/// Writes a new garbage file (its sessions apart, with [`record_sessions`]).
+/// Writes a new garbage file (its sessions apart, with [`record_sessions`]), its orphan parity
+/// first: a garbage file never exists without it.
 pub fn write(repo: &Repository, id: &GarbageId, file: &GarbageFile) -> Result<()> {
+    if !file.orphan_parity.is_empty() {
+        let sealed = repo
+            .key()
+            .seal(&serial::encode(&file.orphan_parity), GARBAGE_AAD);
+        repo.backend()
+            .put(&format!("garbage/{id}{PARITY_SUFFIX}"), &sealed)?;
+    }
     repo.backend()
         .put(&format!("garbage/{id}"), &file.seal(repo.key()))
+}
+
+/// What names the orphan parity a garbage file condemns: `garbage/<id>.parity`.
+const PARITY_SUFFIX: &str = ".parity";
+
+/// The orphan parity garbage file `id` condemns (none if it has no such record).
+fn read_orphan_parity(repo: &Repository, id: &GarbageId) -> Result<Vec<PackId>> {
+    let name = format!("garbage/{id}{PARITY_SUFFIX}");
+    match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
+        Err(Error::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+        Ok(sealed) => {
+            let plain = repo
+                .key()
+                .open(&sealed, GARBAGE_AAD)
+                .map_err(|e| Error::corrupt(&name, e))?;
+            serial::decode(&plain, &name)
+        }
+    }
 }
 
 /// What names the sessions recorded for a garbage file: `garbage/<id>.sessions`.
@@ -117,7 +151,9 @@ fn read_sessions(repo: &Repository, id: &GarbageId) -> Result<Option<Vec<Session
 pub fn remove(repo: &Repository, id: &GarbageId) -> Result<()> {
     repo.backend().delete(&format!("garbage/{id}"))?;
     repo.backend()
-        .delete(&format!("garbage/{id}{SESSIONS_SUFFIX}"))
+        .delete(&format!("garbage/{id}{SESSIONS_SUFFIX}"))?;
+    repo.backend()
+        .delete(&format!("garbage/{id}{PARITY_SUFFIX}"))
 }
 
 /// One garbage file, `None` once a prune finished it.
@@ -129,6 +165,7 @@ pub fn read(repo: &Repository, id: &GarbageId) -> Result<Option<GarbageFile>> {
         Ok(sealed) => {
             let mut file = GarbageFile::open(repo.key(), &name, &sealed)?;
             file.sessions = read_sessions(repo, id)?;
+            file.orphan_parity = read_orphan_parity(repo, id)?;
             Ok(Some(file))
         }
     }
@@ -142,7 +179,10 @@ pub fn read(repo: &Repository, id: &GarbageId) -> Result<Option<GarbageFile>> {
 pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
     let mut out = Vec::new();
     for info in repo.backend().list("garbage/")? {
-        if info.name.contains(CLAIM_INFIX) || info.name.ends_with(SESSIONS_SUFFIX) {
+        if info.name.contains(CLAIM_INFIX)
+            || info.name.ends_with(SESSIONS_SUFFIX)
+            || info.name.ends_with(PARITY_SUFFIX)
+        {
             continue;
         }
         // Exactly `garbage/<id>`: a copy in a subdirectory is not one.
@@ -157,6 +197,7 @@ pub fn list(repo: &Repository) -> Result<Vec<(GarbageId, GarbageFile)>> {
         };
         let mut file = GarbageFile::open(repo.key(), &info.name, &sealed)?;
         file.sessions = read_sessions(repo, &id)?;
+        file.orphan_parity = read_orphan_parity(repo, &id)?;
         out.push((id, file));
     }
     Ok(out)
@@ -253,8 +294,8 @@ pub fn renew(repo: &Repository, name: &str, me: &SessionFile) -> Result<()> {
         .put(name, &repo.key().seal(&me.to_bytes(), GARBAGE_AAD))
 }
 
-/// Removes what garbage files leave behind once they are gone: recorded sessions and claims
-/// of garbage files that no longer exist (a prune killed between removing a garbage file and
+/// Removes what garbage files leave behind once they are gone: recorded sessions, orphan
+/// parity records and claims of garbage files that no longer exist (a prune killed between removing a garbage file and
 /// these).
 pub fn remove_orphans(repo: &Repository) -> Result<()> {
     let listed = repo.backend().list("garbage/")?;
@@ -263,6 +304,7 @@ pub fn remove_orphans(repo: &Repository) -> Result<()> {
         let owner = info
             .name
             .strip_suffix(SESSIONS_SUFFIX)
+            .or_else(|| info.name.strip_suffix(PARITY_SUFFIX))
             .or_else(|| info.name.split_once(CLAIM_INFIX).map(|(owner, _)| owner));
         let Some(owner) = owner else { continue };
         let is_garbage_id = owner
@@ -320,6 +362,7 @@ mod tests {
             packs: vec![PackId([1; 32]), PackId([2; 32])],
             bytes: 77,
             sessions: Some(vec![SessionId([3; 32])]),
+            orphan_parity: Vec::new(),
         };
         let mut sealed = file.seal(&key);
         // The sessions are stored apart.

@@ -9,40 +9,53 @@ use crate::repo::Repository;
 use crate::repo::ids::PackId;
 use crate::repo::pack::pack_name;
 use crate::repo::parity::{Parity, SECTOR, largest_object, parity_name};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The bytes of `pack` rebuilt from what the store holds of it (sectors the device cannot read
-/// count as lost) and its parity, without writing anything: an error says why it cannot be (no parity, too much damage, a parity that does not
-/// rebuild the pack).
+/// count as lost) and its parity, without writing anything. An error says why it cannot be:
+/// [`Error::NotFound`] for a pack without parity, else too much damage, a parity that does not rebuild the pack — or a pack its parity finds
+/// sound (a blob that fails there has a wrong index entry, not damaged bytes).
 pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
     let name = pack_name(pack);
-    let object = repo
-        .backend()
-        .get_bounded(
-            &parity_name(pack),
-            largest_object(repo.config().params.largest_pack()),
-        )
-        .map_err(|e| match e {
-            Error::NotFound(_) => Error::corrupt(&name, "damaged, and it has no parity"),
-            e => e,
-        })?;
-    let parity = Parity::parse(&object, pack)
-        .map_err(|e| Error::corrupt(&name, format!("damaged, and its parity is unusable: {e}")))?;
     let largest = repo.config().params.largest_pack();
+    // The parity may lie on the same failing disk: read around its lost sectors too (each has
+    // a CRC, and one copy of its table may be lost).
+    let object = read_salvaging(
+        repo.backend().as_ref(),
+        &parity_name(pack),
+        largest_object(largest),
+        SECTOR as u64,
+        usize::MAX,
+    )?;
+    let parity = Parity::parse(&object.bytes, pack)
+        .map_err(|e| Error::corrupt(&name, format!("its parity is unusable: {e}")))?;
     if parity.pack_len() > largest {
         return Err(Error::corrupt(
             &name,
-            "damaged, and its parity claims a pack larger than any this repository writes",
+            "its parity claims a pack larger than any this repository writes",
         ));
     }
     // Not what a cache kept of the damaged bytes.
     repo.backend().forget_cached(&name, None);
-    let read = read_salvaging(repo.backend().as_ref(), &name, largest, SECTOR as u64)?;
-    parity
+    let read = read_salvaging(
+        repo.backend().as_ref(),
+        &name,
+        largest,
+        SECTOR as u64,
+        parity.recovery_sectors() as usize,
+    )?;
+    let healed = parity
         .heal(&read.bytes, &read.lost)
-        .map_err(|e| Error::corrupt(&name, format!("damaged: {e}")))
+        .map_err(|e| Error::corrupt(&name, e.to_string()))?;
+    if read.lost.is_empty() && healed == read.bytes {
+        return Err(Error::corrupt(
+            &name,
+            "its bytes are sound by its parity and its name, so a blob that fails there has a \
+             wrong index entry",
+        ));
+    }
+    Ok(healed)
 }
 
 /// Heals `pack` in the store: rebuilt from its parity ([`healed_pack`]) and written back under
@@ -76,10 +89,13 @@ pub fn put_parity_of_stored(backend: &dyn Backend, pack: &PackId, object: &[u8])
 /// Packs healed in memory for reads ([`healed_pack`]), so the other blobs of a damaged pack are
 /// served without healing it again: a few held (at most [`HealedPacks::set_budget`]'s bytes,
 /// at least one pack), one heal at a time (readers of a pack being healed wait for that heal
-/// rather than start their own), one log line per pack, and a pack its parity cannot heal
+/// rather than start their own), one log line per pack, and a pack that cannot be healed
 /// remembered as such, so its other blobs fail at once instead of each reading it whole again.
 pub struct HealedPacks {
+    /// What is held and remembered: locked only to look up or insert, never across a heal.
     state: parking_lot::Mutex<Healed>,
+    /// Held through one heal.
+    healing: parking_lot::Mutex<()>,
     budget: AtomicU64,
     write_back: AtomicBool,
 }
@@ -88,12 +104,16 @@ pub struct HealedPacks {
 struct Healed {
     packs: lru::LruCache<PackId, Arc<Vec<u8>>>,
     held: u64,
-    /// Packs their parity could not heal, with why.
-    beyond: HashMap<PackId, String>,
+    /// Packs that could not be healed, with why (the most recent [`MAX_REMEMBERED`]).
+    beyond: lru::LruCache<PackId, String>,
 }
 
 /// Memory for healed packs unless a command says otherwise: two packs of the default size.
 const DEFAULT_BUDGET: u64 = 32 << 20;
+
+/// Packs remembered as beyond healing: enough for any repository's damaged packs to fail at
+/// once, bounded whatever a store answers.
+const MAX_REMEMBERED: usize = 4096;
 
 impl Default for HealedPacks {
     fn default() -> Self {
@@ -101,8 +121,12 @@ impl Default for HealedPacks {
             state: parking_lot::Mutex::new(Healed {
                 packs: lru::LruCache::unbounded(),
                 held: 0,
-                beyond: HashMap::new(),
+                beyond: lru::LruCache::new(
+                    std::num::NonZeroUsize::new(MAX_REMEMBERED)
+                        .unwrap_or(std::num::NonZeroUsize::MIN),
+                ),
             }),
+            healing: parking_lot::Mutex::new(()),
             budget: AtomicU64::new(DEFAULT_BUDGET),
             write_back: AtomicBool::new(false),
         }
@@ -127,25 +151,50 @@ impl HealedPacks {
         self.state.lock().packs.get(pack).cloned()
     }
 
+    /// What is known of `pack` already: its healed copy, or why it cannot be healed.
+    fn known(&self, pack: &PackId) -> Option<Result<Arc<Vec<u8>>>> {
+        let mut state = self.state.lock();
+        if let Some(bytes) = state.packs.get(pack) {
+            return Some(Ok(bytes.clone()));
+        }
+        let why = state.beyond.get(pack)?;
+        Some(Err(if why.is_empty() {
+            Error::NotFound(parity_name(pack))
+        } else {
+            Error::Invalid(why.clone())
+        }))
+    }
+
     /// `pack` as rebuilt from its parity ([`healed_pack`]): one held, or healed now (with one
     /// log line), written back to the store only if [`HealedPacks::set_write_back`] said so.
     pub fn get(&self, repo: &Repository, pack: &PackId) -> Result<Arc<Vec<u8>>> {
-        let mut state = self.state.lock();
-        if let Some(bytes) = state.packs.get(pack) {
-            return Ok(bytes.clone());
+        if let Some(known) = self.known(pack) {
+            return known;
         }
-        if let Some(why) = state.beyond.get(pack) {
-            return Err(Error::corrupt(pack_name(pack), why.clone()));
+        let _one_at_a_time = self.healing.lock();
+        // Healed (or found beyond healing) by the heal this one waited for.
+        if let Some(known) = self.known(pack) {
+            return known;
         }
         let bytes = match healed_pack(repo, pack) {
             Ok(bytes) => Arc::new(bytes),
-            Err(Error::Corrupt { reason, .. }) => {
-                tracing::warn!("pack {pack} is {reason}");
-                state.beyond.insert(*pack, reason.clone());
-                return Err(Error::corrupt(pack_name(pack), reason));
+            Err(e @ Error::Corrupt { .. }) => {
+                let why = format!("pack {pack} cannot be healed from its parity: {e}");
+                tracing::warn!("{why}");
+                self.state.lock().beyond.put(*pack, why.clone());
+                return Err(Error::Invalid(why));
+            }
+            // No parity (a repository without, or a pack a prune deleted since): nothing to
+            // say beyond the read's own error.
+            Err(e @ Error::NotFound(_)) => {
+                self.state.lock().beyond.put(*pack, String::new());
+                return Err(e);
             }
             // A store that failed to answer may answer the next read.
-            Err(e) => return Err(e),
+            Err(e) => {
+                tracing::warn!("pack {pack}: healing it from its parity failed: {e}");
+                return Err(e);
+            }
         };
         if self.write_back.load(Ordering::Relaxed) {
             self.write_back(repo, pack, &bytes);
@@ -156,6 +205,7 @@ impl HealedPacks {
             );
         }
         let budget = self.budget.load(Ordering::Relaxed);
+        let mut state = self.state.lock();
         state.held += bytes.len() as u64;
         state.packs.put(*pack, bytes.clone());
         while state.held > budget && state.packs.len() > 1 {

@@ -360,6 +360,7 @@ impl<'a> Parity<'a> {
     /// bad, and whether the parity can rebuild them.
     pub fn damage(&self, pack: &[u8], unreadable: &[u32]) -> Damage {
         let n = self.layout.sectors();
+        let unreadable: std::collections::HashSet<u32> = unreadable.iter().copied().collect();
         let readable = |i: u32| (i as usize + 1) * SECTOR <= pack.len() || i + 1 == n;
         let crcs: Vec<Option<u32>> = (0..n)
             .map(|i| {
@@ -399,6 +400,12 @@ impl<'a> Parity<'a> {
             damage.limit = 0;
         }
         damage
+    }
+
+    /// Recovery sectors in all: no more sectors than this can be rebuilt, so a reader that
+    /// reads around lost ones stops there.
+    pub fn recovery_sectors(&self) -> u32 {
+        self.layout.recovery()
     }
 
     /// Whether this parity fits `pack` (its sound bytes) in every data and recovery sector.
@@ -488,7 +495,12 @@ fn decode_group(
         )
         .map_err(|_| ParityError::Mismatch)
     };
-    let (left, right) = rayon::join(|| half(0..HALF), || half(HALF..SECTOR));
+    // Scoped threads, not the rayon pool: a heal runs under a lock that pool tasks may wait on.
+    let (left, right) = std::thread::scope(|scope| {
+        let right = scope.spawn(|| half(HALF..SECTOR));
+        let left = half(0..HALF);
+        (left, right.join().unwrap_or(Err(ParityError::Mismatch)))
+    });
     let (mut left, right) = (left?, right?);
     for (i, shard) in left.iter_mut() {
         shard.extend_from_slice(right.get(i).ok_or(ParityError::Mismatch)?);

@@ -49,6 +49,20 @@ fn intact_key_file(name: &str, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// A blob's read error, with why its pack's parity did not heal it where that says more (a pack
+/// without parity adds nothing; a store error stays what it is, the heal's failure is logged).
+fn not_healed(first: Error, heal: Error) -> Error {
+    match (first, heal) {
+        (first, Error::NotFound(_)) => first,
+        (Error::BadBlob { pack, blob, reason }, heal) => Error::BadBlob {
+            pack,
+            blob,
+            reason: format!("{reason}; {heal}"),
+        },
+        (first, _) => first,
+    }
+}
+
 /// The id part of an object name such as `snapshots/<id>`.
 fn id_of(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
@@ -425,7 +439,10 @@ impl Repository {
         self.backend
             .forget_cached(&pack_name(&at.pack), Some(range));
         self.read_blob_once(at).or_else(|first| {
-            let healed = self.healed.get(self, &at.pack).map_err(|_| first)?;
+            let healed = self
+                .healed
+                .get(self, &at.pack)
+                .map_err(|heal| not_healed(first, heal))?;
             self.open_in(&healed, at)
         })
     }

@@ -17,11 +17,11 @@ pub use read_data::{PackReading, read_pack};
 pub use report::{CheckReport, Problem, Use};
 pub use trees::find_uses;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
-use crate::repo::pack::{PackEntry, TRAILER_LEN};
+use crate::repo::pack::{PackEntry, TRAILER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::stored::{listed_parity, read_pack_header, stored_packs_confirming};
 use rayon::prelude::*;
@@ -137,11 +137,18 @@ impl Inventory {
         // Parity before packs: a writer stores a pack's parity first, so a pack stored between
         // the two listings is seen, and its parity is no orphan.
         let parity = listed_parity(repo)?;
-        let stored =
-            stored_packs_confirming(repo, by_pack.keys().copied().chain(parity.iter().copied()))?;
+        let stored = stored_packs_confirming(repo, by_pack.keys().copied())?;
+        // One the listing left out is asked for by name (a pack in flight, or a lagging
+        // listing): only a pack the store does not have makes its parity an orphan.
         let mut orphan_parity: Vec<PackId> = parity
             .into_iter()
             .filter(|pack| !stored.contains_key(pack))
+            .filter(|pack| {
+                matches!(
+                    repo.backend().stat(&pack_name(pack)),
+                    Err(Error::NotFound(_))
+                )
+            })
             .collect();
         orphan_parity.sort();
         Ok(Inventory {

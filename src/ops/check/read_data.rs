@@ -9,7 +9,9 @@ use crate::repo::blob::open_blob;
 use crate::repo::crypto::fill_random;
 use crate::repo::ids::PackId;
 use crate::repo::pack::{PackEntry, pack_name};
-use crate::repo::parity::{Parity, SECTOR, SectorCrcs, largest_object, parity_name};
+use crate::repo::parity::{
+    Parity, SECTOR, SectorCrcs, TREE_DENSITY, largest_object, parity_name, recovery_count,
+};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -148,8 +150,16 @@ pub fn read_pack(
             }
             // A device that lost sectors: read around them, so the parity learns which.
             Err(e) if is_unreadable(&e) => {
-                match read_range_by_sectors(repo.backend().as_ref(), &name, pos..end, SECTOR as u64)
-                {
+                // No parity rebuilds more than one sector in ten: stop reading around there.
+                let most = recovery_count(size.div_ceil(SECTOR as u64) as u32, TREE_DENSITY)
+                    .saturating_sub(reading.lost_sectors.len() as u32);
+                match read_range_by_sectors(
+                    repo.backend().as_ref(),
+                    &name,
+                    pos..end,
+                    SECTOR as u64,
+                    most as usize,
+                ) {
                     Ok(read) => {
                         reading.lost_sectors.extend(read.lost);
                         read.bytes
@@ -312,18 +322,25 @@ pub(super) fn read_packs(
             if first.is_clean() {
                 return parity_problems(repo, pack, *size, &first);
             }
-            let second = read_pack(repo, pack, *size, &entries, window, &|_| {});
-            if second.is_clean() {
-                transient.lock().push(format!(
-                    "pack {pack}: first read failed ({}), second read was clean",
-                    first
-                        .failure
-                        .clone()
-                        .or_else(|| first.damaged.first().map(|(_, r)| r.clone()))
-                        .unwrap_or_default()
-                ));
-                return parity_problems(repo, pack, *size, &second);
-            }
+            // Sectors the device cannot read are not a transient fault: no second read (each
+            // lost sector may cost the device seconds).
+            let second = if first.lost_sectors.is_empty() {
+                let second = read_pack(repo, pack, *size, &entries, window, &|_| {});
+                if second.is_clean() {
+                    transient.lock().push(format!(
+                        "pack {pack}: first read failed ({}), second read was clean",
+                        first
+                            .failure
+                            .clone()
+                            .or_else(|| first.damaged.first().map(|(_, r)| r.clone()))
+                            .unwrap_or_default()
+                    ));
+                    return parity_problems(repo, pack, *size, &second);
+                }
+                second
+            } else {
+                first
+            };
             let mut problems = parity_problems(repo, pack, *size, &second);
             if let Some(reason) = second.failure.clone() {
                 problems.push(Problem::DamagedPack {

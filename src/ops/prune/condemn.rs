@@ -32,7 +32,13 @@ pub fn condemn(
     let snapshots = all_snapshots(repo)?;
     // Garbage files before the packs: a pack another prune deletes in between is then either
     // seen condemned or seen gone, never as a usable copy of a blob.
-    let condemned = garbage::condemned(&garbage::list(repo)?);
+    let files = garbage::list(repo)?;
+    let condemned = garbage::condemned(&files);
+    // Orphan parity a garbage file condemns already is not condemned again.
+    let listed: HashSet<PackId> = files
+        .iter()
+        .flat_map(|(_, f)| f.orphan_parity.iter().copied())
+        .collect();
     let inventory = whole_inventory(repo)?;
     refuse_empty_listing(&snapshots, &inventory)?;
     let used = mark(repo, &inventory, &snapshots, progress)?;
@@ -56,19 +62,22 @@ pub fn condemn(
     report.repacked_pack_bytes += plan.repack.iter().map(|(_, s, _)| s).sum::<u64>();
     report.repacked_live_bytes += plan.repacked_bytes();
     report.kept_mixed_packs += plan.kept_mixed;
-    // Parity without its pack goes by the same protocol as a pack no index lists: a writer
-    // that stored it may be about to store the pack, so it is removed only once every session
-    // open now has ended.
-    let mut doomed = plan.condemned();
-    doomed.extend(inventory.orphan_parity.iter().copied());
-    report.condemned_parity += inventory.orphan_parity.len() as u64;
+    let doomed = plan.condemned();
+    // Parity without its pack waits like a pack no index lists (a writer that stored it may be
+    // about to store the pack): removed once every session open now has ended, and recorded
+    // apart from the condemned packs, which writers avoid.
+    let orphans: Vec<PackId> = (inventory.orphan_parity.iter())
+        .filter(|p| !listed.contains(p))
+        .copied()
+        .collect();
+    report.condemned_parity += orphans.len() as u64;
     if opts.dry_run {
         return Ok(());
     }
     // Index entries of packs that are gone (two prunes rewrote one index file at once, or an
     // old index file was put back) are dropped here, so the next check is clean again.
     report.index_files_rewritten += super::sweep::rewrite_index(repo, &inventory, &HashSet::new())?;
-    if doomed.is_empty() {
+    if doomed.is_empty() && orphans.is_empty() {
         return Ok(());
     }
     if !plan.repack.is_empty() {
@@ -95,6 +104,7 @@ pub fn condemn(
         bytes: plan.delete.iter().map(|(_, s)| s).sum::<u64>()
             + plan.repack.iter().map(|(_, s, _)| s).sum::<u64>(),
         sessions: None,
+        orphan_parity: orphans,
     };
     garbage::write(repo, &gid, &file)?;
     // Only now: a writer whose session file appears after this listing reads the garbage file

@@ -217,14 +217,9 @@ fn delete_condemned(
         report.freed_bytes += inventory.stored.get(pack).copied().unwrap_or(0);
         progress("deleting packs", i as u64 + 1, delete.len() as u64);
     }
-    // Parity whose pack is gone (condemned as an orphan, or its pack deleted by another
-    // prune): every writer that could still store the pack has ended. A pack the store holds
-    // after all (its listing lagged) keeps its parity.
-    for pack in file
-        .packs
-        .iter()
-        .filter(|p| !inventory.stored.contains_key(p))
-    {
+    // Parity stored without its pack: every writer that could still store the pack has
+    // ended. A pack that arrived after all (or that a lagging listing hid) keeps its parity.
+    for pack in &file.orphan_parity {
         if !matches!(
             repo.backend().stat(&pack_name(pack)),
             Err(Error::NotFound(_))
