@@ -7,26 +7,12 @@
 mod common;
 mod support;
 
-use common::{Env, assert_same_tree, pseudo_random};
-use std::cmp::Reverse;
+use common::damage::{parity_of, small_packs, zero_sector};
+use common::{Env, assert_same_tree};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use support::Mounted;
 use support::eio_fs::EioMount;
-
-/// A repository of 256 KiB packs holding `files` incompressible files of 300 KB.
-fn repository(files: u64, seed: u64) -> (Env, PathBuf, Vec<PathBuf>) {
-    let env = Env::with_repo(&["--pack-size", "256KiB"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..files {
-        fs::write(src.join(format!("f{i}")), pseudo_random(seed + i, 300_000)).unwrap();
-    }
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let mut packs = env.repo_files("data");
-    packs.sort_by_key(|p| Reverse(fs::metadata(p).unwrap().len()));
-    (env, src, packs)
-}
 
 /// Every file of `src` read through `dir` (a mounted snapshot's copy of it) equals the source.
 fn assert_reads_equal(src: &Path, dir: &Path) {
@@ -39,13 +25,27 @@ fn assert_reads_equal(src: &Path, dir: &Path) {
     }
 }
 
+/// `check --read-data` finds nothing wrong.
+fn assert_clean(env: &Env) {
+    let out = env.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", said(&out));
+}
+
+/// `cairn scrub`, without the password.
+fn scrub(env: &Env) -> std::process::Output {
+    env.command(&["scrub"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap()
+}
+
 fn said(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[test]
 fn sectors_the_disk_cannot_read_are_read_around_healed_on_the_fly_and_scrubbed() {
-    let (env, src, packs) = repository(6, 500);
+    let (env, src, packs) = small_packs(6, 500, &[]);
     let originals: Vec<Vec<u8>> = packs[..2].iter().map(|p| fs::read(p).unwrap()).collect();
     let disk = EioMount::start(&env.repo(), &env.path("eio"));
     // Three lost sectors in each of the two largest packs: within the 4 a 256 KiB pack's
@@ -87,11 +87,7 @@ fn sectors_the_disk_cannot_read_are_read_around_healed_on_the_fly_and_scrubbed()
     );
 
     // No password: the machine holding the disk heals it.
-    let out = through
-        .command(&["scrub"])
-        .env_remove("CAIRN_PASSWORD")
-        .output()
-        .unwrap();
+    let out = scrub(&through);
     assert!(out.status.success(), "{}", said(&out));
     assert!(
         said(&out).contains("2 healed (6 sectors)"),
@@ -102,40 +98,26 @@ fn sectors_the_disk_cannot_read_are_read_around_healed_on_the_fly_and_scrubbed()
         assert!(fs::read(pack).unwrap() == *original, "{pack:?} byte-exact");
     }
     let failed = disk.failed_reads();
-    through.ok(&["check", "--read-data"]);
+    assert_clean(&through);
     assert_eq!(disk.failed_reads(), failed, "the healed packs read clean");
 
     // The parity lies on the same disk: a sound pack whose parity lost a sector gets a new one.
-    let name = packs[2].file_name().unwrap().to_str().unwrap();
-    let parity = env.repo().join("parity").join(&name[..2]).join(name);
+    let parity = parity_of(&env, &packs[2]);
     let last = (fs::metadata(&parity).unwrap().len() - 1) / 4096;
     disk.lose_sector(&parity, last);
-    let out = through
-        .command(&["scrub"])
-        .env_remove("CAIRN_PASSWORD")
-        .output()
-        .unwrap();
+    let out = scrub(&through);
     assert!(out.status.success(), "{}", said(&out));
     assert!(
         said(&out).contains("0 healed (0 sectors), 1 parity rewritten"),
         "{}",
         said(&out)
     );
-    through.ok(&["check", "--read-data"]);
-}
-
-/// Overwrites 4 KiB sector `sector` of the read-only store file `file` with zeros.
-fn zero_sector(file: &Path, sector: usize) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut bytes = fs::read(file).unwrap();
-    bytes[sector * 4096..(sector + 1) * 4096].fill(0);
-    fs::set_permissions(file, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(file, bytes).unwrap();
+    assert_clean(&through);
 }
 
 #[test]
 fn a_damaged_pack_is_served_exact_with_one_warning_and_written_only_when_asked() {
-    let (env, src, packs) = repository(4, 600);
+    let (env, src, packs) = small_packs(4, 600, &[]);
     let pack = &packs[0];
     let sound = fs::read(pack).unwrap();
     let damage = || {

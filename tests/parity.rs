@@ -7,9 +7,10 @@
 mod common;
 
 use cairn::repo::ids::PackId;
+use common::damage::{largest_first, parity_of, small_packs, zero_sector};
 use common::{assert_same_tree, pseudo_random};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The packs a repository holds, by name, and the parity objects it holds, by pack name.
 fn packs_and_parity(env: &common::Env) -> (Vec<PathBuf>, Vec<PathBuf>) {
@@ -144,28 +145,9 @@ fn parity_a_prune_left_without_its_pack_is_reported_then_removed_by_the_next_pru
     assert_eq!(packs.len(), parity.len());
 }
 
-/// Overwrites 4 KiB sector `sector` of `file` with zeros (the file is read-only in the store).
-fn zero_sector(file: &Path, sector: u64) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut bytes = fs::read(file).unwrap();
-    let start = (sector as usize * 4096).min(bytes.len());
-    let end = (start + 4096).min(bytes.len());
-    bytes[start..end].fill(0);
-    fs::set_permissions(file, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(file, bytes).unwrap();
-}
-
 #[test]
 fn damaged_sectors_are_reported_and_healed_from_parity_with_no_source() {
-    let env = common::Env::with_repo(&["--pack-size", "256KiB"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..8 {
-        fs::write(src.join(format!("f{i}")), pseudo_random(100 + i, 300_000)).unwrap();
-    }
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let mut packs = env.repo_files("data");
-    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    let (env, src, packs) = small_packs(8, 100, &[]);
     let index_before = env.repo_files("index");
     // Two packs, four sectors each: within the limit of 4 a small pack has.
     for pack in &packs[..2] {
@@ -193,9 +175,11 @@ fn damaged_sectors_are_reported_and_healed_from_parity_with_no_source() {
         "{repaired}"
     );
     env.ok(&["check", "--read-data"]);
-    let mut after = env.repo_files("data");
-    after.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
-    assert_eq!(after, packs, "pack names unchanged");
+    assert_eq!(
+        largest_first(env.repo_files("data")),
+        packs,
+        "pack names unchanged"
+    );
     assert_eq!(env.repo_files("index"), index_before, "index unchanged");
     let target = env.path("restored");
     env.restore("latest", &target, &[]);
@@ -216,26 +200,14 @@ fn damaged_sectors_are_reported_and_healed_from_parity_with_no_source() {
 
 #[test]
 fn scrub_heals_packs_and_rewrites_parity_without_the_password() {
-    let env = common::Env::with_repo(&["--pack-size", "256KiB"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..6 {
-        fs::write(src.join(format!("f{i}")), pseudo_random(200 + i, 300_000)).unwrap();
-    }
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let mut packs = env.repo_files("data");
-    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    let (env, _src, packs) = small_packs(6, 200, &[]);
     let before: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
     for sector in [1, 5, 7] {
         zero_sector(&packs[0], sector);
     }
     // One parity lost, one damaged: both are written anew from their sound packs.
-    let parity_of = |pack: &Path| {
-        let name = pack.file_name().unwrap().to_str().unwrap().to_string();
-        env.repo().join("parity").join(&name[..2]).join(name)
-    };
-    fs::remove_file(parity_of(&packs[1])).unwrap();
-    zero_sector(&parity_of(&packs[2]), 0);
+    fs::remove_file(parity_of(&env, &packs[1])).unwrap();
+    zero_sector(&parity_of(&env, &packs[2]), 0);
     let out = env
         .command(&["scrub"])
         .env_remove("CAIRN_PASSWORD")
@@ -272,14 +244,7 @@ fn scrub_heals_packs_and_rewrites_parity_without_the_password() {
 
 #[test]
 fn reads_heal_a_damaged_pack_in_memory_and_leave_the_store_as_it_is() {
-    let env = common::Env::with_repo(&["--pack-size", "256KiB"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..4 {
-        fs::write(src.join(format!("f{i}")), pseudo_random(300 + i, 300_000)).unwrap();
-    }
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let packs = env.repo_files("data");
+    let (env, src, packs) = small_packs(4, 300, &[]);
     for pack in &packs {
         for sector in [2, 10] {
             zero_sector(pack, sector);
@@ -307,14 +272,7 @@ fn reads_heal_a_damaged_pack_in_memory_and_leave_the_store_as_it_is() {
 
 #[test]
 fn repair_parity_gives_an_older_repositorys_packs_parity_without_touching_them() {
-    let env = common::Env::with_repo(&["--pack-size", "256KiB", "--parity", "off"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..4 {
-        fs::write(src.join(format!("f{i}")), pseudo_random(400 + i, 300_000)).unwrap();
-    }
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let packs = env.repo_files("data");
+    let (env, _src, packs) = small_packs(4, 400, &["--parity", "off"]);
     let before: Vec<Vec<u8>> = packs.iter().map(|p| fs::read(p).unwrap()).collect();
     let index = env.repo_files("index");
     assert!(env.repo_files("parity").is_empty());
@@ -330,11 +288,7 @@ fn repair_parity_gives_an_older_repositorys_packs_parity_without_touching_them()
     // A second run finds nothing to do; the parity it wrote heals.
     assert!(env.ok(&["repair", "parity"]).contains("0 given parity"));
     // The largest pack: a tree pack may end before sector 1.
-    let largest = packs
-        .iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    zero_sector(largest, 1);
+    zero_sector(&packs[0], 1);
     assert!(
         env.ok(&["repair", "packs"])
             .contains("healed from its parity")

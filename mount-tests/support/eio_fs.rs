@@ -89,6 +89,13 @@ impl Drop for EioMount {
     }
 }
 
+fn reply_empty(reply: ReplyEmpty, done: Result<(), Errno>) {
+    match done {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn errno(e: std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -162,6 +169,34 @@ impl EioFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().insert(fh, file);
         FileHandle(fh)
+    }
+
+    /// Removes `name` in `parent` with `how` and forgets its path.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        how: impl Fn(&Path) -> std::io::Result<()>,
+    ) -> Result<(), Errno> {
+        let path = self.child(parent, name)?;
+        let gone = self.backing_ino(&path);
+        how(&path).map_err(errno)?;
+        self.forget_faults(gone);
+        self.forget_path(&path);
+        Ok(())
+    }
+
+    /// The backing inode number of `path`, if it exists.
+    fn backing_ino(&self, path: &Path) -> Option<u64> {
+        fs::symlink_metadata(path).ok().map(|m| m.ino())
+    }
+
+    /// Drops the faults of a backing file that is gone: its inode number may be given to the
+    /// next file created, which must read clean.
+    fn forget_faults(&self, ino: Option<u64>) {
+        if let Some(ino) = ino {
+            self.faults.lost.lock().retain(|(i, _)| *i != ino);
+        }
     }
 
     fn forget_path(&self, path: &Path) {
@@ -425,27 +460,11 @@ impl Filesystem for EioFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let removed = self.child(parent, name).and_then(|path| {
-            fs::remove_file(&path).map_err(errno)?;
-            self.forget_path(&path);
-            Ok(())
-        });
-        match removed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.remove(parent, name, |p| fs::remove_file(p)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let removed = self.child(parent, name).and_then(|path| {
-            fs::remove_dir(&path).map_err(errno)?;
-            self.forget_path(&path);
-            Ok(())
-        });
-        match removed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.remove(parent, name, |p| fs::remove_dir(p)));
     }
 
     fn rename(
@@ -460,7 +479,9 @@ impl Filesystem for EioFs {
     ) {
         let renamed = self.child(parent, name).and_then(|from| {
             let to = self.child(newparent, newname)?;
+            let replaced = self.backing_ino(&to);
             fs::rename(&from, &to).map_err(errno)?;
+            self.forget_faults(replaced);
             // The replaced file's inode is gone; the renamed one keeps its number.
             self.forget_path(&to);
             let mut paths = self.paths.lock();

@@ -84,18 +84,7 @@ const PARITY_SUFFIX: &str = ".parity";
 
 /// The orphan parity garbage file `id` condemns (none if it has no such record).
 fn read_orphan_parity(repo: &Repository, id: &GarbageId) -> Result<Vec<PackId>> {
-    let name = format!("garbage/{id}{PARITY_SUFFIX}");
-    match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
-        Err(Error::NotFound(_)) => Ok(Vec::new()),
-        Err(e) => Err(e),
-        Ok(sealed) => {
-            let plain = repo
-                .key()
-                .open(&sealed, GARBAGE_AAD)
-                .map_err(|e| Error::corrupt(&name, e))?;
-            serial::decode(&plain, &name)
-        }
-    }
+    Ok(read_record(repo, &format!("garbage/{id}{PARITY_SUFFIX}"))?.unwrap_or_default())
 }
 
 /// What names the sessions recorded for a garbage file: `garbage/<id>.sessions`.
@@ -132,16 +121,20 @@ pub fn record_sessions_now(
 }
 
 fn read_sessions(repo: &Repository, id: &GarbageId) -> Result<Option<Vec<SessionId>>> {
-    let name = format!("garbage/{id}{SESSIONS_SUFFIX}");
-    match repo.backend().get_bounded(&name, MAX_GARBAGE_LEN) {
+    read_record(repo, &format!("garbage/{id}{SESSIONS_SUFFIX}"))
+}
+
+/// A sealed record stored beside a garbage file, `None` if there is none.
+fn read_record<T: serde::de::DeserializeOwned>(repo: &Repository, name: &str) -> Result<Option<T>> {
+    match repo.backend().get_bounded(name, MAX_GARBAGE_LEN) {
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
         Ok(sealed) => {
             let plain = repo
                 .key()
                 .open(&sealed, GARBAGE_AAD)
-                .map_err(|e| Error::corrupt(&name, e))?;
-            serial::decode(&plain, &name).map(Some)
+                .map_err(|e| Error::corrupt(name, e))?;
+            serial::decode(&plain, name).map(Some)
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod crafted;
+pub mod damage;
 pub mod edits;
 pub mod liar;
 pub mod proxy;
