@@ -114,12 +114,19 @@ fn scrub_pack(
             Err(Error::NotFound(_)) => return Ok(Outcome::Sound),
             Err(e) => return Err(e),
         };
-    if lost.is_empty() && sha256(&bytes) == pack.0 {
-        let sound = match &parsed {
+    // The parity's sector checks first: a pack they find damaged is healed without hashing
+    // the damaged bytes first (the heal is proven by the hash of what it rebuilds).
+    let damage = match &parsed {
+        Some(Ok(parity)) => Some(parity.damage(&bytes, &lost)),
+        _ => None,
+    };
+    let damaged_by_parity = damage.as_ref().is_some_and(|d| !d.bad_sectors.is_empty());
+    if !damaged_by_parity && lost.is_empty() && sha256(&bytes) == pack.0 {
+        let sound = match (&parsed, &damage) {
             // A parity with lost sectors is written anew, even if what it lost was spare.
-            Some(Ok(parity)) => !parity_lost && parity.fits(&bytes),
-            Some(Err(_)) => false,
-            None => !keeps_parity,
+            (Some(Ok(_)), Some(damage)) => !parity_lost && damage.bad_recovery == 0,
+            (None, _) => !keeps_parity,
+            _ => false,
         };
         if sound {
             return Ok(Outcome::Sound);
@@ -133,17 +140,19 @@ fn scrub_pack(
         put_parity_of_stored(backend, pack, &parity::build(&bytes, pack, density))?;
         return Ok(Outcome::ParityRewritten);
     }
-    let parity = match parsed {
-        Some(Ok(parity)) => parity,
-        Some(Err(e)) => return Ok(Outcome::BeyondRepair(format!("damaged; its parity: {e}"))),
-        None => {
+    let (parity, damage) = match (parsed, damage) {
+        (Some(Ok(parity)), Some(damage)) => (parity, damage),
+        (Some(Err(e)), _) => {
+            return Ok(Outcome::BeyondRepair(format!("damaged; its parity: {e}")));
+        }
+        _ => {
             return Ok(Outcome::BeyondRepair(
                 "damaged, and it has no parity".into(),
             ));
         }
     };
-    let bad = parity.damage(&bytes, &lost).bad_sectors.len() as u64;
-    match parity.heal(&bytes, &lost) {
+    let bad = damage.bad_sectors.len() as u64;
+    match parity.heal_damage(&bytes, &damage) {
         Ok(healed) => match put_if_stored(backend, pack, &healed) {
             Ok(()) => Ok(Outcome::Healed(bad)),
             // Deleted by a prune since it was read: nothing left to heal.

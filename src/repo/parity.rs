@@ -423,7 +423,12 @@ impl<'a> Parity<'a> {
     /// The pack's bytes rebuilt from `pack` as read (perhaps short, perhaps with `unreadable`
     /// sectors) and the parity, proven by the pack's name.
     pub fn heal(&self, pack: &[u8], unreadable: &[u32]) -> Result<Vec<u8>, ParityError> {
-        let damage = self.damage(pack, unreadable);
+        self.heal_damage(pack, &self.damage(pack, unreadable))
+    }
+
+    /// [`Parity::heal`] with the damage its caller found already ([`Parity::damage`] of the
+    /// same bytes), so the sectors are not checked twice.
+    pub fn heal_damage(&self, pack: &[u8], damage: &Damage) -> Result<Vec<u8>, ParityError> {
         if !damage.repairable {
             return Err(ParityError::NotRepairable {
                 bad: damage.bad_sectors.len() as u32,
