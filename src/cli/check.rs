@@ -4,7 +4,6 @@
 use crate::cli::{Globals, parse_size};
 use anyhow::Result;
 use cairn::ops::check::{CheckOptions, DataSubset, check};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Options of `check`.
 #[derive(clap::Args)]
@@ -45,16 +44,11 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     } else {
         0
     };
-    let bar = globals.progress_bar(
+    let report = globals.counting_bytes(
         Some(total),
         "{spinner} checking {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
-    );
-    let done = AtomicU64::new(0);
-    let report = check(&repo, &opts, &|n| {
-        let now = done.fetch_add(n, Ordering::Relaxed) + n;
-        bar.set_position(now);
-    })?;
-    bar.finish_and_clear();
+        |progress| check(&repo, &opts, progress),
+    )?;
     let healthy = report.is_healthy();
     if globals.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -195,6 +195,23 @@ impl Globals {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }
+
+    /// Runs `job` with a progress bar of bytes (of `total`, if known) that the callback `job` is
+    /// given advances, cleared when `job` ends: the shape of every job that reads packs.
+    pub fn counting_bytes<T>(
+        &self,
+        total: Option<u64>,
+        template: &str,
+        job: impl FnOnce(&(dyn Fn(u64) + Sync)) -> T,
+    ) -> T {
+        let bar = self.progress_bar(total, template);
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let result = job(&|n| {
+            bar.set_position(done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n);
+        });
+        bar.finish_and_clear();
+        result
+    }
 }
 
 /// Checked before asking for a password, so a wrong path, a missing bucket or refused

@@ -1,11 +1,13 @@
-//! `cairn repair index | packs [--from PATH...] | snapshots [--forget]`.
+//! `cairn repair index | packs [--from PATH...] | parity | snapshots [--forget]`.
 
 use crate::cli::Globals;
 use anyhow::Result;
 use cairn::ops::repair::{repair_index, repair_packs, repair_snapshots};
 use cairn::ops::repair_parity::repair_parity;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The progress bar of a repair that reads every pack.
+const READING_PACKS: &str = "{spinner} reading packs {bytes} {bytes_per_sec}";
 
 /// Options of `repair`.
 #[derive(clap::Args)]
@@ -62,12 +64,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             Ok(u8::from(!report.unreadable_packs.is_empty()))
         }
         What::Packs { from } => {
-            let bar = globals.progress_bar(None, "{spinner} reading packs {bytes} {bytes_per_sec}");
-            let done = AtomicU64::new(0);
-            let report = repair_packs(&repo, &from, &|n| {
-                bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
+            let report = globals.counting_bytes(None, READING_PACKS, |progress| {
+                repair_packs(&repo, &from, progress)
             })?;
-            bar.finish_and_clear();
             if globals.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -95,12 +94,9 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             Ok(u8::from(!report.still_missing.is_empty()))
         }
         What::Parity => {
-            let bar = globals.progress_bar(None, "{spinner} reading packs {bytes} {bytes_per_sec}");
-            let done = AtomicU64::new(0);
-            let report = repair_parity(&repo, &|n| {
-                bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
+            let report = globals.counting_bytes(None, READING_PACKS, |progress| {
+                repair_parity(&repo, progress)
             })?;
-            bar.finish_and_clear();
             if globals.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

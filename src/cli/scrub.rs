@@ -4,7 +4,6 @@
 use crate::cli::Globals;
 use anyhow::Result;
 use cairn::ops::scrub::scrub;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Options of `scrub`.
 #[derive(clap::Args)]
@@ -17,15 +16,11 @@ pub struct Args {}
 pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
     let backend = globals.backend()?;
     let total: u64 = backend.list("data/")?.iter().map(|p| p.size).sum();
-    let bar = globals.progress_bar(
+    let report = globals.counting_bytes(
         Some(total),
         "{spinner} scrubbing {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
-    );
-    let done = AtomicU64::new(0);
-    let report = scrub(backend.as_ref(), &|n| {
-        bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
-    })?;
-    bar.finish_and_clear();
+        |progress| scrub(backend.as_ref(), progress),
+    )?;
     if globals.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
