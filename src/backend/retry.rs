@@ -160,7 +160,12 @@ impl Backend for RetryingBackend {
     }
 
     fn stat(&self, name: &str) -> Result<u64> {
-        self.retry(name, is_transient, || self.inner.stat(name), |_| (0, 0))
+        self.retry(
+            name,
+            is_transient_read,
+            || self.inner.stat(name),
+            |_| (0, 0),
+        )
     }
 
     fn location(&self) -> String {

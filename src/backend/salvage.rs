@@ -45,7 +45,10 @@ pub fn read_salvaging(
             if size > limit {
                 return Err(super::too_large(name, size, limit));
             }
-            read_range_by_sectors(backend, name, 0..size, sector, most_lost).map_err(|_| e)
+            // Too many lost: the device's first answer. Anything else (the object deleted
+            // meanwhile, a short read) as it is.
+            read_range_by_sectors(backend, name, 0..size, sector, most_lost)
+                .map_err(|inner| if is_unreadable(&inner) { e } else { inner })
         }
         Err(e) => Err(e),
     }

@@ -3,7 +3,7 @@
 //! name, so they are the bytes the index already describes: nothing else changes.
 
 use crate::backend::Backend;
-use crate::backend::salvage::read_salvaging;
+use crate::backend::salvage::{is_unreadable, read_salvaging};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::repo::ids::PackId;
@@ -12,11 +12,22 @@ use crate::repo::parity::{Parity, SECTOR, largest_object, parity_name};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// What the parity of a pack made of what the store holds of it.
+pub enum Rebuilt {
+    /// The pack's bytes, rebuilt (and proven by its name).
+    Healed(Vec<u8>),
+    /// The pack read back sound by its parity and its name: a blob that fails there has a
+    /// wrong index entry, or its reads failed in passing.
+    Sound(Vec<u8>),
+    /// Why its parity cannot rebuild it: too much damage, or a parity that is unusable or does
+    /// not rebuild it. Decided by what is stored, so worth remembering.
+    Beyond(String),
+}
+
 /// The bytes of `pack` rebuilt from what the store holds of it (sectors the device cannot read
-/// count as lost) and its parity, without writing anything. An error says why it cannot be:
-/// [`Error::NotFound`] for a pack without parity, else too much damage, a parity that does not rebuild the pack — or a pack its parity finds
-/// sound (a blob that fails there has a wrong index entry, not damaged bytes).
-pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
+/// count as lost) and its parity, without writing anything. An error is the store's:
+/// [`Error::NotFound`] for a pack without parity.
+pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Rebuilt> {
     let name = pack_name(pack);
     let largest = repo.config().params.largest_pack();
     // The parity may lie on the same failing disk: read around its lost sectors too (each has
@@ -28,41 +39,53 @@ pub fn healed_pack(repo: &Repository, pack: &PackId) -> Result<Vec<u8>> {
         SECTOR as u64,
         usize::MAX,
     )?;
-    let parity = Parity::parse(&object.bytes, pack)
-        .map_err(|e| Error::corrupt(&name, format!("its parity is unusable: {e}")))?;
+    let parity = match Parity::parse(&object.bytes, pack) {
+        Ok(parity) => parity,
+        Err(e) => return Ok(Rebuilt::Beyond(format!("its parity is unusable: {e}"))),
+    };
     if parity.pack_len() > largest {
-        return Err(Error::corrupt(
-            &name,
-            "its parity claims a pack larger than any this repository writes",
+        return Ok(Rebuilt::Beyond(
+            "its parity claims a pack larger than any this repository writes".into(),
         ));
     }
     // Not what a cache kept of the damaged bytes.
     repo.backend().forget_cached(&name, None);
-    let read = read_salvaging(
+    let most = parity.recovery_sectors();
+    let read = match read_salvaging(
         repo.backend().as_ref(),
         &name,
         largest,
         SECTOR as u64,
-        parity.recovery_sectors() as usize,
-    )?;
-    let healed = parity
-        .heal(&read.bytes, &read.lost)
-        .map_err(|e| Error::corrupt(&name, e.to_string()))?;
-    if read.lost.is_empty() && healed == read.bytes {
-        return Err(Error::corrupt(
-            &name,
-            "its bytes are sound by its parity and its name, so a blob that fails there has a \
-             wrong index entry",
-        ));
-    }
-    Ok(healed)
+        most as usize,
+    ) {
+        Ok(read) => read,
+        Err(e) if is_unreadable(&e) => {
+            return Ok(Rebuilt::Beyond(format!(
+                "more of its sectors cannot be read than its parity rebuilds ({most})"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(match parity.heal(&read.bytes, &read.lost) {
+        Err(e) => Rebuilt::Beyond(e.to_string()),
+        Ok(healed) if read.lost.is_empty() && healed == read.bytes => Rebuilt::Sound(healed),
+        Ok(healed) => Rebuilt::Healed(healed),
+    })
 }
 
 /// Heals `pack` in the store: rebuilt from its parity ([`healed_pack`]) and written back under
 /// its name (the local store writes a temporary file, syncs it and renames it over the pack).
+/// A pack its parity cannot heal, or finds sound, is an error saying so.
 pub fn heal_in_place(repo: &Repository, pack: &PackId) -> Result<()> {
-    let healed = healed_pack(repo, pack)?;
-    put_if_stored(repo.backend().as_ref(), pack, &healed)
+    match healed_pack(repo, pack)? {
+        Rebuilt::Healed(healed) => put_if_stored(repo.backend().as_ref(), pack, &healed),
+        Rebuilt::Sound(_) => Err(Error::corrupt(
+            pack_name(pack),
+            "its bytes are sound by its parity and its name: what fails there is its index \
+             entries",
+        )),
+        Rebuilt::Beyond(why) => Err(Error::corrupt(pack_name(pack), why)),
+    }
 }
 
 /// Writes the healed bytes of `pack` back under its name, unless a prune deleted it since it was
@@ -177,9 +200,22 @@ impl HealedPacks {
             return known;
         }
         let bytes = match healed_pack(repo, pack) {
-            Ok(bytes) => Arc::new(bytes),
-            Err(e @ Error::Corrupt { .. }) => {
-                let why = format!("pack {pack} cannot be healed from its parity: {e}");
+            Ok(Rebuilt::Healed(bytes)) => {
+                if self.write_back.load(Ordering::Relaxed) {
+                    self.write_back(repo, pack, &bytes);
+                } else {
+                    tracing::warn!(
+                        "pack {pack} is damaged: its blobs are read from a copy healed from its \
+                         parity (`cairn scrub` or `cairn repair packs` heals it in the store)"
+                    );
+                }
+                Arc::new(bytes)
+            }
+            // Proven sound: its blobs are opened from these bytes (each still verified), and
+            // nothing is remembered against it, should it be damaged later.
+            Ok(Rebuilt::Sound(bytes)) => Arc::new(bytes),
+            Ok(Rebuilt::Beyond(why)) => {
+                let why = format!("pack {pack} cannot be healed from its parity: {why}");
                 tracing::warn!("{why}");
                 self.state.lock().beyond.put(*pack, why.clone());
                 return Err(Error::Invalid(why));
@@ -196,14 +232,6 @@ impl HealedPacks {
                 return Err(e);
             }
         };
-        if self.write_back.load(Ordering::Relaxed) {
-            self.write_back(repo, pack, &bytes);
-        } else {
-            tracing::warn!(
-                "pack {pack} is damaged: its blobs are read from a copy healed from its parity \
-                 (`cairn scrub` or `cairn repair packs` heals it in the store)"
-            );
-        }
         let budget = self.budget.load(Ordering::Relaxed);
         let mut state = self.state.lock();
         state.held += bytes.len() as u64;

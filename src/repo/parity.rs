@@ -200,6 +200,18 @@ pub fn largest_object(pack_len: u64) -> u64 {
     .object_len() as u64
 }
 
+/// The most recovery sectors any parity of a pack of `pack_len` bytes has (tree density, the
+/// writers' groups): no more of its sectors can be rebuilt, so a reader stops reading around
+/// lost ones there.
+pub fn largest_recovery(pack_len: u64) -> u32 {
+    Layout {
+        len: pack_len.max(1),
+        group: GROUP,
+        density: TREE_DENSITY,
+    }
+    .recovery()
+}
+
 /// Recovery sectors of a group of `n` data sectors at `density`.
 pub fn recovery_count(n: u32, density: u32) -> u32 {
     MIN_RECOVERY.max(n.div_ceil(density.max(1)))
@@ -501,10 +513,15 @@ fn decode_group(
         .map_err(|_| ParityError::Mismatch)
     };
     // Scoped threads, not the rayon pool: a heal runs under a lock that pool tasks may wait on.
+    // A thread the system refuses is no error: both halves are decoded here then.
     let (left, right) = std::thread::scope(|scope| {
-        let right = scope.spawn(|| half(HALF..SECTOR));
+        let right = std::thread::Builder::new().spawn_scoped(scope, || half(HALF..SECTOR));
         let left = half(0..HALF);
-        (left, right.join().unwrap_or(Err(ParityError::Mismatch)))
+        let right = match right {
+            Ok(thread) => thread.join().unwrap_or(Err(ParityError::Mismatch)),
+            Err(_) => half(HALF..SECTOR),
+        };
+        (left, right)
     });
     let (mut left, right) = (left?, right?);
     for (i, shard) in left.iter_mut() {

@@ -10,7 +10,7 @@ use crate::repo::crypto::fill_random;
 use crate::repo::ids::PackId;
 use crate::repo::pack::{PackEntry, pack_name};
 use crate::repo::parity::{
-    Parity, SECTOR, SectorCrcs, TREE_DENSITY, largest_object, parity_name, recovery_count,
+    Parity, SECTOR, SectorCrcs, largest_object, largest_recovery, parity_name,
 };
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -76,6 +76,9 @@ pub struct PackReading {
     pub sector_crcs: Vec<u32>,
     /// Sectors the device could not read (EIO), read around as zeros.
     pub lost_sectors: Vec<u32>,
+    /// Whether the device failed a read (EIO): lost sectors, not a transient fault, so the
+    /// pack is not read a second time.
+    pub unreadable: bool,
     /// Bytes read.
     pub read_len: u64,
 }
@@ -150,9 +153,9 @@ pub fn read_pack(
             }
             // A device that lost sectors: read around them, so the parity learns which.
             Err(e) if is_unreadable(&e) => {
-                // No parity rebuilds more than one sector in ten: stop reading around there.
-                let most = recovery_count(size.div_ceil(SECTOR as u64) as u32, TREE_DENSITY)
-                    .saturating_sub(reading.lost_sectors.len() as u32);
+                reading.unreadable = true;
+                // No parity rebuilds more than its recovery sectors: stop reading around there.
+                let most = largest_recovery(size).saturating_sub(reading.lost_sectors.len() as u32);
                 match read_range_by_sectors(
                     repo.backend().as_ref(),
                     &name,
@@ -324,7 +327,7 @@ pub(super) fn read_packs(
             }
             // Sectors the device cannot read are not a transient fault: no second read (each
             // lost sector may cost the device seconds).
-            let second = if first.lost_sectors.is_empty() {
+            let second = if !first.unreadable {
                 let second = read_pack(repo, pack, *size, &entries, window, &|_| {});
                 if second.is_clean() {
                     transient.lock().push(format!(
