@@ -10,7 +10,6 @@ use crate::repo::blob::{BlobMeta, SealedBlob, open_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
 use crate::repo::serial;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Last 8 bytes of every pack.
@@ -232,34 +231,16 @@ pub fn verify_pack(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
             "pack header differs from the blobs added".into(),
         ));
     }
-    let open = |entry: &PackEntry| {
+    // One blob after another, on the thread that sealed the pack's last blob: verified on the
+    // global pool, its blobs could wait for ever behind workers that wait for the sealers
+    // (their queue is bounded) — a stage commit hung so. The other sealers go on meanwhile.
+    header.iter().try_for_each(|entry| {
         let start = entry.offset as usize;
         let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
         open_blob(key, &entry.meta(), sealed)
             .map(drop)
             .map_err(|reason| fail(entry.id, reason))
-    };
-    match verify_pool() {
-        Some(pool) => pool.install(|| header.par_iter().try_for_each(open)),
-        None => header.iter().try_for_each(open),
-    }
-}
-
-/// The threads that verify finished packs: a pool of their own. A pack is verified on the
-/// thread that sealed its last blob, while workers of the global pool may be waiting for the
-/// sealers to drain (their queue is bounded); verified on that pool, a pack's blobs could wait
-/// behind those very workers for ever — a hung stage commit showed exactly that. `None` if the
-/// system refuses the threads: the blobs are then opened one after another.
-fn verify_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .thread_name(|i| format!("cairn-verify-{i}"))
-            .build()
-            .ok()
     })
-    .as_ref()
 }
 
 /// The backend name of a pack: `data/<first two hex digits>/<id>`.
