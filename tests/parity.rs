@@ -399,12 +399,9 @@ fn damage_across(env: &common::Env, count: usize, harm: Harm, seed: u64) -> Vec<
     damaged
 }
 
-/// A thousand damaged sectors (`harm`) across the packs of a real tree's repository: each pack
-/// reported repairable with the files it touches, healed by `repair packs` with no source,
-/// byte-exact, names and index unchanged.
-fn a_thousand_damaged_sectors_heal(harm: Harm, seed: u64) {
-    let (env, src) = many_packs();
-    let mut packs_before: Vec<(PathBuf, Vec<u8>)> = env
+/// Every stored pack with its bytes, in name order.
+fn stored_packs(env: &common::Env) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut packs: Vec<(PathBuf, Vec<u8>)> = env
         .repo_files("data")
         .into_iter()
         .map(|p| {
@@ -412,7 +409,16 @@ fn a_thousand_damaged_sectors_heal(harm: Harm, seed: u64) {
             (p, bytes)
         })
         .collect();
-    packs_before.sort();
+    packs.sort();
+    packs
+}
+
+/// A thousand damaged sectors (`harm`) across the packs of a real tree's repository: each pack
+/// reported repairable with the files it touches, healed by `repair packs` with no source,
+/// byte-exact, names and index unchanged.
+fn a_thousand_damaged_sectors_heal(harm: Harm, seed: u64) {
+    let (env, src) = many_packs();
+    let packs_before = stored_packs(&env);
     let index_before = env.repo_files("index");
     let damaged = damage_across(&env, 1000, harm, seed);
     assert!(damaged.len() > 50, "{} packs damaged", damaged.len());
@@ -437,15 +443,7 @@ fn a_thousand_damaged_sectors_heal(harm: Harm, seed: u64) {
         "{repaired}"
     );
     env.ok(&["check", "--read-data"]);
-    let mut packs_after: Vec<(PathBuf, Vec<u8>)> = env
-        .repo_files("data")
-        .into_iter()
-        .map(|p| {
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
-    packs_after.sort();
+    let packs_after = stored_packs(&env);
     assert!(
         packs_after == packs_before,
         "every pack byte-exact under its name"
