@@ -2,10 +2,10 @@
 
 use crate::cli::{EXIT_PARTIAL, Globals, parse_label, with_ticker};
 use anyhow::{Context, Result};
-use cairn::ingest::IngestLimits;
 use cairn::ingest::archiver::{BackupOptions, ParentChoice, backup};
 use cairn::ingest::patterns::Patterns;
 use cairn::ingest::progress::Progress;
+use cairn::ingest::{CompressionMode, IngestLimits};
 use indicatif::HumanBytes;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -43,6 +43,21 @@ pub struct Args {
     /// Read and chunk everything, store nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// zstd level (1-22), or `auto`: the repository's level, raised while the store is slower
+    /// than compression (a slow link) and back down once it keeps up.
+    #[arg(long, default_value = "auto", value_parser = parse_compression)]
+    compression: CompressionMode,
+}
+
+/// `auto` or a zstd level.
+pub fn parse_compression(text: &str) -> std::result::Result<CompressionMode, String> {
+    match text {
+        "auto" => Ok(CompressionMode::Auto),
+        level => match level.parse::<i32>() {
+            Ok(level) if (1..=22).contains(&level) => Ok(CompressionMode::Fixed(level)),
+            _ => Err(format!("`{level}` is neither `auto` nor a zstd level 1-22")),
+        },
+    }
 }
 
 /// Runs `backup`.
@@ -69,6 +84,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         dry_run: args.dry_run,
         limits: IngestLimits {
             parallel_uploads: globals.connections,
+            compression: args.compression,
             ..IngestLimits::default()
         },
         lease: cairn::repo::writer::Lease::configured(),
@@ -91,6 +107,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
     if globals.json {
         let json = serde_json::json!({
             "snapshot": id, "summary": s, "warnings": outcome.warnings, "dry_run": opts.dry_run,
+            "top_level": outcome.top_level,
         });
         println!("{json}");
     } else if !globals.quiet {
@@ -102,12 +119,13 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
             s.dirs
         );
         println!(
-            "content {}, new {} in {} blobs, stored {} in {:.1}s",
+            "content {}, new {} in {} blobs, stored {} in {:.1}s (compression up to level {})",
             HumanBytes(s.bytes),
             HumanBytes(s.new_bytes),
             s.new_blobs,
             HumanBytes(s.stored_bytes),
-            s.duration_ms as f64 / 1000.0
+            s.duration_ms as f64 / 1000.0,
+            outcome.top_level
         );
         match &id {
             Some(id) => println!("snapshot {} saved", &id[..8]),

@@ -33,6 +33,14 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
         for (pack, why) in &report.beyond_repair {
             println!("pack {pack}: {why} (`cairn repair packs` salvages what it holds)");
         }
+        for dictionary in &report.dictionaries_mended {
+            println!("dictionary {dictionary}: one copy damaged, rewritten from the other");
+        }
+        for (dictionary, why) in &report.dictionaries_lost {
+            println!(
+                "dictionary {dictionary}: {why} (`cairn check --read-data` names the files it affects)"
+            );
+        }
         println!(
             "scrubbed {} packs ({} bytes): {} healed ({} sectors), {} parity rewritten, {} beyond repair",
             report.packs,
@@ -43,5 +51,7 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
             report.beyond_repair.len()
         );
     }
-    Ok(u8::from(!report.beyond_repair.is_empty()))
+    Ok(u8::from(
+        !report.beyond_repair.is_empty() || !report.dictionaries_lost.is_empty(),
+    ))
 }

@@ -84,7 +84,7 @@ fn deliver(
 ) -> Result<()> {
     let sealed =
         sealed.ok_or_else(|| Error::corrupt(pack_name(pack), "shorter than its index says"))?;
-    let plain = match open_blob(repo.key(), &entry.meta(), sealed) {
+    let plain = match open_blob(repo.key(), repo, &entry.meta(), sealed) {
         Ok(plain) => Ok(plain),
         Err(_) => repo.read_blob_again(&BlobLocation {
             pack: *pack,

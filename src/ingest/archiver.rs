@@ -76,6 +76,8 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// One line per file that could not be backed up completely.
     pub warnings: Vec<String>,
+    /// The highest zstd level blobs were compressed at (see [`crate::ingest::CompressionMode`]).
+    pub top_level: i32,
 }
 
 /// Runs a backup into `repo`. `hook` is the test hook that corrupts plaintext before sealing.
@@ -94,6 +96,7 @@ pub struct PreparedBackup {
     session: Option<WriterSession>,
     snapshot: Snapshot,
     warnings: Vec<String>,
+    top_level: i32,
 }
 
 impl PreparedBackup {
@@ -121,6 +124,7 @@ impl PreparedBackup {
             id,
             snapshot: self.snapshot,
             warnings: self.warnings,
+            top_level: self.top_level,
         })
     }
 }
@@ -228,6 +232,7 @@ pub fn prepare_backup(
         session,
         snapshot,
         warnings,
+        top_level: totals.top_level,
     })
 }
 

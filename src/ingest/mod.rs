@@ -5,6 +5,7 @@
 pub mod archiver;
 pub mod chunker;
 pub mod content;
+pub mod dictionary_choice;
 pub mod noatime;
 pub mod packer;
 pub mod patterns;
@@ -29,6 +30,22 @@ pub struct IngestLimits {
     pub sealer_threads: usize,
     /// Plaintext bytes waiting for the sealer threads; past this, callers wait (bounds memory).
     pub sealing_bytes: usize,
+    /// Bytes of small data blobs held to choose (or train) a compression dictionary on
+    /// ([`dictionary_choice`]): zstd trains a good dictionary on ~2 MiB of source files in a
+    /// fifth of a second.
+    pub dictionary_sample: usize,
+    /// The zstd level, or `auto`.
+    pub compression: CompressionMode,
+}
+
+/// How hard a job compresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionMode {
+    /// The repository's level, raised while the store, not the CPU, is what the job waits for
+    /// (finished packs queue up for upload), and lowered back to it when the store keeps up.
+    Auto,
+    /// This level, always.
+    Fixed(i32),
 }
 
 impl Default for IngestLimits {
@@ -41,6 +58,8 @@ impl Default for IngestLimits {
             track_locations: false,
             sealer_threads: 0,
             sealing_bytes: 32 << 20,
+            dictionary_sample: 2 << 20,
+            compression: CompressionMode::Auto,
         }
     }
 }

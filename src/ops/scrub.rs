@@ -7,8 +7,9 @@ use crate::backend::salvage::{Salvaged, read_salvaging};
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use crate::repo::config::{Config, MAX_CONFIG_LEN};
+use crate::repo::dictionary;
 use crate::repo::heal::{put_if_stored, put_parity_of_stored};
-use crate::repo::ids::PackId;
+use crate::repo::ids::{DictId, PackId};
 use crate::repo::parity::{self, Parity, SECTOR, TREE_DENSITY, largest_object, parity_name};
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -29,6 +30,10 @@ pub struct ScrubReport {
     pub beyond_repair: Vec<(PackId, String)>,
     /// Sound packs whose parity was missing or damaged and was written anew from them.
     pub parity_rewritten: Vec<PackId>,
+    /// Compression dictionaries one of whose two copies was damaged, rewritten from the other.
+    pub dictionaries_mended: Vec<DictId>,
+    /// Compression dictionaries with neither copy intact, with why.
+    pub dictionaries_lost: Vec<(DictId, String)>,
 }
 
 /// Scrubs every pack of the repository in `backend`, calling `progress` with bytes read.
@@ -67,10 +72,38 @@ pub fn scrub(backend: &dyn Backend, progress: &(dyn Fn(u64) + Sync)) -> Result<S
         Ok(())
     })?;
     let mut report = report.into_inner();
+    scrub_dictionaries(backend, &mut report)?;
     report.healed.sort();
     report.beyond_repair.sort();
     report.parity_rewritten.sort();
     Ok(report)
+}
+
+/// Checks both copies of every compression dictionary against its name and rewrites a damaged
+/// copy from the intact one (no key needed: the name is the hash of a sealed copy).
+fn scrub_dictionaries(backend: &dyn Backend, report: &mut ScrubReport) -> Result<()> {
+    for id in dictionary::list(backend)? {
+        let stored = match dictionary::read_stored(backend, &id) {
+            Ok(stored) => stored,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => {
+                report.dictionaries_lost.push((id, e.to_string()));
+                continue;
+            }
+        };
+        let inspected = dictionary::inspect(&id, &stored);
+        match (inspected.intact, inspected.damaged_copies) {
+            (Some(_), 0) => {}
+            (Some(intact), _) => {
+                backend.put(&dictionary::dict_name(&id), &dictionary::mirrored(intact))?;
+                report.dictionaries_mended.push(id);
+            }
+            (None, _) => report
+                .dictionaries_lost
+                .push((id, "neither copy matches its name".into())),
+        }
+    }
+    Ok(())
 }
 
 /// What became of one pack.

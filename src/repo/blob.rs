@@ -3,8 +3,10 @@
 //! and compares it with the id, so a blob is either exactly what was stored or an error.
 
 use crate::repo::crypto::MasterKey;
-use crate::repo::ids::{BlobId, BlobKind};
+use crate::repo::dictionary::Dictionary;
+use crate::repo::ids::{BlobId, BlobKind, DictId};
 use std::cell::RefCell;
+use std::sync::Arc;
 
 /// The largest plaintext a blob may claim. Bounds the allocation made when opening one, so a
 /// damaged length field cannot ask for unbounded memory. Chunks are at most 16 MiB (fastcdc's
@@ -41,6 +43,24 @@ pub struct BlobMeta {
     pub compressed: bool,
 }
 
+/// Where opening a blob finds the compression dictionary its zstd frame names
+/// ([`crate::repo::dictionary`]): the repository, which loads its dictionaries on first need.
+pub trait FindDictionary {
+    /// The dictionary with zstd id `zstd_id`, or why there is none.
+    fn dictionary(&self, zstd_id: u32) -> Result<Arc<Dictionary>, String>;
+}
+
+/// For readers of blobs that were compressed alone (tests, and packs built in memory).
+pub struct NoDictionaries;
+
+impl FindDictionary for NoDictionaries {
+    fn dictionary(&self, zstd_id: u32) -> Result<Arc<Dictionary>, String> {
+        Err(format!(
+            "its compression dictionary {zstd_id:08x} is not known here"
+        ))
+    }
+}
+
 /// The associated data binding a sealed blob to its id and kind.
 fn aad(id: &BlobId, kind: BlobKind) -> [u8; 33] {
     let mut aad = [0u8; 33];
@@ -51,33 +71,85 @@ fn aad(id: &BlobId, kind: BlobKind) -> [u8; 33] {
 
 thread_local! {
     // zstd contexts are reused per thread: creating one per blob costs more than decompressing
-    // a small blob.
+    // a small blob. A dictionary is passed with each call, not attached to the context.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    // One context per dictionary and level in use, each holding the dictionary digested for
+    // compression (a few, least recently used first out).
+    static DICT_COMPRESSORS: RefCell<Vec<((DictId, i32), zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    static DCTX: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
 }
 
-fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|slot| {
+/// Decompresses a payload of `raw_len` bytes (more is an error, so a crafted frame cannot ask
+/// for more memory), with the dictionary its frame names, if any.
+fn decompress(
+    payload: &[u8],
+    raw_len: usize,
+    dictionaries: &dyn FindDictionary,
+) -> Result<Vec<u8>, String> {
+    let dictionary = zstd::zstd_safe::get_dict_id_from_frame(payload)
+        .map(|id| dictionaries.dictionary(id.get()))
+        .transpose()?;
+    DCTX.with(|slot| {
         let mut slot = slot.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        slot.as_mut()
-            .expect("set above")
-            .decompress(payload, raw_len)
+        let dctx = slot.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+        let mut out = Vec::with_capacity(raw_len);
+        let done = match &dictionary {
+            Some(d) => dctx.decompress_using_ddict(&mut out, payload, d.decoder().as_ddict()),
+            None => dctx.decompress(&mut out, payload),
+        };
+        done.map_err(|code| {
+            format!(
+                "decompression failed: {}",
+                zstd::zstd_safe::get_error_name(code)
+            )
+        })?;
+        Ok(out)
     })
 }
 
-fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        let (_, compressor) = slot.as_mut()?;
+/// Compresses `plaintext` at `level`, with `dictionary` when given.
+fn compress(plaintext: &[u8], level: i32, dictionary: Option<&Dictionary>) -> Option<Vec<u8>> {
+    let Some(dictionary) = dictionary else {
+        return COMPRESSOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+                *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, compressor) = slot.as_mut()?;
+            compressor.compress(plaintext).ok()
+        });
+    };
+    DICT_COMPRESSORS.with(|slot| {
+        let mut compressors = slot.borrow_mut();
+        let key = (dictionary.id, level);
+        let at = match compressors.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                let mut compressor =
+                    zstd::bulk::Compressor::with_dictionary(level, dictionary.bytes()).ok()?;
+                // Small blobs read the dictionary's tables in place rather than copy them: the
+                // copy costs more than compressing a small file.
+                compressor
+                    .set_parameter(zstd::zstd_safe::CParameter::ForceAttachDict(
+                        zstd::zstd_safe::DictAttachPref::ForceAttach,
+                    ))
+                    .ok()?;
+                if compressors.len() >= DICT_COMPRESSORS_PER_THREAD {
+                    compressors.remove(0);
+                }
+                compressors.push((key, compressor));
+                compressors.len() - 1
+            }
+        };
+        let entry = compressors.remove(at);
+        compressors.push(entry);
+        let (_, compressor) = compressors.last_mut()?;
         compressor.compress(plaintext).ok()
     })
 }
+
+/// Dictionary compression contexts one thread keeps (each a few MiB).
+const DICT_COMPRESSORS_PER_THREAD: usize = 4;
 
 /// Blobs at least this large are first probed with a sample: compressing incompressible data
 /// (media, archives, encrypted files) costs as much CPU as compressing text and saves nothing.
@@ -92,8 +164,35 @@ fn looks_compressible(plaintext: &[u8], level: i32) -> bool {
     }
     let start = plaintext.len() / 2 - PROBE_LEN / 2;
     let sample = &plaintext[start..start + PROBE_LEN];
-    compress(sample, level)
+    compress(sample, level, None)
         .is_some_and(|c| c.len() * 100 <= sample.len() * (100 - MIN_GAIN_PERCENT))
+}
+
+/// How a blob is compressed: the zstd level, and the repository dictionary to compress with.
+#[derive(Clone, Copy, Default)]
+pub struct Compression<'a> {
+    /// zstd level.
+    pub level: i32,
+    /// The dictionary, for small data blobs when the repository has one suited to them.
+    pub dictionary: Option<&'a Dictionary>,
+}
+
+impl Compression<'_> {
+    /// Compression at `level`, without a dictionary.
+    pub fn level(level: i32) -> Compression<'static> {
+        Compression {
+            level,
+            dictionary: None,
+        }
+    }
+}
+
+/// Compresses `plaintext` as `how` says; `None` when that saves less than 3 %.
+pub fn compressed(plaintext: &[u8], how: Compression) -> Option<Vec<u8>> {
+    Some(plaintext)
+        .filter(|p| looks_compressible(p, how.level))
+        .and_then(|p| compress(p, how.level, how.dictionary))
+        .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT))
 }
 
 /// Compresses (when it gains at least 3 %) and seals `plaintext`, whose id the caller computed.
@@ -102,13 +201,10 @@ pub fn seal_blob(
     id: BlobId,
     kind: BlobKind,
     plaintext: &[u8],
-    level: i32,
+    how: Compression,
 ) -> SealedBlob {
     let raw_len = u32::try_from(plaintext.len()).expect("blobs are far below 4 GiB");
-    let packed = Some(plaintext)
-        .filter(|p| looks_compressible(p, level))
-        .and_then(|p| compress(p, level))
-        .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT));
+    let packed = compressed(plaintext, how);
     let compressed = packed.is_some();
     let payload = packed.as_deref().unwrap_or(plaintext);
     SealedBlob {
@@ -122,17 +218,23 @@ pub fn seal_blob(
 
 /// Opens a sealed blob and proves it is the plaintext of `meta.id`. The error string says which
 /// check failed; callers add the pack and blob to it.
-pub fn open_blob(key: &MasterKey, meta: &BlobMeta, sealed: &[u8]) -> Result<Vec<u8>, String> {
+pub fn open_blob(
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    meta: &BlobMeta,
+    sealed: &[u8],
+) -> Result<Vec<u8>, String> {
     check_claim(meta)?;
     let payload = key
         .open(sealed, &aad(&meta.id, meta.kind))
         .map_err(|e| e.to_string())?;
-    finish_open(key, meta, payload)
+    finish_open(key, dictionaries, meta, payload)
 }
 
 /// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
 pub fn open_blob_owned(
     key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     sealed: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
@@ -140,7 +242,7 @@ pub fn open_blob_owned(
     let payload = key
         .open_owned(sealed, &aad(&meta.id, meta.kind))
         .map_err(|e| e.to_string())?;
-    finish_open(key, meta, payload)
+    finish_open(key, dictionaries, meta, payload)
 }
 
 fn check_claim(meta: &BlobMeta) -> Result<(), String> {
@@ -154,10 +256,14 @@ fn check_claim(meta: &BlobMeta) -> Result<(), String> {
 }
 
 /// Decompresses an opened payload and checks its length and id.
-fn finish_open(key: &MasterKey, meta: &BlobMeta, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+fn finish_open(
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    meta: &BlobMeta,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, String> {
     let plaintext = if meta.compressed {
-        decompress(&payload, meta.raw_len as usize)
-            .map_err(|e| format!("decompression failed: {e}"))?
+        decompress(&payload, meta.raw_len as usize, dictionaries)?
     } else {
         payload
     };
@@ -192,10 +298,19 @@ mod tests {
     fn compressible_blob_round_trips_compressed() {
         let key = MasterKey::new(MasterSecrets::generate());
         let data = vec![7u8; 100_000];
-        let blob = seal_blob(&key, key.blob_id(&data), BlobKind::Data, &data, 3);
+        let blob = seal_blob(
+            &key,
+            key.blob_id(&data),
+            BlobKind::Data,
+            &data,
+            Compression::level(3),
+        );
         assert!(blob.compressed);
         assert!(blob.bytes.len() < 1000);
-        assert_eq!(open_blob(&key, &meta_of(&blob), &blob.bytes).unwrap(), data);
+        assert_eq!(
+            open_blob(&key, &NoDictionaries, &meta_of(&blob), &blob.bytes).unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -203,9 +318,18 @@ mod tests {
         let key = MasterKey::new(MasterSecrets::generate());
         let mut data = vec![0u8; 10_000];
         crate::repo::crypto::fill_random(&mut data);
-        let blob = seal_blob(&key, key.blob_id(&data), BlobKind::Data, &data, 3);
+        let blob = seal_blob(
+            &key,
+            key.blob_id(&data),
+            BlobKind::Data,
+            &data,
+            Compression::level(3),
+        );
         assert!(!blob.compressed);
-        assert_eq!(open_blob(&key, &meta_of(&blob), &blob.bytes).unwrap(), data);
+        assert_eq!(
+            open_blob(&key, &NoDictionaries, &meta_of(&blob), &blob.bytes).unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -213,23 +337,47 @@ mod tests {
         let key = MasterKey::new(MasterSecrets::generate());
         let mut noise = vec![0u8; 1 << 20];
         crate::repo::crypto::fill_random(&mut noise);
-        assert!(!seal_blob(&key, key.blob_id(&noise), BlobKind::Data, &noise, 3).compressed);
+        assert!(
+            !seal_blob(
+                &key,
+                key.blob_id(&noise),
+                BlobKind::Data,
+                &noise,
+                Compression::level(3)
+            )
+            .compressed
+        );
         let text = "some text that repeats. ".repeat(50_000).into_bytes();
-        let blob = seal_blob(&key, key.blob_id(&text), BlobKind::Data, &text, 3);
+        let blob = seal_blob(
+            &key,
+            key.blob_id(&text),
+            BlobKind::Data,
+            &text,
+            Compression::level(3),
+        );
         assert!(blob.compressed);
-        assert_eq!(open_blob(&key, &meta_of(&blob), &blob.bytes).unwrap(), text);
+        assert_eq!(
+            open_blob(&key, &NoDictionaries, &meta_of(&blob), &blob.bytes).unwrap(),
+            text
+        );
     }
 
     #[test]
     fn blob_under_another_id_or_kind_fails() {
         let key = MasterKey::new(MasterSecrets::generate());
-        let blob = seal_blob(&key, key.blob_id(b"abc"), BlobKind::Data, b"abc", 3);
+        let blob = seal_blob(
+            &key,
+            key.blob_id(b"abc"),
+            BlobKind::Data,
+            b"abc",
+            Compression::level(3),
+        );
         let mut meta = meta_of(&blob);
         meta.kind = BlobKind::Tree;
-        assert!(open_blob(&key, &meta, &blob.bytes).is_err());
+        assert!(open_blob(&key, &NoDictionaries, &meta, &blob.bytes).is_err());
         let mut meta = meta_of(&blob);
         meta.id = key.blob_id(b"abd");
-        assert!(open_blob(&key, &meta, &blob.bytes).is_err());
+        assert!(open_blob(&key, &NoDictionaries, &meta, &blob.bytes).is_err());
     }
 
     #[test]
@@ -238,8 +386,8 @@ mod tests {
         // this is the check that catches corruption between hashing and sealing.
         let key = MasterKey::new(MasterSecrets::generate());
         let wrong = key.blob_id(b"other");
-        let blob = seal_blob(&key, wrong, BlobKind::Data, b"abc", 3);
-        let err = open_blob(&key, &meta_of(&blob), &blob.bytes).unwrap_err();
+        let blob = seal_blob(&key, wrong, BlobKind::Data, b"abc", Compression::level(3));
+        let err = open_blob(&key, &NoDictionaries, &meta_of(&blob), &blob.bytes).unwrap_err();
         assert!(err.contains("does not match"), "{err}");
     }
 }

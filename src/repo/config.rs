@@ -38,6 +38,11 @@ pub struct Params {
     /// adds it to such a repository's packs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parity: Option<bool>,
+    /// Whether writers compress small data blobs with repository dictionaries
+    /// ([`crate::repo::dictionary`]). Absent in configs written before dictionaries existed,
+    /// which then mean no: builds older than them cannot read such blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionaries: Option<bool>,
 }
 
 /// Retries of a transient store error when the config names none.
@@ -55,6 +60,7 @@ impl Default for Params {
             tree_split_size: 4 << 20,
             retries: Some(DEFAULT_RETRIES),
             parity: Some(true),
+            dictionaries: Some(true),
         }
     }
 }
@@ -73,6 +79,11 @@ impl Params {
     /// Whether packs get parity.
     pub fn parity(&self) -> bool {
         self.parity.unwrap_or(false)
+    }
+
+    /// Whether small data blobs are compressed with repository dictionaries.
+    pub fn dictionaries(&self) -> bool {
+        self.dictionaries.unwrap_or(false)
     }
 
     /// Retries of a transient store error.

@@ -87,6 +87,10 @@ id_type!(
     SnapshotId
 );
 id_type!(
+    /// SHA-256 of one sealed copy of a compression dictionary; its name under `dicts/`.
+    DictId
+);
+id_type!(
     /// SHA-256 of a key file; its name under `keys/`.
     KeyId
 );

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod blob;
 pub mod config;
 pub mod crypto;
+pub mod dictionary;
 pub mod garbage;
 pub mod heal;
 pub mod identity;

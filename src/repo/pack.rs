@@ -6,7 +6,7 @@
 //! before upload, not days later by a check.
 
 use crate::error::{Error, Result};
-use crate::repo::blob::{BlobMeta, SealedBlob, open_blob};
+use crate::repo::blob::{BlobMeta, FindDictionary, SealedBlob, open_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
 use crate::repo::serial;
@@ -216,7 +216,11 @@ pub fn read_header(key: &MasterKey, pack: &PackId, bytes: &[u8]) -> Result<Vec<P
 
 /// Proves a finished pack is right from its final bytes: the name is its hash, the header
 /// parses and equals what was added, and every blob opens to the plaintext of its id.
-pub fn verify_pack(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
+pub fn verify_pack(
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    pack: &FinishedPack,
+) -> Result<()> {
     let fail = |blob: BlobId, reason: String| Error::PackVerify { blob, reason };
     if PackId(sha256(&pack.bytes)) != pack.id {
         return Err(fail(
@@ -237,7 +241,7 @@ pub fn verify_pack(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
     header.iter().try_for_each(|entry| {
         let start = entry.offset as usize;
         let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
-        open_blob(key, &entry.meta(), sealed)
+        open_blob(key, dictionaries, &entry.meta(), sealed)
             .map(drop)
             .map_err(|reason| fail(entry.id, reason))
     })
@@ -252,13 +256,19 @@ pub fn pack_name(pack: &PackId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::blob::seal_blob;
+    use crate::repo::blob::{Compression, NoDictionaries, seal_blob};
     use crate::repo::crypto::MasterSecrets;
 
     fn pack_of(key: &MasterKey, blobs: &[&[u8]]) -> FinishedPack {
         let mut builder = PackBuilder::new(BlobKind::Data, 0);
         for data in blobs {
-            builder.add(&seal_blob(key, key.blob_id(data), BlobKind::Data, data, 3));
+            builder.add(&seal_blob(
+                key,
+                key.blob_id(data),
+                BlobKind::Data,
+                data,
+                Compression::level(3),
+            ));
         }
         builder.finish(key)
     }
@@ -267,7 +277,7 @@ mod tests {
     fn finished_pack_verifies_and_header_reads_back() {
         let key = MasterKey::new(MasterSecrets::generate());
         let pack = pack_of(&key, &[b"one", b"two", &[9u8; 5000]]);
-        verify_pack(&key, &pack).unwrap();
+        verify_pack(&key, &NoDictionaries, &pack).unwrap();
         let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
         assert_eq!(header.len(), 3);
         assert_eq!(header[1].id, key.blob_id(b"two"));
@@ -279,7 +289,7 @@ mod tests {
         let mut pack = pack_of(&key, &[b"one", b"two"]);
         pack.bytes[20] ^= 0x10;
         pack.id = PackId(sha256(&pack.bytes));
-        let err = verify_pack(&key, &pack).unwrap_err();
+        let err = verify_pack(&key, &NoDictionaries, &pack).unwrap_err();
         assert!(
             matches!(err, Error::PackVerify { blob, .. } if blob == key.blob_id(b"one")),
             "{err}"
@@ -292,11 +302,11 @@ mod tests {
             let key = MasterKey::new(MasterSecrets::generate());
             let slices: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
             let pack = pack_of(&key, &slices);
-            verify_pack(&key, &pack).unwrap();
+            verify_pack(&key, &NoDictionaries, &pack).unwrap();
             let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
             for (entry, data) in header.iter().zip(&blobs) {
                 let sealed = &pack.bytes[entry.offset as usize..(entry.offset + entry.sealed_len) as usize];
-                proptest::prop_assert_eq!(&open_blob(&key, &entry.meta(), sealed).unwrap(), data);
+                proptest::prop_assert_eq!(&open_blob(&key, &NoDictionaries, &entry.meta(), sealed).unwrap(), data);
             }
         }
 

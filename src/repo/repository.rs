@@ -6,9 +6,10 @@
 use crate::backend::Backend;
 use crate::backend::retry::RetryingBackend;
 use crate::error::{Error, Result};
-use crate::repo::blob::open_blob_owned;
+use crate::repo::blob::{FindDictionary, open_blob_owned};
 use crate::repo::config::{Config, DEFAULT_RETRIES, MAX_CONFIG_LEN, Params};
 use crate::repo::crypto::{MasterKey, MasterSecrets};
+use crate::repo::dictionary::{self, Dictionaries, Dictionary};
 use crate::repo::identity;
 use crate::repo::ids::{BlobId, BlobKind, IndexId, KeyId, PackId, SnapshotId, sha256};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_LEN, Segment};
@@ -32,6 +33,8 @@ pub struct Repository {
     tree_reads: crate::repo::tree_reads::TreeReads,
     /// A damaged pack healed in memory from its parity, for reads.
     healed: crate::repo::heal::HealedPacks,
+    /// The compression dictionaries met so far.
+    dictionaries: Dictionaries,
 }
 
 /// Whether a key file's bytes hash to its name (a key's id is the SHA-256 of its file): a key
@@ -85,6 +88,13 @@ fn get_addressed(backend: &dyn Backend, name: &str, limit: u64) -> Result<Vec<u8
         ));
     }
     Ok(bytes)
+}
+
+impl FindDictionary for Repository {
+    fn dictionary(&self, zstd_id: u32) -> std::result::Result<Arc<Dictionary>, String> {
+        self.dictionaries
+            .find(self.backend.as_ref(), &self.key, zstd_id)
+    }
 }
 
 /// A snapshot file that opened: its id and content.
@@ -154,6 +164,7 @@ impl Repository {
             indexed_here: Default::default(),
             tree_reads: Default::default(),
             healed: Default::default(),
+            dictionaries: Default::default(),
         })
     }
 
@@ -193,6 +204,7 @@ impl Repository {
                         indexed_here: Default::default(),
                         tree_reads: Default::default(),
                         healed: Default::default(),
+                        dictionaries: Default::default(),
                     });
                 }
                 Ok(None) => intact_tried = true,
@@ -209,6 +221,24 @@ impl Repository {
             }
             None => Err(Error::WrongPassword),
         }
+    }
+
+    /// Every compression dictionary the repository holds (loaded once, at most
+    /// [`dictionary::MAX_DICTIONARIES`]): for a writer choosing one.
+    pub fn dictionaries(&self) -> Result<Vec<Arc<Dictionary>>> {
+        self.dictionaries.all(self.backend.as_ref(), &self.key)
+    }
+
+    /// Stores a newly trained dictionary (sealed, re-opened and compared, then written) and
+    /// returns it ready for use. Returns only once it is durably stored, so no blob compressed
+    /// with it can be stored before it.
+    pub fn store_dictionary(&self, bytes: Vec<u8>) -> Result<Arc<Dictionary>> {
+        let (dictionary, stored) = dictionary::seal(&self.key, bytes)?;
+        self.backend
+            .put(&dictionary::dict_name(&dictionary.id), &stored)?;
+        let dictionary = Arc::new(dictionary);
+        self.dictionaries.insert(dictionary.clone());
+        Ok(dictionary)
     }
 
     /// The store.
@@ -452,10 +482,12 @@ impl Repository {
         let range =
             u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
         let sealed = self.backend.get(&pack_name(&at.pack), Some(range))?;
-        open_blob_owned(&self.key, &at.entry.meta(), sealed).map_err(|reason| Error::BadBlob {
-            pack: at.pack,
-            blob: at.entry.id,
-            reason,
+        open_blob_owned(&self.key, self, &at.entry.meta(), sealed).map_err(|reason| {
+            Error::BadBlob {
+                pack: at.pack,
+                blob: at.entry.id,
+                reason,
+            }
         })
     }
 
@@ -465,7 +497,7 @@ impl Repository {
         let sealed = pack
             .get(start..start + at.entry.sealed_len as usize)
             .ok_or_else(|| Error::corrupt(pack_name(&at.pack), "shorter than its index says"))?;
-        open_blob_owned(&self.key, &at.entry.meta(), sealed.to_vec()).map_err(|reason| {
+        open_blob_owned(&self.key, self, &at.entry.meta(), sealed.to_vec()).map_err(|reason| {
             Error::BadBlob {
                 pack: at.pack,
                 blob: at.entry.id,
@@ -536,7 +568,7 @@ impl Repository {
         if let Some(at) = index.get(id)
             && let Some(plain) =
                 self.tree_reads
-                    .read_around(self.backend.as_ref(), &self.key, index, &at)
+                    .read_around(self.backend.as_ref(), &self.key, self, index, &at)
         {
             return Tree::decode(&plain, id);
         }
@@ -697,7 +729,13 @@ mod tests {
         let repo = Repository::init(backend.clone(), b"pw", kdf, Params::default()).unwrap();
         let plain = b"a chunk of twenty bytes".to_vec();
         let id = repo.key().blob_id(&plain);
-        let sealed = seal_blob(repo.key(), id, BlobKind::Data, &plain, 3);
+        let sealed = seal_blob(
+            repo.key(),
+            id,
+            BlobKind::Data,
+            &plain,
+            crate::repo::blob::Compression::level(3),
+        );
         let pack = PackId([7; 32]);
         backend.put(&pack_name(&pack), &sealed.bytes).unwrap();
         let entry = PackEntry {

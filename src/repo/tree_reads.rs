@@ -6,7 +6,7 @@
 //! reaches next. The opened trees are kept, verified, in a byte-bounded LRU.
 
 use crate::backend::Backend;
-use crate::repo::blob::open_blob;
+use crate::repo::blob::{FindDictionary, open_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::BlobId;
 use crate::repo::index::{BlobLocation, Index};
@@ -55,6 +55,7 @@ impl TreeReads {
         &self,
         backend: &dyn Backend,
         key: &MasterKey,
+        dictionaries: &dyn FindDictionary,
         index: &Index,
         at: &BlobLocation,
     ) -> Option<Arc<Vec<u8>>> {
@@ -84,7 +85,7 @@ impl TreeReads {
         for (i, entry) in near.iter().enumerate() {
             let Some(plain) = got
                 .range(i)
-                .and_then(|sealed| open_blob(key, &entry.meta(), sealed).ok())
+                .and_then(|sealed| open_blob(key, dictionaries, &entry.meta(), sealed).ok())
             else {
                 continue;
             };

@@ -19,6 +19,7 @@ pub use trees::find_uses;
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::repo::dictionary;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::{Index, Segment};
 use crate::repo::pack::{PackEntry, TRAILER_LEN, pack_name};
@@ -192,6 +193,7 @@ pub fn check_inventory(
         });
     }
     check_packs(repo, inventory, &mut report);
+    check_dictionaries(repo, &mut report)?;
     let snapshots = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
     // The tree walk is one thread's work: let the pack reading run beside it.
@@ -212,6 +214,35 @@ pub fn check_inventory(
     attach_uses(repo, &inventory.index, &snapshots, &mut report);
     set_aside_unused_missing_packs(repo, inventory, &snapshots, &mut report);
     Ok(report)
+}
+
+/// Reads every compression dictionary: both copies against its name, an intact one against the
+/// key and as a zstd dictionary.
+fn check_dictionaries(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    let backend = repo.backend().as_ref();
+    for id in dictionary::list(backend)? {
+        let problem = |reason: String, repairable| Problem::DamagedDictionary {
+            dictionary: id,
+            reason,
+            repairable,
+        };
+        let stored = match dictionary::read_stored(backend, &id) {
+            Ok(stored) => stored,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => {
+                report.problems.push(problem(e.to_string(), false));
+                continue;
+            }
+        };
+        if let Err(e) = dictionary::open(repo.key(), id, &stored) {
+            report.problems.push(problem(e.to_string(), false));
+        } else if dictionary::inspect(&id, &stored).damaged_copies > 0 {
+            report
+                .problems
+                .push(problem("one of its two copies is damaged".into(), true));
+        }
+    }
+    Ok(())
 }
 
 /// Moves missing packs none of whose blobs a snapshot uses from the problems to

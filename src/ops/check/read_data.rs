@@ -189,7 +189,7 @@ pub fn read_pack(
             if u64::from(entry.offset) >= pos && end_of(entry) <= end {
                 let from = (u64::from(entry.offset) - pos) as usize;
                 let sealed = &bytes[from..from + entry.sealed_len as usize];
-                if let Err(reason) = open_blob(repo.key(), &entry.meta(), sealed) {
+                if let Err(reason) = open_blob(repo.key(), repo, &entry.meta(), sealed) {
                     reading.damaged.push((*entry, reason));
                 }
                 opened[next] = true;
@@ -207,7 +207,7 @@ pub fn read_pack(
             .backend()
             .get(&name, Some(range))
             .map_err(|e| e.to_string())
-            .and_then(|sealed| open_blob(repo.key(), &entry.meta(), &sealed).map(drop));
+            .and_then(|sealed| open_blob(repo.key(), repo, &entry.meta(), &sealed).map(drop));
         if let Err(reason) = opened {
             reading.damaged.push((*entry, reason));
         }

@@ -1,6 +1,6 @@
 //! What `check` found: each problem, where it is, and who uses what it makes unreadable.
 
-use crate::repo::ids::{BlobId, PackId, SnapshotId};
+use crate::repo::ids::{BlobId, DictId, PackId, SnapshotId};
 use serde::Serialize;
 use std::fmt;
 
@@ -59,6 +59,13 @@ pub enum Problem {
     ParityMissing { pack: PackId },
     /// A parity object that cannot be read or disagrees with its sound pack.
     ParityDamaged { pack: PackId, reason: String },
+    /// A compression dictionary with a damaged copy (`repairable`: `scrub` rewrites it from the
+    /// other) or none left intact, or one that does not open.
+    DamagedDictionary {
+        dictionary: DictId,
+        reason: String,
+        repairable: bool,
+    },
     /// A blob that does not open or whose content does not match its id.
     DamagedBlob {
         pack: PackId,
@@ -100,6 +107,21 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::DamagedIndex { file, reason } => write!(f, "index file {file}: {reason}"),
+            Problem::DamagedDictionary {
+                dictionary,
+                reason,
+                repairable,
+            } => match repairable {
+                true => write!(
+                    f,
+                    "dictionary {dictionary}: {reason}, repairable from its other copy (`cairn scrub`)"
+                ),
+                false => write!(
+                    f,
+                    "dictionary {dictionary}: {reason}; blobs compressed with it cannot be read \
+                     (`cairn check --read-data` names them and their files)"
+                ),
+            },
             Problem::DamagedSnapshot { file, reason } => {
                 write!(f, "snapshot file {file}: {reason}")
             }

@@ -1,0 +1,151 @@
+//! Which compression dictionary a job's small data blobs get ([`crate::repo::dictionary`]).
+//!
+//! The first small data blobs of a job are held, not sealed, until they make a sample
+//! ([`IngestLimits::dictionary_sample`](crate::ingest::IngestLimits)): then one thread decides
+//! — the repository's dictionary that compresses the sample best, when it gains, else a new
+//! one trained on the sample and stored, else none — and the held blobs and every later small
+//! data blob are sealed with that choice. Blobs that arrive while it decides are held too, up
+//! to a bound, then compressed alone. A job that ends (or must read back a blob) before the
+//! sample is full decides on what it holds.
+
+use crate::ingest::IngestLimits;
+use crate::repo::dictionary::Dictionary;
+use crate::repo::ids::{BlobId, BlobKind};
+use parking_lot::{Condvar, Mutex};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Data blobs at most this large are compressed with a dictionary: small files, which start
+/// with an empty window. Larger chunks gain little from one.
+pub const DICTIONARY_MAX_BLOB: usize = 128 << 10;
+
+/// A blob held until the choice is made.
+pub struct Held {
+    /// Data or tree (only data blobs are held).
+    pub kind: BlobKind,
+    /// Its id.
+    pub id: BlobId,
+    /// Its plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// What to do with a blob offered to the choice.
+pub enum Admit<'a> {
+    /// Seal it now, with this dictionary (or alone).
+    Seal(Option<Arc<Dictionary>>, Cow<'a, [u8]>),
+    /// Held; it will be sealed by whoever makes the choice.
+    Held,
+    /// The sample is full: the caller decides on these blobs, then calls [`DictionaryChoice::chosen`].
+    Decide(Vec<Held>),
+}
+
+enum Phase {
+    /// Holding blobs for the sample.
+    Sampling,
+    /// One thread is deciding; blobs arriving meanwhile are held (bounded).
+    Deciding,
+    /// Decided; `sealing` while the decider still seals the blobs held meanwhile.
+    Chosen {
+        dictionary: Option<Arc<Dictionary>>,
+        sealing: bool,
+    },
+}
+
+struct State {
+    phase: Phase,
+    held: Vec<Held>,
+    held_bytes: usize,
+}
+
+/// One job's dictionary choice.
+pub struct DictionaryChoice {
+    enabled: bool,
+    sample_bytes: usize,
+    state: Mutex<State>,
+    settled: Condvar,
+}
+
+impl DictionaryChoice {
+    /// The choice for a job in a repository that uses dictionaries (`enabled`) or not.
+    pub fn new(enabled: bool, limits: &IngestLimits) -> DictionaryChoice {
+        DictionaryChoice {
+            enabled,
+            sample_bytes: limits.dictionary_sample,
+            state: Mutex::new(State {
+                phase: Phase::Sampling,
+                held: Vec::new(),
+                held_bytes: 0,
+            }),
+            settled: Condvar::new(),
+        }
+    }
+
+    /// Offers one blob about to be sealed.
+    pub fn admit<'a>(&self, kind: BlobKind, id: BlobId, plaintext: Cow<'a, [u8]>) -> Admit<'a> {
+        if !self.enabled || kind != BlobKind::Data || plaintext.len() > DICTIONARY_MAX_BLOB {
+            return Admit::Seal(None, plaintext);
+        }
+        let mut state = self.state.lock();
+        let hold_limit = match &state.phase {
+            Phase::Chosen { dictionary, .. } => return Admit::Seal(dictionary.clone(), plaintext),
+            Phase::Sampling => usize::MAX,
+            // Bounds the memory held while the decider trains.
+            Phase::Deciding => 4 * self.sample_bytes,
+        };
+        if state.held_bytes + plaintext.len() > hold_limit {
+            return Admit::Seal(None, plaintext);
+        }
+        state.held_bytes += plaintext.len();
+        state.held.push(Held {
+            kind,
+            id,
+            plaintext: plaintext.into_owned(),
+        });
+        if matches!(state.phase, Phase::Sampling) && state.held_bytes >= self.sample_bytes {
+            state.phase = Phase::Deciding;
+            state.held_bytes = 0;
+            return Admit::Decide(std::mem::take(&mut state.held));
+        }
+        Admit::Held
+    }
+
+    /// Decides now on what is held, if nobody has begun to: for a job that ends, or must read
+    /// back a blob, before its sample is full. `None` when the choice is made or being made.
+    pub fn decide_now(&self) -> Option<Vec<Held>> {
+        let mut state = self.state.lock();
+        if !matches!(state.phase, Phase::Sampling) {
+            return None;
+        }
+        state.phase = Phase::Deciding;
+        state.held_bytes = 0;
+        Some(std::mem::take(&mut state.held))
+    }
+
+    /// Records the decider's choice and returns the blobs held while it decided, for it to
+    /// seal; it calls [`DictionaryChoice::sealed`] when they are in packs.
+    pub fn chosen(&self, dictionary: Option<Arc<Dictionary>>) -> Vec<Held> {
+        let mut state = self.state.lock();
+        state.phase = Phase::Chosen {
+            dictionary,
+            sealing: true,
+        };
+        state.held_bytes = 0;
+        std::mem::take(&mut state.held)
+    }
+
+    /// The decider has sealed every blob held.
+    pub fn sealed(&self) {
+        if let Phase::Chosen { sealing, .. } = &mut self.state.lock().phase {
+            *sealing = false;
+        }
+        self.settled.notify_all();
+    }
+
+    /// Waits until the choice is made and every held blob is sealed.
+    pub fn wait_settled(&self) {
+        let mut state = self.state.lock();
+        while !matches!(state.phase, Phase::Chosen { sealing: false, .. }) {
+            self.settled.wait(&mut state);
+        }
+    }
+}
