@@ -205,7 +205,8 @@ pub fn seal(key: &MasterKey, bytes: Vec<u8>) -> Result<(Dictionary, Vec<u8>)> {
 pub struct Dictionaries {
     by_zstd_id: RwLock<HashMap<u32, Arc<Dictionary>>>,
     /// Object names already read, loaded or not: a damaged one is not read again for every
-    /// blob that names it.
+    /// blob that names it. Held while the listing is read, so a reader that needs a dictionary
+    /// another is loading waits for it rather than finding it missing.
     read: Mutex<HashSet<DictId>>,
     /// Why listed objects failed to load, for the error of a blob that needs one.
     failures: Mutex<Vec<String>>,
@@ -265,15 +266,13 @@ impl Dictionaries {
 
     /// Lists `dicts/` and loads what is new, up to [`MAX_DICTIONARIES`] read in all.
     fn load_listed(&self, backend: &dyn Backend, key: &MasterKey) -> Result<()> {
+        let mut read = self.read.lock();
         let listed = list(backend)?;
         for id in listed {
-            {
-                let mut read = self.read.lock();
-                if read.contains(&id) || read.len() >= MAX_DICTIONARIES {
-                    continue;
-                }
-                read.insert(id);
+            if read.contains(&id) || read.len() >= MAX_DICTIONARIES {
+                continue;
             }
+            read.insert(id);
             match read_stored(backend, &id).and_then(|stored| open(key, id, &stored)) {
                 Ok(dictionary) => {
                     let mut by = self.by_zstd_id.write();
