@@ -35,6 +35,14 @@ pub enum Error {
         blob: BlobId,
         reason: String,
     },
+    /// A blob compressed with a dictionary the repository does not have, or that does not
+    /// open: the blob's own bytes may be sound, so nothing heals or replaces its pack for it.
+    #[error("blob {blob} in pack {pack} cannot be read: {reason}")]
+    NoDictionary {
+        pack: PackId,
+        blob: BlobId,
+        reason: String,
+    },
     /// A blob a tree or snapshot references that no index lists.
     #[error("blob {0} is not in the index")]
     MissingBlob(BlobId),

@@ -204,6 +204,12 @@ fn a_lost_dictionary_is_named_with_its_files_and_restore_fails_only_those() {
     assert!(report.contains("neither copy matches its name"), "{report}");
     assert!(report.contains("compression dictionary"), "{report}");
     assert!(report.contains("f10.c"), "{report}");
+    // repair does not take those blobs for lost: it touches no pack until the dictionary is back.
+    let packs = env.repo_files("data");
+    let out = env.run(&["repair", "packs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restore the compression dictionary"));
+    assert_eq!(env.repo_files("data"), packs);
 
     // Missing: restore fails each small file with one line and restores the rest.
     fs::remove_file(&dicts[0]).unwrap();
@@ -257,10 +263,15 @@ fn crafted_dictionary_objects_are_refused_in_one_line_with_bounded_memory() {
     source_tree(&src, 400);
     fs::create_dir_all(env.repo().join("dicts")).unwrap();
     // Huge (sparse: costs no disk) and malformed, under names that are valid ids.
-    let huge = env.repo().join("dicts").join("aa".repeat(32));
+    let huge = env
+        .repo()
+        .join("dicts")
+        .join(format!("8000aaaa-{}", "aa".repeat(32)));
     fs::File::create(&huge).unwrap().set_len(4 << 30).unwrap();
     fs::write(
-        env.repo().join("dicts").join("bb".repeat(32)),
+        env.repo()
+            .join("dicts")
+            .join(format!("8000bbbb-{}", "bb".repeat(32))),
         b"not a dictionary",
     )
     .unwrap();
@@ -297,7 +308,7 @@ fn auto_compression_raises_the_level_while_the_store_is_slow() {
     // large for a dictionary, and small packs: uploads queue behind the slow link early.
     let mut sources = walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     sources.sort();
-    for copy in 0..3 {
+    for copy in 0..8 {
         let mut text = String::new();
         for (n, line) in sources
             .iter()

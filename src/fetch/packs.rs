@@ -3,7 +3,7 @@
 use crate::backend::salvage::is_unreadable;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::repo::blob::open_blob;
+use crate::repo::blob::{OpenFailure, open_blob};
 use crate::repo::ids::PackId;
 use crate::repo::index::BlobLocation;
 use crate::repo::pack::{PackEntry, pack_name};
@@ -86,7 +86,9 @@ fn deliver(
         sealed.ok_or_else(|| Error::corrupt(pack_name(pack), "shorter than its index says"))?;
     let plain = match open_blob(repo.key(), repo, &entry.meta(), sealed) {
         Ok(plain) => Ok(plain),
-        Err(_) => repo.read_blob_again(&BlobLocation {
+        // Its pack is not at fault: reading it again would not help.
+        Err(failure @ OpenFailure::NoDictionary(_)) => Err(failure.into_error(*pack, entry.id)),
+        Err(OpenFailure::Damaged(_)) => repo.read_blob_again(&BlobLocation {
             pack: *pack,
             entry: *entry,
         }),

@@ -217,18 +217,30 @@ impl Shared {
     }
 
     /// Chooses the dictionary on `sample`, then seals the sample and what was held meanwhile.
+    /// Whatever happens — a failure to choose, to seal, or a panic — every held blob is sealed
+    /// or the job is failed, and waiters are released.
     fn decide(&self, sink: &Sink, sample: Vec<Held>) -> Result<()> {
-        let picked = self.pick_dictionary(&sample);
-        let dictionary = picked.as_ref().ok().cloned().flatten();
+        let release = ReleaseOnDrop(&self.choice);
+        // A job that has failed stores nothing more, a dictionary least of all.
+        let dictionary = match self.check() {
+            Ok(()) => self.pick_dictionary(&sample).unwrap_or_else(|e| {
+                tracing::warn!("no compression dictionary for this job: {e}");
+                None
+            }),
+            Err(_) => None,
+        };
         let held = self.choice.chosen(dictionary.clone());
-        let sealed = picked.and_then(|_| {
-            sample.iter().chain(&held).try_for_each(|blob| {
-                let sealed = self.seal(blob.kind, blob.id, &blob.plaintext, dictionary.as_deref());
-                sink.append(&sealed)
-            })
+        let sealed = sample.iter().chain(&held).try_for_each(|blob| {
+            self.check()?;
+            let sealed = self.seal(blob.kind, blob.id, &blob.plaintext, dictionary.as_deref());
+            sink.append(&sealed)
         });
-        self.choice.sealed();
-        sealed
+        drop(release);
+        sealed.or_else(|e| {
+            // The callers whose blobs these were have returned: the job must fail.
+            self.fail(e);
+            self.check()
+        })
     }
 
     /// The repository's dictionary that compresses `sample` best by at least
@@ -238,15 +250,15 @@ impl Shared {
         if sample.is_empty() {
             return Ok(None);
         }
-        let level = self.level.load(Ordering::Relaxed);
+        let level = dictionary_level(self.level.load(Ordering::Relaxed));
         let size = |dictionary: Option<&Dictionary>| -> usize {
+            let level = match dictionary {
+                Some(_) => level,
+                None => self.level.load(Ordering::Relaxed),
+            };
             sample
                 .iter()
                 .map(|blob| {
-                    let level = match dictionary {
-                        Some(_) => dictionary_level(level),
-                        None => level,
-                    };
                     let how = Compression { level, dictionary };
                     compressed(&blob.plaintext, how).map_or(blob.plaintext.len(), |c| c.len())
                 })
@@ -255,7 +267,7 @@ impl Shared {
         let gains =
             |with: usize, alone: usize| with * 100 <= alone * (100 - DICTIONARY_GAIN_PERCENT);
         let alone = size(None);
-        let existing = self.repo.dictionaries()?;
+        let (existing, taken) = self.repo.dictionaries()?;
         let best = existing
             .iter()
             .map(|d| (size(Some(d)), d))
@@ -272,7 +284,6 @@ impl Shared {
         {
             return Ok(None);
         }
-        let taken: Vec<u32> = existing.iter().map(|d| d.zstd_id).collect();
         let plaintexts: Vec<&[u8]> = sample.iter().map(|b| b.plaintext.as_slice()).collect();
         let Some(trained) = dictionary::train(&plaintexts, dictionary::fresh_zstd_id(&taken))
         else {
@@ -322,6 +333,16 @@ impl Shared {
             self.level.store(next, Ordering::Relaxed);
             self.top_level.fetch_max(next, Ordering::Relaxed);
         }
+    }
+}
+
+/// Releases whoever waits for the dictionary choice when dropped, also while unwinding from a
+/// panic in the middle of it (a waiter would otherwise wait for ever).
+struct ReleaseOnDrop<'a>(&'a DictionaryChoice);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 

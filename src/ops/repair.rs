@@ -151,6 +151,23 @@ pub fn repair_packs(
     let inventory = Inventory::load(repo)?;
     let unusable = session.unusable_packs(&inventory.index)?;
     let found = check_inventory(repo, &inventory, &opts, progress)?;
+    // Blobs that only lack their dictionary would look lost to a salvage of their pack: the
+    // dictionary is what needs restoring, and no pack is touched until it is.
+    if let Some(problem) = found.problems.iter().find(|p| {
+        matches!(
+            p,
+            Problem::NoDictionary { .. }
+                | Problem::DamagedDictionary {
+                    repairable: false,
+                    ..
+                }
+        )
+    }) {
+        return Err(Error::Invalid(format!(
+            "{problem}: restore the compression dictionary (from a copy of the repository's \
+             dicts/) before repairing packs"
+        )));
+    }
     // First what parity heals, with no source: those packs are whole again under their names.
     // Every damaged stored pack is tried (the heal itself says whether its parity suffices).
     let pack_of = |problem: &Problem| match problem {

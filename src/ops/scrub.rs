@@ -82,8 +82,9 @@ pub fn scrub(backend: &dyn Backend, progress: &(dyn Fn(u64) + Sync)) -> Result<S
 /// Checks both copies of every compression dictionary against its name and rewrites a damaged
 /// copy from the intact one (no key needed: the name is the hash of a sealed copy).
 fn scrub_dictionaries(backend: &dyn Backend, report: &mut ScrubReport) -> Result<()> {
-    for id in dictionary::list(backend)? {
-        let stored = match dictionary::read_stored(backend, &id) {
+    for (zstd_id, id) in dictionary::list(backend)? {
+        let name = dictionary::dict_name(zstd_id, &id);
+        let stored = match dictionary::read_stored(backend, &name) {
             Ok(stored) => stored,
             Err(Error::NotFound(_)) => continue,
             Err(e) => {
@@ -92,10 +93,10 @@ fn scrub_dictionaries(backend: &dyn Backend, report: &mut ScrubReport) -> Result
             }
         };
         let inspected = dictionary::inspect(&id, &stored);
-        match (inspected.intact, inspected.damaged_copies) {
-            (Some(_), 0) => {}
-            (Some(intact), _) => {
-                backend.put(&dictionary::dict_name(&id), &dictionary::mirrored(intact))?;
+        match (inspected.intact, inspected.whole) {
+            (Some(_), true) => {}
+            (Some(intact), false) => {
+                backend.put(&name, &dictionary::mirrored(intact))?;
                 report.dictionaries_mended.push(id);
             }
             (None, _) => report

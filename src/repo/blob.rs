@@ -2,9 +2,10 @@
 //! ciphertext moved to another id or kind fails authentication; opening re-hashes the plaintext
 //! and compares it with the id, so a blob is either exactly what was stored or an error.
 
+use crate::error::Error;
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::Dictionary;
-use crate::repo::ids::{BlobId, BlobKind, DictId};
+use crate::repo::ids::{BlobId, BlobKind, DictId, PackId};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -46,18 +47,47 @@ pub struct BlobMeta {
 /// Where opening a blob finds the compression dictionary its zstd frame names
 /// ([`crate::repo::dictionary`]): the repository, which loads its dictionaries on first need.
 pub trait FindDictionary {
-    /// The dictionary with zstd id `zstd_id`, or why there is none.
-    fn dictionary(&self, zstd_id: u32) -> Result<Arc<Dictionary>, String>;
+    /// The dictionaries with zstd id `zstd_id` (one, unless a crafted repository holds
+    /// several: each is tried), or why there is none.
+    fn dictionaries(&self, zstd_id: u32) -> Result<Vec<Arc<Dictionary>>, String>;
 }
 
 /// For readers of blobs that were compressed alone (tests, and packs built in memory).
 pub struct NoDictionaries;
 
 impl FindDictionary for NoDictionaries {
-    fn dictionary(&self, zstd_id: u32) -> Result<Arc<Dictionary>, String> {
+    fn dictionaries(&self, zstd_id: u32) -> Result<Vec<Arc<Dictionary>>, String> {
         Err(format!(
             "its compression dictionary {zstd_id:08x} is not known here"
         ))
+    }
+}
+
+/// Why a blob did not open.
+#[derive(Debug)]
+pub enum OpenFailure {
+    /// Its bytes are not what its id and the index say: damage, to be healed or salvaged.
+    Damaged(String),
+    /// It names a compression dictionary that is missing or does not open: its own bytes may
+    /// be sound, so neither a heal nor a repair may act on its pack for it.
+    NoDictionary(String),
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenFailure::Damaged(reason) | OpenFailure::NoDictionary(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl OpenFailure {
+    /// The repository error for blob `blob` of pack `pack`.
+    pub fn into_error(self, pack: PackId, blob: BlobId) -> Error {
+        match self {
+            OpenFailure::Damaged(reason) => Error::BadBlob { pack, blob, reason },
+            OpenFailure::NoDictionary(reason) => Error::NoDictionary { pack, blob, reason },
+        }
     }
 }
 
@@ -80,20 +110,17 @@ thread_local! {
 }
 
 /// Decompresses a payload of `raw_len` bytes (more is an error, so a crafted frame cannot ask
-/// for more memory), with the dictionary its frame names, if any.
+/// for more memory), with `dictionary` when its frame names one.
 fn decompress(
     payload: &[u8],
     raw_len: usize,
-    dictionaries: &dyn FindDictionary,
+    dictionary: Option<&Dictionary>,
 ) -> Result<Vec<u8>, String> {
-    let dictionary = zstd::zstd_safe::get_dict_id_from_frame(payload)
-        .map(|id| dictionaries.dictionary(id.get()))
-        .transpose()?;
     DCTX.with(|slot| {
         let mut slot = slot.borrow_mut();
         let dctx = slot.get_or_insert_with(zstd::zstd_safe::DCtx::create);
         let mut out = Vec::with_capacity(raw_len);
-        let done = match &dictionary {
+        let done = match dictionary {
             Some(d) => dctx.decompress_using_ddict(&mut out, payload, d.decoder().as_ddict()),
             None => dctx.decompress(&mut out, payload),
         };
@@ -223,11 +250,11 @@ pub fn open_blob(
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     sealed: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, OpenFailure> {
     check_claim(meta)?;
     let payload = key
         .open(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
     finish_open(key, dictionaries, meta, payload)
 }
 
@@ -237,36 +264,60 @@ pub fn open_blob_owned(
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     sealed: Vec<u8>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, OpenFailure> {
     check_claim(meta)?;
     let payload = key
         .open_owned(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
     finish_open(key, dictionaries, meta, payload)
 }
 
-fn check_claim(meta: &BlobMeta) -> Result<(), String> {
+fn check_claim(meta: &BlobMeta) -> Result<(), OpenFailure> {
     if meta.raw_len > MAX_BLOB_LEN {
-        return Err(format!(
+        return Err(OpenFailure::Damaged(format!(
             "claimed length {} exceeds the {} byte limit",
             meta.raw_len, MAX_BLOB_LEN
-        ));
+        )));
     }
     Ok(())
 }
 
-/// Decompresses an opened payload and checks its length and id.
+/// Decompresses an opened payload and checks its length and id. A payload naming a dictionary
+/// is tried with each the repository has under that name until one gives the blob.
 fn finish_open(
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     payload: Vec<u8>,
-) -> Result<Vec<u8>, String> {
-    let plaintext = if meta.compressed {
-        decompress(&payload, meta.raw_len as usize, dictionaries)?
-    } else {
-        payload
+) -> Result<Vec<u8>, OpenFailure> {
+    if !meta.compressed {
+        return proven(key, meta, payload).map_err(OpenFailure::Damaged);
+    }
+    let Some(zstd_id) = zstd::zstd_safe::get_dict_id_from_frame(&payload) else {
+        return decompress(&payload, meta.raw_len as usize, None)
+            .and_then(|plaintext| proven(key, meta, plaintext))
+            .map_err(OpenFailure::Damaged);
     };
+    let candidates = dictionaries
+        .dictionaries(zstd_id.get())
+        .map_err(OpenFailure::NoDictionary)?;
+    let mut last = OpenFailure::NoDictionary(format!(
+        "its compression dictionary {:08x} is not in the repository",
+        zstd_id.get()
+    ));
+    for dictionary in candidates {
+        match decompress(&payload, meta.raw_len as usize, Some(&dictionary))
+            .and_then(|plaintext| proven(key, meta, plaintext))
+        {
+            Ok(plaintext) => return Ok(plaintext),
+            Err(reason) => last = OpenFailure::Damaged(reason),
+        }
+    }
+    Err(last)
+}
+
+/// `plaintext` if it has the length and id `meta` records.
+fn proven(key: &MasterKey, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8>, String> {
     if plaintext.len() != meta.raw_len as usize {
         return Err(format!(
             "length {} differs from the recorded {}",
@@ -388,6 +439,6 @@ mod tests {
         let wrong = key.blob_id(b"other");
         let blob = seal_blob(&key, wrong, BlobKind::Data, b"abc", Compression::level(3));
         let err = open_blob(&key, &NoDictionaries, &meta_of(&blob), &blob.bytes).unwrap_err();
-        assert!(err.contains("does not match"), "{err}");
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 }

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 /// Largest `config` file read: a few hundred bytes of JSON are all it ever holds.
 pub const MAX_CONFIG_LEN: u64 = 64 << 10;
 
-/// The repository format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format this build writes and reads: 1, or 2 for a repository whose small
+/// blobs are compressed with dictionaries, so that a build older than them refuses it with
+/// one line ("unsupported format version 2") instead of failing on every such blob, or
+/// counting them as damaged.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Parameters fixed for the life of a repository.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +204,7 @@ impl Config {
                 "MAC does not match (altered, or from another repository)",
             ));
         }
-        if stored.body.version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&stored.body.version) {
             return Err(Error::corrupt(
                 "config",
                 format!("unsupported format version {}", stored.body.version),
@@ -227,7 +230,7 @@ impl Config {
 
     fn body(&self) -> Body {
         Body {
-            version: FORMAT_VERSION,
+            version: if self.params.dictionaries() { 2 } else { 1 },
             id: self.id.clone(),
             created: self.created.clone(),
             params: self.params.clone(),

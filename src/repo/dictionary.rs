@@ -20,6 +20,7 @@ use crate::repo::ids::{DictId, sha256};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use zstd::dict::DecoderDictionary;
 
 /// The largest dictionary trained or loaded: zstd gains little beyond ~100 KiB for chunks of
@@ -38,9 +39,21 @@ const AAD: &[u8] = b"cairn dictionary";
 const FIRST_PRIVATE_ID: u32 = 1 << 15;
 const DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 
-/// The object name of dictionary `id`.
-pub fn dict_name(id: &DictId) -> String {
-    format!("dicts/{id}")
+/// The object name of a dictionary: its zstd id (what a blob names) and its content id.
+pub fn dict_name(zstd_id: u32, id: &DictId) -> String {
+    format!("dicts/{zstd_id:08x}-{id}")
+}
+
+/// The zstd id and content id an object name states, if it is a dictionary's name.
+pub fn parse_name(name: &str) -> Option<(u32, DictId)> {
+    let (zstd_id, id) = name.rsplit('/').next()?.split_once('-')?;
+    if zstd_id.len() != 8 {
+        return None;
+    }
+    Some((
+        u32::from_str_radix(zstd_id, 16).ok()?,
+        DictId::from_hex(id).ok()?,
+    ))
 }
 
 /// One dictionary, ready to compress and decompress with.
@@ -112,75 +125,78 @@ pub fn fresh_zstd_id(taken: &[u32]) -> u32 {
     }
 }
 
-/// The stored form of a sealed dictionary: the copy, padded to whole sectors, then the copy.
+/// The stored form of a sealed dictionary: two copies, each its length (u32 LE) then its bytes,
+/// the first padded to whole sectors.
 pub fn mirrored(sealed: &[u8]) -> Vec<u8> {
-    let mut stored = Vec::with_capacity(2 * sealed.len() + SECTOR);
-    stored.extend_from_slice(sealed);
-    stored.resize(sealed.len().next_multiple_of(SECTOR), 0);
-    stored.extend_from_slice(sealed);
+    let copy_len = 4 + sealed.len();
+    let mut stored = Vec::with_capacity(2 * copy_len + SECTOR);
+    for _ in 0..2 {
+        stored.resize(stored.len().next_multiple_of(SECTOR), 0);
+        stored.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        stored.extend_from_slice(sealed);
+    }
     stored
 }
 
-/// The two copies of a stored dictionary object, or `None` when its length cannot be one: the
-/// first copy's padded length `p` is the multiple of the sector with `p + len = stored` and
-/// `p - SECTOR < len <= p`, which exists at most once.
-pub fn copies(stored: &[u8]) -> Option<(&[u8], &[u8])> {
-    let total = stored.len();
-    let padded = (total / 2).next_multiple_of(SECTOR);
-    let len = total.checked_sub(padded)?;
-    if len == 0 || len > padded || len + SECTOR <= padded {
+/// The sealed copy at sector boundary `at`, as its length prefix states, if it fits.
+fn copy_at(stored: &[u8], at: usize) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(stored.get(at..at + 4)?.try_into().ok()?) as usize;
+    if len > MAX_DICT_LEN + SEAL_SLACK {
         return None;
     }
-    Some((&stored[..len], &stored[padded..]))
+    stored.get(at + 4..at + 4 + len)
 }
 
 /// What reading a stored dictionary object found.
 pub struct Inspected<'a> {
-    /// A copy whose hash is the object's name, if either is.
+    /// A sealed copy whose hash is the object's name, if any is.
     pub intact: Option<&'a [u8]>,
-    /// How many of the two copies do not hash to the name (0, 1 or 2).
-    pub damaged_copies: usize,
+    /// Whether the object is exactly its two intact copies; otherwise `scrub` rewrites it.
+    pub whole: bool,
 }
 
-/// Which copies of a stored dictionary hash to its name. Needs no key: `scrub` uses it.
+/// Finds an intact copy of a stored dictionary: the first sector boundary where a length
+/// prefix and the bytes it announces hash to the name. Whatever one lost sector or a truncation
+/// took, the other copy is found. Needs no key: `scrub` uses it.
 pub fn inspect<'a>(id: &DictId, stored: &'a [u8]) -> Inspected<'a> {
-    let Some((first, second)) = copies(stored) else {
-        return Inspected {
-            intact: None,
-            damaged_copies: 2,
-        };
-    };
-    let sound = |copy: &[u8]| sha256(copy) == id.0;
-    let good: Vec<&[u8]> = [first, second].into_iter().filter(|c| sound(c)).collect();
-    Inspected {
-        intact: good.first().copied(),
-        damaged_copies: 2 - good.len(),
-    }
+    let sound = |at: usize| copy_at(stored, at).filter(|copy| sha256(copy) == id.0);
+    let intact = (0..stored.len().saturating_sub(3))
+        .step_by(SECTOR)
+        .find_map(sound);
+    let whole = intact.is_some_and(|copy| {
+        let second = (4 + copy.len()).next_multiple_of(SECTOR);
+        sound(0).is_some() && sound(second).is_some() && stored.len() == second + 4 + copy.len()
+    });
+    Inspected { intact, whole }
 }
 
-/// Reads dictionary object `id` (around unreadable sectors: the other copy may be whole).
-pub fn read_stored(backend: &dyn Backend, id: &DictId) -> Result<Vec<u8>> {
+/// Reads dictionary object `name` (around unreadable sectors: the other copy may be whole).
+pub fn read_stored(backend: &dyn Backend, name: &str) -> Result<Vec<u8>> {
     let most_lost = (MAX_DICT_OBJECT as usize).div_ceil(SECTOR);
-    Ok(read_salvaging(
-        backend,
-        &dict_name(id),
-        MAX_DICT_OBJECT,
-        SECTOR as u64,
-        most_lost,
-    )?
-    .bytes)
+    Ok(read_salvaging(backend, name, MAX_DICT_OBJECT, SECTOR as u64, most_lost)?.bytes)
 }
 
-/// Opens a stored dictionary: an intact copy, authenticated, is a zstd dictionary.
-pub fn open(key: &MasterKey, id: DictId, stored: &[u8]) -> Result<Dictionary> {
-    let name = dict_name(&id);
+/// Opens a stored dictionary: an intact copy, authenticated, is a zstd dictionary with the
+/// zstd id its name states.
+pub fn open(key: &MasterKey, zstd_id: u32, id: DictId, stored: &[u8]) -> Result<Dictionary> {
+    let name = dict_name(zstd_id, &id);
     let intact = inspect(&id, stored)
         .intact
         .ok_or_else(|| Error::corrupt(&name, "neither copy matches its name"))?;
     let bytes = key
         .open(intact, AAD)
         .map_err(|_| Error::corrupt(&name, "does not authenticate under this repository's key"))?;
-    Dictionary::new(id, bytes).map_err(|reason| Error::corrupt(&name, reason))
+    let dictionary = Dictionary::new(id, bytes).map_err(|reason| Error::corrupt(&name, reason))?;
+    if dictionary.zstd_id != zstd_id {
+        return Err(Error::corrupt(
+            &name,
+            format!(
+                "holds dictionary {:08x}, not the one its name states",
+                dictionary.zstd_id
+            ),
+        ));
+    }
+    Ok(dictionary)
 }
 
 /// Seals a dictionary for storing: its id and stored form. The sealed copy is opened again
@@ -190,7 +206,10 @@ pub fn seal(key: &MasterKey, bytes: Vec<u8>) -> Result<(Dictionary, Vec<u8>)> {
     let sealed = key.seal(&bytes, AAD);
     let id = DictId(sha256(&sealed));
     let stored = mirrored(&sealed);
-    let reopened = open(key, id, &stored)?;
+    let zstd_id = Dictionary::new(id, bytes.clone())
+        .map_err(Error::Invalid)?
+        .zstd_id;
+    let reopened = open(key, zstd_id, id, &stored)?;
     if reopened.bytes != bytes {
         return Err(Error::Invalid(
             "a dictionary changed between sealing and storing (memory damage?)".into(),
@@ -199,103 +218,156 @@ pub fn seal(key: &MasterKey, bytes: Vec<u8>) -> Result<(Dictionary, Vec<u8>)> {
     Ok((reopened, stored))
 }
 
-/// The dictionaries of one repository a process has met, loaded on first need and kept (at
-/// most [`MAX_DICTIONARIES`] of them, each at most [`MAX_DICT_LEN`]).
+/// The most dictionaries one reader loads (crafted repositories aside, writers keep a
+/// repository to [`MAX_DICTIONARIES`]; two writers at that bound at once may each add one).
+const MAX_LOADED: usize = 4 * MAX_DICTIONARIES;
+/// Candidates loaded for one zstd id: only a crafted repository has more than one.
+const MAX_CANDIDATES: usize = 4;
+/// How long a zstd id found in no listing is not looked for again: a store whose listing lags
+/// shows it later, and a crafted pack naming many ids must not make every blob list `dicts/`.
+const MISSING_FOR: Duration = Duration::from_secs(30);
+
+/// The dictionaries of one repository a process has met, loaded on first need by the zstd id
+/// a blob names (its object name states it) and kept, at most [`MAX_LOADED`].
 #[derive(Default)]
 pub struct Dictionaries {
-    by_zstd_id: RwLock<HashMap<u32, Arc<Dictionary>>>,
-    /// Object names already read, loaded or not: a damaged one is not read again for every
-    /// blob that names it. Held while the listing is read, so a reader that needs a dictionary
-    /// another is loading waits for it rather than finding it missing.
-    read: Mutex<HashSet<DictId>>,
-    /// Why listed objects failed to load, for the error of a blob that needs one.
-    failures: Mutex<Vec<String>>,
-    /// zstd ids asked for and not found after a fresh listing.
-    missing: Mutex<HashSet<u32>>,
+    loaded: RwLock<HashMap<u32, Vec<Arc<Dictionary>>>>,
+    /// Held while listing and loading, so a reader that needs a dictionary another is loading
+    /// waits for it rather than finding it missing.
+    loading: Mutex<Loading>,
+}
+
+#[derive(Default)]
+struct Loading {
+    /// Objects read for good: loaded, or authenticated as damaged (not read again for every
+    /// blob that names them). A read that failed otherwise (the store) is tried again.
+    settled: HashSet<DictId>,
+    /// Why a zstd id's objects failed to load.
+    failures: HashMap<u32, String>,
+    /// zstd ids no listing showed, and when that was last seen.
+    missing: HashMap<u32, Instant>,
+    count: usize,
 }
 
 impl Dictionaries {
-    /// The dictionary zstd id `zstd_id` names, loading the repository's dictionaries when it
-    /// is not yet known. The error says why it is missing.
+    /// The dictionaries with zstd id `zstd_id` (one, unless a crafted repository holds several),
+    /// loaded from the store when not yet known. The error says why there is none.
     pub fn find(
         &self,
         backend: &dyn Backend,
         key: &MasterKey,
         zstd_id: u32,
-    ) -> std::result::Result<Arc<Dictionary>, String> {
-        if let Some(found) = self.by_zstd_id.read().get(&zstd_id) {
+    ) -> std::result::Result<Vec<Arc<Dictionary>>, String> {
+        if let Some(found) = self.loaded.read().get(&zstd_id) {
             return Ok(found.clone());
         }
-        if !self.missing.lock().contains(&zstd_id) {
-            self.load_listed(backend, key).map_err(|e| e.to_string())?;
-            if let Some(found) = self.by_zstd_id.read().get(&zstd_id) {
+        let mut loading = self.loading.lock();
+        if let Some(found) = self.loaded.read().get(&zstd_id) {
+            return Ok(found.clone());
+        }
+        let recently_missing = loading
+            .missing
+            .get(&zstd_id)
+            .is_some_and(|seen| seen.elapsed() < MISSING_FOR);
+        if !recently_missing {
+            let names: Vec<DictId> = list(backend)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|(z, _)| *z == zstd_id)
+                .map(|(_, id)| id)
+                .take(MAX_CANDIDATES)
+                .collect();
+            for id in names {
+                self.load(&mut loading, backend, key, zstd_id, id);
+            }
+            if let Some(found) = self.loaded.read().get(&zstd_id) {
                 return Ok(found.clone());
             }
-            let mut missing = self.missing.lock();
-            if missing.len() >= 64 {
-                missing.clear();
+            if loading.missing.len() >= 1024 {
+                loading.missing.clear();
             }
-            missing.insert(zstd_id);
+            loading.missing.insert(zstd_id, Instant::now());
         }
-        let failures = self.failures.lock();
-        Err(match failures.is_empty() {
-            true => format!("its compression dictionary {zstd_id:08x} is not in the repository"),
-            false => format!(
-                "its compression dictionary {zstd_id:08x} is not in the repository ({})",
-                failures.join("; ")
-            ),
+        let why = loading.failures.get(&zstd_id);
+        Err(match why {
+            None => format!("its compression dictionary {zstd_id:08x} is not in the repository"),
+            Some(why) => format!("its compression dictionary {zstd_id:08x} cannot be read: {why}"),
         })
     }
 
-    /// Every dictionary the store lists, loaded: for a writer choosing one.
-    pub fn all(&self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Arc<Dictionary>>> {
-        self.load_listed(backend, key)?;
-        let mut all: Vec<Arc<Dictionary>> = self.by_zstd_id.read().values().cloned().collect();
+    /// The repository's dictionaries, for a writer choosing one: every listed object read
+    /// (at most [`MAX_LOADED`]), those that open, and every zstd id a name states (taken, even
+    /// by a damaged object).
+    pub fn all(
+        &self,
+        backend: &dyn Backend,
+        key: &MasterKey,
+    ) -> Result<(Vec<Arc<Dictionary>>, Vec<u32>)> {
+        let listed = list(backend)?;
+        let mut loading = self.loading.lock();
+        for (zstd_id, id) in &listed {
+            self.load(&mut loading, backend, key, *zstd_id, *id);
+        }
+        let mut all: Vec<Arc<Dictionary>> =
+            self.loaded.read().values().flatten().cloned().collect();
         all.sort_by_key(|d| d.id);
-        Ok(all)
+        Ok((all, listed.iter().map(|(z, _)| *z).collect()))
+    }
+
+    /// Loads one listed object unless it was read for good already.
+    fn load(
+        &self,
+        loading: &mut Loading,
+        backend: &dyn Backend,
+        key: &MasterKey,
+        zstd_id: u32,
+        id: DictId,
+    ) {
+        if loading.settled.contains(&id) || loading.count >= MAX_LOADED {
+            return;
+        }
+        let name = dict_name(zstd_id, &id);
+        match read_stored(backend, &name).and_then(|stored| open(key, zstd_id, id, &stored)) {
+            Ok(dictionary) => {
+                loading.settled.insert(id);
+                loading.count += 1;
+                self.loaded
+                    .write()
+                    .entry(zstd_id)
+                    .or_default()
+                    .push(Arc::new(dictionary));
+            }
+            Err(e) => {
+                if matches!(e, Error::Corrupt { .. }) {
+                    loading.settled.insert(id);
+                }
+                tracing::warn!("{e}");
+                loading.failures.insert(zstd_id, e.to_string());
+            }
+        }
     }
 
     /// Adds a dictionary this process stored.
     pub fn insert(&self, dictionary: Arc<Dictionary>) {
-        self.read.lock().insert(dictionary.id);
-        self.missing.lock().remove(&dictionary.zstd_id);
-        self.by_zstd_id
-            .write()
-            .insert(dictionary.zstd_id, dictionary);
-    }
-
-    /// Lists `dicts/` and loads what is new, up to [`MAX_DICTIONARIES`] read in all.
-    fn load_listed(&self, backend: &dyn Backend, key: &MasterKey) -> Result<()> {
-        let mut read = self.read.lock();
-        let listed = list(backend)?;
-        for id in listed {
-            if read.contains(&id) || read.len() >= MAX_DICTIONARIES {
-                continue;
-            }
-            read.insert(id);
-            match read_stored(backend, &id).and_then(|stored| open(key, id, &stored)) {
-                Ok(dictionary) => {
-                    let mut by = self.by_zstd_id.write();
-                    by.entry(dictionary.zstd_id)
-                        .or_insert_with(|| Arc::new(dictionary));
-                }
-                Err(Error::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    self.failures.lock().push(e.to_string());
-                }
-            }
+        let mut loading = self.loading.lock();
+        if loading.settled.insert(dictionary.id) {
+            loading.count += 1;
+            loading.missing.remove(&dictionary.zstd_id);
+            self.loaded
+                .write()
+                .entry(dictionary.zstd_id)
+                .or_default()
+                .push(dictionary);
         }
-        Ok(())
     }
 }
 
-/// The dictionary ids the store lists, sorted.
-pub fn list(backend: &dyn Backend) -> Result<Vec<DictId>> {
-    let mut ids: Vec<DictId> = backend
+/// The dictionaries the store lists: zstd id and content id, sorted.
+pub fn list(backend: &dyn Backend) -> Result<Vec<(u32, DictId)>> {
+    let mut ids: Vec<(u32, DictId)> = backend
         .list("dicts/")?
         .iter()
-        .filter_map(|info| DictId::from_hex(info.name.rsplit('/').next()?).ok())
+        .filter_map(|info| parse_name(&info.name))
         .collect();
     ids.sort();
     Ok(ids)
@@ -328,35 +400,49 @@ mod tests {
         let (dictionary, stored) = seal(&key, bytes.clone()).unwrap();
         assert_eq!(dictionary.zstd_id, 0x1234_5678);
         assert!(stored.len() as u64 <= MAX_DICT_OBJECT);
-        for damaged_at in [10, stored.len() - 10] {
+        let zstd_id = dictionary.zstd_id;
+        assert!(inspect(&dictionary.id, &stored).whole);
+        // One damaged byte or length prefix in either copy, or a truncation: the other is found.
+        let second = (0..stored.len())
+            .step_by(SECTOR)
+            .rev()
+            .find(|&at| copy_at(&stored, at).is_some())
+            .unwrap();
+        assert!(second > 0);
+        let mut cases = vec![stored[..stored.len() - 100].to_vec()];
+        for damaged_at in [1, 10, second + 1, second + 10, stored.len() - 10] {
             let mut damaged = stored.clone();
             damaged[damaged_at] ^= 1;
-            assert_eq!(inspect(&dictionary.id, &damaged).damaged_copies, 1);
-            assert_eq!(open(&key, dictionary.id, &damaged).unwrap().bytes(), bytes);
+            cases.push(damaged);
+        }
+        for damaged in cases {
+            let inspected = inspect(&dictionary.id, &damaged);
+            assert!(!inspected.whole);
+            assert_eq!(mirrored(inspected.intact.unwrap()), stored);
+            let opened = open(&key, zstd_id, dictionary.id, &damaged).unwrap();
+            assert_eq!(opened.bytes(), bytes);
         }
         let mut both = stored.clone();
         both[10] ^= 1;
         let last = both.len() - 10;
         both[last] ^= 1;
         assert!(matches!(
-            open(&key, dictionary.id, &both),
+            open(&key, zstd_id, dictionary.id, &both),
             Err(Error::Corrupt { .. })
         ));
         let other = MasterKey::new(MasterSecrets::generate());
-        assert!(open(&other, dictionary.id, &stored).is_err());
+        assert!(open(&other, zstd_id, dictionary.id, &stored).is_err());
+        // The name must state the dictionary's own zstd id.
+        assert!(open(&key, zstd_id + 1, dictionary.id, &stored).is_err());
     }
 
     #[test]
-    fn copies_are_found_only_at_lengths_mirroring_makes() {
-        for len in [1, 100, 4095, 4096, 4097, 131_000] {
-            let sealed = vec![7u8; len];
-            let stored = mirrored(&sealed);
-            let (a, b) = copies(&stored).unwrap();
-            assert_eq!((a, b), (&sealed[..], &sealed[..]));
-        }
-        assert!(copies(&[]).is_none());
-        assert!(copies(&vec![0u8; 4096 + 4097]).is_none());
-        assert!(copies(&vec![0u8; 8192]).is_some_and(|(a, _)| a.len() == 4096));
+    fn names_state_both_ids() {
+        let id = DictId([7; 32]);
+        let name = dict_name(0x8000_1234, &id);
+        assert_eq!(parse_name(&name), Some((0x8000_1234, id)));
+        assert_eq!(parse_name("dicts/1234-00"), None);
+        assert_eq!(parse_name(&format!("dicts/{id}")), None);
     }
 
     #[test]
@@ -371,7 +457,7 @@ mod tests {
             let sealed = key.seal(&bytes, AAD);
             let id = DictId(sha256(&sealed));
             assert!(matches!(
-                open(&key, id, &mirrored(&sealed)),
+                open(&key, 5, id, &mirrored(&sealed)),
                 Err(Error::Corrupt { .. })
             ));
         }

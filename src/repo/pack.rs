@@ -243,7 +243,7 @@ pub fn verify_pack(
         let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
         open_blob(key, dictionaries, &entry.meta(), sealed)
             .map(drop)
-            .map_err(|reason| fail(entry.id, reason))
+            .map_err(|failure| fail(entry.id, failure.to_string()))
     })
 }
 

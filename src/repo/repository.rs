@@ -91,7 +91,7 @@ fn get_addressed(backend: &dyn Backend, name: &str, limit: u64) -> Result<Vec<u8
 }
 
 impl FindDictionary for Repository {
-    fn dictionary(&self, zstd_id: u32) -> std::result::Result<Arc<Dictionary>, String> {
+    fn dictionaries(&self, zstd_id: u32) -> std::result::Result<Vec<Arc<Dictionary>>, String> {
         self.dictionaries
             .find(self.backend.as_ref(), &self.key, zstd_id)
     }
@@ -223,9 +223,9 @@ impl Repository {
         }
     }
 
-    /// Every compression dictionary the repository holds (loaded once, at most
-    /// [`dictionary::MAX_DICTIONARIES`]): for a writer choosing one.
-    pub fn dictionaries(&self) -> Result<Vec<Arc<Dictionary>>> {
+    /// Every compression dictionary the repository holds that opens (each read once), and
+    /// every zstd id a stored dictionary's name takes: for a writer choosing one, or a new id.
+    pub fn dictionaries(&self) -> Result<(Vec<Arc<Dictionary>>, Vec<u32>)> {
         self.dictionaries.all(self.backend.as_ref(), &self.key)
     }
 
@@ -234,8 +234,10 @@ impl Repository {
     /// with it can be stored before it.
     pub fn store_dictionary(&self, bytes: Vec<u8>) -> Result<Arc<Dictionary>> {
         let (dictionary, stored) = dictionary::seal(&self.key, bytes)?;
-        self.backend
-            .put(&dictionary::dict_name(&dictionary.id), &stored)?;
+        self.backend.put(
+            &dictionary::dict_name(dictionary.zstd_id, &dictionary.id),
+            &stored,
+        )?;
         let dictionary = Arc::new(dictionary);
         self.dictionaries.insert(dictionary.clone());
         Ok(dictionary)
@@ -451,8 +453,11 @@ impl Repository {
     /// Reads and verifies one blob. A blob that fails verification (or cannot be read) is
     /// [read again](Repository::read_blob_again) before it is reported.
     pub fn read_blob(&self, at: &BlobLocation) -> Result<Vec<u8>> {
-        self.read_blob_once(at)
-            .or_else(|_| self.read_blob_again(at))
+        self.read_blob_once(at).or_else(|first| match first {
+            // The pack is not at fault: neither a second read nor a heal would help.
+            Error::NoDictionary { .. } => Err(first),
+            _ => self.read_blob_again(at),
+        })
     }
 
     /// A blob whose first read failed verification or could not be read: from the copy of its
@@ -469,6 +474,9 @@ impl Repository {
         self.backend
             .forget_cached(&pack_name(&at.pack), Some(range));
         self.read_blob_once(at).or_else(|first| {
+            if matches!(first, Error::NoDictionary { .. }) {
+                return Err(first);
+            }
             let healed = self
                 .healed
                 .get(self, &at.pack)
@@ -482,13 +490,8 @@ impl Repository {
         let range =
             u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
         let sealed = self.backend.get(&pack_name(&at.pack), Some(range))?;
-        open_blob_owned(&self.key, self, &at.entry.meta(), sealed).map_err(|reason| {
-            Error::BadBlob {
-                pack: at.pack,
-                blob: at.entry.id,
-                reason,
-            }
-        })
+        open_blob_owned(&self.key, self, &at.entry.meta(), sealed)
+            .map_err(|failure| failure.into_error(at.pack, at.entry.id))
     }
 
     /// Blob `at` opened from `pack`, the bytes of its pack (healed), verified.
@@ -497,13 +500,8 @@ impl Repository {
         let sealed = pack
             .get(start..start + at.entry.sealed_len as usize)
             .ok_or_else(|| Error::corrupt(pack_name(&at.pack), "shorter than its index says"))?;
-        open_blob_owned(&self.key, self, &at.entry.meta(), sealed.to_vec()).map_err(|reason| {
-            Error::BadBlob {
-                pack: at.pack,
-                blob: at.entry.id,
-                reason,
-            }
-        })
+        open_blob_owned(&self.key, self, &at.entry.meta(), sealed.to_vec())
+            .map_err(|failure| failure.into_error(at.pack, at.entry.id))
     }
 
     /// Reads and verifies blob `id` from the first of its locations that yields it. A blob

@@ -220,13 +220,13 @@ pub fn check_inventory(
 /// key and as a zstd dictionary.
 fn check_dictionaries(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     let backend = repo.backend().as_ref();
-    for id in dictionary::list(backend)? {
+    for (zstd_id, id) in dictionary::list(backend)? {
         let problem = |reason: String, repairable| Problem::DamagedDictionary {
             dictionary: id,
             reason,
             repairable,
         };
-        let stored = match dictionary::read_stored(backend, &id) {
+        let stored = match dictionary::read_stored(backend, &dictionary::dict_name(zstd_id, &id)) {
             Ok(stored) => stored,
             Err(Error::NotFound(_)) => continue,
             Err(e) => {
@@ -234,9 +234,9 @@ fn check_dictionaries(repo: &Repository, report: &mut CheckReport) -> Result<()>
                 continue;
             }
         };
-        if let Err(e) = dictionary::open(repo.key(), id, &stored) {
+        if let Err(e) = dictionary::open(repo.key(), zstd_id, id, &stored) {
             report.problems.push(problem(e.to_string(), false));
-        } else if dictionary::inspect(&id, &stored).damaged_copies > 0 {
+        } else if !dictionary::inspect(&id, &stored).whole {
             report
                 .problems
                 .push(problem("one of its two copies is damaged".into(), true));

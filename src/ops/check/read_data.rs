@@ -5,7 +5,7 @@ use super::{CheckReport, DataSubset, Inventory, Problem, read_pack_header};
 use crate::backend::salvage::{is_unreadable, read_range_by_sectors};
 use crate::error::Error;
 use crate::repo::Repository;
-use crate::repo::blob::open_blob;
+use crate::repo::blob::{OpenFailure, open_blob};
 use crate::repo::crypto::fill_random;
 use crate::repo::ids::PackId;
 use crate::repo::pack::{PackEntry, pack_name};
@@ -69,6 +69,9 @@ pub(super) fn select_packs(
 pub struct PackReading {
     /// Blobs that did not open, with the reason.
     pub damaged: Vec<(PackEntry, String)>,
+    /// Blobs that name a compression dictionary the repository cannot give: not damage of
+    /// the pack, and no reason to read it again.
+    pub no_dictionary: Vec<(PackEntry, String)>,
     /// Why the pack as a whole failed (hash, read error), if it did.
     pub failure: Option<String>,
     /// The CRC32C of each 4 KiB sector read, for the parity to compare (fewer than the pack
@@ -84,6 +87,26 @@ pub struct PackReading {
 }
 
 impl PackReading {
+    /// Records why `entry` did not open.
+    fn note(&mut self, entry: PackEntry, failure: OpenFailure) {
+        match failure {
+            OpenFailure::Damaged(reason) => self.damaged.push((entry, reason)),
+            OpenFailure::NoDictionary(reason) => self.no_dictionary.push((entry, reason)),
+        }
+    }
+
+    /// The problems of blobs whose dictionary is missing.
+    fn dictionary_problems(&self, pack: PackId) -> impl Iterator<Item = Problem> + '_ {
+        self.no_dictionary
+            .iter()
+            .map(move |(entry, reason)| Problem::NoDictionary {
+                pack,
+                blob: entry.id,
+                reason: reason.clone(),
+                uses: Vec::new(),
+            })
+    }
+
     /// Whether everything read back right.
     pub fn is_clean(&self) -> bool {
         self.damaged.is_empty() && self.failure.is_none()
@@ -189,8 +212,8 @@ pub fn read_pack(
             if u64::from(entry.offset) >= pos && end_of(entry) <= end {
                 let from = (u64::from(entry.offset) - pos) as usize;
                 let sealed = &bytes[from..from + entry.sealed_len as usize];
-                if let Err(reason) = open_blob(repo.key(), repo, &entry.meta(), sealed) {
-                    reading.damaged.push((*entry, reason));
+                if let Err(failure) = open_blob(repo.key(), repo, &entry.meta(), sealed) {
+                    reading.note(*entry, failure);
                 }
                 opened[next] = true;
             }
@@ -206,10 +229,10 @@ pub fn read_pack(
         let opened = repo
             .backend()
             .get(&name, Some(range))
-            .map_err(|e| e.to_string())
+            .map_err(|e| OpenFailure::Damaged(e.to_string()))
             .and_then(|sealed| open_blob(repo.key(), repo, &entry.meta(), &sealed).map(drop));
-        if let Err(reason) = opened {
-            reading.damaged.push((*entry, reason));
+        if let Err(failure) = opened {
+            reading.note(*entry, failure);
         }
     }
     // A sector met by two pieces was lost once.
@@ -323,7 +346,9 @@ pub(super) fn read_packs(
             };
             let first = read_pack(repo, pack, *size, &entries, window, progress);
             if first.is_clean() {
-                return parity_problems(repo, pack, *size, &first);
+                let mut problems = parity_problems(repo, pack, *size, &first);
+                problems.extend(first.dictionary_problems(*pack));
+                return problems;
             }
             // Sectors the device cannot read are not a transient fault: no second read (each
             // lost sector may cost the device seconds).
@@ -338,13 +363,16 @@ pub(super) fn read_packs(
                             .or_else(|| first.damaged.first().map(|(_, r)| r.clone()))
                             .unwrap_or_default()
                     ));
-                    return parity_problems(repo, pack, *size, &second);
+                    let mut problems = parity_problems(repo, pack, *size, &second);
+                    problems.extend(second.dictionary_problems(*pack));
+                    return problems;
                 }
                 second
             } else {
                 first
             };
             let mut problems = parity_problems(repo, pack, *size, &second);
+            problems.extend(second.dictionary_problems(*pack));
             if let Some(reason) = second.failure.clone() {
                 problems.push(Problem::DamagedPack {
                     pack: *pack,

@@ -66,6 +66,14 @@ pub enum Problem {
         reason: String,
         repairable: bool,
     },
+    /// A blob compressed with a dictionary that is missing or does not open. Its pack may be
+    /// sound: `repair` leaves it be (the dictionary is what to restore).
+    NoDictionary {
+        pack: PackId,
+        blob: BlobId,
+        reason: String,
+        uses: Vec<Use>,
+    },
     /// A blob that does not open or whose content does not match its id.
     DamagedBlob {
         pack: PackId,
@@ -79,14 +87,18 @@ impl Problem {
     /// The blob this problem makes unreadable, if it is about one.
     pub fn blob(&self) -> Option<BlobId> {
         match self {
-            Problem::MissingBlob { blob, .. } | Problem::DamagedBlob { blob, .. } => Some(*blob),
+            Problem::MissingBlob { blob, .. }
+            | Problem::DamagedBlob { blob, .. }
+            | Problem::NoDictionary { blob, .. } => Some(*blob),
             _ => None,
         }
     }
 
     pub(super) fn uses_mut(&mut self) -> Option<&mut Vec<Use>> {
         match self {
-            Problem::MissingBlob { uses, .. } | Problem::DamagedBlob { uses, .. } => Some(uses),
+            Problem::MissingBlob { uses, .. }
+            | Problem::DamagedBlob { uses, .. }
+            | Problem::NoDictionary { uses, .. } => Some(uses),
             _ => None,
         }
     }
@@ -180,6 +192,16 @@ impl fmt::Display for Problem {
             } => write!(
                 f,
                 "blob {blob} in pack {pack} is damaged ({reason}); {}",
+                describe_uses(uses)
+            ),
+            Problem::NoDictionary {
+                pack,
+                blob,
+                reason,
+                uses,
+            } => write!(
+                f,
+                "blob {blob} in pack {pack} cannot be read: {reason}; {}",
                 describe_uses(uses)
             ),
         }
