@@ -1,7 +1,8 @@
 //! Self-healing packs through the kernel: a repository on a disk that fails reads of lost
 //! sectors (EIO, from a small pass-through FUSE file system) is restored, mounted and checked
 //! byte-exact and scrubbed whole; a mount over a damaged pack serves exact bytes with one
-//! warning and writes the store only when asked (`--heal-write`).
+//! warning and writes the store only when asked (`--heal-write`); a compression dictionary
+//! with one copy lost still serves its files.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -150,4 +151,39 @@ fn a_damaged_pack_is_served_exact_with_one_warning_and_written_only_when_asked()
     assert_same_tree(&src, &target.join("src"));
     assert!(fs::read(pack).unwrap() == sound, "healed in the store");
     env.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_mount_serves_files_compressed_with_a_dictionary_even_with_one_copy_of_it_lost() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..400 {
+        let text: String = (0..40 + i % 30)
+            .map(|line| {
+                format!("static int probe_{i}_{line}(struct device *dev) {{ return {line}; }}\n")
+            })
+            .collect();
+        fs::write(src.join(format!("f{i}.c")), text).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let dicts = env.repo_files("dicts");
+    assert_eq!(dicts.len(), 1, "the small files got a dictionary");
+
+    let mnt = Mounted::start(&env, "mount", &[]);
+    assert_reads_equal(&src, &mnt.dir.join("latest/src"));
+    mnt.stop();
+
+    // The first copy's sector zeroed: the mount (a new process) finds the second.
+    zero_sector(&dicts[0], 0);
+    let mnt = Mounted::start(&env, "mount", &[]);
+    assert_reads_equal(&src, &mnt.dir.join("latest/src"));
+    mnt.stop();
+    let out = scrub(&env);
+    assert!(
+        said(&out).contains("rewritten from the other"),
+        "{}",
+        said(&out)
+    );
+    assert_clean(&env);
 }
