@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Data blobs at most this large are compressed with a dictionary: small files, which start
-/// with an empty window. Measured on linux/ (python-free, zstd 1.5.7, one thread): blobs up to
+/// with an empty window. Measured on linux/ (zstd 1.5.7, one thread, level 3): blobs up to
 /// 64 KiB gain 17.9 MB with a dictionary at level 3, blobs up to 512 KiB the same 17.9 MB,
 /// while compressing with a dictionary costs more CPU per byte at every size; in first backups
 /// of linux/ (2 runs each) the bound at 16 KiB gave 257-259 MB in 8.4-8.8 s, at 64 KiB 255-256
