@@ -90,8 +90,7 @@ for round in $(seq "$ROUNDS"); do
     "$bin" -r "$repo" mount "$SCRATCH/mnt" > "$SCRATCH/mount.log" 2>&1 &
     for _ in $(seq 100); do mountpoint -q "$SCRATCH/mnt" && break; sleep 0.1; done
     settle "$repo"
-    file=$(find "$SCRATCH/mnt/latest" -name random.bin | head -1)
-    timed "$tool" mount-cat-random.bin cat "$file"
+    timed "$tool" mount-cat-random.bin cat "$SCRATCH/mnt/latest/random.bin"
     umount "$SCRATCH/mnt"; wait || true
   done
 done

@@ -34,12 +34,10 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
             println!("pack {pack}: {why} (`cairn repair packs` salvages what it holds)");
         }
         for dictionary in &report.dictionaries_mended {
-            println!("dictionary {dictionary}: one copy damaged, rewritten from the other");
+            println!("{dictionary}: one copy damaged, rewritten from the other");
         }
         for (dictionary, why) in &report.dictionaries_lost {
-            println!(
-                "dictionary {dictionary}: {why} (`cairn check --read-data` names the files it affects)"
-            );
+            println!("{dictionary}: {why} (`cairn check --read-data` names the files it affects)");
         }
         println!(
             "scrubbed {} packs ({} bytes): {} healed ({} sectors), {} parity rewritten, {} beyond repair",

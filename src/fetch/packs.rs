@@ -88,10 +88,12 @@ fn deliver(
         Ok(plain) => Ok(plain),
         // Its pack is not at fault: reading it again would not help.
         Err(failure @ OpenFailure::NoDictionary(_)) => Err(failure.into_error(*pack, entry.id)),
-        Err(OpenFailure::Damaged(_)) => repo.read_blob_again(&BlobLocation {
-            pack: *pack,
-            entry: *entry,
-        }),
+        Err(OpenFailure::Damaged(_) | OpenFailure::Store(_)) => {
+            repo.read_blob_again(&BlobLocation {
+                pack: *pack,
+                entry: *entry,
+            })
+        }
     };
     on_blob(entry, plain)
 }

@@ -138,19 +138,26 @@ impl DictionaryChoice {
     }
 
     /// The decider is done with every blob held (sealed, or the job failed): waiters go on.
-    /// Called also when the decider fails or panics before it chose, which then means none.
-    pub fn release(&self) {
+    /// Called also when the decider panicked before it chose, which then means none; returns
+    /// whether blobs held were dropped so (the job must then fail).
+    pub fn release(&self) -> bool {
         let mut state = self.state.lock();
-        match &mut state.phase {
-            Phase::Chosen { sealing, .. } => *sealing = false,
+        let dropped = match &mut state.phase {
+            Phase::Chosen { sealing, .. } => {
+                *sealing = false;
+                false
+            }
             _ => {
                 state.phase = Phase::Chosen {
                     dictionary: None,
                     sealing: false,
-                }
+                };
+                state.held_bytes = 0;
+                !std::mem::take(&mut state.held).is_empty()
             }
-        }
+        };
         self.settled.notify_all();
+        dropped
     }
 
     /// Waits until the choice is made and every held blob is sealed.

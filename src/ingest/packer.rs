@@ -220,7 +220,7 @@ impl Shared {
     /// Whatever happens — a failure to choose, to seal, or a panic — every held blob is sealed
     /// or the job is failed, and waiters are released.
     fn decide(&self, sink: &Sink, sample: Vec<Held>) -> Result<()> {
-        let release = ReleaseOnDrop(&self.choice);
+        let release = ReleaseOnDrop(self);
         // A job that has failed stores nothing more, a dictionary least of all.
         let dictionary = match self.check() {
             Ok(()) => self.pick_dictionary(&sample).unwrap_or_else(|e| {
@@ -337,12 +337,28 @@ impl Shared {
 }
 
 /// Releases whoever waits for the dictionary choice when dropped, also while unwinding from a
-/// panic in the middle of it (a waiter would otherwise wait for ever).
-struct ReleaseOnDrop<'a>(&'a DictionaryChoice);
+/// panic in the middle of it (a waiter would otherwise wait for ever); blobs it held then are
+/// not stored, and the job fails.
+struct ReleaseOnDrop<'a>(&'a Shared);
 
 impl Drop for ReleaseOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.release();
+        if self.0.choice.release() {
+            self.0.fail(Error::Invalid(
+                "blobs held for the compression dictionary were not stored (a sealer panicked)"
+                    .into(),
+            ));
+        }
+    }
+}
+
+/// Gives a sealer job's bytes back when dropped, also while unwinding from a panic in its
+/// sealing (a producer or `locate` would otherwise wait for them for ever).
+struct Releasing<'a>(&'a InFlight, usize);
+
+impl Drop for Releasing<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 
@@ -475,14 +491,13 @@ impl Sealers {
                     for job in rx {
                         let shared = &sink.shared;
                         // After a failure keep draining, so producers never wait on a dead queue.
-                        let len = job.plaintext.len();
+                        let _releasing = Releasing(&in_flight, job.plaintext.len());
                         if shared.error.lock().is_none()
                             && let Err(e) =
                                 shared.take(&sink, job.kind, job.id, Cow::Owned(job.plaintext))
                         {
                             shared.fail(e);
                         }
-                        in_flight.release(len);
                     }
                 })
             })

@@ -242,7 +242,7 @@ fn name_users(
     snapshot: &Snapshot,
     error: Error,
 ) -> Error {
-    let Error::BadBlob { blob, .. } = &error else {
+    let (Error::BadBlob { blob, .. } | Error::NoDictionary { blob, .. }) = &error else {
         return error;
     };
     let bad: HashSet<BlobId> = [*blob].into();

@@ -153,16 +153,11 @@ pub fn repair_packs(
     let found = check_inventory(repo, &inventory, &opts, progress)?;
     // Blobs that only lack their dictionary would look lost to a salvage of their pack: the
     // dictionary is what needs restoring, and no pack is touched until it is.
-    if let Some(problem) = found.problems.iter().find(|p| {
-        matches!(
-            p,
-            Problem::NoDictionary { .. }
-                | Problem::DamagedDictionary {
-                    repairable: false,
-                    ..
-                }
-        )
-    }) {
+    if let Some(problem) = found
+        .problems
+        .iter()
+        .find(|p| matches!(p, Problem::NoDictionary { .. }))
+    {
         return Err(Error::Invalid(format!(
             "{problem}: restore the compression dictionary (from a copy of the repository's \
              dicts/) before repairing packs"
@@ -249,6 +244,8 @@ pub fn repair_packs(
                     packer.add(entry.kind, &plain)?;
                     report.salvaged += 1;
                 }
+                // Not lost: its dictionary is (and this pack must not be deleted for it).
+                Err(e @ Error::NoDictionary { .. }) => return Err(e),
                 Err(_) => {
                     lost.insert(entry.id);
                 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::repo::config::{Config, MAX_CONFIG_LEN};
 use crate::repo::dictionary;
 use crate::repo::heal::{put_if_stored, put_parity_of_stored};
-use crate::repo::ids::{DictId, PackId};
+use crate::repo::ids::PackId;
 use crate::repo::parity::{self, Parity, SECTOR, TREE_DENSITY, largest_object, parity_name};
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -31,9 +31,9 @@ pub struct ScrubReport {
     /// Sound packs whose parity was missing or damaged and was written anew from them.
     pub parity_rewritten: Vec<PackId>,
     /// Compression dictionaries one of whose two copies was damaged, rewritten from the other.
-    pub dictionaries_mended: Vec<DictId>,
+    pub dictionaries_mended: Vec<String>,
     /// Compression dictionaries with neither copy intact, with why.
-    pub dictionaries_lost: Vec<(DictId, String)>,
+    pub dictionaries_lost: Vec<(String, String)>,
 }
 
 /// Scrubs every pack of the repository in `backend`, calling `progress` with bytes read.
@@ -88,7 +88,7 @@ fn scrub_dictionaries(backend: &dyn Backend, report: &mut ScrubReport) -> Result
             Ok(stored) => stored,
             Err(Error::NotFound(_)) => continue,
             Err(e) => {
-                report.dictionaries_lost.push((id, e.to_string()));
+                report.dictionaries_lost.push((name, e.to_string()));
                 continue;
             }
         };
@@ -97,11 +97,11 @@ fn scrub_dictionaries(backend: &dyn Backend, report: &mut ScrubReport) -> Result
             (Some(_), true) => {}
             (Some(intact), false) => {
                 backend.put(&name, &dictionary::mirrored(intact))?;
-                report.dictionaries_mended.push(id);
+                report.dictionaries_mended.push(name);
             }
             (None, _) => report
                 .dictionaries_lost
-                .push((id, "neither copy matches its name".into())),
+                .push((name, "neither copy matches its name".into())),
         }
     }
     Ok(())

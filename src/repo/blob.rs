@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::repo::crypto::MasterKey;
-use crate::repo::dictionary::Dictionary;
+use crate::repo::dictionary::{Dictionary, FindError};
 use crate::repo::ids::{BlobId, BlobKind, DictId, PackId};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -49,17 +49,17 @@ pub struct BlobMeta {
 pub trait FindDictionary {
     /// The dictionaries with zstd id `zstd_id` (one, unless a crafted repository holds
     /// several: each is tried), or why there is none.
-    fn dictionaries(&self, zstd_id: u32) -> Result<Vec<Arc<Dictionary>>, String>;
+    fn dictionaries(&self, zstd_id: u32) -> Result<Vec<Arc<Dictionary>>, FindError>;
 }
 
 /// For readers of blobs that were compressed alone (tests, and packs built in memory).
 pub struct NoDictionaries;
 
 impl FindDictionary for NoDictionaries {
-    fn dictionaries(&self, zstd_id: u32) -> Result<Vec<Arc<Dictionary>>, String> {
-        Err(format!(
+    fn dictionaries(&self, zstd_id: u32) -> Result<Vec<Arc<Dictionary>>, FindError> {
+        Err(FindError::Missing(format!(
             "its compression dictionary {zstd_id:08x} is not known here"
-        ))
+        )))
     }
 }
 
@@ -71,12 +71,15 @@ pub enum OpenFailure {
     /// It names a compression dictionary that is missing or does not open: its own bytes may
     /// be sound, so neither a heal nor a repair may act on its pack for it.
     NoDictionary(String),
+    /// Its dictionary could not be read from the store (listing or reading failed).
+    Store(Error),
 }
 
 impl std::fmt::Display for OpenFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpenFailure::Damaged(reason) | OpenFailure::NoDictionary(reason) => f.write_str(reason),
+            OpenFailure::Store(error) => write!(f, "its compression dictionary: {error}"),
         }
     }
 }
@@ -87,6 +90,7 @@ impl OpenFailure {
         match self {
             OpenFailure::Damaged(reason) => Error::BadBlob { pack, blob, reason },
             OpenFailure::NoDictionary(reason) => Error::NoDictionary { pack, blob, reason },
+            OpenFailure::Store(error) => error,
         }
     }
 }
@@ -300,17 +304,27 @@ fn finish_open(
     };
     let candidates = dictionaries
         .dictionaries(zstd_id.get())
-        .map_err(OpenFailure::NoDictionary)?;
+        .map_err(|e| match e {
+            FindError::Missing(reason) => OpenFailure::NoDictionary(reason),
+            FindError::Store(error) => OpenFailure::Store(error),
+        })?;
     let mut last = OpenFailure::NoDictionary(format!(
         "its compression dictionary {:08x} is not in the repository",
         zstd_id.get()
     ));
     for dictionary in candidates {
+        // The tag proved the payload is what its writer sealed: failing with this dictionary
+        // says the dictionary is not the blob's, not that the pack is damaged.
         match decompress(&payload, meta.raw_len as usize, Some(&dictionary))
             .and_then(|plaintext| proven(key, meta, plaintext))
         {
             Ok(plaintext) => return Ok(plaintext),
-            Err(reason) => last = OpenFailure::Damaged(reason),
+            Err(reason) => {
+                last = OpenFailure::NoDictionary(format!(
+                    "it does not open with compression dictionary {} ({reason})",
+                    crate::repo::dictionary::dict_name(dictionary.zstd_id, &dictionary.id)
+                ))
+            }
         }
     }
     Err(last)

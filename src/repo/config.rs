@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_CONFIG_LEN: u64 = 64 << 10;
 
 /// The repository format this build writes and reads: 1, or 2 for a repository whose small
-/// blobs are compressed with dictionaries, so that a build older than them refuses it with
-/// one line ("unsupported format version 2") instead of failing on every such blob, or
-/// counting them as damaged.
+/// blobs are compressed with dictionaries. (A build older than them refuses such a config at
+/// open — the `dictionaries` field it does not know changes the MAC it computes — instead of
+/// failing on every such blob, or counting them as damaged.)
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Parameters fixed for the life of a repository.
@@ -44,8 +44,14 @@ pub struct Params {
     /// Whether writers compress small data blobs with repository dictionaries
     /// ([`crate::repo::dictionary`]). Absent in configs written before dictionaries existed,
     /// which then mean no: builds older than them cannot read such blobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written only when true, so a config made with `--dictionaries off` is byte for byte
+    /// what builds before dictionaries write and read.
+    #[serde(default, skip_serializing_if = "not_true")]
     pub dictionaries: Option<bool>,
+}
+
+fn not_true(value: &Option<bool>) -> bool {
+    *value != Some(true)
 }
 
 /// Retries of a transient store error when the config names none.

@@ -7,10 +7,11 @@
 //! the name travels inside the sealed payload, so pack headers and the index are unchanged and
 //! a reader learns which dictionary a blob needs from the authenticated bytes it opens.
 //!
-//! Stored form (`dicts/<id>`): the sealed dictionary twice, the first copy padded to whole
-//! 4 KiB sectors, so one lost or damaged sector cannot lose it (a dictionary is as precious as
-//! every blob compressed with it). The id is the SHA-256 of one sealed copy; `scrub` rewrites a
-//! damaged copy from the intact one without the key.
+//! Stored form (`dicts/<zstd id>-<id>`): the sealed dictionary twice, each copy led by its
+//! length and the first padded to whole 4 KiB sectors, so one lost or damaged sector, or a
+//! truncation, cannot lose it (a dictionary is as precious as every blob compressed with it).
+//! The id is the SHA-256 of one sealed copy; `scrub` rewrites a damaged object from the intact
+//! copy without the key.
 
 use crate::backend::Backend;
 use crate::backend::salvage::read_salvaging;
@@ -46,14 +47,14 @@ pub fn dict_name(zstd_id: u32, id: &DictId) -> String {
 
 /// The zstd id and content id an object name states, if it is a dictionary's name.
 pub fn parse_name(name: &str) -> Option<(u32, DictId)> {
-    let (zstd_id, id) = name.rsplit('/').next()?.split_once('-')?;
-    if zstd_id.len() != 8 {
-        return None;
-    }
-    Some((
+    let (zstd_id, id) = name.strip_prefix("dicts/")?.split_once('-')?;
+    let parsed = (
         u32::from_str_radix(zstd_id, 16).ok()?,
         DictId::from_hex(id).ok()?,
-    ))
+    );
+    // Only the one spelling writers use: another (upper case, a sign) would be read under
+    // the name it parses to, which is not there.
+    (dict_name(parsed.0, &parsed.1) == name).then_some(parsed)
 }
 
 /// One dictionary, ready to compress and decompress with.
@@ -221,8 +222,19 @@ pub fn seal(key: &MasterKey, bytes: Vec<u8>) -> Result<(Dictionary, Vec<u8>)> {
 /// The most dictionaries one reader loads (crafted repositories aside, writers keep a
 /// repository to [`MAX_DICTIONARIES`]; two writers at that bound at once may each add one).
 const MAX_LOADED: usize = 4 * MAX_DICTIONARIES;
-/// Candidates loaded for one zstd id: only a crafted repository has more than one.
+/// Dictionaries that open kept for one zstd id: only a crafted repository has more than one.
 const MAX_CANDIDATES: usize = 4;
+/// Objects of one zstd id read at most, those that do not open included.
+const MAX_READS: usize = 16;
+
+/// Why [`Dictionaries::find`] has no dictionary for an id.
+#[derive(Debug)]
+pub enum FindError {
+    /// None is stored, or none of those stored opens.
+    Missing(String),
+    /// The store could not be listed or read.
+    Store(Error),
+}
 /// How long a zstd id found in no listing is not looked for again: a store whose listing lags
 /// shows it later, and a crafted pack naming many ids must not make every blob list `dicts/`.
 const MISSING_FOR: Duration = Duration::from_secs(30);
@@ -251,13 +263,15 @@ struct Loading {
 
 impl Dictionaries {
     /// The dictionaries with zstd id `zstd_id` (one, unless a crafted repository holds several),
-    /// loaded from the store when not yet known. The error says why there is none.
+    /// loaded from the store when not yet known: listed objects of that id are read in order,
+    /// past any that do not open, until [`MAX_CANDIDATES`] open (at most [`MAX_READS`] reads).
+    /// The error says why there is none; a store that cannot be read is a store error.
     pub fn find(
         &self,
         backend: &dyn Backend,
         key: &MasterKey,
         zstd_id: u32,
-    ) -> std::result::Result<Vec<Arc<Dictionary>>, String> {
+    ) -> std::result::Result<Vec<Arc<Dictionary>>, FindError> {
         if let Some(found) = self.loaded.read().get(&zstd_id) {
             return Ok(found.clone());
         }
@@ -271,28 +285,40 @@ impl Dictionaries {
             .is_some_and(|seen| seen.elapsed() < MISSING_FOR);
         if !recently_missing {
             let names: Vec<DictId> = list(backend)
-                .map_err(|e| e.to_string())?
+                .map_err(FindError::Store)?
                 .into_iter()
                 .filter(|(z, _)| *z == zstd_id)
                 .map(|(_, id)| id)
-                .take(MAX_CANDIDATES)
+                .take(MAX_READS)
                 .collect();
-            for id in names {
-                self.load(&mut loading, backend, key, zstd_id, id);
+            let mut store_error = None;
+            for id in &names {
+                let opened = self.loaded.read().get(&zstd_id).map_or(0, Vec::len);
+                if opened >= MAX_CANDIDATES {
+                    break;
+                }
+                if let Err(e) = self.load(&mut loading, backend, key, zstd_id, *id) {
+                    store_error = Some(e);
+                }
             }
             if let Some(found) = self.loaded.read().get(&zstd_id) {
                 return Ok(found.clone());
             }
-            if loading.missing.len() >= 1024 {
-                loading.missing.clear();
+            if let Some(e) = store_error {
+                return Err(FindError::Store(e));
             }
-            loading.missing.insert(zstd_id, Instant::now());
+            if names.is_empty() {
+                if loading.missing.len() >= 1024 {
+                    loading.missing.clear();
+                }
+                loading.missing.insert(zstd_id, Instant::now());
+            }
         }
-        let why = loading.failures.get(&zstd_id);
-        Err(match why {
-            None => format!("its compression dictionary {zstd_id:08x} is not in the repository"),
-            Some(why) => format!("its compression dictionary {zstd_id:08x} cannot be read: {why}"),
-        })
+        let name = format!("dicts/{zstd_id:08x}-…");
+        Err(FindError::Missing(match loading.failures.get(&zstd_id) {
+            None => format!("its compression dictionary {name} is not in the repository"),
+            Some(why) => format!("its compression dictionary {name} cannot be read: {why}"),
+        }))
     }
 
     /// The repository's dictionaries, for a writer choosing one: every listed object read
@@ -305,8 +331,8 @@ impl Dictionaries {
     ) -> Result<(Vec<Arc<Dictionary>>, Vec<u32>)> {
         let listed = list(backend)?;
         let mut loading = self.loading.lock();
-        for (zstd_id, id) in &listed {
-            self.load(&mut loading, backend, key, *zstd_id, *id);
+        for (zstd_id, id) in listed.iter().take(MAX_LOADED) {
+            self.load(&mut loading, backend, key, *zstd_id, *id)?;
         }
         let mut all: Vec<Arc<Dictionary>> =
             self.loaded.read().values().flatten().cloned().collect();
@@ -314,7 +340,8 @@ impl Dictionaries {
         Ok((all, listed.iter().map(|(z, _)| *z).collect()))
     }
 
-    /// Loads one listed object unless it was read for good already.
+    /// Loads one listed object unless it was read for good already. A failure to read it
+    /// (not damage: the store) is returned, and the object tried again next time.
     fn load(
         &self,
         loading: &mut Loading,
@@ -322,9 +349,16 @@ impl Dictionaries {
         key: &MasterKey,
         zstd_id: u32,
         id: DictId,
-    ) {
-        if loading.settled.contains(&id) || loading.count >= MAX_LOADED {
-            return;
+    ) -> Result<()> {
+        if loading.settled.contains(&id) {
+            return Ok(());
+        }
+        if loading.count >= MAX_LOADED {
+            loading.failures.insert(
+                zstd_id,
+                format!("more than {MAX_LOADED} dictionaries are in use (a crafted repository?)"),
+            );
+            return Ok(());
         }
         let name = dict_name(zstd_id, &id);
         match read_stored(backend, &name).and_then(|stored| open(key, zstd_id, id, &stored)) {
@@ -337,14 +371,15 @@ impl Dictionaries {
                     .or_default()
                     .push(Arc::new(dictionary));
             }
-            Err(e) => {
-                if matches!(e, Error::Corrupt { .. }) {
-                    loading.settled.insert(id);
-                }
+            Err(Error::NotFound(_)) => {}
+            Err(e @ Error::Corrupt { .. }) => {
+                loading.settled.insert(id);
                 tracing::warn!("{e}");
                 loading.failures.insert(zstd_id, e.to_string());
             }
+            Err(e) => return Err(e),
         }
+        Ok(())
     }
 
     /// Adds a dictionary this process stored.
@@ -438,10 +473,15 @@ mod tests {
 
     #[test]
     fn names_state_both_ids() {
-        let id = DictId([7; 32]);
-        let name = dict_name(0x8000_1234, &id);
-        assert_eq!(parse_name(&name), Some((0x8000_1234, id)));
+        let id = DictId([0xab; 32]);
+        let name = dict_name(0x8000_abcd, &id);
+        assert_eq!(parse_name(&name), Some((0x8000_abcd, id)));
         assert_eq!(parse_name("dicts/1234-00"), None);
+        assert_eq!(
+            parse_name(&name.to_uppercase().replace("DICTS", "dicts")),
+            None
+        );
+        assert_eq!(parse_name(&name.replace("dicts/8", "dicts/+")), None);
         assert_eq!(parse_name(&format!("dicts/{id}")), None);
     }
 

@@ -91,7 +91,10 @@ fn get_addressed(backend: &dyn Backend, name: &str, limit: u64) -> Result<Vec<u8
 }
 
 impl FindDictionary for Repository {
-    fn dictionaries(&self, zstd_id: u32) -> std::result::Result<Vec<Arc<Dictionary>>, String> {
+    fn dictionaries(
+        &self,
+        zstd_id: u32,
+    ) -> std::result::Result<Vec<Arc<Dictionary>>, dictionary::FindError> {
         self.dictionaries
             .find(self.backend.as_ref(), &self.key, zstd_id)
     }

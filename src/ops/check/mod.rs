@@ -221,25 +221,28 @@ pub fn check_inventory(
 fn check_dictionaries(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     let backend = repo.backend().as_ref();
     for (zstd_id, id) in dictionary::list(backend)? {
-        let problem = |reason: String, repairable| Problem::DamagedDictionary {
-            dictionary: id,
-            reason,
+        // The error names the object already: the problem says it once.
+        let problem = |error: Error, repairable| Problem::DamagedDictionary {
+            dictionary: dictionary::dict_name(zstd_id, &id),
+            reason: match error {
+                Error::Corrupt { reason, .. } => reason,
+                other => other.to_string(),
+            },
             repairable,
         };
         let stored = match dictionary::read_stored(backend, &dictionary::dict_name(zstd_id, &id)) {
             Ok(stored) => stored,
             Err(Error::NotFound(_)) => continue,
             Err(e) => {
-                report.problems.push(problem(e.to_string(), false));
+                report.problems.push(problem(e, false));
                 continue;
             }
         };
         if let Err(e) = dictionary::open(repo.key(), zstd_id, id, &stored) {
-            report.problems.push(problem(e.to_string(), false));
+            report.problems.push(problem(e, false));
         } else if !dictionary::inspect(&id, &stored).whole {
-            report
-                .problems
-                .push(problem("one of its two copies is damaged".into(), true));
+            let damaged = Error::Invalid("one of its two copies is damaged".into());
+            report.problems.push(problem(damaged, true));
         }
     }
     Ok(())

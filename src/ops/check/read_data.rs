@@ -92,6 +92,7 @@ impl PackReading {
         match failure {
             OpenFailure::Damaged(reason) => self.damaged.push((entry, reason)),
             OpenFailure::NoDictionary(reason) => self.no_dictionary.push((entry, reason)),
+            OpenFailure::Store(error) => self.no_dictionary.push((entry, error.to_string())),
         }
     }
 

@@ -1,6 +1,6 @@
 //! What `check` found: each problem, where it is, and who uses what it makes unreadable.
 
-use crate::repo::ids::{BlobId, DictId, PackId, SnapshotId};
+use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use serde::Serialize;
 use std::fmt;
 
@@ -62,7 +62,8 @@ pub enum Problem {
     /// A compression dictionary with a damaged copy (`repairable`: `scrub` rewrites it from the
     /// other) or none left intact, or one that does not open.
     DamagedDictionary {
-        dictionary: DictId,
+        /// Its object name, `dicts/<zstd id>-<id>` (blob errors name the zstd id).
+        dictionary: String,
         reason: String,
         repairable: bool,
     },
@@ -126,11 +127,11 @@ impl fmt::Display for Problem {
             } => match repairable {
                 true => write!(
                     f,
-                    "dictionary {dictionary}: {reason}, repairable from its other copy (`cairn scrub`)"
+                    "{dictionary}: {reason}, repairable from its other copy (`cairn scrub`)"
                 ),
                 false => write!(
                     f,
-                    "dictionary {dictionary}: {reason}; blobs compressed with it cannot be read \
+                    "{dictionary}: {reason}; blobs compressed with it cannot be read \
                      (`cairn check --read-data` names them and their files)"
                 ),
             },

@@ -53,6 +53,14 @@ pub(super) fn check_snapshots(
             Err(Error::MissingBlob(piece)) => {
                 missing.insert(piece);
             }
+            Err(Error::NoDictionary { pack, blob, reason }) => {
+                report.problems.push(Problem::NoDictionary {
+                    pack,
+                    blob,
+                    reason,
+                    uses: Vec::new(),
+                });
+            }
             Err(e) => {
                 let (pack, blob) = match &e {
                     Error::BadBlob { pack, blob, .. } => (*pack, *blob),
