@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     parity: String,
     /// Compress small files with dictionaries trained on the repository's own small files
-    /// (about 4 % smaller on source trees; older builds of cairn refuse such a repository): `on` or `off`.
+    /// (about 3 % smaller on source trees; older builds of cairn refuse such a repository): `on` or `off`.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     dictionaries: String,
 }
