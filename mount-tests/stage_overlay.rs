@@ -162,7 +162,9 @@ fn an_overlay_stage_stores_files_while_the_copy_runs() {
     let mounted = stage(&env, Kind::Overlay, &["--empty"]);
     rsync(&["-a"], &src, &mounted.dir);
     // Stored before any commit: the watcher chunks each file as rsync closes it.
-    wait_for("the copied files stored", || data_bytes(&env) >= total);
+    wait_for("the copied files stored", || {
+        data_bytes(&env) >= stored_while_copying(total)
+    });
     let id = commit(&env, mounted);
     assert_same_tree(&src, &restored(&env, &id));
 }
@@ -430,7 +432,9 @@ fn a_user_without_root_stages_through_a_command_in_a_user_namespace() {
         .spawn()
         .unwrap();
     wait_for("the copy", || copied.exists());
-    wait_for("the copied files stored", || data_bytes(&env) >= total);
+    wait_for("the copied files stored", || {
+        data_bytes(&env) >= stored_while_copying(total)
+    });
     fs::write(&go, b"").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -518,4 +522,12 @@ fn a_staged_command_that_fails_or_is_stopped_commits_nothing() {
     assert_eq!(snapshot_count(&env), 0);
     assert_spool_empty(&env);
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+/// What must be in stored packs once `total` bytes of incompressible files were copied and
+/// before the commit: all but the open pack (1 MiB in these repositories), which is stored when
+/// full or at the commit. Whether the last file's tail is in it depends on where the chunker,
+/// seeded per repository, cut the files.
+fn stored_while_copying(total: u64) -> u64 {
+    total - (1 << 20)
 }

@@ -8,8 +8,12 @@
 //! to a bound, then compressed alone. A job that ends (or must read back a blob) before the
 //! sample is full decides on what it holds.
 
+use crate::error::Result;
 use crate::ingest::IngestLimits;
-use crate::repo::dictionary::Dictionary;
+use crate::ingest::level::dictionary_level;
+use crate::repo::Repository;
+use crate::repo::blob::{Compression, compressed};
+use crate::repo::dictionary::{self, Dictionary};
 use crate::repo::ids::{BlobId, BlobKind};
 use parking_lot::{Condvar, Mutex};
 use std::borrow::Cow;
@@ -22,6 +26,10 @@ use std::sync::Arc;
 /// of linux/ (2 runs each) the bound at 16 KiB gave 257-259 MB in 8.4-8.8 s, at 64 KiB 255-256
 /// MB in 8.6-9.2 s. 32 KiB sits between (docs/DEPARTURES.md 38).
 pub const DICTIONARY_MAX_BLOB: usize = 32 << 10;
+
+/// Sample compression must shrink by at least this share (in hundredths) with a dictionary for
+/// the dictionary to be used, or a newly trained one kept.
+const DICTIONARY_GAIN_PERCENT: usize = 2;
 
 /// A blob held until the choice is made.
 pub struct Held {
@@ -167,4 +175,68 @@ impl DictionaryChoice {
             self.settled.wait(&mut state);
         }
     }
+}
+
+/// The repository's dictionary that compresses `sample` best by at least
+/// [`DICTIONARY_GAIN_PERCENT`] (blobs alone at `level`, with a dictionary one lower); else, when
+/// `may_train` and the sample is at least a quarter of `sample_target`, one trained on it and
+/// stored, if it gains that much and the repository has room for it; else none.
+pub fn pick_dictionary(
+    repo: &Repository,
+    sample: &[Held],
+    level: i32,
+    may_train: bool,
+    sample_target: usize,
+) -> Result<Option<Arc<Dictionary>>> {
+    if sample.is_empty() {
+        return Ok(None);
+    }
+    let size = |dictionary: Option<&Dictionary>| -> usize {
+        let level = match dictionary {
+            Some(_) => dictionary_level(level),
+            None => level,
+        };
+        sample
+            .iter()
+            .map(|blob| {
+                let how = Compression { level, dictionary };
+                compressed(&blob.plaintext, how).map_or(blob.plaintext.len(), |c| c.len())
+            })
+            .sum()
+    };
+    let gains = |with: usize, alone: usize| with * 100 <= alone * (100 - DICTIONARY_GAIN_PERCENT);
+    let alone = size(None);
+    let (existing, taken) = repo.dictionaries()?;
+    let best = existing
+        .iter()
+        .map(|d| (size(Some(d)), d))
+        .min_by_key(|(size, _)| *size);
+    if let Some((with, best)) = best
+        && gains(with, alone)
+    {
+        return Ok(Some(best.clone()));
+    }
+    let sample_bytes: usize = sample.iter().map(|b| b.plaintext.len()).sum();
+    if !may_train
+        || existing.len() >= dictionary::MAX_DICTIONARIES
+        || sample_bytes < sample_target / 4
+    {
+        return Ok(None);
+    }
+    let plaintexts: Vec<&[u8]> = sample.iter().map(|b| b.plaintext.as_slice()).collect();
+    let Some(trained) = dictionary::train(&plaintexts, dictionary::fresh_zstd_id(&taken)) else {
+        return Ok(None);
+    };
+    let (candidate, _) = dictionary::seal(repo.key(), trained.clone())?;
+    if !gains(size(Some(&candidate)), alone) {
+        return Ok(None);
+    }
+    let stored = repo.store_dictionary(trained)?;
+    tracing::info!(
+        "stored compression dictionary {} ({} bytes, trained on {} blobs)",
+        stored.id.short(),
+        stored.bytes().len(),
+        sample.len()
+    );
+    Ok(Some(stored))
 }

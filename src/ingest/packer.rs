@@ -10,11 +10,12 @@
 //! indexed (or was already). Any storage or verification error is sticky: later calls fail fast.
 
 use crate::error::{Error, Result};
-use crate::ingest::dictionary_choice::{Admit, DictionaryChoice, Held};
-use crate::ingest::{CompressionMode, IngestLimits};
-use crate::repo::blob::{Compression, SealedBlob, compressed, seal_blob};
+use crate::ingest::IngestLimits;
+use crate::ingest::dictionary_choice::{Admit, DictionaryChoice, Held, pick_dictionary};
+use crate::ingest::level::{Level, dictionary_level};
+use crate::repo::blob::{Compression, SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
-use crate::repo::dictionary::{self, Dictionary};
+use crate::repo::dictionary::Dictionary;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
 use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
@@ -25,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -58,23 +59,6 @@ pub struct PackerTotals {
     pub top_level: i32,
 }
 
-/// The highest level `--compression auto` climbs to: beyond it zstd's speed falls by more
-/// than the size it saves on the data backups hold.
-pub const AUTO_MAX_LEVEL: i32 = 12;
-
-/// The level small blobs are compressed at with a dictionary, when blobs alone get `level`: one
-/// lower. Measured on linux/ (first backup into tmpfs, 2 cores, 2 runs each, plain blobs at 3;
-/// docs/DEPARTURES.md 38): with the dictionary at 1 the repository is 266 MB in 8.8-10.0 s, at
-/// 2 256 MB in 9.6-9.8 s, at 3 252 MB in 10.8 s; without dictionaries 267 MB in 8.6-9.1 s. Level
-/// 2 keeps most of the dictionary's gain for half the CPU level 3 adds.
-pub fn dictionary_level(level: i32) -> i32 {
-    (level - 1).max(1)
-}
-
-/// Sample compression must shrink by at least this share (in hundredths) with a dictionary for
-/// the dictionary to be used, or a newly trained one kept.
-const DICTIONARY_GAIN_PERCENT: usize = 2;
-
 /// Test hook: runs on every plaintext between hashing and sealing, to simulate memory
 /// corruption there and prove the pre-upload check catches it.
 pub type CorruptHook = Arc<dyn Fn(&mut Vec<u8>) + Send + Sync>;
@@ -95,11 +79,8 @@ struct Shared {
     corrupt_hook: OnceLock<CorruptHook>,
     /// Which dictionary small data blobs get.
     choice: DictionaryChoice,
-    /// The level blobs are compressed at now, and the floor `auto` keeps to.
-    level: AtomicI32,
-    base_level: i32,
-    top_level: AtomicI32,
-    auto_level: bool,
+    /// The level blobs are compressed at.
+    level: Level,
 }
 
 impl Shared {
@@ -187,7 +168,7 @@ impl Shared {
         plaintext: &[u8],
         dictionary: Option<&Dictionary>,
     ) -> SealedBlob {
-        let level = self.level.load(Ordering::Relaxed);
+        let level = self.level.now();
         let how = Compression {
             level: match dictionary {
                 Some(_) => dictionary_level(level),
@@ -223,7 +204,14 @@ impl Shared {
         let release = ReleaseOnDrop(self);
         // A job that has failed stores nothing more, a dictionary least of all.
         let dictionary = match self.check() {
-            Ok(()) => self.pick_dictionary(&sample).unwrap_or_else(|e| {
+            Ok(()) => pick_dictionary(
+                &self.repo,
+                &sample,
+                self.level.now(),
+                !self.dry_run,
+                self.limits.dictionary_sample,
+            )
+            .unwrap_or_else(|e| {
                 tracing::warn!("no compression dictionary for this job: {e}");
                 None
             }),
@@ -243,66 +231,6 @@ impl Shared {
         })
     }
 
-    /// The repository's dictionary that compresses `sample` best by at least
-    /// [`DICTIONARY_GAIN_PERCENT`]; else one trained on it and stored, when it gains that much
-    /// and the repository has room for it; else none.
-    fn pick_dictionary(&self, sample: &[Held]) -> Result<Option<Arc<Dictionary>>> {
-        if sample.is_empty() {
-            return Ok(None);
-        }
-        let level = dictionary_level(self.level.load(Ordering::Relaxed));
-        let size = |dictionary: Option<&Dictionary>| -> usize {
-            let level = match dictionary {
-                Some(_) => level,
-                None => self.level.load(Ordering::Relaxed),
-            };
-            sample
-                .iter()
-                .map(|blob| {
-                    let how = Compression { level, dictionary };
-                    compressed(&blob.plaintext, how).map_or(blob.plaintext.len(), |c| c.len())
-                })
-                .sum()
-        };
-        let gains =
-            |with: usize, alone: usize| with * 100 <= alone * (100 - DICTIONARY_GAIN_PERCENT);
-        let alone = size(None);
-        let (existing, taken) = self.repo.dictionaries()?;
-        let best = existing
-            .iter()
-            .map(|d| (size(Some(d)), d))
-            .min_by_key(|(size, _)| *size);
-        if let Some((with, best)) = best
-            && gains(with, alone)
-        {
-            return Ok(Some(best.clone()));
-        }
-        let sample_bytes: usize = sample.iter().map(|b| b.plaintext.len()).sum();
-        if self.dry_run
-            || existing.len() >= dictionary::MAX_DICTIONARIES
-            || sample_bytes < self.limits.dictionary_sample / 4
-        {
-            return Ok(None);
-        }
-        let plaintexts: Vec<&[u8]> = sample.iter().map(|b| b.plaintext.as_slice()).collect();
-        let Some(trained) = dictionary::train(&plaintexts, dictionary::fresh_zstd_id(&taken))
-        else {
-            return Ok(None);
-        };
-        let (candidate, _) = dictionary::seal(&self.key, trained.clone())?;
-        if !gains(size(Some(&candidate)), alone) {
-            return Ok(None);
-        }
-        let stored = self.repo.store_dictionary(trained)?;
-        tracing::info!(
-            "stored compression dictionary {} ({} bytes, trained on {} blobs)",
-            stored.id.short(),
-            stored.bytes().len(),
-            sample.len()
-        );
-        Ok(Some(stored))
-    }
-
     /// Makes the dictionary choice if nobody has, and waits until every held blob is sealed:
     /// before a job ends or reads back what it wrote.
     fn settle(&self, sink: &Sink) -> Result<()> {
@@ -312,27 +240,6 @@ impl Shared {
         };
         self.choice.wait_settled();
         decided
-    }
-
-    /// Under `--compression auto`: one level up while finished packs wait for the store
-    /// (`store_behind`), one down towards the repository's level once the store waits for them.
-    fn adapt_level(&self, store_behind: bool, store_idle: bool) {
-        if !self.auto_level {
-            return;
-        }
-        let now = self.level.load(Ordering::Relaxed);
-        let next = if store_behind {
-            (now + 1).min(AUTO_MAX_LEVEL.max(self.base_level))
-        } else if store_idle {
-            (now - 1).max(self.base_level)
-        } else {
-            now
-        };
-        if next != now {
-            tracing::debug!("compression level {now} -> {next}");
-            self.level.store(next, Ordering::Relaxed);
-            self.top_level.fetch_max(next, Ordering::Relaxed);
-        }
     }
 }
 
@@ -423,7 +330,8 @@ impl Sink {
             return self.shared.check();
         }
         self.shared
-            .adapt_level(self.queue.is_full(), self.queue.is_empty());
+            .level
+            .adapt(self.queue.is_full(), self.queue.is_empty());
         self.queue
             .send(pack)
             .map_err(|_| Error::Invalid("uploader threads stopped".into()))?;
@@ -563,10 +471,6 @@ impl Packer {
         dry_run: bool,
     ) -> Packer {
         let params = repo.config().params.clone();
-        let base_level = match limits.compression {
-            CompressionMode::Auto => params.compression,
-            CompressionMode::Fixed(level) => level,
-        };
         let (tx, rx): (Sender<FinishedPack>, Receiver<FinishedPack>) = bounded(limits.queued_packs);
         let shared = Arc::new(Shared {
             key: repo.key().clone(),
@@ -579,10 +483,7 @@ impl Packer {
             locations: limits.track_locations.then(|| Mutex::new(HashMap::new())),
             corrupt_hook: OnceLock::new(),
             choice: DictionaryChoice::new(params.dictionaries(), &limits),
-            level: AtomicI32::new(base_level),
-            base_level,
-            top_level: AtomicI32::new(base_level),
-            auto_level: limits.compression == CompressionMode::Auto,
+            level: Level::new(limits.compression, params.compression),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))
             .map(|_| {
@@ -781,7 +682,7 @@ impl Packer {
             new_bytes: stats.new_bytes.load(Ordering::Relaxed),
             stored_bytes: stats.stored_bytes.load(Ordering::Relaxed),
             packs: stats.packs.load(Ordering::Relaxed),
-            top_level: self.shared.top_level.load(Ordering::Relaxed),
+            top_level: self.shared.level.top(),
         })
     }
 }
