@@ -44,8 +44,8 @@ fn dictionaries(env: &Env) -> Vec<std::path::PathBuf> {
     env.repo_files("dicts")
 }
 
-fn repo_bytes(dir: &Path) -> u64 {
-    walk(dir)
+fn packs_bytes(env: &Env) -> u64 {
+    env.repo_files("data")
         .iter()
         .map(|p| fs::metadata(p).unwrap().len())
         .sum()
@@ -80,10 +80,7 @@ fn every_reader_round_trips_blobs_compressed_with_and_without_a_dictionary() {
     let plain = Env::with_repo(&["--dictionaries", "off"]);
     plain.ok(&["backup", src.to_str().unwrap()]);
     assert!(dictionaries(&plain).is_empty());
-    let (with, without) = (
-        repo_bytes(&env.repo().join("data")),
-        repo_bytes(&plain.repo().join("data")),
-    );
+    let (with, without) = (packs_bytes(&env), packs_bytes(&plain));
     assert!(
         with < without,
         "packs: {with} bytes with a dictionary, {without} without"

@@ -227,11 +227,11 @@ pub fn pick_dictionary(
     let Some(trained) = dictionary::train(&plaintexts, dictionary::fresh_zstd_id(&taken)) else {
         return Ok(None);
     };
-    let (candidate, _) = dictionary::seal(repo.key(), trained.clone())?;
-    if !gains(size(Some(&candidate)), alone) {
+    let candidate = dictionary::seal(repo.key(), trained)?;
+    if !gains(size(Some(&candidate.0)), alone) {
         return Ok(None);
     }
-    let stored = repo.store_dictionary(trained)?;
+    let stored = repo.store_dictionary(candidate)?;
     tracing::info!(
         "stored compression dictionary {} ({} bytes, trained on {} blobs)",
         stored.id.short(),

@@ -70,15 +70,7 @@ pub struct Dictionary {
 impl Dictionary {
     /// Checks that `bytes` are a zstd dictionary cairn could have written.
     fn new(id: DictId, bytes: Vec<u8>) -> std::result::Result<Dictionary, String> {
-        if bytes.len() > MAX_DICT_LEN || bytes.len() < 8 || bytes[..4] != DICT_MAGIC {
-            return Err(format!(
-                "not a zstd dictionary of at most {MAX_DICT_LEN} bytes"
-            ));
-        }
-        let zstd_id = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        if zstd_id < FIRST_PRIVATE_ID {
-            return Err(format!("dictionary id {zstd_id} is reserved"));
-        }
+        let zstd_id = zstd_id_of(&bytes)?;
         let decoder = DecoderDictionary::try_copy(&bytes)
             .map_err(|e| format!("zstd refuses the dictionary: {e}"))?;
         Ok(Dictionary {
@@ -98,6 +90,21 @@ impl Dictionary {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+/// The zstd id of dictionary `bytes`, if they can be a dictionary cairn writes: zstd's magic, at
+/// most [`MAX_DICT_LEN`] bytes, a private id.
+fn zstd_id_of(bytes: &[u8]) -> std::result::Result<u32, String> {
+    if bytes.len() > MAX_DICT_LEN || bytes.len() < 8 || bytes[..4] != DICT_MAGIC {
+        return Err(format!(
+            "not a zstd dictionary of at most {MAX_DICT_LEN} bytes"
+        ));
+    }
+    let zstd_id = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if zstd_id < FIRST_PRIVATE_ID {
+        return Err(format!("dictionary id {zstd_id} is reserved"));
+    }
+    Ok(zstd_id)
 }
 
 /// Trains a dictionary of at most [`MAX_DICT_LEN`] on `samples` and gives it `zstd_id`. `None`
@@ -200,16 +207,15 @@ pub fn open(key: &MasterKey, zstd_id: u32, id: DictId, stored: &[u8]) -> Result<
     Ok(dictionary)
 }
 
-/// Seals a dictionary for storing: its id and stored form. The sealed copy is opened again
+/// Seals a dictionary for storing ([`crate::repo::Repository::store_dictionary`]): the
+/// dictionary ready for use, and its stored form. The sealed copy is opened again
 /// and compared before it is returned, so memory damage between training and storing is
 /// caught before any blob depends on the dictionary.
 pub fn seal(key: &MasterKey, bytes: Vec<u8>) -> Result<(Dictionary, Vec<u8>)> {
     let sealed = key.seal(&bytes, AAD);
     let id = DictId(sha256(&sealed));
     let stored = mirrored(&sealed);
-    let zstd_id = Dictionary::new(id, bytes.clone())
-        .map_err(Error::Invalid)?
-        .zstd_id;
+    let zstd_id = zstd_id_of(&bytes).map_err(Error::Invalid)?;
     let reopened = open(key, zstd_id, id, &stored)?;
     if reopened.bytes != bytes {
         return Err(Error::Invalid(

@@ -232,11 +232,11 @@ impl Repository {
         self.dictionaries.all(self.backend.as_ref(), &self.key)
     }
 
-    /// Stores a newly trained dictionary (sealed, re-opened and compared, then written) and
-    /// returns it ready for use. Returns only once it is durably stored, so no blob compressed
-    /// with it can be stored before it.
-    pub fn store_dictionary(&self, bytes: Vec<u8>) -> Result<Arc<Dictionary>> {
-        let (dictionary, stored) = dictionary::seal(&self.key, bytes)?;
+    /// Stores a newly trained dictionary, as [`dictionary::seal`] sealed (re-opened and
+    /// compared) it, and returns it ready for use. Returns only once it is durably stored, so
+    /// no blob compressed with it can be stored before it.
+    pub fn store_dictionary(&self, sealed: (Dictionary, Vec<u8>)) -> Result<Arc<Dictionary>> {
+        let (dictionary, stored) = sealed;
         self.backend.put(
             &dictionary::dict_name(dictionary.zstd_id, &dictionary.id),
             &stored,
