@@ -133,6 +133,16 @@ impl BlobCache {
         }
     }
 
+    /// Makes `id` the first to go when room is needed, without dropping it: for chunks the
+    /// kernel now holds in its page cache. Those reads never reach the cache, so the chunk should
+    /// not push out chunks still to be read; but the kernel may let the pages go before the read
+    /// comes (memory pressure, or a proactive reclaimer such as DAMON, which pages out what
+    /// nobody has touched yet), and the read then finds the chunk here instead of fetching it
+    /// again.
+    pub fn let_go_first(&self, id: &BlobId) {
+        self.lru.lock().entries.demote(id);
+    }
+
     /// The blob if it is cached, without fetching.
     pub fn get(&self, id: &BlobId) -> Option<Plain> {
         self.lru.lock().entries.get(id).cloned()
@@ -385,6 +395,22 @@ mod tests {
         assert_eq!(cache.bytes(), 30);
         assert!(!cache.contains(&BlobId([0; 32])));
         assert!(cache.contains(&BlobId([1; 32])));
+    }
+
+    #[test]
+    fn a_blob_let_go_first_is_served_until_room_is_needed_and_leaves_before_older_ones() {
+        let cache = after_fetching(100, 2, 40);
+        cache.let_go_first(&BlobId([1; 32]));
+        assert!(
+            cache.contains(&BlobId([1; 32])),
+            "still there to serve a read"
+        );
+        cache
+            .get_or_fetch(BlobId([2; 32]), || Ok(vec![2; 40]))
+            .unwrap();
+        assert!(!cache.contains(&BlobId([1; 32])), "the newest, but let go");
+        assert!(cache.contains(&BlobId([0; 32])), "older, kept");
+        assert!(cache.contains(&BlobId([2; 32])));
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! worker that may be the one to reply. What does not fit the queue is simply not stored (the
 //! read then asks, as without this).
 //!
-//! A chunk the kernel now holds in full leaves the view's cache: its reads are page-cache hits,
-//! and keeping it would only push out chunks still to be read (should the kernel drop the pages,
-//! a read fetches the chunk again). Without this a `cp -a` filled the whole cache with files
-//! already copied.
+//! A chunk the kernel now holds in full is the first to leave the view's cache: its reads are
+//! page-cache hits, and keeping it ahead of others would only push out chunks still to be read
+//! (without this a `cp -a` filled the whole cache with files already copied). It is not dropped
+//! at once: the kernel may let the pages go before anyone reads them — on these machines a
+//! DAMON pageout scheme reclaims page-cache pages nobody has touched within seconds — and the
+//! read then finds the chunk in the cache instead of fetching it again.
 
 use crate::fetch::cache::{BlobCache, Plain};
 use crate::repo::ids::BlobId;
@@ -50,7 +52,7 @@ pub struct KernelPages {
 
 impl KernelPages {
     /// Starts the storing thread; stores are dropped until [`KernelPages::connect`]. Chunks
-    /// stored whole leave `cache`.
+    /// stored whole are the first to leave `cache`.
     pub fn start(cache: Arc<BlobCache>) -> std::io::Result<KernelPages> {
         let (queue, stores) = bounded(QUEUED_STORES);
         let pages = KernelPages {
@@ -114,7 +116,7 @@ fn store_all(
     for store in stores {
         if let Some(notifier) = kernel.get() {
             match notifier.store(INodeNo(store.ino), store.offset, &store.data) {
-                Ok(()) if store.whole => cache.forget(&store.blob),
+                Ok(()) if store.whole => cache.let_go_first(&store.blob),
                 Ok(()) => {}
                 Err(e) => tracing::debug!("storing pages of inode {}: {e}", store.ino),
             }
