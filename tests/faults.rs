@@ -98,7 +98,8 @@ fn corruption_between_hashing_and_sealing_stops_the_backup_before_upload() {
     assert!(flipped.load(Ordering::SeqCst));
     assert!(matches!(err, Error::PackVerify { .. }), "{err}");
     assert!(
-        err.to_string().contains("content does not match its id"),
+        err.to_string()
+            .contains("content differs from the bytes its id was computed from"),
         "{err}"
     );
     assert!(faulty.list("snapshots/").unwrap().is_empty());

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::ingest::IngestLimits;
 use crate::ingest::level::dictionary_level;
 use crate::repo::Repository;
-use crate::repo::blob::{Compression, compressed};
+use crate::repo::blob::{Compression, PlainDigest, compressed};
 use crate::repo::dictionary::{self, Dictionary};
 use crate::repo::ids::{BlobId, BlobKind};
 use parking_lot::{Condvar, Mutex};
@@ -37,6 +37,8 @@ pub struct Held {
     pub kind: BlobKind,
     /// Its id.
     pub id: BlobId,
+    /// Its plaintext's digest, taken before the id.
+    pub digest: PlainDigest,
     /// Its plaintext.
     pub plaintext: Vec<u8>,
 }
@@ -93,7 +95,13 @@ impl DictionaryChoice {
     }
 
     /// Offers one blob about to be sealed.
-    pub fn admit<'a>(&self, kind: BlobKind, id: BlobId, plaintext: Cow<'a, [u8]>) -> Admit<'a> {
+    pub fn admit<'a>(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        digest: PlainDigest,
+        plaintext: Cow<'a, [u8]>,
+    ) -> Admit<'a> {
         if !self.enabled || kind != BlobKind::Data || plaintext.len() > DICTIONARY_MAX_BLOB {
             return Admit::Seal(None, plaintext);
         }
@@ -111,6 +119,7 @@ impl DictionaryChoice {
         state.held.push(Held {
             kind,
             id,
+            digest,
             plaintext: plaintext.into_owned(),
         });
         if matches!(state.phase, Phase::Sampling) && state.held_bytes >= self.sample_bytes {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
 use crate::ingest::dictionary_choice::{Admit, DictionaryChoice, Held, pick_dictionary};
 use crate::ingest::level::{Level, dictionary_level};
-use crate::repo::blob::{Compression, SealedBlob, seal_blob};
+use crate::repo::blob::{Compression, PlainDigest, SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::Dictionary;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
@@ -186,12 +186,21 @@ impl Shared {
         }
     }
 
-    /// Seals one blob into `sink`, or holds it for the dictionary choice.
-    fn take(&self, sink: &Sink, kind: BlobKind, id: BlobId, plaintext: Cow<[u8]>) -> Result<()> {
-        match self.choice.admit(kind, id, plaintext) {
-            Admit::Seal(dictionary, plaintext) => {
-                sink.append(&self.seal(kind, id, &plaintext, dictionary.as_deref()))
-            }
+    /// Seals one blob into `sink`, or holds it for the dictionary choice. `digest` is what
+    /// `plaintext` hashed to before its id was taken.
+    fn take(
+        &self,
+        sink: &Sink,
+        kind: BlobKind,
+        id: BlobId,
+        digest: PlainDigest,
+        plaintext: Cow<[u8]>,
+    ) -> Result<()> {
+        match self.choice.admit(kind, id, digest, plaintext) {
+            Admit::Seal(dictionary, plaintext) => sink.append(
+                &self.seal(kind, id, &plaintext, dictionary.as_deref()),
+                digest,
+            ),
             Admit::Held => Ok(()),
             Admit::Decide(sample) => self.decide(sink, sample),
         }
@@ -221,7 +230,7 @@ impl Shared {
         let sealed = sample.iter().chain(&held).try_for_each(|blob| {
             self.check()?;
             let sealed = self.seal(blob.kind, blob.id, &blob.plaintext, dictionary.as_deref());
-            sink.append(&sealed)
+            sink.append(&sealed, blob.digest)
         });
         drop(release);
         sealed.or_else(|e| {
@@ -288,8 +297,9 @@ fn empty_pack(kind: BlobKind, params: &Params) -> PackBuilder {
 }
 
 impl Sink {
-    /// Puts a sealed blob into the open pack of its kind, shipping the pack once full.
-    fn append(&self, sealed: &SealedBlob) -> Result<()> {
+    /// Puts a sealed blob (with its plaintext's `digest`) into the open pack of its kind,
+    /// shipping the pack once full.
+    fn append(&self, sealed: &SealedBlob, digest: PlainDigest) -> Result<()> {
         let kind = sealed.kind;
         let target = match kind {
             BlobKind::Data => self.params.pack_size,
@@ -297,7 +307,7 @@ impl Sink {
         } as usize;
         let full = {
             let mut builder = self.builders[slot(kind)].lock();
-            builder.add(sealed);
+            builder.add(sealed, digest);
             (builder.len() >= target)
                 .then(|| std::mem::replace(&mut *builder, empty_pack(kind, &self.params)))
         };
@@ -343,6 +353,7 @@ impl Sink {
 struct SealJob {
     kind: BlobKind,
     id: BlobId,
+    digest: PlainDigest,
     plaintext: Vec<u8>,
 }
 
@@ -401,8 +412,13 @@ impl Sealers {
                         // After a failure keep draining, so producers never wait on a dead queue.
                         let _releasing = Releasing(&in_flight, job.plaintext.len());
                         if shared.error.lock().is_none()
-                            && let Err(e) =
-                                shared.take(&sink, job.kind, job.id, Cow::Owned(job.plaintext))
+                            && let Err(e) = shared.take(
+                                &sink,
+                                job.kind,
+                                job.id,
+                                job.digest,
+                                Cow::Owned(job.plaintext),
+                            )
                         {
                             shared.fail(e);
                         }
@@ -624,6 +640,9 @@ impl Packer {
     /// the blob is only hashed here and stored before [`Packer::finish`] returns.
     pub fn add(&self, kind: BlobKind, plaintext: &[u8]) -> Result<BlobId> {
         self.shared.check()?;
+        // The digest first: the pre-upload verification checks the sealed blob against it, so
+        // any change to these bytes from here on is caught ([`PlainDigest`]).
+        let digest = PlainDigest::of(plaintext);
         let id = self.shared.key.blob_id(plaintext);
         if self.in_repository(&id) || !self.seen.lock().insert(id) {
             return Ok(id);
@@ -637,11 +656,12 @@ impl Packer {
             Some(sealers) => sealers.submit(SealJob {
                 kind,
                 id,
+                digest,
                 plaintext: plaintext.to_vec(),
             })?,
             None => self
                 .shared
-                .take(self.sink()?, kind, id, Cow::Borrowed(plaintext))?,
+                .take(self.sink()?, kind, id, digest, Cow::Borrowed(plaintext))?,
         }
         Ok(id)
     }

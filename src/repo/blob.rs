@@ -17,6 +17,32 @@ pub const MAX_BLOB_LEN: u32 = 32 << 20;
 /// Compression must save at least this share of the bytes to be kept (in hundredths).
 const MIN_GAIN_PERCENT: usize = 3;
 
+/// A fast digest of a blob's plaintext, taken by the writer just before the blob's id, from
+/// the same bytes: what the pre-upload verification compares the re-opened blob with, in place
+/// of re-computing the id (the keyed SHA-256 cost as much as the rest of that verification).
+/// It guards what the id did there — bytes that change in memory between hashing and upload
+/// (bad RAM): a change after the digest was taken makes the re-opened plaintext differ from
+/// it (xxh3-128 misses a random change with odds of 2^-128), and a change before it was taken
+/// the id could not catch either. It is never stored: readers always prove blobs by their id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainDigest(u128);
+
+impl PlainDigest {
+    /// The digest of `plaintext`.
+    pub fn of(plaintext: &[u8]) -> PlainDigest {
+        PlainDigest(xxhash_rust::xxh3::xxh3_128(plaintext))
+    }
+}
+
+/// What an opened blob's plaintext is checked against.
+#[derive(Clone, Copy)]
+enum Proof<'a> {
+    /// Its id, under the repository's key: every reader.
+    Id(&'a MasterKey),
+    /// The digest its writer took before the id: the writer's own verification.
+    Digest(PlainDigest),
+}
+
 /// A blob ready to go into a pack.
 pub struct SealedBlob {
     /// Its id (keyed hash of plaintext).
@@ -259,7 +285,23 @@ pub fn open_blob(
     let payload = key
         .open(sealed, &aad(&meta.id, meta.kind))
         .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
-    finish_open(key, dictionaries, meta, payload)
+    finish_open(Proof::Id(key), dictionaries, meta, payload)
+}
+
+/// [`open_blob`] for the writer's verification before upload: the plaintext is checked
+/// against the `digest` taken before its id ([`PlainDigest`]), not against the id.
+pub fn open_blob_as_digested(
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    meta: &BlobMeta,
+    sealed: &[u8],
+    digest: PlainDigest,
+) -> Result<Vec<u8>, OpenFailure> {
+    check_claim(meta)?;
+    let payload = key
+        .open(sealed, &aad(&meta.id, meta.kind))
+        .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
+    finish_open(Proof::Digest(digest), dictionaries, meta, payload)
 }
 
 /// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
@@ -273,7 +315,7 @@ pub fn open_blob_owned(
     let payload = key
         .open_owned(sealed, &aad(&meta.id, meta.kind))
         .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
-    finish_open(key, dictionaries, meta, payload)
+    finish_open(Proof::Id(key), dictionaries, meta, payload)
 }
 
 fn check_claim(meta: &BlobMeta) -> Result<(), OpenFailure> {
@@ -289,17 +331,17 @@ fn check_claim(meta: &BlobMeta) -> Result<(), OpenFailure> {
 /// Decompresses an opened payload and checks its length and id. A payload naming a dictionary
 /// is tried with each the repository has under that name until one gives the blob.
 fn finish_open(
-    key: &MasterKey,
+    proof: Proof,
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     payload: Vec<u8>,
 ) -> Result<Vec<u8>, OpenFailure> {
     if !meta.compressed {
-        return proven(key, meta, payload).map_err(OpenFailure::Damaged);
+        return proven(proof, meta, payload).map_err(OpenFailure::Damaged);
     }
     let Some(zstd_id) = zstd::zstd_safe::get_dict_id_from_frame(&payload) else {
         return decompress(&payload, meta.raw_len as usize, None)
-            .and_then(|plaintext| proven(key, meta, plaintext))
+            .and_then(|plaintext| proven(proof, meta, plaintext))
             .map_err(OpenFailure::Damaged);
     };
     let candidates = dictionaries
@@ -316,7 +358,7 @@ fn finish_open(
         // The tag proved the payload is what its writer sealed: failing with this dictionary
         // says the dictionary is not the blob's, not that the pack is damaged.
         match decompress(&payload, meta.raw_len as usize, Some(&dictionary))
-            .and_then(|plaintext| proven(key, meta, plaintext))
+            .and_then(|plaintext| proven(proof, meta, plaintext))
         {
             Ok(plaintext) => return Ok(plaintext),
             Err(reason) => {
@@ -330,8 +372,8 @@ fn finish_open(
     Err(last)
 }
 
-/// `plaintext` if it has the length and id `meta` records.
-fn proven(key: &MasterKey, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8>, String> {
+/// `plaintext` if it has the length `meta` records and is what `proof` says.
+fn proven(proof: Proof, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8>, String> {
     if plaintext.len() != meta.raw_len as usize {
         return Err(format!(
             "length {} differs from the recorded {}",
@@ -339,10 +381,15 @@ fn proven(key: &MasterKey, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8
             meta.raw_len
         ));
     }
-    if key.blob_id(&plaintext) != meta.id {
-        return Err("content does not match its id".into());
+    match proof {
+        Proof::Id(key) if key.blob_id(&plaintext) != meta.id => {
+            Err("content does not match its id".into())
+        }
+        Proof::Digest(digest) if PlainDigest::of(&plaintext) != digest => {
+            Err("content differs from the bytes its id was computed from".into())
+        }
+        _ => Ok(plaintext),
     }
-    Ok(plaintext)
 }
 
 #[cfg(test)]

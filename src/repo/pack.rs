@@ -6,7 +6,7 @@
 //! before upload, not days later by a check.
 
 use crate::error::{Error, Result};
-use crate::repo::blob::{BlobMeta, FindDictionary, SealedBlob, open_blob};
+use crate::repo::blob::{BlobMeta, FindDictionary, PlainDigest, SealedBlob, open_blob_as_digested};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
 use crate::repo::serial;
@@ -87,6 +87,7 @@ pub struct PackBuilder {
     kind: BlobKind,
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
+    digests: Vec<PlainDigest>,
 }
 
 /// A finished pack: its bytes, its name, and what it holds.
@@ -97,6 +98,11 @@ pub struct FinishedPack {
     pub bytes: Vec<u8>,
     /// The blobs, in file order.
     pub entries: Vec<PackEntry>,
+    /// Each blob's [`PlainDigest`], in the same order: what [`verify_pack`] checks them by.
+    pub digests: Vec<PlainDigest>,
+    /// The digest of `bytes` taken before they were named: [`verify_pack`] checks by it that
+    /// they did not change after (cheaper than hashing them with SHA-256 a second time).
+    pub bytes_digest: PlainDigest,
 }
 
 impl PackBuilder {
@@ -106,11 +112,12 @@ impl PackBuilder {
             kind,
             bytes: Vec::with_capacity(capacity),
             entries: Vec::new(),
+            digests: Vec::new(),
         }
     }
 
-    /// Appends a sealed blob.
-    pub fn add(&mut self, blob: &SealedBlob) {
+    /// Appends a sealed blob, whose plaintext had `digest` before its id was computed.
+    pub fn add(&mut self, blob: &SealedBlob, digest: PlainDigest) {
         assert_eq!(blob.kind, self.kind, "a pack holds one kind of blob");
         let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
         let sealed_len = u32::try_from(blob.bytes.len()).expect("blobs stay below 4 GiB");
@@ -123,6 +130,7 @@ impl PackBuilder {
             raw_len: blob.raw_len,
             compressed: blob.compressed,
         });
+        self.digests.push(digest);
     }
 
     /// Bytes so far.
@@ -142,10 +150,13 @@ impl PackBuilder {
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&header_len.to_le_bytes());
         self.bytes.extend_from_slice(MAGIC);
+        let bytes_digest = PlainDigest::of(&self.bytes);
         FinishedPack {
             id: PackId(sha256(&self.bytes)),
             bytes: self.bytes,
             entries: self.entries,
+            digests: self.digests,
+            bytes_digest,
         }
     }
 }
@@ -214,15 +225,16 @@ pub fn read_header(key: &MasterKey, pack: &PackId, bytes: &[u8]) -> Result<Vec<P
     )
 }
 
-/// Proves a finished pack is right from its final bytes: the name is its hash, the header
-/// parses and equals what was added, and every blob opens to the plaintext of its id.
+/// Proves a finished pack is right from its final bytes: they did not change since they were
+/// named, the header parses and equals what was added, and every blob opens to the plaintext
+/// its id was computed from ([`PlainDigest`]).
 pub fn verify_pack(
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     pack: &FinishedPack,
 ) -> Result<()> {
     let fail = |blob: BlobId, reason: String| Error::PackVerify { blob, reason };
-    if PackId(sha256(&pack.bytes)) != pack.id {
+    if PlainDigest::of(&pack.bytes) != pack.bytes_digest {
         return Err(fail(
             BlobId::default(),
             "pack bytes changed after naming".into(),
@@ -238,13 +250,16 @@ pub fn verify_pack(
     // One blob after another, on the thread that sealed the pack's last blob: verified on the
     // global pool, its blobs could wait for ever behind workers that wait for the sealers
     // (their queue is bounded) — a stage commit hung so. The other sealers go on meanwhile.
-    header.iter().try_for_each(|entry| {
-        let start = entry.offset as usize;
-        let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
-        open_blob(key, dictionaries, &entry.meta(), sealed)
-            .map(drop)
-            .map_err(|failure| fail(entry.id, failure.to_string()))
-    })
+    header
+        .iter()
+        .zip(&pack.digests)
+        .try_for_each(|(entry, digest)| {
+            let start = entry.offset as usize;
+            let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
+            open_blob_as_digested(key, dictionaries, &entry.meta(), sealed, *digest)
+                .map(drop)
+                .map_err(|failure| fail(entry.id, failure.to_string()))
+        })
 }
 
 /// The backend name of a pack: `data/<first two hex digits>/<id>`.
@@ -256,19 +271,20 @@ pub fn pack_name(pack: &PackId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::blob::{Compression, NoDictionaries, seal_blob};
+    use crate::repo::blob::{Compression, NoDictionaries, open_blob, seal_blob};
     use crate::repo::crypto::MasterSecrets;
 
     fn pack_of(key: &MasterKey, blobs: &[&[u8]]) -> FinishedPack {
         let mut builder = PackBuilder::new(BlobKind::Data, 0);
         for data in blobs {
-            builder.add(&seal_blob(
+            let sealed = seal_blob(
                 key,
                 key.blob_id(data),
                 BlobKind::Data,
                 data,
                 Compression::level(3),
-            ));
+            );
+            builder.add(&sealed, PlainDigest::of(data));
         }
         builder.finish(key)
     }
@@ -288,10 +304,42 @@ mod tests {
         let key = MasterKey::new(MasterSecrets::generate());
         let mut pack = pack_of(&key, &[b"one", b"two"]);
         pack.bytes[20] ^= 0x10;
+        let err = verify_pack(&key, &NoDictionaries, &pack).unwrap_err();
+        assert!(
+            err.to_string().contains("pack bytes changed after naming"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sealed_blob_corrupted_before_naming_is_caught_before_upload() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut pack = pack_of(&key, &[b"one", b"two"]);
+        pack.bytes[20] ^= 0x10;
+        pack.bytes_digest = PlainDigest::of(&pack.bytes);
         pack.id = PackId(sha256(&pack.bytes));
         let err = verify_pack(&key, &NoDictionaries, &pack).unwrap_err();
         assert!(
             matches!(err, Error::PackVerify { blob, .. } if blob == key.blob_id(b"one")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plaintext_changed_after_its_digest_is_caught_before_upload() {
+        // What bad RAM does between hashing a chunk and sealing it: the sealed blob is sound,
+        // its id and tag agree, only the plaintext is not what was hashed.
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut builder = PackBuilder::new(BlobKind::Data, 0);
+        let hashed = b"the chunk as read".to_vec();
+        let (digest, id) = (PlainDigest::of(&hashed), key.blob_id(&hashed));
+        let flipped = b"the chunk as reae".to_vec();
+        let how = Compression::level(3);
+        builder.add(&seal_blob(&key, id, BlobKind::Data, &flipped, how), digest);
+        let err = verify_pack(&key, &NoDictionaries, &builder.finish(&key)).unwrap_err();
+        assert!(
+            matches!(&err, Error::PackVerify { blob, reason } if *blob == id
+                && reason.contains("differs from the bytes its id was computed from")),
             "{err}"
         );
     }
