@@ -14,6 +14,7 @@ use crate::ingest::content::{FileError, store_content};
 use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
 use crate::ingest::progress::Progress;
+use crate::ingest::sample::SampleRules;
 use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
 use crate::repo::Repository;
 use crate::repo::adopt::adopt_unindexed;
@@ -177,6 +178,11 @@ pub fn prepare_backup(
         packer.set_corrupt_hook(hook);
     }
     packer.avoid_packs(unusable);
+    packer.sample_dictionaries_across(SampleRules {
+        roots: paths.to_vec(),
+        excludes: opts.excludes.clone(),
+        one_file_system: opts.one_file_system,
+    });
     let archiver = Archiver {
         repo: &repo,
         index: &index,

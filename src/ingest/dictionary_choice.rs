@@ -6,18 +6,21 @@
 //! one trained on the sample and stored, else none — and the held blobs and every later small
 //! data blob are sealed with that choice. Blobs that arrive while it decides are held too, up
 //! to a bound, then compressed alone. A job that ends (or must read back a blob) before the
-//! sample is full decides on what it holds.
+//! sample is full decides on what it holds. A new dictionary is trained on files picked across
+//! the job's trees when the job has trees to pick from ([`crate::ingest::sample`]), not on the
+//! held blobs, which are one corner of them.
 
 use crate::error::Result;
 use crate::ingest::IngestLimits;
 use crate::ingest::level::dictionary_level;
+use crate::ingest::sample::{SampleRules, sample_small_files};
 use crate::repo::Repository;
 use crate::repo::blob::{Compression, PlainDigest, compressed};
 use crate::repo::dictionary::{self, Dictionary};
 use crate::repo::ids::{BlobId, BlobKind};
 use parking_lot::{Condvar, Mutex};
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Data blobs at most this large are compressed with a dictionary: small files, which start
 /// with an empty window. Measured on linux/ (zstd 1.5.7, one thread, level 3): blobs up to
@@ -75,6 +78,8 @@ struct State {
 pub struct DictionaryChoice {
     enabled: bool,
     sample_bytes: usize,
+    /// Where a sample for training may be picked from: the trees a backup reads.
+    trees: OnceLock<SampleRules>,
     state: Mutex<State>,
     settled: Condvar,
 }
@@ -85,6 +90,7 @@ impl DictionaryChoice {
         DictionaryChoice {
             enabled,
             sample_bytes: limits.dictionary_sample,
+            trees: OnceLock::new(),
             state: Mutex::new(State {
                 phase: Phase::Sampling,
                 held: Vec::new(),
@@ -92,6 +98,18 @@ impl DictionaryChoice {
             }),
             settled: Condvar::new(),
         }
+    }
+
+    /// Trains dictionaries on files picked across these trees (what the job backs up).
+    pub fn sample_across(&self, trees: SampleRules) {
+        let _ = self.trees.set(trees);
+    }
+
+    /// A sample for training, picked across the job's trees; empty when it has none.
+    fn walked_sample(&self) -> Vec<Vec<u8>> {
+        self.trees.get().map_or_else(Vec::new, |trees| {
+            sample_small_files(trees, self.sample_bytes, DICTIONARY_MAX_BLOB)
+        })
     }
 
     /// Offers one blob about to be sealed.
@@ -186,58 +204,64 @@ impl DictionaryChoice {
     }
 }
 
-/// The repository's dictionary that compresses `sample` best by at least
+/// The repository's dictionary that compresses the `held` blobs best by at least
 /// [`DICTIONARY_GAIN_PERCENT`] (blobs alone at `level`, with a dictionary one lower); else, when
-/// `may_train` and the sample is at least a quarter of `sample_target`, one trained on it and
-/// stored, if it gains that much and the repository has room for it; else none.
+/// `may_train`, one trained on a sample of at least a quarter of `sample_target` bytes — picked
+/// across the job's trees by `choice` where it can, else the held blobs — and stored, if it
+/// gains that much on that sample and the repository has room for it; else none.
 pub fn pick_dictionary(
     repo: &Repository,
-    sample: &[Held],
+    choice: &DictionaryChoice,
+    held: &[Held],
     level: i32,
     may_train: bool,
     sample_target: usize,
 ) -> Result<Option<Arc<Dictionary>>> {
-    if sample.is_empty() {
+    if held.is_empty() {
         return Ok(None);
     }
-    let size = |dictionary: Option<&Dictionary>| -> usize {
+    let size = |blobs: &[&[u8]], dictionary: Option<&Dictionary>| -> usize {
         let level = match dictionary {
             Some(_) => dictionary_level(level),
             None => level,
         };
-        sample
+        blobs
             .iter()
             .map(|blob| {
                 let how = Compression { level, dictionary };
-                compressed(&blob.plaintext, how).map_or(blob.plaintext.len(), |c| c.len())
+                compressed(blob, how).map_or(blob.len(), |c| c.len())
             })
             .sum()
     };
     let gains = |with: usize, alone: usize| with * 100 <= alone * (100 - DICTIONARY_GAIN_PERCENT);
-    let alone = size(None);
+    let held: Vec<&[u8]> = held.iter().map(|b| b.plaintext.as_slice()).collect();
+    let alone = size(&held, None);
     let (existing, taken) = repo.dictionaries()?;
     let best = existing
         .iter()
-        .map(|d| (size(Some(d)), d))
+        .map(|d| (size(&held, Some(d)), d))
         .min_by_key(|(size, _)| *size);
     if let Some((with, best)) = best
         && gains(with, alone)
     {
         return Ok(Some(best.clone()));
     }
-    let sample_bytes: usize = sample.iter().map(|b| b.plaintext.len()).sum();
-    if !may_train
-        || existing.len() >= dictionary::MAX_DICTIONARIES
-        || sample_bytes < sample_target / 4
-    {
+    if !may_train || existing.len() >= dictionary::MAX_DICTIONARIES {
         return Ok(None);
     }
-    let plaintexts: Vec<&[u8]> = sample.iter().map(|b| b.plaintext.as_slice()).collect();
-    let Some(trained) = dictionary::train(&plaintexts, dictionary::fresh_zstd_id(&taken)) else {
+    let enough =
+        |blobs: &[&[u8]]| blobs.iter().map(|b| b.len()).sum::<usize>() >= sample_target / 4;
+    let walked = choice.walked_sample();
+    let walked: Vec<&[u8]> = walked.iter().map(Vec::as_slice).collect();
+    let sample = if enough(&walked) { walked } else { held };
+    if !enough(&sample) {
+        return Ok(None);
+    }
+    let Some(trained) = dictionary::train(&sample, dictionary::fresh_zstd_id(&taken)) else {
         return Ok(None);
     };
     let candidate = dictionary::seal(repo.key(), trained)?;
-    if !gains(size(Some(&candidate.0)), alone) {
+    if !gains(size(&sample, Some(&candidate.0)), size(&sample, None)) {
         return Ok(None);
     }
     let stored = repo.store_dictionary(candidate)?;

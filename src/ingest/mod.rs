@@ -11,6 +11,8 @@ pub mod noatime;
 pub mod packer;
 pub mod patterns;
 pub mod progress;
+pub mod sample;
+pub mod sealers;
 pub mod walker;
 
 /// The bounds of an ingest job; each is a named limit, none a buried literal.

@@ -30,23 +30,37 @@ fn open(path: &Path, flags: i32) -> io::Result<File> {
 
 /// Opens a file for reading without moving its access time where allowed.
 pub fn open_file(path: &Path) -> io::Result<File> {
-    open(path, libc::O_NOFOLLOW)
+    open(path, libc::O_NOFOLLOW | libc::O_NONBLOCK)
 }
 
 /// The names in directory `path` (without `.` and `..`), listed without moving its access time
 /// where allowed.
 pub fn list_dir(path: &Path) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for_each_name(path, usize::MAX, |name| {
+        names.push(std::ffi::OsStr::from_bytes(name).to_os_string())
+    })?;
+    Ok(names)
+}
+
+/// Calls `each` with the first `limit` names in directory `path` (without `.` and `..`), read
+/// without moving its access time where allowed.
+pub fn for_each_name(path: &Path, limit: usize, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     let fd = open(path, libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
     let mut dir = nix::dir::Dir::from_fd(fd.into()).map_err(io::Error::from)?;
-    let mut names = Vec::new();
+    let mut seen = 0usize;
     for entry in dir.iter() {
+        if seen >= limit {
+            break;
+        }
         let entry = entry.map_err(io::Error::from)?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+            seen += 1;
+            each(name);
         }
     }
-    Ok(names)
+    Ok(())
 }
 
 #[cfg(test)]

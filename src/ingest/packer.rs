@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
 use crate::ingest::dictionary_choice::{Admit, DictionaryChoice, Held, pick_dictionary};
 use crate::ingest::level::{Level, dictionary_level};
+use crate::ingest::sample::SampleRules;
+use crate::ingest::sealers::{SealJob, Sealers};
 use crate::repo::blob::{Compression, PlainDigest, SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::Dictionary;
@@ -23,7 +25,7 @@ use crate::repo::parity::{self, parity_name};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
 use crate::repo::{Repository, config::Params};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,6 +217,7 @@ impl Shared {
         let dictionary = match self.check() {
             Ok(()) => pick_dictionary(
                 &self.repo,
+                &self.choice,
                 &sample,
                 self.level.now(),
                 !self.dry_run,
@@ -265,16 +268,6 @@ impl Drop for ReleaseOnDrop<'_> {
                     .into(),
             ));
         }
-    }
-}
-
-/// Gives a sealer job's bytes back when dropped, also while unwinding from a panic in its
-/// sealing (a producer or `locate` would otherwise wait for them for ever).
-struct Releasing<'a>(&'a InFlight, usize);
-
-impl Drop for Releasing<'_> {
-    fn drop(&mut self) {
-        self.0.release(self.1);
     }
 }
 
@@ -349,113 +342,6 @@ impl Sink {
     }
 }
 
-/// One blob waiting for a sealer thread.
-struct SealJob {
-    kind: BlobKind,
-    id: BlobId,
-    digest: PlainDigest,
-    plaintext: Vec<u8>,
-}
-
-/// Plaintext bytes handed to the sealer threads and not yet in a pack: bounded, and awaited
-/// when a blob must be readable (locate) or the job ends.
-#[derive(Default)]
-struct InFlight {
-    bytes: Mutex<usize>,
-    changed: Condvar,
-}
-
-impl InFlight {
-    /// Waits until `len` more bytes fit under `limit` (a blob larger than the limit waits for an
-    /// empty queue rather than forever), then counts them.
-    fn acquire(&self, len: usize, limit: usize) {
-        let mut bytes = self.bytes.lock();
-        while *bytes > 0 && *bytes + len > limit {
-            self.changed.wait(&mut bytes);
-        }
-        *bytes += len;
-    }
-
-    fn release(&self, len: usize) {
-        *self.bytes.lock() -= len;
-        self.changed.notify_all();
-    }
-
-    fn wait_idle(&self) {
-        let mut bytes = self.bytes.lock();
-        while *bytes > 0 {
-            self.changed.wait(&mut bytes);
-        }
-    }
-}
-
-/// Background threads that compress and encrypt blobs for [`Packer::add`].
-struct Sealers {
-    jobs: Option<Sender<SealJob>>,
-    threads: Vec<JoinHandle<()>>,
-    in_flight: Arc<InFlight>,
-    limit: usize,
-}
-
-impl Sealers {
-    fn start(count: usize, limit: usize, sink: &Arc<Sink>) -> Sealers {
-        let (tx, rx): (Sender<SealJob>, Receiver<SealJob>) = crossbeam_channel::unbounded();
-        let in_flight = Arc::new(InFlight::default());
-        let threads = (0..count)
-            .map(|_| {
-                let rx = rx.clone();
-                let sink = sink.clone();
-                let in_flight = in_flight.clone();
-                std::thread::spawn(move || {
-                    for job in rx {
-                        let shared = &sink.shared;
-                        // After a failure keep draining, so producers never wait on a dead queue.
-                        let _releasing = Releasing(&in_flight, job.plaintext.len());
-                        if shared.error.lock().is_none()
-                            && let Err(e) = shared.take(
-                                &sink,
-                                job.kind,
-                                job.id,
-                                job.digest,
-                                Cow::Owned(job.plaintext),
-                            )
-                        {
-                            shared.fail(e);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Sealers {
-            jobs: Some(tx),
-            threads,
-            in_flight,
-            limit,
-        }
-    }
-
-    fn submit(&self, job: SealJob) -> Result<()> {
-        let len = job.plaintext.len();
-        self.in_flight.acquire(len, self.limit);
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
-        if !matches!(sent, Some(Ok(()))) {
-            self.in_flight.release(len);
-            return Err(Error::Invalid("sealer threads stopped".into()));
-        }
-        Ok(())
-    }
-
-    /// Seals what is queued and stops the threads.
-    fn stop(&mut self) -> bool {
-        drop(self.jobs.take());
-        let mut clean = true;
-        for handle in self.threads.drain(..) {
-            clean &= handle.join().is_ok();
-        }
-        clean
-    }
-}
-
 /// Dedupes, seals, packs, verifies and stores blobs for one ingest job.
 pub struct Packer {
     shared: Arc<Shared>,
@@ -525,8 +411,24 @@ impl Packer {
             params: params.clone(),
             queue: tx,
         });
-        let sealers = (limits.sealer_threads > 0)
-            .then(|| Sealers::start(limits.sealer_threads, limits.sealing_bytes, &sink));
+        let sealers = (limits.sealer_threads > 0).then(|| {
+            let sink = sink.clone();
+            Sealers::start(limits.sealer_threads, limits.sealing_bytes, move |job| {
+                let shared = &sink.shared;
+                // After a failure keep draining, so producers never wait on a dead queue.
+                if shared.error.lock().is_none()
+                    && let Err(e) = shared.take(
+                        &sink,
+                        job.kind,
+                        job.id,
+                        job.digest,
+                        Cow::Owned(job.plaintext),
+                    )
+                {
+                    shared.fail(e);
+                }
+            })
+        });
         Packer {
             params,
             shared,
@@ -576,6 +478,12 @@ impl Packer {
         }
     }
 
+    /// Trains a compression dictionary, if the job needs one, on small files picked across
+    /// these trees (a backup's sources) rather than on its first blobs.
+    pub fn sample_dictionaries_across(&self, trees: SampleRules) {
+        self.shared.choice.sample_across(trees);
+    }
+
     /// Installs the test hook that corrupts plaintext between hashing and sealing (once).
     pub fn set_corrupt_hook(&mut self, hook: CorruptHook) {
         let _ = self.shared.corrupt_hook.set(hook);
@@ -617,7 +525,7 @@ impl Packer {
             return Ok(None);
         }
         if let Some(sealers) = &self.sealers {
-            sealers.in_flight.wait_idle();
+            sealers.wait_idle();
         }
         self.shared.settle(self.sink()?)?;
         self.sink()?.ship_open()?;
