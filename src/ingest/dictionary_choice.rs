@@ -15,9 +15,10 @@ use crate::ingest::IngestLimits;
 use crate::ingest::level::dictionary_level;
 use crate::ingest::sample::{SampleRules, sample_small_files};
 use crate::repo::Repository;
-use crate::repo::blob::{Compression, PlainDigest, compressed};
+use crate::repo::blob::{Compression, compressed};
 use crate::repo::dictionary::{self, Dictionary};
 use crate::repo::ids::{BlobId, BlobKind};
+use crate::repo::witness::Witness;
 use parking_lot::{Condvar, Mutex};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -40,8 +41,8 @@ pub struct Held {
     pub kind: BlobKind,
     /// Its id.
     pub id: BlobId,
-    /// Its plaintext's digest, taken before the id.
-    pub digest: PlainDigest,
+    /// What was noted while its id was computed.
+    pub witness: Witness,
     /// Its plaintext.
     pub plaintext: Vec<u8>,
 }
@@ -117,7 +118,7 @@ impl DictionaryChoice {
         &self,
         kind: BlobKind,
         id: BlobId,
-        digest: PlainDigest,
+        witness: Witness,
         plaintext: Cow<'a, [u8]>,
     ) -> Admit<'a> {
         if !self.enabled || kind != BlobKind::Data || plaintext.len() > DICTIONARY_MAX_BLOB {
@@ -137,7 +138,7 @@ impl DictionaryChoice {
         state.held.push(Held {
             kind,
             id,
-            digest,
+            witness,
             plaintext: plaintext.into_owned(),
         });
         if matches!(state.phase, Phase::Sampling) && state.held_bytes >= self.sample_bytes {
@@ -253,7 +254,11 @@ pub fn pick_dictionary(
         |blobs: &[&[u8]]| blobs.iter().map(|b| b.len()).sum::<usize>() >= sample_target / 4;
     let walked = choice.walked_sample();
     let walked: Vec<&[u8]> = walked.iter().map(Vec::as_slice).collect();
-    let sample = if enough(&walked) { walked } else { held };
+    let sample = if enough(&walked) {
+        walked
+    } else {
+        held.clone()
+    };
     if !enough(&sample) {
         return Ok(None);
     }
@@ -261,7 +266,11 @@ pub fn pick_dictionary(
         return Ok(None);
     };
     let candidate = dictionary::seal(repo.key(), trained)?;
-    if !gains(size(&sample, Some(&candidate.0)), size(&sample, None)) {
+    // It must gain on what it was trained for, and lose nothing on the blobs at hand: files
+    // planted where the walks go cannot make the job compress worse.
+    if !gains(size(&sample, Some(&candidate.0)), size(&sample, None))
+        || size(&held, Some(&candidate.0)) > alone
+    {
         return Ok(None);
     }
     let stored = repo.store_dictionary(candidate)?;

@@ -8,7 +8,7 @@
 //! `diff` skip unchanged directories. Opening with `O_NOATIME` leaves access times alone; the
 //! kernel allows it only to the owner (or root), so for others the plain open is used.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -30,7 +30,7 @@ fn open(path: &Path, flags: i32) -> io::Result<File> {
 
 /// Opens a file for reading without moving its access time where allowed.
 pub fn open_file(path: &Path) -> io::Result<File> {
-    open(path, libc::O_NOFOLLOW | libc::O_NONBLOCK)
+    open(path, libc::O_NOFOLLOW)
 }
 
 /// The names in directory `path` (without `.` and `..`), listed without moving its access time
@@ -45,9 +45,34 @@ pub fn list_dir(path: &Path) -> io::Result<Vec<OsString>> {
 
 /// Calls `each` with the first `limit` names in directory `path` (without `.` and `..`), read
 /// without moving its access time where allowed.
-pub fn for_each_name(path: &Path, limit: usize, mut each: impl FnMut(&[u8])) -> io::Result<()> {
-    let fd = open(path, libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
-    let mut dir = nix::dir::Dir::from_fd(fd.into()).map_err(io::Error::from)?;
+pub fn for_each_name(path: &Path, limit: usize, each: impl FnMut(&[u8])) -> io::Result<()> {
+    for_each_name_in(open_dir(path)?, limit, each)
+}
+
+/// Opens directory `path` (not a link to one) without moving its access time where allowed.
+pub fn open_dir(path: &Path) -> io::Result<File> {
+    open(path, libc::O_DIRECTORY | libc::O_NOFOLLOW)
+}
+
+/// Opens `name` in directory `dir` with `flags`, never through a link in its last component,
+/// without moving its access time where allowed: for walks that go by descriptors, so a
+/// directory swapped for a link on the way cannot lead them elsewhere.
+pub fn open_at(dir: &File, name: &OsStr, flags: i32) -> io::Result<File> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let at = |flags: i32| openat(dir, name, OFlag::from_bits_truncate(flags), Mode::empty());
+    match at(flags | libc::O_NOATIME) {
+        Err(nix::errno::Errno::EPERM) => at(flags),
+        other => other,
+    }
+    .map(File::from)
+    .map_err(io::Error::from)
+}
+
+/// [`for_each_name`] on an open directory.
+pub fn for_each_name_in(dir: File, limit: usize, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut dir = nix::dir::Dir::from_fd(dir.into()).map_err(io::Error::from)?;
     let mut seen = 0usize;
     for entry in dir.iter() {
         if seen >= limit {

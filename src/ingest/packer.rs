@@ -15,7 +15,7 @@ use crate::ingest::dictionary_choice::{Admit, DictionaryChoice, Held, pick_dicti
 use crate::ingest::level::{Level, dictionary_level};
 use crate::ingest::sample::SampleRules;
 use crate::ingest::sealers::{SealJob, Sealers};
-use crate::repo::blob::{Compression, PlainDigest, SealedBlob, seal_blob};
+use crate::repo::blob::{Compression, SealedBlob, seal_blob};
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::Dictionary;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
@@ -23,6 +23,7 @@ use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, Segmen
 use crate::repo::pack::{FinishedPack, PackBuilder, pack_name, verify_pack};
 use crate::repo::parity::{self, parity_name};
 use crate::repo::tree::{Node, Piece, Tree, split_nodes};
+use crate::repo::witness::Witness;
 use crate::repo::{Repository, config::Params};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
@@ -188,20 +189,20 @@ impl Shared {
         }
     }
 
-    /// Seals one blob into `sink`, or holds it for the dictionary choice. `digest` is what
-    /// `plaintext` hashed to before its id was taken.
+    /// Seals one blob into `sink`, or holds it for the dictionary choice. `witness` is what was
+    /// noted while its id was computed.
     fn take(
         &self,
         sink: &Sink,
         kind: BlobKind,
         id: BlobId,
-        digest: PlainDigest,
+        witness: Witness,
         plaintext: Cow<[u8]>,
     ) -> Result<()> {
-        match self.choice.admit(kind, id, digest, plaintext) {
+        match self.choice.admit(kind, id, witness, plaintext) {
             Admit::Seal(dictionary, plaintext) => sink.append(
                 &self.seal(kind, id, &plaintext, dictionary.as_deref()),
-                digest,
+                witness,
             ),
             Admit::Held => Ok(()),
             Admit::Decide(sample) => self.decide(sink, sample),
@@ -233,7 +234,7 @@ impl Shared {
         let sealed = sample.iter().chain(&held).try_for_each(|blob| {
             self.check()?;
             let sealed = self.seal(blob.kind, blob.id, &blob.plaintext, dictionary.as_deref());
-            sink.append(&sealed, blob.digest)
+            sink.append(&sealed, blob.witness)
         });
         drop(release);
         sealed.or_else(|e| {
@@ -290,9 +291,9 @@ fn empty_pack(kind: BlobKind, params: &Params) -> PackBuilder {
 }
 
 impl Sink {
-    /// Puts a sealed blob (with its plaintext's `digest`) into the open pack of its kind,
+    /// Puts a sealed blob (with its id's `witness`) into the open pack of its kind,
     /// shipping the pack once full.
-    fn append(&self, sealed: &SealedBlob, digest: PlainDigest) -> Result<()> {
+    fn append(&self, sealed: &SealedBlob, witness: Witness) -> Result<()> {
         let kind = sealed.kind;
         let target = match kind {
             BlobKind::Data => self.params.pack_size,
@@ -300,7 +301,7 @@ impl Sink {
         } as usize;
         let full = {
             let mut builder = self.builders[slot(kind)].lock();
-            builder.add(sealed, digest);
+            builder.add(sealed, witness);
             (builder.len() >= target)
                 .then(|| std::mem::replace(&mut *builder, empty_pack(kind, &self.params)))
         };
@@ -421,7 +422,7 @@ impl Packer {
                         &sink,
                         job.kind,
                         job.id,
-                        job.digest,
+                        job.witness,
                         Cow::Owned(job.plaintext),
                     )
                 {
@@ -548,10 +549,10 @@ impl Packer {
     /// the blob is only hashed here and stored before [`Packer::finish`] returns.
     pub fn add(&self, kind: BlobKind, plaintext: &[u8]) -> Result<BlobId> {
         self.shared.check()?;
-        // The digest first: the pre-upload verification checks the sealed blob against it, so
-        // any change to these bytes from here on is caught ([`PlainDigest`]).
-        let digest = PlainDigest::of(plaintext);
-        let id = self.shared.key.blob_id(plaintext);
+        // The pre-upload verification checks the sealed blob against the witness: any change to
+        // these bytes or to the id from here on is caught ([`Witness`]).
+        let (id, witness) = Witness::name(plaintext, |p| self.shared.key.blob_id(p).0);
+        let id = BlobId(id);
         if self.in_repository(&id) || !self.seen.lock().insert(id) {
             return Ok(id);
         }
@@ -564,12 +565,12 @@ impl Packer {
             Some(sealers) => sealers.submit(SealJob {
                 kind,
                 id,
-                digest,
+                witness,
                 plaintext: plaintext.to_vec(),
             })?,
             None => self
                 .shared
-                .take(self.sink()?, kind, id, digest, Cow::Borrowed(plaintext))?,
+                .take(self.sink()?, kind, id, witness, Cow::Borrowed(plaintext))?,
         }
         Ok(id)
     }

@@ -9,26 +9,36 @@
 //! small file, reach every part of the trees in a few hundred reads: 126.4–128.4 MB (an
 //! exactly uniform sample, which needs the whole listing first, gives 124.0 MB).
 //!
-//! The walks see only what the backup reads: they honour its excludes and
-//! `--one-file-system`, follow no link, read with `O_NOATIME` where allowed, and skip what they
-//! cannot open. Each directory is read once per visit, at most [`MAX_ENTRIES`] names of it, and
-//! a walk goes at most [`MAX_DEPTH`] deep, so a huge or deep tree costs no more than a small one.
+//! The walks read only what the backup may: they honour its excludes and `--one-file-system`,
+//! go by descriptors (each directory opened in the one above it, never through a link, so a
+//! directory swapped for a link on the way leads nowhere), open only what was a regular file
+//! or directory when looked at and is the same one when opened, without blocking (a FIFO or a
+//! file under a lease is passed over), and read with `O_NOATIME` where allowed. They are
+//! bounded however large, deep or hostile the trees: at most [`MAX_ENTRIES`] names of a
+//! directory are read per visit, [`MAX_NAMES`] in all, for at most [`MAX_TIME`], and a run of
+//! [`MAX_FRUITLESS`] walks that find nothing ends the sample.
 
 use crate::ingest::noatime;
 use crate::ingest::patterns::Patterns;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Names of one directory a walk chooses among; the rest of a larger one is not read.
-pub const MAX_ENTRIES: usize = 1 << 16;
+const MAX_ENTRIES: usize = 4096;
+/// Names read in all, by all walks of one sample.
+const MAX_NAMES: usize = 1 << 20;
+/// How long one sample may take.
+const MAX_TIME: Duration = Duration::from_secs(2);
+/// Walks in a row that find nothing (an empty directory, a large file, one it may not read)
+/// after which the trees are taken to have too few small files to sample.
+const MAX_FRUITLESS: usize = 256;
 /// Directories a walk descends through at most.
-pub const MAX_DEPTH: usize = 64;
-/// Walks at most: one that ends in an empty directory, a large file or one it cannot read takes
-/// nothing, and a tree with few small files must not be walked for ever.
-const MAX_WALKS: usize = 4096;
+const MAX_DEPTH: usize = 64;
 
 /// What the walks may read: the backup's own rules.
 pub struct SampleRules {
@@ -40,20 +50,35 @@ pub struct SampleRules {
     pub one_file_system: bool,
 }
 
+/// What one sample may still spend.
+struct Budget {
+    names: usize,
+    until: Instant,
+}
+
 /// Up to about `budget` bytes of files of at most `max_file` bytes, each the end of one random
 /// walk from a root (a file given as a root is a walk of its own).
 pub fn sample_small_files(rules: &SampleRules, budget: usize, max_file: usize) -> Vec<Vec<u8>> {
     let mut rng = fastrand::Rng::new();
-    let mut sample = Vec::new();
-    let mut bytes = 0usize;
-    for _ in 0..MAX_WALKS {
-        if bytes >= budget || rules.roots.is_empty() {
-            break;
-        }
+    let mut spend = Budget {
+        names: MAX_NAMES,
+        until: Instant::now() + MAX_TIME,
+    };
+    let (mut sample, mut bytes, mut fruitless) = (Vec::new(), 0usize, 0usize);
+    while bytes < budget
+        && fruitless < MAX_FRUITLESS
+        && spend.names > 0
+        && Instant::now() < spend.until
+        && !rules.roots.is_empty()
+    {
         let root = &rules.roots[rng.usize(..rules.roots.len())];
-        if let Some(file) = walk(rules, root, max_file, &mut rng) {
-            bytes += file.len();
-            sample.push(file);
+        match walk(rules, root, max_file, &mut rng, &mut spend) {
+            Some(file) => {
+                bytes += file.len();
+                sample.push(file);
+                fruitless = 0;
+            }
+            None => fruitless += 1,
         }
     }
     sample
@@ -65,53 +90,91 @@ fn walk(
     root: &Path,
     max_file: usize,
     rng: &mut fastrand::Rng,
+    spend: &mut Budget,
 ) -> Option<Vec<u8>> {
     if rules.excludes.matches_path_or_parent(root) {
         return None;
     }
-    let root_dev = std::fs::symlink_metadata(root).ok()?.dev();
+    if std::fs::symlink_metadata(root).ok()?.is_file() {
+        let parent = noatime::open_dir(root.parent()?).ok()?;
+        return match open_seen(&parent, root.file_name()?, max_file)? {
+            Seen::File(file, meta) => read_small(file, &meta, max_file),
+            Seen::Dir(..) => None,
+        };
+    }
+    let mut dir = noatime::open_dir(root).ok()?;
+    let root_dev = dir.metadata().ok()?.dev();
     let mut path = root.to_path_buf();
     for _ in 0..MAX_DEPTH {
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        if rules.one_file_system && meta.dev() != root_dev {
-            return None;
-        }
-        if meta.is_file() {
-            return (meta.len() as usize <= max_file)
-                .then(|| read_small(&path, max_file))
-                .flatten();
-        }
-        if !meta.is_dir() {
-            return None;
-        }
-        let name = pick_entry(&path, rng)?;
+        let name = pick_entry(&dir, rng, spend)?;
         path.push(&name);
         if rules.excludes.matches(&path, &name) {
             return None;
         }
+        let (opened, meta, is_file) = match open_seen(&dir, &name, max_file)? {
+            Seen::File(file, meta) => (file, meta, true),
+            Seen::Dir(sub, meta) => (sub, meta, false),
+        };
+        if rules.one_file_system && meta.dev() != root_dev {
+            return None;
+        }
+        if is_file {
+            return read_small(opened, &meta, max_file);
+        }
+        dir = opened;
     }
     None
 }
 
+/// An entry a walk opened.
+enum Seen {
+    File(File, std::fs::Metadata),
+    Dir(File, std::fs::Metadata),
+}
+
+/// Opens entry `name` of `dir` if it is a directory or a regular file of at most `max_file`
+/// bytes, and the same one when opened as when looked at (not one swapped in between): nothing
+/// else is ever opened, and a file is opened without blocking (a FIFO swapped in, or a file
+/// under another process's lease, is passed over).
+fn open_seen(dir: &File, name: &OsStr, max_file: usize) -> Option<Seen> {
+    let seen = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    let kind = seen.st_mode & libc::S_IFMT;
+    let flags = match kind {
+        libc::S_IFDIR => libc::O_DIRECTORY,
+        libc::S_IFREG if u64::try_from(seen.st_size).ok()? <= max_file as u64 => libc::O_NONBLOCK,
+        _ => return None,
+    };
+    let opened = noatime::open_at(dir, name, flags).ok()?;
+    let meta = opened.metadata().ok()?;
+    if (meta.dev(), meta.ino()) != (seen.st_dev, seen.st_ino) {
+        return None;
+    }
+    Some(match kind {
+        libc::S_IFDIR => Seen::Dir(opened, meta),
+        _ => Seen::File(opened, meta),
+    })
+}
+
 /// One name of directory `dir`, picked uniformly among its first [`MAX_ENTRIES`] (reservoir
 /// sampling: one pass, nothing kept but the pick).
-fn pick_entry(dir: &Path, rng: &mut fastrand::Rng) -> Option<OsString> {
+fn pick_entry(dir: &File, rng: &mut fastrand::Rng, spend: &mut Budget) -> Option<OsString> {
+    let limit = MAX_ENTRIES.min(spend.names);
     let mut picked = None;
     let mut seen = 0usize;
-    noatime::for_each_name(dir, MAX_ENTRIES, |name| {
+    noatime::for_each_name_in(dir.try_clone().ok()?, limit, |name| {
         seen += 1;
         if rng.usize(..seen) == 0 {
-            picked = Some(std::ffi::OsStr::from_bytes(name).to_os_string());
+            picked = Some(OsStr::from_bytes(name).to_os_string());
         }
     })
     .ok()?;
+    spend.names = spend.names.saturating_sub(seen.max(1));
     picked
 }
 
-/// The file at `path` if it is still a regular file of at most `max_file` bytes.
-fn read_small(path: &Path, max_file: usize) -> Option<Vec<u8>> {
-    let file = noatime::open_file(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
+/// The open `file` if it is a regular file of at most `max_file` bytes, read.
+fn read_small(file: File, meta: &std::fs::Metadata, max_file: usize) -> Option<Vec<u8>> {
+    if !meta.is_file() || meta.len() > max_file as u64 {
         return None;
     }
     let mut bytes = Vec::new();
@@ -175,9 +238,25 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("keep/l"))
             .unwrap();
+        // A FIFO is never opened (opening one blocks until a writer comes).
+        nix::unistd::mkfifo(
+            &dir.path().join("keep/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         let sample = sample_small_files(&rules(vec![dir.path().into()], &["skip"]), 64, 100);
         assert!(!sample.is_empty());
         assert!(sample.iter().all(|f| f == b"kept"), "{sample:?}");
+    }
+
+    #[test]
+    fn trees_without_small_files_end_the_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            fs::write(dir.path().join(format!("big{i}")), vec![1u8; 2000]).unwrap();
+        }
+        let sample = sample_small_files(&rules(vec![dir.path().into()], &[]), 1 << 20, 1000);
+        assert!(sample.is_empty());
     }
 
     #[test]

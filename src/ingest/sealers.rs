@@ -2,8 +2,8 @@
 //! here, their plaintext bounded in flight ([`crate::ingest::IngestLimits::sealing_bytes`]).
 
 use crate::error::{Error, Result};
-use crate::repo::blob::PlainDigest;
 use crate::repo::ids::{BlobId, BlobKind};
+use crate::repo::witness::Witness;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
@@ -25,8 +25,8 @@ pub struct SealJob {
     pub kind: BlobKind,
     /// Its id.
     pub id: BlobId,
-    /// Its plaintext's digest, taken before the id.
-    pub digest: PlainDigest,
+    /// What was noted while its id was computed.
+    pub witness: Witness,
     /// Its plaintext.
     pub plaintext: Vec<u8>,
 }

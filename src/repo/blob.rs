@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::{Dictionary, FindError};
 use crate::repo::ids::{BlobId, BlobKind, DictId, PackId};
+use crate::repo::witness::Witness;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -17,30 +18,13 @@ pub const MAX_BLOB_LEN: u32 = 32 << 20;
 /// Compression must save at least this share of the bytes to be kept (in hundredths).
 const MIN_GAIN_PERCENT: usize = 3;
 
-/// A fast digest of a blob's plaintext, taken by the writer just before the blob's id, from
-/// the same bytes: what the pre-upload verification compares the re-opened blob with, in place
-/// of re-computing the id (the keyed SHA-256 cost as much as the rest of that verification).
-/// It guards what the id did there — bytes that change in memory between hashing and upload
-/// (bad RAM): a change after the digest was taken makes the re-opened plaintext differ from
-/// it (xxh3-128 misses a random change with odds of 2^-128), and a change before it was taken
-/// the id could not catch either. It is never stored: readers always prove blobs by their id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlainDigest(u128);
-
-impl PlainDigest {
-    /// The digest of `plaintext`.
-    pub fn of(plaintext: &[u8]) -> PlainDigest {
-        PlainDigest(xxhash_rust::xxh3::xxh3_128(plaintext))
-    }
-}
-
 /// What an opened blob's plaintext is checked against.
 #[derive(Clone, Copy)]
 enum Proof<'a> {
     /// Its id, under the repository's key: every reader.
     Id(&'a MasterKey),
-    /// The digest its writer took before the id: the writer's own verification.
-    Digest(PlainDigest),
+    /// What its writer noted while computing the id: the writer's own verification.
+    Witnessed(Witness),
 }
 
 /// A blob ready to go into a pack.
@@ -288,20 +272,21 @@ pub fn open_blob(
     finish_open(Proof::Id(key), dictionaries, meta, payload)
 }
 
-/// [`open_blob`] for the writer's verification before upload: the plaintext is checked
-/// against the `digest` taken before its id ([`PlainDigest`]), not against the id.
-pub fn open_blob_as_digested(
+/// [`open_blob`] for the writer's verification before upload: the plaintext and the id are
+/// checked against what the writer noted while computing the id ([`Witness`]), not by
+/// computing the id again.
+pub fn open_blob_witnessed(
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     sealed: &[u8],
-    digest: PlainDigest,
+    witness: Witness,
 ) -> Result<Vec<u8>, OpenFailure> {
     check_claim(meta)?;
     let payload = key
         .open(sealed, &aad(&meta.id, meta.kind))
         .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
-    finish_open(Proof::Digest(digest), dictionaries, meta, payload)
+    finish_open(Proof::Witnessed(witness), dictionaries, meta, payload)
 }
 
 /// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
@@ -385,9 +370,10 @@ fn proven(proof: Proof, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8>, 
         Proof::Id(key) if key.blob_id(&plaintext) != meta.id => {
             Err("content does not match its id".into())
         }
-        Proof::Digest(digest) if PlainDigest::of(&plaintext) != digest => {
-            Err("content differs from the bytes its id was computed from".into())
-        }
+        Proof::Witnessed(witness) => match witness.attest(&meta.id.0, &plaintext) {
+            Ok(()) => Ok(plaintext),
+            Err(why) => Err(why.into()),
+        },
         _ => Ok(plaintext),
     }
 }

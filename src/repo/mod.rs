@@ -25,6 +25,7 @@ pub mod stored;
 pub mod tree;
 pub mod tree_reads;
 pub mod tree_sum;
+pub mod witness;
 pub mod writer;
 
 pub use repository::Repository;

@@ -6,10 +6,11 @@
 //! before upload, not days later by a check.
 
 use crate::error::{Error, Result};
-use crate::repo::blob::{BlobMeta, FindDictionary, PlainDigest, SealedBlob, open_blob_as_digested};
+use crate::repo::blob::{BlobMeta, FindDictionary, SealedBlob, open_blob_witnessed};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
 use crate::repo::serial;
+use crate::repo::witness::Witness;
 use serde::{Deserialize, Serialize};
 
 /// Last 8 bytes of every pack.
@@ -87,7 +88,7 @@ pub struct PackBuilder {
     kind: BlobKind,
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
-    digests: Vec<PlainDigest>,
+    witnesses: Vec<Witness>,
 }
 
 /// A finished pack: its bytes, its name, and what it holds.
@@ -98,11 +99,12 @@ pub struct FinishedPack {
     pub bytes: Vec<u8>,
     /// The blobs, in file order.
     pub entries: Vec<PackEntry>,
-    /// Each blob's [`PlainDigest`], in the same order: what [`verify_pack`] checks them by.
-    pub digests: Vec<PlainDigest>,
-    /// The digest of `bytes` taken before they were named: [`verify_pack`] checks by it that
-    /// they did not change after (cheaper than hashing them with SHA-256 a second time).
-    pub bytes_digest: PlainDigest,
+    /// What the writer noted while computing each blob's id, in the same order: what
+    /// [`verify_pack`] checks the blobs by.
+    pub witnesses: Vec<Witness>,
+    /// What was noted while naming `bytes`: [`verify_pack`] checks by it that neither changed
+    /// after (cheaper than hashing them with SHA-256 a second time).
+    pub witness: Witness,
 }
 
 impl PackBuilder {
@@ -112,12 +114,12 @@ impl PackBuilder {
             kind,
             bytes: Vec::with_capacity(capacity),
             entries: Vec::new(),
-            digests: Vec::new(),
+            witnesses: Vec::new(),
         }
     }
 
-    /// Appends a sealed blob, whose plaintext had `digest` before its id was computed.
-    pub fn add(&mut self, blob: &SealedBlob, digest: PlainDigest) {
+    /// Appends a sealed blob, with what was noted while its id was computed.
+    pub fn add(&mut self, blob: &SealedBlob, witness: Witness) {
         assert_eq!(blob.kind, self.kind, "a pack holds one kind of blob");
         let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
         let sealed_len = u32::try_from(blob.bytes.len()).expect("blobs stay below 4 GiB");
@@ -130,7 +132,7 @@ impl PackBuilder {
             raw_len: blob.raw_len,
             compressed: blob.compressed,
         });
-        self.digests.push(digest);
+        self.witnesses.push(witness);
     }
 
     /// Bytes so far.
@@ -150,13 +152,13 @@ impl PackBuilder {
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&header_len.to_le_bytes());
         self.bytes.extend_from_slice(MAGIC);
-        let bytes_digest = PlainDigest::of(&self.bytes);
+        let (id, witness) = Witness::name(&self.bytes, sha256);
         FinishedPack {
-            id: PackId(sha256(&self.bytes)),
+            id: PackId(id),
             bytes: self.bytes,
             entries: self.entries,
-            digests: self.digests,
-            bytes_digest,
+            witnesses: self.witnesses,
+            witness,
         }
     }
 }
@@ -225,19 +227,25 @@ pub fn read_header(key: &MasterKey, pack: &PackId, bytes: &[u8]) -> Result<Vec<P
     )
 }
 
-/// Proves a finished pack is right from its final bytes: they did not change since they were
-/// named, the header parses and equals what was added, and every blob opens to the plaintext
-/// its id was computed from ([`PlainDigest`]).
+/// Proves a finished pack is right from its final bytes: neither they nor their name changed
+/// since they were named, the header parses and equals what was added, and every blob opens to
+/// the plaintext its id was computed from, under that id ([`Witness`]).
 pub fn verify_pack(
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     pack: &FinishedPack,
 ) -> Result<()> {
     let fail = |blob: BlobId, reason: String| Error::PackVerify { blob, reason };
-    if PlainDigest::of(&pack.bytes) != pack.bytes_digest {
+    if let Err(why) = pack.witness.attest(&pack.id.0, &pack.bytes) {
         return Err(fail(
             BlobId::default(),
-            "pack bytes changed after naming".into(),
+            format!("pack bytes changed after naming ({why})"),
+        ));
+    }
+    if pack.witnesses.len() != pack.entries.len() {
+        return Err(fail(
+            BlobId::default(),
+            "a blob was added without its witness".into(),
         ));
     }
     let header = read_header(key, &pack.id, &pack.bytes)?;
@@ -252,11 +260,11 @@ pub fn verify_pack(
     // (their queue is bounded) — a stage commit hung so. The other sealers go on meanwhile.
     header
         .iter()
-        .zip(&pack.digests)
-        .try_for_each(|(entry, digest)| {
+        .zip(&pack.witnesses)
+        .try_for_each(|(entry, witness)| {
             let start = entry.offset as usize;
             let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
-            open_blob_as_digested(key, dictionaries, &entry.meta(), sealed, *digest)
+            open_blob_witnessed(key, dictionaries, &entry.meta(), sealed, *witness)
                 .map(drop)
                 .map_err(|failure| fail(entry.id, failure.to_string()))
         })
@@ -277,14 +285,9 @@ mod tests {
     fn pack_of(key: &MasterKey, blobs: &[&[u8]]) -> FinishedPack {
         let mut builder = PackBuilder::new(BlobKind::Data, 0);
         for data in blobs {
-            let sealed = seal_blob(
-                key,
-                key.blob_id(data),
-                BlobKind::Data,
-                data,
-                Compression::level(3),
-            );
-            builder.add(&sealed, PlainDigest::of(data));
+            let (id, witness) = Witness::name(data, |p| key.blob_id(p).0);
+            let sealed = seal_blob(key, BlobId(id), BlobKind::Data, data, Compression::level(3));
+            builder.add(&sealed, witness);
         }
         builder.finish(key)
     }
@@ -316,8 +319,8 @@ mod tests {
         let key = MasterKey::new(MasterSecrets::generate());
         let mut pack = pack_of(&key, &[b"one", b"two"]);
         pack.bytes[20] ^= 0x10;
-        pack.bytes_digest = PlainDigest::of(&pack.bytes);
-        pack.id = PackId(sha256(&pack.bytes));
+        let (id, witness) = Witness::name(&pack.bytes, sha256);
+        (pack.id, pack.witness) = (PackId(id), witness);
         let err = verify_pack(&key, &NoDictionaries, &pack).unwrap_err();
         assert!(
             matches!(err, Error::PackVerify { blob, .. } if blob == key.blob_id(b"one")),
@@ -326,20 +329,43 @@ mod tests {
     }
 
     #[test]
-    fn plaintext_changed_after_its_digest_is_caught_before_upload() {
+    fn plaintext_changed_after_its_id_was_computed_is_caught_before_upload() {
         // What bad RAM does between hashing a chunk and sealing it: the sealed blob is sound,
         // its id and tag agree, only the plaintext is not what was hashed.
         let key = MasterKey::new(MasterSecrets::generate());
         let mut builder = PackBuilder::new(BlobKind::Data, 0);
         let hashed = b"the chunk as read".to_vec();
-        let (digest, id) = (PlainDigest::of(&hashed), key.blob_id(&hashed));
+        let (id, witness) = Witness::name(&hashed, |p| key.blob_id(p).0);
+        let id = BlobId(id);
         let flipped = b"the chunk as reae".to_vec();
         let how = Compression::level(3);
-        builder.add(&seal_blob(&key, id, BlobKind::Data, &flipped, how), digest);
+        builder.add(&seal_blob(&key, id, BlobKind::Data, &flipped, how), witness);
         let err = verify_pack(&key, &NoDictionaries, &builder.finish(&key)).unwrap_err();
         assert!(
             matches!(&err, Error::PackVerify { blob, reason } if *blob == id
                 && reason.contains("differs from the bytes its id was computed from")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_id_changed_after_it_was_computed_is_caught_before_upload() {
+        // Bad RAM in the id a sealer job carries: the blob is sealed and indexed under an id
+        // its content does not have, consistently, so only the witness can tell.
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut builder = PackBuilder::new(BlobKind::Data, 0);
+        let data = b"a chunk".to_vec();
+        let (mut id, witness) = Witness::name(&data, |p| key.blob_id(p).0);
+        id[3] ^= 0x04;
+        let how = Compression::level(3);
+        builder.add(
+            &seal_blob(&key, BlobId(id), BlobKind::Data, &data, how),
+            witness,
+        );
+        let err = verify_pack(&key, &NoDictionaries, &builder.finish(&key)).unwrap_err();
+        assert!(
+            matches!(&err, Error::PackVerify { blob, reason } if *blob == BlobId(id)
+                && reason.contains("its id differs from the one computed from its content")),
             "{err}"
         );
     }
