@@ -137,8 +137,8 @@ impl BlobCache {
     /// kernel now holds in its page cache. Those reads never reach the cache, so the chunk should
     /// not push out chunks still to be read; but the kernel may let the pages go before the read
     /// comes (memory pressure, or a proactive reclaimer such as DAMON, which pages out what
-    /// nobody has touched yet), and the read then finds the chunk here instead of fetching it
-    /// again.
+    /// nobody has touched yet), and a read that comes before the cache needs the room finds the
+    /// chunk here instead of fetching it again.
     pub fn let_go_first(&self, id: &BlobId) {
         self.lru.lock().entries.demote(id);
     }

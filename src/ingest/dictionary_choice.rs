@@ -207,9 +207,10 @@ impl DictionaryChoice {
 
 /// The repository's dictionary that compresses the `held` blobs best by at least
 /// [`DICTIONARY_GAIN_PERCENT`] (blobs alone at `level`, with a dictionary one lower); else, when
-/// `may_train`, one trained on a sample of at least a quarter of `sample_target` bytes — picked
-/// across the job's trees by `choice` where it can, else the held blobs — and stored, if it
-/// gains that much on that sample and the repository has room for it; else none.
+/// `may_train` and the held blobs are at least a quarter of `sample_target` bytes, one trained
+/// on a sample picked across the job's trees by `choice` where it can (else the held blobs)
+/// and stored, if it gains that much on that sample, loses nothing on the held blobs and the
+/// repository has room for it; else none.
 pub fn pick_dictionary(
     repo: &Repository,
     choice: &DictionaryChoice,
@@ -252,6 +253,11 @@ pub fn pick_dictionary(
     }
     let enough =
         |blobs: &[&[u8]]| blobs.iter().map(|b| b.len()).sum::<usize>() >= sample_target / 4;
+    // Only a job with enough small data of its own trains one (an incremental run with a few
+    // new files does not add dictionaries to the repository).
+    if !enough(&held) {
+        return Ok(None);
+    }
     let walked = choice.walked_sample();
     let walked: Vec<&[u8]> = walked.iter().map(Vec::as_slice).collect();
     let sample = if enough(&walked) {
@@ -259,9 +265,6 @@ pub fn pick_dictionary(
     } else {
         held.clone()
     };
-    if !enough(&sample) {
-        return Ok(None);
-    }
     let Some(trained) = dictionary::train(&sample, dictionary::fresh_zstd_id(&taken)) else {
         return Ok(None);
     };
