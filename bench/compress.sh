@@ -14,6 +14,7 @@
 # each step). Writes bench/compress-results.md.
 #
 #   OLD=/tmp/cairn-old LINUX2=/tmp/k612/linux-source-6.12 bash bench/compress.sh
+# OLD_LABEL says in the results what OLD is (default: the cairn before dictionaries).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SHARED=${SHARED:-$HERE/../../shared/bench}
@@ -95,8 +96,8 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$RESULTS" "$HERE/compress-results.md" <<'PY'
-import sys, statistics, collections, platform
+OLD_LABEL=${OLD_LABEL:-cairn before dictionaries} python3 - "$RESULTS" "$HERE/compress-results.md" <<'PY'
+import sys, statistics, collections, platform, os
 rows = collections.defaultdict(list)
 rss = collections.defaultdict(list)
 for line in open(sys.argv[1]):
@@ -109,7 +110,7 @@ def cell(t, s, unit=""):
     if (t, s) not in rows: return "–"
     extra = f" / {max(rss[(t, s)])} MB" if rss.get((t, s)) else ""
     return f"{med(t, s):g}{unit} ({runs(t, s)}){extra}"
-out = ["Measured by `bench/compress.sh` (issue 26): " + platform.node() + ", 2 cores; medians of interleaved rounds, runs in brackets, peak RSS after the slash. `old` is cairn before dictionaries.", "",
+out = ["Measured by `bench/compress.sh` (issue 26): " + platform.node() + ", 2 cores; medians of interleaved rounds, runs in brackets, peak RSS after the slash. `old` is " + os.environ["OLD_LABEL"] + ".", "",
        "| row | cairn | cairn (old) | restic | target | met |", "|---|---|---|---|---|---|"]
 def row(name, step, target, ok, unit=""):
     out.append(f"| {name} | {cell('new', step, unit)} | {cell('old', step, unit)} | {cell('restic', step, unit)} | {target} | {ok} |")

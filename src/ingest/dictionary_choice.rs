@@ -260,28 +260,32 @@ pub fn pick_dictionary(
     }
     let walked = choice.walked_sample();
     let walked: Vec<&[u8]> = walked.iter().map(Vec::as_slice).collect();
-    let sample = if enough(&walked) {
-        walked
-    } else {
-        held.clone()
+    // Files picked across the job's trees first; the held blobs when there are none, or when
+    // what they give is refused.
+    let samples = match enough(&walked) {
+        true => vec![walked, held.clone()],
+        false => vec![held.clone()],
     };
-    let Some(trained) = dictionary::train(&sample, dictionary::fresh_zstd_id(&taken)) else {
-        return Ok(None);
-    };
-    let candidate = dictionary::seal(repo.key(), trained)?;
-    // It must gain on what it was trained for, and lose nothing on the blobs at hand: files
-    // planted where the walks go cannot make the job compress worse.
-    if !gains(size(&sample, Some(&candidate.0)), size(&sample, None))
-        || size(&held, Some(&candidate.0)) > alone
-    {
-        return Ok(None);
+    for sample in samples {
+        let Some(trained) = dictionary::train(&sample, dictionary::fresh_zstd_id(&taken)) else {
+            continue;
+        };
+        let candidate = dictionary::seal(repo.key(), trained)?;
+        // It must gain on what it was trained for, and lose nothing on the blobs at hand: files
+        // planted where the walks go cannot make the job compress worse.
+        if !gains(size(&sample, Some(&candidate.0)), size(&sample, None))
+            || size(&held, Some(&candidate.0)) > alone
+        {
+            continue;
+        }
+        let stored = repo.store_dictionary(candidate)?;
+        tracing::info!(
+            "stored compression dictionary {} ({} bytes, trained on {} files)",
+            stored.id.short(),
+            stored.bytes().len(),
+            sample.len()
+        );
+        return Ok(Some(stored));
     }
-    let stored = repo.store_dictionary(candidate)?;
-    tracing::info!(
-        "stored compression dictionary {} ({} bytes, trained on {} blobs)",
-        stored.id.short(),
-        stored.bytes().len(),
-        sample.len()
-    );
-    Ok(Some(stored))
+    Ok(None)
 }

@@ -60,7 +60,7 @@ pub fn open_dir(path: &Path) -> io::Result<File> {
 pub fn open_at(dir: &File, name: &OsStr, flags: i32) -> io::Result<File> {
     use nix::fcntl::{OFlag, openat};
     use nix::sys::stat::Mode;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY;
     let at = |flags: i32| openat(dir, name, OFlag::from_bits_truncate(flags), Mode::empty());
     match at(flags | libc::O_NOATIME) {
         Err(nix::errno::Errno::EPERM) => at(flags),

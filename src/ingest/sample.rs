@@ -20,11 +20,13 @@
 
 use crate::ingest::noatime;
 use crate::ingest::patterns::Patterns;
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,10 +52,12 @@ pub struct SampleRules {
     pub one_file_system: bool,
 }
 
-/// What one sample may still spend.
+/// What one sample may still spend, and the files it has (each is taken once: a file given as
+/// a root, or one a shallow tree leads to, does not fill the sample with copies).
 struct Budget {
     names: usize,
     until: Instant,
+    taken: HashSet<(u64, u64)>,
 }
 
 /// Up to about `budget` bytes of files of at most `max_file` bytes, each the end of one random
@@ -63,6 +67,7 @@ pub fn sample_small_files(rules: &SampleRules, budget: usize, max_file: usize) -
     let mut spend = Budget {
         names: MAX_NAMES,
         until: Instant::now() + MAX_TIME,
+        taken: HashSet::new(),
     };
     let (mut sample, mut bytes, mut fruitless) = (Vec::new(), 0usize, 0usize);
     while bytes < budget
@@ -97,8 +102,8 @@ fn walk(
     }
     if std::fs::symlink_metadata(root).ok()?.is_file() {
         let parent = noatime::open_dir(root.parent()?).ok()?;
-        return match open_seen(&parent, root.file_name()?, max_file)? {
-            Seen::File(file, meta) => read_small(file, &meta, max_file),
+        return match open_seen(&parent, root.file_name()?, max_file, None)? {
+            Seen::File(file, meta) => take(file, &meta, max_file, spend),
             Seen::Dir(..) => None,
         };
     }
@@ -111,17 +116,11 @@ fn walk(
         if rules.excludes.matches(&path, &name) {
             return None;
         }
-        let (opened, meta, is_file) = match open_seen(&dir, &name, max_file)? {
-            Seen::File(file, meta) => (file, meta, true),
-            Seen::Dir(sub, meta) => (sub, meta, false),
-        };
-        if rules.one_file_system && meta.dev() != root_dev {
-            return None;
+        let device = rules.one_file_system.then_some(root_dev);
+        match open_seen(&dir, &name, max_file, device)? {
+            Seen::File(file, meta) => return take(file, &meta, max_file, spend),
+            Seen::Dir(sub) => dir = sub,
         }
-        if is_file {
-            return read_small(opened, &meta, max_file);
-        }
-        dir = opened;
     }
     None
 }
@@ -129,19 +128,24 @@ fn walk(
 /// An entry a walk opened.
 enum Seen {
     File(File, std::fs::Metadata),
-    Dir(File, std::fs::Metadata),
+    Dir(File),
 }
 
 /// Opens entry `name` of `dir` if it is a directory or a regular file of at most `max_file`
-/// bytes, and the same one when opened as when looked at (not one swapped in between): nothing
-/// else is ever opened, and a file is opened without blocking (a FIFO swapped in, or a file
-/// under another process's lease, is passed over).
-fn open_seen(dir: &File, name: &OsStr, max_file: usize) -> Option<Seen> {
+/// bytes (on `device`, when given), and the same one when opened as when looked at (not one
+/// swapped in between). Nothing else is ever opened, not even for a moment: a directory is
+/// opened with `O_DIRECTORY`, which fails before any other kind is opened, and a file first
+/// as a bare reference (`O_PATH`, which opens nothing), checked, then read through that
+/// reference without blocking (a file under another process's lease is passed over).
+fn open_seen(dir: &File, name: &OsStr, max_file: usize, device: Option<u64>) -> Option<Seen> {
     let seen = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    if device.is_some_and(|device| device != seen.st_dev) {
+        return None;
+    }
     let kind = seen.st_mode & libc::S_IFMT;
     let flags = match kind {
         libc::S_IFDIR => libc::O_DIRECTORY,
-        libc::S_IFREG if u64::try_from(seen.st_size).ok()? <= max_file as u64 => libc::O_NONBLOCK,
+        libc::S_IFREG if u64::try_from(seen.st_size).ok()? <= max_file as u64 => libc::O_PATH,
         _ => return None,
     };
     let opened = noatime::open_at(dir, name, flags).ok()?;
@@ -149,10 +153,19 @@ fn open_seen(dir: &File, name: &OsStr, max_file: usize) -> Option<Seen> {
     if (meta.dev(), meta.ino()) != (seen.st_dev, seen.st_ino) {
         return None;
     }
-    Some(match kind {
-        libc::S_IFDIR => Seen::Dir(opened, meta),
-        _ => Seen::File(opened, meta),
-    })
+    if kind == libc::S_IFDIR {
+        return Some(Seen::Dir(opened));
+    }
+    if !meta.is_file() {
+        return None;
+    }
+    let reference = Path::new("/proc/self/fd").join(opened.as_raw_fd().to_string());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(reference)
+        .ok()?;
+    Some(Seen::File(file, meta))
 }
 
 /// One name of directory `dir`, picked uniformly among its first [`MAX_ENTRIES`] (reservoir
@@ -172,9 +185,17 @@ fn pick_entry(dir: &File, rng: &mut fastrand::Rng, spend: &mut Budget) -> Option
     picked
 }
 
-/// The open `file` if it is a regular file of at most `max_file` bytes, read.
-fn read_small(file: File, meta: &std::fs::Metadata, max_file: usize) -> Option<Vec<u8>> {
-    if !meta.is_file() || meta.len() > max_file as u64 {
+/// The open `file` if it is a regular file of at most `max_file` bytes not taken before, read.
+fn take(
+    file: File,
+    meta: &std::fs::Metadata,
+    max_file: usize,
+    spend: &mut Budget,
+) -> Option<Vec<u8>> {
+    if !meta.is_file()
+        || meta.len() > max_file as u64
+        || !spend.taken.insert((meta.dev(), meta.ino()))
+    {
         return None;
     }
     let mut bytes = Vec::new();
@@ -257,6 +278,41 @@ mod tests {
         }
         let sample = sample_small_files(&rules(vec![dir.path().into()], &[]), 1 << 20, 1000);
         assert!(sample.is_empty());
+    }
+
+    #[test]
+    fn a_file_given_as_a_root_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts");
+        fs::write(&file, "127.0.0.1 localhost").unwrap();
+        let sample = sample_small_files(&rules(vec![file], &[]), 1 << 20, 100);
+        assert_eq!(sample, vec![b"127.0.0.1 localhost".to_vec()]);
+    }
+
+    #[test]
+    fn only_directories_and_small_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = File::open(dir.path()).unwrap();
+        fs::write(dir.path().join("small"), "s").unwrap();
+        fs::write(dir.path().join("large"), "large").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("small", dir.path().join("link")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let open = |name: &str| open_seen(&d, OsStr::new(name), 2, None);
+        assert!(matches!(open("small"), Some(Seen::File(..))));
+        assert!(matches!(open("sub"), Some(Seen::Dir(..))));
+        for name in ["large", "link", "fifo", "missing"] {
+            assert!(open(name).is_none(), "{name}");
+        }
+        let elsewhere = Some(d.metadata().unwrap().dev() + 1);
+        assert!(
+            open_seen(&d, OsStr::new("sub"), 2, elsewhere).is_none(),
+            "another device"
+        );
     }
 
     #[test]
