@@ -315,6 +315,15 @@ mod tests {
     }
 
     #[test]
+    fn a_pack_name_changed_after_naming_is_caught_before_upload() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut pack = pack_of(&key, &[b"one"]);
+        pack.id.0[0] ^= 0x01;
+        let err = verify_pack(&key, &NoDictionaries, &pack).unwrap_err();
+        assert!(err.to_string().contains("its id differs"), "{err}");
+    }
+
+    #[test]
     fn a_sealed_blob_corrupted_before_naming_is_caught_before_upload() {
         let key = MasterKey::new(MasterSecrets::generate());
         let mut pack = pack_of(&key, &[b"one", b"two"]);
