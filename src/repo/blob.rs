@@ -265,10 +265,7 @@ pub fn open_blob(
     meta: &BlobMeta,
     sealed: &[u8],
 ) -> Result<Vec<u8>, OpenFailure> {
-    check_claim(meta)?;
-    let payload = key
-        .open(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
+    let payload = decrypt(key, meta, sealed)?;
     finish_open(Proof::Id(key), dictionaries, meta, payload)
 }
 
@@ -282,11 +279,15 @@ pub fn open_blob_witnessed(
     sealed: &[u8],
     witness: Witness,
 ) -> Result<Vec<u8>, OpenFailure> {
-    check_claim(meta)?;
-    let payload = key
-        .open(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
+    let payload = decrypt(key, meta, sealed)?;
     finish_open(Proof::Witnessed(witness), dictionaries, meta, payload)
+}
+
+/// The payload of a sealed blob, after its claimed length is checked against the limit.
+fn decrypt(key: &MasterKey, meta: &BlobMeta, sealed: &[u8]) -> Result<Vec<u8>, OpenFailure> {
+    check_claim(meta)?;
+    key.open(sealed, &aad(&meta.id, meta.kind))
+        .map_err(|e| OpenFailure::Damaged(e.to_string()))
 }
 
 /// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
