@@ -11,6 +11,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -28,9 +29,35 @@ fn open(path: &Path, flags: i32) -> io::Result<File> {
     }
 }
 
-/// Opens a file for reading without moving its access time where allowed.
+/// Opens a file for reading without moving its access time where allowed. Only a regular file
+/// is ever opened: the path is first opened as a bare reference (`O_PATH`, which opens nothing
+/// and never blocks), and read through that reference only if it is a regular file — a FIFO or
+/// a device swapped in for the file after it was looked at is refused, not opened (a FIFO's
+/// open would wait for a writer for ever, a device's runs its driver).
 pub fn open_file(path: &Path) -> io::Result<File> {
-    open(path, libc::O_NOFOLLOW)
+    let reference = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    match reopen_regular(&reference, 0) {
+        // Without /proc there is no way through the reference: opened as before.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => open(path, libc::O_NOFOLLOW),
+        other => other,
+    }
+}
+
+/// Opens for reading, with `flags`, the file `reference` (an `O_PATH` descriptor) refers to,
+/// if it is a regular file: through `/proc/self/fd`, so it is that very file, whatever its path
+/// names now.
+pub fn reopen_regular(reference: &File, flags: i32) -> io::Result<File> {
+    if !reference.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file any more",
+        ));
+    }
+    let through = Path::new("/proc/self/fd").join(reference.as_raw_fd().to_string());
+    open(&through, flags | libc::O_NOCTTY)
 }
 
 /// The names in directory `path` (without `.` and `..`), listed without moving its access time
@@ -92,6 +119,25 @@ pub fn for_each_name_in(dir: File, limit: usize, mut each: impl FnMut(&[u8])) ->
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A FIFO's open would wait for a writer: it is refused at once.
+        let err = open_file(&fifo).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        std::os::unix::fs::symlink(&fifo, dir.path().join("link")).unwrap();
+        assert!(
+            open_file(&dir.path().join("link")).is_err(),
+            "links are not followed"
+        );
+        std::fs::write(dir.path().join("f"), b"content").unwrap();
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut open_file(&dir.path().join("f")).unwrap(), &mut read).unwrap();
+        assert_eq!(read, b"content");
+    }
 
     #[test]
     fn reading_and_listing_leave_access_times_alone() {

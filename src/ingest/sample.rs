@@ -24,9 +24,8 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -159,12 +158,7 @@ fn open_seen(dir: &File, name: &OsStr, max_file: usize, device: Option<u64>) -> 
     if !meta.is_file() {
         return None;
     }
-    let reference = Path::new("/proc/self/fd").join(opened.as_raw_fd().to_string());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(reference)
-        .ok()?;
+    let file = noatime::reopen_regular(&opened, libc::O_NONBLOCK).ok()?;
     Some(Seen::File(file, meta))
 }
 
