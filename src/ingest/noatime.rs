@@ -29,32 +29,34 @@ fn open(path: &Path, flags: i32) -> io::Result<File> {
     }
 }
 
-/// Opens a file for reading without moving its access time where allowed. Only a regular file
-/// is ever opened: the path is first opened as a bare reference (`O_PATH`, which opens nothing
-/// and never blocks), and read through that reference only if it is a regular file — a FIFO or
-/// a device swapped in for the file after it was looked at is refused, not opened (a FIFO's
-/// open would wait for a writer for ever, a device's runs its driver).
+/// Opens a file for reading without moving its access time where allowed, only if it is a
+/// regular file: opened without blocking, so a FIFO swapped in for the file after it was looked
+/// at is refused at once instead of waiting for a writer for ever (one extra `fstat` per file,
+/// on backup's hot path, where an `O_PATH` open and a re-open through `/proc` cost three times
+/// a plain open). A file under another process's lease is waited for, as a plain open does.
 pub fn open_file(path: &Path) -> io::Result<File> {
-    let reference = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
-        .open(path)?;
-    match reopen_regular(&reference, 0) {
-        // Without /proc there is no way through the reference: opened as before.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => open(path, libc::O_NOFOLLOW),
-        other => other,
+    let flags = libc::O_NOFOLLOW | libc::O_NOCTTY;
+    let file = match open(path, flags | libc::O_NONBLOCK) {
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => open(path, flags)?,
+        other => other?,
+    };
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
     }
+    Ok(file)
+}
+
+fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file any more")
 }
 
 /// Opens for reading, with `flags`, the file `reference` (an `O_PATH` descriptor) refers to,
 /// if it is a regular file: through `/proc/self/fd`, so it is that very file, whatever its path
-/// names now.
+/// names now, and nothing else (a device's driver never runs) — for the dictionary sample's
+/// walks, which open files the backup has not looked at.
 pub fn reopen_regular(reference: &File, flags: i32) -> io::Result<File> {
     if !reference.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file any more",
-        ));
+        return Err(not_regular());
     }
     let through = Path::new("/proc/self/fd").join(reference.as_raw_fd().to_string());
     open(&through, flags | libc::O_NOCTTY)
