@@ -29,7 +29,7 @@ pub fn run(globals: &Globals, _args: Args) -> Result<u8> {
             BlobKind::Tree => tree_blobs += 1,
         }
         raw += u64::from(at.entry.raw_len);
-        sealed += u64::from(at.entry.sealed_len);
+        sealed += at.entry.stored_share();
     }
     let logical: u64 = snapshots.iter().map(|(_, s)| s.summary.bytes).sum();
     if globals.json {

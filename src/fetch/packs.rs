@@ -3,7 +3,6 @@
 use crate::backend::salvage::is_unreadable;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::repo::blob::{OpenFailure, open_blob};
 use crate::repo::ids::PackId;
 use crate::repo::index::BlobLocation;
 use crate::repo::pack::{PackEntry, pack_name};
@@ -23,8 +22,10 @@ pub fn for_each_blob(
     window: usize,
     mut on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
 ) -> Result<()> {
-    wanted.sort_by_key(|e| e.offset);
-    wanted.dedup_by_key(|e| e.offset);
+    // The members of a solid group share its sealed range: read once, opened once.
+    let place = |e: &PackEntry| (e.offset, e.group.map(|g| g.start));
+    wanted.sort_by_key(place);
+    wanted.dedup_by_key(|e| place(e));
     let name = pack_name(pack);
     let window = window as u64;
     let mut i = 0;
@@ -37,13 +38,18 @@ pub fn for_each_blob(
             if u64::from(wanted[j].offset) > end + MERGE_GAP || next_end - start > window {
                 break;
             }
-            end = next_end;
+            end = end.max(next_end);
             j += 1;
         }
-        let ranges: Vec<_> = wanted[i..j].iter().map(sealed_range).collect();
+        let mut ranges: Vec<_> = wanted[i..j].iter().map(PackEntry::sealed_range).collect();
+        ranges.dedup();
         match repo.backend().get_ranges(&name, &ranges) {
             Ok(got) => {
-                for (k, entry) in wanted[i..j].iter().enumerate() {
+                let mut k = 0;
+                for entry in &wanted[i..j] {
+                    if entry.sealed_range() != ranges[k] {
+                        k += 1;
+                    }
                     deliver(repo, pack, entry, got.range(k), &mut on_blob)?;
                 }
             }
@@ -67,11 +73,6 @@ pub fn for_each_blob(
     Ok(())
 }
 
-/// Where blob `entry` lies in its pack.
-fn sealed_range(entry: &PackEntry) -> std::ops::Range<u64> {
-    u64::from(entry.offset)..u64::from(entry.offset) + u64::from(entry.sealed_len)
-}
-
 /// Opens the sealed bytes of `entry` (`None` when the store sent fewer than the index says) and
 /// hands the plaintext to `on_blob`. A blob that fails is fetched once more on its own: a
 /// transient read fault is then not reported as damage at rest.
@@ -84,16 +85,15 @@ fn deliver(
 ) -> Result<()> {
     let sealed =
         sealed.ok_or_else(|| Error::corrupt(pack_name(pack), "shorter than its index says"))?;
-    let plain = match open_blob(repo.key(), repo, &entry.meta(), sealed) {
+    let at = BlobLocation {
+        pack: *pack,
+        entry: *entry,
+    };
+    let plain = match repo.open_sealed(&at, sealed.to_vec()) {
         Ok(plain) => Ok(plain),
         // Its pack is not at fault: reading it again would not help.
-        Err(failure @ OpenFailure::NoDictionary(_)) => Err(failure.into_error(*pack, entry.id)),
-        Err(OpenFailure::Damaged(_) | OpenFailure::Store(_)) => {
-            repo.read_blob_again(&BlobLocation {
-                pack: *pack,
-                entry: *entry,
-            })
-        }
+        Err(failure @ Error::NoDictionary { .. }) => Err(failure),
+        Err(_) => repo.read_blob_again(&at),
     };
     on_blob(entry, plain)
 }

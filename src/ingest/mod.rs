@@ -6,6 +6,7 @@ pub mod archiver;
 pub mod chunker;
 pub mod content;
 pub mod dictionary_choice;
+pub mod groups;
 pub mod level;
 pub mod noatime;
 pub mod packer;

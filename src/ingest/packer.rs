@@ -12,10 +12,11 @@
 use crate::error::{Error, Result};
 use crate::ingest::IngestLimits;
 use crate::ingest::dictionary_choice::{Admit, DictionaryChoice, Held, pick_dictionary};
+use crate::ingest::groups::{Gathered, Groups};
 use crate::ingest::level::{Level, dictionary_level};
 use crate::ingest::sample::SampleRules;
 use crate::ingest::sealers::{SealJob, Sealers};
-use crate::repo::blob::{Compression, SealedBlob, seal_blob};
+use crate::repo::blob::{Compression, SealedBlob, SealedGroup, seal_blob, seal_group};
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::Dictionary;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
@@ -84,6 +85,8 @@ struct Shared {
     choice: DictionaryChoice,
     /// The level blobs are compressed at.
     level: Level,
+    /// The solid group small data blobs are gathered into.
+    groups: Groups,
 }
 
 impl Shared {
@@ -163,6 +166,30 @@ impl Shared {
         self.repo.save_index_segment(segment).map(drop)
     }
 
+    /// How to compress with `dictionary` (or alone) at the job's level now.
+    fn compression<'d>(&self, dictionary: Option<&'d Dictionary>) -> Compression<'d> {
+        let level = self.level.now();
+        Compression {
+            level: match dictionary {
+                Some(_) => dictionary_level(level),
+                None => level,
+            },
+            dictionary,
+        }
+    }
+
+    /// `plaintext`, through the test hook that corrupts it when one is installed.
+    fn hooked<'p>(&self, plaintext: &'p [u8]) -> Cow<'p, [u8]> {
+        match self.corrupt_hook.get() {
+            Some(hook) => {
+                let mut copy = plaintext.to_vec();
+                hook(&mut copy);
+                Cow::Owned(copy)
+            }
+            None => Cow::Borrowed(plaintext),
+        }
+    }
+
     /// Compresses and encrypts one blob whose id was computed from `plaintext`.
     fn seal(
         &self,
@@ -171,21 +198,39 @@ impl Shared {
         plaintext: &[u8],
         dictionary: Option<&Dictionary>,
     ) -> SealedBlob {
-        let level = self.level.now();
-        let how = Compression {
-            level: match dictionary {
-                Some(_) => dictionary_level(level),
-                None => level,
-            },
-            dictionary,
-        };
-        match self.corrupt_hook.get() {
-            Some(hook) => {
-                let mut copy = plaintext.to_vec();
-                hook(&mut copy);
-                seal_blob(&self.key, id, kind, &copy, how)
-            }
-            None => seal_blob(&self.key, id, kind, plaintext, how),
+        let how = self.compression(dictionary);
+        seal_blob(&self.key, id, kind, &self.hooked(plaintext), how)
+    }
+
+    /// Compresses and encrypts a gathered solid group.
+    fn seal_group(&self, group: &Gathered) -> SealedGroup {
+        let how = self.compression(group.dictionary.as_deref());
+        seal_group(&self.key, &group.plaintext, how)
+    }
+
+    /// Seals a blob into `sink` — a small data blob into the solid group being gathered, which
+    /// is sealed into `sink` once full.
+    fn pack(
+        &self,
+        sink: &Sink,
+        kind: BlobKind,
+        id: BlobId,
+        witness: Witness,
+        plaintext: &[u8],
+        dictionary: Option<Arc<Dictionary>>,
+    ) -> Result<()> {
+        if !Groups::joins(kind, plaintext.len()) {
+            return sink.append(
+                &self.seal(kind, id, plaintext, dictionary.as_deref()),
+                witness,
+            );
+        }
+        match self
+            .groups
+            .add(id, witness, &self.hooked(plaintext), dictionary)
+        {
+            Some(full) => sink.append_group(&self.seal_group(&full), &full.members),
+            None => Ok(()),
         }
     }
 
@@ -200,10 +245,9 @@ impl Shared {
         plaintext: Cow<[u8]>,
     ) -> Result<()> {
         match self.choice.admit(kind, id, witness, plaintext) {
-            Admit::Seal(dictionary, plaintext) => sink.append(
-                &self.seal(kind, id, &plaintext, dictionary.as_deref()),
-                witness,
-            ),
+            Admit::Seal(dictionary, plaintext) => {
+                self.pack(sink, kind, id, witness, &plaintext, dictionary)
+            }
             Admit::Held => Ok(()),
             Admit::Decide(sample) => self.decide(sink, sample),
         }
@@ -233,8 +277,8 @@ impl Shared {
         let held = self.choice.chosen(dictionary.clone());
         let sealed = sample.iter().chain(&held).try_for_each(|blob| {
             self.check()?;
-            let sealed = self.seal(blob.kind, blob.id, &blob.plaintext, dictionary.as_deref());
-            sink.append(&sealed, blob.witness)
+            let (kind, id, witness) = (blob.kind, blob.id, blob.witness);
+            self.pack(sink, kind, id, witness, &blob.plaintext, dictionary.clone())
         });
         drop(release);
         sealed.or_else(|e| {
@@ -244,15 +288,19 @@ impl Shared {
         })
     }
 
-    /// Makes the dictionary choice if nobody has, and waits until every held blob is sealed:
-    /// before a job ends or reads back what it wrote.
+    /// Makes the dictionary choice if nobody has, waits until every held blob is sealed, and
+    /// seals the solid group gathered so far: before a job ends or reads back what it wrote.
     fn settle(&self, sink: &Sink) -> Result<()> {
         let decided = match self.choice.decide_now() {
             Some(sample) => self.decide(sink, sample),
             None => Ok(()),
         };
         self.choice.wait_settled();
-        decided
+        decided?;
+        match self.groups.take() {
+            Some(last) => sink.append_group(&self.seal_group(&last), &last.members),
+            None => Ok(()),
+        }
     }
 }
 
@@ -304,6 +352,21 @@ impl Sink {
             builder.add(sealed, witness);
             (builder.len() >= target)
                 .then(|| std::mem::replace(&mut *builder, empty_pack(kind, &self.params)))
+        };
+        match full {
+            Some(builder) => self.ship(builder),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts a sealed solid group (with its members' ids, lengths and witnesses) into the open
+    /// data pack, shipping the pack once full.
+    fn append_group(&self, group: &SealedGroup, members: &[(BlobId, u32, Witness)]) -> Result<()> {
+        let full = {
+            let mut builder = self.builders[slot(BlobKind::Data)].lock();
+            builder.add_group(group, members);
+            (builder.len() >= self.params.pack_size as usize)
+                .then(|| std::mem::replace(&mut *builder, empty_pack(BlobKind::Data, &self.params)))
         };
         match full {
             Some(builder) => self.ship(builder),
@@ -387,6 +450,7 @@ impl Packer {
             corrupt_hook: OnceLock::new(),
             choice: DictionaryChoice::new(params.dictionaries(), &limits),
             level: Level::new(limits.compression, params.compression),
+            groups: Groups::default(),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))
             .map(|_| {

@@ -77,7 +77,7 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     for (pack, entries) in described {
         match entries {
             Ok(mut blobs) => {
-                blobs.sort_by_key(|e| e.offset);
+                blobs.sort_by_key(|e| (e.offset, e.id));
                 blobs.dedup();
                 report.blobs_indexed += blobs.len();
                 indexed.push(SegmentPack { pack, blobs });

@@ -75,7 +75,7 @@ pub fn usage(
             usage.used_blobs += 1;
         } else {
             usage.unused_blobs += 1;
-            usage.unused_bytes += u64::from(at.entry.sealed_len);
+            usage.unused_bytes += at.entry.stored_share();
         }
     }
     for (pack, size) in &inventory.stored {
@@ -87,7 +87,7 @@ pub fn usage(
         let unused: u64 = entries
             .iter()
             .filter(|e| !used.contains(&e.id))
-            .map(|e| u64::from(e.sealed_len))
+            .map(|e| e.stored_share())
             .sum();
         let any_used = entries.iter().any(|e| used.contains(&e.id));
         if !any_used {

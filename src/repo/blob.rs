@@ -20,7 +20,7 @@ const MIN_GAIN_PERCENT: usize = 3;
 
 /// What an opened blob's plaintext is checked against.
 #[derive(Clone, Copy)]
-enum Proof<'a> {
+pub enum Proof<'a> {
     /// Its id, under the repository's key: every reader.
     Id(&'a MasterKey),
     /// What its writer noted while computing the id: the writer's own verification.
@@ -52,7 +52,28 @@ pub struct BlobMeta {
     pub raw_len: u32,
     /// Whether the payload is zstd-compressed.
     pub compressed: bool,
+    /// Where it lies in its solid group, when it was sealed in one.
+    pub group: Option<GroupPlace>,
 }
+
+/// Where a small data blob lies inside its *solid group*: small blobs are concatenated and
+/// compressed as one zstd frame, sealed once, because a small file compressed alone starts from
+/// an empty window and compresses badly (FORMAT.md, "Solid groups"). Each member is still
+/// indexed under its own id and proven by it when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GroupPlace {
+    /// Offset of the blob's plaintext in the group's.
+    pub start: u32,
+    /// The group's plaintext length (what its frame decompresses to).
+    pub len: u32,
+}
+
+/// The largest plaintext a solid group may claim: bounds what opening one allocates.
+pub const MAX_GROUP_LEN: u32 = 1 << 20;
+
+/// The associated data of a sealed group. It binds no id (a group has none of its own): each
+/// member is proven by its id after opening, so a group moved elsewhere yields no wrong bytes.
+const GROUP_AAD: &[u8] = b"cairn blob group";
 
 /// Where opening a blob finds the compression dictionary its zstd frame names
 /// ([`crate::repo::dictionary`]): the repository, which loads its dictionaries on first need.
@@ -257,16 +278,44 @@ pub fn seal_blob(
     }
 }
 
+/// Compressed and sealed plaintext of a solid group ([`GroupPlace`]): its members'
+/// plaintexts back to back.
+pub struct SealedGroup {
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub bytes: Vec<u8>,
+    /// Length of the concatenated plaintext.
+    pub raw_len: u32,
+    /// Whether the payload is zstd-compressed.
+    pub compressed: bool,
+}
+
+/// Compresses (when it gains at least 3 %) and seals the concatenated plaintext of a solid
+/// group. No sample is probed first, as for a large blob: a group is small files, mostly text,
+/// and the probe would cost an eighth more compression for every group to spare the few of
+/// media files.
+pub fn seal_group(key: &MasterKey, plaintext: &[u8], how: Compression) -> SealedGroup {
+    let raw_len = u32::try_from(plaintext.len()).expect("groups are far below 4 GiB");
+    let packed = compress(plaintext, how.level, how.dictionary)
+        .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT));
+    let compressed = packed.is_some();
+    let payload = packed.as_deref().unwrap_or(plaintext);
+    SealedGroup {
+        bytes: key.seal(payload, GROUP_AAD),
+        raw_len,
+        compressed,
+    }
+}
+
 /// Opens a sealed blob and proves it is the plaintext of `meta.id`. The error string says which
-/// check failed; callers add the pack and blob to it.
+/// check failed; callers add the pack and blob to it. A member of a solid group is opened by
+/// opening its group (callers reading several members keep the group: [`open_group`]).
 pub fn open_blob(
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
     sealed: &[u8],
 ) -> Result<Vec<u8>, OpenFailure> {
-    let payload = decrypt(key, meta, sealed)?;
-    finish_open(Proof::Id(key), dictionaries, meta, payload)
+    open_proven(Proof::Id(key), key, dictionaries, meta, sealed.to_vec())
 }
 
 /// [`open_blob`] for the writer's verification before upload: the plaintext and the id are
@@ -279,15 +328,13 @@ pub fn open_blob_witnessed(
     sealed: &[u8],
     witness: Witness,
 ) -> Result<Vec<u8>, OpenFailure> {
-    let payload = decrypt(key, meta, sealed)?;
-    finish_open(Proof::Witnessed(witness), dictionaries, meta, payload)
-}
-
-/// The payload of a sealed blob, after its claimed length is checked against the limit.
-fn decrypt(key: &MasterKey, meta: &BlobMeta, sealed: &[u8]) -> Result<Vec<u8>, OpenFailure> {
-    check_claim(meta)?;
-    key.open(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| OpenFailure::Damaged(e.to_string()))
+    open_proven(
+        Proof::Witnessed(witness),
+        key,
+        dictionaries,
+        meta,
+        sealed.to_vec(),
+    )
 }
 
 /// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
@@ -297,11 +344,83 @@ pub fn open_blob_owned(
     meta: &BlobMeta,
     sealed: Vec<u8>,
 ) -> Result<Vec<u8>, OpenFailure> {
+    open_proven(Proof::Id(key), key, dictionaries, meta, sealed)
+}
+
+fn open_proven(
+    proof: Proof,
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    meta: &BlobMeta,
+    sealed: Vec<u8>,
+) -> Result<Vec<u8>, OpenFailure> {
+    if meta.group.is_some() {
+        let group = open_group(proof, key, dictionaries, meta, sealed)?;
+        return member_of(&group, meta)
+            .map(<[u8]>::to_vec)
+            .map_err(OpenFailure::Damaged);
+    }
+    let payload = open_payload(key, meta, sealed)?;
+    finish_open(
+        dictionaries,
+        meta.compressed,
+        meta.raw_len,
+        payload,
+        |plain| prove(proof, meta, &plain).map(|()| plain),
+    )
+}
+
+/// Opens the solid group that member `meta` was sealed in and returns the group's whole
+/// plaintext, after proving that member by `proof`: a reader wanting several members opens
+/// (and decompresses) the group once and takes the others with [`group_member`].
+pub fn open_group(
+    proof: Proof,
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    meta: &BlobMeta,
+    sealed: Vec<u8>,
+) -> Result<Vec<u8>, OpenFailure> {
+    let place = meta
+        .group
+        .ok_or_else(|| OpenFailure::Damaged("not a member of a solid group".into()))?;
+    let payload = open_payload(key, meta, sealed)?;
+    finish_open(dictionaries, meta.compressed, place.len, payload, |group| {
+        if group.len() != place.len as usize {
+            return Err(format!(
+                "its group's length {} differs from the recorded {}",
+                group.len(),
+                place.len
+            ));
+        }
+        prove(proof, meta, member_of(&group, meta)?).map(|()| group)
+    })
+}
+
+/// Member `meta` of an opened solid group's plaintext, proven by `proof`.
+pub fn group_member(group: &[u8], meta: &BlobMeta, proof: Proof) -> Result<Vec<u8>, OpenFailure> {
+    member_of(group, meta)
+        .and_then(|member| prove(proof, meta, member).map(|()| member.to_vec()))
+        .map_err(OpenFailure::Damaged)
+}
+
+/// Where member `meta` lies in its group's plaintext.
+fn member_of<'g>(group: &'g [u8], meta: &BlobMeta) -> Result<&'g [u8], String> {
+    let place = meta.group.ok_or("not a member of a solid group")?;
+    let start = place.start as usize;
+    group
+        .get(start..start + meta.raw_len as usize)
+        .ok_or_else(|| format!("it lies outside its group ({} bytes)", group.len()))
+}
+
+/// The payload of a sealed blob or group, after its claimed lengths are checked against the
+/// limits.
+fn open_payload(key: &MasterKey, meta: &BlobMeta, sealed: Vec<u8>) -> Result<Vec<u8>, OpenFailure> {
     check_claim(meta)?;
-    let payload = key
-        .open_owned(sealed, &aad(&meta.id, meta.kind))
-        .map_err(|e| OpenFailure::Damaged(e.to_string()))?;
-    finish_open(Proof::Id(key), dictionaries, meta, payload)
+    let opened = match meta.group {
+        Some(_) => key.open_owned(sealed, GROUP_AAD),
+        None => key.open_owned(sealed, &aad(&meta.id, meta.kind)),
+    };
+    opened.map_err(|e| OpenFailure::Damaged(e.to_string()))
 }
 
 fn check_claim(meta: &BlobMeta) -> Result<(), OpenFailure> {
@@ -311,23 +430,34 @@ fn check_claim(meta: &BlobMeta) -> Result<(), OpenFailure> {
             meta.raw_len, MAX_BLOB_LEN
         )));
     }
+    if let Some(place) = meta.group
+        && (place.len > MAX_GROUP_LEN
+            || u64::from(place.start) + u64::from(meta.raw_len) > u64::from(place.len))
+    {
+        return Err(OpenFailure::Damaged(format!(
+            "claimed place {}+{} in a group of {} exceeds the group or its {} byte limit",
+            place.start, meta.raw_len, place.len, MAX_GROUP_LEN
+        )));
+    }
     Ok(())
 }
 
-/// Decompresses an opened payload and checks its length and id. A payload naming a dictionary
-/// is tried with each the repository has under that name until one gives the blob.
-fn finish_open(
-    proof: Proof,
+/// Decompresses an opened payload of `raw_len` bytes and hands it to `accept`, which checks it
+/// (its length and id). A payload naming a dictionary is tried with each the repository has
+/// under that name until one gives what `accept` takes.
+fn finish_open<T>(
     dictionaries: &dyn FindDictionary,
-    meta: &BlobMeta,
+    compressed: bool,
+    raw_len: u32,
     payload: Vec<u8>,
-) -> Result<Vec<u8>, OpenFailure> {
-    if !meta.compressed {
-        return proven(proof, meta, payload).map_err(OpenFailure::Damaged);
+    accept: impl Fn(Vec<u8>) -> Result<T, String>,
+) -> Result<T, OpenFailure> {
+    if !compressed {
+        return accept(payload).map_err(OpenFailure::Damaged);
     }
     let Some(zstd_id) = zstd::zstd_safe::get_dict_id_from_frame(&payload) else {
-        return decompress(&payload, meta.raw_len as usize, None)
-            .and_then(|plaintext| proven(proof, meta, plaintext))
+        return decompress(&payload, raw_len as usize, None)
+            .and_then(&accept)
             .map_err(OpenFailure::Damaged);
     };
     let candidates = dictionaries
@@ -343,9 +473,7 @@ fn finish_open(
     for dictionary in candidates {
         // The tag proved the payload is what its writer sealed: failing with this dictionary
         // says the dictionary is not the blob's, not that the pack is damaged.
-        match decompress(&payload, meta.raw_len as usize, Some(&dictionary))
-            .and_then(|plaintext| proven(proof, meta, plaintext))
-        {
+        match decompress(&payload, raw_len as usize, Some(&dictionary)).and_then(&accept) {
             Ok(plaintext) => return Ok(plaintext),
             Err(reason) => {
                 last = OpenFailure::NoDictionary(format!(
@@ -358,8 +486,8 @@ fn finish_open(
     Err(last)
 }
 
-/// `plaintext` if it has the length `meta` records and is what `proof` says.
-fn proven(proof: Proof, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8>, String> {
+/// Whether `plaintext` has the length `meta` records and is what `proof` says.
+fn prove(proof: Proof, meta: &BlobMeta, plaintext: &[u8]) -> Result<(), String> {
     if plaintext.len() != meta.raw_len as usize {
         return Err(format!(
             "length {} differs from the recorded {}",
@@ -368,14 +496,11 @@ fn proven(proof: Proof, meta: &BlobMeta, plaintext: Vec<u8>) -> Result<Vec<u8>, 
         ));
     }
     match proof {
-        Proof::Id(key) if key.blob_id(&plaintext) != meta.id => {
+        Proof::Id(key) if key.blob_id(plaintext) != meta.id => {
             Err("content does not match its id".into())
         }
-        Proof::Witnessed(witness) => match witness.attest(&meta.id.0, &plaintext) {
-            Ok(()) => Ok(plaintext),
-            Err(why) => Err(why.into()),
-        },
-        _ => Ok(plaintext),
+        Proof::Witnessed(witness) => witness.attest(&meta.id.0, plaintext).map_err(Into::into),
+        _ => Ok(()),
     }
 }
 
@@ -390,6 +515,7 @@ mod tests {
             kind: blob.kind,
             raw_len: blob.raw_len,
             compressed: blob.compressed,
+            group: None,
         }
     }
 

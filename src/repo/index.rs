@@ -1,12 +1,13 @@
 //! The index: which pack holds each blob, and where. On disk it is a set of sealed segments, each
 //! listing packs and their blobs; writers add a segment every few packs and at the end, so an
-//! interrupted job's packs are found and re-used. In memory it is one sorted array of 48-byte
+//! interrupted job's packs are found and re-used. In memory it is one sorted array of 56-byte
 //! slots with pack ids interned, searched by binary search.
 
 use crate::error::Result;
+use crate::repo::blob::GroupPlace;
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
-use crate::repo::pack::PackEntry;
+use crate::repo::pack::{ENTRIES_VERSION, PackEntry, PackEntryV1, decode_entries};
 use crate::repo::serial;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -38,10 +39,40 @@ pub struct SegmentPack {
     pub blobs: Vec<PackEntry>,
 }
 
+/// A segment as format version 1 wrote it (no solid groups): read, never written.
+#[derive(Deserialize)]
+struct SegmentV1 {
+    packs: Vec<SegmentPackV1>,
+}
+
+#[derive(Deserialize)]
+struct SegmentPackV1 {
+    pack: PackId,
+    blobs: Vec<PackEntryV1>,
+}
+
+impl From<SegmentV1> for Segment {
+    fn from(v1: SegmentV1) -> Segment {
+        let packs = v1.packs.into_iter().map(|p| SegmentPack {
+            pack: p.pack,
+            blobs: p.blobs.into_iter().map(PackEntry::from).collect(),
+        });
+        Segment {
+            packs: packs.collect(),
+        }
+    }
+}
+
 impl Segment {
     /// Seals the segment for storage.
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&serial::encode(self), SEGMENT_AAD)
+        key.seal(&serial::encode_version(ENTRIES_VERSION, self), SEGMENT_AAD)
+    }
+
+    /// Parses a segment's plaintext, of either format version (nothing is checked beyond the
+    /// encoding: [`Segment::open`] checks the entries).
+    pub fn decode(plain: &[u8], name: &str) -> Result<Segment> {
+        decode_entries(plain, name, |v1: SegmentV1| Segment::from(v1))
     }
 
     /// Opens and parses a stored segment; `name` is used in errors. An entry claiming a blob
@@ -50,7 +81,7 @@ impl Segment {
         let plain = key
             .open(sealed, SEGMENT_AAD)
             .map_err(|e| crate::Error::corrupt(name, e))?;
-        let segment: Segment = serial::decode(&plain, name)?;
+        let segment = Segment::decode(&plain, name)?;
         let entries = segment.packs.iter().flat_map(|p| &p.blobs);
         if let Some(reason) = entries.filter_map(PackEntry::implausible).next() {
             return Err(crate::Error::corrupt(name, reason));
@@ -71,9 +102,12 @@ pub struct BlobLocation {
 const FLAG_TREE: u32 = 1 << 31;
 const FLAG_COMPRESSED: u32 = 1 << 30;
 const LEN_MASK: u32 = FLAG_COMPRESSED - 1;
+/// In `raw_len_and_group`: the blob is a member of a solid group (blobs are far below 2 GiB).
+const FLAG_GROUPED: u32 = 1 << 31;
 
-/// A blob's location in 48 bytes: id, interned pack, offset, sealed length with the kind and
-/// compression folded into its two high bits (blobs are far below 1 GiB), raw length.
+/// A blob's location in 56 bytes: id, interned pack, offset, sealed length with the kind and
+/// compression folded into its two high bits (blobs are far below 1 GiB), raw length with
+/// whether it is a member of a solid group in its high bit, and its place in the group.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Slot {
@@ -81,10 +115,12 @@ struct Slot {
     pack: u32,
     offset: u32,
     sealed_len_and_flags: u32,
-    raw_len: u32,
+    raw_len_and_group: u32,
+    group_start: u32,
+    group_len: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 48);
+const _: () = assert!(std::mem::size_of::<Slot>() == 56);
 
 /// The in-memory index of every blob in the repository. A blob may be listed in several packs
 /// (two writers stored it at once, or an old index file names a pack that `repair packs`
@@ -127,7 +163,9 @@ impl Index {
                             0
                         }
                         | if e.compressed { FLAG_COMPRESSED } else { 0 },
-                    raw_len: e.raw_len,
+                    raw_len_and_group: e.raw_len | if e.group.is_some() { FLAG_GROUPED } else { 0 },
+                    group_start: e.group.map_or(0, |g| g.start),
+                    group_len: e.group.map_or(0, |g| g.len),
                 }));
             }
         }
@@ -245,8 +283,12 @@ impl Index {
                 },
                 offset: slot.offset,
                 sealed_len: flags & LEN_MASK,
-                raw_len: slot.raw_len,
+                raw_len: slot.raw_len_and_group & !FLAG_GROUPED,
                 compressed: flags & FLAG_COMPRESSED != 0,
+                group: (slot.raw_len_and_group & FLAG_GROUPED != 0).then_some(GroupPlace {
+                    start: slot.group_start,
+                    len: slot.group_len,
+                }),
             },
         }
     }
@@ -266,6 +308,7 @@ mod tests {
             sealed_len: 99,
             raw_len: 77,
             compressed,
+            group: None,
         }
     }
 
@@ -325,12 +368,32 @@ mod tests {
         assert_eq!(index.iter().count(), 3);
     }
 
+    #[test]
+    fn a_member_of_a_solid_group_keeps_its_place() {
+        let member = PackEntry {
+            group: Some(GroupPlace {
+                start: 4000,
+                len: 300_000,
+            }),
+            ..entry(3, BlobKind::Data, true)
+        };
+        let index = Index::from_segments(vec![Segment {
+            packs: vec![SegmentPack {
+                pack: PackId([1; 32]),
+                blobs: vec![member, entry(4, BlobKind::Data, false)],
+            }],
+        }]);
+        assert_eq!(index.get(&member.id).unwrap().entry, member);
+        assert_eq!(index.get(&BlobId([4; 32])).unwrap().entry.group, None);
+    }
+
     proptest! {
         #[test]
         fn segment_seal_open_round_trips(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
             let key = MasterKey::new(MasterSecrets::generate());
             let blobs = ids.iter().enumerate().map(|(i, id)| PackEntry {
                 id: BlobId(*id), kind: BlobKind::Data, offset: i as u32, sealed_len: 40, raw_len: 12, compressed: i % 2 == 0,
+                group: (i % 3 == 0).then_some(GroupPlace { start: i as u32, len: 100 }),
             }).collect();
             let segment = Segment { packs: vec![SegmentPack { pack: PackId([7; 32]), blobs }] };
             let sealed = segment.seal(&key);
@@ -341,7 +404,7 @@ mod tests {
         fn segment_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let key = MasterKey::new(MasterSecrets::generate());
             let _ = Segment::open(&key, "index/x", &bytes);
-            let _ = serial::decode::<Segment>(&bytes, "index/x");
+            let _ = Segment::decode(&bytes, "index/x");
         }
     }
 }

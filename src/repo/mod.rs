@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ids;
 pub mod index;
 pub mod keys;
+pub mod opened_groups;
 pub mod pack;
 pub mod parity;
 pub mod reach;

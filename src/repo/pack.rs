@@ -6,7 +6,10 @@
 //! before upload, not days later by a check.
 
 use crate::error::{Error, Result};
-use crate::repo::blob::{BlobMeta, FindDictionary, SealedBlob, open_blob_witnessed};
+use crate::repo::blob::{
+    BlobMeta, FindDictionary, GroupPlace, MAX_GROUP_LEN, Proof, SealedBlob, SealedGroup,
+    group_member, open_blob_witnessed, open_group,
+};
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
 use crate::repo::serial;
@@ -36,6 +39,51 @@ pub struct PackEntry {
     pub raw_len: u32,
     /// Whether the payload is zstd-compressed.
     pub compressed: bool,
+    /// Where the blob lies in the solid group sealed at `offset`, when it is a member of one
+    /// (then `offset`, `sealed_len` and `compressed` are the group's, shared by its members).
+    pub group: Option<GroupPlace>,
+}
+
+/// A [`PackEntry`] as format version 1 wrote it (no solid groups): read, never written.
+#[derive(Deserialize)]
+pub struct PackEntryV1 {
+    id: BlobId,
+    kind: BlobKind,
+    offset: u32,
+    sealed_len: u32,
+    raw_len: u32,
+    compressed: bool,
+}
+
+impl From<PackEntryV1> for PackEntry {
+    fn from(v1: PackEntryV1) -> PackEntry {
+        PackEntry {
+            id: v1.id,
+            kind: v1.kind,
+            offset: v1.offset,
+            sealed_len: v1.sealed_len,
+            raw_len: v1.raw_len,
+            compressed: v1.compressed,
+            group: None,
+        }
+    }
+}
+
+/// The format version of pack headers and index segments that lists solid groups.
+pub const ENTRIES_VERSION: u8 = 2;
+
+/// Parses a list serialized with its format version: version 1 lists are read as lists of
+/// [`PackEntryV1`] and converted by `upgrade`.
+pub fn decode_entries<T: serde::de::DeserializeOwned, V1: serde::de::DeserializeOwned>(
+    plain: &[u8],
+    what: &str,
+    upgrade: impl FnOnce(V1) -> T,
+) -> Result<T> {
+    match serial::split_version(plain, what)? {
+        (1, body) => serial::decode_body::<V1>(body, what).map(upgrade),
+        (ENTRIES_VERSION, body) => serial::decode_body(body, what),
+        (version, _) => Err(serial::unknown_version(version, what)),
+    }
 }
 
 /// Largest plaintext of a data blob: the largest `chunk_max` a repository may have.
@@ -55,13 +103,27 @@ impl PackEntry {
             BlobKind::Data => MAX_DATA_BLOB,
             BlobKind::Tree => MAX_TREE_BLOB,
         };
-        if self.raw_len > most || self.sealed_len > self.raw_len.saturating_add(SEALED_SLACK) {
+        let payload_len = self.group.map_or(self.raw_len, |g| g.len);
+        if self.raw_len > most || self.sealed_len > payload_len.saturating_add(SEALED_SLACK) {
             return Some(format!(
                 "blob {} claims {} bytes ({} sealed), more than a {:?} blob can hold ({most})",
                 self.id, self.raw_len, self.sealed_len, self.kind
             ));
         }
-        None
+        match self.group {
+            Some(group)
+                if self.kind != BlobKind::Data
+                    || group.len > MAX_GROUP_LEN
+                    || u64::from(group.start) + u64::from(self.raw_len) > u64::from(group.len) =>
+            {
+                Some(format!(
+                    "blob {} claims the place {}+{} in a solid group of {} bytes, which a {:?} \
+                     blob cannot have (groups hold data blobs, at most {MAX_GROUP_LEN} bytes)",
+                    self.id, group.start, self.raw_len, group.len, self.kind
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// What the blob claims to be, for opening it.
@@ -71,15 +133,40 @@ impl PackEntry {
             kind: self.kind,
             raw_len: self.raw_len,
             compressed: self.compressed,
+            group: self.group,
         }
     }
 
     /// The memory opening the blob takes at its peak: the sealed bytes read, and beside them
     /// the decompressed plaintext when it is compressed (an uncompressed blob is opened in
-    /// place). Readers count it against their budget before they read.
+    /// place); for a member of a solid group, its group's plaintext and its own copied out.
+    /// Readers count it against their budget before they read.
     pub fn open_bytes(&self) -> usize {
-        let decompressed = if self.compressed { self.raw_len } else { 0 };
-        self.sealed_len as usize + decompressed as usize
+        let payload = self.group.map_or(self.raw_len, |g| g.len);
+        let decompressed = if self.compressed { payload } else { 0 };
+        let member = if self.group.is_some() {
+            self.raw_len
+        } else {
+            0
+        };
+        self.sealed_len as usize + decompressed as usize + member as usize
+    }
+
+    /// The stored bytes that are this blob's: its sealed length, or for a member of a solid
+    /// group its share of the group's by plaintext length — what space accounting (prune,
+    /// stats) sums, so a group's bytes are counted once over its members.
+    pub fn stored_share(&self) -> u64 {
+        match self.group {
+            Some(group) if group.len > 0 => {
+                u64::from(self.sealed_len) * u64::from(self.raw_len) / u64::from(group.len)
+            }
+            _ => u64::from(self.sealed_len),
+        }
+    }
+
+    /// The byte range of its sealed payload (its group's, for a member of one) in its pack.
+    pub fn sealed_range(&self) -> std::ops::Range<u64> {
+        u64::from(self.offset)..u64::from(self.offset) + u64::from(self.sealed_len)
     }
 }
 
@@ -131,8 +218,36 @@ impl PackBuilder {
             sealed_len,
             raw_len: blob.raw_len,
             compressed: blob.compressed,
+            group: None,
         });
         self.witnesses.push(witness);
+    }
+
+    /// Appends a sealed solid group of data blobs: `members` lists each blob's id, plaintext
+    /// length and witness, in the order their plaintexts were concatenated.
+    pub fn add_group(&mut self, group: &SealedGroup, members: &[(BlobId, u32, Witness)]) {
+        assert_eq!(self.kind, BlobKind::Data, "solid groups hold data blobs");
+        let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
+        let sealed_len = u32::try_from(group.bytes.len()).expect("groups stay below 4 GiB");
+        self.bytes.extend_from_slice(&group.bytes);
+        let mut start = 0u32;
+        for &(id, raw_len, witness) in members {
+            self.entries.push(PackEntry {
+                id,
+                kind: BlobKind::Data,
+                offset,
+                sealed_len,
+                raw_len,
+                compressed: group.compressed,
+                group: Some(GroupPlace {
+                    start,
+                    len: group.raw_len,
+                }),
+            });
+            self.witnesses.push(witness);
+            start += raw_len;
+        }
+        assert_eq!(start, group.raw_len, "a group is its members back to back");
     }
 
     /// Bytes so far.
@@ -147,7 +262,10 @@ impl PackBuilder {
 
     /// Appends the sealed header and trailer and names the pack.
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
-        let header = key.seal(&serial::encode(&self.entries), HEADER_AAD);
+        let header = key.seal(
+            &serial::encode_version(ENTRIES_VERSION, &self.entries),
+            HEADER_AAD,
+        );
         let header_len = u32::try_from(header.len()).expect("headers stay below 4 GiB");
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&header_len.to_le_bytes());
@@ -193,7 +311,7 @@ pub fn parse_header(
     let plain = key
         .open(sealed, HEADER_AAD)
         .map_err(|e| Error::corrupt(&name, format!("header: {e}")))?;
-    let entries: Vec<PackEntry> = serial::decode(&plain, &name)?;
+    let entries = decode_header(&plain, &name)?;
     for entry in &entries {
         if u64::from(entry.offset) + u64::from(entry.sealed_len) > data_len {
             return Err(Error::corrupt(
@@ -206,6 +324,14 @@ pub fn parse_header(
         }
     }
     Ok(entries)
+}
+
+/// Parses a pack header's plaintext, of either format version (nothing is checked beyond the
+/// encoding: [`parse_header`] checks the entries).
+pub fn decode_header(plain: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    decode_entries(plain, what, |v1: Vec<PackEntryV1>| {
+        v1.into_iter().map(PackEntry::from).collect()
+    })
 }
 
 /// Parses the header of a whole pack held in memory.
@@ -258,15 +384,27 @@ pub fn verify_pack(
     // One blob after another, on the thread that sealed the pack's last blob: verified on the
     // global pool, its blobs could wait for ever behind workers that wait for the sealers
     // (their queue is bounded) — a stage commit hung so. The other sealers go on meanwhile.
+    // A solid group is opened once, with its first member, and its other members taken from it.
+    let mut group: Option<(u32, Vec<u8>)> = None;
     header
         .iter()
         .zip(&pack.witnesses)
         .try_for_each(|(entry, witness)| {
             let start = entry.offset as usize;
             let sealed = &pack.bytes[start..start + entry.sealed_len as usize];
-            open_blob_witnessed(key, dictionaries, &entry.meta(), sealed, *witness)
-                .map(drop)
-                .map_err(|failure| fail(entry.id, failure.to_string()))
+            let proof = Proof::Witnessed(*witness);
+            let opened = match &group {
+                Some((at, plain)) if entry.group.is_some() && *at == entry.offset => {
+                    group_member(plain, &entry.meta(), proof).map(drop)
+                }
+                _ if entry.group.is_some() => {
+                    open_group(proof, key, dictionaries, &entry.meta(), sealed.to_vec())
+                        .map(|plain| group = Some((entry.offset, plain)))
+                }
+                _ => open_blob_witnessed(key, dictionaries, &entry.meta(), sealed, *witness)
+                    .map(drop),
+            };
+            opened.map_err(|failure| fail(entry.id, failure.to_string()))
         })
 }
 
@@ -279,7 +417,7 @@ pub fn pack_name(pack: &PackId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::blob::{Compression, NoDictionaries, open_blob, seal_blob};
+    use crate::repo::blob::{Compression, NoDictionaries, open_blob, seal_blob, seal_group};
     use crate::repo::crypto::MasterSecrets;
 
     fn pack_of(key: &MasterKey, blobs: &[&[u8]]) -> FinishedPack {
@@ -376,6 +514,164 @@ mod tests {
             matches!(&err, Error::PackVerify { blob, reason } if *blob == BlobId(id)
                 && reason.contains("its id differs from the one computed from its content")),
             "{err}"
+        );
+    }
+
+    /// A pack holding `alone` sealed by itself, then `members` in one solid group.
+    fn grouped_pack(key: &MasterKey, alone: &[u8], members: &[&[u8]]) -> PackBuilder {
+        let mut builder = PackBuilder::new(BlobKind::Data, 0);
+        let (id, witness) = Witness::name(alone, |p| key.blob_id(p).0);
+        let how = Compression::level(3);
+        builder.add(
+            &seal_blob(key, BlobId(id), BlobKind::Data, alone, how),
+            witness,
+        );
+        let listed: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let (id, witness) = Witness::name(m, |p| key.blob_id(p).0);
+                (BlobId(id), m.len() as u32, witness)
+            })
+            .collect();
+        let group = seal_group(key, &members.concat(), how);
+        builder.add_group(&group, &listed);
+        builder
+    }
+
+    #[test]
+    fn a_solid_group_verifies_and_each_member_reads_back() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let members: [&[u8]; 3] = [b"first small file\n", b"", &[7u8; 3000]];
+        let pack = grouped_pack(&key, b"alone", &members).finish(&key);
+        verify_pack(&key, &NoDictionaries, &pack).unwrap();
+        let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
+        assert_eq!(header.len(), 4);
+        assert!(header[0].group.is_none());
+        // The members share the group's sealed bytes and lie back to back in its plaintext.
+        let group_len = members.iter().map(|m| m.len() as u32).sum();
+        let mut start = 0;
+        for (entry, data) in header[1..].iter().zip(members) {
+            assert_eq!(entry.offset, header[1].offset);
+            assert_eq!(
+                entry.group,
+                Some(GroupPlace {
+                    start,
+                    len: group_len
+                })
+            );
+            start += data.len() as u32;
+            let sealed =
+                &pack.bytes[entry.sealed_range().start as usize..entry.sealed_range().end as usize];
+            assert_eq!(
+                open_blob(&key, &NoDictionaries, &entry.meta(), sealed).unwrap(),
+                data
+            );
+        }
+        // A member is proven by its own id: another member's place under its id fails.
+        let mut swapped = header[1];
+        swapped.id = header[3].id;
+        let sealed =
+            &pack.bytes[swapped.sealed_range().start as usize..swapped.sealed_range().end as usize];
+        let err = open_blob(&key, &NoDictionaries, &swapped.meta(), sealed).unwrap_err();
+        assert!(
+            err.to_string().contains("length") || err.to_string().contains("does not match"),
+            "{err}"
+        );
+        // The shares of the group's bytes add up to them, less rounding.
+        let shares: u64 = header[1..].iter().map(PackEntry::stored_share).sum();
+        assert!(
+            shares <= u64::from(header[1].sealed_len)
+                && shares + 3 >= u64::from(header[1].sealed_len)
+        );
+    }
+
+    #[test]
+    fn a_group_member_changed_after_its_id_was_computed_is_caught_before_upload() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let mut builder = PackBuilder::new(BlobKind::Data, 0);
+        let members: [&[u8]; 2] = [b"one small file", b"another small file"];
+        let listed: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let (id, witness) = Witness::name(m, |p| key.blob_id(p).0);
+                (BlobId(id), m.len() as u32, witness)
+            })
+            .collect();
+        // The second member's bytes flipped between hashing and gathering into the group.
+        let group = seal_group(
+            &key,
+            b"one small fileanother small fild",
+            Compression::level(3),
+        );
+        builder.add_group(&group, &listed);
+        let err = verify_pack(&key, &NoDictionaries, &builder.finish(&key)).unwrap_err();
+        assert!(
+            matches!(&err, Error::PackVerify { blob, reason } if *blob == listed[1].0
+                && reason.contains("differs from the bytes its id was computed from")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_header_of_format_version_1_reads_as_before() {
+        // Written before solid groups: (id, kind, offset, sealed_len, raw_len, compressed).
+        let id = BlobId([5; 32]);
+        let v1 = serial::encode_version(1, &vec![(id, BlobKind::Data, 0u32, 90u32, 60u32, true)]);
+        let entries = decode_header(&v1, "pack").unwrap();
+        assert_eq!(
+            entries,
+            [PackEntry {
+                id,
+                kind: BlobKind::Data,
+                offset: 0,
+                sealed_len: 90,
+                raw_len: 60,
+                compressed: true,
+                group: None
+            }]
+        );
+        assert!(decode_header(&serial::encode_version(3, &entries), "pack").is_err());
+    }
+
+    #[test]
+    fn a_member_claiming_more_than_its_group_is_implausible() {
+        let entry = PackEntry {
+            id: BlobId([1; 32]),
+            kind: BlobKind::Data,
+            offset: 0,
+            sealed_len: 100,
+            raw_len: 50,
+            compressed: true,
+            group: Some(GroupPlace {
+                start: 60,
+                len: 100,
+            }),
+        };
+        assert!(entry.implausible().is_some());
+        let huge = PackEntry {
+            group: Some(GroupPlace {
+                start: 0,
+                len: MAX_GROUP_LEN + 1,
+            }),
+            ..entry
+        };
+        assert!(huge.implausible().is_some());
+        let tree = PackEntry {
+            kind: BlobKind::Tree,
+            group: Some(GroupPlace { start: 0, len: 100 }),
+            ..entry
+        };
+        assert!(tree.implausible().is_some());
+        assert!(
+            PackEntry {
+                group: Some(GroupPlace {
+                    start: 50,
+                    len: 100
+                }),
+                ..entry
+            }
+            .implausible()
+            .is_none()
         );
     }
 

@@ -6,7 +6,7 @@
 use crate::backend::Backend;
 use crate::backend::retry::RetryingBackend;
 use crate::error::{Error, Result};
-use crate::repo::blob::{FindDictionary, open_blob_owned};
+use crate::repo::blob::FindDictionary;
 use crate::repo::config::{Config, DEFAULT_RETRIES, MAX_CONFIG_LEN, Params};
 use crate::repo::crypto::{MasterKey, MasterSecrets};
 use crate::repo::dictionary::{self, Dictionaries, Dictionary};
@@ -35,6 +35,8 @@ pub struct Repository {
     healed: crate::repo::heal::HealedPacks,
     /// The compression dictionaries met so far.
     dictionaries: Dictionaries,
+    /// The solid groups opened last, for their other members.
+    groups: crate::repo::opened_groups::OpenedGroups,
 }
 
 /// Whether a key file's bytes hash to its name (a key's id is the SHA-256 of its file): a key
@@ -167,6 +169,7 @@ impl Repository {
             indexed_here: Default::default(),
             tree_reads: Default::default(),
             healed: Default::default(),
+            groups: Default::default(),
             dictionaries: Default::default(),
         })
     }
@@ -207,6 +210,7 @@ impl Repository {
                         indexed_here: Default::default(),
                         tree_reads: Default::default(),
                         healed: Default::default(),
+                        groups: Default::default(),
                         dictionaries: Default::default(),
                     });
                 }
@@ -472,10 +476,9 @@ impl Repository {
         if let Some(healed) = self.healed.held(&at.pack) {
             return self.open_in(&healed, at);
         }
-        let range =
-            u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
+        self.groups.forget(&at.pack);
         self.backend
-            .forget_cached(&pack_name(&at.pack), Some(range));
+            .forget_cached(&pack_name(&at.pack), Some(at.entry.sealed_range()));
         self.read_blob_once(at).or_else(|first| {
             if matches!(first, Error::NoDictionary { .. }) {
                 return Err(first);
@@ -490,10 +493,20 @@ impl Repository {
 
     /// One read of a blob from the store, verified.
     fn read_blob_once(&self, at: &BlobLocation) -> Result<Vec<u8>> {
-        let range =
-            u64::from(at.entry.offset)..u64::from(at.entry.offset) + u64::from(at.entry.sealed_len);
-        let sealed = self.backend.get(&pack_name(&at.pack), Some(range))?;
-        open_blob_owned(&self.key, self, &at.entry.meta(), sealed)
+        if let Some(member) = self.groups.held_member(&self.key, at) {
+            return member.map_err(|failure| failure.into_error(at.pack, at.entry.id));
+        }
+        let sealed = self
+            .backend
+            .get(&pack_name(&at.pack), Some(at.entry.sealed_range()))?;
+        self.open_sealed(at, sealed)
+    }
+
+    /// Opens blob `at` from its sealed bytes, read by the caller: the solid group of a member is
+    /// held for its other members.
+    pub fn open_sealed(&self, at: &BlobLocation, sealed: Vec<u8>) -> Result<Vec<u8>> {
+        self.groups
+            .open(&self.key, self, at, sealed)
             .map_err(|failure| failure.into_error(at.pack, at.entry.id))
     }
 
@@ -503,8 +516,7 @@ impl Repository {
         let sealed = pack
             .get(start..start + at.entry.sealed_len as usize)
             .ok_or_else(|| Error::corrupt(pack_name(&at.pack), "shorter than its index says"))?;
-        open_blob_owned(&self.key, self, &at.entry.meta(), sealed.to_vec())
-            .map_err(|failure| failure.into_error(at.pack, at.entry.id))
+        self.open_sealed(at, sealed.to_vec())
     }
 
     /// Reads and verifies blob `id` from the first of its locations that yields it. A blob
@@ -746,6 +758,7 @@ mod tests {
             sealed_len: sealed.bytes.len() as u32,
             raw_len: sealed.raw_len,
             compressed: sealed.compressed,
+            group: None,
         };
         let located = |pack, raw_len| Segment {
             packs: vec![SegmentPack {

@@ -8,6 +8,8 @@ use crate::repo::Repository;
 use crate::repo::blob::{OpenFailure, open_blob};
 use crate::repo::crypto::fill_random;
 use crate::repo::ids::PackId;
+use crate::repo::index::BlobLocation;
+use crate::repo::opened_groups::OpenedGroups;
 use crate::repo::pack::{PackEntry, pack_name};
 use crate::repo::parity::{
     Parity, SECTOR, SectorCrcs, largest_object, largest_recovery, parity_name,
@@ -150,6 +152,8 @@ pub fn read_pack(
     let mut hasher = Sha256::new();
     let mut crcs = SectorCrcs::default();
     let mut opened = vec![false; inside.len()];
+    // A solid group's members are opened from the group opened for the first of them.
+    let groups = OpenedGroups::default();
     let mut next = 0usize;
     let mut pos = 0u64;
     while pos < size {
@@ -213,7 +217,11 @@ pub fn read_pack(
             if u64::from(entry.offset) >= pos && end_of(entry) <= end {
                 let from = (u64::from(entry.offset) - pos) as usize;
                 let sealed = &bytes[from..from + entry.sealed_len as usize];
-                if let Err(failure) = open_blob(repo.key(), repo, &entry.meta(), sealed) {
+                let at = BlobLocation {
+                    pack: *pack,
+                    entry: *entry,
+                };
+                if let Err(failure) = groups.open(repo.key(), repo, &at, sealed.to_vec()) {
                     reading.note(*entry, failure);
                 }
                 opened[next] = true;

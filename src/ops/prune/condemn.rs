@@ -130,7 +130,7 @@ fn repack(
     for (pack, _, live) in &plan.repack {
         for_each_blob(repo, pack, live.clone(), REPACK_WINDOW, |entry, plain| {
             packer.add(entry.kind, &plain?)?;
-            done += u64::from(entry.sealed_len);
+            done += entry.stored_share();
             progress("repacking live blobs", done, total);
             Ok(())
         })?;

@@ -59,7 +59,7 @@ impl Plan {
         self.repack
             .iter()
             .flat_map(|(_, _, live)| live)
-            .map(|e| u64::from(e.sealed_len))
+            .map(PackEntry::stored_share)
             .sum()
     }
 
@@ -123,10 +123,10 @@ pub fn plan(
             plan.delete.push((*pack, size));
             continue;
         }
-        let live_bytes: u64 = live.iter().map(|e| u64::from(e.sealed_len)).sum();
+        let live_bytes: u64 = live.iter().map(PackEntry::stored_share).sum();
         // Unused is what the dead blobs take; the header is not, or every repacked pack of
         // small blobs would count as unused again.
-        let listed: u64 = entries.iter().map(|e| u64::from(e.sealed_len)).sum();
+        let listed: u64 = entries.iter().map(PackEntry::stored_share).sum();
         let unused = listed.saturating_sub(live_bytes);
         if unused as f64 > limits.max_unused * size as f64 {
             candidates.push((unused, *pack, size, live, live_bytes));
@@ -203,6 +203,7 @@ mod tests {
             sealed_len: len,
             raw_len: len,
             compressed: false,
+            group: None,
         }
     }
 

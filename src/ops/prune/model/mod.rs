@@ -271,6 +271,7 @@ fn entry(blob: u8) -> PackEntry {
         sealed_len: 100,
         raw_len: 100,
         compressed: false,
+        group: None,
     }
 }
 

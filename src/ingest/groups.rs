@@ -1,0 +1,66 @@
+//! Solid groups being gathered: small data blobs are concatenated and compressed as one zstd
+//! frame, sealed once ([`crate::repo::blob::GroupPlace`]), because a small file compressed alone
+//! starts from an empty window. Measured on linux/ (78,579 files, zstd 1.5.7, one thread,
+//! content bytes): each file alone at level 3, 254 MB in 6.3 s; blobs of at most 128 KiB in
+//! groups of 256 KiB, level 3, 213 MB in 4.8 s; the same at level 2 with the job's dictionary,
+//! 214 MB in 4.3 s (what writers do); groups of 512 KiB, 209 MB. Larger groups cost a reader
+//! more per small file it opens alone (the mount), for little gain.
+
+use crate::repo::dictionary::Dictionary;
+use crate::repo::ids::{BlobId, BlobKind};
+use crate::repo::witness::Witness;
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// Data blobs at most this large join a group; larger ones are sealed alone.
+pub const GROUP_MEMBER_MAX: usize = 128 << 10;
+/// A group is sealed once its plaintext reaches this.
+pub const GROUP_TARGET: usize = 256 << 10;
+
+/// Blobs gathered for one group, in the order their plaintexts are concatenated.
+#[derive(Default)]
+pub struct Gathered {
+    /// The members' plaintexts back to back.
+    pub plaintext: Vec<u8>,
+    /// Each member's id, plaintext length, and what was noted while its id was computed.
+    pub members: Vec<(BlobId, u32, Witness)>,
+    /// The job's dictionary, when a member was admitted with it: the group is compressed with it.
+    pub dictionary: Option<Arc<Dictionary>>,
+}
+
+/// The group being gathered by a job's sealing threads.
+#[derive(Default)]
+pub struct Groups {
+    open: Mutex<Gathered>,
+}
+
+impl Groups {
+    /// Whether a blob of `kind` and `len` bytes joins a group.
+    pub fn joins(kind: BlobKind, len: usize) -> bool {
+        kind == BlobKind::Data && len <= GROUP_MEMBER_MAX
+    }
+
+    /// Adds a member; returns the group once it is full, for the caller to seal.
+    pub fn add(
+        &self,
+        id: BlobId,
+        witness: Witness,
+        plaintext: &[u8],
+        dictionary: Option<Arc<Dictionary>>,
+    ) -> Option<Gathered> {
+        let len = u32::try_from(plaintext.len()).expect("members are at most 128 KiB");
+        let mut open = self.open.lock();
+        open.plaintext.extend_from_slice(plaintext);
+        open.members.push((id, len, witness));
+        if open.dictionary.is_none() {
+            open.dictionary = dictionary;
+        }
+        (open.plaintext.len() >= GROUP_TARGET).then(|| std::mem::take(&mut *open))
+    }
+
+    /// The group gathered so far, however full; `None` when it has no member.
+    pub fn take(&self) -> Option<Gathered> {
+        let taken = std::mem::take(&mut *self.open.lock());
+        (!taken.members.is_empty()).then_some(taken)
+    }
+}
