@@ -278,18 +278,36 @@ fn a_damaged_pack_read_ahead_fails_only_its_file_and_names_it() {
     let mnt = Mounted::start(&env, "mount", &[]);
     let out = env.path("out");
     let errors = cp_a(&mnt.dir.join("latest/src/many"), &out);
-    assert_eq!(errors.len(), 1, "one file fails: {errors:?}");
-    assert!(errors[0].contains("Input/output error"), "{errors:?}");
-    let failed = errors[0]
-        .split('\'')
-        .nth(1)
-        .and_then(|p| Path::new(p).file_name())
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    // The flip lands in one solid group (small files are sealed together, about 256 KiB of
+    // them): its files fail, each with one error, and every other file is read whole.
+    assert!(!errors.is_empty(), "no file failed");
+    assert!(
+        errors.iter().all(|e| e.contains("Input/output error")),
+        "{errors:?}"
+    );
+    let failed: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let path = e.split('\'').nth(1).unwrap();
+            Path::new(path)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let failed_bytes: u64 = failed
+        .iter()
+        .map(|name| fs::metadata(src.join("many").join(name)).unwrap().len())
+        .sum();
+    assert!(
+        failed_bytes <= (256 + 128) << 10,
+        "{} files of {failed_bytes} bytes failed: more than one group holds",
+        failed.len()
+    );
     for entry in fs::read_dir(src.join("many")).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name != failed {
+        if !failed.contains(&name) {
             assert_eq!(
                 fs::read(entry.path()).unwrap(),
                 fs::read(out.join("many").join(&name)).unwrap(),
@@ -300,7 +318,7 @@ fn a_damaged_pack_read_ahead_fails_only_its_file_and_names_it() {
     let log = mnt.log();
     let pack_id = pack.rsplit('/').next().unwrap();
     assert!(
-        log.contains(&format!("src/many/{failed}")) && log.contains(pack_id),
+        log.contains(&format!("src/many/{}", failed[0])) && log.contains(pack_id),
         "{log}"
     );
     mnt.stop();

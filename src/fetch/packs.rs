@@ -6,6 +6,7 @@ use crate::repo::Repository;
 use crate::repo::ids::PackId;
 use crate::repo::index::BlobLocation;
 use crate::repo::pack::{PackEntry, pack_name};
+use std::borrow::Cow;
 
 /// Ranges closer than this are read together rather than as two requests.
 const MERGE_GAP: u64 = 256 << 10;
@@ -22,10 +23,10 @@ pub fn for_each_blob(
     window: usize,
     mut on_blob: impl FnMut(&PackEntry, Result<Vec<u8>>) -> Result<()>,
 ) -> Result<()> {
-    // The members of a solid group share its sealed range: read once, opened once.
-    let place = |e: &PackEntry| (e.offset, e.group.map(|g| g.start));
-    wanted.sort_by_key(place);
-    wanted.dedup_by_key(|e| place(e));
+    // The members of a solid group share its sealed range: read once, opened once. Only an
+    // entry listed twice is dropped (two members may share a place: an empty one and the next).
+    wanted.sort_by_key(|e| (e.offset, e.group.map(|g| g.start), e.id));
+    wanted.dedup();
     let name = pack_name(pack);
     let window = window as u64;
     let mut i = 0;
@@ -89,7 +90,7 @@ fn deliver(
         pack: *pack,
         entry: *entry,
     };
-    let plain = match repo.open_sealed(&at, sealed.to_vec()) {
+    let plain = match repo.open_sealed(&at, Cow::Borrowed(sealed)) {
         Ok(plain) => Ok(plain),
         // Its pack is not at fault: reading it again would not help.
         Err(failure @ Error::NoDictionary { .. }) => Err(failure),

@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub const GROUP_MEMBER_MAX: usize = 128 << 10;
 /// A group is sealed once its plaintext reaches this.
 pub const GROUP_TARGET: usize = 256 << 10;
+/// The smallest group target a repository of small packs gets.
+const MIN_GROUP_TARGET: usize = 16 << 10;
 
 /// Blobs gathered for one group, in the order their plaintexts are concatenated.
 #[derive(Default)]
@@ -29,15 +31,25 @@ pub struct Gathered {
 }
 
 /// The group being gathered by a job's sealing threads.
-#[derive(Default)]
 pub struct Groups {
     open: Mutex<Gathered>,
+    /// When a group is sealed: [`GROUP_TARGET`], or half a pack of a repository whose packs
+    /// are smaller (a group is never split between packs, so it would make them larger).
+    target: usize,
 }
 
 impl Groups {
-    /// Whether a blob of `kind` and `len` bytes joins a group.
-    pub fn joins(kind: BlobKind, len: usize) -> bool {
-        kind == BlobKind::Data && len <= GROUP_MEMBER_MAX
+    /// Groups for packs of `pack_size` bytes.
+    pub fn new(pack_size: usize) -> Groups {
+        Groups {
+            open: Mutex::default(),
+            target: (pack_size / 2).clamp(MIN_GROUP_TARGET, GROUP_TARGET),
+        }
+    }
+
+    /// Whether a blob of `kind` and `len` bytes joins a group (at most half a group).
+    pub fn joins(&self, kind: BlobKind, len: usize) -> bool {
+        kind == BlobKind::Data && len <= GROUP_MEMBER_MAX.min(self.target / 2)
     }
 
     /// Adds a member; returns the group once it is full, for the caller to seal.
@@ -55,7 +67,7 @@ impl Groups {
         if open.dictionary.is_none() {
             open.dictionary = dictionary;
         }
-        (open.plaintext.len() >= GROUP_TARGET).then(|| std::mem::take(&mut *open))
+        (open.plaintext.len() >= self.target).then(|| std::mem::take(&mut *open))
     }
 
     /// The group gathered so far, however full; `None` when it has no member.

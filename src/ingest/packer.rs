@@ -67,6 +67,10 @@ pub struct PackerTotals {
 /// corruption there and prove the pre-upload check catches it.
 pub type CorruptHook = Arc<dyn Fn(&mut Vec<u8>) + Send + Sync>;
 
+/// How long [`Packer::locate`] waits before it ships the open packs again (an upload usually
+/// takes less: shipping more often would make small packs while a store is slow).
+const RESHIP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long [`Packer::locate`] waits for a shipped pack's upload.
 const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -219,7 +223,7 @@ impl Shared {
         plaintext: &[u8],
         dictionary: Option<Arc<Dictionary>>,
     ) -> Result<()> {
-        if !Groups::joins(kind, plaintext.len()) {
+        if !self.groups.joins(kind, plaintext.len()) {
             return sink.append(
                 &self.seal(kind, id, plaintext, dictionary.as_deref()),
                 witness,
@@ -450,7 +454,7 @@ impl Packer {
             corrupt_hook: OnceLock::new(),
             choice: DictionaryChoice::new(params.dictionaries(), &limits),
             level: Level::new(limits.compression, params.compression),
-            groups: Groups::default(),
+            groups: Groups::new(params.pack_size as usize),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))
             .map(|_| {
@@ -595,6 +599,7 @@ impl Packer {
         self.shared.settle(self.sink()?)?;
         self.sink()?.ship_open()?;
         let deadline = std::time::Instant::now() + UPLOAD_WAIT;
+        let mut shipped = std::time::Instant::now();
         loop {
             self.shared.check()?;
             if let Some(at) = locations.lock().get(id) {
@@ -604,6 +609,14 @@ impl Packer {
                 return Err(Error::Invalid(format!(
                     "blob {id} was not stored within {UPLOAD_WAIT:?}"
                 )));
+            }
+            // The blob may have been in a solid group another thread took to seal just before
+            // the groups were settled above: that group reaches an open pack only after, so the
+            // open packs are shipped again now and then while waiting.
+            if shipped.elapsed() > RESHIP_AFTER {
+                self.shared.settle(self.sink()?)?;
+                self.sink()?.ship_open()?;
+                shipped = std::time::Instant::now();
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
@@ -693,98 +706,5 @@ impl Drop for Packer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::local::LocalBackend;
-    use crate::repo::keys::KdfParams;
-
-    const KDF: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
-
-    fn repository(dir: &std::path::Path) -> Arc<Repository> {
-        let params = Params {
-            pack_size: 256 << 10,
-            ..Params::default()
-        };
-        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
-        Arc::new(Repository::init(backend, b"pw", KDF, params).expect("init"))
-    }
-
-    fn sealing(threads: usize, bytes: usize) -> IngestLimits {
-        IngestLimits {
-            track_locations: true,
-            sealer_threads: threads,
-            sealing_bytes: bytes,
-            ..IngestLimits::default()
-        }
-    }
-
-    /// Distinct incompressible blobs of a few KiB each.
-    fn blob(i: u32) -> Vec<u8> {
-        let mut state = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) + 1;
-        (0..4096 + i)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
-    #[test]
-    fn background_sealing_stores_every_blob_by_finish() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let repo = repository(dir.path());
-        let index = Arc::new(repo.load_index().expect("index"));
-        // A queue far smaller than one blob: every add waits for the one before.
-        let packer = Packer::new(repo.clone(), index, sealing(2, 1), false);
-        let ids: Vec<BlobId> = (0..300)
-            .map(|i| packer.add(BlobKind::Data, &blob(i)).expect("add"))
-            .collect();
-        let totals = packer.finish().expect("finish");
-        assert_eq!(totals.new_blobs, 300);
-        assert!(totals.packs >= 4, "{} packs", totals.packs);
-        let index = repo.load_index().expect("index");
-        for (i, id) in ids.iter().enumerate() {
-            let at = index.get(id).expect("indexed");
-            assert_eq!(repo.read_blob(&at).expect("read"), blob(i as u32));
-        }
-    }
-
-    #[test]
-    fn a_blob_still_with_the_sealers_is_located_once_stored() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let repo = repository(dir.path());
-        let index = Arc::new(repo.load_index().expect("index"));
-        let packer = Packer::new(repo.clone(), index, sealing(1, 32 << 20), false);
-        let ids: Vec<BlobId> = (0..50)
-            .map(|i| packer.add(BlobKind::Data, &blob(i)).expect("add"))
-            .collect();
-        // Right after the adds most blobs are queued or in the open pack, none stored yet.
-        let at = packer.locate(&ids[49]).expect("locate").expect("added");
-        assert_eq!(repo.read_blob(&at).expect("read"), blob(49));
-        assert!(packer.locate(&BlobId::default()).expect("locate").is_none());
-        packer.finish().expect("finish");
-    }
-
-    #[test]
-    fn corruption_between_hashing_and_sealing_fails_the_job_on_a_sealer_thread() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let repo = repository(dir.path());
-        let index = Arc::new(repo.load_index().expect("index"));
-        let mut packer = Packer::new(repo.clone(), index, sealing(1, 32 << 20), false);
-        packer.set_corrupt_hook(Arc::new(|plain: &mut Vec<u8>| plain[0] ^= 1));
-        for i in 0..100 {
-            if packer.add(BlobKind::Data, &blob(i)).is_err() {
-                break;
-            }
-        }
-        let err = packer.finish().expect_err("the pre-upload check fails");
-        assert!(matches!(err, Error::PackVerify { .. }), "{err}");
-        assert!(repo.load_index().expect("index").is_empty());
-    }
-}
+#[path = "packer_tests.rs"]
+mod tests;

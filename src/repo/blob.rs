@@ -384,7 +384,7 @@ pub fn open_group(
         .group
         .ok_or_else(|| OpenFailure::Damaged("not a member of a solid group".into()))?;
     let payload = open_payload(key, meta, sealed)?;
-    finish_open(dictionaries, meta.compressed, place.len, payload, |group| {
+    let group = finish_open(dictionaries, meta.compressed, place.len, payload, |group| {
         if group.len() != place.len as usize {
             return Err(format!(
                 "its group's length {} differs from the recorded {}",
@@ -392,8 +392,14 @@ pub fn open_group(
                 place.len
             ));
         }
-        prove(proof, meta, member_of(&group, meta)?).map(|()| group)
-    })
+        Ok(group)
+    })?;
+    // The group opened whole: a member that is not what its entry says is damage (a writer's
+    // fault or a lying entry), not a dictionary that does not fit.
+    member_of(&group, meta)
+        .and_then(|member| prove(proof, meta, member))
+        .map_err(OpenFailure::Damaged)?;
+    Ok(group)
 }
 
 /// Member `meta` of an opened solid group's plaintext, proven by `proof`.

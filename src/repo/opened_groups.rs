@@ -10,6 +10,7 @@ use crate::repo::ids::PackId;
 use crate::repo::index::BlobLocation;
 use lru::LruCache;
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -47,17 +48,17 @@ impl OpenedGroups {
     }
 
     /// Opens blob `at` from its sealed bytes (its group's, for a member of one, which is then
-    /// held for its other members).
+    /// held for its other members: their sealed bytes are not copied again).
     pub fn open(
         &self,
         key: &MasterKey,
         dictionaries: &dyn FindDictionary,
         at: &BlobLocation,
-        sealed: Vec<u8>,
+        sealed: Cow<[u8]>,
     ) -> Result<Vec<u8>, OpenFailure> {
         let meta = at.entry.meta();
         if meta.group.is_none() {
-            return open_blob_owned(key, dictionaries, &meta, sealed);
+            return open_blob_owned(key, dictionaries, &meta, sealed.into_owned());
         }
         if let Some(member) = self.held_member(key, at) {
             return member;
@@ -67,7 +68,7 @@ impl OpenedGroups {
             key,
             dictionaries,
             &meta,
-            sealed,
+            sealed.into_owned(),
         )?);
         self.held
             .lock()

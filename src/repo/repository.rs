@@ -18,6 +18,7 @@ use crate::repo::pack::pack_name;
 use crate::repo::snapshot::{MAX_SNAPSHOT_LEN, Snapshot};
 use crate::repo::tree::{Node, Tree, invalid_name};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// An open repository.
@@ -499,12 +500,12 @@ impl Repository {
         let sealed = self
             .backend
             .get(&pack_name(&at.pack), Some(at.entry.sealed_range()))?;
-        self.open_sealed(at, sealed)
+        self.open_sealed(at, Cow::Owned(sealed))
     }
 
     /// Opens blob `at` from its sealed bytes, read by the caller: the solid group of a member is
     /// held for its other members.
-    pub fn open_sealed(&self, at: &BlobLocation, sealed: Vec<u8>) -> Result<Vec<u8>> {
+    pub fn open_sealed(&self, at: &BlobLocation, sealed: Cow<[u8]>) -> Result<Vec<u8>> {
         self.groups
             .open(&self.key, self, at, sealed)
             .map_err(|failure| failure.into_error(at.pack, at.entry.id))
@@ -516,7 +517,7 @@ impl Repository {
         let sealed = pack
             .get(start..start + at.entry.sealed_len as usize)
             .ok_or_else(|| Error::corrupt(pack_name(&at.pack), "shorter than its index says"))?;
-        self.open_sealed(at, sealed.to_vec())
+        self.open_sealed(at, Cow::Borrowed(sealed))
     }
 
     /// Reads and verifies blob `id` from the first of its locations that yields it. A blob

@@ -17,6 +17,7 @@ use crate::repo::parity::{
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The packs a subset names, in id order.
@@ -221,7 +222,7 @@ pub fn read_pack(
                     pack: *pack,
                     entry: *entry,
                 };
-                if let Err(failure) = groups.open(repo.key(), repo, &at, sealed.to_vec()) {
+                if let Err(failure) = groups.open(repo.key(), repo, &at, Cow::Borrowed(sealed)) {
                     reading.note(*entry, failure);
                 }
                 opened[next] = true;

@@ -1,0 +1,150 @@
+//! Tests of the packer: background sealing, locating blobs still in flight, and the
+//! pre-upload check on a sealer thread.
+use super::*;
+use crate::backend::local::LocalBackend;
+use crate::repo::keys::KdfParams;
+
+const KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn repository(dir: &std::path::Path) -> Arc<Repository> {
+    let params = Params {
+        pack_size: 256 << 10,
+        ..Params::default()
+    };
+    let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+    Arc::new(Repository::init(backend, b"pw", KDF, params).expect("init"))
+}
+
+fn sealing(threads: usize, bytes: usize) -> IngestLimits {
+    IngestLimits {
+        track_locations: true,
+        sealer_threads: threads,
+        sealing_bytes: bytes,
+        ..IngestLimits::default()
+    }
+}
+
+/// Distinct incompressible blobs of a few KiB each.
+fn blob(i: u32) -> Vec<u8> {
+    let mut state = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) + 1;
+    (0..4096 + i)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn background_sealing_stores_every_blob_by_finish() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = repository(dir.path());
+    let index = Arc::new(repo.load_index().expect("index"));
+    // A queue far smaller than one blob: every add waits for the one before.
+    let packer = Packer::new(repo.clone(), index, sealing(2, 1), false);
+    let ids: Vec<BlobId> = (0..300)
+        .map(|i| packer.add(BlobKind::Data, &blob(i)).expect("add"))
+        .collect();
+    let totals = packer.finish().expect("finish");
+    assert_eq!(totals.new_blobs, 300);
+    assert!(totals.packs >= 4, "{} packs", totals.packs);
+    let index = repo.load_index().expect("index");
+    for (i, id) in ids.iter().enumerate() {
+        let at = index.get(id).expect("indexed");
+        assert_eq!(repo.read_blob(&at).expect("read"), blob(i as u32));
+    }
+}
+
+#[test]
+fn a_blob_still_with_the_sealers_is_located_once_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = repository(dir.path());
+    let index = Arc::new(repo.load_index().expect("index"));
+    let packer = Packer::new(repo.clone(), index, sealing(1, 32 << 20), false);
+    let ids: Vec<BlobId> = (0..50)
+        .map(|i| packer.add(BlobKind::Data, &blob(i)).expect("add"))
+        .collect();
+    // Right after the adds most blobs are queued or in the open pack, none stored yet.
+    let at = packer.locate(&ids[49]).expect("locate").expect("added");
+    assert_eq!(repo.read_blob(&at).expect("read"), blob(49));
+    assert!(packer.locate(&BlobId::default()).expect("locate").is_none());
+    packer.finish().expect("finish");
+}
+
+#[test]
+fn corruption_between_hashing_and_sealing_fails_the_job_on_a_sealer_thread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = repository(dir.path());
+    let index = Arc::new(repo.load_index().expect("index"));
+    let mut packer = Packer::new(repo.clone(), index, sealing(1, 32 << 20), false);
+    packer.set_corrupt_hook(Arc::new(|plain: &mut Vec<u8>| plain[0] ^= 1));
+    for i in 0..100 {
+        if packer.add(BlobKind::Data, &blob(i)).is_err() {
+            break;
+        }
+    }
+    let err = packer.finish().expect_err("the pre-upload check fails");
+    assert!(matches!(err, Error::PackVerify { .. }), "{err}");
+    assert!(repo.load_index().expect("index").is_empty());
+}
+
+#[test]
+fn small_blobs_are_sealed_in_solid_groups_and_every_member_is_read_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = repository(dir.path());
+    let index = Arc::new(repo.load_index().expect("index"));
+    let packer = Packer::new(repo.clone(), index, sealing(0, 0), false);
+    // An empty blob shares its place in the group with the next one: both are delivered.
+    let mut blobs = vec![Vec::new()];
+    blobs.extend((0..40).map(blob));
+    blobs.push(vec![3u8; 200 << 10]);
+    let ids: Vec<BlobId> = blobs
+        .iter()
+        .map(|b| packer.add(BlobKind::Data, b).expect("add"))
+        .collect();
+    packer.finish().expect("finish");
+    let index = repo.load_index().expect("index");
+    let at: Vec<BlobLocation> = ids
+        .iter()
+        .map(|id| index.get(id).expect("indexed"))
+        .collect();
+    assert!(
+        at[..41].iter().all(|a| a.entry.group.is_some()),
+        "small blobs are members"
+    );
+    assert!(
+        at[41].entry.group.is_none(),
+        "a blob above 128 KiB is sealed alone"
+    );
+    assert_eq!(
+        at[0].entry.group.map(|g| g.start),
+        at[1].entry.group.map(|g| g.start)
+    );
+    let mut by_pack: HashMap<PackId, Vec<_>> = HashMap::new();
+    for a in &at {
+        by_pack.entry(a.pack).or_default().push(a.entry);
+    }
+    let mut read = HashMap::new();
+    for (pack, entries) in by_pack {
+        crate::fetch::packs::for_each_blob(&repo, &pack, entries, 1 << 20, |entry, plain| {
+            read.insert(entry.id, plain?);
+            Ok(())
+        })
+        .expect("read");
+    }
+    for (id, data) in ids.iter().zip(&blobs) {
+        assert_eq!(read.get(id), Some(data), "{id}");
+        assert_eq!(
+            &repo
+                .read_blob(&index.get(id).expect("indexed"))
+                .expect("read"),
+            data
+        );
+    }
+}
