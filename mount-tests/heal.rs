@@ -155,7 +155,7 @@ fn a_damaged_pack_is_served_exact_with_one_warning_and_written_only_when_asked()
 
 #[test]
 fn a_mount_serves_files_compressed_with_a_dictionary_even_with_one_copy_of_it_lost() {
-    let env = Env::with_repo(&[]);
+    let env = Env::with_repo(&["--dictionaries", "on"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..400 {

@@ -66,7 +66,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_reader_round_trips_blobs_compressed_with_and_without_a_dictionary() {
-    let env = Env::with_repo(&[]);
+    let env = Env::with_repo(&["--dictionaries", "on"]);
     let src = env.path("src");
     source_tree(&src, 400);
     env.ok(&["backup", src.to_str().unwrap()]);
@@ -167,7 +167,7 @@ fn a_repository_written_before_dictionaries_reads_and_grows_unchanged() {
 
 #[test]
 fn a_lost_dictionary_is_named_with_its_files_and_restore_fails_only_those() {
-    let env = Env::with_repo(&[]);
+    let env = Env::with_repo(&["--dictionaries", "on"]);
     let src = env.path("src");
     source_tree(&src, 400);
     env.ok(&["backup", src.to_str().unwrap()]);
@@ -231,7 +231,7 @@ fn a_lost_dictionary_is_named_with_its_files_and_restore_fails_only_those() {
 
 #[test]
 fn prune_keeps_every_dictionary_a_live_blob_names() {
-    let env = Env::with_repo(&[]);
+    let env = Env::with_repo(&["--dictionaries", "on"]);
     let src = env.path("src");
     source_tree(&src, 400);
     env.ok(&["backup", src.to_str().unwrap()]);
@@ -256,7 +256,7 @@ fn prune_keeps_every_dictionary_a_live_blob_names() {
 
 #[test]
 fn crafted_dictionary_objects_are_refused_in_one_line_with_bounded_memory() {
-    let env = Env::with_repo(&[]);
+    let env = Env::with_repo(&["--dictionaries", "on"]);
     let src = env.path("src");
     source_tree(&src, 400);
     fs::create_dir_all(env.repo().join("dicts")).unwrap();

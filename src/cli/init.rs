@@ -51,9 +51,12 @@ pub struct Args {
     /// files (about 2.7 % more space): `on` or `off`.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     parity: String,
-    /// Compress small files with dictionaries trained on the repository's own small files
-    /// (about 3 % smaller on source trees; older builds of cairn refuse such a repository): `on` or `off`.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// Compress solid groups of small files with dictionaries trained on the repository's own
+    /// small files: `on` or `off`. Off by default: in groups, small files have their
+    /// neighbours' window, and on source trees groups are as small at the repository's level
+    /// alone as one level lower with a dictionary, for less CPU (older builds of cairn refuse
+    /// a repository with dictionaries).
+    #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     dictionaries: String,
 }
 

@@ -19,10 +19,13 @@ use std::sync::Arc;
 /// order; the mount's workers read a few directories at once.
 const HELD_GROUPS: usize = 8;
 
+/// Opened groups by pack and offset.
+type Held = LruCache<(PackId, u32), Arc<Vec<u8>>>;
+
 /// The plaintexts of the last few groups opened, each proven by its AEAD tag (a member taken
 /// from one is proven by its own id again).
 pub struct OpenedGroups {
-    held: Mutex<LruCache<(PackId, u32), Arc<Vec<u8>>>>,
+    held: Mutex<Held>,
 }
 
 impl Default for OpenedGroups {
