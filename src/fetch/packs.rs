@@ -36,7 +36,9 @@ pub fn for_each_blob(
         let mut j = i + 1;
         while j < wanted.len() {
             let next_end = u64::from(wanted[j].offset) + u64::from(wanted[j].sealed_len);
-            if u64::from(wanted[j].offset) > end + MERGE_GAP || next_end - start > window {
+            // A range already read (another member of the same group) always joins.
+            let grows = next_end > end;
+            if u64::from(wanted[j].offset) > end + MERGE_GAP || grows && next_end - start > window {
                 break;
             }
             end = end.max(next_end);

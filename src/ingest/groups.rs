@@ -33,8 +33,10 @@ pub struct Gathered {
 /// The group being gathered by a job's sealing threads.
 pub struct Groups {
     open: Mutex<Gathered>,
-    /// When a group is sealed: [`GROUP_TARGET`], or half a pack of a repository whose packs
-    /// are smaller (a group is never split between packs, so it would make them larger).
+    /// When a group is sealed: once it reaches [`GROUP_TARGET`], or half a pack of a repository
+    /// whose packs are smaller (a group is never split between packs, so it would make them
+    /// larger; with members of at most half the target, a group stays under three quarters
+    /// of a pack).
     target: usize,
 }
 

@@ -67,8 +67,8 @@ pub struct PackerTotals {
 /// corruption there and prove the pre-upload check catches it.
 pub type CorruptHook = Arc<dyn Fn(&mut Vec<u8>) + Send + Sync>;
 
-/// How long [`Packer::locate`] waits before it ships the open packs again (an upload usually
-/// takes less: shipping more often would make small packs while a store is slow).
+/// How long [`Packer::locate`] waits, with nothing uploading, before it ships the open packs
+/// again.
 const RESHIP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long [`Packer::locate`] waits for a shipped pack's upload.
@@ -89,6 +89,8 @@ struct Shared {
     choice: DictionaryChoice,
     /// The level blobs are compressed at.
     level: Level,
+    /// Packs shipped to the uploaders and not yet stored (or dropped after a failure).
+    uploading: AtomicU64,
     /// The solid group small data blobs are gathered into.
     groups: Groups,
 }
@@ -403,9 +405,11 @@ impl Sink {
         self.shared
             .level
             .adapt(self.queue.is_full(), self.queue.is_empty());
-        self.queue
-            .send(pack)
-            .map_err(|_| Error::Invalid("uploader threads stopped".into()))?;
+        self.shared.uploading.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send(pack).is_err() {
+            self.shared.uploading.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Invalid("uploader threads stopped".into()));
+        }
         self.shared.check()
     }
 }
@@ -455,6 +459,7 @@ impl Packer {
             choice: DictionaryChoice::new(params.dictionaries(), &limits),
             level: Level::new(limits.compression, params.compression),
             groups: Groups::new(params.pack_size as usize),
+            uploading: AtomicU64::new(0),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))
             .map(|_| {
@@ -467,6 +472,7 @@ impl Packer {
                         if healthy && let Err(e) = shared.store(pack) {
                             shared.fail(e);
                         }
+                        shared.uploading.fetch_sub(1, Ordering::SeqCst);
                     }
                 })
             })
@@ -611,9 +617,12 @@ impl Packer {
                 )));
             }
             // The blob may have been in a solid group another thread took to seal just before
-            // the groups were settled above: that group reaches an open pack only after, so the
-            // open packs are shipped again now and then while waiting.
-            if shipped.elapsed() > RESHIP_AFTER {
+            // the groups were settled above: that group reaches an open pack only after. Once
+            // every shipped pack is stored and the blob is still not, it is in an open pack or
+            // group: they are shipped again (not while an upload is under way, which would
+            // make small packs while a store is slow).
+            if shipped.elapsed() > RESHIP_AFTER && self.shared.uploading.load(Ordering::SeqCst) == 0
+            {
                 self.shared.settle(self.sink()?)?;
                 self.sink()?.ship_open()?;
                 shipped = std::time::Instant::now();

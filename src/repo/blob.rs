@@ -390,7 +390,7 @@ pub fn open_group(
         .group
         .ok_or_else(|| OpenFailure::Damaged("not a member of a solid group".into()))?;
     let payload = open_payload(key, meta, sealed)?;
-    let group = finish_open(dictionaries, meta.compressed, place.len, payload, |group| {
+    let whole = |group: Vec<u8>| {
         if group.len() != place.len as usize {
             return Err(format!(
                 "its group's length {} differs from the recorded {}",
@@ -399,13 +399,33 @@ pub fn open_group(
             ));
         }
         Ok(group)
-    })?;
-    // The group opened whole: a member that is not what its entry says is damage (a writer's
-    // fault or a lying entry), not a dictionary that does not fit.
-    member_of(&group, meta)
-        .and_then(|member| prove(proof, meta, member))
-        .map_err(OpenFailure::Damaged)?;
-    Ok(group)
+    };
+    let proven = |group: Vec<u8>| {
+        let group = whole(group)?;
+        prove(proof, meta, member_of(&group, meta)?).map(|()| group)
+    };
+    // Each dictionary the frame's name finds is tried until one gives the member, as for a
+    // blob alone; the payload is kept for a second look only when there is a dictionary.
+    let named = meta.compressed && zstd::zstd_safe::get_dict_id_from_frame(&payload).is_some();
+    let again = named.then(|| payload.clone());
+    match (
+        finish_open(dictionaries, meta.compressed, place.len, payload, proven),
+        again,
+    ) {
+        // None gave the member. If one opens the group whole, the member is not what its
+        // entry says: damage (a writer's fault or a lying entry), not a dictionary that does
+        // not fit.
+        (Err(OpenFailure::NoDictionary(reason)), Some(payload)) => {
+            let group = finish_open(dictionaries, true, place.len, payload, whole)
+                .map_err(|_| OpenFailure::NoDictionary(reason))?;
+            member_of(&group, meta)
+                .and_then(|member| prove(proof, meta, member))
+                .map_err(OpenFailure::Damaged)?;
+            Ok(group)
+        }
+        // Without a dictionary, every failure to give the member is damage.
+        (opened, _) => opened,
+    }
 }
 
 /// Member `meta` of an opened solid group's plaintext, proven by `proof`.

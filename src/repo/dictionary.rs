@@ -432,6 +432,72 @@ mod tests {
             .collect()
     }
 
+    use crate::repo::blob::FindDictionary;
+
+    /// Finds the dictionaries it was given, in that order, under any zstd id.
+    struct These(Vec<Arc<Dictionary>>);
+
+    impl FindDictionary for These {
+        fn dictionaries(&self, _: u32) -> std::result::Result<Vec<Arc<Dictionary>>, FindError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_group_member_opens_with_the_dictionary_that_gives_it_and_a_lying_entry_is_damage() {
+        use crate::repo::blob::{
+            BlobMeta, Compression, GroupPlace, OpenFailure, open_blob, seal_group,
+        };
+        use crate::repo::ids::BlobKind;
+        let key = MasterKey::new(MasterSecrets::generate());
+        let samples = samples();
+        let refs: Vec<&[u8]> = samples.iter().map(|s| s.as_slice()).collect();
+        let right = Arc::new(seal(&key, train(&refs, 0x1234_5678).unwrap()).unwrap().0);
+        // Another dictionary under the same zstd id (a crafted repository could hold one).
+        let others: Vec<Vec<u8>> = (0..400)
+            .map(|i| format!("other words {i} ").repeat(20).into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = others.iter().map(|s| s.as_slice()).collect();
+        let wrong = Arc::new(seal(&key, train(&refs, 0x1234_5678).unwrap()).unwrap().0);
+        let members = [samples[7].as_slice(), samples[8].as_slice()];
+        let plain = members.concat();
+        let how = Compression {
+            level: 2,
+            dictionary: Some(right.as_ref()),
+        };
+        let group = seal_group(&key, &plain, how);
+        assert!(group.compressed);
+        let meta = BlobMeta {
+            id: key.blob_id(members[1]),
+            kind: BlobKind::Data,
+            raw_len: members[1].len() as u32,
+            compressed: true,
+            group: Some(GroupPlace {
+                start: members[0].len() as u32,
+                len: group.raw_len,
+            }),
+        };
+        let both = These(vec![wrong, right.clone()]);
+        assert_eq!(
+            open_blob(&key, &both, &meta, &group.bytes).unwrap(),
+            members[1]
+        );
+        // An entry placing the member where it is not: the group opens whole, so it is damage.
+        let lying = BlobMeta {
+            group: Some(GroupPlace {
+                start: 0,
+                len: group.raw_len,
+            }),
+            ..meta
+        };
+        let only = These(vec![right]);
+        let failure = open_blob(&key, &only, &lying, &group.bytes).unwrap_err();
+        assert!(matches!(failure, OpenFailure::Damaged(_)), "{failure}");
+        // Without the dictionary it names, it is a missing dictionary.
+        let failure = open_blob(&key, &These(vec![]), &meta, &group.bytes).unwrap_err();
+        assert!(matches!(failure, OpenFailure::NoDictionary(_)), "{failure}");
+    }
+
     #[test]
     fn trained_dictionary_seals_opens_and_survives_one_damaged_copy() {
         let key = MasterKey::new(MasterSecrets::generate());
