@@ -517,6 +517,15 @@ mod tests {
         );
     }
 
+    /// Each member's id, length and witness, as the packer lists a group's members.
+    fn listed(key: &MasterKey, members: &[&[u8]]) -> Vec<(BlobId, u32, Witness)> {
+        let named = |m: &&[u8]| {
+            let (id, witness) = Witness::name(m, |p| key.blob_id(p).0);
+            (BlobId(id), m.len() as u32, witness)
+        };
+        members.iter().map(named).collect()
+    }
+
     /// A pack holding `alone` sealed by itself, then `members` in one solid group.
     fn grouped_pack(key: &MasterKey, alone: &[u8], members: &[&[u8]]) -> PackBuilder {
         let mut builder = PackBuilder::new(BlobKind::Data, 0);
@@ -526,13 +535,7 @@ mod tests {
             &seal_blob(key, BlobId(id), BlobKind::Data, alone, how),
             witness,
         );
-        let listed: Vec<_> = members
-            .iter()
-            .map(|m| {
-                let (id, witness) = Witness::name(m, |p| key.blob_id(p).0);
-                (BlobId(id), m.len() as u32, witness)
-            })
-            .collect();
+        let listed = listed(key, members);
         let group = seal_group(key, &members.concat(), how);
         builder.add_group(&group, &listed);
         builder
@@ -590,13 +593,7 @@ mod tests {
         let key = MasterKey::new(MasterSecrets::generate());
         let mut builder = PackBuilder::new(BlobKind::Data, 0);
         let members: [&[u8]; 2] = [b"one small file", b"another small file"];
-        let listed: Vec<_> = members
-            .iter()
-            .map(|m| {
-                let (id, witness) = Witness::name(m, |p| key.blob_id(p).0);
-                (BlobId(id), m.len() as u32, witness)
-            })
-            .collect();
+        let listed = listed(&key, &members);
         // The second member's bytes flipped between hashing and gathering into the group.
         let group = seal_group(
             &key,
