@@ -235,7 +235,7 @@ impl Shared {
             .groups
             .add(id, witness, &self.hooked(plaintext), dictionary)
         {
-            Some(full) => sink.append_group(&self.seal_group(&full), &full.members),
+            Some(full) => sink.append_group(full),
             None => Ok(()),
         }
     }
@@ -304,7 +304,7 @@ impl Shared {
         self.choice.wait_settled();
         decided?;
         match self.groups.take() {
-            Some(last) => sink.append_group(&self.seal_group(&last), &last.members),
+            Some(last) => sink.append_group(last),
             None => Ok(()),
         }
     }
@@ -348,14 +348,18 @@ impl Sink {
     /// Puts a sealed blob (with its id's `witness`) into the open pack of its kind,
     /// shipping the pack once full.
     fn append(&self, sealed: &SealedBlob, witness: Witness) -> Result<()> {
-        let kind = sealed.kind;
+        self.add_to(sealed.kind, |builder| builder.add(sealed, witness))
+    }
+
+    /// Adds to the open pack of `kind` with `add`, and ships the pack once full.
+    fn add_to(&self, kind: BlobKind, add: impl FnOnce(&mut PackBuilder)) -> Result<()> {
         let target = match kind {
             BlobKind::Data => self.params.pack_size,
             BlobKind::Tree => self.params.tree_pack_size,
         } as usize;
         let full = {
             let mut builder = self.builders[slot(kind)].lock();
-            builder.add(sealed, witness);
+            add(&mut builder);
             (builder.len() >= target)
                 .then(|| std::mem::replace(&mut *builder, empty_pack(kind, &self.params)))
         };
@@ -365,19 +369,12 @@ impl Sink {
         }
     }
 
-    /// Puts a sealed solid group (with its members' ids, lengths and witnesses) into the open
-    /// data pack, shipping the pack once full.
-    fn append_group(&self, group: &SealedGroup, members: &[(BlobId, u32, Witness)]) -> Result<()> {
-        let full = {
-            let mut builder = self.builders[slot(BlobKind::Data)].lock();
-            builder.add_group(group, members);
-            (builder.len() >= self.params.pack_size as usize)
-                .then(|| std::mem::replace(&mut *builder, empty_pack(BlobKind::Data, &self.params)))
-        };
-        match full {
-            Some(builder) => self.ship(builder),
-            None => Ok(()),
-        }
+    /// Seals a gathered solid group into the open data pack, shipping the pack once full.
+    fn append_group(&self, group: Gathered) -> Result<()> {
+        let sealed = self.shared.seal_group(&group);
+        self.add_to(BlobKind::Data, |builder| {
+            builder.add_group(&sealed, &group.members)
+        })
     }
 
     /// Ships the open packs, however full.

@@ -7,6 +7,7 @@ use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::{Dictionary, FindError};
 use crate::repo::ids::{BlobId, BlobKind, DictId, PackId};
 use crate::repo::witness::Witness;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -321,7 +322,13 @@ pub fn open_blob(
     meta: &BlobMeta,
     sealed: &[u8],
 ) -> Result<Vec<u8>, OpenFailure> {
-    open_proven(Proof::Id(key), key, dictionaries, meta, sealed.to_vec())
+    open_proven(
+        Proof::Id(key),
+        key,
+        dictionaries,
+        meta,
+        Cow::Borrowed(sealed),
+    )
 }
 
 /// [`open_blob`] for the writer's verification before upload: the plaintext and the id are
@@ -339,7 +346,7 @@ pub fn open_blob_witnessed(
         key,
         dictionaries,
         meta,
-        sealed.to_vec(),
+        Cow::Borrowed(sealed),
     )
 }
 
@@ -350,21 +357,20 @@ pub fn open_blob_owned(
     meta: &BlobMeta,
     sealed: Vec<u8>,
 ) -> Result<Vec<u8>, OpenFailure> {
-    open_proven(Proof::Id(key), key, dictionaries, meta, sealed)
+    open_proven(Proof::Id(key), key, dictionaries, meta, Cow::Owned(sealed))
 }
 
+/// Opens a sealed blob, or its group for a member of one, and proves it by `proof`. A borrowed
+/// buffer is decrypted into a copy of its ciphertext, an owned one in place.
 fn open_proven(
     proof: Proof,
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
-    sealed: Vec<u8>,
+    sealed: Cow<[u8]>,
 ) -> Result<Vec<u8>, OpenFailure> {
     if meta.group.is_some() {
-        let group = open_group(proof, key, dictionaries, meta, sealed)?;
-        return member_of(&group, meta)
-            .map(<[u8]>::to_vec)
-            .map_err(OpenFailure::Damaged);
+        return open_group_member(proof, key, dictionaries, meta, sealed).map(|(_, member)| member);
     }
     let payload = open_payload(key, meta, sealed)?;
     finish_open(
@@ -376,6 +382,21 @@ fn open_proven(
     )
 }
 
+/// [`open_group`], and member `meta` (proven there) copied out of the group.
+pub fn open_group_member(
+    proof: Proof,
+    key: &MasterKey,
+    dictionaries: &dyn FindDictionary,
+    meta: &BlobMeta,
+    sealed: Cow<[u8]>,
+) -> Result<(Vec<u8>, Vec<u8>), OpenFailure> {
+    let group = open_group(proof, key, dictionaries, meta, sealed)?;
+    let member = member_of(&group, meta)
+        .map_err(OpenFailure::Damaged)?
+        .to_vec();
+    Ok((group, member))
+}
+
 /// Opens the solid group that member `meta` was sealed in and returns the group's whole
 /// plaintext, after proving that member by `proof`: a reader wanting several members opens
 /// (and decompresses) the group once and takes the others with [`group_member`].
@@ -384,7 +405,7 @@ pub fn open_group(
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,
     meta: &BlobMeta,
-    sealed: Vec<u8>,
+    sealed: Cow<[u8]>,
 ) -> Result<Vec<u8>, OpenFailure> {
     let place = meta
         .group
@@ -446,11 +467,23 @@ fn member_of<'g>(group: &'g [u8], meta: &BlobMeta) -> Result<&'g [u8], String> {
 
 /// The payload of a sealed blob or group, after its claimed lengths are checked against the
 /// limits.
-fn open_payload(key: &MasterKey, meta: &BlobMeta, sealed: Vec<u8>) -> Result<Vec<u8>, OpenFailure> {
+fn open_payload(
+    key: &MasterKey,
+    meta: &BlobMeta,
+    sealed: Cow<[u8]>,
+) -> Result<Vec<u8>, OpenFailure> {
     check_claim(meta)?;
-    let opened = match meta.group {
-        Some(_) => key.open_owned(sealed, GROUP_AAD),
-        None => key.open_owned(sealed, &aad(&meta.id, meta.kind)),
+    let blob_aad;
+    let aad = match meta.group {
+        Some(_) => GROUP_AAD,
+        None => {
+            blob_aad = aad(&meta.id, meta.kind);
+            &blob_aad[..]
+        }
+    };
+    let opened = match sealed {
+        Cow::Borrowed(sealed) => key.open(sealed, aad),
+        Cow::Owned(sealed) => key.open_owned(sealed, aad),
     };
     opened.map_err(|e| OpenFailure::Damaged(e.to_string()))
 }

@@ -3,7 +3,7 @@
 //! would otherwise read and decompress the whole group again.
 
 use crate::repo::blob::{
-    FindDictionary, OpenFailure, Proof, group_member, open_blob_owned, open_group,
+    FindDictionary, OpenFailure, Proof, group_member, open_blob, open_blob_owned, open_group_member,
 };
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::PackId;
@@ -61,22 +61,19 @@ impl OpenedGroups {
     ) -> Result<Vec<u8>, OpenFailure> {
         let meta = at.entry.meta();
         if meta.group.is_none() {
-            return open_blob_owned(key, dictionaries, &meta, sealed.into_owned());
+            return match sealed {
+                Cow::Borrowed(sealed) => open_blob(key, dictionaries, &meta, sealed),
+                Cow::Owned(sealed) => open_blob_owned(key, dictionaries, &meta, sealed),
+            };
         }
         if let Some(member) = self.held_member(key, at) {
             return member;
         }
-        let group = Arc::new(open_group(
-            Proof::Id(key),
-            key,
-            dictionaries,
-            &meta,
-            sealed.into_owned(),
-        )?);
+        let (group, member) = open_group_member(Proof::Id(key), key, dictionaries, &meta, sealed)?;
         self.held
             .lock()
-            .put((at.pack, at.entry.offset), group.clone());
-        group_member(&group, &meta, Proof::Id(key))
+            .put((at.pack, at.entry.offset), Arc::new(group));
+        Ok(member)
     }
 
     /// Lets go of every group held from `pack`: it is being read again after a failure.

@@ -15,6 +15,7 @@ use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
 use crate::repo::serial;
 use crate::repo::witness::Witness;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// Last 8 bytes of every pack.
 pub const MAGIC: &[u8; 8] = b"CAIRNPK1";
@@ -397,10 +398,14 @@ pub fn verify_pack(
                 Some((at, plain)) if entry.group.is_some() && *at == entry.offset => {
                     group_member(plain, &entry.meta(), proof).map(drop)
                 }
-                _ if entry.group.is_some() => {
-                    open_group(proof, key, dictionaries, &entry.meta(), sealed.to_vec())
-                        .map(|plain| group = Some((entry.offset, plain)))
-                }
+                _ if entry.group.is_some() => open_group(
+                    proof,
+                    key,
+                    dictionaries,
+                    &entry.meta(),
+                    Cow::Borrowed(sealed),
+                )
+                .map(|plain| group = Some((entry.offset, plain))),
                 _ => open_blob_witnessed(key, dictionaries, &entry.meta(), sealed, *witness)
                     .map(drop),
             };
