@@ -526,9 +526,9 @@ fn a_staged_command_that_fails_or_is_stopped_commits_nothing() {
 
 /// What must be in stored packs once `total` bytes of incompressible files were copied and
 /// before the commit: all but the open pack (1 MiB in these repositories) and the solid group
-/// being gathered (files' tails of at most 128 KiB, sealed once the group reaches 256 KiB: at
-/// most 384 KiB), both stored when full or at the commit. Whether the last files' tails are in
+/// being gathered (files' tails of at most 128 KiB, sealed once the group reaches half a pack:
+/// at most 640 KiB), both stored when full or at the commit. Whether the last files' tails are in
 /// them depends on where the chunker, seeded per repository, cut the files.
 fn stored_while_copying(total: u64) -> u64 {
-    total - (1 << 20) - (384 << 10)
+    total - (1 << 20) - (640 << 10)
 }

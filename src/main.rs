@@ -14,10 +14,17 @@ fn bound_allocator_retention() {
     // Above the common 1 MiB chunk, so chunk buffers are reused from the heap rather than
     // mapped and zero-filled afresh each time; larger ones are returned to the system at once.
     const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+    // Free memory an arena keeps rather than hands back. glibc's default once the threshold
+    // above is set, 128 KiB, gave back the buffers of every solid group and chunk as soon as
+    // they were freed, and the next ones were faulted in and zeroed afresh: on a first backup of
+    // linux/, 545k page faults and 3.6 s of system time against 220k and 2.5 s with 8 MiB, for
+    // 15-23 MB more peak RSS (at most this much per arena).
+    const TRIM_THRESHOLD: libc::c_int = 8 << 20;
     const ARENAS: libc::c_int = 4;
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
     }
 }

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pack_size: u64,
     /// zstd compression level (1-22).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = cairn::repo::config::DEFAULT_COMPRESSION)]
     compression: i32,
     /// Smallest chunk; files below it are one blob.
     #[arg(long, default_value = "512KiB", value_parser = parse_size, conflicts_with = "copy_params_from")]

@@ -57,6 +57,13 @@ fn not_true(value: &Option<bool>) -> bool {
 /// Retries of a transient store error when the config names none.
 pub const DEFAULT_RETRIES: u32 = 5;
 
+/// The zstd level of a new repository: the fastest that keeps a first backup of a source tree
+/// well under 90 % of restic's repository. Measured on linux/ (first backup, 2 cores, small
+/// files in solid groups of 896 KiB, 4 interleaved rounds, medians): level 2, 229 MiB with
+/// 10.9 s of CPU; level 3, 218 MiB with 11.8 s (restic: 264 MiB). random.bin is stored
+/// uncompressed at either (its probe compresses nothing).
+pub const DEFAULT_COMPRESSION: i32 = 2;
+
 impl Default for Params {
     fn default() -> Self {
         Params {
@@ -65,7 +72,7 @@ impl Default for Params {
             chunk_max: 8 << 20,
             pack_size: 16 << 20,
             tree_pack_size: 4 << 20,
-            compression: 3,
+            compression: DEFAULT_COMPRESSION,
             tree_split_size: 4 << 20,
             retries: Some(DEFAULT_RETRIES),
             parity: Some(true),
@@ -255,9 +262,10 @@ mod tests {
         let config = Config::new(Params::default());
         let json = config.to_json(&key);
         assert_eq!(Config::from_json(&key, &json).unwrap(), config);
-        let tampered = String::from_utf8(json)
-            .unwrap()
-            .replace("\"compression\": 3", "\"compression\": 4");
+        let tampered = String::from_utf8(json).unwrap().replace(
+            &format!("\"compression\": {DEFAULT_COMPRESSION}"),
+            "\"compression\": 4",
+        );
         assert!(Config::from_json(&key, tampered.as_bytes()).is_err());
         let other = MasterKey::new(MasterSecrets::generate());
         assert!(Config::from_json(&other, &config.to_json(&key)).is_err());

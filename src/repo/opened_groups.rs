@@ -15,7 +15,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 /// Groups held: each at most [`crate::repo::blob::MAX_GROUP_LEN`] of plaintext (writers make
-/// them about 256 KiB), so a few MiB at most. Enough for readers that go through a pack in
+/// them under 1 MiB), so 8 MiB at most. Enough for readers that go through a pack in
 /// order; the mount's workers read a few directories at once.
 const HELD_GROUPS: usize = 8;
 
