@@ -400,8 +400,10 @@ fn cat_and_stats_describe_the_repository() {
     fs::write(src.join("file"), b"some content").unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
     let config = env.json(&["cat", "config"]);
-    // Version 1: without dictionaries (`init --dictionaries on` makes version 2).
-    assert_eq!(config["version"], 1);
+    // Version 3: small files in solid groups, without dictionaries (`init --dictionaries on`
+    // adds the field; version 1 and 2 are repositories written before groups).
+    assert_eq!(config["version"], 3);
+    assert_eq!(config["groups"], true, "{config}");
     assert!(config["dictionaries"].is_null(), "{config}");
     assert_eq!(config["pack_size"], 16 << 20);
     let snap = env.json(&["cat", "snapshot", "latest"]);

@@ -166,6 +166,44 @@ fn a_repository_written_before_dictionaries_reads_and_grows_unchanged() {
 }
 
 #[test]
+fn a_repository_written_before_solid_groups_grows_in_the_format_older_builds_read() {
+    let env = Env::new();
+    // A config without either field, as every build before groups wrote it.
+    let params = Params {
+        groups: None,
+        dictionaries: None,
+        ..Params::default()
+    };
+    Repository::init(
+        Arc::new(LocalBackend::new(env.repo())),
+        b"correct horse",
+        FAST_KDF,
+        params,
+    )
+    .unwrap();
+    let src = env.path("src");
+    source_tree(&src, 400);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(env.json(&["cat", "config"])["version"], 1);
+    let mut blobs = 0;
+    for index in env.repo_files("index") {
+        let name = index.file_name().unwrap().to_str().unwrap().to_string();
+        let segment = env.json(&["cat", "index", &name]);
+        for pack in segment["packs"].as_array().unwrap() {
+            for blob in pack["blobs"].as_array().unwrap() {
+                assert!(blob["group"].is_null(), "{blob}");
+                blobs += 1;
+            }
+        }
+    }
+    assert!(blobs > 400, "{blobs} blobs indexed");
+    let out = env.path("out");
+    env.restore("latest", &out, &[]);
+    assert_same_tree(&src, &out.join("src"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors"));
+}
+
+#[test]
 fn a_lost_dictionary_is_named_with_its_files_and_restore_fails_only_those() {
     let env = Env::with_repo(&["--dictionaries", "on"]);
     let src = env.path("src");

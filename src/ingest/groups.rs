@@ -42,22 +42,26 @@ pub struct Groups {
     /// When a group is sealed: once it reaches [`GROUP_TARGET`], or half a pack of a repository
     /// whose packs are smaller (a group is never split between packs, so it would make them
     /// larger; with members of at most half the target, a group stays under three quarters
-    /// of a pack).
+    /// of a pack). Zero in a repository without groups: no blob joins one.
     target: usize,
 }
 
 impl Groups {
-    /// Groups for packs of `pack_size` bytes.
-    pub fn new(pack_size: usize) -> Groups {
+    /// Groups for packs of `pack_size` bytes, in a repository whose config says it has them
+    /// (`enabled`); otherwise every blob is sealed alone, as builds before groups did.
+    pub fn new(pack_size: usize, enabled: bool) -> Groups {
         Groups {
             open: Mutex::default(),
-            target: (pack_size / 2).clamp(MIN_GROUP_TARGET, GROUP_TARGET),
+            target: match enabled {
+                true => (pack_size / 2).clamp(MIN_GROUP_TARGET, GROUP_TARGET),
+                false => 0,
+            },
         }
     }
 
     /// Whether a blob of `kind` and `len` bytes joins a group (at most half a group).
     pub fn joins(&self, kind: BlobKind, len: usize) -> bool {
-        kind == BlobKind::Data && len <= GROUP_MEMBER_MAX.min(self.target / 2)
+        self.target > 0 && kind == BlobKind::Data && len <= GROUP_MEMBER_MAX.min(self.target / 2)
     }
 
     /// Adds a member; returns the group once it is full, for the caller to seal.

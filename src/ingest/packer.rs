@@ -455,7 +455,7 @@ impl Packer {
             corrupt_hook: OnceLock::new(),
             choice: DictionaryChoice::new(params.dictionaries(), &limits),
             level: Level::new(limits.compression, params.compression),
-            groups: Groups::new(params.pack_size as usize),
+            groups: Groups::new(params.pack_size as usize, params.groups()),
             uploading: AtomicU64::new(0),
         });
         let uploaders = (0..limits.parallel_uploads.max(1))

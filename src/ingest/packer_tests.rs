@@ -11,9 +11,14 @@ const KDF: KdfParams = KdfParams {
 };
 
 fn repository(dir: &std::path::Path) -> Arc<Repository> {
+    repository_of(dir, Params::default())
+}
+
+/// A repository of 256 KiB packs with `params` besides.
+fn repository_of(dir: &std::path::Path, params: Params) -> Arc<Repository> {
     let params = Params {
         pack_size: 256 << 10,
-        ..Params::default()
+        ..params
     };
     let backend = Arc::new(LocalBackend::new(dir.join("repo")));
     Arc::new(Repository::init(backend, b"pw", KDF, params).expect("init"))
@@ -146,5 +151,30 @@ fn small_blobs_are_sealed_in_solid_groups_and_every_member_is_read_back() {
                 .expect("read"),
             data
         );
+    }
+}
+
+#[test]
+fn a_repository_without_groups_seals_every_blob_alone() {
+    // A config written before solid groups: its writers keep to what older builds read.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let params = Params {
+        groups: None,
+        ..Params::default()
+    };
+    let repo = repository_of(dir.path(), params);
+    let index = Arc::new(repo.load_index().expect("index"));
+    let packer = Packer::new(repo.clone(), index, sealing(0, 0), false);
+    let blobs: Vec<Vec<u8>> = (0..10).map(blob).collect();
+    let ids: Vec<BlobId> = blobs
+        .iter()
+        .map(|b| packer.add(BlobKind::Data, b).expect("add"))
+        .collect();
+    packer.finish().expect("finish");
+    let index = repo.load_index().expect("index");
+    for (id, data) in ids.iter().zip(&blobs) {
+        let at = index.get(id).expect("indexed");
+        assert_eq!(at.entry.group, None, "{id}");
+        assert_eq!(&repo.read_blob(&at).expect("read"), data);
     }
 }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 /// Largest `config` file read: a few hundred bytes of JSON are all it ever holds.
 pub const MAX_CONFIG_LEN: u64 = 64 << 10;
 
-/// The repository format this build writes and reads: 1, or 2 for a repository whose small
-/// blobs are compressed with dictionaries. (A build older than them refuses such a config at
-/// open — the `dictionaries` field it does not know changes the MAC it computes — instead of
-/// failing on every such blob, or counting them as damaged.)
-pub const FORMAT_VERSION: u32 = 2;
+/// The repository format this build writes and reads: 1; 2 for a repository whose small blobs
+/// are compressed with dictionaries; 3 for one whose small blobs are sealed in solid groups
+/// (pack headers and index files of format version 2). A build older than a feature refuses
+/// such a config at open — the field it does not know changes the MAC it computes — instead of
+/// failing on every such blob, or taking index files it cannot read for damage and setting
+/// them aside (after which its prune would count their packs as garbage).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Parameters fixed for the life of a repository.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,12 @@ pub struct Params {
     /// what builds before dictionaries write and read.
     #[serde(default, skip_serializing_if = "not_true")]
     pub dictionaries: Option<bool>,
+    /// Whether writers seal small data blobs in solid groups ([`crate::ingest::groups`]).
+    /// Absent in configs written before groups existed, which then mean no: writers keep
+    /// sealing every blob alone and writing pack headers and index files of format version
+    /// 1, so builds older than groups go on reading such a repository.
+    #[serde(default, skip_serializing_if = "not_true")]
+    pub groups: Option<bool>,
 }
 
 fn not_true(value: &Option<bool>) -> bool {
@@ -76,7 +84,8 @@ impl Default for Params {
             tree_split_size: 4 << 20,
             retries: Some(DEFAULT_RETRIES),
             parity: Some(true),
-            dictionaries: Some(true),
+            dictionaries: None,
+            groups: Some(true),
         }
     }
 }
@@ -100,6 +109,11 @@ impl Params {
     /// Whether small data blobs are compressed with repository dictionaries.
     pub fn dictionaries(&self) -> bool {
         self.dictionaries.unwrap_or(false)
+    }
+
+    /// Whether small data blobs are sealed in solid groups.
+    pub fn groups(&self) -> bool {
+        self.groups.unwrap_or(false)
     }
 
     /// Retries of a transient store error.
@@ -243,7 +257,13 @@ impl Config {
 
     fn body(&self) -> Body {
         Body {
-            version: if self.params.dictionaries() { 2 } else { 1 },
+            version: if self.params.groups() {
+                3
+            } else if self.params.dictionaries() {
+                2
+            } else {
+                1
+            },
             id: self.id.clone(),
             created: self.created.clone(),
             params: self.params.clone(),
@@ -270,5 +290,36 @@ mod tests {
         let other = MasterKey::new(MasterSecrets::generate());
         assert!(Config::from_json(&other, &config.to_json(&key)).is_err());
         assert!(Config::from_json(&key, b"{not json").is_err());
+    }
+
+    #[test]
+    fn the_format_version_says_what_the_repository_holds() {
+        let key = MasterKey::new(MasterSecrets::generate());
+        let stored = |params: Params| -> serde_json::Value {
+            let json = Config::new(params).to_json(&key);
+            assert!(Config::from_json(&key, &json).is_ok());
+            serde_json::from_slice(&json).unwrap()
+        };
+        // Neither groups nor dictionaries: version 1, without either field, as older builds
+        // write and read it.
+        let old = stored(Params {
+            groups: None,
+            dictionaries: None,
+            ..Params::default()
+        });
+        assert_eq!(old["version"], 1);
+        assert!(old.get("groups").is_none() && old.get("dictionaries").is_none());
+        let dictionaries = Params {
+            groups: None,
+            dictionaries: Some(true),
+            ..Params::default()
+        };
+        assert_eq!(stored(dictionaries)["version"], 2);
+        assert_eq!(stored(Params::default())["version"], 3);
+        let both = Params {
+            dictionaries: Some(true),
+            ..Params::default()
+        };
+        assert_eq!(stored(both)["version"], 3);
     }
 }

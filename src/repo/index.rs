@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::repo::blob::GroupPlace;
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
-use crate::repo::pack::{ENTRIES_VERSION, PackEntry, PackEntryV1, decode_entries};
+use crate::repo::pack::{ENTRIES_VERSION, PackEntry, PackEntryV1, decode_entries, entries_version};
 use crate::repo::serial;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -39,13 +39,14 @@ pub struct SegmentPack {
     pub blobs: Vec<PackEntry>,
 }
 
-/// A segment as format version 1 wrote it (no solid groups): read, never written.
-#[derive(Deserialize)]
+/// A segment as format version 1 writes it (no solid groups): read, and written when no blob in
+/// it is a group member.
+#[derive(Serialize, Deserialize)]
 struct SegmentV1 {
     packs: Vec<SegmentPackV1>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct SegmentPackV1 {
     pack: PackId,
     blobs: Vec<PackEntryV1>,
@@ -64,9 +65,24 @@ impl From<SegmentV1> for Segment {
 }
 
 impl Segment {
-    /// Seals the segment for storage.
+    /// Seals the segment for storage, in the oldest format version that holds its entries
+    /// ([`entries_version`]).
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&serial::encode_version(ENTRIES_VERSION, self), SEGMENT_AAD)
+        let entries = self.packs.iter().flat_map(|p| &p.blobs);
+        let plain = match entries_version(entries) {
+            ENTRIES_VERSION => serial::encode_version(ENTRIES_VERSION, self),
+            old => {
+                let packs = self.packs.iter().map(|p| SegmentPackV1 {
+                    pack: p.pack,
+                    blobs: p.blobs.iter().map(Into::into).collect(),
+                });
+                let v1 = SegmentV1 {
+                    packs: packs.collect(),
+                };
+                serial::encode_version(old, &v1)
+            }
+        };
+        key.seal(&plain, SEGMENT_AAD)
     }
 
     /// Parses a segment's plaintext, of either format version (nothing is checked beyond the
@@ -385,6 +401,28 @@ mod tests {
         }]);
         assert_eq!(index.get(&member.id).unwrap().entry, member);
         assert_eq!(index.get(&BlobId([4; 32])).unwrap().entry.group, None);
+    }
+
+    #[test]
+    fn a_segment_is_written_in_the_oldest_version_that_holds_it() {
+        // No group member: version 1, what builds before groups read; one member: version 2.
+        let key = MasterKey::new(MasterSecrets::generate());
+        let alone = Segment {
+            packs: vec![SegmentPack {
+                pack: PackId([1; 32]),
+                blobs: vec![
+                    entry(3, BlobKind::Data, true),
+                    entry(4, BlobKind::Tree, false),
+                ],
+            }],
+        };
+        let mut grouped = alone.clone();
+        grouped.packs[0].blobs[0].group = Some(GroupPlace { start: 0, len: 77 });
+        for (segment, version) in [(alone, 1), (grouped, ENTRIES_VERSION)] {
+            let sealed = segment.seal(&key);
+            assert_eq!(key.open(&sealed, SEGMENT_AAD).unwrap()[0], version);
+            assert_eq!(Segment::open(&key, "index/x", &sealed).unwrap(), segment);
+        }
     }
 
     proptest! {

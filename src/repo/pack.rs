@@ -45,8 +45,9 @@ pub struct PackEntry {
     pub group: Option<GroupPlace>,
 }
 
-/// A [`PackEntry`] as format version 1 wrote it (no solid groups): read, never written.
-#[derive(Deserialize)]
+/// A [`PackEntry`] as format version 1 writes it (no solid groups): read, and written for lists
+/// with no group member ([`entries_version`]).
+#[derive(Serialize, Deserialize)]
 pub struct PackEntryV1 {
     id: BlobId,
     kind: BlobKind,
@@ -70,8 +71,33 @@ impl From<PackEntryV1> for PackEntry {
     }
 }
 
+impl From<&PackEntry> for PackEntryV1 {
+    /// The entry without its place in a group: for entries that have none.
+    fn from(entry: &PackEntry) -> PackEntryV1 {
+        debug_assert!(entry.group.is_none(), "format version 1 has no groups");
+        PackEntryV1 {
+            id: entry.id,
+            kind: entry.kind,
+            offset: entry.offset,
+            sealed_len: entry.sealed_len,
+            raw_len: entry.raw_len,
+            compressed: entry.compressed,
+        }
+    }
+}
+
 /// The format version of pack headers and index segments that lists solid groups.
 pub const ENTRIES_VERSION: u8 = 2;
+
+/// The format version a list of `entries` is written in: the oldest that holds them, 1 when no
+/// entry is a member of a solid group. A repository whose config has no groups then gets only
+/// what builds older than groups read.
+pub fn entries_version<'e>(mut entries: impl Iterator<Item = &'e PackEntry>) -> u8 {
+    match entries.any(|entry| entry.group.is_some()) {
+        true => ENTRIES_VERSION,
+        false => 1,
+    }
+}
 
 /// Parses a list serialized with its format version: version 1 lists are read as lists of
 /// [`PackEntryV1`] and converted by `upgrade`.
@@ -263,10 +289,14 @@ impl PackBuilder {
 
     /// Appends the sealed header and trailer and names the pack.
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
-        let header = key.seal(
-            &serial::encode_version(ENTRIES_VERSION, &self.entries),
-            HEADER_AAD,
-        );
+        let plain = match entries_version(self.entries.iter()) {
+            ENTRIES_VERSION => serial::encode_version(ENTRIES_VERSION, &self.entries),
+            old => {
+                let entries: Vec<PackEntryV1> = self.entries.iter().map(Into::into).collect();
+                serial::encode_version(old, &entries)
+            }
+        };
+        let header = key.seal(&plain, HEADER_AAD);
         let header_len = u32::try_from(header.len()).expect("headers stay below 4 GiB");
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&header_len.to_le_bytes());
@@ -544,6 +574,33 @@ mod tests {
         let group = seal_group(key, &members.concat(), how);
         builder.add_group(&group, &listed);
         builder
+    }
+
+    /// The format version a finished pack's header was written in.
+    fn header_version(key: &MasterKey, pack: &FinishedPack) -> u8 {
+        let end = pack.bytes.len() - TRAILER_LEN;
+        let len = header_len_from_trailer(&pack.id, &pack.bytes[end..]).unwrap() as usize;
+        key.open(&pack.bytes[end - len..end], HEADER_AAD).unwrap()[0]
+    }
+
+    #[test]
+    fn a_header_is_written_in_the_oldest_version_that_holds_it() {
+        // Blobs alone: version 1, what builds before groups read (a repository without groups
+        // writes only such packs); a group member: version 2. Both read back as added.
+        let key = MasterKey::new(MasterSecrets::generate());
+        let alone = pack_of(&key, &[b"one", b"two"]);
+        assert_eq!(header_version(&key, &alone), 1);
+        assert_eq!(
+            read_header(&key, &alone.id, &alone.bytes).unwrap(),
+            alone.entries
+        );
+        verify_pack(&key, &NoDictionaries, &alone).unwrap();
+        let grouped = grouped_pack(&key, b"alone", &[b"a", b"b"]).finish(&key);
+        assert_eq!(header_version(&key, &grouped), ENTRIES_VERSION);
+        assert_eq!(
+            read_header(&key, &grouped.id, &grouped.bytes).unwrap(),
+            grouped.entries
+        );
     }
 
     #[test]
