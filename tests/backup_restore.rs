@@ -422,6 +422,21 @@ fn cat_and_stats_describe_the_repository() {
 }
 
 #[test]
+fn init_groups_off_makes_a_repository_of_the_format_older_builds_read() {
+    let env = Env::with_repo(&["--groups", "off"]);
+    let config = env.json(&["cat", "config"]);
+    assert_eq!(config["version"], 1, "{config}");
+    assert!(config.get("groups").is_none(), "{config}");
+    let src = env.path("src");
+    make_tree(&src);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let index = env.repo_files("index").remove(0);
+    let segment = env.json(&["cat", "index", index.file_name().unwrap().to_str().unwrap()]);
+    let blobs = segment["packs"][0]["blobs"].as_array().unwrap();
+    assert!(blobs.iter().all(|b| b["group"].is_null()), "{segment}");
+}
+
+#[test]
 fn ls_shows_special_mode_bits_and_quotes_names_as_ls_does() {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;

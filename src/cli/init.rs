@@ -58,6 +58,11 @@ pub struct Args {
     /// a repository with dictionaries).
     #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     dictionaries: String,
+    /// Compress small files together in solid groups (each still proven by its own id): `on`
+    /// or `off`. Off makes a repository that builds of cairn older than groups can read,
+    /// where every blob is compressed alone (larger and slower on source trees).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    groups: String,
 }
 
 fn to_u32(value: u64, what: &str) -> Result<u32> {
@@ -76,6 +81,7 @@ pub fn run(globals: &Globals, args: Args) -> Result<u8> {
         retries: Some(args.retries),
         parity: Some(args.parity == "on"),
         dictionaries: Some(args.dictionaries == "on"),
+        groups: Some(args.groups == "on"),
         ..Params::default()
     };
     params.validate().map_err(anyhow::Error::msg)?;

@@ -24,6 +24,10 @@ pub const GROUP_TARGET: usize = 896 << 10;
 const _: () = assert!(GROUP_TARGET + GROUP_MEMBER_MAX <= crate::repo::blob::MAX_GROUP_LEN as usize);
 /// The smallest group target a repository of small packs gets.
 const MIN_GROUP_TARGET: usize = 16 << 10;
+/// A group is sealed once it has this many members, however small: tiny files cost a group a
+/// few bytes each, and each costs its pack a header entry
+/// ([`crate::repo::pack::MAX_PACK_BLOBS`]).
+pub const GROUP_MEMBERS_MAX: usize = 8192;
 
 /// Blobs gathered for one group, in the order their plaintexts are concatenated.
 #[derive(Default)]
@@ -74,12 +78,18 @@ impl Groups {
     ) -> Option<Gathered> {
         let len = u32::try_from(plaintext.len()).expect("members are at most 128 KiB");
         let mut open = self.open.lock();
+        if open.members.is_empty() {
+            // The most a group holds, reserved once rather than grown by doubling.
+            open.plaintext
+                .reserve(self.target + GROUP_MEMBER_MAX.min(self.target / 2));
+        }
         open.plaintext.extend_from_slice(plaintext);
         open.members.push((id, len, witness));
         if open.dictionary.is_none() {
             open.dictionary = dictionary;
         }
-        (open.plaintext.len() >= self.target).then(|| std::mem::take(&mut *open))
+        let full = open.plaintext.len() >= self.target || open.members.len() >= GROUP_MEMBERS_MAX;
+        full.then(|| std::mem::take(&mut *open))
     }
 
     /// The group gathered so far, however full; `None` when it has no member.

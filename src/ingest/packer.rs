@@ -360,7 +360,8 @@ impl Sink {
         let full = {
             let mut builder = self.builders[slot(kind)].lock();
             add(&mut builder);
-            (builder.len() >= target)
+            builder
+                .is_full(target)
                 .then(|| std::mem::replace(&mut *builder, empty_pack(kind, &self.params)))
         };
         match full {

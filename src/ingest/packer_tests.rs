@@ -3,6 +3,7 @@
 use super::*;
 use crate::backend::local::LocalBackend;
 use crate::repo::keys::KdfParams;
+use crate::repo::pack::MAX_PACK_BLOBS;
 
 const KDF: KdfParams = KdfParams {
     memory_kib: 64,
@@ -10,16 +11,16 @@ const KDF: KdfParams = KdfParams {
     parallelism: 1,
 };
 
+/// A repository of 256 KiB packs.
 fn repository(dir: &std::path::Path) -> Arc<Repository> {
-    repository_of(dir, Params::default())
-}
-
-/// A repository of 256 KiB packs with `params` besides.
-fn repository_of(dir: &std::path::Path, params: Params) -> Arc<Repository> {
     let params = Params {
         pack_size: 256 << 10,
-        ..params
+        ..Params::default()
     };
+    repository_of(dir, params)
+}
+
+fn repository_of(dir: &std::path::Path, params: Params) -> Arc<Repository> {
     let backend = Arc::new(LocalBackend::new(dir.join("repo")));
     Arc::new(Repository::init(backend, b"pw", KDF, params).expect("init"))
 }
@@ -159,6 +160,7 @@ fn a_repository_without_groups_seals_every_blob_alone() {
     // A config written before solid groups: its writers keep to what older builds read.
     let dir = tempfile::tempdir().expect("temp dir");
     let params = Params {
+        pack_size: 256 << 10,
         groups: None,
         ..Params::default()
     };
@@ -176,5 +178,38 @@ fn a_repository_without_groups_seals_every_blob_alone() {
         let at = index.get(id).expect("indexed");
         assert_eq!(at.entry.group, None, "{id}");
         assert_eq!(&repo.read_blob(&at).expect("read"), data);
+    }
+}
+
+#[test]
+fn a_pack_lists_at_most_max_pack_blobs_however_small_they_are() {
+    // Tiny distinct files cost their groups a few bytes each: a pack is shipped at its bound of
+    // blobs, not only at its size, so its header stays far below what readers accept.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = repository_of(dir.path(), Params::default());
+    let index = Arc::new(repo.load_index().expect("index"));
+    let packer = Packer::new(repo.clone(), index, sealing(0, 0), false);
+    let count = (MAX_PACK_BLOBS + 20_000) as u64;
+    let ids: Vec<BlobId> = (0..count)
+        .map(|i| packer.add(BlobKind::Data, &i.to_le_bytes()).expect("add"))
+        .collect();
+    packer.finish().expect("finish");
+    let index = repo.load_index().expect("index");
+    let mut per_pack: HashMap<PackId, usize> = HashMap::new();
+    for id in &ids {
+        *per_pack
+            .entry(index.get(id).expect("indexed").pack)
+            .or_default() += 1;
+    }
+    assert!(per_pack.len() >= 2, "{per_pack:?}");
+    assert!(
+        per_pack
+            .values()
+            .all(|&n| n <= MAX_PACK_BLOBS + crate::ingest::groups::GROUP_MEMBERS_MAX),
+        "{per_pack:?}"
+    );
+    for i in [0, count / 2, count - 1] {
+        let at = index.get(&ids[i as usize]).expect("indexed");
+        assert_eq!(repo.read_blob(&at).expect("read"), i.to_le_bytes());
     }
 }

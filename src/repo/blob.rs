@@ -451,8 +451,17 @@ pub fn open_group(
 
 /// Member `meta` of an opened solid group's plaintext, proven by `proof`.
 pub fn group_member(group: &[u8], meta: &BlobMeta, proof: Proof) -> Result<Vec<u8>, OpenFailure> {
+    proven_member(group, meta, proof).map(<[u8]>::to_vec)
+}
+
+/// [`group_member`] in place: for checks, which need the proof and not a copy.
+pub fn proven_member<'g>(
+    group: &'g [u8],
+    meta: &BlobMeta,
+    proof: Proof,
+) -> Result<&'g [u8], OpenFailure> {
     member_of(group, meta)
-        .and_then(|member| prove(proof, meta, member).map(|()| member.to_vec()))
+        .and_then(|member| prove(proof, meta, member).map(|()| member))
         .map_err(OpenFailure::Damaged)
 }
 

@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::repo::blob::{
     BlobMeta, FindDictionary, GroupPlace, MAX_GROUP_LEN, Proof, SealedBlob, SealedGroup,
-    group_member, open_blob_witnessed, open_group,
+    open_blob_witnessed, open_group, proven_member,
 };
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
@@ -23,6 +23,11 @@ pub const MAGIC: &[u8; 8] = b"CAIRNPK1";
 pub const TRAILER_LEN: usize = 12;
 /// Bounds the header a damaged trailer may claim (about 350,000 blobs).
 pub const MAX_HEADER_LEN: u32 = 32 << 20;
+/// Blobs a writer puts in one pack at most (a header of about 10 MiB), whatever their bytes:
+/// members of solid groups of tiny or repetitive files cost a pack a few bytes each, so its
+/// size alone would let the header of a 16 MiB pack pass [`MAX_HEADER_LEN`]. A group added
+/// to a pack just below it adds at most its members (writers seal a group at 8,192).
+pub const MAX_PACK_BLOBS: usize = 200_000;
 const HEADER_AAD: &[u8] = b"cairn pack header";
 
 /// One blob as the pack header lists it.
@@ -287,6 +292,11 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
+    /// Whether the pack should be finished: `target` bytes, or [`MAX_PACK_BLOBS`] blobs.
+    pub fn is_full(&self, target: usize) -> bool {
+        self.bytes.len() >= target || self.entries.len() >= MAX_PACK_BLOBS
+    }
+
     /// Appends the sealed header and trailer and names the pack.
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
         let plain = match entries_version(self.entries.iter()) {
@@ -426,7 +436,7 @@ pub fn verify_pack(
             let proof = Proof::Witnessed(*witness);
             let opened = match &group {
                 Some((at, plain)) if entry.group.is_some() && *at == entry.offset => {
-                    group_member(plain, &entry.meta(), proof).map(drop)
+                    proven_member(plain, &entry.meta(), proof).map(drop)
                 }
                 _ if entry.group.is_some() => open_group(
                     proof,

@@ -14,6 +14,8 @@
 use crate::digest::sha256;
 use crate::error::{Error, Result};
 use crate::repo::ids::{BlobKind, PackId};
+use parking_lot::Mutex;
+use reed_solomon_simd::ReedSolomonEncoder;
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -238,6 +240,34 @@ pub fn build(pack: &[u8], id: &PackId, density: u32) -> Vec<u8> {
     build_with(pack, id, density, GROUP)
 }
 
+/// One encoder kept between packs: its working space holds a group's sectors (16 MiB for a
+/// full data pack), which would otherwise be allocated and faulted in afresh for every pack a
+/// writer stores. Builds running at once while it is taken make their own; one is kept.
+static SPARE_ENCODER: Mutex<Option<ReedSolomonEncoder>> = Mutex::new(None);
+
+/// Appends the `recovery` recovery sectors of `data` (sectors of `pack`) to `out`.
+fn encode_group(pack: &[u8], data: Range<u32>, recovery: usize, out: &mut Vec<u8>) {
+    // Within the codec's limits by construction: at most GROUP originals, fewer recovery.
+    fn within<T>(done: std::result::Result<T, reed_solomon_simd::Error>) -> T {
+        done.unwrap_or_else(|e| unreachable!("group within the codec's limits: {e}"))
+    }
+    let originals = data.len();
+    let mut encoder = match SPARE_ENCODER.lock().take() {
+        Some(mut spare) => {
+            within(spare.reset(originals, recovery, SECTOR));
+            spare
+        }
+        None => within(ReedSolomonEncoder::new(originals, recovery, SECTOR)),
+    };
+    for i in data {
+        within(encoder.add_original_shard(sector(pack, i)));
+    }
+    for shard in within(encoder.encode()).recovery_iter() {
+        out.extend_from_slice(shard);
+    }
+    SPARE_ENCODER.lock().get_or_insert(encoder);
+}
+
 /// [`build`] with groups of `group` sectors (small ones let tests reach several groups).
 fn build_with(pack: &[u8], id: &PackId, density: u32, group: u32) -> Vec<u8> {
     let layout = Layout {
@@ -247,13 +277,7 @@ fn build_with(pack: &[u8], id: &PackId, density: u32, group: u32) -> Vec<u8> {
     };
     let mut recovery = Vec::with_capacity(layout.recovery() as usize * SECTOR);
     for (data, r) in layout.groups() {
-        let shards = data.clone().map(|i| sector(pack, i));
-        // Within the codec's limits by construction: at most GROUP originals, fewer recovery.
-        let encoded = reed_solomon_simd::encode(data.len(), r.len(), shards)
-            .unwrap_or_else(|e| unreachable!("group within the codec's limits: {e}"));
-        for shard in encoded {
-            recovery.extend_from_slice(&shard);
-        }
+        encode_group(pack, data, r.len(), &mut recovery);
     }
     let mut table = Vec::with_capacity(layout.table_len());
     for i in 0..layout.sectors() {
