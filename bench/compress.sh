@@ -30,7 +30,8 @@ NEW="$HERE/../target/release/cairn"
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 rm -rf "$SCRATCH"; mkdir -p "$SCRATCH/mnt" "$SCRATCH/tmpfs"
 mountpoint -q "$SCRATCH/tmpfs" || mount -t tmpfs -o size=4g tmpfs "$SCRATCH/tmpfs"
-trap 'umount -l "$SCRATCH/mnt" 2>/dev/null; umount -l "$SCRATCH/tmpfs" 2>/dev/null; true' EXIT
+# set -e holds in the trap too: each unmount of something not mounted must not end it.
+trap 'umount -l "$SCRATCH/mnt" 2>/dev/null || true; umount -l "$SCRATCH/tmpfs" 2>/dev/null || true' EXIT
 RESULTS="$SCRATCH/results.tsv"; : > "$RESULTS"
 settle() { python3 -c "b=bytearray(3<<30)"; sync; find "$@" -type f -exec cat {} + > /dev/null; }
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >> "$RESULTS"; printf '%-8s %-20s %10s %s\n' "$1" "$2" "$3" "${4:-}"; }
