@@ -680,6 +680,7 @@ impl Packer {
                     .fail(Error::Invalid("an uploader thread panicked".into()));
             }
         }
+        parity::release_spare_encoder();
         let segment = std::mem::take(&mut *self.shared.pending.lock()).0;
         // The first error recorded is the cause; later ones only say the job had stopped.
         let failed = self.shared.error.lock().take().or(result.err());

@@ -19,7 +19,7 @@ use crate::ops::check::{CheckOptions, Inventory, Problem, check_inventory};
 use crate::repo::Repository;
 use crate::repo::heal::heal_in_place;
 use crate::repo::ids::{BlobId, BlobKind, PackId, SnapshotId};
-use crate::repo::index::{BlobLocation, Index, MAX_SEGMENT_BLOBS, Segment, SegmentPack};
+use crate::repo::index::{BlobLocation, Index, Segment, SegmentPack, into_segments};
 use crate::repo::pack::pack_name;
 use crate::repo::stored::read_pack_header;
 use crate::repo::tree::{MAX_DEPTH, Node, NodeKind, invalid_name};
@@ -87,19 +87,7 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     }
     report.packs_indexed = indexed.len();
     let mut written = HashSet::new();
-    let mut segment = Segment::default();
-    let mut blobs = 0;
-    for pack in indexed {
-        if segment.packs.len() >= PACKS_PER_SEGMENT || blobs + pack.blobs.len() > MAX_SEGMENT_BLOBS
-        {
-            written.insert(format!("index/{}", repo.save_index_segment(&segment)?));
-            segment = Segment::default();
-            blobs = 0;
-        }
-        blobs += pack.blobs.len();
-        segment.packs.push(pack);
-    }
-    if !segment.packs.is_empty() {
+    for segment in into_segments(indexed, PACKS_PER_SEGMENT) {
         written.insert(format!("index/{}", repo.save_index_segment(&segment)?));
     }
     report.files_written = written.len();

@@ -12,7 +12,7 @@
 use crate::error::Result;
 use crate::repo::Repository;
 use crate::repo::ids::PackId;
-use crate::repo::index::{Index, Segment, SegmentPack};
+use crate::repo::index::{Index, SegmentPack, into_segments};
 use crate::repo::pack::pack_name;
 use crate::repo::stored::{read_pack_header, stored_packs};
 use rayon::prelude::*;
@@ -95,10 +95,8 @@ pub fn adopt_unindexed(
             None => adopted.damaged += 1,
         }
     }
-    for packs in found.chunks(PACKS_PER_SEGMENT) {
-        repo.save_index_segment(&Segment {
-            packs: packs.to_vec(),
-        })?;
+    for segment in into_segments(found, PACKS_PER_SEGMENT) {
+        repo.save_index_segment(&segment)?;
     }
     if adopted.packs > 0 {
         tracing::info!(

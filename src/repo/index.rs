@@ -23,6 +23,29 @@ pub const MAX_SEGMENT_BLOBS: usize = 1 << 20;
 /// before the blob bound could be larger only for packs of millions of tiny blobs.
 pub const MAX_SEGMENT_LEN: u64 = 256 << 20;
 
+/// `packs` in segments of at most `per_segment` packs and [`MAX_SEGMENT_BLOBS`] blobs (a pack
+/// listing more is a segment alone): packs of tiny files list up to 200,000 blobs each, so a
+/// count of packs alone does not bound a segment.
+pub fn into_segments(packs: Vec<SegmentPack>, per_segment: usize) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut segment = Segment::default();
+    let mut blobs = 0;
+    for pack in packs {
+        let full =
+            segment.packs.len() >= per_segment || blobs + pack.blobs.len() > MAX_SEGMENT_BLOBS;
+        if full && !segment.packs.is_empty() {
+            segments.push(std::mem::take(&mut segment));
+            blobs = 0;
+        }
+        blobs += pack.blobs.len();
+        segment.packs.push(pack);
+    }
+    if !segment.packs.is_empty() {
+        segments.push(segment);
+    }
+    segments
+}
+
 /// One sealed index file: packs and the blobs each holds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
@@ -401,6 +424,26 @@ mod tests {
         }]);
         assert_eq!(index.get(&member.id).unwrap().entry, member);
         assert_eq!(index.get(&BlobId([4; 32])).unwrap().entry.group, None);
+    }
+
+    #[test]
+    fn packs_are_split_into_segments_by_their_count_and_their_blobs() {
+        let pack = |n: u8, blobs: usize| SegmentPack {
+            pack: PackId([n; 32]),
+            blobs: vec![entry(n, BlobKind::Data, false); blobs],
+        };
+        let shape = |segments: Vec<Segment>| -> Vec<usize> {
+            segments.iter().map(|s| s.packs.len()).collect()
+        };
+        let few = vec![pack(1, 10), pack(2, 10), pack(3, 10)];
+        assert_eq!(shape(into_segments(few, 2)), [2, 1]);
+        // Two packs of tiny files hold more blobs than one segment may: one segment each.
+        let half = MAX_SEGMENT_BLOBS / 2 + 1;
+        assert_eq!(
+            shape(into_segments(vec![pack(1, half), pack(2, half)], 64)),
+            [1, 1]
+        );
+        assert!(into_segments(Vec::new(), 64).is_empty());
     }
 
     #[test]

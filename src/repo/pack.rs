@@ -21,12 +21,13 @@ use std::borrow::Cow;
 pub const MAGIC: &[u8; 8] = b"CAIRNPK1";
 /// Length of the fixed tail: header length (4) + magic (8).
 pub const TRAILER_LEN: usize = 12;
-/// Bounds the header a damaged trailer may claim (about 350,000 blobs).
+/// Bounds the header a damaged trailer may claim (about 650,000 entries of about 50 bytes).
 pub const MAX_HEADER_LEN: u32 = 32 << 20;
-/// Blobs a writer puts in one pack at most (a header of about 10 MiB), whatever their bytes:
+/// Blobs after which a writer ships a pack (a header of about 10 MiB), whatever their bytes:
 /// members of solid groups of tiny or repetitive files cost a pack a few bytes each, so its
 /// size alone would let the header of a 16 MiB pack pass [`MAX_HEADER_LEN`]. A group added
-/// to a pack just below it adds at most its members (writers seal a group at 8,192).
+/// to a pack just below it adds its members (writers seal a group at 8,192), so a pack lists
+/// at most 208,191.
 pub const MAX_PACK_BLOBS: usize = 200_000;
 const HEADER_AAD: &[u8] = b"cairn pack header";
 

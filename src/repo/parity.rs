@@ -240,10 +240,18 @@ pub fn build(pack: &[u8], id: &PackId, density: u32) -> Vec<u8> {
     build_with(pack, id, density, GROUP)
 }
 
-/// One encoder kept between packs: its working space holds a group's sectors (16 MiB for a
-/// full data pack), which would otherwise be allocated and faulted in afresh for every pack a
-/// writer stores. Builds running at once while it is taken make their own; one is kept.
+/// One encoder kept between the packs of a job: its working space holds a group's sectors
+/// (16 MiB for a full data pack), which would otherwise be allocated and faulted in afresh for
+/// every pack a writer stores. Builds running at once while it is taken make their own; one is
+/// kept, until the job ends ([`release_spare_encoder`]).
 static SPARE_ENCODER: Mutex<Option<ReedSolomonEncoder>> = Mutex::new(None);
+
+/// Frees the encoder kept between packs: a writer calls it as its job ends, so a long-running
+/// process (the stage, the mount's cache) does not hold a pack's worth of working space.
+pub fn release_spare_encoder() {
+    let spare = SPARE_ENCODER.lock().take();
+    drop(spare);
+}
 
 /// Appends the `recovery` recovery sectors of `data` (sectors of `pack`) to `out`.
 fn encode_group(pack: &[u8], data: Range<u32>, recovery: usize, out: &mut Vec<u8>) {
@@ -252,7 +260,10 @@ fn encode_group(pack: &[u8], data: Range<u32>, recovery: usize, out: &mut Vec<u8
         done.unwrap_or_else(|e| unreachable!("group within the codec's limits: {e}"))
     }
     let originals = data.len();
-    let mut encoder = match SPARE_ENCODER.lock().take() {
+    // Taken and put back in statements of their own: the lock is never held while a working
+    // space is allocated or freed.
+    let spare = SPARE_ENCODER.lock().take();
+    let mut encoder = match spare {
         Some(mut spare) => {
             within(spare.reset(originals, recovery, SECTOR));
             spare
@@ -265,7 +276,8 @@ fn encode_group(pack: &[u8], data: Range<u32>, recovery: usize, out: &mut Vec<u8
     for shard in within(encoder.encode()).recovery_iter() {
         out.extend_from_slice(shard);
     }
-    SPARE_ENCODER.lock().get_or_insert(encoder);
+    let surplus = SPARE_ENCODER.lock().replace(encoder);
+    drop(surplus);
 }
 
 /// [`build`] with groups of `group` sectors (small ones let tests reach several groups).

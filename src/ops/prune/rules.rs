@@ -124,10 +124,14 @@ pub fn plan(
             continue;
         }
         let live_bytes: u64 = live.iter().map(PackEntry::stored_share).sum();
-        // Unused is what the dead blobs take; the header is not, or every repacked pack of
-        // small blobs would count as unused again.
+        // Unused is what the dead blobs take, with their entries' share of the header; the
+        // live ones' share is not, or every repacked pack of small blobs would count as unused
+        // again. (A pack of tiny group members is mostly header.)
         let listed: u64 = entries.iter().map(PackEntry::stored_share).sum();
-        let unused = listed.saturating_sub(live_bytes);
+        let header = size.saturating_sub(listed);
+        let dead_entries = (entries.len() - live.len()) as u64;
+        let dead_header = header * dead_entries / entries.len() as u64;
+        let unused = listed.saturating_sub(live_bytes) + dead_header;
         if unused as f64 > limits.max_unused * size as f64 {
             candidates.push((unused, *pack, size, live, live_bytes));
         }
@@ -271,6 +275,23 @@ mod tests {
         assert_eq!(plan.repack[0].0, PackId([1; 32]));
         assert_eq!(plan.repack[0].2, vec![entry(1, 0, 100)]);
         assert_eq!(plan.freed_bytes(), 100 + 200 - 100);
+    }
+
+    #[test]
+    fn dead_entries_count_with_their_share_of_the_header() {
+        // Ten tiny blobs behind a header ten times their size: four dead ones leave 40 bytes of
+        // blobs (under 5 %) and 400 of their header entries unused.
+        let blobs: Vec<(u8, u32)> = (1..=10).map(|b| (b, 10)).collect();
+        let (mut stored, by_pack, index) = repo_of(&[(1, &blobs)]);
+        *stored.get_mut(&PackId([1; 32])).unwrap() += 1000;
+        let plan = plan_with(&stored, &by_pack, &index, &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(plan.repack.len(), 1);
+        assert!(
+            plan_with(&stored, &by_pack, &index, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+                .repack
+                .is_empty(),
+            "a live pack's header is not unused"
+        );
     }
 
     fn plan_with(
