@@ -140,16 +140,10 @@ fn every_reader_round_trips_blobs_compressed_with_and_without_a_dictionary() {
     assert!(dest.ok(&["check", "--read-data"]).contains("no errors"));
 }
 
-#[test]
-fn a_repository_written_before_dictionaries_reads_and_grows_unchanged() {
+/// A repository made by the library with `params` (as an older build's config would say), and
+/// a source tree of 400 files backed up into it by the binary.
+fn backed_up_with(params: Params) -> (Env, std::path::PathBuf) {
     let env = Env::new();
-    // A config without the field, as every build before dictionaries wrote it (and before
-    // solid groups, which came after).
-    let params = Params {
-        dictionaries: None,
-        groups: None,
-        ..Params::default()
-    };
     Repository::init(
         Arc::new(LocalBackend::new(env.repo())),
         b"correct horse",
@@ -160,6 +154,18 @@ fn a_repository_written_before_dictionaries_reads_and_grows_unchanged() {
     let src = env.path("src");
     source_tree(&src, 400);
     env.ok(&["backup", src.to_str().unwrap()]);
+    (env, src)
+}
+
+#[test]
+fn a_repository_written_before_dictionaries_reads_and_grows_unchanged() {
+    // A config without the field, as every build before dictionaries wrote it (and before
+    // solid groups, which came after).
+    let (env, src) = backed_up_with(Params {
+        dictionaries: None,
+        groups: None,
+        ..Params::default()
+    });
     assert!(dictionaries(&env).is_empty(), "such a repository gets none");
     let out = env.path("out");
     env.restore("latest", &out, &[]);
@@ -169,24 +175,13 @@ fn a_repository_written_before_dictionaries_reads_and_grows_unchanged() {
 
 #[test]
 fn a_repository_written_before_solid_groups_grows_in_the_format_older_builds_read() {
-    let env = Env::new();
     // A config with dictionaries and without groups (version 2), as builds between the two
     // wrote it: small blobs are compressed with a dictionary, each alone.
-    let params = Params {
+    let (env, src) = backed_up_with(Params {
         groups: None,
         dictionaries: Some(true),
         ..Params::default()
-    };
-    Repository::init(
-        Arc::new(LocalBackend::new(env.repo())),
-        b"correct horse",
-        FAST_KDF,
-        params,
-    )
-    .unwrap();
-    let src = env.path("src");
-    source_tree(&src, 400);
-    env.ok(&["backup", src.to_str().unwrap()]);
+    });
     assert_eq!(env.json(&["cat", "config"])["version"], 2);
     assert_eq!(dictionaries(&env).len(), 1);
     let mut blobs = 0;

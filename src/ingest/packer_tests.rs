@@ -34,6 +34,18 @@ fn sealing(threads: usize, bytes: usize) -> IngestLimits {
     }
 }
 
+/// Stores `blobs` as data blobs through a packer sealing inline; their ids.
+fn store_all(repo: &Arc<Repository>, blobs: &[Vec<u8>]) -> Vec<BlobId> {
+    let index = Arc::new(repo.load_index().expect("index"));
+    let packer = Packer::new(repo.clone(), index, sealing(0, 0), false);
+    let ids = blobs
+        .iter()
+        .map(|b| packer.add(BlobKind::Data, b).expect("add"))
+        .collect();
+    packer.finish().expect("finish");
+    ids
+}
+
 /// Distinct incompressible blobs of a few KiB each.
 fn blob(i: u32) -> Vec<u8> {
     let mut state = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) + 1;
@@ -104,17 +116,11 @@ fn corruption_between_hashing_and_sealing_fails_the_job_on_a_sealer_thread() {
 fn small_blobs_are_sealed_in_solid_groups_and_every_member_is_read_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = repository(dir.path());
-    let index = Arc::new(repo.load_index().expect("index"));
-    let packer = Packer::new(repo.clone(), index, sealing(0, 0), false);
     // An empty blob shares its place in the group with the next one: both are delivered.
     let mut blobs = vec![Vec::new()];
     blobs.extend((0..40).map(blob));
     blobs.push(vec![3u8; 200 << 10]);
-    let ids: Vec<BlobId> = blobs
-        .iter()
-        .map(|b| packer.add(BlobKind::Data, b).expect("add"))
-        .collect();
-    packer.finish().expect("finish");
+    let ids = store_all(&repo, &blobs);
     let index = repo.load_index().expect("index");
     let at: Vec<BlobLocation> = ids
         .iter()
@@ -165,14 +171,8 @@ fn a_repository_without_groups_seals_every_blob_alone() {
         ..Params::default()
     };
     let repo = repository_of(dir.path(), params);
-    let index = Arc::new(repo.load_index().expect("index"));
-    let packer = Packer::new(repo.clone(), index, sealing(0, 0), false);
     let blobs: Vec<Vec<u8>> = (0..10).map(blob).collect();
-    let ids: Vec<BlobId> = blobs
-        .iter()
-        .map(|b| packer.add(BlobKind::Data, b).expect("add"))
-        .collect();
-    packer.finish().expect("finish");
+    let ids = store_all(&repo, &blobs);
     let index = repo.load_index().expect("index");
     for (id, data) in ids.iter().zip(&blobs) {
         let at = index.get(id).expect("indexed");
