@@ -225,17 +225,27 @@ impl Config {
             serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
         let expected =
             hex::encode(key.mac_of(&serde_json::to_vec(&stored.body).expect("config serializes")));
+        // A newer build's config has fields this one drops, so its MAC fails too: the version
+        // (unauthenticated, and only ever a reason to refuse) says which of the two it is.
+        let newer = stored.body.version > FORMAT_VERSION;
+        if newer {
+            return Err(Error::corrupt(
+                "config",
+                format!(
+                    "format version {} is newer than this build of cairn reads ({FORMAT_VERSION}): \
+                     upgrade cairn",
+                    stored.body.version
+                ),
+            ));
+        }
         if expected != stored.mac {
             return Err(Error::corrupt(
                 "config",
                 "MAC does not match (altered, or from another repository)",
             ));
         }
-        if !(1..=FORMAT_VERSION).contains(&stored.body.version) {
-            return Err(Error::corrupt(
-                "config",
-                format!("unsupported format version {}", stored.body.version),
-            ));
+        if stored.body.version == 0 {
+            return Err(Error::corrupt("config", "unsupported format version 0"));
         }
         stored
             .body
@@ -290,6 +300,20 @@ mod tests {
         let other = MasterKey::new(MasterSecrets::generate());
         assert!(Config::from_json(&other, &config.to_json(&key)).is_err());
         assert!(Config::from_json(&key, b"{not json").is_err());
+    }
+
+    #[test]
+    fn a_config_of_a_newer_format_asks_for_a_newer_cairn() {
+        // As a later build would write it: a higher version and a field this one does not know.
+        let key = MasterKey::new(MasterSecrets::generate());
+        let json = Config::new(Params::default()).to_json(&key);
+        let newer = String::from_utf8(json).unwrap().replacen(
+            &format!("\"version\": {FORMAT_VERSION}"),
+            &format!("\"version\": {},\n  \"future\": true", FORMAT_VERSION + 1),
+            1,
+        );
+        let err = Config::from_json(&key, newer.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("upgrade cairn"), "{err}");
     }
 
     #[test]
