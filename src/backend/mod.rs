@@ -83,18 +83,22 @@ pub trait Backend: Send + Sync {
         *buf = self.get(name, Some(range))?;
         Ok(())
     }
-    /// Reads the byte ranges `ranges` (ascending, not overlapping) of one object, as one read
-    /// from the first's start to the last's end unless a layer knows better: a cache in front
+    /// Reads the byte ranges `ranges` of one object (ascending as readers ask, though they may
+    /// overlap), as one read from the lowest start to the highest end unless a layer knows better: a cache in front
     /// keeps and finds each range on its own, so what it holds does not depend on how a reader
     /// merged its reads.
     fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
-        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+        // The span of them all: ranges may overlap or end out of order (a crafted index can
+        // list a shorter entry at a blob's offset after it).
+        let start = ranges.iter().map(|r| r.start).min();
+        let end = ranges.iter().map(|r| r.end).max();
+        let (Some(start), Some(end)) = (start, end) else {
             return Ok(Ranges::default());
         };
-        let bytes = self.get(name, Some(first.start..last.end))?;
+        let bytes = self.get(name, Some(start..end))?;
         let at = ranges
             .iter()
-            .map(|r| (r.start - first.start) as usize..(r.end - first.start) as usize)
+            .map(|r| (r.start - start) as usize..(r.end - start) as usize)
             .collect();
         Ok(Ranges { bytes, at })
     }

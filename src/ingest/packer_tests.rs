@@ -3,7 +3,7 @@
 use super::*;
 use crate::backend::local::LocalBackend;
 use crate::repo::keys::KdfParams;
-use crate::repo::pack::MAX_PACK_BLOBS;
+use crate::repo::pack::{MAX_PACK_BLOBS, PackEntry};
 
 const KDF: KdfParams = KdfParams {
     memory_kib: 64,
@@ -212,4 +212,31 @@ fn a_pack_lists_at_most_max_pack_blobs_however_small_they_are() {
         let at = index.get(&ids[i as usize]).expect("indexed");
         assert_eq!(repo.read_blob(&at).expect("read"), i.to_le_bytes());
     }
+}
+
+#[test]
+fn an_entry_lying_about_its_length_fails_alone_in_its_read_window() {
+    // A key holder's crafted index: a second, shorter entry at a blob's offset, listed after
+    // it. The blob is delivered whole; only the liar fails.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = repository(dir.path());
+    let ids = store_all(&repo, &[blob(1)]);
+    let at = repo
+        .load_index()
+        .expect("index")
+        .get(&ids[0])
+        .expect("indexed");
+    let liar = PackEntry {
+        id: BlobId([0xff; 32]),
+        sealed_len: at.entry.sealed_len / 2,
+        ..at.entry
+    };
+    let mut opened = HashMap::new();
+    crate::fetch::packs::for_each_blob(&repo, &at.pack, vec![at.entry, liar], 1 << 20, |e, p| {
+        opened.insert(e.id, p.is_ok());
+        Ok(())
+    })
+    .expect("the window is read");
+    assert_eq!(opened.get(&ids[0]), Some(&true));
+    assert_eq!(opened.get(&liar.id), Some(&false));
 }
