@@ -84,9 +84,9 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
     /// Reads the byte ranges `ranges` of one object (ascending as readers ask, though they may
-    /// overlap), as one read from the lowest start to the highest end unless a layer knows better: a cache in front
-    /// keeps and finds each range on its own, so what it holds does not depend on how a reader
-    /// merged its reads.
+    /// overlap), as one read from the lowest start to the highest end unless a layer knows
+    /// better: a cache in front keeps and finds each range on its own, so what it holds does not
+    /// depend on how a reader merged its reads.
     fn get_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Ranges> {
         // The span of them all: ranges may overlap or end out of order (a crafted index can
         // list a shorter entry at a blob's offset after it).

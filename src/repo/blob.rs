@@ -279,13 +279,6 @@ pub fn seal_blob(
     }
 }
 
-/// Compresses a solid group's plaintext as `how` says, without probing a sample first;
-/// `None` when that saves less than 3 %.
-pub fn compressed_group(plaintext: &[u8], how: Compression) -> Option<Vec<u8>> {
-    compress(plaintext, how.level, how.dictionary)
-        .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT))
-}
-
 /// Compressed and sealed plaintext of a solid group ([`GroupPlace`]): its members'
 /// plaintexts back to back.
 pub struct SealedGroup {
@@ -303,7 +296,8 @@ pub struct SealedGroup {
 /// media files.
 pub fn seal_group(key: &MasterKey, plaintext: &[u8], how: Compression) -> SealedGroup {
     let raw_len = u32::try_from(plaintext.len()).expect("groups are far below 4 GiB");
-    let packed = compressed_group(plaintext, how);
+    let packed = compress(plaintext, how.level, how.dictionary)
+        .filter(|c| c.len() * 100 <= plaintext.len() * (100 - MIN_GAIN_PERCENT));
     let compressed = packed.is_some();
     let payload = packed.as_deref().unwrap_or(plaintext);
     SealedGroup {

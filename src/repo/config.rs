@@ -227,8 +227,7 @@ impl Config {
             hex::encode(key.mac_of(&serde_json::to_vec(&stored.body).expect("config serializes")));
         // A newer build's config has fields this one drops, so its MAC fails too: the version
         // (unauthenticated, and only ever a reason to refuse) says which of the two it is.
-        let newer = stored.body.version > FORMAT_VERSION;
-        if newer {
+        if stored.body.version > FORMAT_VERSION {
             return Err(Error::corrupt(
                 "config",
                 format!(

@@ -461,6 +461,19 @@ mod tests {
         };
         let mut grouped = alone.clone();
         grouped.packs[0].blobs[0].group = Some(GroupPlace { start: 0, len: 77 });
+        // Version 1 byte for byte as builds before groups wrote it: (pack, [(id, kind, offset,
+        // sealed_len, raw_len, compressed)]) per pack.
+        let old_shape = vec![(
+            PackId([1; 32]),
+            vec![
+                (BlobId([3; 32]), BlobKind::Data, 30u32, 99u32, 77u32, true),
+                (BlobId([4; 32]), BlobKind::Tree, 40u32, 99u32, 77u32, false),
+            ],
+        )];
+        assert_eq!(
+            key.open(&alone.seal(&key), SEGMENT_AAD).unwrap(),
+            serial::encode_version(1, &old_shape)
+        );
         for (segment, version) in [(alone, 1), (grouped, ENTRIES_VERSION)] {
             let sealed = segment.seal(&key);
             assert_eq!(key.open(&sealed, SEGMENT_AAD).unwrap()[0], version);
