@@ -325,25 +325,6 @@ pub fn open_blob(
     )
 }
 
-/// [`open_blob`] for the writer's verification before upload: the plaintext and the id are
-/// checked against what the writer noted while computing the id ([`Witness`]), not by
-/// computing the id again.
-pub fn open_blob_witnessed(
-    key: &MasterKey,
-    dictionaries: &dyn FindDictionary,
-    meta: &BlobMeta,
-    sealed: &[u8],
-    witness: Witness,
-) -> Result<Vec<u8>, OpenFailure> {
-    open_proven(
-        Proof::Witnessed(witness),
-        key,
-        dictionaries,
-        meta,
-        Cow::Borrowed(sealed),
-    )
-}
-
 /// [`open_blob`] on a buffer the caller owns: decrypts in place, without copying.
 pub fn open_blob_owned(
     key: &MasterKey,
@@ -354,9 +335,11 @@ pub fn open_blob_owned(
     open_proven(Proof::Id(key), key, dictionaries, meta, Cow::Owned(sealed))
 }
 
-/// Opens a sealed blob, or its group for a member of one, and proves it by `proof`. A borrowed
-/// buffer is decrypted into a copy of its ciphertext, an owned one in place.
-fn open_proven(
+/// Opens a sealed blob, or its group for a member of one, and proves it by `proof`: by its id
+/// ([`open_blob`]), or, for the writer's verification before upload, by what the writer noted
+/// while computing the id ([`Witness`]), not by computing the id again. A borrowed buffer is
+/// decrypted into a copy of its ciphertext, an owned one in place.
+pub fn open_proven(
     proof: Proof,
     key: &MasterKey,
     dictionaries: &dyn FindDictionary,

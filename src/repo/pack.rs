@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::repo::blob::{
     BlobMeta, FindDictionary, GroupPlace, MAX_GROUP_LEN, Proof, SealedBlob, SealedGroup,
-    open_blob_witnessed, open_group, proven_member,
+    open_group, open_proven, proven_member,
 };
 use crate::repo::crypto::MasterKey;
 use crate::repo::ids::{BlobId, BlobKind, PackId, sha256};
@@ -447,8 +447,14 @@ pub fn verify_pack(
                     Cow::Borrowed(sealed),
                 )
                 .map(|plain| group = Some((entry.offset, plain))),
-                _ => open_blob_witnessed(key, dictionaries, &entry.meta(), sealed, *witness)
-                    .map(drop),
+                _ => open_proven(
+                    proof,
+                    key,
+                    dictionaries,
+                    &entry.meta(),
+                    Cow::Borrowed(sealed),
+                )
+                .map(drop),
             };
             opened.map_err(|failure| fail(entry.id, failure.to_string()))
         })
