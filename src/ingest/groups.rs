@@ -6,7 +6,7 @@
 //! 214 MB in 4.3 s; groups of 512 KiB, 209 MB. In cairn (first backup of linux/, 2 cores, 4
 //! interleaved rounds, medians), groups of 896 KiB against 256 KiB: at level 3 218 against 225
 //! MiB, at level 2 229 against 236 MiB, for 2-4 % less CPU (fewer frames). The larger group is
-//! what lets the default level be 2 ([`crate::repo::config::DEFAULT_COMPRESSION`]) with room
+//! what lets the default level be 1 ([`crate::repo::config::DEFAULT_COMPRESSION`]) with room
 //! under 90 % of restic's repository. A reader opening one small file alone (the mount, `dump`)
 //! decompresses its group, under a millisecond; readers going through a pack open each once.
 

@@ -176,7 +176,7 @@ fn compress(plaintext: &[u8], level: i32, dictionary: Option<&Dictionary>) -> Op
         return COMPRESSOR.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-                *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+                *slot = Some((level, compressor_at(level)?));
             }
             let (_, compressor) = slot.as_mut()?;
             compressor.compress(plaintext).ok()
@@ -209,6 +209,24 @@ fn compress(plaintext: &[u8], level: i32, dictionary: Option<&Dictionary>) -> Op
         let (_, compressor) = compressors.last_mut()?;
         compressor.compress(plaintext).ok()
     })
+}
+
+/// The hash table of level 1, 2^15 entries where zstd's level 1 has 2^14 for large inputs
+/// (smaller inputs still get smaller tables). On linux/ in solid groups (first backup, 2 cores,
+/// 3 interleaved rounds): 234 MiB against zstd's level 1's 238 for the same CPU, and 7-10 %
+/// less CPU than level 2 (230 MiB). Only the compressor's search differs: the frames are plain
+/// zstd frames, read as any other.
+const LEVEL_1_HASH_LOG: u32 = 15;
+
+/// A compression context for `level` (level 1 with [`LEVEL_1_HASH_LOG`]).
+fn compressor_at(level: i32) -> Option<zstd::bulk::Compressor<'static>> {
+    let mut compressor = zstd::bulk::Compressor::new(level).ok()?;
+    if level == 1 {
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::HashLog(LEVEL_1_HASH_LOG))
+            .ok()?;
+    }
+    Some(compressor)
 }
 
 /// Dictionary compression contexts one thread keeps (each a few MiB).
@@ -559,6 +577,33 @@ fn prove(proof: Proof, meta: &BlobMeta, plaintext: &[u8]) -> Result<(), String> 
 mod tests {
     use super::*;
     use crate::repo::crypto::MasterSecrets;
+
+    #[test]
+    fn level_1_searches_a_larger_table_than_zstd_s_own() {
+        // Text of 6,000 distinct words in a shuffled order: repeats lie far apart, where a
+        // larger hash table finds matches the smaller one has overwritten.
+        let words: Vec<String> = (0..6000u32)
+            .map(|w| format!("w{}x{}", w * 7919, w % 97))
+            .collect();
+        let mut state = 1u64;
+        let mut text = Vec::new();
+        while text.len() < 800 << 10 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.extend_from_slice(words[(state >> 33) as usize % words.len()].as_bytes());
+            text.push(b' ');
+        }
+        let ours = compress(&text, 1, None).unwrap();
+        let zstd_1 = zstd::bulk::compress(&text, 1).unwrap();
+        assert!(
+            ours.len() < zstd_1.len(),
+            "{} against {}",
+            ours.len(),
+            zstd_1.len()
+        );
+        assert_eq!(zstd::bulk::decompress(&ours, text.len()).unwrap(), text);
+    }
 
     fn meta_of(blob: &SealedBlob) -> BlobMeta {
         BlobMeta {

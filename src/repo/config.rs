@@ -67,10 +67,11 @@ pub const DEFAULT_RETRIES: u32 = 5;
 
 /// The zstd level of a new repository: the fastest that keeps a first backup of a source tree
 /// well under 90 % of restic's repository. Measured on linux/ (first backup, 2 cores, small
-/// files in solid groups of 896 KiB, 4 interleaved rounds, medians): level 2, 229 MiB with
-/// 10.9 s of CPU; level 3, 218 MiB with 11.8 s (restic: 264 MiB). random.bin is stored
-/// uncompressed at either (its probe compresses nothing).
-pub const DEFAULT_COMPRESSION: i32 = 2;
+/// files in solid groups of 896 KiB, interleaved rounds, medians): level 1 (with a larger hash
+/// table, [`crate::repo::blob`]) 234 MiB with 9.4-10.6 s of CPU; level 2 230 MiB with
+/// 7-10 % more CPU; level 3 218 MiB with 8 % more again (restic: 264 MiB). random.bin is
+/// stored uncompressed at any (its probe compresses nothing).
+pub const DEFAULT_COMPRESSION: i32 = 1;
 
 impl Default for Params {
     fn default() -> Self {
