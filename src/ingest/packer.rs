@@ -16,7 +16,9 @@ use crate::ingest::groups::{Gathered, Groups};
 use crate::ingest::level::{Level, dictionary_level};
 use crate::ingest::sample::SampleRules;
 use crate::ingest::sealers::{SealJob, Sealers};
-use crate::repo::blob::{Compression, SealedBlob, SealedGroup, seal_blob, seal_group};
+use crate::repo::blob::{
+    Compression, MAX_GROUP_LEN, SealedBlob, SealedGroup, seal_blob, seal_group,
+};
 use crate::repo::crypto::MasterKey;
 use crate::repo::dictionary::Dictionary;
 use crate::repo::ids::{BlobId, BlobKind, PackId};
@@ -335,10 +337,20 @@ struct Sink {
     queue: Sender<FinishedPack>,
 }
 
-/// An empty pack of `kind`: data packs reserve their whole size up front, tree packs grow.
+/// Room a data pack reserves past the largest blob or group that can fill it, for its header
+/// (a 16 MiB pack of small files has one of tens of KiB). Reserving only the pack's size, every
+/// pack outgrew its buffer as it was filled and finished, and was copied into one twice as
+/// large.
+const PACK_HEADER_ROOM: usize = 1 << 20;
+
+/// An empty pack of `kind`: data packs reserve all they can hold up front, tree packs grow.
 fn empty_pack(kind: BlobKind, params: &Params) -> PackBuilder {
     let capacity = match kind {
-        BlobKind::Data => params.pack_size as usize,
+        BlobKind::Data => {
+            params.pack_size as usize
+                + params.chunk_max.max(MAX_GROUP_LEN) as usize
+                + PACK_HEADER_ROOM
+        }
         BlobKind::Tree => 0,
     };
     PackBuilder::new(kind, capacity)

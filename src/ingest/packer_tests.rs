@@ -240,3 +240,48 @@ fn an_entry_lying_about_its_length_fails_alone_in_its_read_window() {
     assert_eq!(opened.get(&ids[0]), Some(&true));
     assert_eq!(opened.get(&liar.id), Some(&false));
 }
+
+#[test]
+fn a_data_pack_is_filled_and_finished_in_the_buffer_it_reserved() {
+    let key = MasterKey::new(crate::repo::crypto::MasterSecrets::generate());
+    let params = Params {
+        pack_size: 256 << 10,
+        chunk_max: 2 << 20,
+        ..Params::default()
+    };
+    let reserved = empty_pack(BlobKind::Data, &params)
+        .finish(&key)
+        .bytes
+        .capacity();
+    let mut builder = empty_pack(BlobKind::Data, &params);
+    let add = |builder: &mut PackBuilder, data: &[u8]| {
+        let (id, witness) = Witness::name(data, |p| key.blob_id(p).0);
+        let sealed = seal_blob(
+            &key,
+            BlobId(id),
+            BlobKind::Data,
+            data,
+            Compression::level(1),
+        );
+        builder.add(&sealed, witness);
+    };
+    // Just short of full, then the largest blob there can be (incompressible): the most a
+    // pack ever holds.
+    let mut i = 0;
+    while builder.len() + 4096 < params.pack_size as usize {
+        add(&mut builder, &blob(i)[..1024]);
+        i += 1;
+    }
+    let largest: Vec<u8> = (0..params.chunk_max / 4096)
+        .flat_map(|n| blob(n)[..4096].to_vec())
+        .collect();
+    add(&mut builder, &largest);
+    assert!(builder.is_full(params.pack_size as usize));
+    let pack = builder.finish(&key);
+    assert!(pack.bytes.len() > (params.pack_size + params.chunk_max) as usize);
+    assert_eq!(
+        pack.bytes.capacity(),
+        reserved,
+        "the pack outgrew its buffer"
+    );
+}
