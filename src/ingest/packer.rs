@@ -338,9 +338,10 @@ struct Sink {
 }
 
 /// Room a data pack reserves past the largest blob or group that can fill it, for its header
-/// (a 16 MiB pack of small files has one of tens of KiB). Reserving only the pack's size, every
-/// pack outgrew its buffer as it was filled and finished, and was copied into one twice as
-/// large.
+/// (a 16 MiB pack of small files has one of tens of KiB; one shipped at
+/// [`crate::repo::pack::MAX_PACK_BLOBS`] can reach 10 MiB, and grows its buffer once, by
+/// what it lacks). Reserving only the pack's size, every pack outgrew its buffer as it was
+/// filled and finished, and was moved into one twice as large.
 const PACK_HEADER_ROOM: usize = 1 << 20;
 
 /// An empty pack of `kind`: data packs reserve all they can hold up front, tree packs grow.

@@ -66,7 +66,7 @@ fn not_true(value: &Option<bool>) -> bool {
 pub const DEFAULT_RETRIES: u32 = 5;
 
 /// The zstd level of a new repository: the fastest that keeps a first backup of a source tree
-/// well under 90 % of restic's repository. Measured on linux/ (first backup, 2 cores, small
+/// under 90 % of restic's repository. Measured on linux/ (first backup, 2 cores, small
 /// files in solid groups of 896 KiB, interleaved rounds, medians): level 1 (with a larger hash
 /// table, [`crate::repo::blob`]) 234 MiB with 9.4-10.6 s of CPU; level 2 230 MiB with
 /// 7-10 % more CPU; level 3 218 MiB with 8 % more again (restic: 264 MiB). random.bin is

@@ -309,6 +309,9 @@ impl PackBuilder {
         };
         let header = key.seal(&plain, HEADER_AAD);
         let header_len = u32::try_from(header.len()).expect("headers stay below 4 GiB");
+        // Exactly what is left, in one step where the reserved room falls short (a header of
+        // hundreds of thousands of entries), rather than doubling a pack's buffer.
+        self.bytes.reserve_exact(header.len() + TRAILER_LEN);
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&header_len.to_le_bytes());
         self.bytes.extend_from_slice(MAGIC);
