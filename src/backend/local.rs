@@ -5,7 +5,7 @@
 use crate::backend::{Backend, ObjectInfo};
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -120,7 +120,11 @@ impl LocalBackend {
                 .create_new(true)
                 .mode(FILE_MODE)
                 .open(&temp)?;
-            file.write_all(data)?;
+            let direct = super::uncached::write_uncached(&mut file, data)?;
+            tracing::trace!(
+                "{name}: {direct} of {} bytes written past the page cache",
+                data.len()
+            );
             file.sync_all()
         })();
         if let Err(e) = written {

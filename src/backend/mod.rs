@@ -9,6 +9,7 @@ pub mod retry;
 pub mod s3;
 pub mod salvage;
 pub mod stats;
+pub mod uncached;
 
 use crate::error::{Error, Result};
 use std::ops::Range;
