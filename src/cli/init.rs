@@ -18,8 +18,7 @@ pub struct Args {
     /// argon2id memory in MiB (at most 1024: key files asking for more are refused when read).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=i64::from(cairn::repo::keys::MAX_KDF_MEMORY_MIB)))]
     kdf_memory: u32,
-    /// Target CPU time of one key derivation in milliseconds (the passes are calibrated to it on
-    /// one core; its four lanes share it across the cores there are).
+    /// Target time of one key derivation in milliseconds (the passes are calibrated to it).
     #[arg(long, default_value_t = 500)]
     kdf_time: u64,
     /// Target size of data packs.

@@ -38,7 +38,7 @@ struct NewKey {
     /// argon2id memory in MiB.
     #[arg(long, default_value_t = 64)]
     kdf_memory: u32,
-    /// Target CPU time of one key derivation in milliseconds (calibrated as `init` does).
+    /// Target key derivation time in milliseconds.
     #[arg(long, default_value_t = 500)]
     kdf_time: u64,
 }

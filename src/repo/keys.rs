@@ -14,13 +14,8 @@ const KEY_AAD: &[u8] = b"cairn key file";
 /// open of the repository allocate gigabytes.
 pub const MAX_KDF_MEMORY_MIB: u32 = 1024;
 const MAX_KDF_MEMORY_KIB: u32 = MAX_KDF_MEMORY_MIB * 1024;
-/// The lanes `init` and `key add` choose, as RFC 9106 recommends; a key file asking for more is
-/// refused. The lanes of one derivation run in parallel: the same memory and passes, so the
-/// same work for anyone guessing passwords, in a quarter of the time on four cores (half on
-/// two) for whoever holds the password. Key files of one lane, as every earlier build wrote,
-/// derive as before.
-const KDF_LANES: u32 = 4;
-const MAX_KDF_PARALLELISM: u32 = KDF_LANES;
+/// The lanes `init` always chooses; a key file asking for more is refused.
+const MAX_KDF_PARALLELISM: u32 = 1;
 /// Largest key file read: a few hundred bytes of JSON are all it ever holds.
 pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
 /// A key file asking for more argon2 passes than this is refused.
@@ -38,9 +33,8 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// Picks the number of passes that makes one derivation cost about `target` of one core's
-    /// time with `memory_mib` of memory (at least one pass), measured on one lane: the
-    /// [`KDF_LANES`] lanes then share that work across the cores there are.
+    /// Picks the number of passes that makes one derivation take about `target` with
+    /// `memory_mib` of memory (at least one pass).
     pub fn calibrate(memory_mib: u32, target: Duration) -> Result<KdfParams> {
         let one_pass = KdfParams {
             memory_kib: memory_mib.max(1) * 1024,
@@ -55,7 +49,6 @@ impl KdfParams {
             .clamp(1.0, MAX_KDF_ITERATIONS as f64);
         Ok(KdfParams {
             iterations: passes as u32,
-            parallelism: KDF_LANES,
             ..one_pass
         })
     }
@@ -181,26 +174,6 @@ mod tests {
         assert!(parsed.unlock("k", b"nope").unwrap().is_none());
     }
 
-    /// Key files written before lanes ran in parallel derive the same key: one lane, and
-    /// several, against values derived by the single-threaded build.
-    #[test]
-    fn derivations_are_those_of_the_single_threaded_build() {
-        let lanes = |parallelism| KdfParams {
-            memory_kib: 256,
-            iterations: 2,
-            parallelism,
-        };
-        let salt = [7u8; 16];
-        assert_eq!(
-            hex::encode(derive(&lanes(1), b"pw", &salt).unwrap()),
-            "4c275c2fdc1ea48adf27108cb857aa3a504e89cd10be726935d62e7f38539dfd"
-        );
-        assert_eq!(
-            hex::encode(derive(&lanes(4), b"pw", &salt).unwrap()),
-            "4b9fcea9c47830568ea345a4ff91a6f5e170369b8ac4fe7706ce7b9b61519a7f"
-        );
-    }
-
     #[test]
     fn key_file_that_is_not_json_is_corrupt() {
         assert!(matches!(
@@ -229,7 +202,7 @@ mod tests {
         four_gib.params.memory_kib = 4 << 20;
         assert!(refused(&four_gib));
         let mut lanes = file.clone();
-        lanes.params.parallelism = KDF_LANES + 1;
+        lanes.params.parallelism = 2;
         assert!(refused(&lanes));
         let mut past_the_bound = file;
         past_the_bound.params.memory_kib = MAX_KDF_MEMORY_KIB + 1;
