@@ -8,32 +8,43 @@
 //! quarter of what it reads. Direct I/O wants the buffer, the length and the offset aligned to
 //! the device's block, so the data passes through an aligned bounce buffer a piece at a time
 //! (one copy in memory, far cheaper than a page fault per page), and the unaligned tail goes
-//! through the cache. A file system that refuses direct I/O gets the rest through the cache.
+//! through the cache; a write the file system refuses sends the rest through the cache.
+//!
+//! Only on the local disk file systems it was measured on (ext2/3/4, XFS): on NFS, CIFS or
+//! FUSE each direct write is a synchronous round trip to the server (16 per pack instead of
+//! one flush at fsync), and tmpfs or btrfs may buffer anyway or decide per write.
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::statfs::{EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, fstatfs};
 use std::fs::File;
 use std::io::{self, ErrorKind, Write};
 
-/// Alignment asked of buffers, lengths and offsets: the largest logical block size devices have.
+/// Alignment of buffers, lengths and offsets: the logical block of nearly every disk. On one
+/// with a larger block, direct writes of whole pieces still land aligned; the last, partial
+/// one is refused and goes through the cache.
 const ALIGN: usize = 4096;
 /// Bytes per direct write: as fast as larger writes on a virtio disk (dd: 0.17 s per 256 MiB at
 /// 1 MiB, 0.19 s at 4 MiB, 0.27 s at 256 KiB), and a small buffer to fault in.
 const PIECE: usize = 1 << 20;
 
 /// Writes all of `data` to `file` at its current offset, past the page cache where the file
-/// system allows, and returns how many bytes went past it. Objects smaller than one piece are
-/// written through the cache: they are few (indexes, snapshots) and may be read back soon.
+/// system is one of those above, and returns how many bytes were written with `O_DIRECT`.
+/// Objects smaller than one piece (snapshots, most index files) go through the cache.
 pub fn write_uncached(file: &mut File, data: &[u8]) -> io::Result<usize> {
-    let direct_len = if data.len() >= PIECE {
+    let direct_len = if data.len() >= PIECE && on_local_disk(file) {
         data.len() / ALIGN * ALIGN
     } else {
         0
     };
+    let mut bounce = vec![0u8; if direct_len > 0 { PIECE + ALIGN } else { 0 }];
+    let start = bounce.as_ptr().align_offset(ALIGN);
+    let aligned = start
+        .checked_add(PIECE)
+        .and_then(|end| bounce.get_mut(start..end));
     let mut written = 0;
-    if direct_len > 0 && set_direct(file, true).is_ok() {
-        let mut bounce = vec![0u8; PIECE + ALIGN];
-        let start = bounce.as_ptr().align_offset(ALIGN);
-        let piece = &mut bounce[start..start + PIECE];
+    if let Some(piece) = aligned
+        && set_direct(file, true).is_ok()
+    {
         while written < direct_len {
             let len = (direct_len - written).min(PIECE);
             piece[..len].copy_from_slice(&data[written..written + len]);
@@ -52,6 +63,12 @@ pub fn write_uncached(file: &mut File, data: &[u8]) -> io::Result<usize> {
     }
     file.write_all(&data[written..])?;
     Ok(written)
+}
+
+/// Whether `file` is on a file system where direct writes were measured to pay.
+fn on_local_disk(file: &File) -> bool {
+    fstatfs(file)
+        .is_ok_and(|fs| [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC].contains(&fs.filesystem_type()))
 }
 
 /// Turns `O_DIRECT` on or off for `file`; fails where the file system does not support it.
@@ -94,7 +111,12 @@ mod tests {
             let direct = write_uncached(&mut file, &data).unwrap();
             drop(file);
             assert_eq!(fs::read(&path).unwrap(), data, "{len} bytes");
-            let expected = if len >= PIECE { len / ALIGN * ALIGN } else { 0 };
+            let local = on_local_disk(&File::open(&path).unwrap());
+            let expected = if len >= PIECE && local {
+                len / ALIGN * ALIGN
+            } else {
+                0
+            };
             assert_eq!(direct, expected, "{len} bytes past the cache");
         }
     }
@@ -108,7 +130,10 @@ mod tests {
         let data = pattern(PIECE + 7);
         let direct = write_uncached(&mut file, &data).unwrap();
         drop(file);
-        assert_eq!(direct, 0, "an unaligned offset is refused by direct I/O");
+        assert_eq!(
+            direct, 0,
+            "ext4 and XFS refuse a direct write at an unaligned offset"
+        );
         let mut expected = b"head".to_vec();
         expected.extend_from_slice(&data);
         assert_eq!(fs::read(&path).unwrap(), expected);
