@@ -13,9 +13,10 @@ use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::content::{FileError, store_content};
 use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
+use crate::ingest::place::{MAX_HELD_DIRS, Place};
 use crate::ingest::progress::Progress;
 use crate::ingest::sample::SampleRules;
-use crate::ingest::walker::{OwnerNames, node_from_metadata, read_xattrs};
+use crate::ingest::walker::{EntryStat, OwnerNames, node_from_stat, read_xattrs, read_xattrs_of};
 use crate::repo::Repository;
 use crate::repo::adopt::adopt_unindexed;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -27,7 +28,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::fs::{self, Metadata};
+use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -242,12 +243,6 @@ pub fn prepare_backup(
     })
 }
 
-fn meta_dev(path: &Path) -> Result<u64> {
-    fs::symlink_metadata(path)
-        .map(|m| m.dev())
-        .map_err(|e| Error::io(path, e))
-}
-
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::Invalid(
@@ -302,13 +297,14 @@ impl Archiver<'_> {
     fn walk_roots(&self, paths: &[PathBuf], parent_roots: &[Node]) -> Result<BlobId> {
         let mut roots: Vec<Node> = Vec::new();
         for path in paths {
-            let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+            let place = Place::path(path);
+            let stat = place.stat().map_err(|e| Error::io(path, e))?;
             let name = path
                 .file_name()
                 .map(OsString::from)
                 .unwrap_or_else(|| OsString::from("root"));
             let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
-            let node = self.entry_node(path, &name, meta, parent_node, meta_dev(path)?)?;
+            let node = self.entry_node(place, &name, stat, parent_node, stat.dev, 0)?;
             if roots.iter().any(|n| n.name == node.name) {
                 return Err(Error::Invalid(format!(
                     "two paths end in the same name {name:?}"
@@ -326,34 +322,46 @@ impl Archiver<'_> {
         self.warnings.lock().push(line);
     }
 
-    /// Builds the node for one entry, storing its content or subtree.
+    /// Builds the node for one entry, storing its content or subtree; `depth` directories above
+    /// it are held open.
     fn entry_node(
         &self,
-        path: &Path,
+        place: Place,
         name: &OsString,
-        meta: Metadata,
+        stat: EntryStat,
         parent: Option<&Node>,
         root_dev: u64,
+        depth: usize,
     ) -> Result<Node> {
-        let mut node = node_from_metadata(name, &meta, &self.owners);
+        let path = place.path;
+        let mut node = node_from_stat(name, &stat, &self.owners);
         match node.kind {
-            NodeKind::File => self.file_content(path, &meta, parent, &mut node)?,
+            NodeKind::File => self.file_content(place, &stat, parent, &mut node)?,
             NodeKind::Dir => {
                 self.dirs.fetch_add(1, Ordering::Relaxed);
-                node.xattrs = self.xattrs_of(path);
                 let parent_tree = parent
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);
-                node.subtree = Some(if self.opts.one_file_system && meta.dev() != root_dev {
-                    self.packer.store_tree(Vec::new())?
-                } else {
-                    self.dir_tree(path, parent_tree, root_dev)?
+                // A directory on another file system is not entered, not even opened.
+                let other_fs = self.opts.one_file_system && stat.dev != root_dev;
+                let opened = (!other_fs).then(|| place.open_dir(&stat));
+                node.xattrs = match &opened {
+                    Some(Ok(dir)) => self.xattrs_of_open(dir, path),
+                    _ => self.xattrs_of(path),
+                };
+                node.subtree = Some(match opened {
+                    None => self.packer.store_tree(Vec::new())?,
+                    Some(Ok(dir)) => self.dir_tree(dir, path, parent_tree, root_dev, depth + 1)?,
+                    Some(Err(e)) => {
+                        self.warn(path, format!("cannot list directory: {e}"));
+                        self.packer.store_tree(Vec::new())?
+                    }
                 });
             }
             NodeKind::Symlink => {
                 node.xattrs = self.xattrs_of(path);
-                match fs::read_link(path) {
-                    Ok(target) => node.target = target.as_os_str().as_bytes().to_vec(),
+                match place.read_link() {
+                    Ok(target) => node.target = target,
                     Err(e) => self.warn(path, format!("cannot read link: {e}")),
                 }
             }
@@ -372,11 +380,19 @@ impl Archiver<'_> {
         })
     }
 
+    /// [`Self::xattrs_of`] the entry at `path`, open as `file`.
+    fn xattrs_of_open(&self, file: &File, path: &Path) -> Vec<crate::repo::tree::Xattr> {
+        read_xattrs_of(file).unwrap_or_else(|e| {
+            self.warn(path, format!("cannot read extended attributes: {e}"));
+            Vec::new()
+        })
+    }
+
     /// Fills a file node's content: re-used from the parent when unchanged, read otherwise.
     fn file_content(
         &self,
-        path: &Path,
-        meta: &Metadata,
+        place: Place,
+        stat: &EntryStat,
         parent: Option<&Node>,
         node: &mut Node,
     ) -> Result<()> {
@@ -395,8 +411,16 @@ impl Archiver<'_> {
             self.progress.file_reused(node.size);
             return Ok(());
         }
-        node.xattrs = self.xattrs_of(path);
-        match self.read_content(path, meta) {
+        let path = place.path;
+        let opened = place.open_file();
+        node.xattrs = match &opened {
+            Ok(file) => self.xattrs_of_open(file, path),
+            Err(_) => self.xattrs_of(path),
+        };
+        let read = opened
+            .map_err(FileError::Local)
+            .and_then(|file| self.read_content(&file, path, stat));
+        match read {
             Ok((content, read)) => {
                 node.content = content;
                 if read != node.size {
@@ -423,35 +447,47 @@ impl Archiver<'_> {
         }
     }
 
-    /// Chunks and stores one file's content in bounded batches, chunks of a batch in parallel.
-    fn read_content(&self, path: &Path, meta: &Metadata) -> Result<(Vec<BlobId>, u64), FileError> {
-        let file = crate::ingest::noatime::open_file(path)?;
+    /// Chunks and stores the content of `file` (at `path`, as `stat` saw it) in bounded
+    /// batches, chunks of a batch in parallel.
+    fn read_content(
+        &self,
+        file: &File,
+        path: &Path,
+        stat: &EntryStat,
+    ) -> Result<(Vec<BlobId>, u64), FileError> {
         let (content, read) = store_content(
             &self.chunker,
             &self.packer,
-            &file,
-            meta.size(),
+            file,
+            stat.size,
             self.opts.limits.read_batch,
         )?;
         let after = file.metadata()?;
-        if after.mtime() != meta.mtime()
-            || after.mtime_nsec() != meta.mtime_nsec()
-            || after.size() != read
-        {
+        if EntryStat::from(&after).mtime != stat.mtime || after.size() != read {
             self.warn(path, "changed while being read; stored what was read");
         }
         Ok((content, read))
     }
 
-    /// Stores a directory's tree, visiting its entries in parallel.
-    fn dir_tree(&self, path: &Path, parent_tree: Option<BlobId>, root_dev: u64) -> Result<BlobId> {
-        let mut names: Vec<OsString> = match crate::ingest::noatime::list_dir(path) {
+    /// Stores the tree of directory `dir` (at `path`, `depth` levels of directories held open
+    /// down to it), visiting its entries in parallel.
+    fn dir_tree(
+        &self,
+        dir: File,
+        path: &Path,
+        parent_tree: Option<BlobId>,
+        root_dev: u64,
+        depth: usize,
+    ) -> Result<BlobId> {
+        let mut names: Vec<OsString> = match crate::ingest::noatime::names_in(&dir) {
             Ok(names) => names,
             Err(e) => {
                 self.warn(path, format!("cannot list directory: {e}"));
                 return self.packer.store_tree(Vec::new());
             }
         };
+        // Deep down, entries are reached by path and the directory is let go of at once.
+        let held = (depth < MAX_HELD_DIRS).then_some(dir);
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let parent_nodes = match parent_tree {
             Some(id) => self.repo.read_tree(self.index, &id).unwrap_or_else(|e| {
@@ -470,8 +506,12 @@ impl Archiver<'_> {
                 if self.opts.excludes.matches(&child, name) {
                     return Ok(None);
                 }
-                let meta = match fs::symlink_metadata(&child) {
-                    Ok(meta) => meta,
+                let place = match &held {
+                    Some(dir) => Place::in_dir(dir, name, &child),
+                    None => Place::path(&child),
+                };
+                let stat = match place.stat() {
+                    Ok(stat) => stat,
                     Err(e) => {
                         self.warn(&child, format!("vanished or unreadable: {e}"));
                         return Ok(None);
@@ -481,7 +521,7 @@ impl Archiver<'_> {
                     .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
                     .ok()
                     .map(|i| &parent_nodes[i]);
-                self.entry_node(&child, name, meta, parent, root_dev)
+                self.entry_node(place, name, stat, parent, root_dev, depth)
                     .map(Some)
             })
             .collect::<Result<Vec<Option<Node>>>>()?;

@@ -11,6 +11,7 @@ pub mod level;
 pub mod noatime;
 pub mod packer;
 pub mod patterns;
+pub mod place;
 pub mod progress;
 pub mod sample;
 pub mod sealers;

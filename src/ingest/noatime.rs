@@ -35,9 +35,19 @@ fn open(path: &Path, flags: i32) -> io::Result<File> {
 /// on backup's hot path, where an `O_PATH` open and a re-open through `/proc` cost three times
 /// a plain open). A file under another process's lease is waited for, as a plain open does.
 pub fn open_file(path: &Path) -> io::Result<File> {
-    let flags = libc::O_NOFOLLOW | libc::O_NOCTTY;
-    let file = match open(path, flags | libc::O_NONBLOCK) {
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => open(path, flags)?,
+    regular(|flags| open(path, flags | libc::O_NOFOLLOW | libc::O_NOCTTY))
+}
+
+/// [`open_file`] for entry `name` of directory `dir`, as walks by descriptors open files.
+pub fn open_file_at(dir: &File, name: &OsStr) -> io::Result<File> {
+    regular(|flags| open_at(dir, name, flags))
+}
+
+/// Opens with `open` (given the flags to add) without blocking, then, if another process holds
+/// a lease, waiting; keeps the file only if it is a regular one.
+fn regular(open: impl Fn(i32) -> io::Result<File>) -> io::Result<File> {
+    let file = match open(libc::O_NONBLOCK) {
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => open(0)?,
         other => other?,
     };
     if !file.metadata()?.is_file() {
@@ -65,9 +75,16 @@ pub fn reopen_regular(reference: &File, flags: i32) -> io::Result<File> {
 /// The names in directory `path` (without `.` and `..`), listed without moving its access time
 /// where allowed.
 pub fn list_dir(path: &Path) -> io::Result<Vec<OsString>> {
+    names_in(&open_dir(path)?)
+}
+
+/// The names in the open directory `dir` (without `.` and `..`), read through a duplicate of
+/// its descriptor: `dir` stays open for opening and looking at them. The two share one reading
+/// position, so a directory is listed this way once.
+pub fn names_in(dir: &File) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
-    for_each_name(path, usize::MAX, |name| {
-        names.push(std::ffi::OsStr::from_bytes(name).to_os_string())
+    for_each_name_in(dir.try_clone()?, usize::MAX, |name| {
+        names.push(OsStr::from_bytes(name).to_os_string())
     })?;
     Ok(names)
 }

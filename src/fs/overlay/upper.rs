@@ -16,7 +16,7 @@ use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::content::{FileError, store_content};
 use crate::ingest::noatime;
 use crate::ingest::packer::Packer;
-use crate::ingest::walker::{OwnerNames, nanos, node_from_metadata, read_xattrs};
+use crate::ingest::walker::{OwnerNames, nanos, node_from_stat, read_xattrs};
 use crate::repo::Repository;
 use crate::repo::ids::BlobId;
 use crate::repo::index::Index;
@@ -220,7 +220,7 @@ impl<'a> UpperWalk<'a> {
     /// The node of what `path` holds (`meta`), with its user's extended attributes and its
     /// inode number above the parent's, without content.
     fn node_at(&self, path: &Path, name: &OsStr, meta: &Metadata) -> Node {
-        let mut node = node_from_metadata(name, meta, self.owners);
+        let mut node = node_from_stat(name, &meta.into(), self.owners);
         node.inode = UPPER_INODES | meta.ino();
         node.xattrs = match read_xattrs(path) {
             Ok(all) => user_xattrs(all, self.namespace.overlay_xattrs()),
