@@ -13,7 +13,7 @@ use crate::ingest::chunker::ChunkerConfig;
 use crate::ingest::content::{FileError, store_content};
 use crate::ingest::packer::{CorruptHook, Packer};
 use crate::ingest::patterns::Patterns;
-use crate::ingest::place::{MAX_HELD_DIRS, Place};
+use crate::ingest::place::{HeldDirs, Place};
 use crate::ingest::progress::Progress;
 use crate::ingest::sample::SampleRules;
 use crate::ingest::walker::{EntryStat, OwnerNames, node_from_stat, read_xattrs, read_xattrs_of};
@@ -195,6 +195,7 @@ pub fn prepare_backup(
         warnings: Mutex::new(Vec::new()),
         dirs: AtomicU64::new(0),
         xattr_nodes: AtomicU64::new(0),
+        held_dirs: HeldDirs::default(),
     };
     let walked = archiver.walk_roots(&paths, &parent_roots);
     let Archiver {
@@ -290,6 +291,7 @@ struct Archiver<'a> {
     warnings: Mutex<Vec<String>>,
     dirs: AtomicU64,
     xattr_nodes: AtomicU64,
+    held_dirs: HeldDirs,
 }
 
 impl Archiver<'_> {
@@ -304,7 +306,7 @@ impl Archiver<'_> {
                 .map(OsString::from)
                 .unwrap_or_else(|| OsString::from("root"));
             let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
-            let node = self.entry_node(place, &name, stat, parent_node, stat.dev, 0)?;
+            let node = self.entry_node(place, &name, stat, parent_node, stat.dev)?;
             if roots.iter().any(|n| n.name == node.name) {
                 return Err(Error::Invalid(format!(
                     "two paths end in the same name {name:?}"
@@ -322,8 +324,7 @@ impl Archiver<'_> {
         self.warnings.lock().push(line);
     }
 
-    /// Builds the node for one entry, storing its content or subtree; `depth` directories above
-    /// it are held open.
+    /// Builds the node for one entry, storing its content or subtree.
     fn entry_node(
         &self,
         place: Place,
@@ -331,7 +332,6 @@ impl Archiver<'_> {
         stat: EntryStat,
         parent: Option<&Node>,
         root_dev: u64,
-        depth: usize,
     ) -> Result<Node> {
         let path = place.path;
         let mut node = node_from_stat(name, &stat, &self.owners);
@@ -351,7 +351,7 @@ impl Archiver<'_> {
                 };
                 node.subtree = Some(match opened {
                     None => self.packer.store_tree(Vec::new())?,
-                    Some(Ok(dir)) => self.dir_tree(dir, path, parent_tree, root_dev, depth + 1)?,
+                    Some(Ok(dir)) => self.dir_tree(dir, path, parent_tree, root_dev)?,
                     Some(Err(e)) => {
                         self.warn(path, format!("cannot list directory: {e}"));
                         self.packer.store_tree(Vec::new())?
@@ -469,15 +469,13 @@ impl Archiver<'_> {
         Ok((content, read))
     }
 
-    /// Stores the tree of directory `dir` (at `path`, `depth` levels of directories held open
-    /// down to it), visiting its entries in parallel.
+    /// Stores the tree of directory `dir` (at `path`), visiting its entries in parallel.
     fn dir_tree(
         &self,
         dir: File,
         path: &Path,
         parent_tree: Option<BlobId>,
         root_dev: u64,
-        depth: usize,
     ) -> Result<BlobId> {
         let mut names: Vec<OsString> = match crate::ingest::noatime::names_in(&dir) {
             Ok(names) => names,
@@ -486,8 +484,8 @@ impl Archiver<'_> {
                 return self.packer.store_tree(Vec::new());
             }
         };
-        // Deep down, entries are reached by path and the directory is let go of at once.
-        let held = (depth < MAX_HELD_DIRS).then_some(dir);
+        // Past the budget, entries are reached by path and the directory is let go of at once.
+        let held = self.held_dirs.hold(dir);
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let parent_nodes = match parent_tree {
             Some(id) => self.repo.read_tree(self.index, &id).unwrap_or_else(|e| {
@@ -507,7 +505,7 @@ impl Archiver<'_> {
                     return Ok(None);
                 }
                 let place = match &held {
-                    Some(dir) => Place::in_dir(dir, name, &child),
+                    Some(held) => Place::in_dir(&held.dir, name, &child),
                     None => Place::path(&child),
                 };
                 let stat = match place.stat() {
@@ -521,7 +519,7 @@ impl Archiver<'_> {
                     .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
                     .ok()
                     .map(|i| &parent_nodes[i]);
-                self.entry_node(place, name, stat, parent, root_dev, depth)
+                self.entry_node(place, name, stat, parent, root_dev)
                     .map(Some)
             })
             .collect::<Result<Vec<Option<Node>>>>()?;

@@ -89,12 +89,6 @@ pub fn names_in(dir: &File) -> io::Result<Vec<OsString>> {
     Ok(names)
 }
 
-/// Calls `each` with the first `limit` names in directory `path` (without `.` and `..`), read
-/// without moving its access time where allowed.
-pub fn for_each_name(path: &Path, limit: usize, each: impl FnMut(&[u8])) -> io::Result<()> {
-    for_each_name_in(open_dir(path)?, limit, each)
-}
-
 /// Opens directory `path` (not a link to one) without moving its access time where allowed.
 pub fn open_dir(path: &Path) -> io::Result<File> {
     open(path, libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -116,7 +110,8 @@ pub fn open_at(dir: &File, name: &OsStr, flags: i32) -> io::Result<File> {
     .map_err(io::Error::from)
 }
 
-/// [`for_each_name`] on an open directory.
+/// Calls `each` with the first `limit` names in the open directory `dir` (without `.` and
+/// `..`).
 pub fn for_each_name_in(dir: File, limit: usize, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     let mut dir = nix::dir::Dir::from_fd(dir.into()).map_err(io::Error::from)?;
     let mut seen = 0usize;
