@@ -24,25 +24,91 @@ fn round_trip_of_every_node_kind_is_exact_in_bytes_and_metadata() {
     assert_same_tree(&src, &target.join("src"));
 }
 
-/// The walk holds at most 256 directories open and goes by paths past them: a tree deeper
-/// than that, with a file and an extended attribute at every level, round-trips whole.
+/// The walk holds at most 256 directories open and goes by paths past them: a tree 600 levels
+/// deep, with a file and an extended attribute at every level, backed up by a cairn allowed 512
+/// descriptors, round-trips whole (holding a directory per level, it ran out of descriptors).
 #[test]
 fn a_tree_deeper_than_the_walk_holds_open_round_trips() {
+    use std::os::unix::process::CommandExt;
     let env = Env::with_repo(&[]);
     let src = env.path("src");
     let mut dir = src.clone();
-    for level in 0..300 {
+    for level in 0..600 {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("f"), format!("level {level}")).unwrap();
         xattr::set(&dir, "user.level", level.to_string().as_bytes()).unwrap();
         dir.push("d");
     }
-    let out = env.json(&["backup", src.to_str().unwrap()]);
+    let mut backup = env.command(&["--json", "backup", src.to_str().unwrap()]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        backup.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let done = backup.output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
     assert_eq!(out["warnings"].as_array().unwrap().len(), 0, "{out}");
-    assert_eq!(summary(&out)["files"], 300);
+    assert_eq!(summary(&out)["files"], 600);
     let target = env.path("restored");
     env.restore("latest", &target, &["--verify"]);
     assert_same_tree(&src, &target.join("src"));
+}
+
+/// A tree deeper than snapshots may nest (1,024 levels, what every reader descends) is backed up
+/// down to that depth with one warning and exit 3, never a stack overflow (the walk recurses
+/// once per level: the workers' default 2 MiB stacks overflowed at 600), and restores.
+#[test]
+fn a_tree_deeper_than_readers_descend_is_cut_with_a_warning() {
+    let env = Env::with_repo(&[]);
+    let src = env.path("src");
+    let mut dir = src.clone();
+    for _ in 0..1100 {
+        dir.push("d");
+    }
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("f"), b"at the bottom").unwrap();
+    let done = env.run(&["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(
+        done.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let warnings = out["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("nested deeper than"),
+        "{out}"
+    );
+    let target = env.path("restored");
+    env.restore("latest", &target, &[]);
+    let depth = walkdir_depth(&target.join("src"));
+    assert_eq!(depth, 1021, "levels of d restored under src");
+}
+
+/// How many directories deep `root` nests (a chain of single subdirectories).
+fn walkdir_depth(root: &std::path::Path) -> usize {
+    let mut depth = 0;
+    let mut at = root.to_path_buf();
+    while at.join("d").is_dir() {
+        at.push("d");
+        depth += 1;
+    }
+    depth
 }
 
 #[test]

@@ -380,6 +380,12 @@ pub fn split_snapshot_path(spec: &str) -> (&str, &str) {
     spec.split_once(':').unwrap_or((spec, ""))
 }
 
+/// Stack of each worker: backup's walk recurses once per directory level on them (about
+/// 3.5 KiB a level; the default 2 MiB overflowed at 600), up to its 1,022 levels, and a worker
+/// waiting on a join may run other branches on the same stack. Only the pages used are
+/// resident.
+const WORKER_STACK: usize = 64 << 20;
+
 /// The crates whose log records may carry credentials: the request signer's debug lines print
 /// the credential provider, secret key included, and the HTTP stack's trace lines print signed
 /// requests. They are dropped whatever `CAIRN_LOG` asks for, so no secret reaches a log.
@@ -439,6 +445,7 @@ pub fn run() -> Result<u8> {
         .spawn_handler(|worker| {
             std::thread::Builder::new()
                 .name(format!("cairn-worker-{}", worker.index()))
+                .stack_size(WORKER_STACK)
                 .spawn(move || {
                     let _ = stop_signals().thread_block();
                     worker.run()

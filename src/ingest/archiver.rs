@@ -22,7 +22,7 @@ use crate::repo::adopt::adopt_unindexed;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::Index;
 use crate::repo::snapshot::{Snapshot, Summary};
-use crate::repo::tree::{Node, NodeKind};
+use crate::repo::tree::{MAX_DEPTH, Node, NodeKind};
 use crate::repo::writer::{Lease, WriterSession};
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -35,6 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// Deepest directory the walk enters: its entries are still within the [`MAX_DEPTH`] levels every
+/// reader of the snapshot descends (the snapshot's root tree is one more).
+const MAX_WALK_DEPTH: usize = MAX_DEPTH - 2;
 
 /// Which snapshot an incremental backup compares against.
 #[derive(Clone, Debug)]
@@ -306,7 +310,7 @@ impl Archiver<'_> {
                 .map(OsString::from)
                 .unwrap_or_else(|| OsString::from("root"));
             let parent_node = parent_roots.iter().find(|n| n.name == name.as_bytes());
-            let node = self.entry_node(place, &name, stat, parent_node, stat.dev)?;
+            let node = self.entry_node(place, &name, stat, parent_node, stat.dev, 1)?;
             if roots.iter().any(|n| n.name == node.name) {
                 return Err(Error::Invalid(format!(
                     "two paths end in the same name {name:?}"
@@ -324,7 +328,8 @@ impl Archiver<'_> {
         self.warnings.lock().push(line);
     }
 
-    /// Builds the node for one entry, storing its content or subtree.
+    /// Builds the node for one entry, `depth` directories down from the paths given (which are
+    /// at depth 1), storing its content or subtree.
     fn entry_node(
         &self,
         place: Place,
@@ -332,6 +337,7 @@ impl Archiver<'_> {
         stat: EntryStat,
         parent: Option<&Node>,
         root_dev: u64,
+        depth: usize,
     ) -> Result<Node> {
         let path = place.path;
         let mut node = node_from_stat(name, &stat, &self.owners);
@@ -342,16 +348,27 @@ impl Archiver<'_> {
                 let parent_tree = parent
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);
-                // A directory on another file system is not entered, not even opened.
+                // A directory on another file system is not entered: not opened when seen to be
+                // on one, let go of when opening it mounted one (an automount).
                 let other_fs = self.opts.one_file_system && stat.dev != root_dev;
-                let opened = (!other_fs).then(|| place.open_dir(&stat));
+                let too_deep = depth >= MAX_WALK_DEPTH;
+                if too_deep {
+                    self.warn(
+                        path,
+                        format!("nested deeper than {MAX_WALK_DEPTH} levels: its entries are not backed up"),
+                    );
+                }
+                let opened = match (!other_fs && !too_deep).then(|| place.open_dir(&stat)) {
+                    Some(Ok((_, dev))) if self.opts.one_file_system && dev != root_dev => None,
+                    opened => opened.map(|opened| opened.map(|(dir, _)| dir)),
+                };
                 node.xattrs = match &opened {
                     Some(Ok(dir)) => self.xattrs_of_open(dir, path),
                     _ => self.xattrs_of(path),
                 };
                 node.subtree = Some(match opened {
                     None => self.packer.store_tree(Vec::new())?,
-                    Some(Ok(dir)) => self.dir_tree(dir, path, parent_tree, root_dev)?,
+                    Some(Ok(dir)) => self.dir_tree(dir, path, parent_tree, root_dev, depth)?,
                     Some(Err(e)) => {
                         self.warn(path, format!("cannot list directory: {e}"));
                         self.packer.store_tree(Vec::new())?
@@ -469,13 +486,15 @@ impl Archiver<'_> {
         Ok((content, read))
     }
 
-    /// Stores the tree of directory `dir` (at `path`), visiting its entries in parallel.
+    /// Stores the tree of directory `dir` (at `path`, `depth` down), visiting its entries in
+    /// parallel.
     fn dir_tree(
         &self,
         dir: File,
         path: &Path,
         parent_tree: Option<BlobId>,
         root_dev: u64,
+        depth: usize,
     ) -> Result<BlobId> {
         let mut names: Vec<OsString> = match crate::ingest::noatime::names_in(&dir) {
             Ok(names) => names,
@@ -519,7 +538,7 @@ impl Archiver<'_> {
                     .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
                     .ok()
                     .map(|i| &parent_nodes[i]);
-                self.entry_node(place, name, stat, parent, root_dev)
+                self.entry_node(place, name, stat, parent, root_dev, depth + 1)
                     .map(Some)
             })
             .collect::<Result<Vec<Option<Node>>>>()?;

@@ -1,10 +1,10 @@
 //! How backup's walk reaches an entry: by its name in a directory the walk holds open, so each
 //! look, open and listing resolves one path component instead of the whole path again (path
-//! lookups were 3.6 % of a first backup's CPU, 2.1 % after), and no directory between the held
-//! one and the entry can be swapped for a link; or by its path, for the paths given to backup
-//! and whenever the walk already holds [`MAX_HELD_DIRS`] directories, where holding one more
-//! would spend descriptors without bound (a branch holds every directory above it while its
-//! entries are visited, and rayon may run many branches on one thread's stack).
+//! lookups were 3.6 % of a first backup's CPU, 2.1 % after), and the directory it is in cannot
+//! be swapped for a link meanwhile; or by its path, for the paths given to backup and whenever
+//! the walk already holds [`MAX_HELD_DIRS`] directories: without a cap it would hold
+//! descriptors without bound (a branch holds every directory above it while its entries are
+//! visited, and rayon may run many branches on one thread's stack).
 
 use crate::ingest::noatime;
 use crate::ingest::walker::EntryStat;
@@ -12,6 +12,7 @@ use nix::fcntl::AtFlags;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -94,8 +95,9 @@ impl<'a> Place<'a> {
     /// Opens it if it is a directory, not through a link, and the one `seen` describes: not
     /// another swapped in for it since it was looked at. Or the root of a file system mounted
     /// on it since: looking does not trigger an automount (autofs, systemd's automounts, NFS
-    /// submounts) and opening does, as listing by path always did.
-    pub fn open_dir(&self, seen: &EntryStat) -> io::Result<File> {
+    /// submounts) and opening does, as listing by path always did. Returns the directory and
+    /// the device it is on (another than `seen`'s when it was such a mount).
+    pub fn open_dir(&self, seen: &EntryStat) -> io::Result<(File, u64)> {
         let dir = match self.within {
             Some((dir, name)) => noatime::open_at(dir, name, libc::O_DIRECTORY)?,
             None => noatime::open_dir(self.path)?,
@@ -103,14 +105,15 @@ impl<'a> Place<'a> {
         let now = dir.metadata()?;
         let opened = (now.dev(), now.ino());
         if opened == (seen.dev, seen.ino) {
-            return Ok(dir);
+            return Ok((dir, now.dev()));
         }
         let mounted = now.dev() != seen.dev
+            && is_mount_root(&dir)
             && self
                 .stat()
                 .is_ok_and(|again| (again.dev, again.ino) == opened);
         if mounted {
-            Ok(dir)
+            Ok((dir, now.dev()))
         } else {
             Err(io::Error::other("replaced while being backed up"))
         }
@@ -125,6 +128,27 @@ impl<'a> Place<'a> {
             None => std::fs::read_link(self.path).map(|target| target.into_os_string().into_vec()),
         }
     }
+}
+
+/// Whether `dir` is the root of a mount (statx's `STATX_ATTR_MOUNT_ROOT`, Linux 5.8): what an
+/// automount puts at a name, and what no other user's rename can (a btrfs subvolume moved in
+/// is on another device too, but is no mount).
+fn is_mount_root(dir: &File) -> bool {
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    // SAFETY: an empty path with AT_EMPTY_PATH asks about the descriptor itself; the kernel
+    // fills at most the one zeroed `statx` it is given, which stays ours.
+    let attributes = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let asked = libc::statx(
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            0,
+            &mut stx,
+        );
+        (asked == 0).then_some((stx.stx_attributes_mask, stx.stx_attributes))
+    };
+    attributes.is_some_and(|(known, set)| known & root != 0 && set & root != 0)
 }
 
 #[cfg(test)]
@@ -216,11 +240,23 @@ mod tests {
             return;
         }
         mounted.unwrap();
+        /// Unmounts however the test ends, so the temporary directory can go.
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = umount2(self.0, MntFlags::MNT_DETACH);
+            }
+        }
+        let _unmount = Unmount(&point);
         fs::write(point.join("inside"), b"x").unwrap();
-        let opened = place.open_dir(&seen);
-        let names = opened.as_ref().map(|dir| noatime::names_in(dir).unwrap());
-        umount2(&point, MntFlags::MNT_DETACH).unwrap();
-        assert_eq!(names.unwrap(), vec![std::ffi::OsString::from("inside")]);
+        let (dir, dev) = place.open_dir(&seen).unwrap();
+        assert_ne!(dev, seen.dev, "the device of the file system mounted there");
+        let names = noatime::names_in(&dir).unwrap();
+        assert_eq!(names, vec![std::ffi::OsString::from("inside")]);
+        let plain = root.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        assert!(!is_mount_root(&noatime::open_dir(&plain).unwrap()));
+        assert!(is_mount_root(&dir));
     }
 
     #[test]
