@@ -81,7 +81,10 @@ for round in $(seq "$ROUNDS"); do
     timed "$tool" random.bin $(backup_cmd "$tool" "$repo" "$DATA/random.bin")
     rm -rf "$repo"
   done
-  for tool in new old; do
+  # Which goes first alternates by round: the first after the backups above measured slower
+  # (the mount's cat: 1.07x with new always first, 0.98x in 6 alternating rounds).
+  order="new old"; [ $((round % 2)) = 0 ] && order="old new"
+  for tool in $order; do
     bin=$([ "$tool" = new ] && echo "$NEW" || echo "$OLD")
     repo="$SCRATCH/repo-lx-$tool"
     if [ "$round" = 1 ]; then rm -rf "$repo"; "$bin" -q -r "$repo" init; "$bin" -q -r "$repo" backup "$DATA/linux" "$DATA/random.bin"; fi
