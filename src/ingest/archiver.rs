@@ -362,10 +362,7 @@ impl Archiver<'_> {
                     Some(Ok((_, dev))) if self.opts.one_file_system && dev != root_dev => None,
                     opened => opened.map(|opened| opened.map(|(dir, _)| dir)),
                 };
-                node.xattrs = match &opened {
-                    Some(Ok(dir)) => self.xattrs_of_open(dir, path),
-                    _ => self.xattrs_of(path),
-                };
+                node.xattrs = self.xattrs_of(path, opened.as_ref().and_then(|o| o.as_ref().ok()));
                 node.subtree = Some(match opened {
                     None => self.packer.store_tree(Vec::new())?,
                     Some(Ok(dir)) => self.dir_tree(dir, path, parent_tree, root_dev, depth)?,
@@ -376,13 +373,13 @@ impl Archiver<'_> {
                 });
             }
             NodeKind::Symlink => {
-                node.xattrs = self.xattrs_of(path);
+                node.xattrs = self.xattrs_of(path, None);
                 match place.read_link() {
                     Ok(target) => node.target = target,
                     Err(e) => self.warn(path, format!("cannot read link: {e}")),
                 }
             }
-            _ => node.xattrs = self.xattrs_of(path),
+            _ => node.xattrs = self.xattrs_of(path, None),
         }
         if !node.xattrs.is_empty() {
             self.xattr_nodes.fetch_add(1, Ordering::Relaxed);
@@ -390,16 +387,14 @@ impl Archiver<'_> {
         Ok(node)
     }
 
-    fn xattrs_of(&self, path: &Path) -> Vec<crate::repo::tree::Xattr> {
-        read_xattrs(path).unwrap_or_else(|e| {
-            self.warn(path, format!("cannot read extended attributes: {e}"));
-            Vec::new()
-        })
-    }
-
-    /// [`Self::xattrs_of`] the entry at `path`, open as `file`.
-    fn xattrs_of_open(&self, file: &File, path: &Path) -> Vec<crate::repo::tree::Xattr> {
-        read_xattrs_of(file).unwrap_or_else(|e| {
+    /// The extended attributes of the entry at `path`, read through `open` when the walk has it
+    /// open; none, with a warning, when they cannot be read.
+    fn xattrs_of(&self, path: &Path, open: Option<&File>) -> Vec<crate::repo::tree::Xattr> {
+        let read = match open {
+            Some(file) => read_xattrs_of(file),
+            None => read_xattrs(path),
+        };
+        read.unwrap_or_else(|e| {
             self.warn(path, format!("cannot read extended attributes: {e}"));
             Vec::new()
         })
@@ -430,10 +425,7 @@ impl Archiver<'_> {
         }
         let path = place.path;
         let opened = place.open_file();
-        node.xattrs = match &opened {
-            Ok(file) => self.xattrs_of_open(file, path),
-            Err(_) => self.xattrs_of(path),
-        };
+        node.xattrs = self.xattrs_of(path, opened.as_ref().ok());
         let read = opened
             .map_err(FileError::Local)
             .and_then(|file| self.read_content(&file, path, stat));

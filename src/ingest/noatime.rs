@@ -75,15 +75,20 @@ pub fn reopen_regular(reference: &File, flags: i32) -> io::Result<File> {
 /// The names in directory `path` (without `.` and `..`), listed without moving its access time
 /// where allowed.
 pub fn list_dir(path: &Path) -> io::Result<Vec<OsString>> {
-    names_in(&open_dir(path)?)
+    names_of(open_dir(path)?)
 }
 
 /// The names in the open directory `dir` (without `.` and `..`), read through a duplicate of
 /// its descriptor: `dir` stays open for opening and looking at them. The two share one reading
 /// position, so a directory is listed this way once.
 pub fn names_in(dir: &File) -> io::Result<Vec<OsString>> {
+    names_of(dir.try_clone()?)
+}
+
+/// The names in `dir`, which the listing consumes.
+fn names_of(dir: File) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
-    for_each_name_in(dir.try_clone()?, usize::MAX, |name| {
+    for_each_name_in(dir, usize::MAX, |name| {
         names.push(OsStr::from_bytes(name).to_os_string())
     })?;
     Ok(names)
